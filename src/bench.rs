@@ -1,0 +1,213 @@
+//! `kdeploy bench`: timings of the pipeline on a generated config repo.
+//!
+//! The generator writes N apps x E environments (with the default chart
+//! copied in, as a real repo would have it) straight into a temporary git
+//! repository with gitoxide, then commits a one-app change and a chart
+//! change. Numbers are medians of several runs; the last line is
+//! machine-readable.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gix::ObjectId;
+
+use crate::cli::BenchArgs;
+use crate::config::Filter;
+use crate::render::{self, chart};
+use crate::source::Snapshot;
+
+/// A generated repository and its commits.
+pub struct Synthetic {
+    /// Keeps the repository alive.
+    pub dir: tempfile::TempDir,
+    /// All releases.
+    pub initial: ObjectId,
+    /// One app's env config changed.
+    pub one_app: ObjectId,
+    /// The chart changed: every release differs.
+    pub chart_change: ObjectId,
+}
+
+/// The files of a config repo with `apps` apps over `envs` environments.
+pub fn synthetic_files(apps: usize, envs: usize) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for (path, text) in chart::BUILTIN {
+        files.insert(format!("charts/service/{path}"), text.to_string());
+    }
+    let env_names = ["staging", "production", "canary", "dev", "qa"];
+    for a in 0..apps {
+        let app = format!("app-{a:04}");
+        let mut config = format!(
+            "image: ghcr.io/example/{app}\nteam: team-{}\nenv:\n  LOG_LEVEL: info\n  FEATURE_{a}: \"on\"\n",
+            a % 17
+        );
+        if a % 3 == 0 {
+            config.push_str("monitoring:\n  enabled: true\n");
+        }
+        files.insert(format!("services/{app}/config.yaml"), config);
+        files.insert(
+            format!("services/{app}/version"),
+            format!("1.{}.0\n", a % 50),
+        );
+        for e in 0..envs {
+            let env = env_names
+                .get(e)
+                .map_or_else(|| format!("env-{e}"), |s| s.to_string());
+            let mut cfg = format!("replicas: {}\n", 1 + e);
+            if a % 2 == 0 {
+                cfg.push_str(&format!(
+                    "ingress:\n  enabled: true\n  host: {app}.{env}.example.com\n"
+                ));
+            }
+            if e == 1 {
+                cfg.push_str("autoscaling:\n  enabled: true\n  maxReplicas: 6\n");
+                files.insert(format!("services/{app}/{env}/version"), "1.0.0\n".into());
+            }
+            files.insert(format!("services/{app}/{env}/config.yaml"), cfg);
+        }
+    }
+    files
+}
+
+/// Writes `files` as a commit on HEAD in `repo`.
+///
+/// # Errors
+/// When gitoxide fails to write objects or refs.
+pub fn commit_files(
+    repo: &gix::Repository,
+    files: &BTreeMap<String, String>,
+    parent: Option<ObjectId>,
+    message: &str,
+) -> anyhow::Result<ObjectId> {
+    let mut editor = repo.edit_tree(ObjectId::empty_tree(repo.object_hash()))?;
+    for (path, text) in files {
+        let blob = repo.write_blob(text.as_bytes())?;
+        editor.upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob)?;
+    }
+    let tree = editor.write()?;
+    let sig = gix::actor::SignatureRef {
+        name: "kdeploy bench".into(),
+        email: "bench@kdeploy.invalid".into(),
+        time: "1700000000 +0000",
+    };
+    let id = repo.commit_as(sig, sig, "HEAD", message, tree, parent)?;
+    Ok(id.detach())
+}
+
+/// Generates the synthetic repository with its three commits.
+///
+/// # Errors
+/// When the temporary repository cannot be written.
+pub fn generate(apps: usize, envs: usize) -> anyhow::Result<Synthetic> {
+    let dir = tempfile::tempdir()?;
+    let repo = gix::init(dir.path()).context("failed to create the benchmark repository")?;
+    let mut files = synthetic_files(apps, envs);
+    let initial = commit_files(&repo, &files, None, "initial")?;
+    let edited = "services/app-0000/staging/config.yaml".to_string();
+    if let Some(cfg) = files.get_mut(&edited) {
+        cfg.push_str("port: 9090\n");
+    }
+    let one_app = commit_files(&repo, &files, Some(initial), "one app")?;
+    if let Some(tpl) = files.get_mut("charts/service/templates/deployment.yaml") {
+        *tpl = tpl.replace("revisionHistoryLimit: 5", "revisionHistoryLimit: 3");
+    }
+    let chart_change = commit_files(&repo, &files, Some(one_app), "chart")?;
+    Ok(Synthetic {
+        dir,
+        initial,
+        one_app,
+        chart_change,
+    })
+}
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples
+        .get(samples.len() / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+fn time<T>(
+    iterations: usize,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<(f64, T)> {
+    let mut samples = Vec::with_capacity(iterations);
+    let mut last = None;
+    for _ in 0..iterations.max(1) {
+        let start = Instant::now();
+        last = Some(f()?);
+        samples.push(start.elapsed());
+    }
+    let last = last.context("no iteration ran")?;
+    Ok((median(samples), last))
+}
+
+/// Runs the benchmark and prints its figures.
+///
+/// # Errors
+/// When generation or rendering fails.
+pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let syn = generate(args.apps, args.envs)?;
+    writeln!(
+        out,
+        "generated {} apps x {} envs in {:.0} ms ({} threads)",
+        args.apps,
+        args.envs,
+        start.elapsed().as_secs_f64() * 1000.0,
+        rayon::current_num_threads()
+    )?;
+    let path = syn.dir.path();
+    let filter = Filter::default();
+    let open = |id: ObjectId| -> anyhow::Result<Snapshot> {
+        let repo = gix::open(path)?;
+        Ok(Snapshot::at_commit(repo, path, id, &id.to_string())?)
+    };
+    let (full_ms, state) = time(args.iterations, || {
+        Ok(render::render(&open(syn.initial)?, &filter)?)
+    })?;
+    let releases = state.releases.len();
+    let resources = state.resource_count();
+    let bytes: usize = state
+        .releases
+        .iter()
+        .map(|r| crate::output::release_text(r).len())
+        .sum();
+    writeln!(
+        out,
+        "full render: {releases} releases, {resources} resources, {:.1} MB canonical YAML: {full_ms:.1} ms",
+        bytes as f64 / 1e6
+    )?;
+    let (one_app_ms, cmp) = time(args.iterations, || {
+        Ok(render::compare(
+            &open(syn.initial)?,
+            &open(syn.one_app)?,
+            &filter,
+        )?)
+    })?;
+    writeln!(
+        out,
+        "compare, one app changed: {} releases re-rendered, {} skipped: {one_app_ms:.1} ms",
+        cmp.head.releases.len(),
+        cmp.unchanged.len()
+    )?;
+    let (chart_ms, cmp) = time(args.iterations.min(3), || {
+        Ok(render::compare(
+            &open(syn.one_app)?,
+            &open(syn.chart_change)?,
+            &filter,
+        )?)
+    })?;
+    writeln!(
+        out,
+        "compare, chart changed: {} releases re-rendered at both revisions: {chart_ms:.1} ms",
+        cmp.head.releases.len()
+    )?;
+    writeln!(
+        out,
+        "bench releases={releases} resources={resources} full_ms={full_ms:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1}"
+    )?;
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! The config repo model: `kdeploy.yaml`, `charts/`, and the
+//! `services/<app>/<env>/` tree with its inheritance rules.
+//!
+//! This module finds releases and merges their values. It does not render:
+//! a [`ReleaseSpec`] names its inputs (with git ids, for caching) and
+//! [`load_service`] turns them into values. Every problem found is collected
+//! into [`Diagnostics`] so one run reports all of them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::source::{self, Node, Reader};
+use crate::yaml;
+
+/// The optional `kdeploy.yaml` at the config repo root.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Settings {
+    /// Directory holding the charts (default `charts`).
+    pub charts: String,
+    /// Directory holding `<app>/<env>/` (default `services`).
+    pub services: String,
+    /// Where `kdeploy render` writes manifests (default `_gen`).
+    pub output: String,
+    /// Chart used when a service sets no `chart:` (default `service`).
+    pub default_chart: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            charts: "charts".into(),
+            services: "services".into(),
+            output: "_gen".into(),
+            default_chart: "service".into(),
+        }
+    }
+}
+
+/// The settings file name at the config repo root.
+pub const SETTINGS_FILE: &str = "kdeploy.yaml";
+
+/// The error returned when the layout cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the snapshot failed.
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    /// The config repo has problems the user must fix.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl From<Diagnostics> for Error {
+    fn from(d: Diagnostics) -> Self {
+        Error::Invalid(d)
+    }
+}
+
+/// Which releases to consider, by shell-style globs on names.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    env: Option<globset::GlobMatcher>,
+    app: Option<globset::GlobMatcher>,
+}
+
+impl Filter {
+    /// Builds a filter from optional `--env` and `--app` globs.
+    ///
+    /// # Errors
+    /// When a glob is malformed.
+    pub fn new(env: Option<&str>, app: Option<&str>) -> Result<Filter, globset::Error> {
+        let compile = |g: Option<&str>| -> Result<_, globset::Error> {
+            g.map(|g| globset::Glob::new(g).map(|g| g.compile_matcher()))
+                .transpose()
+        };
+        Ok(Filter {
+            env: compile(env)?,
+            app: compile(app)?,
+        })
+    }
+
+    /// True when no glob restricts the selection.
+    pub fn is_all(&self) -> bool {
+        self.env.is_none() && self.app.is_none()
+    }
+
+    /// True when the release (env, app) is selected.
+    pub fn matches(&self, env: &str, app: &str) -> bool {
+        self.env.as_ref().is_none_or(|g| g.is_match(env))
+            && self.app.as_ref().is_none_or(|g| g.is_match(app))
+    }
+}
+
+/// One (environment, app) pair and the files it is made of.
+#[derive(Debug, Clone)]
+pub struct ReleaseSpec {
+    /// Environment name (a DNS-1123 label).
+    pub env: String,
+    /// App name (a DNS-1123 label).
+    pub app: String,
+    /// `services/<app>/config.yaml`.
+    pub app_config: Node,
+    /// `services/<app>/version`, if present.
+    pub app_version: Option<Node>,
+    /// `services/<app>/<env>/config.yaml`.
+    pub env_config: Node,
+    /// `services/<app>/<env>/version`, if present.
+    pub env_version: Option<Node>,
+}
+
+impl ReleaseSpec {
+    /// The service inputs' git ids; equal keys mean equal service values.
+    /// `None` in the work tree, where nothing is hashed.
+    pub fn service_key(&self) -> Option<[Option<gix::ObjectId>; 4]> {
+        let ids = [
+            self.app_config.id,
+            self.app_version.as_ref().and_then(|n| n.id),
+            self.env_config.id,
+            self.env_version.as_ref().and_then(|n| n.id),
+        ];
+        self.app_config.id.map(|_| ids)
+    }
+
+    /// `services/<app>/<env>`: where annotations about this release point.
+    pub fn env_dir(&self) -> &str {
+        self.env_config
+            .path
+            .strip_suffix("/config.yaml")
+            .unwrap_or(&self.env_config.path)
+    }
+}
+
+/// What a config repo holds at one revision, before anything is parsed.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Parsed `kdeploy.yaml` (defaults when absent).
+    pub settings: Settings,
+    /// The `kdeploy.yaml` blob id, part of every release's cache key.
+    pub settings_id: Option<gix::ObjectId>,
+    /// Chart directories by name.
+    pub charts: BTreeMap<String, Node>,
+    /// Every release found, sorted by (env, app).
+    pub releases: Vec<ReleaseSpec>,
+}
+
+/// True for a DNS-1123 label: what Kubernetes accepts as a namespace name.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+impl Layout {
+    /// Lists charts and releases. Reads only `kdeploy.yaml` and directory
+    /// listings, so it is cheap even for thousands of services.
+    ///
+    /// # Errors
+    /// When reading fails or the layout breaks the rules (missing
+    /// `config.yaml`, bad names, a malformed `kdeploy.yaml`).
+    pub fn load(reader: &Reader<'_>, root: &Node, filter: &Filter) -> Result<Layout, Error> {
+        let mut problems = Diagnostics::default();
+        let (settings, settings_id) = match reader.child(root, SETTINGS_FILE)? {
+            Some(node) if !node.is_dir => {
+                let text = reader.read_text(&node)?;
+                match yaml::parse_as::<Settings>(&text) {
+                    Ok(s) => (s, node.id),
+                    Err(e) => {
+                        problems.push(
+                            Diagnostic::new(
+                                Location::at(&node.path, e.line, e.column),
+                                format!("invalid {SETTINGS_FILE}: {}", e.message),
+                            )
+                            .help(
+                                "allowed keys: charts, services, output, defaultChart (see README)",
+                            ),
+                        );
+                        (Settings::default(), node.id)
+                    }
+                }
+            }
+            _ => (Settings::default(), None),
+        };
+
+        let charts = match find_dir(reader, root, &settings.charts)? {
+            Some(dir) => reader
+                .list(&dir)?
+                .into_iter()
+                .filter(|n| n.is_dir)
+                .map(|n| (n.name().to_string(), n))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+
+        let mut releases = Vec::new();
+        let Some(services) = find_dir(reader, root, &settings.services)? else {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(&settings.services),
+                    "no services directory in the config repo",
+                )
+                .help(
+                    "create services/<app>/<env>/config.yaml, or set `services:` in kdeploy.yaml",
+                ),
+            );
+            return Err(problems.into());
+        };
+        for app_dir in reader.list(&services)?.into_iter().filter(|n| n.is_dir) {
+            let app = app_dir.name().to_string();
+            if app.starts_with('_') {
+                continue;
+            }
+            // Cheap test first: skip apps the filter rules out for every env.
+            if let Some(g) = &filter.app
+                && !g.is_match(&app)
+            {
+                continue;
+            }
+            load_app(reader, &app_dir, &app, filter, &mut releases, &mut problems)?;
+        }
+        releases.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
+        problems
+            .into_result(Layout {
+                settings,
+                settings_id,
+                charts,
+                releases,
+            })
+            .map_err(Error::from)
+    }
+}
+
+fn load_app(
+    reader: &Reader<'_>,
+    app_dir: &Node,
+    app: &str,
+    filter: &Filter,
+    releases: &mut Vec<ReleaseSpec>,
+    problems: &mut Diagnostics,
+) -> Result<(), Error> {
+    let entries = reader.list(app_dir)?;
+    let file = |name: &str| {
+        let path = app_dir.join(name);
+        entries
+            .iter()
+            .find(|n| n.path == path && !n.is_dir)
+            .cloned()
+    };
+    if !is_dns_label(app) {
+        problems.push(
+            Diagnostic::new(
+                Location::file(&app_dir.path),
+                format!("app name `{app}` is not a DNS-1123 label"),
+            )
+            .help("use lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit"),
+        );
+    }
+    let Some(app_config) = file("config.yaml") else {
+        problems.push(
+            Diagnostic::new(
+                Location::file(app_dir.join("config.yaml")),
+                "missing app-level config.yaml",
+            )
+            .help("create it (it may be empty) so the app's environments can inherit from it"),
+        );
+        return Ok(());
+    };
+    let app_version = file("version");
+    for env_dir in entries.iter().filter(|n| n.is_dir) {
+        let env = env_dir.name();
+        if env.starts_with('_') {
+            continue;
+        }
+        let env_entries = reader.list(env_dir)?;
+        let env_file = |name: &str| {
+            let path = env_dir.join(name);
+            env_entries
+                .iter()
+                .find(|n| n.path == path && !n.is_dir)
+                .cloned()
+        };
+        let Some(env_config) = env_file("config.yaml") else {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(env_dir.join("config.yaml")),
+                    format!("environment directory `{}` has no config.yaml", env_dir.path),
+                )
+                .help("add a config.yaml (it may be empty) to make it an environment, or prefix the directory name with '_' to ignore it"),
+            );
+            continue;
+        };
+        if !is_dns_label(env) {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(&env_dir.path),
+                    format!("environment name `{env}` is not a DNS-1123 label"),
+                )
+                .help("use lowercase letters, digits and '-', at most 63 characters"),
+            );
+            continue;
+        }
+        if !filter.matches(env, app) {
+            continue;
+        }
+        releases.push(ReleaseSpec {
+            env: env.to_string(),
+            app: app.to_string(),
+            app_config: app_config.clone(),
+            app_version: app_version.clone(),
+            env_config,
+            env_version: env_file("version"),
+        });
+    }
+    Ok(())
+}
+
+/// Finds a directory by a `/`-separated path below `root`.
+fn find_dir(reader: &Reader<'_>, root: &Node, path: &str) -> Result<Option<Node>, source::Error> {
+    let mut node = root.clone();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        match reader.child(&node, part)? {
+            Some(child) if child.is_dir => node = child,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(node))
+}
+
+/// A service's own values (app level merged under env level) and version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceValues {
+    /// app config.yaml, then env config.yaml merged over it.
+    pub values: Map<String, Value>,
+    /// The env `version`, else the app `version`.
+    pub version: String,
+    /// The chart to render with (`chart:` value or the default chart).
+    pub chart: String,
+}
+
+/// Reads and merges one release's config and version files.
+///
+/// # Errors
+/// Source errors as `Err(Error::Source)`; input problems as `Err(Error::Invalid)`.
+pub fn load_service(
+    reader: &Reader<'_>,
+    spec: &ReleaseSpec,
+    settings: &Settings,
+) -> Result<ServiceValues, Error> {
+    let mut problems = Diagnostics::default();
+    let app_values = read_values(reader, &spec.app_config, &mut problems)?;
+    let env_values = read_values(reader, &spec.env_config, &mut problems)?;
+    let env_version = read_version(reader, spec.env_version.as_ref(), &mut problems)?;
+    let app_version = read_version(reader, spec.app_version.as_ref(), &mut problems)?;
+    let version = env_version.or(app_version);
+    if version.is_none() && problems.is_empty() {
+        let looked = [
+            spec.env_dir().to_string() + "/version",
+            spec.app_config.path.replace("/config.yaml", "/version"),
+        ];
+        problems.push(
+            Diagnostic::new(
+                Location::file(spec.env_dir()),
+                format!(
+                    "release {}/{} has no version; looked at {} and {}",
+                    spec.env, spec.app, looked[0], looked[1]
+                ),
+            )
+            .help("write the image tag (e.g. 1.4.2) into one of those files"),
+        );
+    }
+    let mut values = app_values;
+    merge_into(&mut values, env_values);
+    let chart = match values.get("chart") {
+        None | Some(Value::Null) => settings.default_chart.clone(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            problems.push(Diagnostic::new(
+                Location::file(&spec.env_config.path),
+                format!("`chart` must be a chart name (a string), found {other}"),
+            ));
+            String::new()
+        }
+    };
+    problems
+        .into_result(ServiceValues {
+            values,
+            version: version.unwrap_or_default(),
+            chart,
+        })
+        .map_err(Error::from)
+}
+
+/// Parses a config.yaml that must be a map (an empty file is an empty map).
+fn read_values(
+    reader: &Reader<'_>,
+    node: &Node,
+    problems: &mut Diagnostics,
+) -> Result<Map<String, Value>, source::Error> {
+    let text = match String::from_utf8(reader.read(node)?) {
+        Ok(t) => t,
+        Err(_) => {
+            problems.push(Diagnostic::new(
+                Location::file(&node.path),
+                "file is not UTF-8 text",
+            ));
+            return Ok(Map::new());
+        }
+    };
+    match yaml::parse(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(other) => {
+            problems.push(
+                Diagnostic::new(
+                    Location::at(&node.path, Some(1), Some(1)),
+                    format!(
+                        "config.yaml must be a map of values, found {}",
+                        type_name(&other)
+                    ),
+                )
+                .help("write `key: value` pairs, e.g. `image: ghcr.io/org/app`"),
+            );
+            Ok(Map::new())
+        }
+        Err(e) => {
+            problems.push(Diagnostic::new(
+                Location::at(&node.path, e.line, e.column),
+                format!("invalid YAML: {}", e.message),
+            ));
+            Ok(Map::new())
+        }
+    }
+}
+
+/// Reads a `version` file: one non-empty line.
+fn read_version(
+    reader: &Reader<'_>,
+    node: Option<&Node>,
+    problems: &mut Diagnostics,
+) -> Result<Option<String>, source::Error> {
+    let Some(node) = node else { return Ok(None) };
+    let text = String::from_utf8_lossy(&reader.read(node)?).into_owned();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.as_slice() {
+        [one] if !one.chars().any(char::is_whitespace) => Ok(Some(one.to_string())),
+        [] => {
+            problems.push(
+                Diagnostic::new(Location::file(&node.path), "version file is empty").help(
+                    "write the version (e.g. 1.4.2) on one line, or delete the file to inherit",
+                ),
+            );
+            Ok(None)
+        }
+        _ => {
+            problems.push(
+                Diagnostic::new(
+                    Location::at(&node.path, Some(2), None),
+                    "version file must hold exactly one version on one line",
+                )
+                .help("keep only the version, e.g. 1.4.2"),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// A short name for a YAML value's type, for messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// Merges `over` into `base`: maps merge recursively; scalars and lists are
+/// replaced; an explicit `null` removes the key (as in Helm).
+pub fn merge_into(base: &mut Map<String, Value>, over: Map<String, Value>) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (_, Value::Null) => {
+                base.remove(&k);
+            }
+            (Some(Value::Object(b)), Value::Object(o)) => merge_into(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("test input is a map"),
+        }
+    }
+
+    #[test]
+    fn merge_maps_recursively_replaces_lists_and_scalars() {
+        let mut base = map(json!({"a": {"x": 1, "y": 2}, "l": [1, 2], "s": "old", "gone": 1}));
+        merge_into(
+            &mut base,
+            map(json!({"a": {"y": 3}, "l": [9], "s": "new", "gone": null})),
+        );
+        assert_eq!(
+            Value::Object(base),
+            json!({"a": {"x": 1, "y": 3}, "l": [9], "s": "new"})
+        );
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("api-2"));
+        assert!(!is_dns_label("Api"));
+        assert!(!is_dns_label("-api"));
+        assert!(!is_dns_label("a_b"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn settings_reject_unknown_keys() {
+        assert!(yaml::parse_as::<Settings>("chartz: x\n").is_err());
+        let s: Settings = yaml::parse_as("defaultChart: web\n").unwrap();
+        assert_eq!(s.default_chart, "web");
+        assert_eq!(s.services, "services");
+    }
+
+    #[test]
+    fn filter_globs() {
+        let f = Filter::new(Some("prod*"), None).unwrap();
+        assert!(f.matches("production", "api"));
+        assert!(!f.matches("staging", "api"));
+        assert!(Filter::default().is_all());
+    }
+}

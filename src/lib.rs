@@ -1,0 +1,23 @@
+//! kdeploy: deploy Kubernetes applications from a git config repository.
+//!
+//! The crate is one linear pipeline; each stage is a module with a small
+//! typed interface and data flows one way:
+//!
+//! - [`source`]: read the config repo at a commit (git objects) or the work tree.
+//! - [`config`]: find releases (`services/<app>/<env>/`) and merge their values.
+//! - [`render`]: render releases with their charts into [`resource::Resource`]s.
+//! - [`output`]: write rendered manifests to `_gen/`.
+//!
+//! [`diag`] formats problems in user input; [`cli`] parses flags and
+//! dispatches; [`bench`] measures the pipeline on generated repos.
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod diag;
+pub mod output;
+pub mod render;
+pub mod resource;
+pub mod source;
+pub mod yaml;

@@ -1,0 +1,338 @@
+//! A handlebars chart: `Chart.yaml`, `values.yaml` (defaults) and
+//! `templates/*.yaml`, compiled once and rendered for many releases.
+//!
+//! Files in `templates/` whose name starts with `_` are partials (`{{> name}}`
+//! with the name minus `_` and extension); the others are rendered in name
+//! order. HTML escaping is off and strict mode on: a missing value is an error.
+
+use handlebars::Handlebars;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::source::{Node, Reader};
+use crate::yaml;
+
+use super::helpers;
+
+/// The default chart, built into the binary so a config repo with only
+/// `services/` works. A repo's own `charts/service` takes precedence.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "Chart.yaml",
+        include_str!("../../charts/service/Chart.yaml"),
+    ),
+    (
+        "values.yaml",
+        include_str!("../../charts/service/values.yaml"),
+    ),
+    (
+        "templates/_labels.yaml",
+        include_str!("../../charts/service/templates/_labels.yaml"),
+    ),
+    (
+        "templates/_selector.yaml",
+        include_str!("../../charts/service/templates/_selector.yaml"),
+    ),
+    (
+        "templates/configmap.yaml",
+        include_str!("../../charts/service/templates/configmap.yaml"),
+    ),
+    (
+        "templates/deployment.yaml",
+        include_str!("../../charts/service/templates/deployment.yaml"),
+    ),
+    (
+        "templates/hpa.yaml",
+        include_str!("../../charts/service/templates/hpa.yaml"),
+    ),
+    (
+        "templates/ingress.yaml",
+        include_str!("../../charts/service/templates/ingress.yaml"),
+    ),
+    (
+        "templates/namespace.yaml",
+        include_str!("../../charts/service/templates/namespace.yaml"),
+    ),
+    (
+        "templates/pdb.yaml",
+        include_str!("../../charts/service/templates/pdb.yaml"),
+    ),
+    (
+        "templates/service.yaml",
+        include_str!("../../charts/service/templates/service.yaml"),
+    ),
+    (
+        "templates/serviceaccount.yaml",
+        include_str!("../../charts/service/templates/serviceaccount.yaml"),
+    ),
+    (
+        "templates/servicemonitor.yaml",
+        include_str!("../../charts/service/templates/servicemonitor.yaml"),
+    ),
+];
+
+/// Name of the built-in chart.
+pub const BUILTIN_NAME: &str = "service";
+
+#[derive(Debug, Deserialize)]
+struct ChartMeta {
+    name: Option<String>,
+    version: Option<serde_json::Value>,
+}
+
+/// A compiled chart.
+pub struct Chart {
+    /// The chart's name (its directory name).
+    pub name: String,
+    /// `version` from Chart.yaml.
+    pub version: String,
+    /// Directory, relative to the config repo (`<builtin>` for the built-in chart).
+    pub dir: String,
+    /// Identity of the chart's content: the git tree id, or a hash of the
+    /// built-in files; `None` in the work tree.
+    pub key: Option<String>,
+    /// `values.yaml`.
+    pub defaults: Map<String, Value>,
+    registry: Handlebars<'static>,
+    templates: Vec<String>,
+}
+
+impl std::fmt::Debug for Chart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chart")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("templates", &self.templates)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chart {
+    /// Reads and compiles the chart in directory `node`.
+    ///
+    /// # Errors
+    /// [`LoadError::Source`] when files cannot be read,
+    /// [`LoadError::Invalid`] for problems in the chart.
+    pub fn load(reader: &Reader<'_>, node: &Node) -> Result<Chart, LoadError> {
+        let mut files = Vec::new();
+        for entry in reader.list(node)? {
+            if entry.is_dir && entry.name() == "templates" {
+                for t in reader.list(&entry)? {
+                    if !t.is_dir {
+                        files.push((t.path.clone(), reader.read_text(&t)?));
+                    }
+                }
+            } else if !entry.is_dir && matches!(entry.name(), "Chart.yaml" | "values.yaml") {
+                files.push((entry.path.clone(), reader.read_text(&entry)?));
+            }
+        }
+        let key = node.id.map(|id| id.to_string());
+        Chart::from_files(node.name(), &node.path, key, files).map_err(LoadError::Invalid)
+    }
+
+    /// The built-in `service` chart.
+    ///
+    /// # Errors
+    /// Never in a released binary (a test compiles it).
+    pub fn builtin() -> Result<Chart, Diagnostics> {
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        for (path, text) in BUILTIN {
+            sha2::Digest::update(&mut hasher, path.as_bytes());
+            sha2::Digest::update(&mut hasher, text.as_bytes());
+        }
+        let digest = sha2::Digest::finalize(hasher);
+        let key = format!(
+            "builtin:{}",
+            digest
+                .iter()
+                .take(10)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let files = BUILTIN
+            .iter()
+            .map(|(p, t)| (format!("<builtin>/{p}"), t.to_string()))
+            .collect();
+        Chart::from_files(BUILTIN_NAME, "<builtin>", Some(key), files)
+    }
+
+    /// Compiles a chart from `(path, text)` pairs; paths are relative to
+    /// the config repo and start with `dir`.
+    ///
+    /// # Errors
+    /// Every problem in `Chart.yaml`, `values.yaml` and the templates.
+    pub fn from_files(
+        name: &str,
+        dir: &str,
+        key: Option<String>,
+        files: Vec<(String, String)>,
+    ) -> Result<Chart, Diagnostics> {
+        let mut problems = Diagnostics::default();
+        let mut registry = Handlebars::new();
+        registry.set_strict_mode(true);
+        registry.register_escape_fn(handlebars::no_escape);
+        helpers::register(&mut registry);
+
+        let rel = |p: &str| {
+            p.strip_prefix(dir)
+                .unwrap_or(p)
+                .trim_start_matches('/')
+                .to_string()
+        };
+        let mut version = None;
+        let mut defaults = Map::new();
+        let mut templates = Vec::new();
+        let mut saw_meta = false;
+        for (path, text) in &files {
+            let local = rel(path);
+            match local.as_str() {
+                "Chart.yaml" => {
+                    saw_meta = true;
+                    match yaml::parse_as::<ChartMeta>(text) {
+                        Ok(meta) => {
+                            if let Some(n) = meta.name.filter(|n| n != name) {
+                                problems.push(Diagnostic::new(
+                                    Location::file(path),
+                                    format!("chart name `{n}` differs from its directory `{name}`"),
+                                ).help("rename the directory or fix `name:`; services select charts by directory name"));
+                            }
+                            version = meta.version.map(|v| match v {
+                                Value::String(s) => s,
+                                other => other.to_string(),
+                            });
+                        }
+                        Err(e) => problems.push(Diagnostic::new(
+                            Location::at(path, e.line, e.column),
+                            format!("invalid Chart.yaml: {}", e.message),
+                        )),
+                    }
+                }
+                "values.yaml" => match yaml::parse(text) {
+                    Ok(Value::Object(m)) => defaults = m,
+                    Ok(Value::Null) => {}
+                    Ok(_) => problems.push(Diagnostic::new(
+                        Location::file(path),
+                        "values.yaml must be a map of default values",
+                    )),
+                    Err(e) => problems.push(Diagnostic::new(
+                        Location::at(path, e.line, e.column),
+                        format!("invalid YAML: {}", e.message),
+                    )),
+                },
+                t if t.starts_with("templates/") => {
+                    let file = &t["templates/".len()..];
+                    let registered = if let Some(partial) = file.strip_prefix('_') {
+                        let pname = partial.split('.').next().unwrap_or(partial);
+                        registry.register_partial(pname, text.as_str())
+                    } else if file.ends_with(".yaml") || file.ends_with(".yml") {
+                        templates.push(path.clone());
+                        registry.register_template_string(path, text.as_str())
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(e) = registered {
+                        let (line, col) = e.pos().map_or((None, None), |(l, c)| (Some(l), Some(c)));
+                        problems.push(
+                            Diagnostic::new(
+                                Location::at(path, line, col),
+                                format!("template syntax error: {}", e.reason()),
+                            )
+                            .help("check that every {{#block}} has its {{/block}} and braces are balanced"),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !saw_meta {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(format!("{dir}/Chart.yaml")),
+                    "chart has no Chart.yaml",
+                )
+                .help("add a Chart.yaml with `name:` and `version:`"),
+            );
+        }
+        templates.sort();
+        problems.into_result(Chart {
+            name: name.to_string(),
+            version: version.unwrap_or_else(|| "0.0.0".into()),
+            dir: dir.to_string(),
+            key,
+            defaults,
+            registry,
+            templates,
+        })
+    }
+
+    /// Template paths in render order.
+    pub fn templates(&self) -> &[String] {
+        &self.templates
+    }
+
+    /// Renders one template with `ctx`.
+    ///
+    /// # Errors
+    /// A diagnostic naming the template, line and the missing value.
+    pub fn render_template(&self, template: &str, ctx: &Value) -> Result<String, Diagnostic> {
+        self.registry.render(template, ctx).map_err(|e| {
+            let (message, help) = match e.reason() {
+                handlebars::RenderErrorReason::MissingVariable(path) => (
+                    format!(
+                        "missing value `{}`",
+                        path.as_deref().unwrap_or("?")
+                    ),
+                    Some("set it in the service's config.yaml, give it a default in the chart's values.yaml, or wrap it in {{default …}} / {{#if …}}"),
+                ),
+                other => (other.to_string(), None),
+            };
+            let file = e.template_name.clone().unwrap_or_else(|| template.to_string());
+            let d = Diagnostic::new(Location::at(file, e.line_no, e.column_no), message);
+            match help {
+                Some(h) => d.help(h),
+                None => d,
+            }
+        })
+    }
+}
+
+/// The error returned by [`Chart::load`].
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading the chart's files failed.
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
+    /// The chart has problems.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_chart_compiles() {
+        let chart = Chart::builtin().unwrap();
+        assert!(
+            chart
+                .templates()
+                .iter()
+                .any(|t| t.ends_with("deployment.yaml"))
+        );
+        assert!(chart.defaults.contains_key("replicas"));
+    }
+
+    #[test]
+    fn syntax_error_names_template_and_line() {
+        let files = vec![
+            ("c/Chart.yaml".into(), "name: c\nversion: 1.0.0\n".into()),
+            ("c/templates/a.yaml".into(), "a: 1\nb: {{#if x}}\n".into()),
+        ];
+        let err = Chart::from_files("c", "c", None, files).unwrap_err();
+        let loc = err.0[0].location.clone().unwrap();
+        assert_eq!(loc.path, "c/templates/a.yaml");
+        assert!(loc.line.is_some());
+    }
+}

@@ -1,0 +1,438 @@
+//! The handlebars helpers a chart author needs to write YAML.
+//!
+//! Each helper is a plain function from its arguments to a JSON value; the
+//! adapter [`Helper`] turns a missing argument into the strict-mode error
+//! unless the helper is one that handles absence (`default`, `required`).
+//! `charts/service/README.md` documents every helper; keep them in sync.
+
+use base64::Engine as _;
+use handlebars::{
+    Context, Handlebars, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
+};
+use serde_json::Value;
+use sha2::Digest as _;
+
+/// One argument: its value, or `None` when the path named nothing.
+struct Arg<'a> {
+    value: Option<&'a Value>,
+}
+
+impl Arg<'_> {
+    fn value(&self) -> &Value {
+        self.value.unwrap_or(&Value::Null)
+    }
+}
+
+type HelperFn = fn(&[Arg<'_>]) -> Result<Value, String>;
+
+struct Helper {
+    name: &'static str,
+    call: HelperFn,
+    /// Helpers that decide themselves what a missing value means.
+    accepts_missing: bool,
+}
+
+impl HelperDef for Helper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let mut args = Vec::with_capacity(h.params().len());
+        for p in h.params() {
+            if p.is_value_missing() && !self.accepts_missing {
+                return Err(RenderErrorReason::MissingVariable(p.relative_path().cloned()).into());
+            }
+            args.push(Arg {
+                value: (!p.is_value_missing()).then(|| p.value()),
+            });
+        }
+        (self.call)(&args)
+            .map(ScopedJson::Derived)
+            .map_err(|m| RenderErrorReason::Other(format!("{}: {m}", self.name)).into())
+    }
+}
+
+/// Registers every kdeploy helper on `hb`.
+pub fn register(hb: &mut Handlebars<'_>) {
+    let helpers: &[(&'static str, HelperFn, bool)] = &[
+        ("toYaml", to_yaml, false),
+        ("toJson", to_json, false),
+        ("indent", indent, false),
+        ("nindent", nindent, false),
+        ("default", default, true),
+        ("required", required, true),
+        ("quote", quote, false),
+        ("squote", squote, false),
+        ("b64enc", b64enc, false),
+        ("b64dec", b64dec, false),
+        ("sha256sum", sha256sum, false),
+        ("lower", |a| map_str(a, |s| s.to_lowercase()), false),
+        ("upper", |a| map_str(a, |s| s.to_uppercase()), false),
+        ("trim", |a| map_str(a, |s| s.trim().to_string()), false),
+        ("trunc", trunc, false),
+        ("replace", replace, false),
+        ("join", join, false),
+        ("concat", concat, false),
+        ("contains", contains, false),
+        ("hasKey", has_key, false),
+        ("empty", |a| Ok(Value::Bool(is_empty(arg(a, 0)?))), true),
+        // Logic helpers replace the built-in ones so that, as in JavaScript
+        // handlebars, a missing value is simply false rather than an error.
+        (
+            "and",
+            |a| Ok(Value::Bool(a.iter().all(|x| truthy(x.value())))),
+            true,
+        ),
+        (
+            "or",
+            |a| Ok(Value::Bool(a.iter().any(|x| truthy(x.value())))),
+            true,
+        ),
+        ("not", |a| Ok(Value::Bool(!truthy(arg(a, 0)?))), true),
+        (
+            "eq",
+            |a| count(a, 2, "eq A B").map(|_| Value::Bool(a[0].value() == a[1].value())),
+            true,
+        ),
+        (
+            "ne",
+            |a| count(a, 2, "ne A B").map(|_| Value::Bool(a[0].value() != a[1].value())),
+            true,
+        ),
+    ];
+    for (name, call, accepts_missing) in helpers {
+        hb.register_helper(
+            name,
+            Box::new(Helper {
+                name,
+                call: *call,
+                accepts_missing: *accepts_missing,
+            }),
+        );
+    }
+}
+
+fn arg<'a>(args: &'a [Arg<'_>], i: usize) -> Result<&'a Value, String> {
+    args.get(i)
+        .map(Arg::value)
+        .ok_or_else(|| format!("argument {} is required", i + 1))
+}
+
+fn count(args: &[Arg<'_>], n: usize, usage: &str) -> Result<(), String> {
+    if args.len() == n {
+        Ok(())
+    } else {
+        Err(format!("expected {n} argument(s): {usage}"))
+    }
+}
+
+/// The text form of a scalar (strings unquoted), JSON for the rest.
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn as_usize(v: &Value, what: &str) -> Result<usize, String> {
+    v.as_u64()
+        .map(|n| n as usize)
+        .ok_or_else(|| format!("{what} must be a non-negative number, found {v}"))
+}
+
+/// Helm's idea of empty: null, false, 0, "", [] and {}.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// Truthiness as `{{#if}}` sees it: empty values are false.
+fn truthy(v: &Value) -> bool {
+    !is_empty(v)
+}
+
+fn to_yaml(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 1, "toYaml VALUE")?;
+    let text = crate::yaml::to_canonical(arg(a, 0)?);
+    Ok(Value::String(text.trim_end_matches('\n').to_string()))
+}
+
+fn to_json(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 1, "toJson VALUE")?;
+    Ok(Value::String(arg(a, 0)?.to_string()))
+}
+
+fn indent_text(n: usize, text: &str) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{pad}{l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn indent(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 2, "indent N TEXT")?;
+    let n = as_usize(arg(a, 0)?, "N")?;
+    Ok(Value::String(indent_text(n, &as_text(arg(a, 1)?))))
+}
+
+fn nindent(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 2, "nindent N TEXT")?;
+    let n = as_usize(arg(a, 0)?, "N")?;
+    Ok(Value::String(format!(
+        "\n{}",
+        indent_text(n, &as_text(arg(a, 1)?))
+    )))
+}
+
+fn default(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 2, "default VALUE FALLBACK")?;
+    let v = arg(a, 0)?;
+    Ok(if is_empty(v) {
+        arg(a, 1)?.clone()
+    } else {
+        v.clone()
+    })
+}
+
+fn required(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 2, "required VALUE \"message\"")?;
+    let v = arg(a, 0)?;
+    if v.is_null() || v == &Value::String(String::new()) {
+        Err(as_text(arg(a, 1)?))
+    } else {
+        Ok(v.clone())
+    }
+}
+
+fn quote(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 1, "quote VALUE")?;
+    // A JSON string literal is a valid double-quoted YAML scalar.
+    Ok(Value::String(
+        Value::String(as_text(arg(a, 0)?)).to_string(),
+    ))
+}
+
+fn squote(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 1, "squote VALUE")?;
+    Ok(Value::String(format!(
+        "'{}'",
+        as_text(arg(a, 0)?).replace('\'', "''")
+    )))
+}
+
+fn b64enc(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 1, "b64enc TEXT")?;
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(as_text(arg(a, 0)?)),
+    ))
+}
+
+fn b64dec(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 1, "b64dec TEXT")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(as_text(arg(a, 0)?))
+        .map_err(|e| format!("not base64: {e}"))?;
+    String::from_utf8(bytes)
+        .map(Value::String)
+        .map_err(|_| "decoded bytes are not UTF-8 text".into())
+}
+
+fn sha256sum(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 1, "sha256sum VALUE")?;
+    // Maps and lists hash their canonical JSON, so key order never matters.
+    let digest = sha2::Sha256::digest(as_text(arg(a, 0)?).as_bytes());
+    Ok(Value::String(
+        digest.iter().map(|b| format!("{b:02x}")).collect(),
+    ))
+}
+
+fn map_str(a: &[Arg<'_>], f: fn(&str) -> String) -> Result<Value, String> {
+    count(a, 1, "HELPER TEXT")?;
+    Ok(Value::String(f(&as_text(arg(a, 0)?))))
+}
+
+fn trunc(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 2, "trunc N TEXT")?;
+    let n = as_usize(arg(a, 0)?, "N")?;
+    Ok(Value::String(as_text(arg(a, 1)?).chars().take(n).collect()))
+}
+
+fn replace(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 3, "replace OLD NEW TEXT")?;
+    let (old, new, text) = (
+        as_text(arg(a, 0)?),
+        as_text(arg(a, 1)?),
+        as_text(arg(a, 2)?),
+    );
+    Ok(Value::String(text.replace(&old, &new)))
+}
+
+fn join(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 2, "join SEPARATOR LIST")?;
+    let sep = as_text(arg(a, 0)?);
+    match arg(a, 1)? {
+        Value::Array(items) => Ok(Value::String(
+            items.iter().map(as_text).collect::<Vec<_>>().join(&sep),
+        )),
+        other => Err(format!("LIST must be a list, found {other}")),
+    }
+}
+
+fn concat(a: &[Arg<'_>]) -> Result<Value, String> {
+    Ok(Value::String(
+        a.iter().map(|x| as_text(x.value())).collect(),
+    ))
+}
+
+fn contains(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 2, "contains NEEDLE HAYSTACK")?;
+    let needle = arg(a, 0)?;
+    Ok(Value::Bool(match arg(a, 1)? {
+        Value::Array(items) => items.contains(needle),
+        Value::String(s) => s.contains(&as_text(needle)),
+        Value::Object(m) => m.contains_key(&as_text(needle)),
+        _ => false,
+    }))
+}
+
+fn has_key(a: &[Arg<'_>]) -> Result<Value, String> {
+    count(a, 2, "hasKey MAP KEY")?;
+    Ok(Value::Bool(arg(a, 0)?.as_object().is_some_and(|m| {
+        m.contains_key(&as_text(arg(a, 1).unwrap_or(&Value::Null)))
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(tpl: &str, data: Value) -> Result<String, String> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        register(&mut hb);
+        hb.render_template(tpl, &data).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn to_yaml_with_nindent() {
+        let out = render(
+            "r:{{nindent 2 (toYaml v)}}",
+            json!({"v": {"b": 1, "a": ["x"]}}),
+        )
+        .unwrap();
+        assert_eq!(out, "r:\n  a:\n  - x\n  b: 1");
+    }
+
+    #[test]
+    fn default_covers_missing_and_empty_values() {
+        assert_eq!(
+            render("{{default v.missing 8080}}", json!({"v": {}})).unwrap(),
+            "8080"
+        );
+        assert_eq!(
+            render("{{default v \"x\"}}", json!({"v": ""})).unwrap(),
+            "x"
+        );
+        assert_eq!(render("{{default v 1}}", json!({"v": 3})).unwrap(), "3");
+    }
+
+    #[test]
+    fn missing_value_is_an_error_in_other_helpers_and_plain_output() {
+        assert!(render("{{upper v.nope}}", json!({"v": {}})).is_err());
+        assert!(render("{{v.nope}}", json!({"v": {}})).is_err());
+    }
+
+    #[test]
+    fn required_fails_with_the_message() {
+        let err = render(
+            "{{required v.image \"image is required\"}}",
+            json!({"v": {}}),
+        )
+        .unwrap_err();
+        assert!(err.contains("image is required"), "{err}");
+    }
+
+    #[test]
+    fn quoting_and_no_html_escaping() {
+        assert_eq!(
+            render("{{quote v}}", json!({"v": "a\"b<c>"})).unwrap(),
+            r#""a\"b<c>""#
+        );
+        assert_eq!(
+            render("{{squote v}}", json!({"v": "it's"})).unwrap(),
+            "'it''s'"
+        );
+        assert_eq!(
+            render("{{quote v}}", json!({"v": 8080})).unwrap(),
+            "\"8080\""
+        );
+        assert_eq!(render("{{v}}", json!({"v": "a&b"})).unwrap(), "a&b");
+    }
+
+    #[test]
+    fn logic_helpers_treat_missing_as_false() {
+        let d = json!({"v": {"a": true}});
+        assert_eq!(
+            render("{{#if (or v.nope v.a)}}y{{/if}}", d.clone()).unwrap(),
+            "y"
+        );
+        assert_eq!(
+            render("{{#if (and v.nope v.a)}}y{{else}}n{{/if}}", d.clone()).unwrap(),
+            "n"
+        );
+        assert_eq!(
+            render("{{#if (not v.nope)}}y{{/if}}", d.clone()).unwrap(),
+            "y"
+        );
+        assert_eq!(render("{{#if (eq v.a true)}}y{{/if}}", d).unwrap(), "y");
+    }
+
+    #[test]
+    fn string_helpers() {
+        let d = json!({"s": "Hello World", "l": ["a", "b"]});
+        assert_eq!(render("{{lower s}}", d.clone()).unwrap(), "hello world");
+        assert_eq!(render("{{trunc 5 s}}", d.clone()).unwrap(), "Hello");
+        assert_eq!(
+            render("{{replace \" \" \"-\" s}}", d.clone()).unwrap(),
+            "Hello-World"
+        );
+        assert_eq!(render("{{join \",\" l}}", d.clone()).unwrap(), "a,b");
+        assert_eq!(render("{{b64enc \"hi\"}}", d.clone()).unwrap(), "aGk=");
+        assert_eq!(render("{{b64dec \"aGk=\"}}", d.clone()).unwrap(), "hi");
+        assert_eq!(
+            render("{{concat s \"!\"}}", d.clone()).unwrap(),
+            "Hello World!"
+        );
+        assert_eq!(
+            render("{{#if (contains \"a\" l)}}y{{/if}}", d).unwrap(),
+            "y"
+        );
+    }
+
+    #[test]
+    fn sha256_of_maps_ignores_key_order() {
+        let a = render("{{sha256sum v}}", json!({"v": {"a": 1, "b": 2}})).unwrap();
+        let b = render("{{sha256sum v}}", json!({"v": {"b": 2, "a": 1}})).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+    }
+}

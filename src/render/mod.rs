@@ -1,0 +1,605 @@
+//! Rendering: a config repo snapshot becomes a [`State`] of Kubernetes
+//! resources per environment.
+//!
+//! Each (env, app) [`Release`] is rendered with its chart: chart defaults,
+//! then app values, then env values. Releases render in parallel; each
+//! document is parsed once. [`compare`] renders two revisions and skips every
+//! release whose inputs have the same git ids at both, which keeps a
+//! one-service change in a large repo cheap. Nothing here touches the network
+//! or the cluster.
+
+pub mod chart;
+pub mod helpers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde_json::{Map, Value, json};
+
+use crate::config::{self, Filter, Layout, ReleaseSpec, ServiceValues};
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::resource::{self, Origin, Resource, ResourceId};
+use crate::source::{self, Snapshot};
+use crate::yaml;
+
+pub use chart::Chart;
+
+/// The error returned by [`render`] and [`compare`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The snapshot could not be read.
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    /// The config repo has problems the user must fix.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl From<config::Error> for Error {
+    fn from(e: config::Error) -> Self {
+        match e {
+            config::Error::Source(e) => Error::Source(e),
+            config::Error::Invalid(d) => Error::Invalid(d),
+        }
+    }
+}
+
+impl From<Diagnostics> for Error {
+    fn from(d: Diagnostics) -> Self {
+        Error::Invalid(d)
+    }
+}
+
+/// One (environment, app) pair, ready to render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    /// Environment.
+    pub env: String,
+    /// App.
+    pub app: String,
+    /// Chart name.
+    pub chart: String,
+    /// Version (image tag).
+    pub version: String,
+    /// Namespace of the release's namespaced resources.
+    pub namespace: String,
+    /// Merged values: chart defaults, app level, env level.
+    pub values: Map<String, Value>,
+    /// `services/<app>/<env>`, where problems with this release are reported.
+    pub dir: String,
+}
+
+/// What decides a release's output; equal keys give equal output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseKey {
+    service: [Option<gix::ObjectId>; 4],
+    settings: Option<gix::ObjectId>,
+    chart: String,
+}
+
+/// A rendered release.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The release.
+    pub release: Release,
+    /// Its resources in apply order (kind rank, then template order).
+    pub resources: Vec<Resource>,
+    /// Its cache key; `None` when read from the work tree.
+    pub key: Option<ReleaseKey>,
+}
+
+/// Everything rendered at one revision.
+#[derive(Debug)]
+pub struct State {
+    /// "work tree" or the short commit id.
+    pub label: String,
+    /// The commit, when rendered from git.
+    pub commit: Option<gix::ObjectId>,
+    /// The layout's settings (`kdeploy.yaml`).
+    pub settings: config::Settings,
+    /// Releases sorted by (env, app).
+    pub releases: Vec<Rendered>,
+}
+
+impl State {
+    /// Number of resources over all releases.
+    pub fn resource_count(&self) -> usize {
+        self.releases.iter().map(|r| r.resources.len()).sum()
+    }
+}
+
+/// Renders every release selected by `filter` at `snapshot`.
+///
+/// # Errors
+/// [`Error::Invalid`] listing every problem found; nothing is partial.
+pub fn render(snapshot: &Snapshot, filter: &Filter) -> Result<State, Error> {
+    let reader = snapshot.reader();
+    let layout = Layout::load(&reader, &snapshot.root(), filter)?;
+    let mut charts = ChartCache::default();
+    let specs: Vec<&ReleaseSpec> = layout.releases.iter().collect();
+    let releases = render_specs(snapshot, &layout, &specs, &mut charts)?;
+    check_duplicates(&releases)?;
+    Ok(State {
+        label: snapshot.label().to_string(),
+        commit: snapshot.commit(),
+        settings: layout.settings,
+        releases,
+    })
+}
+
+/// Two revisions rendered for comparison. Releases whose inputs are the same
+/// git objects at both revisions are listed in `unchanged` and not rendered.
+#[derive(Debug)]
+pub struct Comparison {
+    /// The base revision, holding only releases that may differ.
+    pub base: State,
+    /// The head revision, holding only releases that may differ.
+    pub head: State,
+    /// (env, app) of releases skipped because their inputs are identical.
+    pub unchanged: Vec<(String, String)>,
+}
+
+/// Renders `base` and `head`, re-rendering only releases whose inputs
+/// (service files, chart tree, kdeploy.yaml) differ between the two.
+///
+/// Duplicate resource ids are checked among the rendered releases only; a
+/// full [`render`] (as apply does) checks all of them.
+///
+/// # Errors
+/// Problems at either revision, each naming its file.
+pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comparison, Error> {
+    let base_reader = base.reader();
+    let head_reader = head.reader();
+    let base_layout = Layout::load(&base_reader, &base.root(), filter);
+    let head_layout = Layout::load(&head_reader, &head.root(), filter)?;
+    let base_layout = base_layout.map_err(|e| prefix_revision(e.into(), base.label()))?;
+
+    let base_specs: BTreeMap<(&str, &str), &ReleaseSpec> = base_layout
+        .releases
+        .iter()
+        .map(|r| ((r.env.as_str(), r.app.as_str()), r))
+        .collect();
+    let charts_same = |name: &str| {
+        let b = base_layout.charts.get(name).map(|n| n.id);
+        let h = head_layout.charts.get(name).map(|n| n.id);
+        match (b, h) {
+            (Some(Some(b)), Some(Some(h))) => b == h,
+            (None, None) => true, // both use the built-in chart
+            _ => false,
+        }
+    };
+    let all_charts_same = base_layout.charts.len() == head_layout.charts.len()
+        && base_layout.charts.keys().all(|name| charts_same(name));
+    let settings_same = base_layout.settings_id == head_layout.settings_id
+        && base.commit().is_some()
+        && head.commit().is_some();
+
+    let mut unchanged = Vec::new();
+    let mut head_todo = Vec::new();
+    let mut same_inputs = Vec::new();
+    for spec in &head_layout.releases {
+        let key = (spec.env.as_str(), spec.app.as_str());
+        let same_service = settings_same
+            && base_specs.get(&key).is_some_and(|b| {
+                b.service_key().is_some() && b.service_key() == spec.service_key()
+            });
+        if same_service {
+            same_inputs.push(spec);
+        } else {
+            head_todo.push(spec);
+        }
+    }
+    // Same service files: the chart name is the same at both revisions, so
+    // the release is unchanged unless that chart's tree changed.
+    if all_charts_same {
+        unchanged.extend(same_inputs.iter().map(|s| (s.env.clone(), s.app.clone())));
+    } else {
+        let chart_of = same_inputs
+            .par_iter()
+            .map_init(
+                || head.reader(),
+                |reader, spec| {
+                    config::load_service(reader, spec, &head_layout.settings).map(|sv| sv.chart)
+                },
+            )
+            .collect::<Vec<_>>();
+        for (spec, chart) in same_inputs.iter().zip(chart_of) {
+            match chart {
+                Ok(name) if charts_same(&name) => {
+                    unchanged.push((spec.env.clone(), spec.app.clone()))
+                }
+                _ => head_todo.push(spec),
+            }
+        }
+    }
+    let skip: std::collections::HashSet<(&str, &str)> = unchanged
+        .iter()
+        .map(|(e, a)| (e.as_str(), a.as_str()))
+        .collect();
+    let base_todo: Vec<&ReleaseSpec> = base_layout
+        .releases
+        .iter()
+        .filter(|r| !skip.contains(&(r.env.as_str(), r.app.as_str())))
+        .collect();
+    head_todo.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
+
+    let mut charts = ChartCache::default();
+    let base_releases = render_specs(base, &base_layout, &base_todo, &mut charts)
+        .map_err(|e| prefix_revision(e, base.label()))?;
+    let head_releases = render_specs(head, &head_layout, &head_todo, &mut charts)?;
+    check_duplicates(&head_releases)?;
+    Ok(Comparison {
+        base: State {
+            label: base.label().to_string(),
+            commit: base.commit(),
+            settings: base_layout.settings,
+            releases: base_releases,
+        },
+        head: State {
+            label: head.label().to_string(),
+            commit: head.commit(),
+            settings: head_layout.settings,
+            releases: head_releases,
+        },
+        unchanged,
+    })
+}
+
+/// Problems at the base revision say so, since the files may differ at head.
+fn prefix_revision(e: Error, label: &str) -> Error {
+    match e {
+        Error::Invalid(mut d) => {
+            for p in &mut d.0 {
+                p.message = format!("at base revision {label}: {}", p.message);
+            }
+            Error::Invalid(d)
+        }
+        other => other,
+    }
+}
+
+/// Compiled charts, shared between revisions when their content is equal.
+#[derive(Default)]
+struct ChartCache {
+    by_key: HashMap<String, Arc<Chart>>,
+}
+
+impl ChartCache {
+    fn get(
+        &mut self,
+        snapshot: &Snapshot,
+        layout: &Layout,
+        name: &str,
+    ) -> Result<Option<Arc<Chart>>, Error> {
+        let node = layout.charts.get(name);
+        let key = match node {
+            Some(n) => n.id.map(|id| id.to_string()),
+            None if name == chart::BUILTIN_NAME => Some("builtin".to_string()),
+            None => return Ok(None),
+        };
+        if let Some(c) = key.as_ref().and_then(|k| self.by_key.get(k)) {
+            return Ok(Some(c.clone()));
+        }
+        let chart = match node {
+            Some(n) => Chart::load(&snapshot.reader(), n).map_err(|e| match e {
+                chart::LoadError::Source(s) => Error::Source(s),
+                chart::LoadError::Invalid(d) => Error::Invalid(d),
+            })?,
+            None => Chart::builtin()?,
+        };
+        let chart = Arc::new(chart);
+        if let Some(k) = key {
+            self.by_key.insert(k, chart.clone());
+        }
+        Ok(Some(chart))
+    }
+}
+
+/// Renders the given releases of one snapshot.
+fn render_specs(
+    snapshot: &Snapshot,
+    layout: &Layout,
+    specs: &[&ReleaseSpec],
+    charts: &mut ChartCache,
+) -> Result<Vec<Rendered>, Error> {
+    let mut problems = Diagnostics::default();
+    let services: Vec<Result<ServiceValues, config::Error>> = specs
+        .par_iter()
+        .map_init(
+            || snapshot.reader(),
+            |reader, spec| config::load_service(reader, spec, &layout.settings),
+        )
+        .collect();
+
+    let mut by_name: HashMap<String, Option<Arc<Chart>>> = HashMap::new();
+    let mut jobs = Vec::with_capacity(specs.len());
+    for (spec, sv) in specs.iter().zip(services) {
+        let sv = match sv {
+            Ok(sv) => sv,
+            Err(config::Error::Invalid(d)) => {
+                problems.extend(d.0);
+                continue;
+            }
+            Err(config::Error::Source(e)) => return Err(e.into()),
+        };
+        if !by_name.contains_key(&sv.chart) {
+            let chart = match charts.get(snapshot, layout, &sv.chart) {
+                Ok(c) => c,
+                Err(Error::Invalid(d)) => {
+                    problems.extend(d.0);
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            by_name.insert(sv.chart.clone(), chart);
+        }
+        match by_name.get(&sv.chart).cloned().flatten() {
+            Some(chart) => jobs.push((*spec, sv, chart)),
+            None => {
+                if layout.charts.contains_key(&sv.chart) || sv.chart == chart::BUILTIN_NAME {
+                    continue; // the chart itself is broken; already reported
+                }
+                let known: Vec<&str> = layout.charts.keys().map(String::as_str).collect();
+                problems.push(
+                    Diagnostic::new(
+                        Location::file(&spec.env_config.path),
+                        format!(
+                            "unknown chart `{}` for release {}/{}",
+                            sv.chart, spec.env, spec.app
+                        ),
+                    )
+                    .help(format!(
+                        "charts available in {}/: {}",
+                        layout.settings.charts,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )),
+                );
+            }
+        }
+    }
+
+    let rendered: Vec<Result<Rendered, Diagnostics>> = jobs
+        .into_par_iter()
+        .map(|(spec, sv, chart)| render_release(spec, sv, &chart, layout.settings_id))
+        .collect();
+    let mut out = Vec::with_capacity(rendered.len());
+    for r in rendered {
+        match r {
+            Ok(r) => out.push(r),
+            Err(d) => problems.extend(d.0),
+        }
+    }
+    problems.into_result(out).map_err(Error::from)
+}
+
+/// Renders one release with its chart.
+fn render_release(
+    spec: &ReleaseSpec,
+    sv: ServiceValues,
+    chart: &Chart,
+    settings_id: Option<gix::ObjectId>,
+) -> Result<Rendered, Diagnostics> {
+    let mut problems = Diagnostics::default();
+    let mut values = chart.defaults.clone();
+    config::merge_into(&mut values, sv.values);
+    let dir = spec.env_dir().to_string();
+    let namespace = match values.get("namespace") {
+        None | Some(Value::Null) => spec.app.clone(),
+        Some(Value::String(s)) if config::is_dns_label(s) => s.clone(),
+        Some(other) => {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(&spec.env_config.path),
+                    format!("`namespace` must be a DNS-1123 label, found {other}"),
+                )
+                .help("use lowercase letters, digits and '-'"),
+            );
+            return Err(problems);
+        }
+    };
+    let release = Release {
+        env: spec.env.clone(),
+        app: spec.app.clone(),
+        chart: chart.name.clone(),
+        version: sv.version,
+        namespace,
+        values,
+        dir,
+    };
+    let ctx = json!({
+        "values": release.values,
+        "release": {
+            "app": release.app,
+            "env": release.env,
+            "version": release.version,
+            "namespace": release.namespace,
+            "name": release.app,
+        },
+        "chart": { "name": chart.name, "version": chart.version },
+    });
+    let mut objects = Vec::new();
+    for template in chart.templates() {
+        let text = match chart.render_template(template, &ctx) {
+            Ok(t) => t,
+            Err(d) => {
+                let message = format!("{} (rendering {}/{})", d.message, release.env, release.app);
+                problems.push(Diagnostic { message, ..d });
+                continue;
+            }
+        };
+        parse_documents(&text, template, &release, &mut objects, &mut problems);
+    }
+    let cluster_crds = resource::crd_scopes(objects.iter().map(|(v, _)| v));
+    let mut resources = Vec::with_capacity(objects.len());
+    for (object, origin) in objects {
+        match to_resource(object, origin, &release.namespace, &cluster_crds) {
+            Ok(r) => resources.push(r),
+            Err(d) => problems.push(d),
+        }
+    }
+    // Stable: template order within a kind rank.
+    resources.sort_by_key(|r| resource::kind_rank(&r.id.group, &r.id.kind));
+    let key = spec.service_key().map(|service| ReleaseKey {
+        service,
+        settings: settings_id,
+        chart: chart.key.clone().unwrap_or_default(),
+    });
+    let key = key.filter(|_| chart.key.is_some());
+    problems.into_result(Rendered {
+        release,
+        resources,
+        key,
+    })
+}
+
+/// Splits a template's output into documents and parses each once.
+fn parse_documents(
+    text: &str,
+    template: &str,
+    release: &Release,
+    out: &mut Vec<(Value, Origin)>,
+    problems: &mut Diagnostics,
+) {
+    for doc in yaml::split_documents(text) {
+        if yaml::is_blank(doc.text) {
+            continue;
+        }
+        let origin = Origin {
+            env: release.env.clone(),
+            app: release.app.clone(),
+            file: template.to_string(),
+            document: doc.index,
+            line: doc.first_line,
+        };
+        match yaml::parse(doc.text) {
+            Ok(v) => out.push((v, origin)),
+            Err(e) => {
+                let line_in_output = e.line.map(|l| l + doc.first_line - 1);
+                let snippet = line_in_output
+                    .and_then(|l| text.lines().nth(l.saturating_sub(1)))
+                    .map(|l| format!("\n  | {l}"))
+                    .unwrap_or_default();
+                problems.push(
+                    Diagnostic::new(
+                        Location::file(template),
+                        format!(
+                            "rendered output for {}/{} is not valid YAML (document {}, line {} of the output): {}{snippet}",
+                            release.env,
+                            release.app,
+                            doc.index + 1,
+                            line_in_output.map_or("?".into(), |l| l.to_string()),
+                            e.message
+                        ),
+                    )
+                    .help("check indentation around {{…}} expressions; use nindent/toYaml for maps and lists"),
+                );
+            }
+        }
+    }
+}
+
+/// Checks the fields every object needs and builds its id; namespaced kinds
+/// without a namespace get the release's.
+fn to_resource(
+    mut object: Value,
+    origin: Origin,
+    namespace: &str,
+    cluster_crds: &[(String, String)],
+) -> Result<Resource, Diagnostic> {
+    let fail = |what: &str| {
+        Diagnostic::new(
+            Location::file(&origin.file),
+            format!(
+                "document {} rendered for {}/{} {what}",
+                origin.document + 1,
+                origin.env,
+                origin.app
+            ),
+        )
+        .help("every document needs apiVersion, kind and metadata.name")
+    };
+    if !object.is_object() {
+        return Err(fail(&format!(
+            "is {}, not a Kubernetes object",
+            config::type_name(&object)
+        )));
+    }
+    let api_version = object["apiVersion"].as_str().map(str::to_string);
+    let kind = object["kind"].as_str().map(str::to_string);
+    let name = object["metadata"]["name"].as_str().map(str::to_string);
+    let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else {
+        let missing: Vec<&str> = [
+            ("apiVersion", object["apiVersion"].is_string()),
+            ("kind", object["kind"].is_string()),
+            ("metadata.name", object["metadata"]["name"].is_string()),
+        ]
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(f, _)| *f)
+        .collect();
+        return Err(fail(&format!("has no {}", missing.join(", "))));
+    };
+    if name.is_empty() {
+        return Err(fail("has an empty metadata.name"));
+    }
+    let group = resource::split_api_version(&api_version).0.to_string();
+    let cluster = resource::is_cluster_scoped(&group, &kind)
+        || cluster_crds.iter().any(|(g, k)| *g == group && *k == kind);
+    let ns = if cluster {
+        None
+    } else {
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(namespace)
+            .to_string();
+        object["metadata"]["namespace"] = Value::String(ns.clone());
+        Some(ns)
+    };
+    Ok(Resource {
+        id: ResourceId {
+            group,
+            kind,
+            namespace: ns,
+            name,
+        },
+        api_version,
+        object,
+        origin,
+    })
+}
+
+/// Two releases of one environment must not produce the same object.
+fn check_duplicates(releases: &[Rendered]) -> Result<(), Diagnostics> {
+    let mut problems = Diagnostics::default();
+    let mut seen: HashMap<(&str, &ResourceId), (&Release, &Resource)> = HashMap::new();
+    for r in releases {
+        for res in &r.resources {
+            let key = (r.release.env.as_str(), &res.id);
+            if let Some((first, first_res)) = seen.get(&key) {
+                problems.push(
+                    Diagnostic::new(
+                        Location::file(&r.release.dir),
+                        format!(
+                            "{} in environment {} is produced twice: by {} ({}) and by {} ({})",
+                            res.id,
+                            r.release.env,
+                            first.dir,
+                            first_res.origin.file,
+                            r.release.dir,
+                            res.origin.file
+                        ),
+                    )
+                    .help("give one of them another name or namespace"),
+                );
+            } else {
+                seen.insert(key, (&r.release, res));
+            }
+        }
+    }
+    problems.into_result(())
+}

@@ -1,0 +1,198 @@
+//! The values every stage shares: [`ResourceId`], [`Resource`] and where a
+//! resource came from ([`Origin`]).
+//!
+//! Identity follows Kubernetes: group, kind, namespace and name. The API
+//! version is not part of it, so `apps/v1beta2` -> `apps/v1` is a change.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The identity of a Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ResourceId {
+    /// API group, empty for the core group.
+    pub group: String,
+    /// Kind, e.g. `Deployment`.
+    pub kind: String,
+    /// Namespace; `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl fmt::Display for ResourceId {
+    /// `apps/Deployment shop/api`, `Service shop/api`, `Namespace shop`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.group.is_empty() {
+            write!(f, "{}/", self.group)?;
+        }
+        write!(f, "{} ", self.kind)?;
+        if let Some(ns) = &self.namespace {
+            write!(f, "{ns}/")?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+/// Where a resource was produced, so errors and annotations can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// Environment of the release.
+    pub env: String,
+    /// App of the release.
+    pub app: String,
+    /// The template (or manifest file) path, relative to the config repo.
+    pub file: String,
+    /// 0-based index of the document in that file's output.
+    pub document: usize,
+    /// 1-based line of the document in that file's output.
+    pub line: usize,
+}
+
+/// One rendered Kubernetes object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// Its identity.
+    pub id: ResourceId,
+    /// `apiVersion`, kept apart from the id.
+    pub api_version: String,
+    /// The whole object, with `metadata.namespace` filled in for namespaced kinds.
+    pub object: Value,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Built-in kinds that live outside namespaces, by (group, kind).
+const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("", "ComponentStatus"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("storage.k8s.io", "StorageClass"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "CSINode"),
+    ("storage.k8s.io", "VolumeAttachment"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("networking.k8s.io", "IngressClass"),
+    ("node.k8s.io", "RuntimeClass"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+];
+
+/// True for built-in cluster-scoped kinds. Custom kinds are namespaced unless
+/// a CRD in the same state says otherwise (see [`crd_scopes`]).
+pub fn is_cluster_scoped(group: &str, kind: &str) -> bool {
+    CLUSTER_SCOPED
+        .iter()
+        .any(|(g, k)| *g == group && *k == kind)
+}
+
+/// (group, kind) of custom kinds that CRDs in `objects` declare cluster-scoped.
+pub fn crd_scopes<'a>(objects: impl Iterator<Item = &'a Value>) -> Vec<(String, String)> {
+    objects
+        .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
+        .filter_map(|o| {
+            Some((
+                o["spec"]["group"].as_str()?.to_string(),
+                o["spec"]["names"]["kind"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Splits `apps/v1` into (`apps`, `v1`) and `v1` into (``, `v1`).
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    }
+}
+
+/// Apply order rank of a kind: what others depend on goes first.
+/// Deletions use the reverse order.
+pub fn kind_rank(group: &str, kind: &str) -> u8 {
+    match (group, kind) {
+        ("", "Namespace") => 0,
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => 1,
+        ("", "ResourceQuota" | "LimitRange") | ("networking.k8s.io", "NetworkPolicy") => 2,
+        ("policy", "PodDisruptionBudget") | ("scheduling.k8s.io", "PriorityClass") => 3,
+        ("", "ServiceAccount") => 4,
+        ("rbac.authorization.k8s.io", "ClusterRole" | "Role") => 5,
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding" | "RoleBinding") => 6,
+        ("", "ConfigMap" | "Secret") => 7,
+        ("storage.k8s.io", _) | ("", "PersistentVolume" | "PersistentVolumeClaim") => 8,
+        ("", "Service") => 9,
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+        | ("batch", "Job" | "CronJob")
+        | ("", "Pod" | "ReplicationController") => 10,
+        ("autoscaling", "HorizontalPodAutoscaler") => 11,
+        ("networking.k8s.io", "Ingress" | "IngressClass") => 12,
+        ("admissionregistration.k8s.io", _) => 13,
+        _ => 14,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_group_kind_namespace_name() {
+        let id = ResourceId {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            namespace: Some("shop".into()),
+            name: "api".into(),
+        };
+        assert_eq!(id.to_string(), "apps/Deployment shop/api");
+        let ns = ResourceId {
+            group: String::new(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: "shop".into(),
+        };
+        assert_eq!(ns.to_string(), "Namespace shop");
+    }
+
+    #[test]
+    fn order_puts_namespaces_and_crds_before_workloads() {
+        assert!(
+            kind_rank("", "Namespace")
+                < kind_rank("apiextensions.k8s.io", "CustomResourceDefinition")
+        );
+        assert!(kind_rank("", "ConfigMap") < kind_rank("apps", "Deployment"));
+        assert!(kind_rank("apps", "Deployment") < kind_rank("networking.k8s.io", "Ingress"));
+        assert!(
+            kind_rank("networking.k8s.io", "Ingress")
+                < kind_rank("monitoring.coreos.com", "ServiceMonitor")
+        );
+    }
+
+    #[test]
+    fn scope() {
+        assert!(is_cluster_scoped("", "Namespace"));
+        assert!(!is_cluster_scoped("apps", "Deployment"));
+        assert_eq!(split_api_version("apps/v1"), ("apps", "v1"));
+        assert_eq!(split_api_version("v1"), ("", "v1"));
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary, a module per pipeline stage.
+
+mod util;
+
+mod example;
+mod render;
