@@ -17,6 +17,7 @@ use crate::cli::BenchArgs;
 use crate::config::Filter;
 use crate::render::{self, chart};
 use crate::source::Snapshot;
+use crate::{plan, report};
 
 /// A generated repository and its commits.
 pub struct Synthetic {
@@ -28,6 +29,8 @@ pub struct Synthetic {
     pub one_app: ObjectId,
     /// The chart changed: every release differs.
     pub chart_change: ObjectId,
+    /// True when the objects were packed (as in a clone) rather than loose.
+    pub packed: bool,
 }
 
 /// The files of a config repo with `apps` apps over `envs` environments.
@@ -114,7 +117,15 @@ pub fn generate(apps: usize, envs: usize) -> anyhow::Result<Synthetic> {
         *tpl = tpl.replace("revisionHistoryLimit: 5", "revisionHistoryLimit: 3");
     }
     let chart_change = commit_files(&repo, &files, Some(one_app), "chart")?;
+    // A cloned repository has its objects in a pack; pack this one too when
+    // git is available, or timings measure loose-object file access instead.
+    let packed = std::process::Command::new("git")
+        .args(["repack", "-a", "-d", "-q"])
+        .current_dir(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
     Ok(Synthetic {
+        packed,
         dir,
         initial,
         one_app,
@@ -153,10 +164,15 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let syn = generate(args.apps, args.envs)?;
     writeln!(
         out,
-        "generated {} apps x {} envs in {:.0} ms ({} threads)",
+        "generated {} apps x {} envs in {:.0} ms ({} objects, {} threads)",
         args.apps,
         args.envs,
         start.elapsed().as_secs_f64() * 1000.0,
+        if syn.packed {
+            "packed"
+        } else {
+            "loose: git not found"
+        },
         rayon::current_num_threads()
     )?;
     let path = syn.dir.path();
@@ -205,9 +221,27 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "compare, chart changed: {} releases re-rendered at both revisions: {chart_ms:.1} ms",
         cmp.head.releases.len()
     )?;
+    let plan_of = |base: ObjectId, head: ObjectId| -> anyhow::Result<plan::Plan> {
+        let cmp = render::compare(&open(base)?, &open(head)?, &filter)?;
+        Ok(plan::plan(&cmp, &cmp.head.settings.plan, 3))
+    };
+    let (plan_one_ms, p) = time(args.iterations, || plan_of(syn.initial, syn.one_app))?;
     writeln!(
         out,
-        "bench releases={releases} resources={resources} full_ms={full_ms:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1}"
+        "plan, one app changed: {} ({plan_one_ms:.1} ms)",
+        report::summary_line(&p)
+    )?;
+    let (plan_chart_ms, p) = time(args.iterations.min(3), || {
+        plan_of(syn.one_app, syn.chart_change)
+    })?;
+    writeln!(
+        out,
+        "plan, chart changed: {} ({plan_chart_ms:.1} ms)",
+        report::summary_line(&p)
+    )?;
+    writeln!(
+        out,
+        "bench releases={releases} resources={resources} full_ms={full_ms:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1} plan_one_app_ms={plan_one_ms:.1} plan_chart_ms={plan_chart_ms:.1}"
     )?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Filter;
 use crate::source::{Revision, Snapshot};
-use crate::{bench, output, render};
+use crate::{bench, output, plan, render, report};
 
 /// Deploy Kubernetes applications from a git config repository.
 #[derive(Debug, Parser)]
@@ -28,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Render releases into Kubernetes manifests (`<out>/<env>/<app>/resources.yaml`).
     Render(RenderArgs),
+    /// Show what changes between two revisions, resource by resource.
+    Plan(PlanArgs),
     /// Measure rendering on a generated config repo of N apps x E environments.
     Bench(BenchArgs),
 }
@@ -76,6 +78,40 @@ pub struct RenderArgs {
     pub stdout: bool,
 }
 
+/// Output formats of `kdeploy plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Diffs for a terminal (colored unless piped or NO_COLOR is set).
+    Text,
+    /// The PR comment / job summary body.
+    Markdown,
+    /// Machine-readable (schema in the README).
+    Json,
+}
+
+/// `kdeploy plan`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// Repository and releases.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// The revision deployed now (e.g. `main`, a SHA).
+    #[arg(long, value_name = "REV")]
+    pub base: String,
+    /// The revision to deploy; `.` means the work tree.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    pub head: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Exit 0 without changes, 2 with changes, 1 on error (as `terraform plan`).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Lines of context around each change.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub context: usize,
+}
+
 /// `kdeploy bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -97,6 +133,19 @@ pub enum Outcome {
     Clean,
     /// Exit 1: differences found (`render --check`).
     Differences,
+    /// Exit 2: the plan has changes (`plan --detailed-exitcode`).
+    Changes,
+}
+
+impl Cli {
+    /// The exit code for errors: 1 with `plan --detailed-exitcode` (where
+    /// 2 means changes), 2 otherwise.
+    pub fn error_code(&self) -> u8 {
+        match &self.command {
+            Command::Plan(p) if p.detailed_exitcode => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// Runs a parsed command.
@@ -106,11 +155,41 @@ pub enum Outcome {
 pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Render(args) => run_render(&args, out),
+        Command::Plan(args) => run_plan(&args, out),
         Command::Bench(args) => {
             bench::run(&args, out)?;
             Ok(Outcome::Clean)
         }
     }
+}
+
+fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let filter = args.selection.filter()?;
+    let base = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.base)))?;
+    let head = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
+    let cmp = render::compare(&base, &head, &filter)?;
+    let plan = plan::plan(&cmp, &cmp.head.settings.plan, args.context);
+    match args.format {
+        Format::Text => {
+            use std::io::IsTerminal as _;
+            let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+            report::text(&plan, color, out)?;
+        }
+        Format::Markdown => {
+            let body =
+                report::markdown(&plan, &report::comment_marker("cli"), report::COMMENT_LIMIT);
+            out.write_all(body.as_bytes())?;
+        }
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &report::json(&plan))?;
+            writeln!(out)?;
+        }
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        Outcome::Changes
+    } else {
+        Outcome::Clean
+    })
 }
 
 fn run_render(args: &RenderArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {

@@ -27,6 +27,8 @@ pub struct Settings {
     pub output: String,
     /// Chart used when a service sets no `chart:` (default `service`).
     pub default_chart: String,
+    /// Noise control for plans.
+    pub plan: crate::plan::PlanSettings,
 }
 
 impl Default for Settings {
@@ -36,6 +38,7 @@ impl Default for Settings {
             services: "services".into(),
             output: "_gen".into(),
             default_chart: "service".into(),
+            plan: crate::plan::PlanSettings::default(),
         }
     }
 }
@@ -145,6 +148,8 @@ pub struct Layout {
     pub charts: BTreeMap<String, Node>,
     /// Every release found, sorted by (env, app).
     pub releases: Vec<ReleaseSpec>,
+    /// App directories that [`Layout::load_with`] was told not to expand.
+    pub skipped_apps: Vec<Node>,
 }
 
 /// True for a DNS-1123 label: what Kubernetes accepts as a namespace name.
@@ -166,6 +171,21 @@ impl Layout {
     /// When reading fails or the layout breaks the rules (missing
     /// `config.yaml`, bad names, a malformed `kdeploy.yaml`).
     pub fn load(reader: &Reader<'_>, root: &Node, filter: &Filter) -> Result<Layout, Error> {
+        Layout::load_with(reader, root, filter, &|_| true)
+    }
+
+    /// Like [`Layout::load`], but only app directories for which `expand`
+    /// is true are read; the others are listed in `skipped_apps`. Comparing
+    /// two revisions uses this to skip apps whose tree is identical.
+    ///
+    /// # Errors
+    /// As [`Layout::load`].
+    pub fn load_with(
+        reader: &Reader<'_>,
+        root: &Node,
+        filter: &Filter,
+        expand: &dyn Fn(&Node) -> bool,
+    ) -> Result<Layout, Error> {
         let mut problems = Diagnostics::default();
         let (settings, settings_id) = match reader.child(root, SETTINGS_FILE)? {
             Some(node) if !node.is_dir => {
@@ -200,6 +220,7 @@ impl Layout {
         };
 
         let mut releases = Vec::new();
+        let mut skipped_apps = Vec::new();
         let Some(services) = find_dir(reader, root, &settings.services)? else {
             problems.push(
                 Diagnostic::new(
@@ -223,7 +244,11 @@ impl Layout {
             {
                 continue;
             }
-            load_app(reader, &app_dir, &app, filter, &mut releases, &mut problems)?;
+            if expand(&app_dir) {
+                load_app(reader, &app_dir, &app, filter, &mut releases, &mut problems)?;
+            } else {
+                skipped_apps.push(app_dir);
+            }
         }
         releases.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
         problems
@@ -232,6 +257,7 @@ impl Layout {
                 settings_id,
                 charts,
                 releases,
+                skipped_apps,
             })
             .map_err(Error::from)
     }
@@ -319,6 +345,25 @@ fn load_app(
         });
     }
     Ok(())
+}
+
+/// The environments of an app directory that `filter` selects, by name
+/// only: used for apps known to be identical to an already validated revision.
+///
+/// # Errors
+/// When the directory cannot be read.
+pub fn env_names(
+    reader: &Reader<'_>,
+    app_dir: &Node,
+    filter: &Filter,
+) -> Result<Vec<String>, source::Error> {
+    Ok(reader
+        .list(app_dir)?
+        .into_iter()
+        .filter(|n| n.is_dir && !n.name().starts_with('_'))
+        .map(|n| n.name().to_string())
+        .filter(|env| filter.matches(env, app_dir.name()))
+        .collect())
 }
 
 /// Finds a directory by a `/`-separated path below `root`.

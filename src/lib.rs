@@ -7,6 +7,8 @@
 //! - [`config`]: find releases (`services/<app>/<env>/`) and merge their values.
 //! - [`render`]: render releases with their charts into [`resource::Resource`]s.
 //! - [`output`]: write rendered manifests to `_gen/`.
+//! - [`plan`]: per-resource changes between two revisions, Secrets redacted.
+//! - [`report`]: a plan as terminal text, markdown or JSON.
 //!
 //! [`diag`] formats problems in user input; [`cli`] parses flags and
 //! dispatches; [`bench`] measures the pipeline on generated repos.
@@ -17,7 +19,9 @@ pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod output;
+pub mod plan;
 pub mod render;
+pub mod report;
 pub mod resource;
 pub mod source;
 pub mod yaml;

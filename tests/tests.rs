@@ -3,4 +3,5 @@
 mod util;
 
 mod example;
+mod plan;
 mod render;

@@ -275,8 +275,13 @@ impl Chart {
     ///
     /// # Errors
     /// A diagnostic naming the template, line and the missing value.
-    pub fn render_template(&self, template: &str, ctx: &Value) -> Result<String, Diagnostic> {
-        self.registry.render(template, ctx).map_err(|e| {
+    pub fn render_template(
+        &self,
+        template: &str,
+        ctx: &handlebars::Context,
+    ) -> Result<String, Diagnostic> {
+        self.registry
+            .render_with_context(template, ctx).map_err(|e| {
             let (message, help) = match e.reason() {
                 handlebars::RenderErrorReason::MissingVariable(path) => (
                     format!(

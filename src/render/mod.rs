@@ -151,31 +151,66 @@ pub struct Comparison {
 pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comparison, Error> {
     let base_reader = base.reader();
     let head_reader = head.reader();
-    let base_layout = Layout::load(&base_reader, &base.root(), filter);
-    let head_layout = Layout::load(&head_reader, &head.root(), filter)?;
-    let base_layout = base_layout.map_err(|e| prefix_revision(e.into(), base.label()))?;
-
-    let base_specs: BTreeMap<(&str, &str), &ReleaseSpec> = base_layout
-        .releases
-        .iter()
-        .map(|r| ((r.env.as_str(), r.app.as_str()), r))
-        .collect();
+    // First only list apps, so that apps whose tree is identical at both
+    // revisions are never read.
+    let shallow = |reader: &source::Reader<'_>, snap: &Snapshot| {
+        Layout::load_with(reader, &snap.root(), filter, &|_| false)
+    };
+    let base_shallow =
+        shallow(&base_reader, base).map_err(|e| prefix_revision(e.into(), base.label()))?;
+    let head_shallow = shallow(&head_reader, head)?;
+    let settings_same = base_shallow.settings_id == head_shallow.settings_id
+        && base.commit().is_some()
+        && head.commit().is_some();
     let charts_same = |name: &str| {
-        let b = base_layout.charts.get(name).map(|n| n.id);
-        let h = head_layout.charts.get(name).map(|n| n.id);
+        let b = base_shallow.charts.get(name).map(|n| n.id);
+        let h = head_shallow.charts.get(name).map(|n| n.id);
         match (b, h) {
             (Some(Some(b)), Some(Some(h))) => b == h,
             (None, None) => true, // both use the built-in chart
             _ => false,
         }
     };
-    let all_charts_same = base_layout.charts.len() == head_layout.charts.len()
-        && base_layout.charts.keys().all(|name| charts_same(name));
-    let settings_same = base_layout.settings_id == head_layout.settings_id
-        && base.commit().is_some()
-        && head.commit().is_some();
+    let all_charts_same = base_shallow.charts.len() == head_shallow.charts.len()
+        && base_shallow.charts.keys().all(|name| charts_same(name));
+    let base_app_ids: HashMap<&str, Option<gix::ObjectId>> = base_shallow
+        .skipped_apps
+        .iter()
+        .map(|n| (n.name(), n.id))
+        .collect();
+    let same_app = |node: &source::Node| {
+        settings_same
+            && all_charts_same
+            && node.id.is_some()
+            && base_app_ids.get(node.name()) == Some(&node.id)
+    };
+    let head_layout = Layout::load_with(&head_reader, &head.root(), filter, &|n| !same_app(n))?;
+    let head_app_ids: HashMap<&str, Option<gix::ObjectId>> = head_shallow
+        .skipped_apps
+        .iter()
+        .map(|n| (n.name(), n.id))
+        .collect();
+    let base_layout = Layout::load_with(&base_reader, &base.root(), filter, &|n| {
+        !(settings_same
+            && all_charts_same
+            && n.id.is_some()
+            && head_app_ids.get(n.name()) == Some(&n.id))
+    })
+    .map_err(|e| prefix_revision(e.into(), base.label()))?;
 
+    // Identical app trees (same settings and charts): unchanged, unread.
     let mut unchanged = Vec::new();
+    for app in &head_layout.skipped_apps {
+        for env in config::env_names(&head_reader, app, filter)? {
+            unchanged.push((env, app.name().to_string()));
+        }
+    }
+
+    let base_specs: BTreeMap<(&str, &str), &ReleaseSpec> = base_layout
+        .releases
+        .iter()
+        .map(|r| ((r.env.as_str(), r.app.as_str()), r))
+        .collect();
     let mut head_todo = Vec::new();
     let mut same_inputs = Vec::new();
     for spec in &head_layout.releases {
@@ -213,6 +248,7 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
             }
         }
     }
+    unchanged.sort();
     let skip: std::collections::HashSet<(&str, &str)> = unchanged
         .iter()
         .map(|(e, a)| (e.as_str(), a.as_str()))
@@ -422,6 +458,8 @@ fn render_release(
         },
         "chart": { "name": chart.name, "version": chart.version },
     });
+    // `From<Value>` takes the value as is; `Context::wraps` would copy it again.
+    let ctx = handlebars::Context::from(ctx);
     let mut objects = Vec::new();
     for template in chart.templates() {
         let text = match chart.render_template(template, &ctx) {

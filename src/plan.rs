@@ -1,0 +1,371 @@
+//! Planning: two rendered states become a [`Plan`] of per-resource changes.
+//!
+//! Resources are matched per environment by [`ResourceId`] (so a resource
+//! moving between apps, or an apiVersion bump, is a change). Both sides are
+//! compared in canonical YAML, so key order and formatting never show up.
+//! Secret values are replaced by markers here, before any text exists, so
+//! no report can leak them.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::render::{Comparison, State};
+use crate::resource::{self, Origin, Resource, ResourceId};
+use crate::yaml;
+
+/// What happens to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Only in head.
+    Added,
+    /// In both, with different content.
+    Changed,
+    /// Only in base.
+    Deleted,
+}
+
+impl Action {
+    /// `+`, `~` or `-`.
+    pub fn sign(self) -> char {
+        match self {
+            Action::Added => '+',
+            Action::Changed => '~',
+            Action::Deleted => '-',
+        }
+    }
+}
+
+/// One resource's change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Environment.
+    pub env: String,
+    /// App of the head side (base side for deletions).
+    pub app: String,
+    /// What happens.
+    pub action: Action,
+    /// The resource.
+    pub id: ResourceId,
+    /// Unified diff of the canonical, Secret-redacted YAML.
+    pub diff: String,
+    /// Where the head (or, for deletions, base) side came from.
+    pub origin: Origin,
+}
+
+/// Noise control from `kdeploy.yaml` (`plan:`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct PlanSettings {
+    /// Resources left out of plans: `group:kind:namespace:name`, `*` matches
+    /// anything (e.g. `*:Secret:*:*`, `apps:Deployment:shop:*`). The core
+    /// group is written as an empty string (`:ConfigMap:*:*`) or `*`.
+    pub ignore_resources: Vec<String>,
+    /// Fields removed from both sides before comparing.
+    pub ignore_fields: Vec<IgnoreField>,
+}
+
+/// A field to ignore, as a JSON Pointer (`/spec/replicas`), optionally
+/// only for some kinds.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreField {
+    /// RFC 6901 JSON Pointer, e.g. `/metadata/annotations/checksum~1env`.
+    pub path: String,
+    /// Kinds it applies to; all when empty.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+}
+
+/// The changes between two states.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Base revision label (commit id).
+    pub base: String,
+    /// Head revision label.
+    pub head: String,
+    /// Changes in apply order per environment: environments sorted; within
+    /// one, additions and changes by kind rank, then deletions in reverse.
+    pub changes: Vec<Change>,
+    /// Resources compared and found equal.
+    pub unchanged: usize,
+    /// Releases not rendered because their inputs are identical git objects.
+    pub unchanged_releases: usize,
+    /// Changes left out by `plan.ignoreResources`.
+    pub hidden_resources: usize,
+    /// Number of ignored field paths that were configured.
+    pub ignored_fields: usize,
+}
+
+impl Plan {
+    /// Counts of (added, changed, deleted).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let n = |a| self.changes.iter().filter(|c| c.action == a).count();
+        (n(Action::Added), n(Action::Changed), n(Action::Deleted))
+    }
+
+    /// True when anything changes.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+/// The marker shown instead of a Secret value.
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces the values of a Secret's `data` and `stringData` with markers
+/// saying how each key differs from `other` (the other side of the diff).
+/// Equal values get equal markers, so they produce no diff line.
+fn redact_secret(object: &mut Value, other: Option<&Value>, side_is_head: bool) {
+    if object["kind"] != "Secret"
+        || !resource::split_api_version(object["apiVersion"].as_str().unwrap_or(""))
+            .0
+            .is_empty()
+    {
+        return;
+    }
+    for field in ["data", "stringData"] {
+        let other_map = other.and_then(|o| o[field].as_object());
+        if let Some(map) = object.get_mut(field).and_then(Value::as_object_mut) {
+            for (key, value) in map.iter_mut() {
+                let marker = match other_map.and_then(|m| m.get(key)) {
+                    Some(o) if o == value => REDACTED.to_string(),
+                    Some(_) if side_is_head => format!("{REDACTED} (changed)"),
+                    Some(_) => format!("{REDACTED} (previous value)"),
+                    None if side_is_head => format!("{REDACTED} (added)"),
+                    None => format!("{REDACTED} (removed)"),
+                };
+                *value = Value::String(marker);
+            }
+        }
+    }
+    // kubectl's last-applied annotation would repeat the data in clear.
+    if let Some(ann) = object["metadata"]
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+        && let Some(v) = ann.get_mut("kubectl.kubernetes.io/last-applied-configuration")
+    {
+        *v = Value::String(REDACTED.into());
+    }
+}
+
+/// Removes an RFC 6901 pointer's target, if present.
+fn remove_pointer(value: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match value.pointer_mut(parent) {
+        Some(Value::Object(m)) => {
+            m.remove(&last);
+        }
+        Some(Value::Array(a)) => {
+            if let Ok(i) = last.parse::<usize>()
+                && i < a.len()
+            {
+                a.remove(i);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    pattern == "*" || pattern == text
+}
+
+fn ignored(settings: &PlanSettings, id: &ResourceId) -> bool {
+    settings.ignore_resources.iter().any(|p| {
+        let parts: Vec<&str> = p.split(':').collect();
+        let [g, k, ns, name] = parts.as_slice() else {
+            return false;
+        };
+        glob_match(g, &id.group)
+            && glob_match(k, &id.kind)
+            && glob_match(ns, id.namespace.as_deref().unwrap_or(""))
+            && glob_match(name, &id.name)
+    })
+}
+
+/// The text compared for one side: ignored fields removed, Secrets redacted.
+fn comparable(
+    res: &Resource,
+    other: Option<&Resource>,
+    side_is_head: bool,
+    settings: &PlanSettings,
+) -> String {
+    let mut object = res.object.clone();
+    let mut other_obj = other.map(|o| o.object.clone());
+    for f in &settings.ignore_fields {
+        if f.kinds.is_empty() || f.kinds.contains(&res.id.kind) {
+            remove_pointer(&mut object, &f.path);
+            if let Some(o) = other_obj.as_mut() {
+                remove_pointer(o, &f.path);
+            }
+        }
+    }
+    redact_secret(&mut object, other_obj.as_ref(), side_is_head);
+    yaml::to_canonical(&object)
+}
+
+fn unified(old: &str, new: &str, id: &ResourceId, context: usize) -> String {
+    let diff = similar::TextDiff::from_lines(old, new);
+    let name = id.to_string();
+    diff.unified_diff()
+        .context_radius(context)
+        .header(&name, &name)
+        .to_string()
+}
+
+/// Every resource of a state, keyed by (env, id).
+fn index(state: &State) -> BTreeMap<(&str, &ResourceId), &Resource> {
+    state
+        .releases
+        .iter()
+        .flat_map(|r| {
+            r.resources
+                .iter()
+                .map(move |res| ((r.release.env.as_str(), &res.id), res))
+        })
+        .collect()
+}
+
+enum Outcome {
+    Unchanged,
+    Hidden,
+    Change(Box<Change>),
+}
+
+/// Plans the changes from `cmp.base` to `cmp.head`.
+pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
+    let base = index(&cmp.base);
+    let head = index(&cmp.head);
+    // Canonical text and diffs dominate when many releases change: compare
+    // resources in parallel.
+    let head_entries: Vec<_> = head.iter().collect();
+    let compared: Vec<Outcome> = head_entries
+        .par_iter()
+        .map(|(key, new)| {
+            let old = base.get(*key).copied();
+            let new_text = comparable(new, old, true, settings);
+            let (action, old_text) = match old {
+                None => (Action::Added, String::new()),
+                Some(old) => {
+                    // apiVersion is compared too: a bump is a change.
+                    let old_text = comparable(old, Some(new), false, settings);
+                    if old_text == new_text {
+                        return Outcome::Unchanged;
+                    }
+                    (Action::Changed, old_text)
+                }
+            };
+            if ignored(settings, &new.id) {
+                return Outcome::Hidden;
+            }
+            Outcome::Change(Box::new(Change {
+                env: key.0.to_string(),
+                app: new.origin.app.clone(),
+                action,
+                id: new.id.clone(),
+                diff: unified(&old_text, &new_text, &new.id, context),
+                origin: new.origin.clone(),
+            }))
+        })
+        .collect();
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    let mut hidden = 0;
+    for outcome in compared {
+        match outcome {
+            Outcome::Unchanged => unchanged += 1,
+            Outcome::Hidden => hidden += 1,
+            Outcome::Change(c) => changes.push(*c),
+        }
+    }
+    for (key, old) in &base {
+        if head.contains_key(key) {
+            continue;
+        }
+        if ignored(settings, &old.id) {
+            hidden += 1;
+            continue;
+        }
+        let old_text = comparable(old, None, false, settings);
+        changes.push(Change {
+            env: key.0.to_string(),
+            app: old.origin.app.clone(),
+            action: Action::Deleted,
+            id: old.id.clone(),
+            diff: unified(&old_text, "", &old.id, context),
+            origin: old.origin.clone(),
+        });
+    }
+    changes.sort_by_key(apply_order);
+    Plan {
+        base: cmp.base.label.clone(),
+        head: cmp.head.label.clone(),
+        changes,
+        unchanged,
+        unchanged_releases: cmp.unchanged.len(),
+        hidden_resources: hidden,
+        ignored_fields: settings.ignore_fields.len(),
+    }
+}
+
+/// Sort key: environment, then applies by kind rank, then deletions in
+/// reverse kind rank.
+fn apply_order(c: &Change) -> (String, bool, i16, ResourceId) {
+    let rank = i16::from(resource::kind_rank(&c.id.group, &c.id.kind));
+    let deleting = c.action == Action::Deleted;
+    (
+        c.env.clone(),
+        deleting,
+        if deleting { -rank } else { rank },
+        c.id.clone(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_values_become_markers_that_say_how_they_differ() {
+        let mut head = json!({"apiVersion": "v1", "kind": "Secret",
+            "data": {"same": "c2VjcmV0", "changed": "bmV3", "added": "eA=="},
+            "stringData": {"token": "canary-head"}});
+        let base = json!({"apiVersion": "v1", "kind": "Secret",
+            "data": {"same": "c2VjcmV0", "changed": "b2xk", "removed": "eQ=="},
+            "stringData": {"token": "canary-base"}});
+        redact_secret(&mut head, Some(&base), true);
+        let text = head.to_string();
+        assert!(!text.contains("canary") && !text.contains("bmV3") && !text.contains("c2VjcmV0"));
+        assert_eq!(head["data"]["same"], REDACTED);
+        assert_eq!(head["data"]["changed"], "<redacted> (changed)");
+        assert_eq!(head["data"]["added"], "<redacted> (added)");
+    }
+
+    #[test]
+    fn pointer_removal_and_resource_patterns() {
+        let mut v = json!({"metadata": {"annotations": {"checksum/env": "x", "keep": "y"}}});
+        remove_pointer(&mut v, "/metadata/annotations/checksum~1env");
+        assert_eq!(v, json!({"metadata": {"annotations": {"keep": "y"}}}));
+        let id = ResourceId {
+            group: String::new(),
+            kind: "Secret".into(),
+            namespace: Some("shop".into()),
+            name: "db".into(),
+        };
+        let s = |p: &str| PlanSettings {
+            ignore_resources: vec![p.into()],
+            ..PlanSettings::default()
+        };
+        assert!(ignored(&s("*:Secret:*:*"), &id));
+        assert!(ignored(&s(":Secret:shop:db"), &id));
+        assert!(!ignored(&s("apps:*:*:*"), &id));
+    }
+}
