@@ -30,6 +30,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Show what changes between two revisions, resource by resource.
     Plan(PlanArgs),
+    /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
+    Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
     Bench(BenchArgs),
 }
@@ -135,6 +137,8 @@ pub enum Outcome {
     Differences,
     /// Exit 2: the plan has changes (`plan --detailed-exitcode`).
     Changes,
+    /// Exit 2: a failure already reported (the action's render errors).
+    Failed,
 }
 
 impl Cli {
@@ -156,6 +160,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Render(args) => run_render(&args, out),
         Command::Plan(args) => run_plan(&args, out),
+        Command::Action => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let env = crate::action::ActionEnv::from_env();
+            let code = runtime.block_on(crate::action::run(
+                &env,
+                crate::github::RetryPolicy::default(),
+                out,
+            ))?;
+            Ok(match code {
+                0 => Outcome::Clean,
+                _ => Outcome::Failed,
+            })
+        }
         Command::Bench(args) => {
             bench::run(&args, out)?;
             Ok(Outcome::Clean)

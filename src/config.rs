@@ -164,6 +164,17 @@ pub fn is_dns_label(s: &str) -> bool {
 }
 
 impl Layout {
+    /// A config repo with nothing in it.
+    pub fn empty() -> Layout {
+        Layout {
+            settings: Settings::default(),
+            settings_id: None,
+            charts: BTreeMap::new(),
+            releases: Vec::new(),
+            skipped_apps: Vec::new(),
+        }
+    }
+
     /// Lists charts and releases. Reads only `kdeploy.yaml` and directory
     /// listings, so it is cheap even for thousands of services.
     ///

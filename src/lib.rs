@@ -3,21 +3,28 @@
 //! The crate is one linear pipeline; each stage is a module with a small
 //! typed interface and data flows one way:
 //!
+//! - [`event`]: the GitHub event and the two commits it compares.
 //! - [`source`]: read the config repo at a commit (git objects) or the work tree.
 //! - [`config`]: find releases (`services/<app>/<env>/`) and merge their values.
 //! - [`render`]: render releases with their charts into [`resource::Resource`]s.
 //! - [`output`]: write rendered manifests to `_gen/`.
 //! - [`plan`]: per-resource changes between two revisions, Secrets redacted.
 //! - [`report`]: a plan as terminal text, markdown or JSON.
+//! - [`comment`]: the sticky PR comment, through [`github`].
+//! - [`action`]: the container Action's entry point tying the stages together.
 //!
 //! [`diag`] formats problems in user input; [`cli`] parses flags and
 //! dispatches; [`bench`] measures the pipeline on generated repos.
 #![deny(missing_docs)]
 
+pub mod action;
 pub mod bench;
 pub mod cli;
+pub mod comment;
 pub mod config;
 pub mod diag;
+pub mod event;
+pub mod github;
 pub mod output;
 pub mod plan;
 pub mod render;

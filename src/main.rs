@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match cli::run(cli, &mut stdout) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Differences) => ExitCode::from(1),
-        Ok(Outcome::Changes) => ExitCode::from(2),
+        Ok(Outcome::Changes | Outcome::Failed) => ExitCode::from(2),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             report(&err);

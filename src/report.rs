@@ -149,93 +149,159 @@ fn kind_heading(c: &Change) -> String {
     format!("{} `{}{}`", c.id.kind, ns, c.id.name)
 }
 
-/// The markdown report: summary first, then one `<details>` per (env, app)
-/// with a diff block per resource. Whole resources are left out (and named)
-/// when the body would exceed `limit` characters.
+/// The markdown report as one body of at most `limit` characters (the
+/// job summary, `--format markdown`). See [`markdown_parts`].
 pub fn markdown(plan: &Plan, marker: &str, limit: usize) -> String {
-    let mut head = String::new();
-    let _ = writeln!(head, "{marker}\n### kdeploy plan\n");
-    let _ = writeln!(head, "`{}` → `{}`\n", plan.base, plan.head);
-    if !plan.has_changes() {
-        let _ = writeln!(head, "**No changes.** {}", unchanged_note(plan));
-        if let Some(h) = hidden_note(plan) {
-            let _ = writeln!(head, "\n_{h}_");
-        }
-        return head;
-    }
-    let _ = writeln!(head, "| environment | add | change | delete | apps |");
-    let _ = writeln!(head, "| --- | ---: | ---: | ---: | --- |");
-    for (env, [a, c, d], apps) in env_summary(plan) {
-        let _ = writeln!(head, "| {env} | {a} | {c} | {d} | {} |", apps.join(", "));
-    }
-    let _ = writeln!(
-        head,
-        "\n**{}.** {}",
-        summary_line(plan),
-        unchanged_note(plan)
-    );
-    if let Some(h) = hidden_note(plan) {
-        let _ = writeln!(head, "\n_{h}_");
-    }
-    head.push('\n');
+    markdown_parts(plan, marker, limit, 1)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
 
-    // Group by (env, app), keeping plan order.
-    let mut groups: Vec<((String, String), Vec<&Change>)> = Vec::new();
-    for c in &plan.changes {
-        let key = (c.env.clone(), c.app.clone());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(c),
-            None => groups.push((key, vec![c])),
+/// Most app names listed per environment in the summary table.
+const SUMMARY_APPS: usize = 12;
+
+/// The markdown report split into at most `max_parts` bodies of at most
+/// `limit` characters each: the summary first, then one `<details>` per
+/// (env, app) with a diff block per resource. Resources are never split;
+/// those that fit in no part are left out and named at the end. Each part
+/// starts with `marker` and its number (`<!-- … part:N -->`), so a re-run
+/// can find and update it.
+pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize) -> Vec<String> {
+    let max_parts = max_parts.max(1);
+    let mut summary = String::new();
+    let _ = writeln!(summary, "`{}` → `{}`\n", plan.base, plan.head);
+    if !plan.has_changes() {
+        let _ = writeln!(summary, "**No changes.** {}", unchanged_note(plan));
+    } else {
+        let _ = writeln!(summary, "| environment | add | change | delete | apps |");
+        let _ = writeln!(summary, "| --- | ---: | ---: | ---: | --- |");
+        for (env, [a, c, d], apps) in env_summary(plan) {
+            let mut names = apps
+                .iter()
+                .take(SUMMARY_APPS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if apps.len() > SUMMARY_APPS {
+                let _ = write!(names, " and {} more", apps.len() - SUMMARY_APPS);
+            }
+            let _ = writeln!(summary, "| {env} | {a} | {c} | {d} | {names} |");
         }
-    }
-    let mut body = String::new();
-    let mut left_out: Vec<String> = Vec::new();
-    // Room for the closing note about left-out resources.
-    let reserve = 600;
-    for ((env, app), changes) in groups {
-        let open = format!(
-            "<details><summary><b>{env}</b> / <b>{app}</b>: {} changes</summary>\n\n",
-            changes.len()
+        let _ = writeln!(
+            summary,
+            "\n**{}.** {}",
+            summary_line(plan),
+            unchanged_note(plan)
         );
-        let mut section = String::new();
-        for c in changes {
-            let diff: String = c.diff.lines().skip(2).collect::<Vec<_>>().join("\n");
-            let fence = fence_for(&diff);
-            let block = format!(
-                "#### {} {}\n\n{fence}diff\n{diff}\n{fence}\n\n",
-                c.action.sign(),
-                kind_heading(c)
-            );
-            let total = head.len() + body.len() + open.len() + section.len() + block.len() + 20;
-            if total + reserve > limit {
-                left_out.push(format!("{} [{env}/{app}]", c.id));
-            } else {
-                section.push_str(&block);
+    }
+    if let Some(h) = hidden_note(plan) {
+        let _ = writeln!(summary, "\n_{h}_");
+    }
+    summary.push('\n');
+
+    // One block per resource, tagged with its (env, app) group.
+    let mut blocks: Vec<((String, String), String, String)> = Vec::new();
+    for c in &plan.changes {
+        let diff: String = c.diff.lines().skip(2).collect::<Vec<_>>().join("\n");
+        let fence = fence_for(&diff);
+        let text = format!(
+            "#### {} {}\n\n{fence}diff\n{diff}\n{fence}\n\n",
+            c.action.sign(),
+            kind_heading(c)
+        );
+        blocks.push((
+            (c.env.clone(), c.app.clone()),
+            text,
+            format!("{} [{}/{}]", c.id, c.env, c.app),
+        ));
+    }
+    let group_size = |key: &(String, String)| blocks.iter().filter(|(k, _, _)| k == key).count();
+
+    // Room for the part header, group wrappers and the left-out note.
+    let reserve = 1_500;
+    let budget = limit.saturating_sub(reserve);
+    let mut parts: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut used = summary.len();
+    let mut left_out = Vec::new();
+    for (i, (_, text, _)) in blocks.iter().enumerate() {
+        let need = text.len() + 200;
+        if used + need > budget {
+            if parts.len() < max_parts && !parts.last().is_some_and(Vec::is_empty) {
+                parts.push(Vec::new());
+                used = 0;
+            }
+            if used + need > budget {
+                left_out.push(i);
+                continue;
             }
         }
-        if !section.is_empty() {
-            body.push_str(&open);
-            body.push_str(&section);
+        if let Some(p) = parts.last_mut() {
+            p.push(i);
+        }
+        used += need;
+    }
+    let total = parts.len();
+    let mut out = Vec::with_capacity(total);
+    let mut seen_groups: Vec<(String, String)> = Vec::new();
+    for (n, part) in parts.iter().enumerate() {
+        let mut body = format!("{marker}\n<!-- part:{} -->\n### kdeploy plan", n + 1);
+        if total > 1 {
+            let _ = write!(body, " (part {}/{total})", n + 1);
+        }
+        body.push_str("\n\n");
+        if n == 0 {
+            body.push_str(&summary);
+        }
+        let mut current: Option<&(String, String)> = None;
+        for &i in part {
+            let (key, text, _) = &blocks[i];
+            if current != Some(key) {
+                if current.is_some() {
+                    body.push_str("</details>\n\n");
+                }
+                let continued = if seen_groups.contains(key) {
+                    " (continued)"
+                } else {
+                    ""
+                };
+                let _ = write!(
+                    body,
+                    "<details><summary><b>{}</b> / <b>{}</b>: {} changes{continued}</summary>\n\n",
+                    key.0,
+                    key.1,
+                    group_size(key)
+                );
+                if !seen_groups.contains(key) {
+                    seen_groups.push(key.clone());
+                }
+                current = Some(key);
+            }
+            body.push_str(text);
+        }
+        if current.is_some() {
             body.push_str("</details>\n\n");
         }
-    }
-    let mut out = head + &body;
-    if !left_out.is_empty() {
-        let mut note = format!(
-            "**{} resources left out to fit the comment size limit**; the full plan is in the job summary and the plan artifact: ",
-            left_out.len()
-        );
-        for (i, name) in left_out.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            if out.len() + note.len() + name.len() + 10 > limit {
-                note.push_str(", …");
-                break;
+        if n + 1 == total && !left_out.is_empty() {
+            let mut note = format!(
+                "**{} resources left out to fit GitHub's comment size limit**; the full plan is in the job summary and the plan JSON: ",
+                left_out.len()
+            );
+            for (k, &i) in left_out.iter().enumerate() {
+                let name = &blocks[i].2;
+                if body.len() + note.len() + name.len() + 10 > limit {
+                    note.push_str(", …");
+                    break;
+                }
+                if k > 0 {
+                    note.push_str(", ");
+                }
+                note.push_str(name);
             }
-            note.push_str(sep);
-            note.push_str(name);
+            body.push_str(&note);
+            body.push('\n');
         }
-        out.push_str(&note);
-        out.push('\n');
+        out.push(body);
     }
     out
 }

@@ -112,6 +112,8 @@ enum Kind {
     Dir {
         root: PathBuf,
     },
+    /// Nothing at all: the base of a first deploy.
+    Empty,
 }
 
 /// The config repo at one revision.
@@ -200,6 +202,20 @@ impl Snapshot {
         })
     }
 
+    /// A snapshot with no files: what is deployed before the first deploy.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            kind: Kind::Empty,
+            label: "nothing".into(),
+            commit: None,
+        }
+    }
+
+    /// True for [`Snapshot::empty`].
+    pub fn is_empty(&self) -> bool {
+        matches!(self.kind, Kind::Empty)
+    }
+
     /// "work tree" or the short commit id, for messages.
     pub fn label(&self) -> &str {
         &self.label
@@ -216,7 +232,7 @@ impl Snapshot {
             path: String::new(),
             id: match &self.kind {
                 Kind::Git { tree, .. } => Some(*tree),
-                Kind::Dir { .. } => None,
+                Kind::Dir { .. } | Kind::Empty => None,
             },
             is_dir: true,
         }
@@ -228,7 +244,7 @@ impl Snapshot {
             snapshot: self,
             repo: match &self.kind {
                 Kind::Git { repo, .. } => Some(repo.to_thread_local()),
-                Kind::Dir { .. } => None,
+                Kind::Dir { .. } | Kind::Empty => None,
             },
         }
     }
@@ -294,6 +310,7 @@ impl Reader<'_> {
     pub fn list(&self, dir: &Node) -> Result<Vec<Node>, Error> {
         let mut out = Vec::new();
         match (&self.snapshot.kind, &self.repo, dir.id) {
+            (Kind::Empty, _, _) => {}
             (Kind::Git { .. }, Some(repo), Some(id)) => {
                 let tree = repo
                     .find_tree(id)

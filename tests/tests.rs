@@ -1,6 +1,9 @@
 //! Integration tests: one binary, a module per pipeline stage.
 
+mod fake_github;
 mod util;
+
+mod action;
 
 mod example;
 mod plan;

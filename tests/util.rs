@@ -130,3 +130,40 @@ pub fn kdeploy(dir: &Path, args: &[&str]) -> Run {
 pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// A shallow clone of `origin` at `branch`, as actions/checkout makes it
+/// (fetch-depth 1).
+pub fn shallow_clone(origin: &Repo, branch: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", origin.path().display());
+    let out = Command::new("git")
+        .args(["clone", "-q", "--depth", "1", "--branch", branch, &url])
+        .arg(dir.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git clone runs");
+    assert!(
+        out.status.success(),
+        "clone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// A real GitHub payload from ../shared/fixtures/github/events, if present.
+pub fn shared_event(path: &str) -> Option<serde_json::Value> {
+    let full = project_root()
+        .join("../shared/fixtures/github/events")
+        .join(path);
+    match std::fs::read(&full) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).expect("fixture is JSON")),
+        Err(_) => {
+            eprintln!(
+                "note: {} is absent; using the project's own payload of the same shape",
+                full.display()
+            );
+            None
+        }
+    }
+}

@@ -153,9 +153,15 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
     let head_reader = head.reader();
     // First only list apps, so that apps whose tree is identical at both
     // revisions are never read.
-    let shallow = |reader: &source::Reader<'_>, snap: &Snapshot| {
-        Layout::load_with(reader, &snap.root(), filter, &|_| false)
-    };
+    let load =
+        |reader: &source::Reader<'_>, snap: &Snapshot, expand: &dyn Fn(&source::Node) -> bool| {
+            if snap.is_empty() {
+                Ok(Layout::empty())
+            } else {
+                Layout::load_with(reader, &snap.root(), filter, expand)
+            }
+        };
+    let shallow = |reader: &source::Reader<'_>, snap: &Snapshot| load(reader, snap, &|_| false);
     let base_shallow =
         shallow(&base_reader, base).map_err(|e| prefix_revision(e.into(), base.label()))?;
     let head_shallow = shallow(&head_reader, head)?;
@@ -184,13 +190,13 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
             && node.id.is_some()
             && base_app_ids.get(node.name()) == Some(&node.id)
     };
-    let head_layout = Layout::load_with(&head_reader, &head.root(), filter, &|n| !same_app(n))?;
+    let head_layout = load(&head_reader, head, &|n| !same_app(n))?;
     let head_app_ids: HashMap<&str, Option<gix::ObjectId>> = head_shallow
         .skipped_apps
         .iter()
         .map(|n| (n.name(), n.id))
         .collect();
-    let base_layout = Layout::load_with(&base_reader, &base.root(), filter, &|n| {
+    let base_layout = load(&base_reader, base, &|n| {
         !(settings_same
             && all_charts_same
             && n.id.is_some()

@@ -1,0 +1,437 @@
+//! `kdeploy action`: the container Action's entry point.
+//!
+//! Reads the event and the `INPUT_*` variables the runner sets (hyphens
+//! kept: `INPUT_GITHUB-TOKEN`), resolves the two commits, renders and plans,
+//! then reports through the channels GitHub Actions offers: the sticky PR
+//! comment, the job summary, step outputs, log groups and annotations. The
+//! token is masked before anything else is printed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use crate::config::Filter;
+use crate::diag::Diagnostics;
+use crate::event::{self, Event};
+use crate::github::{GitHub, RetryPolicy};
+use crate::plan::{self, Plan};
+use crate::source::Snapshot;
+use crate::{comment, render, report};
+
+/// GitHub's cap on a step's job summary.
+pub const SUMMARY_LIMIT: usize = 1024 * 1024;
+
+/// The environment a run sees (a copy, so tests can supply their own).
+#[derive(Debug, Clone, Default)]
+pub struct ActionEnv(BTreeMap<String, String>);
+
+impl ActionEnv {
+    /// The process environment.
+    pub fn from_env() -> ActionEnv {
+        ActionEnv(std::env::vars().collect())
+    }
+
+    /// Given variables.
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> ActionEnv {
+        ActionEnv(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// A variable, when set and not empty.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// An action input, as the runner names it: `INPUT_` + upper case,
+    /// spaces as `_`, hyphens kept.
+    pub fn input(&self, name: &str) -> Option<&str> {
+        self.var(&format!("INPUT_{}", name.to_uppercase().replace(' ', "_")))
+    }
+}
+
+/// What the run should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plan and report (pull requests).
+    Plan,
+    /// Deploy (pushes). Not implemented in this version: plans and says so.
+    Apply,
+}
+
+/// The action's inputs, validated.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    token: Option<String>,
+    mode: Option<Mode>,
+    working_directory: PathBuf,
+    environments: Option<String>,
+    apps: Option<String>,
+    comment: bool,
+    comment_id: String,
+    max_comment_parts: usize,
+    context_lines: usize,
+}
+
+fn parse_bool(name: &str, v: Option<&str>, default: bool) -> anyhow::Result<bool> {
+    match v.map(str::trim) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => bail!("input `{name}` must be true or false, got `{other}`"),
+    }
+}
+
+fn parse_number(name: &str, v: Option<&str>, default: usize) -> anyhow::Result<usize> {
+    v.map_or(Ok(default), |v| {
+        v.trim()
+            .parse()
+            .with_context(|| format!("input `{name}` must be a number, got `{v}`"))
+    })
+}
+
+impl Inputs {
+    /// Reads and validates the inputs.
+    ///
+    /// # Errors
+    /// An input with a value it cannot have.
+    pub fn read(env: &ActionEnv) -> anyhow::Result<Inputs> {
+        let mode = match env.input("mode") {
+            None | Some("auto") => None,
+            Some("plan") => Some(Mode::Plan),
+            Some("apply") => Some(Mode::Apply),
+            Some(other) => bail!("input `mode` must be auto, plan or apply, got `{other}`"),
+        };
+        let workflow = env.var("GITHUB_WORKFLOW").unwrap_or("kdeploy");
+        let environments = env.input("environments").map(str::to_string);
+        let default_id = match &environments {
+            Some(e) => format!("{workflow}:{e}"),
+            None => workflow.to_string(),
+        };
+        Ok(Inputs {
+            token: env.input("github-token").map(str::to_string),
+            mode,
+            working_directory: PathBuf::from(env.input("working-directory").unwrap_or(".")),
+            environments,
+            apps: env.input("apps").map(str::to_string),
+            comment: parse_bool("comment", env.input("comment"), true)?,
+            comment_id: env.input("comment-id").map_or(default_id, str::to_string),
+            max_comment_parts: parse_number(
+                "max-comment-parts",
+                env.input("max-comment-parts"),
+                3,
+            )?
+            .max(1),
+            context_lines: parse_number("context-lines", env.input("context-lines"), 3)?,
+        })
+    }
+}
+
+/// Workflow commands and files of the runner.
+struct Runner<'a> {
+    env: &'a ActionEnv,
+    log: &'a mut dyn Write,
+}
+
+impl Runner<'_> {
+    fn line(&mut self, s: &str) -> std::io::Result<()> {
+        writeln!(self.log, "{s}")
+    }
+
+    fn group(&mut self, title: &str) -> std::io::Result<()> {
+        self.line(&format!("::group::{title}"))
+    }
+
+    fn end_group(&mut self) -> std::io::Result<()> {
+        self.line("::endgroup::")
+    }
+
+    fn notice(&mut self, s: &str) -> std::io::Result<()> {
+        self.line(&format!("::notice::{}", escape(s)))
+    }
+
+    fn warning(&mut self, s: &str) -> std::io::Result<()> {
+        self.line(&format!("::warning::{}", escape(s)))
+    }
+
+    /// Appends to `$GITHUB_STEP_SUMMARY`, if the runner gave one.
+    fn summary(&mut self, markdown: &str) -> anyhow::Result<()> {
+        if let Some(path) = self.env.var("GITHUB_STEP_SUMMARY") {
+            append(Path::new(path), markdown).context("cannot write the job summary")?;
+        }
+        Ok(())
+    }
+
+    /// Sets step outputs in `$GITHUB_OUTPUT` with the multi-line syntax.
+    fn outputs(&mut self, outputs: &[(&str, String)]) -> anyhow::Result<()> {
+        let Some(path) = self.env.var("GITHUB_OUTPUT") else {
+            return Ok(());
+        };
+        let mut text = String::new();
+        for (name, value) in outputs {
+            let mut delimiter = format!("ghadelimiter_{:016x}", fastrand::u64(..));
+            while value.contains(&delimiter) {
+                delimiter = format!("ghadelimiter_{:016x}", fastrand::u64(..));
+            }
+            text.push_str(&format!("{name}<<{delimiter}\n{value}\n{delimiter}\n"));
+        }
+        append(Path::new(path), &text).context("cannot write step outputs")
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Runs the action; returns the process exit code.
+///
+/// # Errors
+/// Setup problems (no event, bad inputs, revisions that cannot be fetched).
+/// Render errors are reported (comment, summary, annotations) and give
+/// exit code 2 rather than an error.
+pub async fn run(env: &ActionEnv, retry: RetryPolicy, log: &mut dyn Write) -> anyhow::Result<u8> {
+    let inputs = Inputs::read(env)?;
+    let mut runner = Runner { env, log };
+    if let Some(token) = &inputs.token {
+        runner.line(&format!("::add-mask::{token}"))?;
+    }
+    let name = env
+        .var("GITHUB_EVENT_NAME")
+        .context("GITHUB_EVENT_NAME is not set; `kdeploy action` runs inside GitHub Actions (use `kdeploy plan` locally)")?;
+    let path = env
+        .var("GITHUB_EVENT_PATH")
+        .context("GITHUB_EVENT_PATH is not set; the runner writes the event payload there")?;
+    let event = Event::read(name, Path::new(path))?;
+    let mode = match (&event, inputs.mode) {
+        (Event::Unsupported(name), _) => {
+            runner.notice(&format!("kdeploy does nothing on `{name}` events (it handles pull_request, push and workflow_dispatch)"))?;
+            return Ok(0);
+        }
+        (Event::PullRequest { action, .. }, _) if action == "closed" => {
+            runner.notice(
+                "the pull request is closed; nothing to plan (the push to the base branch deploys)",
+            )?;
+            return Ok(0);
+        }
+        (Event::Push { after: None, .. }, _) => {
+            runner.notice("the push deleted a ref; nothing to deploy")?;
+            return Ok(0);
+        }
+        (_, Some(mode)) => mode,
+        (Event::Push { .. }, None) => Mode::Apply,
+        (_, None) => Mode::Plan,
+    };
+    if mode == Mode::Apply {
+        runner.warning(
+            "apply is not available in this version of kdeploy: planning only, nothing is deployed",
+        )?;
+    }
+
+    let workspace = PathBuf::from(env.var("GITHUB_WORKSPACE").unwrap_or("."));
+    let repo_dir = workspace.join(&inputs.working_directory);
+    if env.var("GITHUB_ACTIONS") == Some("true") {
+        // The container runs as another user than the one owning the checkout.
+        let _ = std::process::Command::new("git")
+            .args(["config", "--global", "--add", "safe.directory"])
+            .arg(&workspace)
+            .status();
+    }
+
+    runner.group("Resolve revisions")?;
+    let revs = event::resolve(&event, &repo_dir, env.var("GITHUB_SHA"))?;
+    match revs.base {
+        Some(base) if base == revs.head => runner.line(&format!(
+            "base and head are the same commit {base}: nothing can differ"
+        ))?,
+        Some(base) => runner.line(&format!("base {base}\nhead {}", revs.head))?,
+        None => runner.line(&format!(
+            "no base (first push): everything at {} is new",
+            revs.head
+        ))?,
+    }
+    runner.end_group()?;
+
+    runner.group("Render and plan")?;
+    let filter = Filter::new(inputs.environments.as_deref(), inputs.apps.as_deref())
+        .context("invalid `environments`/`apps` glob")?;
+    let open = |id| -> anyhow::Result<Snapshot> {
+        Ok(Snapshot::at_commit(
+            gix::discover(&repo_dir)?,
+            &repo_dir,
+            id,
+            &id.to_string(),
+        )?)
+    };
+    let base = match revs.base {
+        Some(id) => open(id)?,
+        None => Snapshot::empty(),
+    };
+    let head = open(revs.head)?;
+    let marker = report::comment_marker(&inputs.comment_id);
+    let outcome = render::compare(&base, &head, &filter);
+    runner.end_group()?;
+    let cmp = match outcome {
+        Ok(cmp) => cmp,
+        Err(render::Error::Invalid(problems)) => {
+            for p in &problems.0 {
+                runner.line(&prefixed_annotation(p, &inputs.working_directory))?;
+            }
+            let body = error_markdown(&marker, head.label(), &problems);
+            runner.summary(&body)?;
+            runner.outputs(&[
+                ("has-changes", "false".into()),
+                ("error", "render failed".into()),
+            ])?;
+            post_comment(&mut runner, &event, &inputs, retry, &marker, &[body]).await?;
+            runner.line(&format!(
+                "::error::rendering failed with {} problem(s); see the annotations",
+                problems.0.len()
+            ))?;
+            return Ok(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let plan = plan::plan(&cmp, &cmp.head.settings.plan, inputs.context_lines);
+
+    runner.group("Plan")?;
+    let mut text = Vec::new();
+    report::text(&plan, false, &mut text)?;
+    runner.log.write_all(&text)?;
+    runner.end_group()?;
+
+    let json_path = env
+        .var("RUNNER_TEMP")
+        .map_or_else(std::env::temp_dir, PathBuf::from)
+        .join("kdeploy-plan.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report::json(&plan))?)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    runner.summary(&report::markdown(&plan, &marker, SUMMARY_LIMIT))?;
+    let parts = report::markdown_parts(
+        &plan,
+        &marker,
+        report::COMMENT_LIMIT,
+        inputs.max_comment_parts,
+    );
+    let url = post_comment(&mut runner, &event, &inputs, retry, &marker, &parts).await?;
+    let (added, changed, deleted) = plan.counts();
+    runner.outputs(&[
+        ("has-changes", plan.has_changes().to_string()),
+        ("added", added.to_string()),
+        ("changed", changed.to_string()),
+        ("deleted", deleted.to_string()),
+        ("plan-json", json_path.display().to_string()),
+        ("comment-url", url.unwrap_or_default()),
+    ])?;
+    summarize(&mut runner, &plan)?;
+    Ok(0)
+}
+
+fn summarize(runner: &mut Runner<'_>, plan: &Plan) -> std::io::Result<()> {
+    runner.line(&format!("kdeploy plan: {}", report::summary_line(plan)))
+}
+
+/// Annotation for a problem, with the path relative to the repository root
+/// (the config repo may be a subdirectory).
+fn prefixed_annotation(d: &crate::diag::Diagnostic, working_directory: &Path) -> String {
+    let mut d = d.clone();
+    if let Some(loc) = d.location.as_mut()
+        && working_directory != Path::new(".")
+    {
+        loc.path = working_directory.join(&loc.path).display().to_string();
+    }
+    d.to_github_annotation()
+}
+
+/// The comment body when rendering failed: the problems instead of a diff.
+fn error_markdown(marker: &str, head: &str, problems: &Diagnostics) -> String {
+    let mut body = format!(
+        "{marker}\n<!-- part:1 -->\n### kdeploy plan\n\n:x: **Rendering failed** at `{head}`; nothing can be planned until this is fixed:\n\n"
+    );
+    for p in &problems.0 {
+        let loc = p
+            .location
+            .as_ref()
+            .map(|l| format!("`{l}`: "))
+            .unwrap_or_default();
+        body.push_str(&format!("- {loc}{}", p.message.replace('\n', " ")));
+        if let Some(h) = &p.help {
+            body.push_str(&format!(" _({h})_"));
+        }
+        body.push('\n');
+    }
+    body
+}
+
+/// Posts or updates the PR comment; never fails the job for GitHub errors.
+async fn post_comment(
+    runner: &mut Runner<'_>,
+    event: &Event,
+    inputs: &Inputs,
+    retry: RetryPolicy,
+    marker: &str,
+    parts: &[String],
+) -> anyhow::Result<Option<String>> {
+    let Event::PullRequest {
+        number, from_fork, ..
+    } = event
+    else {
+        return Ok(None);
+    };
+    if !inputs.comment {
+        return Ok(None);
+    }
+    if *from_fork {
+        runner.warning("pull request from a fork: its token is read-only, so the plan is in the job summary instead of a comment")?;
+        return Ok(None);
+    }
+    let Some(token) = &inputs.token else {
+        runner.warning("no github-token: the plan is in the job summary only")?;
+        return Ok(None);
+    };
+    let (Some(api), Some(repo)) = (
+        runner.env.var("GITHUB_API_URL"),
+        runner.env.var("GITHUB_REPOSITORY"),
+    ) else {
+        runner.warning("GITHUB_API_URL or GITHUB_REPOSITORY not set: cannot comment")?;
+        return Ok(None);
+    };
+    let gh = GitHub::new(api, token, repo, retry)?;
+    match comment::sync(&gh, *number, marker, parts).await {
+        Ok(s) => {
+            runner.line(&format!(
+                "PR comment: {} created, {} updated, {} unchanged, {} deleted",
+                s.created, s.updated, s.unchanged, s.deleted
+            ))?;
+            Ok(s.url)
+        }
+        Err(e) if e.status() == Some(403) => {
+            runner.warning(&format!("cannot comment on the pull request ({e}); the token needs `pull-requests: write`. The plan is in the job summary"))?;
+            Ok(None)
+        }
+        Err(e) => {
+            runner.warning(&format!(
+                "cannot update the PR comment: {e}. The plan is in the job summary"
+            ))?;
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The GitHub event that triggered a run, and the two commits it compares.
+//!
+//! [`Event::parse`] reads the payload GitHub Actions writes to
+//! `$GITHUB_EVENT_PATH` (only the fields kdeploy needs, tolerant of nulls and
+//! missing keys). [`resolve`] turns it into [`Revisions`]: for a pull request
+//! the merge base of base and head vs the head (not `GITHUB_SHA`, which is a
+//! test merge commit); for a push `before`/`after`. Commits missing from a
+//! shallow clone are fetched from `origin` with the `git` CLI.
+
+use std::path::Path;
+use std::process::Command;
+
+use gix::ObjectId;
+use serde::Deserialize;
+
+/// The error returned when an event cannot be read or resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The payload is not the JSON GitHub sends.
+    #[error("malformed {event} event payload in {path}: {source}")]
+    Malformed {
+        /// Event name.
+        event: String,
+        /// Payload path.
+        path: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The payload file could not be read.
+    #[error("cannot read the event payload {path} (GITHUB_EVENT_PATH): {source}")]
+    Read {
+        /// Payload path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required field is missing or invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A commit is neither present nor fetchable.
+    #[error(
+        "commit {sha} is not in the clone and `git fetch origin {sha}` failed: {detail}; use actions/checkout with fetch-depth: 0"
+    )]
+    Fetch {
+        /// The commit.
+        sha: String,
+        /// git's message.
+        detail: String,
+    },
+    /// Resolving a commit failed.
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
+}
+
+#[derive(Debug, Deserialize)]
+struct Sha {
+    sha: String,
+    repo: Option<RepoRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RepoRef {
+    full_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequest {
+    number: u64,
+    base: Sha,
+    head: Sha,
+    #[serde(default)]
+    merged: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequestPayload {
+    action: Option<String>,
+    pull_request: PullRequest,
+}
+
+#[derive(Debug, Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    before: String,
+    after: String,
+    #[serde(default)]
+    deleted: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct DispatchPayload {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    #[serde(default)]
+    inputs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What triggered the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `pull_request` (or `pull_request_target`): plan and comment.
+    PullRequest {
+        /// PR number.
+        number: u64,
+        /// `opened`, `synchronize`, `closed`, ...
+        action: String,
+        /// Tip of the base branch.
+        base_sha: String,
+        /// Tip of the PR branch.
+        head_sha: String,
+        /// The PR comes from a fork: the token is read-only.
+        from_fork: bool,
+        /// Closed with a merge.
+        merged: bool,
+    },
+    /// `push`: deploy `after`, compared with `before`.
+    Push {
+        /// `refs/heads/main`.
+        git_ref: String,
+        /// Previous tip; `None` for a new branch (all zeros).
+        before: Option<String>,
+        /// New tip; `None` when the ref was deleted.
+        after: Option<String>,
+    },
+    /// `workflow_dispatch`: revisions come from inputs and `GITHUB_SHA`.
+    WorkflowDispatch {
+        /// The ref the workflow ran on.
+        git_ref: Option<String>,
+        /// The `base` input, if given.
+        base: Option<String>,
+        /// The `head` input, if given.
+        head: Option<String>,
+    },
+    /// Anything else: kdeploy does nothing.
+    Unsupported(String),
+}
+
+const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+fn non_zero(sha: String) -> Option<String> {
+    (sha != ZERO_SHA && !sha.is_empty()).then_some(sha)
+}
+
+impl Event {
+    /// Reads `GITHUB_EVENT_NAME`'s payload from `path`.
+    ///
+    /// # Errors
+    /// When the file is missing or does not have the event's shape.
+    pub fn read(name: &str, path: &Path) -> Result<Event, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Event::parse(name, &bytes).map_err(|e| match e {
+            Error::Malformed { event, source, .. } => Error::Malformed {
+                event,
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses a payload of event `name`.
+    ///
+    /// # Errors
+    /// When it does not have the event's shape.
+    pub fn parse(name: &str, payload: &[u8]) -> Result<Event, Error> {
+        let malformed = |source| Error::Malformed {
+            event: name.to_string(),
+            path: "<payload>".into(),
+            source,
+        };
+        Ok(match name {
+            "pull_request" | "pull_request_target" => {
+                let p: PullRequestPayload = serde_json::from_slice(payload).map_err(malformed)?;
+                let repo = |s: &Sha| s.repo.as_ref().and_then(|r| r.full_name.clone());
+                let from_fork = match (repo(&p.pull_request.head), repo(&p.pull_request.base)) {
+                    (Some(h), Some(b)) => h != b,
+                    // A deleted fork has `head.repo: null`.
+                    (None, _) => true,
+                    _ => false,
+                };
+                Event::PullRequest {
+                    number: p.pull_request.number,
+                    action: p.action.unwrap_or_default(),
+                    base_sha: p.pull_request.base.sha,
+                    head_sha: p.pull_request.head.sha,
+                    from_fork,
+                    merged: p.pull_request.merged.unwrap_or(false),
+                }
+            }
+            "push" => {
+                let p: PushPayload = serde_json::from_slice(payload).map_err(malformed)?;
+                Event::Push {
+                    git_ref: p.git_ref,
+                    before: non_zero(p.before),
+                    after: if p.deleted { None } else { non_zero(p.after) },
+                }
+            }
+            "workflow_dispatch" => {
+                let p: DispatchPayload = serde_json::from_slice(payload).map_err(malformed)?;
+                let input = |k: &str| {
+                    p.inputs
+                        .as_ref()
+                        .and_then(|i| i.get(k))
+                        .and_then(|v| v.as_str())
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                };
+                Event::WorkflowDispatch {
+                    git_ref: p.git_ref,
+                    base: input("base"),
+                    head: input("head"),
+                }
+            }
+            other => Event::Unsupported(other.to_string()),
+        })
+    }
+}
+
+/// The two commits a run compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revisions {
+    /// The deployed state; `None` means nothing (first push: all is added).
+    pub base: Option<ObjectId>,
+    /// The state to deploy.
+    pub head: ObjectId,
+}
+
+/// Makes sure `sha` is in the repository, fetching it from `origin` if not.
+///
+/// # Errors
+/// When it cannot be fetched.
+pub fn ensure_commit(repo: &gix::Repository, workdir: &Path, sha: &str) -> Result<ObjectId, Error> {
+    if let Ok(id) = crate::source::resolve_commit(repo, sha) {
+        return Ok(id);
+    }
+    git(
+        workdir,
+        &["fetch", "--no-tags", "--quiet", "--depth=1", "origin", sha],
+    )
+    .map_err(|detail| Error::Fetch {
+        sha: sha.to_string(),
+        detail,
+    })?;
+    // Objects fetched by another process: reopen to see the new pack.
+    let fresh = gix::open(repo.git_dir())
+        .map_err(|e| Error::Invalid(format!("cannot reopen the repository: {e}")))?;
+    Ok(crate::source::resolve_commit(&fresh, sha)?)
+}
+
+/// Runs git in `dir`, returning stderr on failure.
+fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The merge base of two commits, deepening a shallow clone until found.
+///
+/// # Errors
+/// When there is none even in the full history.
+pub fn merge_base(workdir: &Path, one: ObjectId, two: ObjectId) -> Result<ObjectId, Error> {
+    let attempt = || -> Option<ObjectId> {
+        let repo = gix::open(workdir).ok()?;
+        repo.merge_base(one, two)
+            .ok()
+            .flatten()
+            .map(|id| id.detach())
+    };
+    if let Some(id) = attempt() {
+        return Ok(id);
+    }
+    for deepen in ["--deepen=50", "--deepen=500", "--unshallow"] {
+        if git(
+            workdir,
+            &[
+                "fetch",
+                "--no-tags",
+                "--quiet",
+                deepen,
+                "origin",
+                &one.to_string(),
+                &two.to_string(),
+            ],
+        )
+        .is_err()
+        {
+            continue;
+        }
+        if let Some(id) = attempt() {
+            return Ok(id);
+        }
+    }
+    Err(Error::Invalid(format!(
+        "no merge base between {one} and {two}; the branches share no history"
+    )))
+}
+
+/// Resolves the revisions for an event. `github_sha` is `GITHUB_SHA`.
+///
+/// # Errors
+/// Missing commits that cannot be fetched, or inputs missing for a dispatch.
+pub fn resolve(
+    event: &Event,
+    workdir: &Path,
+    github_sha: Option<&str>,
+) -> Result<Revisions, Error> {
+    let repo = gix::discover(workdir)
+        .map_err(|e| Error::Invalid(format!("{} is not a git checkout: {e}", workdir.display())))?;
+    let top = repo.workdir().unwrap_or(workdir).to_path_buf();
+    match event {
+        Event::PullRequest {
+            base_sha, head_sha, ..
+        } => {
+            let head = ensure_commit(&repo, &top, head_sha)?;
+            let base_tip = ensure_commit(&repo, &top, base_sha)?;
+            let base = merge_base(&top, base_tip, head)?;
+            Ok(Revisions {
+                base: Some(base),
+                head,
+            })
+        }
+        Event::Push { before, after, .. } => {
+            let after = after.as_deref().ok_or_else(|| {
+                Error::Invalid("the push deleted the ref; nothing to deploy".into())
+            })?;
+            let head = ensure_commit(&repo, &top, after)?;
+            let base = match before {
+                Some(b) => Some(ensure_commit(&repo, &top, b)?),
+                None => None,
+            };
+            Ok(Revisions { base, head })
+        }
+        Event::WorkflowDispatch { base, head, .. } => {
+            let head_spec = head.as_deref().or(github_sha).ok_or_else(|| {
+                Error::Invalid("workflow_dispatch needs a `head` input or GITHUB_SHA".into())
+            })?;
+            let head = ensure_commit(&repo, &top, head_spec)?;
+            let base = match base {
+                Some(b) => Some(ensure_commit(&repo, &top, b)?),
+                None => None,
+            };
+            Ok(Revisions { base, head })
+        }
+        Event::Unsupported(name) => Err(Error::Invalid(format!("event `{name}` is not handled"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_before_means_first_push() {
+        let e = Event::parse(
+            "push",
+            br#"{"ref":"refs/heads/main","before":"0000000000000000000000000000000000000000","after":"abc","deleted":false}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            Event::Push {
+                git_ref: "refs/heads/main".into(),
+                before: None,
+                after: Some("abc".into())
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_payload_is_an_error() {
+        assert!(matches!(
+            Event::parse("pull_request", b"{\"action\": 1}"),
+            Err(Error::Malformed { .. })
+        ));
+        assert!(matches!(
+            Event::parse("issues", b"{}"),
+            Ok(Event::Unsupported(_))
+        ));
+    }
+}

@@ -1,0 +1,373 @@
+//! The GitHub REST API calls kdeploy makes, over octocrab's HTTP client.
+//!
+//! octocrab supplies the client (auth header only towards the API host,
+//! `GITHUB_API_URL` as base for GitHub Enterprise); this module adds the
+//! retry policy GitHub asks integrators to follow: 5xx and timeouts with
+//! backoff, `429`/secondary limits honouring `retry-after`, and primary rate
+//! limits (`x-ratelimit-remaining: 0`) waiting until `x-ratelimit-reset`, all
+//! bounded. A 403 that is not a rate limit is a permission error and is
+//! returned at once.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The error returned by API calls.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// GitHub answered with an error status.
+    #[error("GitHub API {method} {path} returned {status}: {message}")]
+    Status {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// GitHub's `message`.
+        message: String,
+    },
+    /// The request could not be sent or the answer read.
+    #[error("GitHub API {method} {path} failed: {detail}")]
+    Transport {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The client could not be built.
+    #[error("cannot set up the GitHub client for {0}")]
+    Setup(String),
+}
+
+impl Error {
+    /// The HTTP status, when GitHub answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// How failed requests are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all (1 = no retry).
+    pub attempts: u32,
+    /// First backoff for 5xx; doubled each time, with jitter.
+    pub base: Duration,
+    /// Longest single wait, including `retry-after` and rate-limit resets.
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            base: Duration::from_secs(1),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A repository's API.
+pub struct GitHub {
+    client: octocrab::Octocrab,
+    repo: String,
+    retry: RetryPolicy,
+}
+
+/// An issue or PR comment (the fields kdeploy uses).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Comment {
+    /// Comment id.
+    pub id: u64,
+    /// Markdown body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Link for humans.
+    #[serde(default)]
+    pub html_url: Option<String>,
+}
+
+enum Method {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    fn name(&self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// What a response says about retrying.
+enum Verdict {
+    Done,
+    RetryAfter(Duration),
+    Fail,
+}
+
+fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn verdict(status: u16, headers: &http::HeaderMap, attempt: u32, policy: &RetryPolicy) -> Verdict {
+    if status < 400 {
+        return Verdict::Done;
+    }
+    let retry_after = header(headers, "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let exhausted = header(headers, "x-ratelimit-remaining") == Some("0");
+    let reset = header(headers, "x-ratelimit-reset")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|reset| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            Duration::from_secs(reset.saturating_sub(now) + 1)
+        });
+    let backoff = policy.base.saturating_mul(1 << attempt.min(6));
+    let jitter = backoff.mul_f64(fastrand::f64() * 0.5);
+    match status {
+        429 => Verdict::RetryAfter(retry_after.or(reset).unwrap_or(backoff + jitter)),
+        403 if retry_after.is_some() => Verdict::RetryAfter(retry_after.unwrap_or(backoff)),
+        403 if exhausted => Verdict::RetryAfter(reset.unwrap_or(backoff + jitter)),
+        500..=599 => Verdict::RetryAfter(retry_after.unwrap_or(backoff + jitter)),
+        _ => Verdict::Fail,
+    }
+}
+
+impl GitHub {
+    /// A client for `repo` (`owner/name`) at `api_url` (`GITHUB_API_URL`).
+    ///
+    /// # Errors
+    /// When the URL is invalid.
+    pub fn new(
+        api_url: &str,
+        token: &str,
+        repo: &str,
+        retry: RetryPolicy,
+    ) -> Result<GitHub, Error> {
+        let client = octocrab::Octocrab::builder()
+            .base_uri(api_url)
+            .map_err(|e| Error::Setup(format!("{api_url}: {e}")))?
+            .personal_token(token.to_string())
+            .build()
+            .map_err(|e| Error::Setup(format!("{api_url}: {e}")))?;
+        Ok(GitHub {
+            client,
+            repo: repo.to_string(),
+            retry,
+        })
+    }
+
+    /// Sends a request with retries; returns status, headers and JSON body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(http::HeaderMap, Value), Error> {
+        let mut attempt = 0;
+        loop {
+            let transport = |detail: String| Error::Transport {
+                method: method.name(),
+                path: path.to_string(),
+                detail,
+            };
+            let result = match method {
+                Method::Get => self.client._get(path).await,
+                Method::Post => self.client._post(path, body).await,
+                Method::Patch => self.client._patch(path, body).await,
+                Method::Delete => self.client._delete(path, body).await,
+            };
+            attempt += 1;
+            let response = match result {
+                Ok(r) => r,
+                Err(e) if attempt < self.retry.attempts => {
+                    let _ = e;
+                    tokio::time::sleep(self.retry.base.saturating_mul(attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(transport(e.to_string())),
+            };
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let text = self
+                .client
+                .body_to_string(response)
+                .await
+                .map_err(|e| transport(e.to_string()))?;
+            match verdict(status, &headers, attempt, &self.retry) {
+                Verdict::Done => {
+                    let value = if text.trim().is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_str(&text)
+                            .map_err(|e| transport(format!("invalid JSON: {e}")))?
+                    };
+                    return Ok((headers, value));
+                }
+                Verdict::RetryAfter(wait)
+                    if attempt < self.retry.attempts && wait <= self.retry.max_wait =>
+                {
+                    tokio::time::sleep(wait).await;
+                }
+                _ => {
+                    let message = serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v["message"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| text.chars().take(200).collect());
+                    return Err(Error::Status {
+                        method: method.name(),
+                        path: path.to_string(),
+                        status,
+                        message,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every comment of issue/PR `number`, following `Link: rel="next"`
+    /// verbatim (GitHub may switch to `/repositories/{id}/…` URLs).
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn list_comments(&self, number: u64) -> Result<Vec<Comment>, Error> {
+        let mut url = format!("/repos/{}/issues/{number}/comments?per_page=100", self.repo);
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            let (headers, value) = self.send(Method::Get, &url, None).await?;
+            let page: Vec<Comment> =
+                serde_json::from_value(value).map_err(|e| Error::Transport {
+                    method: "GET",
+                    path: url.clone(),
+                    detail: format!("unexpected comment list: {e}"),
+                })?;
+            out.extend(page);
+            match header(&headers, "link").and_then(next_link) {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a comment on issue/PR `number`.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn create_comment(&self, number: u64, body: &str) -> Result<Comment, Error> {
+        let path = format!("/repos/{}/issues/{number}/comments", self.repo);
+        let (_, v) = self
+            .send(
+                Method::Post,
+                &path,
+                Some(&serde_json::json!({ "body": body })),
+            )
+            .await?;
+        parse_comment(v, &path)
+    }
+
+    /// Replaces a comment's body.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn update_comment(&self, id: u64, body: &str) -> Result<Comment, Error> {
+        let path = format!("/repos/{}/issues/comments/{id}", self.repo);
+        let (_, v) = self
+            .send(
+                Method::Patch,
+                &path,
+                Some(&serde_json::json!({ "body": body })),
+            )
+            .await?;
+        parse_comment(v, &path)
+    }
+
+    /// Deletes a comment.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn delete_comment(&self, id: u64) -> Result<(), Error> {
+        let path = format!("/repos/{}/issues/comments/{id}", self.repo);
+        self.send(Method::Delete, &path, None).await.map(|_| ())
+    }
+}
+
+fn parse_comment(v: Value, path: &str) -> Result<Comment, Error> {
+    serde_json::from_value(v).map_err(|e| Error::Transport {
+        method: "POST",
+        path: path.to_string(),
+        detail: format!("unexpected comment: {e}"),
+    })
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim() == "rel=\"next\"")
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link_is_taken_verbatim() {
+        let link = r#"<https://api.github.com/repositories/417862/issues/comments?page=2>; rel="next", <https://api.github.com/repositories/417862/issues/comments?page=73>; rel="last""#;
+        assert_eq!(
+            next_link(link).as_deref(),
+            Some("https://api.github.com/repositories/417862/issues/comments?page=2")
+        );
+        assert_eq!(next_link(r#"<https://x/?page=1>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn permission_403_is_not_retried_but_rate_limit_403_is() {
+        let p = RetryPolicy::default();
+        let mut h = http::HeaderMap::new();
+        h.insert("x-ratelimit-remaining", "4999".parse().unwrap());
+        assert!(matches!(verdict(403, &h, 1, &p), Verdict::Fail));
+        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        assert!(matches!(verdict(403, &h, 1, &p), Verdict::RetryAfter(_)));
+        let mut h = http::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert!(
+            matches!(verdict(429, &h, 1, &p), Verdict::RetryAfter(d) if d == Duration::from_secs(3))
+        );
+        assert!(matches!(
+            verdict(502, &http::HeaderMap::new(), 1, &p),
+            Verdict::RetryAfter(_)
+        ));
+        assert!(matches!(
+            verdict(422, &http::HeaderMap::new(), 1, &p),
+            Verdict::Fail
+        ));
+    }
+}

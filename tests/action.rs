@@ -1,0 +1,591 @@
+//! The container Action end to end: real git clones, real event payloads
+//! (../shared/fixtures/github/events, with SHAs of the test repository put
+//! in), and the fake GitHub API over HTTP.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kdeploy::action::{self, ActionEnv};
+use kdeploy::github::RetryPolicy;
+use serde_json::{Value, json};
+
+use crate::fake_github::{FakeGitHub, Fault, REPO};
+use crate::util::{Repo, shallow_clone, shared_event};
+
+const TOKEN: &str = "ghs_CANARYtoken0123456789abcdefABCDEF";
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(20),
+        max_wait: Duration::from_secs(5),
+    }
+}
+
+/// A pull request payload for `number` with the given SHAs.
+fn pr_payload(action: &str, number: u64, base: &str, head: &str, fork: bool) -> Value {
+    let mut p = shared_event("octokit-webhooks/api.github.com/pull_request/opened.payload.json")
+        .unwrap_or_else(|| {
+            json!({"action": "opened", "number": 2, "pull_request": {
+            "number": 2, "state": "open", "merged": false, "merge_commit_sha": null,
+            "base": {"ref": "master", "sha": "", "repo": {"full_name": REPO}},
+            "head": {"ref": "changes", "sha": "", "repo": {"full_name": REPO}}},
+            "repository": {"full_name": REPO}})
+        });
+    p["action"] = json!(action);
+    p["number"] = json!(number);
+    p["pull_request"]["number"] = json!(number);
+    p["pull_request"]["base"]["sha"] = json!(base);
+    p["pull_request"]["head"]["sha"] = json!(head);
+    if fork {
+        p["pull_request"]["head"]["repo"]["full_name"] = json!("someone/Hello-World");
+    }
+    p
+}
+
+struct Run {
+    code: u8,
+    log: String,
+    summary: String,
+    outputs: String,
+}
+
+/// A CI job: a shallow clone of the PR head, runner files, the fake API.
+struct Job {
+    origin: Repo,
+    runner: tempfile::TempDir,
+    fake: FakeGitHub,
+}
+
+impl Job {
+    async fn new() -> Job {
+        let origin = Repo::with_app();
+        origin
+            .write("services/web/config.yaml", "image: ghcr.io/example/web\n")
+            .write("services/web/version", "1.0.0\n")
+            .write("services/web/staging/config.yaml", "");
+        origin.commit("base");
+        Job {
+            origin,
+            runner: tempfile::tempdir().expect("temp"),
+            fake: FakeGitHub::start().await,
+        }
+    }
+
+    /// Commits on branch `pr` (created from main when missing).
+    fn pr_commit(&self, edit: impl FnOnce(&Repo), message: &str) -> String {
+        let branches = self.origin.git(&["branch", "--list", "pr"]);
+        if branches.trim().is_empty() {
+            self.origin.git(&["checkout", "-q", "-b", "pr"]);
+        } else {
+            self.origin.git(&["checkout", "-q", "pr"]);
+        }
+        edit(&self.origin);
+        let sha = self.origin.commit(message);
+        self.origin.git(&["checkout", "-q", "main"]);
+        sha
+    }
+
+    async fn run(&self, event: &str, payload: &Value, branch: &str, extra: &[(&str, &str)]) -> Run {
+        let work = shallow_clone(&self.origin, branch);
+        let path = |name: &str| self.runner.path().join(name);
+        std::fs::write(path("event.json"), payload.to_string()).expect("write event");
+        let _ = std::fs::remove_file(path("summary.md"));
+        let _ = std::fs::remove_file(path("output"));
+        let mut vars: Vec<(String, String)> = vec![
+            ("GITHUB_EVENT_NAME".into(), event.into()),
+            (
+                "GITHUB_EVENT_PATH".into(),
+                path("event.json").display().to_string(),
+            ),
+            ("GITHUB_WORKSPACE".into(), work.path().display().to_string()),
+            ("GITHUB_API_URL".into(), self.fake.url.clone()),
+            ("GITHUB_REPOSITORY".into(), REPO.into()),
+            ("GITHUB_WORKFLOW".into(), "deploy".into()),
+            (
+                "GITHUB_STEP_SUMMARY".into(),
+                path("summary.md").display().to_string(),
+            ),
+            ("GITHUB_OUTPUT".into(), path("output").display().to_string()),
+            (
+                "RUNNER_TEMP".into(),
+                self.runner.path().display().to_string(),
+            ),
+            ("INPUT_GITHUB-TOKEN".into(), TOKEN.into()),
+            ("INPUT_MODE".into(), "auto".into()),
+            ("INPUT_ENVIRONMENTS".into(), String::new()),
+        ];
+        for (k, v) in extra {
+            vars.push(((*k).into(), (*v).into()));
+        }
+        let env = ActionEnv::from_vars(vars);
+        let mut log = Vec::new();
+        let code = match action::run(&env, fast_retry(), &mut log).await {
+            Ok(code) => code,
+            Err(e) => {
+                log.extend(format!("error: {e:#}").into_bytes());
+                255
+            }
+        };
+        let read = |name: &str| std::fs::read_to_string(path(name)).unwrap_or_default();
+        Run {
+            code,
+            log: String::from_utf8_lossy(&log).into_owned(),
+            summary: read("summary.md"),
+            outputs: read("output"),
+        }
+    }
+
+    fn base(&self) -> String {
+        self.origin.git(&["rev-parse", "main"]).trim().to_string()
+    }
+}
+
+fn output(outputs: &str, name: &str) -> Option<String> {
+    let start = outputs.find(&format!("{name}<<"))?;
+    let rest = &outputs[start..];
+    let (header, body) = rest.split_once('\n')?;
+    let delim = header.split_once("<<")?.1;
+    Some(body.split_once(&format!("\n{delim}"))?.0.to_string())
+}
+
+/// Everything a run printed or wrote, minus the `::add-mask::` command that
+/// hands the token to the runner for masking.
+fn visible(run: &Run, fake: &FakeGitHub, pr: u64) -> String {
+    let log: String = run
+        .log
+        .lines()
+        .filter(|l| !l.starts_with("::add-mask::"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let comments: String = fake.comments(pr).into_iter().map(|(_, b)| b).collect();
+    format!("{log}\n{}\n{}\n{comments}", run.summary, run.outputs)
+}
+
+#[tokio::test]
+async fn pr_comment_is_created_then_updated_in_place() {
+    let job = Job::new().await;
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/api/production/config.yaml", "replicas: 5\n");
+        },
+        "scale",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 7, &base, &head, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains(&format!("::add-mask::{TOKEN}")),
+        "token masked first"
+    );
+    let comments = job.fake.comments(7);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    let (id, body) = &comments[0];
+    assert!(body.starts_with("<!-- kdeploy-plan:deploy -->"), "{body}");
+    assert!(body.contains("+  replicas: 5"), "{body}");
+    assert_eq!(output(&run.outputs, "has-changes").as_deref(), Some("true"));
+    assert_eq!(output(&run.outputs, "changed").as_deref(), Some("1"));
+    assert!(
+        output(&run.outputs, "comment-url")
+            .is_some_and(|u| u.contains(&format!("issuecomment-{id}")))
+    );
+    let plan_json = PathBuf::from(output(&run.outputs, "plan-json").unwrap());
+    let plan: Value = serde_json::from_slice(&std::fs::read(plan_json).unwrap()).unwrap();
+    assert_eq!(plan["summary"]["changed"], 1);
+    assert!(run.summary.contains("kdeploy plan") && run.summary.contains("replicas: 5"));
+    assert!(run.log.contains("::group::Render and plan") && run.log.contains("::endgroup::"));
+    // The API saw the token; nothing else shows it.
+    assert!(
+        job.fake
+            .requests()
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}")))
+    );
+    assert!(!visible(&run, &job.fake, 7).contains(TOKEN));
+
+    // Someone else comments; a new push to the PR updates our comment.
+    job.fake.add_comment(7, "LGTM");
+    let head2 = job.pr_commit(
+        |r| {
+            r.write("services/api/production/config.yaml", "replicas: 6\n");
+        },
+        "more",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("synchronize", 7, &base, &head2, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let after = job.fake.comments(7);
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0].0, *id, "same comment, updated in place");
+    assert!(after[0].1.contains("+  replicas: 6") && !after[0].1.contains("replicas: 5\n```"));
+    assert_eq!(after[1].1, "LGTM");
+    let methods: Vec<String> = job
+        .fake
+        .requests()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(
+        methods.iter().filter(|m| *m == "PATCH").count(),
+        1,
+        "{methods:?}"
+    );
+
+    // Reverting the change leaves no stale diff behind.
+    let head3 = job.pr_commit(
+        |r| {
+            r.write("services/api/production/config.yaml", "replicas: 3\n");
+        },
+        "revert",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("synchronize", 7, &base, &head3, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(job.fake.comments(7)[0].1.contains("No changes"));
+    assert_eq!(
+        output(&run.outputs, "has-changes").as_deref(),
+        Some("false")
+    );
+}
+
+#[tokio::test]
+async fn oversized_plans_are_split_into_parts_and_parts_are_removed_when_not_needed() {
+    let job = Job::new().await;
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            for app in 0..12 {
+                let mut cfg = String::from("image: ghcr.io/example/big\nenv:\n");
+                for i in 0..400 {
+                    cfg.push_str(&format!(
+                        "  VARIABLE_NUMBER_{i}: a-fairly-long-value-{i}-{app}\n"
+                    ));
+                }
+                r.write(&format!("services/big-{app}/config.yaml"), &cfg)
+                    .write(&format!("services/big-{app}/version"), "1\n")
+                    .write(&format!("services/big-{app}/staging/config.yaml"), "");
+            }
+        },
+        "big",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 9, &base, &head, false),
+            "pr",
+            &[("INPUT_MAX-COMMENT-PARTS", "3")],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let parts = job.fake.comments(9);
+    assert_eq!(
+        parts.len(),
+        3,
+        "{:?}",
+        parts.iter().map(|p| p.1.len()).collect::<Vec<_>>()
+    );
+    for (n, (_, body)) in parts.iter().enumerate() {
+        assert!(body.chars().count() <= 65_536);
+        assert!(body.contains(&format!("(part {}/3)", n + 1)));
+        assert_eq!(
+            body.matches("```diff").count() * 2,
+            body.matches("```").count(),
+            "fences close"
+        );
+    }
+    assert!(parts[2].1.contains("left out to fit"), "the rest is named");
+
+    // The next push is small: one part stays, the others go.
+    let small = job.pr_commit(
+        |r| {
+            r.remove("services/big-0").remove("services/big-1");
+            for app in 2..12 {
+                r.remove(&format!("services/big-{app}"));
+            }
+            r.write("services/api/version", "2.0.0\n");
+        },
+        "small",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("synchronize", 9, &base, &small, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let parts = job.fake.comments(9);
+    assert_eq!(parts.len(), 1);
+    // Three comments fill two pages; the second is read from GitHub's
+    // `Link` URL verbatim (the /repositories/{id}/ form).
+    assert!(
+        job.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.starts_with("/repositories/"))
+    );
+    assert!(job.fake.requests().iter().any(|r| {
+        r.method == "PATCH"
+            && r.body["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("api:2.0.0"))
+    }));
+    assert!(!parts[0].1.contains("part 1/"));
+    assert!(run.log.contains("2 deleted"), "{}", run.log);
+}
+
+#[tokio::test]
+async fn read_only_token_falls_back_to_the_job_summary() {
+    let job = Job::new().await;
+    job.fake.read_only();
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.1.0\n");
+        },
+        "bump",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 3, &base, &head, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log
+            .contains("::warning::cannot comment on the pull request"),
+        "{}",
+        run.log
+    );
+    assert!(run.log.contains("pull-requests: write"));
+    assert!(run.summary.contains("web:1.1.0"), "{}", run.summary);
+    assert!(job.fake.comments(3).is_empty());
+}
+
+#[tokio::test]
+async fn fork_pull_requests_do_not_call_the_comment_api() {
+    let job = Job::new().await;
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.1.0\n");
+        },
+        "bump",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 4, &base, &head, true),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(run.log.contains("from a fork"));
+    assert!(job.fake.requests().is_empty());
+    assert!(run.summary.contains("web:1.1.0"));
+}
+
+#[tokio::test]
+async fn server_errors_and_rate_limits_are_retried() {
+    let job = Job::new().await;
+    job.fake
+        .fail_next([Fault::bad_gateway(), Fault::rate_limited(1)]);
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.1.0\n");
+        },
+        "bump",
+    );
+    let started = std::time::Instant::now();
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 5, &base, &head, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert_eq!(job.fake.comments(5).len(), 1, "{}", run.log);
+    let gets = job
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
+    assert_eq!(gets, 3, "502, 429, then the list succeeds");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retry-after honoured"
+    );
+}
+
+#[tokio::test]
+async fn render_errors_are_reported_in_the_comment_and_fail_the_job() {
+    let job = Job::new().await;
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/staging/config.yaml", "replicas: [1\n");
+        },
+        "broken",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 6, &base, &head, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 2, "{}", run.log);
+    assert!(
+        run.log
+            .contains("::error file=services/web/staging/config.yaml,line="),
+        "{}",
+        run.log
+    );
+    let comments = job.fake.comments(6);
+    assert_eq!(comments.len(), 1);
+    assert!(
+        comments[0].1.contains("Rendering failed")
+            && comments[0].1.contains("services/web/staging/config.yaml:")
+    );
+}
+
+#[tokio::test]
+async fn first_push_adds_everything_and_says_apply_is_not_there_yet() {
+    let job = Job::new().await;
+    let head = job.base();
+    let mut payload = shared_event("octokit-webhooks/api.github.com/push/with-new-branch.payload.json")
+        .unwrap_or_else(|| json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "created": true, "deleted": false}));
+    payload["after"] = json!(head);
+    payload["ref"] = json!("refs/heads/main");
+    let run = job.run("push", &payload, "main", &[]).await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(run.log.contains("first push"));
+    assert!(run.log.contains("::warning::apply is not available"));
+    assert_eq!(
+        output(&run.outputs, "added").as_deref(),
+        Some("15"),
+        "{}",
+        run.outputs
+    );
+    assert!(
+        job.fake.requests().is_empty(),
+        "a push has no PR to comment on"
+    );
+}
+
+#[tokio::test]
+async fn push_compares_before_and_after_fetching_what_the_shallow_clone_lacks() {
+    let job = Job::new().await;
+    let before = job.base();
+    job.origin.write("services/web/version", "1.2.0\n");
+    let after = job.origin.commit("bump web");
+    let mut payload = shared_event("octokit-webhooks/api.github.com/push/payload.json")
+        .unwrap_or_else(|| json!({"ref": "refs/heads/main", "deleted": false}));
+    payload["before"] = json!(before);
+    payload["after"] = json!(after);
+    payload["deleted"] = json!(false);
+    let run = job.run("push", &payload, "main", &[]).await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert_eq!(
+        output(&run.outputs, "changed").as_deref(),
+        Some("1"),
+        "{}",
+        run.log
+    );
+}
+
+#[tokio::test]
+async fn unhandled_events_and_closed_prs_do_nothing() {
+    let job = Job::new().await;
+    let run = job
+        .run("issues", &json!({"action": "opened"}), "main", &[])
+        .await;
+    assert_eq!(run.code, 0);
+    assert!(
+        run.log
+            .contains("::notice::kdeploy does nothing on `issues` events")
+    );
+    let closed = shared_event("octokit-webhooks/api.github.com/pull_request/closed.payload.json")
+        .unwrap_or_else(|| pr_payload("closed", 2, "a", "b", false));
+    let run = job.run("pull_request", &closed, "main", &[]).await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(run.log.contains("closed"));
+    assert!(job.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_or_missing_payloads_are_clear_errors() {
+    let job = Job::new().await;
+    let run = job
+        .run(
+            "pull_request",
+            &json!({"action": "opened", "pull_request": {"number": "x"}}),
+            "main",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 255);
+    assert!(
+        run.log.contains("malformed pull_request event payload"),
+        "{}",
+        run.log
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &json!({}),
+            "main",
+            &[("GITHUB_EVENT_PATH", "")],
+        )
+        .await;
+    assert!(
+        run.log.contains("GITHUB_EVENT_PATH is not set"),
+        "{}",
+        run.log
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload(
+                "opened",
+                2,
+                "1111111111111111111111111111111111111111",
+                &job.base(),
+                false,
+            ),
+            "main",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 255);
+    assert!(run.log.contains("fetch-depth: 0"), "{}", run.log);
+}

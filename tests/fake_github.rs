@@ -1,0 +1,426 @@
+//! An in-process fake of the GitHub REST API endpoints kdeploy calls, over
+//! real HTTP on 127.0.0.1. It is a simulator, not GitHub: it keeps comments
+//! in memory and follows the real paths, status codes, JSON shapes, `Link`
+//! pagination (switching to `/repositories/{id}/…` URLs as GitHub does),
+//! rate-limit headers and error bodies. Faults can be queued per request.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch};
+use serde_json::{Value, json};
+
+/// The repository the fake serves, as in the octokit/webhooks payloads.
+pub const REPO: &str = "Codertocat/Hello-World";
+const REPO_ID: u64 = 186853002;
+
+/// A response to return instead of handling a request.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+}
+
+impl Fault {
+    /// A 502 as GitHub's front end sends it.
+    pub fn bad_gateway() -> Fault {
+        Fault {
+            status: 502,
+            headers: vec![],
+            body: json!({"message": "Server Error"}),
+        }
+    }
+
+    /// A secondary rate limit: 429 with `retry-after`.
+    pub fn rate_limited(seconds: u64) -> Fault {
+        Fault {
+            status: 429,
+            headers: vec![("retry-after", seconds.to_string())],
+            body: json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}),
+        }
+    }
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    comments: BTreeMap<u64, Value>,
+    next_id: u64,
+    requests: Vec<Request>,
+    faults: VecDeque<Fault>,
+    /// Writes answer 403 "Resource not accessible by integration".
+    read_only: bool,
+    page_size: usize,
+}
+
+/// A running fake.
+#[derive(Clone)]
+pub struct FakeGitHub {
+    inner: Arc<Mutex<Inner>>,
+    /// `http://127.0.0.1:PORT`, the `GITHUB_API_URL`.
+    pub url: String,
+}
+
+impl FakeGitHub {
+    /// Starts the fake on a free port in the current tokio runtime.
+    pub async fn start() -> FakeGitHub {
+        let inner = Arc::new(Mutex::new(Inner {
+            next_id: 1_000_000,
+            page_size: 2,
+            ..Inner::default()
+        }));
+        let app = Router::new()
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                get(list_comments).post(create_comment),
+            )
+            .route(
+                "/repositories/{id}/issues/{number}/comments",
+                get(list_comments_by_id),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                patch(update_comment).delete(delete_comment),
+            )
+            .fallback(not_found)
+            .layer(axum::middleware::from_fn_with_state(inner.clone(), record))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGitHub { inner, url }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues faults for the next requests.
+    pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    /// Makes every write answer 403, as for a read-only token.
+    pub fn read_only(&self) {
+        self.lock().read_only = true;
+    }
+
+    /// Comments on issue `number`, oldest first: (id, body).
+    pub fn comments(&self, number: u64) -> Vec<(u64, String)> {
+        self.lock()
+            .comments
+            .values()
+            .filter(|c| c["_issue"] == number)
+            .map(|c| {
+                (
+                    c["id"].as_u64().unwrap_or(0),
+                    c["body"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.lock().requests.clone()
+    }
+
+    /// Adds a comment by someone else.
+    pub fn add_comment(&self, number: u64, body: &str) {
+        let mut inner = self.lock();
+        let c = new_comment(&mut inner, number, body);
+        let id = c["id"].as_u64().unwrap_or(0);
+        inner.comments.insert(id, c);
+    }
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn rate_headers(h: &mut HeaderMap) {
+    h.insert("x-ratelimit-limit", HeaderValue::from_static("5000"));
+    h.insert("x-ratelimit-remaining", HeaderValue::from_static("4990"));
+    h.insert("x-ratelimit-reset", HeaderValue::from_static("4102444800"));
+    h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    h.insert(
+        "x-github-api-version-selected",
+        HeaderValue::from_static("2022-11-28"),
+    );
+}
+
+fn json_response(status: u16, body: Value, extra: &[(&str, String)]) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = if body.is_null() {
+        status.into_response()
+    } else {
+        (status, axum::Json(body)).into_response()
+    };
+    rate_headers(resp.headers_mut());
+    for (k, v) in extra {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(*k),
+            HeaderValue::from_str(v),
+        ) {
+            resp.headers_mut().insert(name, value);
+        }
+    }
+    resp
+}
+
+/// Records every request, checks authentication and applies queued faults.
+async fn record(
+    State(state): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 10 << 20)
+        .await
+        .unwrap_or_default();
+    let authorization = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let fault = {
+        let mut inner = lock(&state);
+        inner.requests.push(Request {
+            method: parts.method.to_string(),
+            path: parts.uri.to_string(),
+            authorization: authorization.clone(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        });
+        inner.faults.pop_front()
+    };
+    if authorization.is_none() {
+        return json_response(
+            401,
+            json!({"message": "Requires authentication", "documentation_url": "https://docs.github.com/rest"}),
+            &[],
+        );
+    }
+    if let Some(f) = fault {
+        return json_response(f.status, f.body, &f.headers);
+    }
+    let writes = parts.method != Method::GET;
+    if writes && lock(&state).read_only {
+        return json_response(
+            403,
+            json!({"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment", "status": "403"}),
+            &[],
+        );
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+async fn not_found() -> Response {
+    json_response(
+        404,
+        json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
+        &[],
+    )
+}
+
+fn new_comment(inner: &mut Inner, number: u64, body: &str) -> Value {
+    inner.next_id += 1;
+    let id = inner.next_id;
+    json!({
+        "url": format!("https://api.github.com/repos/{REPO}/issues/comments/{id}"),
+        "html_url": format!("https://github.com/{REPO}/pull/{number}#issuecomment-{id}"),
+        "issue_url": format!("https://api.github.com/repos/{REPO}/issues/{number}"),
+        "id": id,
+        "node_id": format!("IC_kwDO{id}"),
+        "user": {"login": "github-actions[bot]", "id": 41898282, "type": "Bot", "site_admin": false},
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "author_association": "NONE",
+        "body": body,
+        "reactions": {"url": format!("https://api.github.com/repos/{REPO}/issues/comments/{id}/reactions"), "total_count": 0},
+        "performed_via_github_app": null,
+        "_issue": number,
+    })
+}
+
+fn public(c: &Value) -> Value {
+    let mut c = c.clone();
+    if let Some(m) = c.as_object_mut() {
+        m.remove("_issue");
+    }
+    c
+}
+
+fn page(state: &Shared, number: u64, query: &BTreeMap<String, String>) -> Response {
+    let inner = lock(state);
+    let all: Vec<Value> = inner
+        .comments
+        .values()
+        .filter(|c| c["_issue"] == number)
+        .map(public)
+        .collect();
+    let size = inner.page_size;
+    let page: usize = query
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let last = all.len().div_ceil(size).max(1);
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .cloned()
+        .collect();
+    let mut links = Vec::new();
+    let base = format!("http://{{host}}/repositories/{REPO_ID}/issues/{number}/comments");
+    if page < last {
+        links.push(format!(
+            "<{base}?per_page=100&page={}>; rel=\"next\"",
+            page + 1
+        ));
+        links.push(format!("<{base}?per_page=100&page={last}>; rel=\"last\""));
+    }
+    let mut extra = Vec::new();
+    if !links.is_empty() {
+        extra.push(("link", links.join(", ")));
+    }
+    json_response(200, Value::Array(items), &extra)
+}
+
+async fn list_comments(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path((_o, _r, number)): Path<(String, String, u64)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    with_host(page(&state, number, &q), &headers)
+}
+
+async fn list_comments_by_id(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path((_id, number)): Path<(u64, u64)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    with_host(page(&state, number, &q), &headers)
+}
+
+/// Puts the request's host into `Link` URLs.
+fn with_host(mut resp: Response, headers: &HeaderMap) -> Response {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    if let Some(link) = resp
+        .headers()
+        .get("link")
+        .and_then(|l| l.to_str().ok())
+        .map(|l| l.replace("{host}", &host))
+        && let Ok(v) = HeaderValue::from_str(&link)
+    {
+        resp.headers_mut().insert("link", v);
+    }
+    resp
+}
+
+fn body_field(bytes: &Bytes) -> Option<String> {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()?
+        .get("body")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn validation_failed() -> Response {
+    json_response(
+        422,
+        json!({"message": "Validation Failed", "errors": [{"resource": "IssueComment", "code": "missing_field", "field": "body"}], "documentation_url": "https://docs.github.com/rest/issues/comments"}),
+        &[],
+    )
+}
+
+async fn create_comment(
+    State(state): State<Shared>,
+    Path((_o, _r, number)): Path<(String, String, u64)>,
+    bytes: Bytes,
+) -> Response {
+    let Some(body) = body_field(&bytes) else {
+        return validation_failed();
+    };
+    if body.chars().count() > 65_536 {
+        return json_response(
+            422,
+            json!({"message": "Validation Failed", "errors": [{"resource": "IssueComment", "code": "custom", "field": "body", "message": "body is too long (maximum is 65536 characters)"}]}),
+            &[],
+        );
+    }
+    let mut inner = lock(&state);
+    let c = new_comment(&mut inner, number, &body);
+    let id = c["id"].as_u64().unwrap_or(0);
+    inner.comments.insert(id, c.clone());
+    json_response(
+        201,
+        public(&c),
+        &[(
+            "location",
+            format!("https://api.github.com/repos/{REPO}/issues/comments/{id}"),
+        )],
+    )
+}
+
+async fn update_comment(
+    State(state): State<Shared>,
+    Path((_o, _r, id)): Path<(String, String, u64)>,
+    bytes: Bytes,
+) -> Response {
+    let Some(body) = body_field(&bytes) else {
+        return validation_failed();
+    };
+    if body.chars().count() > 65_536 {
+        return validation_failed();
+    }
+    let mut inner = lock(&state);
+    match inner.comments.get_mut(&id) {
+        Some(c) => {
+            c["body"] = Value::String(body);
+            c["updated_at"] = Value::String("2026-01-01T00:05:00Z".into());
+            json_response(200, public(c), &[])
+        }
+        None => json_response(404, json!({"message": "Not Found"}), &[]),
+    }
+}
+
+async fn delete_comment(
+    State(state): State<Shared>,
+    Path((_o, _r, id)): Path<(String, String, u64)>,
+) -> Response {
+    match lock(&state).comments.remove(&id) {
+        Some(_) => json_response(204, Value::Null, &[]),
+        None => json_response(404, json!({"message": "Not Found"}), &[]),
+    }
+}
