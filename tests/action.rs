@@ -589,3 +589,85 @@ async fn malformed_or_missing_payloads_are_clear_errors() {
     assert_eq!(run.code, 255);
     assert!(run.log.contains("fetch-depth: 0"), "{}", run.log);
 }
+
+#[tokio::test]
+async fn enterprise_api_url_with_path_prefix_is_respected() {
+    let job = Job::new().await;
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.3.0\n");
+        },
+        "bump",
+    );
+    job.fake.add_comment(8, "first");
+    job.fake.add_comment(8, "second");
+    job.fake.add_comment(8, "third");
+    let api = format!("{}/api/v3", job.fake.url);
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 8, &base, &head, false),
+            "pr",
+            &[("GITHUB_API_URL", &api)],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert_eq!(job.fake.comments(8).len(), 4, "{}", run.log);
+    let paths: Vec<String> = job.fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(paths.iter().all(|p| p.starts_with("/api/v3/")), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p.starts_with("/api/v3/repositories/")),
+        "Link followed: {paths:?}"
+    );
+}
+
+#[tokio::test]
+async fn secret_values_and_the_token_appear_nowhere() {
+    let job = Job::new().await;
+    let secret = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: {v}\n  api-key: CANARY-KEY-SAME\n"
+        )
+    };
+    job.origin
+        .write("charts/raw/Chart.yaml", "name: raw\nversion: 1.0.0\n")
+        .write(
+            "charts/raw/templates/secret.yaml",
+            &secret("CANARY-PASS-OLD"),
+        )
+        .write("services/vault/config.yaml", "chart: raw\n")
+        .write("services/vault/version", "1\n")
+        .write("services/vault/staging/config.yaml", "");
+    let base = job.origin.commit("secret");
+    let head = job.pr_commit(
+        |r| {
+            r.write(
+                "charts/raw/templates/secret.yaml",
+                &secret("CANARY-PASS-NEW"),
+            );
+        },
+        "rotate",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 11, &base, &head, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert_eq!(output(&run.outputs, "changed").as_deref(), Some("1"));
+    let plan_json = std::fs::read_to_string(output(&run.outputs, "plan-json").unwrap()).unwrap();
+    let everything = format!("{}\n{plan_json}", visible(&run, &job.fake, 11));
+    assert!(everything.contains("<redacted> (changed)"), "{everything}");
+    for canary in [
+        "CANARY-PASS-OLD",
+        "CANARY-PASS-NEW",
+        "CANARY-KEY-SAME",
+        TOKEN,
+    ] {
+        assert!(!everything.contains(canary), "{canary} leaked");
+    }
+}

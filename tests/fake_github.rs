@@ -83,19 +83,24 @@ impl FakeGitHub {
             page_size: 2,
             ..Inner::default()
         }));
-        let app = Router::new()
-            .route(
-                "/repos/{owner}/{repo}/issues/{number}/comments",
-                get(list_comments).post(create_comment),
-            )
-            .route(
-                "/repositories/{id}/issues/{number}/comments",
-                get(list_comments_by_id),
-            )
-            .route(
-                "/repos/{owner}/{repo}/issues/comments/{id}",
-                patch(update_comment).delete(delete_comment),
-            )
+        // GitHub Enterprise Server serves the same API under /api/v3.
+        let mut app = Router::new();
+        for prefix in ["", "/api/v3"] {
+            app = app
+                .route(
+                    &format!("{prefix}/repos/{{owner}}/{{repo}}/issues/{{number}}/comments"),
+                    get(list_comments).post(create_comment),
+                )
+                .route(
+                    &format!("{prefix}/repositories/{{id}}/issues/{{number}}/comments"),
+                    get(list_comments_by_id),
+                )
+                .route(
+                    &format!("{prefix}/repos/{{owner}}/{{repo}}/issues/comments/{{id}}"),
+                    patch(update_comment).delete(delete_comment),
+                );
+        }
+        let app = app
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(inner.clone(), record))
             .with_state(inner.clone());
@@ -296,7 +301,7 @@ fn page(state: &Shared, number: u64, query: &BTreeMap<String, String>) -> Respon
         .cloned()
         .collect();
     let mut links = Vec::new();
-    let base = format!("http://{{host}}/repositories/{REPO_ID}/issues/{number}/comments");
+    let base = format!("http://{{host}}{{prefix}}/repositories/{REPO_ID}/issues/{number}/comments");
     if page < last {
         links.push(format!(
             "<{base}?per_page=100&page={}>; rel=\"next\"",
@@ -313,36 +318,46 @@ fn page(state: &Shared, number: u64, query: &BTreeMap<String, String>) -> Respon
 
 async fn list_comments(
     State(state): State<Shared>,
+    uri: axum::extract::OriginalUri,
     headers: HeaderMap,
     Path((_o, _r, number)): Path<(String, String, u64)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    with_host(page(&state, number, &q), &headers)
+    with_host(page(&state, number, &q), &headers, &uri)
 }
 
 async fn list_comments_by_id(
     State(state): State<Shared>,
+    uri: axum::extract::OriginalUri,
     headers: HeaderMap,
     Path((_id, number)): Path<(u64, u64)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    with_host(page(&state, number, &q), &headers)
+    with_host(page(&state, number, &q), &headers, &uri)
 }
 
-/// Puts the request's host into `Link` URLs.
-fn with_host(mut resp: Response, headers: &HeaderMap) -> Response {
+/// Puts the request's host and API prefix into `Link` URLs.
+fn with_host(
+    mut resp: Response,
+    headers: &HeaderMap,
+    uri: &axum::extract::OriginalUri,
+) -> Response {
     let host = headers
         .get("host")
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
-    if let Some(link) = resp
+    let prefix = if uri.0.path().starts_with("/api/v3/") {
+        "/api/v3"
+    } else {
+        ""
+    };
+    let link = resp
         .headers()
         .get("link")
         .and_then(|l| l.to_str().ok())
-        .map(|l| l.replace("{host}", &host))
-        && let Ok(v) = HeaderValue::from_str(&link)
-    {
+        .map(|l| l.replace("{host}", &host).replace("{prefix}", prefix));
+    if let Some(v) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
         resp.headers_mut().insert("link", v);
     }
     resp

@@ -5,6 +5,7 @@ mod util;
 
 mod action;
 
+mod event;
 mod example;
 mod plan;
 mod render;
