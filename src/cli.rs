@@ -30,6 +30,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Show what changes between two revisions, resource by resource.
     Plan(PlanArgs),
+    /// Deploy: server-side apply what changed since the last deploy, delete what is gone.
+    Apply(ApplyArgs),
     /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
@@ -114,6 +116,59 @@ pub struct PlanArgs {
     pub context: usize,
 }
 
+/// `kdeploy apply`.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// Repository and releases.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Previous state when the cluster has no deploy record yet (else: nothing, everything is applied).
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// The revision to deploy; `.` means the work tree.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    pub head: String,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+    /// Kubeconfig context (default: current-context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// `server`: send every write with dryRun=All; nothing changes, no record is written.
+    #[arg(long, value_name = "MODE", value_parser = ["server"])]
+    pub dry_run: Option<String>,
+    /// Apply every resource, changed or not (drift repair).
+    #[arg(long)]
+    pub sync: bool,
+    /// Do not delete resources that were removed from the config.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Create namespaces that do not exist and that the plan does not create.
+    #[arg(long)]
+    pub create_namespace: bool,
+    /// Do not take over fields another field manager owns (fail on conflicts instead).
+    #[arg(long)]
+    pub no_force_conflicts: bool,
+    /// Deploy over a record written by another repository.
+    #[arg(long)]
+    pub force_record: bool,
+    /// Write a JSON report of what was applied, deleted and failed.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Writes in flight at once within one ordering group.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+    /// Namespace of the deploy records and leases.
+    #[arg(long, default_value = "kdeploy-system", value_name = "NS")]
+    pub record_namespace: String,
+    /// Seconds to wait for another run's deploy of the same environment (0: fail at once).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub lease_wait: u64,
+    /// Repository identity stored in the record (default: GITHUB_REPOSITORY, the origin URL, or the directory).
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
+}
+
 /// `kdeploy bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -139,6 +194,8 @@ pub enum Outcome {
     Changes,
     /// Exit 2: a failure already reported (the action's render errors).
     Failed,
+    /// Exit 1: the deploy failed (details in its report).
+    DeployFailed,
 }
 
 impl Cli {
@@ -160,6 +217,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Render(args) => run_render(&args, out),
         Command::Plan(args) => run_plan(&args, out),
+        Command::Apply(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run_apply(&args, out))
+        }
         Command::Action => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -208,6 +271,87 @@ fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Outcome::Changes
     } else {
         Outcome::Clean
+    })
+}
+
+/// The repository identity kept in deploy records.
+fn repository_identity(args: &ApplyArgs) -> String {
+    if let Some(r) = &args.repository {
+        return r.clone();
+    }
+    if let Ok(r) = std::env::var("GITHUB_REPOSITORY")
+        && !r.is_empty()
+    {
+        return r;
+    }
+    if let Ok(repo) = gix::discover(&args.selection.repo)
+        && let Some(url) = repo.config_snapshot().string("remote.origin.url")
+    {
+        return url.to_string();
+    }
+    std::fs::canonicalize(&args.selection.repo)
+        .unwrap_or_else(|_| args.selection.repo.clone())
+        .display()
+        .to_string()
+}
+
+async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let filter = args.selection.filter()?;
+    let head_snap = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
+    let head = render::render(&head_snap, &filter)?;
+    let base = match &args.base {
+        Some(b) => Some(render::render(
+            &Snapshot::open(&args.selection.repo, &Revision::parse(Some(b)))?,
+            &filter,
+        )?),
+        None => None,
+    };
+    let access = crate::cluster::Access {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    };
+    let client = crate::cluster::connect(&access).await?;
+    let opts = crate::apply::Options {
+        dry_run: args.dry_run.is_some(),
+        sync: args.sync,
+        prune: !args.no_prune,
+        create_namespace: args.create_namespace,
+        force_conflicts: !args.no_force_conflicts,
+        concurrency: args.concurrency.max(1),
+        record_namespace: args.record_namespace.clone(),
+        force_record: args.force_record,
+        lease: crate::apply::lease::Options {
+            wait: std::time::Duration::from_secs(args.lease_wait),
+            ..crate::apply::lease::Options::default()
+        },
+        ..crate::apply::Options::default()
+    };
+    let repository = repository_identity(args);
+    let head_commit = head
+        .commit
+        .map_or_else(|| head.label.clone(), |c| c.to_string());
+    let reports = crate::apply::apply_states(
+        &client,
+        &head,
+        base.as_ref(),
+        &filter,
+        &repository,
+        &head_commit,
+        &opts,
+        out,
+    )
+    .await?;
+    if let Some(path) = &args.report {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&serde_json::json!({ "reports": reports }))?,
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if reports.iter().all(crate::apply::Report::succeeded) {
+        Outcome::Clean
+    } else {
+        Outcome::DeployFailed
     })
 }
 

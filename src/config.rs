@@ -91,6 +91,11 @@ impl Filter {
         self.env.is_none() && self.app.is_none()
     }
 
+    /// True when the environment is selected (`--env`).
+    pub fn matches_env(&self, env: &str) -> bool {
+        self.env.as_ref().is_none_or(|g| g.is_match(env))
+    }
+
     /// True when the release (env, app) is selected.
     pub fn matches(&self, env: &str, app: &str) -> bool {
         self.env.as_ref().is_none_or(|g| g.is_match(env))

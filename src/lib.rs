@@ -10,6 +10,8 @@
 //! - [`output`]: write rendered manifests to `_gen/`.
 //! - [`plan`]: per-resource changes between two revisions, Secrets redacted.
 //! - [`report`]: a plan as terminal text, markdown or JSON.
+//! - [`apply`]: server-side apply of changed resources, prune, deploy record,
+//!   through a client from [`cluster`].
 //! - [`comment`]: the sticky PR comment, through [`github`].
 //! - [`action`]: the container Action's entry point tying the stages together.
 //!
@@ -18,8 +20,10 @@
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod apply;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod comment;
 pub mod config;
 pub mod diag;

@@ -1,7 +1,7 @@
 //! The `kdeploy` binary: parse, run, report, exit.
 //!
-//! Exit codes: 0 success, 1 differences found (`render --check`),
-//! 2 bad input, configuration or any other error. `plan --detailed-exitcode`
+//! Exit codes: 0 success, 1 differences found (`render --check`) or deploy
+//! failed (`apply`), 2 bad input, configuration or any other error. `plan --detailed-exitcode`
 //! uses 0 no changes, 2 changes, 1 error.
 
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     match cli::run(cli, &mut stdout) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
-        Ok(Outcome::Differences) => ExitCode::from(1),
+        Ok(Outcome::Differences | Outcome::DeployFailed) => ExitCode::from(1),
         Ok(Outcome::Changes | Outcome::Failed) => ExitCode::from(2),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {

@@ -1,9 +1,11 @@
 //! Integration tests: one binary, a module per pipeline stage.
 
 mod fake_github;
+mod k8s_sim;
 mod util;
 
 mod action;
+mod apply;
 
 mod event;
 mod example;

@@ -1,0 +1,835 @@
+//! Applying: the head state of an environment goes to the cluster with
+//! server-side apply; what kdeploy deployed before and is gone now is deleted.
+//!
+//! The previous state is the in-cluster [`record`] when there is one (so a
+//! failed deploy is retried by the next run), else the base revision, else
+//! nothing. Only resources whose content hash differs are applied, in
+//! dependency order (Namespaces and CRDs first; custom resources once their
+//! CRD is Established); deletions follow in reverse order. Every kind and
+//! namespace is checked before the first write. Nothing outside the record
+//! is ever deleted, and kdeploy adds no labels to the user's objects.
+
+pub mod lease;
+pub mod record;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::core::GroupVersion;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use serde::Serialize;
+
+use crate::resource::{self, Resource, ResourceId};
+use record::{Entry, Record};
+
+/// The field manager kdeploy applies as.
+pub const FIELD_MANAGER: &str = "kdeploy";
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Send every write with `dryRun=All`; take no lease, write no record.
+    pub dry_run: bool,
+    /// Apply every resource of the head state, changed or not (drift repair).
+    pub sync: bool,
+    /// Delete resources that were deployed before and are gone now.
+    pub prune: bool,
+    /// Create namespaces that are missing and not part of the plan.
+    pub create_namespace: bool,
+    /// Take over fields owned by other managers (as kahoy does).
+    pub force_conflicts: bool,
+    /// Writes in flight at once within one ordering group.
+    pub concurrency: usize,
+    /// Namespace of the deploy record and the lease.
+    pub record_namespace: String,
+    /// Accept a record written from another repository.
+    pub force_record: bool,
+    /// Deletion propagation.
+    pub propagation: PropagationPolicy,
+    /// Lease settings.
+    pub lease: lease::Options,
+    /// Attempts per API call on 429/5xx/connection errors.
+    pub attempts: u32,
+    /// First retry delay, doubled each time, with jitter.
+    pub backoff: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            sync: false,
+            prune: true,
+            create_namespace: false,
+            force_conflicts: true,
+            concurrency: 8,
+            record_namespace: "kdeploy-system".into(),
+            force_record: false,
+            propagation: PropagationPolicy::Background,
+            lease: lease::Options::default(),
+            attempts: 5,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// One environment to deploy.
+pub struct Target<'a> {
+    /// Environment name.
+    pub env: String,
+    /// Repository identity, stored in the record.
+    pub repository: String,
+    /// Commit being deployed.
+    pub head_commit: String,
+    /// Resources of the head state in this environment (already filtered).
+    pub head: Vec<&'a Resource>,
+    /// The base revision's resources, used when there is no record.
+    pub base: Option<(String, Vec<&'a Resource>)>,
+    /// Which apps are in scope (`--app`); others in the record are kept.
+    pub in_scope: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+/// Where the previous state came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreviousFrom {
+    /// The in-cluster deploy record.
+    Record,
+    /// The base revision.
+    Base,
+    /// Nothing: a first deploy.
+    Nothing,
+}
+
+/// A resource that failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// `apps/Deployment shop/api`.
+    pub id: String,
+    /// The template or file it came from.
+    pub source: String,
+    /// The API server's message.
+    pub error: String,
+}
+
+/// What an apply did; written as JSON by `--report`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    pub ended_at: String,
+    /// Environment.
+    pub environment: String,
+    /// Repository identity.
+    pub repository: String,
+    /// The commit the previous state came from, if any.
+    pub base: Option<String>,
+    /// The commit deployed.
+    pub head: String,
+    /// Where the previous state came from.
+    pub previous: PreviousFrom,
+    /// Whether writes were server-side dry runs.
+    pub dry_run: bool,
+    /// Applied resources, in order.
+    pub applied: Vec<String>,
+    /// Deleted resources.
+    pub deleted: Vec<String>,
+    /// Failed resources with the API server's message.
+    pub failed: Vec<Failure>,
+    /// Resources not attempted because an earlier group failed.
+    pub not_attempted: Vec<String>,
+    /// Resources whose content was unchanged and so not sent.
+    pub unchanged: usize,
+    /// Whether the deploy record was updated.
+    pub record_written: bool,
+}
+
+impl Report {
+    /// True when nothing failed.
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_empty() && self.not_attempted.is_empty()
+    }
+}
+
+/// The error returned when an apply cannot start. Once writes began,
+/// failures are in the [`Report`] instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Kinds or namespaces the cluster cannot take; nothing was written.
+    #[error("preflight failed for environment {env}; nothing was applied:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Preflight {
+        /// Environment.
+        env: String,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+    /// The record belongs to another repository.
+    #[error(
+        "the deploy record of {env} ({namespace}/{name}) was written by repository `{theirs}`, not `{ours}`; refusing to deploy over it (pass --force-record to take it over)"
+    )]
+    ForeignRecord {
+        /// Environment.
+        env: String,
+        /// Record namespace.
+        namespace: String,
+        /// Record name.
+        name: String,
+        /// Repository in the record.
+        theirs: String,
+        /// Our repository.
+        ours: String,
+    },
+    /// Record read/write failure.
+    #[error(transparent)]
+    Record(#[from] record::Error),
+    /// Lease failure.
+    #[error(transparent)]
+    Lease(#[from] lease::Error),
+    /// A cluster call before any write failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// True for failures worth retrying: throttling, server errors, transport.
+fn retryable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs `f` with jittered exponential backoff on retryable failures.
+async fn with_retry<T, F, Fut>(opts: &Options, mut f: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f().await {
+            Err(e) if retryable(&e) && attempt < opts.attempts.max(1) => {
+                let base = opts.backoff.saturating_mul(1 << (attempt - 1).min(6));
+                tokio::time::sleep(base + base.mul_f64(fastrand::f64() * 0.5)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The API server's message for a failure, without kube's debug dump.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+/// Discovery, per group/version, refreshed after CRDs are established.
+struct Kinds {
+    client: kube::Client,
+    by_gv: HashMap<(String, String), Vec<(ApiResource, ApiCapabilities)>>,
+}
+
+impl Kinds {
+    fn new(client: kube::Client) -> Kinds {
+        Kinds {
+            client,
+            by_gv: HashMap::new(),
+        }
+    }
+
+    async fn resolve(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        opts: &Options,
+    ) -> Result<Option<(ApiResource, ApiCapabilities)>, kube::Error> {
+        let (group, version) = resource::split_api_version(api_version);
+        let key = (group.to_string(), version.to_string());
+        if !self.by_gv.contains_key(&key) {
+            let gv = GroupVersion::gv(group, version);
+            let client = self.client.clone();
+            let found = with_retry(opts, || kube::discovery::pinned_group(&client, &gv)).await;
+            let list = match found {
+                Ok(g) => g.versioned_resources(version),
+                Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            self.by_gv.insert(key.clone(), list);
+        }
+        Ok(self.by_gv[&key]
+            .iter()
+            .find(|(ar, _)| ar.kind == kind)
+            .cloned())
+    }
+
+    fn forget(&mut self, group: &str) {
+        self.by_gv.retain(|(g, _), _| g != group);
+    }
+}
+
+fn api_for(
+    client: &kube::Client,
+    ar: &ApiResource,
+    caps: &ApiCapabilities,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    match (&caps.scope, namespace) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, ar),
+        _ => Api::all_with(client.clone(), ar),
+    }
+}
+
+/// A CRD in `head` defining (group, kind)?
+fn defined_by_crd(head: &[&Resource], group: &str, kind: &str) -> bool {
+    head.iter().any(|r| {
+        r.id.kind == "CustomResourceDefinition"
+            && r.object["spec"]["group"] == group
+            && r.object["spec"]["names"]["kind"] == kind
+    })
+}
+
+/// True when `r`'s namespace is created by this plan.
+fn namespace_created_by_plan(target: &Target<'_>, r: &Resource) -> bool {
+    let Some(ns) = r.id.namespace.as_deref() else {
+        return false;
+    };
+    target
+        .head
+        .iter()
+        .any(|x| x.id.group.is_empty() && x.id.kind == "Namespace" && x.id.name == ns)
+}
+
+/// Checks, with reads only, that every kind is served (or defined by a CRD
+/// of the plan) and every namespace exists (or is created by the plan).
+async fn preflight(
+    client: &kube::Client,
+    kinds: &mut Kinds,
+    target: &Target<'_>,
+    opts: &Options,
+) -> Result<Vec<String>, Error> {
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for r in &target.head {
+        if !seen.insert((r.api_version.clone(), r.id.kind.clone())) {
+            continue;
+        }
+        let found = kinds
+            .resolve(&r.api_version, &r.id.kind, opts)
+            .await
+            .map_err(|source| Error::Api {
+                what: format!("discovery of {}", r.api_version),
+                source,
+            })?;
+        if found.is_none() && !defined_by_crd(&target.head, &r.id.group, &r.id.kind) {
+            problems.push(format!(
+                "kind {} (apiVersion {}) of {} ({}) is not served by the cluster and no CustomResourceDefinition in the plan defines it",
+                r.id.kind, r.api_version, r.id, r.origin.file
+            ));
+        }
+    }
+    let created: BTreeSet<&str> = target
+        .head
+        .iter()
+        .filter(|r| r.id.group.is_empty() && r.id.kind == "Namespace")
+        .map(|r| r.id.name.as_str())
+        .collect();
+    let namespaces: BTreeSet<&str> = target
+        .head
+        .iter()
+        .filter_map(|r| r.id.namespace.as_deref())
+        .collect();
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for ns in namespaces.into_iter().filter(|ns| !created.contains(ns)) {
+        let found = with_retry(opts, || ns_api.get_opt(ns))
+            .await
+            .map_err(|source| Error::Api {
+                what: format!("reading namespace {ns}"),
+                source,
+            })?;
+        if found.is_none() {
+            missing.push(ns.to_string());
+        }
+    }
+    if !opts.create_namespace {
+        for ns in &missing {
+            let user = target
+                .head
+                .iter()
+                .find(|r| r.id.namespace.as_deref() == Some(ns.as_str()));
+            problems.push(format!(
+                "namespace {ns} does not exist and the plan does not create it (needed by {}); add a Namespace resource (createNamespace: true in the service chart) or pass --create-namespace",
+                user.map(|r| r.id.to_string()).unwrap_or_default()
+            ));
+        }
+        missing.clear();
+    }
+    if problems.is_empty() {
+        Ok(missing)
+    } else {
+        Err(Error::Preflight {
+            env: target.env.clone(),
+            problems,
+        })
+    }
+}
+
+async fn ensure_namespace(
+    client: &kube::Client,
+    name: &str,
+    opts: &Options,
+) -> Result<(), kube::Error> {
+    let api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
+    );
+    let ns: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.dry_run = opts.dry_run;
+    let patch = Patch::Apply(&ns);
+    with_retry(opts, || api.patch(name, &params, &patch))
+        .await
+        .map(|_| ())
+}
+
+/// Polls a CRD until Established (the condition kube-runtime defines).
+async fn wait_established(client: &kube::Client, name: &str, opts: &Options) -> Result<(), String> {
+    use kube::runtime::wait::{Condition as _, conditions::is_crd_established};
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let crd = with_retry(opts, || api.get_opt(name))
+            .await
+            .map_err(|e| api_message(&e))?;
+        if is_crd_established().matches_object(crd.as_ref()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "CustomResourceDefinition {name} not Established after 60s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Deploys one environment.
+///
+/// # Errors
+/// Failures before the first write ([`Error`]); failures after it are in
+/// the returned [`Report`], whose `succeeded()` is then false.
+pub async fn apply(
+    client: &kube::Client,
+    target: &Target<'_>,
+    opts: &Options,
+) -> Result<Report, Error> {
+    let started_at = k8s_openapi::jiff::Timestamp::now().to_string();
+    let mut kinds = Kinds::new(client.clone());
+    let missing_namespaces = preflight(client, &mut kinds, target, opts).await?;
+
+    let held = if opts.dry_run {
+        None
+    } else {
+        ensure_namespace(client, &opts.record_namespace, opts)
+            .await
+            .map_err(|source| Error::Api {
+                what: format!("creating namespace {}", opts.record_namespace),
+                source,
+            })?;
+        Some(lease::acquire(client, &opts.record_namespace, &target.env, &opts.lease).await?)
+    };
+    let result = apply_held(
+        client,
+        &mut kinds,
+        target,
+        opts,
+        missing_namespaces,
+        started_at,
+    )
+    .await;
+    if let Some(h) = held {
+        h.release().await;
+    }
+    result
+}
+
+async fn apply_held(
+    client: &kube::Client,
+    kinds: &mut Kinds,
+    target: &Target<'_>,
+    opts: &Options,
+    missing_namespaces: Vec<String>,
+    started_at: String,
+) -> Result<Report, Error> {
+    // Read the record under the lease: it is what the last run finished.
+    let existing = record::read(client, &opts.record_namespace, &target.env).await?;
+    if let Some(r) = &existing
+        && !r.repository.is_empty()
+        && r.repository != target.repository
+        && !opts.force_record
+    {
+        return Err(Error::ForeignRecord {
+            env: target.env.clone(),
+            namespace: opts.record_namespace.clone(),
+            name: record::name(&target.env),
+            theirs: r.repository.clone(),
+            ours: target.repository.clone(),
+        });
+    }
+    let (previous, previous_from, base_commit): (
+        BTreeMap<ResourceId, Entry>,
+        PreviousFrom,
+        Option<String>,
+    ) = match (&existing, &target.base) {
+        (Some(r), _) => (
+            r.entries.clone(),
+            PreviousFrom::Record,
+            Some(r.commit.clone()),
+        ),
+        (None, Some((commit, base))) => (
+            base.iter().map(|r| (r.id.clone(), Entry::of(r))).collect(),
+            PreviousFrom::Base,
+            Some(commit.clone()),
+        ),
+        (None, None) => (BTreeMap::new(), PreviousFrom::Nothing, None),
+    };
+
+    let head_entries: BTreeMap<ResourceId, Entry> = target
+        .head
+        .iter()
+        .map(|r| (r.id.clone(), Entry::of(r)))
+        .collect();
+    let mut to_apply: Vec<&Resource> = Vec::new();
+    let mut unchanged = 0;
+    for r in &target.head {
+        let same = previous
+            .get(&r.id)
+            .is_some_and(|p| p.hash == head_entries[&r.id].hash);
+        if same && !opts.sync {
+            unchanged += 1;
+        } else {
+            to_apply.push(r);
+        }
+    }
+    let to_delete: Vec<&Entry> = if opts.prune {
+        previous
+            .values()
+            .filter(|e| (target.in_scope)(&e.app) && !head_entries.contains_key(&e.id()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    let mut report = Report {
+        started_at,
+        ended_at: String::new(),
+        environment: target.env.clone(),
+        repository: target.repository.clone(),
+        base: base_commit,
+        head: target.head_commit.clone(),
+        previous: previous_from,
+        dry_run: opts.dry_run,
+        applied: Vec::new(),
+        deleted: Vec::new(),
+        failed: Vec::new(),
+        not_attempted: Vec::new(),
+        unchanged,
+        record_written: false,
+    };
+
+    for ns in &missing_namespaces {
+        match ensure_namespace(client, ns, opts).await {
+            Ok(()) => report
+                .applied
+                .push(format!("Namespace {ns} (--create-namespace)")),
+            Err(e) => report.failed.push(Failure {
+                id: format!("Namespace {ns}"),
+                source: "--create-namespace".into(),
+                error: api_message(&e),
+            }),
+        }
+    }
+
+    let mut groups: BTreeMap<u8, Vec<&Resource>> = BTreeMap::new();
+    for r in to_apply {
+        groups
+            .entry(resource::kind_rank(&r.id.group, &r.id.kind))
+            .or_default()
+            .push(r);
+    }
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    if opts.force_conflicts {
+        params = params.force();
+    }
+    params.dry_run = opts.dry_run;
+    let group_list: Vec<(u8, Vec<&Resource>)> = groups.into_iter().collect();
+    for (i, (_, group)) in group_list.iter().enumerate() {
+        if !report.failed.is_empty() {
+            report.not_attempted.extend(
+                group_list[i..]
+                    .iter()
+                    .flat_map(|(_, g)| g.iter().map(|r| r.id.to_string())),
+            );
+            break;
+        }
+        let mut jobs = Vec::new();
+        for r in group {
+            match kinds.resolve(&r.api_version, &r.id.kind, opts).await {
+                Ok(Some((ar, caps))) => jobs.push((*r, ar, caps)),
+                Ok(None) => report.failed.push(Failure {
+                    id: r.id.to_string(),
+                    source: r.origin.file.clone(),
+                    error: format!(
+                        "kind {} is not served by the cluster (its CRD is not Established?)",
+                        r.id.kind
+                    ),
+                }),
+                Err(e) => report.failed.push(Failure {
+                    id: r.id.to_string(),
+                    source: r.origin.file.clone(),
+                    error: api_message(&e),
+                }),
+            }
+        }
+        let params = &params;
+        let results: Vec<(&Resource, Result<(), kube::Error>)> = futures::stream::iter(jobs)
+            .map(|(r, ar, caps)| async move {
+                let api = api_for(client, &ar, &caps, r.id.namespace.as_deref());
+                let obj: Result<DynamicObject, _> = serde_json::from_value(r.object.clone());
+                let result = match obj {
+                    Ok(obj) => {
+                        let patch = Patch::Apply(&obj);
+                        with_retry(opts, || api.patch(&r.id.name, params, &patch))
+                            .await
+                            .map(|_| ())
+                    }
+                    Err(e) => Err(kube::Error::SerdeError(e)),
+                };
+                (r, result)
+            })
+            .buffered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        for (r, result) in results {
+            match result {
+                Ok(()) => report.applied.push(r.id.to_string()),
+                // A dry run cannot create the namespace the plan creates, so
+                // the server cannot validate what goes into it: say so
+                // instead of failing (the weakness of `kubectl diff`).
+                Err(kube::Error::Api(s))
+                    if opts.dry_run && s.code == 404 && namespace_created_by_plan(target, r) =>
+                {
+                    report.applied.push(format!(
+                        "{} (in a namespace the plan creates: not validated by the server)",
+                        r.id
+                    ));
+                }
+                Err(e) => report.failed.push(Failure {
+                    id: r.id.to_string(),
+                    source: r.origin.file.clone(),
+                    error: api_message(&e),
+                }),
+            }
+        }
+        // Custom resources of a new CRD need it Established and rediscovered.
+        for r in group
+            .iter()
+            .filter(|r| r.id.kind == "CustomResourceDefinition" && !opts.dry_run)
+        {
+            if report.failed.iter().any(|f| f.id == r.id.to_string()) {
+                continue;
+            }
+            if let Err(e) = wait_established(client, &r.id.name, opts).await {
+                report.failed.push(Failure {
+                    id: r.id.to_string(),
+                    source: r.origin.file.clone(),
+                    error: e,
+                });
+            }
+            kinds.forget(r.object["spec"]["group"].as_str().unwrap_or(""));
+        }
+    }
+
+    if report.failed.is_empty() {
+        let mut deletions = to_delete;
+        deletions.sort_by_key(|e| std::cmp::Reverse(resource::kind_rank(&e.id().group, &e.kind)));
+        let mut dp = DeleteParams {
+            propagation_policy: Some(opts.propagation.clone()),
+            ..DeleteParams::default()
+        };
+        dp.dry_run = opts.dry_run;
+        for e in deletions {
+            let id = e.id();
+            let resolved = kinds.resolve(&e.api_version, &e.kind, opts).await;
+            let result = match resolved {
+                Ok(Some((ar, caps))) => {
+                    let api = api_for(client, &ar, &caps, id.namespace.as_deref());
+                    match with_retry(opts, || api.delete(&id.name, &dp)).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                        Err(e) => Err(api_message(&e)),
+                    }
+                }
+                // The kind is gone (its CRD was deleted): so are its objects.
+                Ok(None) => Ok(()),
+                Err(err) => Err(api_message(&err)),
+            };
+            match result {
+                Ok(()) => report.deleted.push(id.to_string()),
+                Err(error) => {
+                    report.failed.push(Failure {
+                        id: id.to_string(),
+                        source: format!("deploy record of app {}", e.app),
+                        error,
+                    });
+                    break;
+                }
+            }
+        }
+    }
+
+    if report.succeeded() && !opts.dry_run {
+        let mut entries: BTreeMap<ResourceId, Entry> = previous
+            .into_iter()
+            .filter(|(_, e)| !(target.in_scope)(&e.app))
+            .collect();
+        if previous_from != PreviousFrom::Record {
+            entries.clear();
+        }
+        entries.extend(head_entries);
+        let new = Record {
+            repository: target.repository.clone(),
+            commit: target.head_commit.clone(),
+            entries,
+            resource_version: None,
+        };
+        record::write(
+            client,
+            &opts.record_namespace,
+            &target.env,
+            &new,
+            existing.as_ref(),
+        )
+        .await?;
+        report.record_written = true;
+    }
+    report.ended_at = k8s_openapi::jiff::Timestamp::now().to_string();
+    Ok(report)
+}
+
+/// The resources of one environment of a state, of the apps in scope.
+fn of_env<'s>(
+    state: &'s crate::render::State,
+    env: &str,
+    in_scope: &dyn Fn(&str) -> bool,
+) -> Vec<&'s Resource> {
+    state
+        .releases
+        .iter()
+        .filter(|r| r.release.env == env && in_scope(&r.release.app))
+        .flat_map(|r| r.resources.iter())
+        .collect()
+}
+
+/// Deploys every environment of `head` (and of `base`, so an environment
+/// whose apps were all removed is pruned), printing a summary per
+/// environment to `out`.
+///
+/// # Errors
+/// The first environment that cannot start (see [`Error`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_states(
+    client: &kube::Client,
+    head: &crate::render::State,
+    base: Option<&crate::render::State>,
+    filter: &crate::config::Filter,
+    repository: &str,
+    head_commit: &str,
+    opts: &Options,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Vec<Report>> {
+    let mut envs: BTreeSet<&str> = head
+        .releases
+        .iter()
+        .map(|r| r.release.env.as_str())
+        .collect();
+    if let Some(b) = base {
+        envs.extend(b.releases.iter().map(|r| r.release.env.as_str()));
+    }
+    let mut reports = Vec::new();
+    for env in envs.into_iter().filter(|e| filter.matches_env(e)) {
+        let in_scope = |app: &str| filter.matches(env, app);
+        let target = Target {
+            env: env.to_string(),
+            repository: repository.to_string(),
+            head_commit: head_commit.to_string(),
+            head: of_env(head, env, &in_scope),
+            base: base.map(|b| {
+                (
+                    b.commit.map_or_else(|| b.label.clone(), |c| c.to_string()),
+                    of_env(b, env, &in_scope),
+                )
+            }),
+            in_scope: &in_scope,
+        };
+        let report = apply(client, &target, opts).await?;
+        let from = match report.previous {
+            PreviousFrom::Record => format!(
+                "the deploy record (commit {})",
+                report.base.as_deref().unwrap_or("?")
+            ),
+            PreviousFrom::Base => format!(
+                "the base revision {}",
+                report.base.as_deref().unwrap_or("?")
+            ),
+            PreviousFrom::Nothing => "nothing (first deploy)".to_string(),
+        };
+        writeln!(
+            out,
+            "{env}: previous state from {from}; {} applied, {} deleted, {} unchanged{}",
+            report.applied.len(),
+            report.deleted.len(),
+            report.unchanged,
+            if report.dry_run {
+                " (server-side dry run)"
+            } else {
+                ""
+            }
+        )?;
+        for id in &report.applied {
+            writeln!(out, "  applied  {id}")?;
+        }
+        for id in &report.deleted {
+            writeln!(out, "  deleted  {id}")?;
+        }
+        for f in &report.failed {
+            writeln!(out, "  FAILED   {} ({}): {}", f.id, f.source, f.error)?;
+        }
+        for id in &report.not_attempted {
+            writeln!(out, "  skipped  {id} (not attempted after the failure)")?;
+        }
+        if !report.succeeded() {
+            writeln!(
+                out,
+                "{env}: deploy failed; the record was not updated, so the next run retries the same change"
+            )?;
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}

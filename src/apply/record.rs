@@ -1,0 +1,221 @@
+//! The deploy record: what kdeploy last deployed to an environment.
+//!
+//! One ConfigMap per environment (`kdeploy-<env>` in the record namespace)
+//! holds the repository it came from, the commit, and for every resource its
+//! id, app and a content hash: never the content, which may hold Secret
+//! data. It is written only after a successful apply, with a resourceVersion
+//! precondition so two writers cannot both win.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ObjectMeta, PostParams};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::resource::{Resource, ResourceId};
+
+/// One deployed resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// `apiVersion` it was applied with (needed to delete it later).
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace, empty for cluster-scoped kinds.
+    #[serde(default)]
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The app that produced it.
+    pub app: String,
+    /// Content hash of the applied object.
+    pub hash: String,
+}
+
+impl Entry {
+    /// The resource's identity.
+    pub fn id(&self) -> ResourceId {
+        ResourceId {
+            group: crate::resource::split_api_version(&self.api_version)
+                .0
+                .to_string(),
+            kind: self.kind.clone(),
+            namespace: (!self.namespace.is_empty()).then(|| self.namespace.clone()),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The entry for a rendered resource.
+    pub fn of(r: &Resource) -> Entry {
+        Entry {
+            api_version: r.api_version.clone(),
+            kind: r.id.kind.clone(),
+            namespace: r.id.namespace.clone().unwrap_or_default(),
+            name: r.id.name.clone(),
+            app: r.origin.app.clone(),
+            hash: content_hash(&r.object),
+        }
+    }
+}
+
+/// SHA-256 of the object's canonical JSON (sorted keys), shortened.
+pub fn content_hash(object: &serde_json::Value) -> String {
+    let digest = sha2::Sha256::digest(object.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What was deployed to one environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The repository identity (e.g. `owner/name`).
+    pub repository: String,
+    /// The commit deployed.
+    pub commit: String,
+    /// Deployed resources by id.
+    pub entries: BTreeMap<ResourceId, Entry>,
+    /// The ConfigMap's resourceVersion, for the write precondition.
+    pub resource_version: Option<String>,
+}
+
+/// The record's ConfigMap name for an environment.
+pub fn name(env: &str) -> String {
+    format!("kdeploy-{env}")
+}
+
+/// The error returned when the record cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API call failed.
+    #[error("deploy record {namespace}/{name}: {source}")]
+    Api {
+        /// Record namespace.
+        namespace: String,
+        /// Record name.
+        name: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The ConfigMap is not a kdeploy record.
+    #[error(
+        "deploy record {namespace}/{name} is malformed ({detail}); delete it to redeploy everything"
+    )]
+    Malformed {
+        /// Record namespace.
+        namespace: String,
+        /// Record name.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Reads the record of `env`, if there is one.
+///
+/// # Errors
+/// API failures other than 404, or a malformed record.
+pub async fn read(
+    client: &kube::Client,
+    namespace: &str,
+    env: &str,
+) -> Result<Option<Record>, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let name = name(env);
+    let cm = match api.get_opt(&name).await {
+        Ok(Some(cm)) => cm,
+        Ok(None) => return Ok(None),
+        // The namespace itself may not exist yet.
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+        Err(source) => {
+            return Err(Error::Api {
+                namespace: namespace.into(),
+                name,
+                source,
+            });
+        }
+    };
+    let data = cm.data.unwrap_or_default();
+    let malformed = |detail: String| Error::Malformed {
+        namespace: namespace.into(),
+        name: name.clone(),
+        detail,
+    };
+    let mut entries = BTreeMap::new();
+    for line in data
+        .get("resources")
+        .map(String::as_str)
+        .unwrap_or("")
+        .lines()
+    {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let e: Entry = serde_json::from_str(line).map_err(|e| malformed(e.to_string()))?;
+        entries.insert(e.id(), e);
+    }
+    Ok(Some(Record {
+        repository: data.get("repository").cloned().unwrap_or_default(),
+        commit: data
+            .get("commit")
+            .cloned()
+            .ok_or_else(|| malformed("no commit".into()))?,
+        entries,
+        resource_version: cm.metadata.resource_version,
+    }))
+}
+
+/// Writes the record: creates it, or replaces it only if nobody changed it
+/// since it was read (`resource_version` of `previous`).
+///
+/// # Errors
+/// API failures, including a 409 when another run wrote it meanwhile.
+pub async fn write(
+    client: &kube::Client,
+    namespace: &str,
+    env: &str,
+    record: &Record,
+    previous: Option<&Record>,
+) -> Result<(), Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let name = name(env);
+    let mut data = BTreeMap::new();
+    data.insert("repository".to_string(), record.repository.clone());
+    data.insert("commit".to_string(), record.commit.clone());
+    data.insert("environment".to_string(), env.to_string());
+    data.insert(
+        "deployedAt".to_string(),
+        k8s_openapi::jiff::Timestamp::now().to_string(),
+    );
+    let lines: Vec<String> = record
+        .entries
+        .values()
+        .filter_map(|e| serde_json::to_string(e).ok())
+        .collect();
+    data.insert("resources".to_string(), lines.join("\n"));
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        "kdeploy".to_string(),
+    );
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            resource_version: previous.and_then(|p| p.resource_version.clone()),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        ..ConfigMap::default()
+    };
+    let result = match previous.and_then(|p| p.resource_version.as_ref()) {
+        Some(_) => api.replace(&name, &PostParams::default(), &cm).await,
+        None => api.create(&PostParams::default(), &cm).await,
+    };
+    result.map(|_| ()).map_err(|source| Error::Api {
+        namespace: namespace.into(),
+        name,
+        source,
+    })
+}

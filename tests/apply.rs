@@ -1,0 +1,735 @@
+//! Applying to a cluster: the Kubernetes API simulator over HTTP by default;
+//! `scenarios` also run against a real cluster in `e2e` (opt-in).
+
+use std::time::Duration;
+
+use kdeploy::apply::{self, Options, Report};
+use kdeploy::config::Filter;
+use kdeploy::render::{self, State};
+use kdeploy::source::{Revision, Snapshot};
+
+use crate::k8s_sim::{Fault, Sim};
+use crate::util::{Repo, project_root};
+
+/// A CRD for ServiceMonitor, as the prometheus-operator ships it (trimmed).
+const SERVICEMONITOR_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  names:
+    kind: ServiceMonitor
+    listKind: ServiceMonitorList
+    plural: servicemonitors
+    singular: servicemonitor
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+";
+
+/// The bundled example config repo, plus a `platform` app that installs the
+/// ServiceMonitor CRD its services use, in a fresh git repository.
+pub fn example_repo() -> Repo {
+    let repo = Repo::new();
+    let root = project_root();
+    for dir in ["charts", "services"] {
+        copy_dir(&root.join(dir), &repo.path().join(dir));
+    }
+    repo.write("charts/raw/Chart.yaml", "name: raw\nversion: 1.0.0\n")
+        .write("charts/raw/templates/crd.yaml", SERVICEMONITOR_CRD)
+        .write("services/platform/config.yaml", "chart: raw\n")
+        .write("services/platform/version", "1\n")
+        .write("services/platform/staging/config.yaml", "")
+        .write("services/platform/production/config.yaml", "");
+    repo.commit("example");
+    repo
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+pub fn state(repo: &Repo, rev: &str) -> State {
+    let snap = Snapshot::open(repo.path(), &Revision::parse(Some(rev))).expect("snapshot");
+    render::render(&snap, &Filter::default()).expect("renders")
+}
+
+pub fn fast() -> Options {
+    Options {
+        backoff: Duration::from_millis(10),
+        lease: apply::lease::Options {
+            wait: Duration::from_secs(20),
+            ..apply::lease::Options::default()
+        },
+        ..Options::default()
+    }
+}
+
+pub async fn deploy(
+    client: &kube::Client,
+    head: &State,
+    base: Option<&State>,
+    filter: &Filter,
+    opts: &Options,
+) -> (Vec<Report>, String) {
+    let mut out = Vec::new();
+    let commit = head.commit.map(|c| c.to_string()).unwrap_or_default();
+    let reports = apply::apply_states(
+        client,
+        head,
+        base,
+        filter,
+        "example/config",
+        &commit,
+        opts,
+        &mut out,
+    )
+    .await
+    .expect("apply starts");
+    (reports, String::from_utf8_lossy(&out).into_owned())
+}
+
+fn writes(sim: &Sim) -> Vec<String> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| {
+            format!(
+                "{} {}{}",
+                r.method,
+                r.path,
+                if r.query.contains("dryRun=All") {
+                    " dry"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn first_deploy_creates_everything_in_order_crd_before_its_resources() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    let head = state(&repo, "HEAD");
+    // One cluster per environment in real life; the simulator is production.
+    let prod = Filter::new(Some("production"), None).unwrap();
+    let (reports, out) = deploy(&client, &head, None, &prod, &fast()).await;
+    assert_eq!(reports.len(), 1);
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(
+        out.contains("previous state from nothing (first deploy)"),
+        "{out}"
+    );
+    let total: usize = head
+        .releases
+        .iter()
+        .filter(|r| r.release.env == "production")
+        .map(|r| r.resources.len())
+        .sum();
+    let applied: usize = reports.iter().map(|r| r.applied.len()).sum();
+    assert_eq!(applied, total, "{out}");
+    assert_eq!(sim.count("apps", "Deployment"), 3);
+    assert!(
+        sim.get("monitoring.coreos.com", "ServiceMonitor", "api", "api")
+            .is_some()
+    );
+    let patches: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path)
+        .collect();
+    let first = |needle: &str| {
+        patches
+            .iter()
+            .position(|p| p.contains(needle))
+            .unwrap_or(usize::MAX)
+    };
+    assert!(
+        first("/api/v1/namespaces/api") < first("/deployments/"),
+        "{patches:#?}"
+    );
+    assert!(
+        first("customresourcedefinitions") < first("/servicemonitors/"),
+        "{patches:#?}"
+    );
+    assert!(first("/configmaps/") < first("/deployments/"));
+    assert!(first("/deployments/") < first("/ingresses/"));
+    // The record holds ids and hashes, never content.
+    let record = sim
+        .get("", "ConfigMap", "kdeploy-system", "kdeploy-production")
+        .expect("record");
+    assert_eq!(record["data"]["commit"], head.commit.unwrap().to_string());
+    assert!(
+        record["data"]["resources"]
+            .as_str()
+            .unwrap()
+            .contains("\"hash\"")
+    );
+    assert!(
+        !record["data"]["resources"]
+            .as_str()
+            .unwrap()
+            .contains("ghcr.io")
+    );
+    // No label was added to the user's objects.
+    let d = sim.get("apps", "Deployment", "api", "api").unwrap();
+    assert!(
+        d["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.contains("kdeploy.io/managed"))
+    );
+    // The lease was released.
+    assert_eq!(sim.count("coordination.k8s.io", "Lease"), 0);
+}
+
+#[tokio::test]
+async fn a_one_app_change_patches_only_that_apps_changed_resources() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    let prod = Filter::new(Some("production"), None).unwrap();
+    let first = state(&repo, "HEAD");
+    deploy(&client, &first, None, &prod, &fast()).await;
+    repo.write(
+        "services/web/production/config.yaml",
+        "replicas: 6\ningress:\n  host: shop.example.com\n  tls: true\n",
+    );
+    repo.commit("scale web");
+    let second = state(&repo, "HEAD");
+    sim.clear_requests();
+    let (reports, out) = deploy(&client, &second, None, &prod, &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    let patches: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path)
+        .collect();
+    // The record namespace is applied idempotently; then exactly one object.
+    let user_patches: Vec<&String> = patches
+        .iter()
+        .filter(|p| !p.ends_with("/namespaces/kdeploy-system"))
+        .collect();
+    assert_eq!(
+        user_patches,
+        ["/apis/apps/v1/namespaces/web/deployments/web"],
+        "{out}"
+    );
+    assert!(
+        out.contains("previous state from the deploy record"),
+        "{out}"
+    );
+    assert_eq!(
+        sim.get("apps", "Deployment", "web", "web").unwrap()["spec"]["replicas"],
+        6
+    );
+    assert_eq!(
+        sim.get("apps", "Deployment", "web", "web").unwrap()["metadata"]["generation"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn removing_an_app_deletes_its_resources_and_nothing_else() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    let prod = Filter::new(Some("production"), None).unwrap();
+    deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    // Something kdeploy never deployed stays, even in the app's namespace.
+    sim.insert(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hand-made", "namespace": "worker"}}));
+    repo.remove("services/worker");
+    repo.commit("remove worker");
+    sim.clear_requests();
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(
+        sim.get("", "ConfigMap", "worker", "hand-made").is_none(),
+        "the namespace went, and its content with it"
+    );
+    let deleted: Vec<&String> = reports.iter().flat_map(|r| r.deleted.iter()).collect();
+    assert!(
+        !deleted.is_empty() && deleted.iter().all(|d| d.contains("worker")),
+        "{deleted:?}"
+    );
+    assert!(sim.get("apps", "Deployment", "worker", "worker").is_none());
+    assert!(sim.get("apps", "Deployment", "api", "api").is_some());
+    // Deletions run workloads first, the namespace last.
+    let deletes: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && !r.path.contains("leases"))
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        deletes
+            .last()
+            .unwrap()
+            .ends_with("/api/v1/namespaces/worker"),
+        "{deletes:#?}"
+    );
+    assert!(
+        deletes.iter().position(|p| p.contains("deployments"))
+            < deletes
+                .iter()
+                .position(|p| p.ends_with("namespaces/worker"))
+    );
+}
+
+#[tokio::test]
+async fn a_failure_midway_stops_keeps_the_record_and_the_rerun_converges() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    let first = state(&repo, "HEAD");
+    deploy(
+        &client,
+        &first,
+        None,
+        &Filter::new(Some("staging"), None).unwrap(),
+        &fast(),
+    )
+    .await;
+    repo.write("services/api/version", "1.5.0\n").write(
+        "services/api/staging/config.yaml",
+        "replicas: 1\nenv:\n  LOG_LEVEL: warn\ningress:\n  host: api2.staging.example.com\n",
+    );
+    repo.commit("api 1.5.0");
+    let second = state(&repo, "HEAD");
+    sim.fault(Fault {
+        method: Some("PATCH"),
+        path: "/namespaces/api/deployments/api".into(),
+        status: 403,
+        times: 100,
+    });
+    let (reports, out) = deploy(
+        &client,
+        &second,
+        None,
+        &Filter::new(Some("staging"), None).unwrap(),
+        &fast(),
+    )
+    .await;
+    let report = &reports[0];
+    assert!(!report.succeeded(), "{out}");
+    assert_eq!(report.failed.len(), 1, "{out}");
+    assert!(report.failed[0].error.contains("forbidden"), "{out}");
+    assert_eq!(
+        report.failed[0].source,
+        "charts/service/templates/deployment.yaml"
+    );
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|a| a.contains("ConfigMap api/api-env")),
+        "earlier groups went out: {out}"
+    );
+    assert!(
+        !report.not_attempted.is_empty(),
+        "later groups were not attempted: {out}"
+    );
+    assert!(!report.record_written);
+    let record = sim
+        .get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+        .unwrap();
+    assert_eq!(
+        record["data"]["commit"],
+        first.commit.unwrap().to_string(),
+        "record not advanced"
+    );
+
+    // The fault is gone; the rerun finishes the job from the same record.
+    sim.clear_faults();
+    let (reports, out) = deploy(
+        &client,
+        &second,
+        None,
+        &Filter::new(Some("staging"), None).unwrap(),
+        &fast(),
+    )
+    .await;
+    assert!(reports[0].succeeded(), "{out}");
+    assert!(
+        reports[0]
+            .applied
+            .iter()
+            .any(|a| a == "apps/Deployment api/api"),
+        "{out}"
+    );
+    let image = sim.get("apps", "Deployment", "api", "api").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(image, "ghcr.io/example/shop-api:1.5.0");
+    let record = sim
+        .get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+        .unwrap();
+    assert_eq!(record["data"]["commit"], second.commit.unwrap().to_string());
+}
+
+#[tokio::test]
+async fn two_concurrent_applies_are_serialized_by_the_lease() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    let head = state(&repo, "HEAD");
+    sim.set_latency(Duration::from_millis(5));
+    let filter = Filter::new(Some("production"), None).unwrap();
+    let waiting = fast();
+    let impatient = Options {
+        lease: apply::lease::Options {
+            wait: Duration::ZERO,
+            ..apply::lease::Options::default()
+        },
+        ..fast()
+    };
+    let first = deploy(&client, &head, None, &filter, &waiting);
+    let second = async {
+        // Start once the first run holds the lease.
+        while sim.count("coordination.k8s.io", "Lease") == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let commit = head.commit.map(|c| c.to_string()).unwrap_or_default();
+        let mut out = Vec::new();
+        apply::apply_states(
+            &client,
+            &head,
+            None,
+            &filter,
+            "example/config",
+            &commit,
+            &impatient,
+            &mut out,
+        )
+        .await
+    };
+    let ((reports, _), held) = tokio::join!(first, second);
+    assert!(reports[0].succeeded());
+    let err = held
+        .expect_err("the second run finds the lease held")
+        .to_string();
+    assert!(
+        err.contains("environment production is being deployed by"),
+        "{err}"
+    );
+    // A patient run waits, then finds everything deployed already.
+    let third = deploy(&client, &head, None, &filter, &waiting).await;
+    assert!(third.0[0].succeeded());
+    assert_eq!(third.0[0].applied.len(), 0, "{}", third.1);
+}
+
+#[tokio::test]
+async fn server_side_dry_run_writes_nothing() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    let opts = Options {
+        dry_run: true,
+        ..fast()
+    };
+    // Custom resources of a CRD that does not exist yet cannot be dry-run.
+    let filter = Filter::new(Some("production"), Some("web")).unwrap();
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &opts).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(out.contains("(server-side dry run)"));
+    assert!(
+        out.contains(
+            "apps/Deployment web/web (in a namespace the plan creates: not validated by the server)"
+        ),
+        "{out}"
+    );
+    let writes = writes(&sim);
+    assert!(!writes.is_empty());
+    assert!(writes.iter().all(|w| w.ends_with(" dry")), "{writes:#?}");
+    assert_eq!(sim.count("apps", "Deployment"), 0);
+    assert!(
+        sim.get("", "ConfigMap", "kdeploy-system", "kdeploy-production")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    sim.fault(Fault {
+        method: Some("PATCH"),
+        path: "/deployments/web".into(),
+        status: 503,
+        times: 2,
+    });
+    sim.fault(Fault {
+        method: Some("PATCH"),
+        path: "/services/web".into(),
+        status: 429,
+        times: 1,
+    });
+    let filter = Filter::new(Some("staging"), Some("web")).unwrap();
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &fast()).await;
+    assert!(reports[0].succeeded(), "{out}");
+    let tries = |p: &str| {
+        sim.requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with(p))
+            .count()
+    };
+    assert_eq!(tries("/deployments/web"), 3);
+    assert_eq!(tries("/services/web"), 2);
+}
+
+#[tokio::test]
+async fn unknown_kinds_and_missing_namespaces_fail_before_any_write() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    repo.remove("services/platform");
+    repo.write(
+        "services/api/config.yaml",
+        &std::fs::read_to_string(repo.path().join("services/api/config.yaml"))
+            .unwrap()
+            .replace("image:", "createNamespace: false\nimage:"),
+    );
+    repo.commit("no CRD, no namespace for api");
+    let head = state(&repo, "HEAD");
+    let commit = head.commit.unwrap().to_string();
+    let mut out = Vec::new();
+    let err = apply::apply_states(
+        &client,
+        &head,
+        None,
+        &Filter::default(),
+        "example/config",
+        &commit,
+        &fast(),
+        &mut out,
+    )
+    .await
+    .expect_err("preflight fails")
+    .to_string();
+    assert!(
+        err.contains("kind ServiceMonitor (apiVersion monitoring.coreos.com/v1)"),
+        "{err}"
+    );
+    assert!(err.contains("not served by the cluster"), "{err}");
+    assert!(err.contains("namespace api does not exist"), "{err}");
+    assert!(err.contains("nothing was applied"), "{err}");
+    assert!(writes(&sim).is_empty(), "{:#?}", writes(&sim));
+
+    // --create-namespace fixes the namespace (the unknown kind remains).
+    let repo2 = example_repo();
+    repo2.write(
+        "services/web/config.yaml",
+        "image: ghcr.io/example/shop-web\ncreateNamespace: false\n",
+    );
+    repo2.commit("web without namespace");
+    let opts = Options {
+        create_namespace: true,
+        ..fast()
+    };
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo2, "HEAD"),
+        None,
+        &Filter::new(None, Some("web")).unwrap(),
+        &opts,
+    )
+    .await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(out.contains("Namespace web (--create-namespace)"), "{out}");
+    assert!(sim.get("", "Namespace", "", "web").is_some());
+}
+
+#[tokio::test]
+async fn an_invalid_manifest_shows_the_api_message_and_the_source_file() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    repo.write(
+        "services/web/staging/config.yaml",
+        "replicas: \"two\"\ningress:\n  host: shop.staging.example.com\n",
+    );
+    repo.commit("bad replicas");
+    let filter = Filter::new(Some("staging"), Some("web")).unwrap();
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &fast()).await;
+    assert!(!reports[0].succeeded());
+    assert!(
+        out.contains("FAILED   apps/Deployment web/web (charts/service/templates/deployment.yaml)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("spec.replicas in body must be of type integer"),
+        "{out}"
+    );
+    // Validation errors are not retried.
+    assert_eq!(
+        sim.requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with("/deployments/web"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_record_from_another_repository_is_refused() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    let head = state(&repo, "HEAD");
+    let filter = Filter::new(Some("staging"), None).unwrap();
+    deploy(&client, &head, None, &filter, &fast()).await;
+    let commit = head.commit.unwrap().to_string();
+    let mut out = Vec::new();
+    let err = apply::apply_states(
+        &client,
+        &head,
+        None,
+        &filter,
+        "someone/else",
+        &commit,
+        &fast(),
+        &mut out,
+    )
+    .await
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("written by repository `example/config`, not `someone/else`"),
+        "{err}"
+    );
+    let forced = Options {
+        force_record: true,
+        ..fast()
+    };
+    let reports = apply::apply_states(
+        &client,
+        &head,
+        None,
+        &filter,
+        "someone/else",
+        &commit,
+        &forced,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert!(reports[0].succeeded());
+}
+
+#[tokio::test]
+async fn base_revision_is_the_previous_state_without_a_record_and_secrets_stay_out_of_reports() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    repo.write("charts/raw/templates/secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: default\nstringData:\n  password: CANARY-DB-PASSWORD\n");
+    repo.commit("secret");
+    let base = state(&repo, "HEAD");
+    let filter = Filter::new(Some("staging"), None).unwrap();
+    deploy(&client, &base, None, &filter, &fast()).await;
+    // A cluster deployed by other means (or whose record was lost).
+    let cm: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), "kdeploy-system");
+    cm.delete("kdeploy-staging", &Default::default())
+        .await
+        .unwrap();
+    repo.write("services/web/version", "2.1.0\n");
+    repo.commit("web 2.1.0");
+    let head = state(&repo, "HEAD");
+    let (reports, out) = deploy(&client, &head, Some(&base), &filter, &fast()).await;
+    assert_eq!(reports[0].previous, apply::PreviousFrom::Base, "{out}");
+    // Only what differs from base is applied: web's Deployment.
+    assert_eq!(reports[0].applied, ["apps/Deployment web/web"], "{out}");
+    let report_json = serde_json::to_string(&reports).unwrap();
+    let record = sim
+        .get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+        .unwrap()
+        .to_string();
+    for text in [&out, &report_json, &record] {
+        assert!(!text.contains("CANARY-DB-PASSWORD"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn cli_apply_against_the_simulator_and_an_unreachable_cluster() {
+    let sim = Sim::start().await;
+    let repo = example_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
+    let report = dir.path().join("report.json");
+    let path = repo.path().to_path_buf();
+    let (kc, rp) = (
+        kubeconfig.display().to_string(),
+        report.display().to_string(),
+    );
+    let run = tokio::task::spawn_blocking(move || {
+        crate::util::kdeploy(
+            &path,
+            &[
+                "apply",
+                "--kubeconfig",
+                &kc,
+                "--env",
+                "staging",
+                "--report",
+                &rp,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("staging: previous state from nothing (first deploy)"),
+        "{}",
+        run.stdout
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["reports"][0]["environment"], "staging");
+    assert!(json["reports"][0]["applied"].as_array().unwrap().len() > 10);
+    assert!(!run.stdout.contains("CANARY-KUBE") && !run.stderr.contains("CANARY-KUBE"));
+
+    let bad = dir.path().join("bad");
+    std::fs::write(
+        &bad,
+        sim.kubeconfig().replace(&sim.url, "http://127.0.0.1:9"),
+    )
+    .unwrap();
+    let path = repo.path().to_path_buf();
+    let bad = bad.display().to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        crate::util::kdeploy(&path, &["apply", "--kubeconfig", &bad])
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("cannot reach the Kubernetes API at http://127.0.0.1:9"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("CANARY-KUBE"));
+}

@@ -1,0 +1,1049 @@
+//! An in-process Kubernetes API server simulator for tests, over real HTTP on
+//! 127.0.0.1. It is not Kubernetes: it stores objects in memory and follows
+//! the API's wire behaviour where kdeploy depends on it:
+//!
+//! - discovery (`/api`, `/apis`, `/api/v1`, `/apis/{g}/{v}`) for the core and
+//!   common groups, plus the kinds of CRDs created through it;
+//! - GET, LIST (label selectors), POST, PUT (resourceVersion preconditions),
+//!   server-side apply PATCH (`application/apply-patch+yaml`, `fieldManager`,
+//!   `force`, conflicts between managers, `dryRun=All`), DELETE;
+//! - `resourceVersion` (one counter), `uid`, `creationTimestamp`,
+//!   `generation` bumped when anything outside metadata/status changes,
+//!   `managedFields`; namespaced objects need an existing namespace;
+//! - CRDs become Established; errors are `Status` objects (404, 409, 422);
+//! - faults: a status for the next N matching requests, latency.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+/// A kind the simulator serves.
+#[derive(Debug, Clone)]
+struct Kind {
+    group: String,
+    version: String,
+    kind: String,
+    plural: String,
+    namespaced: bool,
+}
+
+fn builtin_kinds() -> Vec<Kind> {
+    let k = |g: &str, v: &str, kind: &str, plural: &str, ns: bool| Kind {
+        group: g.into(),
+        version: v.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        namespaced: ns,
+    };
+    vec![
+        k("", "v1", "Namespace", "namespaces", false),
+        k("", "v1", "ConfigMap", "configmaps", true),
+        k("", "v1", "Secret", "secrets", true),
+        k("", "v1", "Service", "services", true),
+        k("", "v1", "ServiceAccount", "serviceaccounts", true),
+        k("", "v1", "Pod", "pods", true),
+        k(
+            "",
+            "v1",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            true,
+        ),
+        k("", "v1", "ResourceQuota", "resourcequotas", true),
+        k("", "v1", "Event", "events", true),
+        k("apps", "v1", "Deployment", "deployments", true),
+        k("apps", "v1", "StatefulSet", "statefulsets", true),
+        k("apps", "v1", "DaemonSet", "daemonsets", true),
+        k("apps", "v1", "ReplicaSet", "replicasets", true),
+        k("batch", "v1", "Job", "jobs", true),
+        k("batch", "v1", "CronJob", "cronjobs", true),
+        k(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+        ),
+        k("networking.k8s.io", "v1", "Ingress", "ingresses", true),
+        k(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        ),
+        k(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        ),
+        k("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+        k(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
+        k(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        k(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        k("coordination.k8s.io", "v1", "Lease", "leases", true),
+        k(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        ),
+        k(
+            "storage.k8s.io",
+            "v1",
+            "StorageClass",
+            "storageclasses",
+            false,
+        ),
+    ]
+}
+
+/// Key of a stored object: (group, plural, namespace, name).
+type Key = (String, String, String, String);
+
+#[derive(Debug, Clone)]
+struct Stored {
+    object: Value,
+    /// Last applied configuration per field manager.
+    applied: BTreeMap<String, Value>,
+}
+
+/// A fault to inject into matching requests.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// HTTP method to match (`None`: any).
+    pub method: Option<&'static str>,
+    /// Substring of the path to match.
+    pub path: String,
+    /// Status to answer.
+    pub status: u16,
+    /// How many matching requests to fail.
+    pub times: usize,
+}
+
+/// One request the simulator received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    kinds: Vec<Kind>,
+    objects: BTreeMap<Key, Stored>,
+    resource_version: u64,
+    uid: u64,
+    requests: Vec<Request>,
+    faults: Vec<Fault>,
+    latency: Duration,
+}
+
+/// A running simulator.
+#[derive(Clone)]
+pub struct Sim {
+    inner: Arc<Mutex<Inner>>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sim {
+    /// Starts a simulator with the `default` and `kube-system` namespaces.
+    pub async fn start() -> Sim {
+        let inner = Arc::new(Mutex::new(Inner {
+            kinds: builtin_kinds(),
+            resource_version: 1000,
+            ..Inner::default()
+        }));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let sim = Sim { inner, url };
+        for ns in ["default", "kube-system"] {
+            sim.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        }
+        sim
+    }
+
+    /// A kubeconfig pointing at the simulator.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: default\ncurrent-context: sim\nusers:\n- name: sim\n  user:\n    token: sim-token-CANARY-KUBE\n",
+            self.url
+        )
+    }
+
+    /// A client for the simulator.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::from_yaml(&self.kubeconfig()).expect("kubeconfig");
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("config");
+        config.default_retry = false;
+        kube::Client::try_from(config).expect("client")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// Stores an object directly (as if another client created it).
+    pub fn insert(&self, object: Value) {
+        let mut inner = self.lock();
+        let Some(kind) = find_kind_by_object(&inner, &object) else {
+            panic!("unknown kind in {object}");
+        };
+        let ns = if kind.namespaced {
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let stored = finalize_new(&mut inner, object, &kind, &ns);
+        inner.objects.insert(
+            (kind.group.clone(), kind.plural.clone(), ns, name),
+            Stored {
+                object: stored,
+                applied: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// The stored object, if any.
+    pub fn get(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.lock();
+        let k = inner
+            .kinds
+            .iter()
+            .find(|k| k.group == group && k.kind == kind)?
+            .clone();
+        let ns = if k.namespaced { namespace } else { "" };
+        inner
+            .objects
+            .get(&(k.group, k.plural, ns.to_string(), name.to_string()))
+            .map(|s| s.object.clone())
+    }
+
+    /// Number of stored objects of a kind.
+    pub fn count(&self, group: &str, kind: &str) -> usize {
+        let inner = self.lock();
+        let Some(k) = inner
+            .kinds
+            .iter()
+            .find(|k| k.group == group && k.kind == kind)
+            .cloned()
+        else {
+            return 0;
+        };
+        inner
+            .objects
+            .keys()
+            .filter(|key| key.0 == k.group && key.1 == k.plural)
+            .count()
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.lock().requests.clone()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// Adds a fault.
+    pub fn fault(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Delay for every request.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+}
+
+fn find_kind_by_object(inner: &Inner, object: &Value) -> Option<Kind> {
+    let api_version = object["apiVersion"].as_str()?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = object["kind"].as_str()?;
+    inner
+        .kinds
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.kind == kind)
+        .cloned()
+}
+
+fn now() -> String {
+    "2026-01-01T00:00:00Z".into()
+}
+
+fn finalize_new(inner: &mut Inner, mut object: Value, kind: &Kind, ns: &str) -> Value {
+    inner.resource_version += 1;
+    inner.uid += 1;
+    let meta = object["metadata"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let mut meta = meta;
+    meta.insert(
+        "uid".into(),
+        json!(format!("00000000-0000-4000-8000-{:012}", inner.uid)),
+    );
+    meta.insert(
+        "resourceVersion".into(),
+        json!(inner.resource_version.to_string()),
+    );
+    meta.insert("creationTimestamp".into(), json!(now()));
+    meta.insert("generation".into(), json!(1));
+    if kind.namespaced {
+        meta.insert("namespace".into(), json!(ns));
+    }
+    object["metadata"] = Value::Object(meta);
+    if kind.kind == "Namespace" {
+        object["status"] = json!({"phase": "Active"});
+    }
+    if kind.kind == "CustomResourceDefinition" {
+        object["status"] = json!({"conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}
+        ], "acceptedNames": object["spec"]["names"].clone()});
+    }
+    object
+}
+
+fn status(code: u16, reason: &str, message: String, details: Value) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason,
+        "details": details, "code": code,
+    });
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(body)).into_response()
+}
+
+fn ok(code: u16, body: Value) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// Parsed resource path.
+struct Target {
+    kind: Kind,
+    namespace: String,
+    name: Option<String>,
+}
+
+enum Route {
+    CoreVersions,
+    GroupList,
+    ResourceList(String, String),
+    Resource(Target),
+    NotFound,
+}
+
+fn route(inner: &Inner, path: &str) -> Route {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api"] => return Route::CoreVersions,
+        ["apis"] => return Route::GroupList,
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Route::NotFound,
+    };
+    let (namespace, plural, name) = match rest {
+        [] => return Route::ResourceList(group.into(), version.into()),
+        ["namespaces", ns, plural] => (*ns, *plural, None),
+        ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
+        [plural] => ("", *plural, None),
+        [plural, name] => ("", *plural, Some(*name)),
+        _ => return Route::NotFound,
+    };
+    match inner
+        .kinds
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
+    {
+        Some(kind) => Route::Resource(Target {
+            kind: kind.clone(),
+            namespace: namespace.to_string(),
+            name: name.map(str::to_string),
+        }),
+        None => Route::NotFound,
+    }
+}
+
+fn query_map(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        v.replace("%2C", ",")
+                            .replace("%3D", "=")
+                            .replace("%2F", "/"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn handle(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let latency = {
+        let mut inner = lock(&state);
+        inner.requests.push(Request {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            query: uri.query().unwrap_or("").to_string(),
+        });
+        inner.latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut inner = lock(&state);
+    if let Some(f) = inner.faults.iter_mut().find(|f| {
+        f.times > 0 && uri.path().contains(&f.path) && f.method.is_none_or(|m| m == method.as_str())
+    }) {
+        f.times -= 1;
+        let code = f.status;
+        let reason = match code {
+            429 => "TooManyRequests",
+            403 => "Forbidden",
+            422 => "Invalid",
+            _ => "InternalError",
+        };
+        let msg = match code {
+            403 => format!(
+                "{} is forbidden: User \"system:serviceaccount:ci:deployer\" cannot patch resource at {}",
+                uri.path(),
+                uri.path()
+            ),
+            429 => "Too many requests, please try again later.".into(),
+            _ => format!("simulated failure ({code})"),
+        };
+        let mut resp = status(code, reason, msg, json!({}));
+        if code == 429 {
+            resp.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        return resp;
+    }
+    let query = query_map(&uri);
+    if uri.path() == "/version" {
+        return ok(
+            200,
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kdeploy-sim", "platform": "linux/amd64"}),
+        );
+    }
+    match route(&inner, uri.path()) {
+        Route::CoreVersions => ok(
+            200,
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        ),
+        Route::GroupList => {
+            let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for k in inner.kinds.iter().filter(|k| !k.group.is_empty()) {
+                groups
+                    .entry(k.group.clone())
+                    .or_default()
+                    .insert(k.version.clone());
+            }
+            let groups: Vec<Value> = groups
+                .into_iter()
+                .map(|(g, vs)| {
+                    let versions: Vec<Value> = vs
+                        .iter()
+                        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                        .collect();
+                    let preferred = versions[0].clone();
+                    json!({"name": g, "versions": versions, "preferredVersion": preferred})
+                })
+                .collect();
+            ok(
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            )
+        }
+        Route::ResourceList(group, version) => {
+            let resources: Vec<Value> = inner
+                .kinds
+                .iter()
+                .filter(|k| k.group == group && k.version == version)
+                .map(|k| {
+                    json!({"name": k.plural, "singularName": k.kind.to_lowercase(), "namespaced": k.namespaced, "kind": k.kind,
+                        "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]})
+                })
+                .collect();
+            if resources.is_empty() {
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                    json!({}),
+                );
+            }
+            let gv = if group.is_empty() {
+                version
+            } else {
+                format!("{group}/{version}")
+            };
+            ok(
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+            )
+        }
+        Route::NotFound => status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            json!({}),
+        ),
+        Route::Resource(t) => resource(&mut inner, &method, &t, &query, &headers, &body),
+    }
+}
+
+fn not_found(t: &Target, name: &str) -> Response {
+    let what = if t.kind.group.is_empty() {
+        t.kind.plural.clone()
+    } else {
+        format!("{}.{}", t.kind.plural, t.kind.group)
+    };
+    status(
+        404,
+        "NotFound",
+        format!("{what} \"{name}\" not found"),
+        json!({"name": name, "group": t.kind.group, "kind": t.kind.plural}),
+    )
+}
+
+fn namespace_missing(inner: &Inner, t: &Target) -> Option<Response> {
+    if !t.kind.namespaced {
+        return None;
+    }
+    let key = (
+        String::new(),
+        "namespaces".to_string(),
+        String::new(),
+        t.namespace.clone(),
+    );
+    (!inner.objects.contains_key(&key)).then(|| {
+        status(
+            404,
+            "NotFound",
+            format!("namespaces \"{}\" not found", t.namespace),
+            json!({"name": t.namespace, "kind": "namespaces"}),
+        )
+    })
+}
+
+fn resource(
+    inner: &mut Inner,
+    method: &Method,
+    t: &Target,
+    query: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    let key = |name: &str| {
+        (
+            t.kind.group.clone(),
+            t.kind.plural.clone(),
+            t.namespace.clone(),
+            name.to_string(),
+        )
+    };
+    match (method.as_str(), &t.name) {
+        ("GET", None) => {
+            let selector = query.get("labelSelector").cloned().unwrap_or_default();
+            let items: Vec<Value> = inner
+                .objects
+                .iter()
+                .filter(|(k, _)| {
+                    k.0 == t.kind.group
+                        && k.1 == t.kind.plural
+                        && (t.namespace.is_empty() || k.2 == t.namespace)
+                })
+                .filter(|(_, s)| matches_selector(&s.object, &selector))
+                .map(|(_, s)| s.object.clone())
+                .collect();
+            let api_version = if t.kind.group.is_empty() {
+                t.kind.version.clone()
+            } else {
+                format!("{}/{}", t.kind.group, t.kind.version)
+            };
+            ok(
+                200,
+                json!({"kind": format!("{}List", t.kind.kind), "apiVersion": api_version,
+                "metadata": {"resourceVersion": inner.resource_version.to_string()}, "items": items}),
+            )
+        }
+        ("GET", Some(name)) => match inner.objects.get(&key(name)) {
+            Some(s) => ok(200, s.object.clone()),
+            None => not_found(t, name),
+        },
+        ("DELETE", Some(name)) => {
+            if dry_run {
+                return match inner.objects.get(&key(name)) {
+                    Some(s) => ok(200, s.object.clone()),
+                    None => not_found(t, name),
+                };
+            }
+            match inner.objects.remove(&key(name)) {
+                Some(s) => {
+                    if t.kind.kind == "Namespace" {
+                        inner.objects.retain(|k, _| k.2 != *name);
+                    }
+                    if t.kind.kind == "CustomResourceDefinition" {
+                        let names = &s.object["spec"]["names"];
+                        let plural = names["plural"].as_str().unwrap_or("").to_string();
+                        inner
+                            .kinds
+                            .retain(|k| k.plural != plural || k.group != s.object["spec"]["group"]);
+                    }
+                    ok(
+                        200,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": name, "group": t.kind.group, "kind": t.kind.plural, "uid": s.object["metadata"]["uid"]}}),
+                    )
+                }
+                None => not_found(t, name),
+            }
+        }
+        ("POST", None) => {
+            let Ok(object) = parse_body(headers, body) else {
+                return status(
+                    400,
+                    "BadRequest",
+                    "the request body is not valid JSON or YAML".into(),
+                    json!({}),
+                );
+            };
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let Some(r) = namespace_missing(inner, t) {
+                return r;
+            }
+            if inner.objects.contains_key(&key(&name)) {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    format!("{} \"{name}\" already exists", t.kind.plural),
+                    json!({"name": name, "kind": t.kind.plural}),
+                );
+            }
+            let stored = finalize_new(inner, object, &t.kind, &t.namespace);
+            if !dry_run {
+                created(inner, t, &name, stored.clone(), BTreeMap::new());
+            }
+            ok(201, stored)
+        }
+        ("PUT", Some(name)) => {
+            let Ok(object) = parse_body(headers, body) else {
+                return status(
+                    400,
+                    "BadRequest",
+                    "the request body is not valid JSON or YAML".into(),
+                    json!({}),
+                );
+            };
+            let Some(existing) = inner.objects.get(&key(name)).cloned() else {
+                return not_found(t, name);
+            };
+            let want = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            let have = existing.object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("");
+            if !want.is_empty() && want != have {
+                return status(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        t.kind.plural
+                    ),
+                    json!({"name": name, "kind": t.kind.plural}),
+                );
+            }
+            let updated = update(inner, &existing.object, object);
+            if !dry_run {
+                inner.objects.insert(
+                    key(name),
+                    Stored {
+                        object: updated.clone(),
+                        applied: existing.applied,
+                    },
+                );
+            }
+            ok(200, updated)
+        }
+        ("PATCH", Some(name)) => {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !content_type.starts_with("application/apply-patch") {
+                return status(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("the simulator only supports server-side apply, not {content_type}"),
+                    json!({}),
+                );
+            }
+            let Some(manager) = query.get("fieldManager").cloned() else {
+                return status(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(), json!({}));
+            };
+            let force = query.get("force").is_some_and(|v| v == "true");
+            let Ok(applied) = parse_body(headers, body) else {
+                return status(
+                    400,
+                    "BadRequest",
+                    "error decoding YAML: the body is not valid".into(),
+                    json!({}),
+                );
+            };
+            if let Some(r) = validate(&t.kind, name, &applied) {
+                return r;
+            }
+            if let Some(r) = namespace_missing(inner, t) {
+                return r;
+            }
+            let existing = inner.objects.get(&key(name)).cloned();
+            match existing {
+                None => {
+                    let mut object = applied.clone();
+                    object["metadata"]["managedFields"] = managed_fields(&[manager.as_str()]);
+                    let stored = finalize_new(inner, object, &t.kind, &t.namespace);
+                    if !dry_run {
+                        let mut appl = BTreeMap::new();
+                        appl.insert(manager, applied);
+                        created(inner, t, name, stored.clone(), appl);
+                    }
+                    ok(201, stored)
+                }
+                Some(existing) => {
+                    if !force
+                        && let Some(conflict) = conflicts(&existing.applied, &manager, &applied)
+                    {
+                        return status(
+                            409,
+                            "Conflict",
+                            format!(
+                                "Apply failed with 1 conflict: conflict with \"{}\": {}",
+                                conflict.0, conflict.1
+                            ),
+                            json!({"name": name, "kind": t.kind.plural, "causes": [{"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", conflict.0), "field": conflict.1}]}),
+                        );
+                    }
+                    let mut object = existing.object.clone();
+                    if let Some(previous) = existing.applied.get(&manager) {
+                        remove_owned(&mut object, previous, &applied);
+                    }
+                    merge(&mut object, &applied);
+                    let mut appl = existing.applied.clone();
+                    appl.insert(manager.clone(), applied);
+                    let managers: Vec<&str> = appl.keys().map(String::as_str).collect();
+                    object["metadata"]["managedFields"] = managed_fields(&managers);
+                    let updated = update(inner, &existing.object, object);
+                    if !dry_run {
+                        inner.objects.insert(
+                            key(name),
+                            Stored {
+                                object: updated.clone(),
+                                applied: appl,
+                            },
+                        );
+                    }
+                    ok(200, updated)
+                }
+            }
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported on this path"),
+            json!({}),
+        ),
+    }
+}
+
+fn created(
+    inner: &mut Inner,
+    t: &Target,
+    name: &str,
+    object: Value,
+    applied: BTreeMap<String, Value>,
+) {
+    if t.kind.kind == "CustomResourceDefinition" {
+        let spec = &object["spec"];
+        let group = spec["group"].as_str().unwrap_or("").to_string();
+        let namespaced = spec["scope"] != "Cluster";
+        for v in spec["versions"].as_array().cloned().unwrap_or_default() {
+            inner.kinds.push(Kind {
+                group: group.clone(),
+                version: v["name"].as_str().unwrap_or("v1").to_string(),
+                kind: spec["names"]["kind"].as_str().unwrap_or("").to_string(),
+                plural: spec["names"]["plural"].as_str().unwrap_or("").to_string(),
+                namespaced,
+            });
+        }
+    }
+    inner.objects.insert(
+        (
+            t.kind.group.clone(),
+            t.kind.plural.clone(),
+            t.namespace.clone(),
+            name.to_string(),
+        ),
+        Stored { object, applied },
+    );
+}
+
+fn managed_fields(managers: &[&str]) -> Value {
+    Value::Array(
+        managers
+            .iter()
+            .map(|m| json!({"manager": m, "operation": "Apply", "apiVersion": "v1", "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}}))
+            .collect(),
+    )
+}
+
+/// Bumps resourceVersion, and generation when anything outside metadata
+/// and status changed; keeps identity fields.
+fn update(inner: &mut Inner, old: &Value, mut new: Value) -> Value {
+    for field in ["uid", "creationTimestamp", "generation"] {
+        new["metadata"][field] = old["metadata"][field].clone();
+    }
+    if old.get("status").is_some() && new.get("status").is_none() {
+        new["status"] = old["status"].clone();
+    }
+    let spec_of = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        v
+    };
+    let changed = spec_of(old) != spec_of(&new);
+    let same_meta = {
+        let strip = |v: &Value| {
+            let mut m = v["metadata"].clone();
+            if let Some(o) = m.as_object_mut() {
+                o.remove("resourceVersion");
+                o.remove("managedFields");
+            }
+            m
+        };
+        strip(old) == strip(&new)
+    };
+    if changed {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+    if changed || !same_meta {
+        inner.resource_version += 1;
+        new["metadata"]["resourceVersion"] = json!(inner.resource_version.to_string());
+    } else {
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+    }
+    new
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ()> {
+    let _ = headers;
+    serde_json::from_slice(body)
+        .or_else(|_| serde_norway::from_slice(body))
+        .map_err(|_| ())
+}
+
+/// The few schema checks kdeploy's tests rely on, with the API's wording.
+fn validate(kind: &Kind, name: &str, object: &Value) -> Option<Response> {
+    let invalid = |field: &str, detail: String| {
+        let what = if kind.group.is_empty() {
+            kind.kind.clone()
+        } else {
+            format!("{}.{}", kind.kind, kind.group)
+        };
+        status(
+            422,
+            "Invalid",
+            format!("{what} \"{name}\" is invalid: {field}: {detail}"),
+            json!({"name": name, "group": kind.group, "kind": kind.kind, "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": field}]}),
+        )
+    };
+    if object["metadata"]["name"].as_str() != Some(name) {
+        return Some(invalid(
+            "metadata.name",
+            "Invalid value: the name of the object does not match the name on the URL".into(),
+        ));
+    }
+    if kind.kind == "Deployment" {
+        let replicas = &object["spec"]["replicas"];
+        if !replicas.is_null() && !replicas.is_i64() {
+            return Some(invalid(
+                "spec.replicas",
+                format!("Invalid value: {replicas}: spec.replicas in body must be of type integer"),
+            ));
+        }
+        if object["spec"]["selector"].is_null() {
+            return Some(invalid("spec.selector", "Required value".into()));
+        }
+    }
+    None
+}
+
+/// Leaf paths of a value, for field ownership.
+fn leaves(v: &Value, prefix: String, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                leaves(x, format!("{prefix}.{k}"), out);
+            }
+        }
+        other => out.push((prefix, other.clone())),
+    }
+}
+
+fn conflicts(
+    applied: &BTreeMap<String, Value>,
+    manager: &str,
+    new: &Value,
+) -> Option<(String, String)> {
+    let mut mine = Vec::new();
+    leaves(new, String::new(), &mut mine);
+    for (other, cfg) in applied.iter().filter(|(m, _)| *m != manager) {
+        let mut theirs = Vec::new();
+        leaves(cfg, String::new(), &mut theirs);
+        for (path, value) in &mine {
+            if path.starts_with(".metadata.name")
+                || path.starts_with(".apiVersion")
+                || path.starts_with(".kind")
+            {
+                continue;
+            }
+            if let Some((_, v)) = theirs.iter().find(|(p, _)| p == path)
+                && v != value
+            {
+                return Some((other.clone(), path.clone()));
+            }
+        }
+    }
+    None
+}
+
+/// Removes fields the manager applied before but no longer applies.
+fn remove_owned(object: &mut Value, previous: &Value, new: &Value) {
+    if let (Value::Object(o), Value::Object(p)) = (object, previous) {
+        for (k, pv) in p {
+            match new.get(k) {
+                None => {
+                    o.remove(k);
+                }
+                Some(nv) => {
+                    if let Some(ov) = o.get_mut(k) {
+                        remove_owned(ov, pv, nv);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Maps merge, everything else is replaced.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(bv) if bv.is_object() && v.is_object() => merge(bv, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn matches_selector(object: &Value, selector: &str) -> bool {
+    let labels: Map<String, Value> = object["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|req| match req.split_once('=') {
+            Some((k, v)) => labels.get(k.trim_end_matches('=')).and_then(Value::as_str) == Some(v),
+            None => labels.contains_key(req),
+        })
+}
