@@ -80,6 +80,9 @@ pub struct Inputs {
     comment_id: String,
     max_comment_parts: usize,
     context_lines: usize,
+    kubeconfig: Option<String>,
+    context: Option<String>,
+    apply: crate::apply::Options,
 }
 
 fn parse_bool(name: &str, v: Option<&str>, default: bool) -> anyhow::Result<bool> {
@@ -132,6 +135,23 @@ impl Inputs {
             )?
             .max(1),
             context_lines: parse_number("context-lines", env.input("context-lines"), 3)?,
+            kubeconfig: env.input("kubeconfig").map(str::to_string),
+            context: env.input("context").map(str::to_string),
+            apply: crate::apply::Options {
+                prune: parse_bool("prune", env.input("prune"), true)?,
+                sync: parse_bool("sync", env.input("sync"), false)?,
+                create_namespace: parse_bool(
+                    "create-namespace",
+                    env.input("create-namespace"),
+                    false,
+                )?,
+                force_conflicts: parse_bool("force-conflicts", env.input("force-conflicts"), true)?,
+                record_namespace: env
+                    .input("record-namespace")
+                    .unwrap_or("kdeploy-system")
+                    .to_string(),
+                ..crate::apply::Options::default()
+            },
         })
     }
 }
@@ -214,6 +234,9 @@ pub async fn run(env: &ActionEnv, retry: RetryPolicy, log: &mut dyn Write) -> an
     if let Some(token) = &inputs.token {
         runner.line(&format!("::add-mask::{token}"))?;
     }
+    if let Some(k) = &inputs.kubeconfig {
+        mask_kubeconfig(&mut runner, k)?;
+    }
     let name = env
         .var("GITHUB_EVENT_NAME")
         .context("GITHUB_EVENT_NAME is not set; `kdeploy action` runs inside GitHub Actions (use `kdeploy plan` locally)")?;
@@ -240,11 +263,6 @@ pub async fn run(env: &ActionEnv, retry: RetryPolicy, log: &mut dyn Write) -> an
         (Event::Push { .. }, None) => Mode::Apply,
         (_, None) => Mode::Plan,
     };
-    if mode == Mode::Apply {
-        runner.warning(
-            "apply is not available in this version of kdeploy: planning only, nothing is deployed",
-        )?;
-    }
 
     let workspace = PathBuf::from(env.var("GITHUB_WORKSPACE").unwrap_or("."));
     let repo_dir = workspace.join(&inputs.working_directory);
@@ -342,7 +360,143 @@ pub async fn run(env: &ActionEnv, retry: RetryPolicy, log: &mut dyn Write) -> an
         ("comment-url", url.unwrap_or_default()),
     ])?;
     summarize(&mut runner, &plan)?;
-    Ok(0)
+    if mode == Mode::Plan {
+        return Ok(0);
+    }
+    deploy(&mut runner, &inputs, &head, &base, &filter).await
+}
+
+/// Values of these kubeconfig keys are secrets the runner must mask.
+const KUBECONFIG_SECRETS: &[&str] = &[
+    "token:",
+    "client-key-data:",
+    "client-certificate-data:",
+    "password:",
+    "id-token:",
+    "refresh-token:",
+];
+
+/// Masks the secret values of kubeconfig content (not a path).
+fn mask_kubeconfig(runner: &mut Runner<'_>, kubeconfig: &str) -> std::io::Result<()> {
+    for line in kubeconfig.lines() {
+        let t = line.trim().trim_start_matches("- ");
+        if let Some(key) = KUBECONFIG_SECRETS.iter().find(|k| t.starts_with(**k)) {
+            let value = t[key.len()..].trim().trim_matches('"').trim_matches('\'');
+            if !value.is_empty() {
+                runner.line(&format!("::add-mask::{value}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mode apply: renders the head state in full and deploys it.
+async fn deploy(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    head: &Snapshot,
+    base: &Snapshot,
+    filter: &Filter,
+) -> anyhow::Result<u8> {
+    runner.group("Deploy")?;
+    // A full render (not the incremental comparison): every resource of the
+    // head state is checked, duplicates included, before the cluster is touched.
+    let head_state = match render::render(head, filter) {
+        Ok(s) => s,
+        Err(render::Error::Invalid(problems)) => {
+            for p in &problems.0 {
+                runner.line(&prefixed_annotation(p, &inputs.working_directory))?;
+            }
+            runner.end_group()?;
+            return Ok(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let base_state = if base.is_empty() {
+        None
+    } else {
+        render::render(base, filter).ok()
+    };
+    let access = crate::cluster::Access {
+        kubeconfig: inputs.kubeconfig.clone(),
+        context: inputs.context.clone(),
+    };
+    let client = crate::cluster::connect(&access).await?;
+    let repository = runner
+        .env
+        .var("GITHUB_REPOSITORY")
+        .unwrap_or("unknown")
+        .to_string();
+    let head_commit = head_state
+        .commit
+        .map_or_else(|| head_state.label.clone(), |c| c.to_string());
+    let mut text = Vec::new();
+    let result = crate::apply::apply_states(
+        &client,
+        &head_state,
+        base_state.as_ref(),
+        filter,
+        &repository,
+        &head_commit,
+        &inputs.apply,
+        &mut text,
+    )
+    .await;
+    runner.log.write_all(&text)?;
+    runner.end_group()?;
+    let reports = result?;
+    let report_path = runner
+        .env
+        .var("RUNNER_TEMP")
+        .map_or_else(std::env::temp_dir, PathBuf::from)
+        .join("kdeploy-report.json");
+    std::fs::write(
+        &report_path,
+        serde_json::to_vec_pretty(&serde_json::json!({ "reports": reports }))?,
+    )
+    .with_context(|| format!("cannot write {}", report_path.display()))?;
+    let mut summary = String::from(
+        "\n### kdeploy deploy\n\n| environment | previous state | applied | deleted | unchanged | result |\n| --- | --- | ---: | ---: | ---: | --- |\n",
+    );
+    for r in &reports {
+        summary.push_str(&format!(
+            "| {} | {:?} | {} | {} | {} | {} |\n",
+            r.environment,
+            r.previous,
+            r.applied.len(),
+            r.deleted.len(),
+            r.unchanged,
+            if r.succeeded() {
+                "deployed"
+            } else {
+                "**failed**"
+            }
+        ));
+    }
+    for r in &reports {
+        for f in &r.failed {
+            summary.push_str(&format!("\n- :x: `{}` ({}): {}", f.id, f.source, f.error));
+        }
+        if !r.not_attempted.is_empty() {
+            summary.push_str(&format!(
+                "\n- not attempted after the failure: {}",
+                r.not_attempted.join(", ")
+            ));
+        }
+    }
+    summary.push('\n');
+    runner.summary(&summary)?;
+    let ok = reports.iter().all(crate::apply::Report::succeeded);
+    runner.outputs(&[
+        ("deployed", ok.to_string()),
+        ("report-json", report_path.display().to_string()),
+    ])?;
+    if ok {
+        Ok(0)
+    } else {
+        runner.line("::error::deploy failed; see the job summary. The deploy record was not updated, so a re-run retries the change")?;
+        Ok(1)
+    }
 }
 
 fn summarize(runner: &mut Runner<'_>, plan: &Plan) -> std::io::Result<()> {

@@ -479,17 +479,19 @@ async fn render_errors_are_reported_in_the_comment_and_fail_the_job() {
 }
 
 #[tokio::test]
-async fn first_push_adds_everything_and_says_apply_is_not_there_yet() {
+async fn first_push_in_plan_mode_adds_everything() {
     let job = Job::new().await;
     let head = job.base();
     let mut payload = shared_event("octokit-webhooks/api.github.com/push/with-new-branch.payload.json")
         .unwrap_or_else(|| json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "created": true, "deleted": false}));
     payload["after"] = json!(head);
     payload["ref"] = json!("refs/heads/main");
-    let run = job.run("push", &payload, "main", &[]).await;
+    let run = job
+        .run("push", &payload, "main", &[("INPUT_MODE", "plan")])
+        .await;
     assert_eq!(run.code, 0, "{}", run.log);
     assert!(run.log.contains("first push"));
-    assert!(run.log.contains("::warning::apply is not available"));
+    assert!(!run.log.contains("::group::Deploy"));
     assert_eq!(
         output(&run.outputs, "added").as_deref(),
         Some("15"),
@@ -513,7 +515,9 @@ async fn push_compares_before_and_after_fetching_what_the_shallow_clone_lacks() 
     payload["before"] = json!(before);
     payload["after"] = json!(after);
     payload["deleted"] = json!(false);
-    let run = job.run("push", &payload, "main", &[]).await;
+    let run = job
+        .run("push", &payload, "main", &[("INPUT_MODE", "plan")])
+        .await;
     assert_eq!(run.code, 0, "{}", run.log);
     assert_eq!(
         output(&run.outputs, "changed").as_deref(),
@@ -670,4 +674,72 @@ async fn secret_values_and_the_token_appear_nowhere() {
     ] {
         assert!(!everything.contains(canary), "{canary} leaked");
     }
+}
+
+#[tokio::test]
+async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
+    let job = Job::new().await;
+    let sim = crate::k8s_sim::Sim::start().await;
+    let before = job.base();
+    job.origin.write("services/web/version", "1.2.0\n");
+    let after = job.origin.commit("bump web");
+    let payload =
+        json!({"ref": "refs/heads/main", "before": before, "after": after, "deleted": false});
+    let kubeconfig = sim.kubeconfig();
+    let run = job
+        .run(
+            "push",
+            &payload,
+            "main",
+            &[
+                ("INPUT_KUBECONFIG", &kubeconfig),
+                ("INPUT_ENVIRONMENTS", "staging"),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains("::add-mask::sim-token-CANARY-KUBE"),
+        "{}",
+        run.log
+    );
+    assert!(!visible(&run, &job.fake, 0).contains("CANARY-KUBE"));
+    assert!(
+        run.log
+            .contains("staging: previous state from the base revision"),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.summary.contains("### kdeploy deploy"),
+        "{}",
+        run.summary
+    );
+    assert_eq!(output(&run.outputs, "deployed").as_deref(), Some("true"));
+    // No record yet: the base revision is the previous state, so only the
+    // changed Deployment is sent, plus its namespace, missing from the cluster.
+    assert!(
+        run.log
+            .contains("applied  Namespace web\n  applied  apps/Deployment web/web\n"),
+        "{}",
+        run.log
+    );
+    assert!(sim.get("apps", "Deployment", "web", "web").is_some());
+    assert!(
+        sim.get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+            .is_some(),
+        "record written"
+    );
+
+    // A cluster that cannot be reached fails the job before any work.
+    let bad = kubeconfig.replace(&sim.url, "http://127.0.0.1:9");
+    let run = job
+        .run("push", &payload, "main", &[("INPUT_KUBECONFIG", &bad)])
+        .await;
+    assert_eq!(run.code, 255, "{}", run.log);
+    assert!(
+        run.log.contains("cannot reach the Kubernetes API"),
+        "{}",
+        run.log
+    );
 }

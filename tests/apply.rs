@@ -733,3 +733,42 @@ async fn cli_apply_against_the_simulator_and_an_unreachable_cluster() {
     );
     assert!(!run.stderr.contains("CANARY-KUBE"));
 }
+
+/// Figures for the closing note, not a pass/fail check:
+/// `cargo test --release --test tests apply::first_deploy_of_1000_resources -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand with --ignored --nocapture"]
+async fn first_deploy_of_1000_resources() {
+    let repo = Repo::new();
+    for (path, text) in kdeploy::bench::synthetic_files(150, 1) {
+        repo.write(&path, &text);
+    }
+    repo.write("charts/raw/Chart.yaml", "name: raw\nversion: 1.0.0\n")
+        .write("charts/raw/templates/crd.yaml", SERVICEMONITOR_CRD)
+        .write("services/platform/config.yaml", "chart: raw\n")
+        .write("services/platform/version", "1\n")
+        .write("services/platform/staging/config.yaml", "");
+    repo.commit("synthetic");
+    let head = state(&repo, "HEAD");
+    println!("resources: {}", head.resource_count());
+    for latency in [0u64, 2] {
+        for concurrency in [1usize, 8, 32] {
+            let sim = Sim::start().await;
+            sim.set_latency(Duration::from_millis(latency));
+            let client = sim.client().await;
+            let opts = Options {
+                concurrency,
+                ..fast()
+            };
+            let started = std::time::Instant::now();
+            let (reports, out) = deploy(&client, &head, None, &Filter::default(), &opts).await;
+            assert!(reports[0].succeeded(), "{out}");
+            println!(
+                "latency {latency} ms, concurrency {concurrency}: {} applied, {} requests, {:.0} ms",
+                reports[0].applied.len(),
+                sim.requests().len(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod util;
 
 mod action;
 mod apply;
+mod e2e;
 
 mod event;
 mod example;

@@ -526,6 +526,25 @@ async fn apply_held(
             to_apply.push(r);
         }
     }
+    // A namespace the previous state says exists but the cluster lacks (a
+    // record-less first deploy from a base revision, or a hand deletion)
+    // would make everything in it fail: apply it again.
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for r in &target.head {
+        let is_ns = r.id.group.is_empty() && r.id.kind == "Namespace";
+        if is_ns && !to_apply.iter().any(|x| x.id == r.id) {
+            let found = with_retry(opts, || ns_api.get_opt(&r.id.name))
+                .await
+                .map_err(|source| Error::Api {
+                    what: format!("reading namespace {}", r.id.name),
+                    source,
+                })?;
+            if found.is_none() {
+                to_apply.push(r);
+                unchanged -= 1;
+            }
+        }
+    }
     let to_delete: Vec<&Entry> = if opts.prune {
         previous
             .values()

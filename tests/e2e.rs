@@ -1,0 +1,86 @@
+//! The apply scenarios against a real cluster. Opt-in: they run with
+//! `KDEPLOY_E2E=1` and a `KUBECONFIG` (the project's e2e workflow uses kind):
+//! `KDEPLOY_E2E=1 cargo test --test tests e2e -- --ignored`.
+//! They create and delete the namespaces api, web, worker and kdeploy-system
+//! and the ServiceMonitor CRD: never point them at a cluster that matters.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kdeploy::apply::Report;
+use kdeploy::cluster::{self, Access};
+use kdeploy::config::Filter;
+use kube::Api;
+
+use crate::apply::{deploy, example_repo, fast, state};
+
+async fn real_cluster() -> Option<kube::Client> {
+    if std::env::var("KDEPLOY_E2E").as_deref() != Ok("1") {
+        eprintln!("skipped: set KDEPLOY_E2E=1 and KUBECONFIG to run against a real cluster");
+        return None;
+    }
+    Some(
+        cluster::connect(&Access::default())
+            .await
+            .expect("KUBECONFIG points at a reachable cluster"),
+    )
+}
+
+async fn cleanup(client: &kube::Client) {
+    let ns: Api<Namespace> = Api::all(client.clone());
+    for name in ["api", "web", "worker", "kdeploy-system"] {
+        let _ = ns.delete(name, &Default::default()).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: KDEPLOY_E2E=1 KUBECONFIG=... cargo test --test tests e2e -- --ignored"]
+async fn first_deploy_change_and_removal_on_a_real_cluster() {
+    let Some(client) = real_cluster().await else {
+        return;
+    };
+    cleanup(&client).await;
+    let repo = example_repo();
+    let prod = Filter::new(Some("production"), None).unwrap();
+
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    let web: Api<Deployment> = Api::namespaced(client.clone(), "web");
+    assert_eq!(web.get("web").await.unwrap().spec.replicas, Some(4));
+
+    repo.write(
+        "services/web/production/config.yaml",
+        "replicas: 5\ningress:\n  host: shop.example.com\n  tls: true\n",
+    );
+    repo.commit("scale web");
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    assert_eq!(reports[0].applied, ["apps/Deployment web/web"], "{out}");
+    assert_eq!(web.get("web").await.unwrap().spec.replicas, Some(5));
+
+    repo.remove("services/worker");
+    repo.commit("remove worker");
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    assert!(
+        reports[0]
+            .deleted
+            .iter()
+            .any(|d| d == "apps/Deployment worker/worker"),
+        "{out}"
+    );
+    let worker: Api<Deployment> = Api::namespaced(client.clone(), "worker");
+    assert!(
+        worker
+            .get_opt("worker")
+            .await
+            .map(|d| d.is_none_or(|d| d.metadata.deletion_timestamp.is_some()))
+            .unwrap_or(true)
+    );
+
+    let dry = kdeploy::apply::Options {
+        dry_run: true,
+        sync: true,
+        ..fast()
+    };
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &dry).await;
+    assert!(reports[0].succeeded(), "{out}");
+    cleanup(&client).await;
+}
