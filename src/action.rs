@@ -421,7 +421,6 @@ async fn deploy(
         kubeconfig: inputs.kubeconfig.clone(),
         context: inputs.context.clone(),
     };
-    let client = crate::cluster::connect(&access).await?;
     let repository = runner
         .env
         .var("GITHUB_REPOSITORY")
@@ -431,11 +430,12 @@ async fn deploy(
         .commit
         .map_or_else(|| head_state.label.clone(), |c| c.to_string());
     let mut text = Vec::new();
-    let result = crate::apply::apply_states(
-        &client,
+    let result = crate::apply::deploy_environments(
+        &access,
         &head_state,
         base_state.as_ref(),
-        filter,
+        inputs.environments.as_deref(),
+        inputs.apps.as_deref(),
         &repository,
         &head_commit,
         &inputs.apply,

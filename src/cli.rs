@@ -32,6 +32,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Deploy: server-side apply what changed since the last deploy, delete what is gone.
     Apply(ApplyArgs),
+    /// Show how the cluster differs from the head revision (live vs server-side dry run).
+    Diff(DiffArgs),
     /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
@@ -169,6 +171,26 @@ pub struct ApplyArgs {
     pub repository: Option<String>,
 }
 
+/// `kdeploy diff --live`.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// Repository and releases.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Compare with the live cluster (the only mode; `kdeploy plan` compares revisions).
+    #[arg(long, required = true)]
+    pub live: bool,
+    /// The revision to compare; `.` means the work tree.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    pub head: String,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+    /// Kubeconfig context.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
 /// `kdeploy bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -217,6 +239,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Render(args) => run_render(&args, out),
         Command::Plan(args) => run_plan(&args, out),
+        Command::Diff(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run_diff(&args, out))
+        }
         Command::Apply(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -274,6 +302,47 @@ fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     })
 }
 
+async fn run_diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let filter = args.selection.filter()?;
+    let head = render::render(
+        &Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?,
+        &filter,
+    )?;
+    let client = crate::cluster::connect(&crate::cluster::Access {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    })
+    .await?;
+    let resources: Vec<&crate::resource::Resource> = head
+        .releases
+        .iter()
+        .flat_map(|r| r.resources.iter())
+        .collect();
+    let diffs = crate::apply::live::diff(&client, &resources, &crate::apply::Options::default())
+        .await
+        .map_err(|errors| {
+            anyhow::anyhow!(
+                "cannot compare with the cluster:\n  {}",
+                errors.join("\n  ")
+            )
+        })?;
+    for d in &diffs {
+        out.write_all(d.diff.as_bytes())?;
+    }
+    let new = diffs.iter().filter(|d| d.new).count();
+    writeln!(
+        out,
+        "{} of {} resources differ from the cluster ({new} new)",
+        diffs.len(),
+        resources.len()
+    )?;
+    Ok(if diffs.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Differences
+    })
+}
+
 /// The repository identity kept in deploy records.
 fn repository_identity(args: &ApplyArgs) -> String {
     if let Some(r) = &args.repository {
@@ -306,11 +375,6 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         )?),
         None => None,
     };
-    let access = crate::cluster::Access {
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-    };
-    let client = crate::cluster::connect(&access).await?;
     let opts = crate::apply::Options {
         dry_run: args.dry_run.is_some(),
         sync: args.sync,
@@ -330,11 +394,16 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     let head_commit = head
         .commit
         .map_or_else(|| head.label.clone(), |c| c.to_string());
-    let reports = crate::apply::apply_states(
-        &client,
+    let access = crate::cluster::Access {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    };
+    let reports = crate::apply::deploy_environments(
+        &access,
         &head,
         base.as_ref(),
-        &filter,
+        args.selection.env.as_deref(),
+        args.selection.app.as_deref(),
         &repository,
         &head_commit,
         &opts,

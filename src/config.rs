@@ -29,6 +29,16 @@ pub struct Settings {
     pub default_chart: String,
     /// Noise control for plans.
     pub plan: crate::plan::PlanSettings,
+    /// Per-environment cluster settings.
+    pub environments: BTreeMap<String, EnvironmentSettings>,
+}
+
+/// Cluster settings of one environment in `kdeploy.yaml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EnvironmentSettings {
+    /// The kubeconfig context of the environment's cluster (overridden by `--context`).
+    pub context: Option<String>,
 }
 
 impl Default for Settings {
@@ -39,6 +49,7 @@ impl Default for Settings {
             output: "_gen".into(),
             default_chart: "service".into(),
             plan: crate::plan::PlanSettings::default(),
+            environments: BTreeMap::new(),
         }
     }
 }

@@ -119,7 +119,7 @@ pub const REDACTED: &str = "<redacted>";
 /// Replaces the values of a Secret's `data` and `stringData` with markers
 /// saying how each key differs from `other` (the other side of the diff).
 /// Equal values get equal markers, so they produce no diff line.
-fn redact_secret(object: &mut Value, other: Option<&Value>, side_is_head: bool) {
+pub(crate) fn redact_secret(object: &mut Value, other: Option<&Value>, side_is_head: bool) {
     if object["kind"] != "Secret"
         || !resource::split_api_version(object["apiVersion"].as_str().unwrap_or(""))
             .0

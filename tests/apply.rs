@@ -772,3 +772,71 @@ async fn first_deploy_of_1000_resources() {
         }
     }
 }
+
+#[tokio::test]
+async fn diff_live_shows_real_changes_new_resources_and_no_secret_values() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    repo.write("charts/raw/templates/secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: default\nstringData:\n  password: CANARY-LIVE-1\n");
+    repo.commit("secret");
+    let prod = Filter::new(Some("production"), None).unwrap();
+    deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    let all = |s: &State| -> Vec<kdeploy::resource::Resource> {
+        s.releases
+            .iter()
+            .filter(|r| r.release.env == "production")
+            .flat_map(|r| r.resources.clone())
+            .collect()
+    };
+    // Right after a deploy nothing differs: server-set fields are ignored.
+    let same = all(&state(&repo, "HEAD"));
+    let refs: Vec<&kdeploy::resource::Resource> = same.iter().collect();
+    let diffs = apply::live::diff(&client, &refs, &fast()).await.unwrap();
+    assert!(
+        diffs.is_empty(),
+        "{:#?}",
+        diffs.iter().map(|d| &d.diff).collect::<Vec<_>>()
+    );
+
+    repo.write("services/web/production/config.yaml", "replicas: 7\ningress:\n  host: shop.example.com\n  tls: true\n")
+        .write("services/shop/config.yaml", "image: x/shop\n")
+        .write("services/shop/version", "1\n")
+        .write("services/shop/production/config.yaml", "")
+        .write("charts/raw/templates/secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: default\nstringData:\n  password: CANARY-LIVE-2\n");
+    repo.commit("changes");
+    let changed = all(&state(&repo, "HEAD"));
+    let refs: Vec<&kdeploy::resource::Resource> = changed.iter().collect();
+    let diffs = apply::live::diff(&client, &refs, &fast()).await.unwrap();
+    let web = diffs
+        .iter()
+        .find(|d| d.id == "apps/Deployment web/web")
+        .expect("web differs");
+    assert!(
+        web.diff.contains("-  replicas: 4\n+  replicas: 7"),
+        "{}",
+        web.diff
+    );
+    assert!(!web.new);
+    // The shop app's namespace does not exist: its resources are new, not errors.
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d.id == "apps/Deployment shop/shop" && d.new)
+    );
+    let secret = diffs
+        .iter()
+        .find(|d| d.id == "Secret default/db")
+        .expect("secret differs");
+    assert!(
+        secret.diff.contains("<redacted> (changed)"),
+        "{}",
+        secret.diff
+    );
+    assert!(diffs.iter().all(|d| !d.diff.contains("CANARY-LIVE")));
+    // Nothing was written by the diff.
+    assert_eq!(
+        sim.get("apps", "Deployment", "web", "web").unwrap()["spec"]["replicas"],
+        4
+    );
+}

@@ -10,6 +10,7 @@
 //! is ever deleted, and kdeploy adds no labels to the user's objects.
 
 pub mod lease;
+pub mod live;
 pub mod record;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -849,6 +850,73 @@ pub async fn apply_states(
             )?;
         }
         reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Deploys every selected environment of `head` (and of `base`) to its
+/// cluster: the context of `access`, else the environment's `context` in
+/// kdeploy.yaml, else the kubeconfig's current context. One client per
+/// distinct context.
+///
+/// # Errors
+/// A cluster that cannot be reached, or an environment that cannot start.
+#[allow(clippy::too_many_arguments)]
+pub async fn deploy_environments(
+    access: &crate::cluster::Access,
+    head: &crate::render::State,
+    base: Option<&crate::render::State>,
+    env_glob: Option<&str>,
+    app_glob: Option<&str>,
+    repository: &str,
+    head_commit: &str,
+    opts: &Options,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Vec<Report>> {
+    let selected = crate::config::Filter::new(env_glob, app_glob)?;
+    let mut envs: BTreeSet<String> = head
+        .releases
+        .iter()
+        .map(|r| r.release.env.clone())
+        .collect();
+    if let Some(b) = base {
+        envs.extend(b.releases.iter().map(|r| r.release.env.clone()));
+    }
+    let mut clients: HashMap<Option<String>, kube::Client> = HashMap::new();
+    let mut reports = Vec::new();
+    for env in envs.into_iter().filter(|e| selected.matches_env(e)) {
+        let context = access.context.clone().or_else(|| {
+            head.settings
+                .environments
+                .get(&env)
+                .and_then(|e| e.context.clone())
+        });
+        let client = match clients.get(&context) {
+            Some(c) => c.clone(),
+            None => {
+                let c = crate::cluster::connect(&crate::cluster::Access {
+                    kubeconfig: access.kubeconfig.clone(),
+                    context: context.clone(),
+                })
+                .await?;
+                clients.insert(context, c.clone());
+                c
+            }
+        };
+        let env_filter = crate::config::Filter::new(Some(&env), app_glob)?;
+        reports.extend(
+            apply_states(
+                &client,
+                head,
+                base,
+                &env_filter,
+                repository,
+                head_commit,
+                opts,
+                out,
+            )
+            .await?,
+        );
     }
     Ok(reports)
 }
