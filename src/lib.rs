@@ -12,6 +12,7 @@
 //! - [`report`]: a plan as terminal text, markdown or JSON.
 //! - [`apply`]: server-side apply of changed resources, prune, deploy record,
 //!   through a client from [`cluster`].
+//! - [`wait`]: readiness tracking of what was applied.
 //! - [`comment`]: the sticky PR comment, through [`github`].
 //! - [`action`]: the container Action's entry point tying the stages together.
 //!
@@ -35,4 +36,5 @@ pub mod render;
 pub mod report;
 pub mod resource;
 pub mod source;
+pub mod wait;
 pub mod yaml;

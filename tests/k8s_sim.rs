@@ -157,8 +157,22 @@ pub struct Request {
     pub query: String,
 }
 
+/// One watch event: the resourceVersion it happened at.
+#[derive(Debug, Clone)]
+struct WatchEvent {
+    rv: u64,
+    key: Key,
+    kind: &'static str,
+    object: Value,
+}
+
 #[derive(Default)]
 struct Inner {
+    events: Vec<WatchEvent>,
+    /// Watches asking for older resourceVersions get 410 Gone.
+    compacted_to: u64,
+    watchers: Option<tokio::sync::broadcast::Sender<WatchEvent>>,
+    behaviours: BTreeMap<(String, String, String), Behaviour>,
     kinds: Vec<Kind>,
     objects: BTreeMap<Key, Stored>,
     resource_version: u64,
@@ -247,7 +261,7 @@ impl Sim {
             .unwrap_or_default()
             .to_string();
         let stored = finalize_new(&mut inner, object, &kind, &ns);
-        inner.objects.insert(
+        inner.put(
             (kind.group.clone(), kind.plural.clone(), ns, name),
             Stored {
                 object: stored,
@@ -312,6 +326,46 @@ impl Sim {
     /// Delay for every request.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+}
+
+impl Inner {
+    fn emit(&mut self, kind: &'static str, key: &Key, object: &Value) {
+        let rv = object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.resource_version);
+        let ev = WatchEvent {
+            rv,
+            key: key.clone(),
+            kind,
+            object: object.clone(),
+        };
+        if let Some(tx) = &self.watchers {
+            let _ = tx.send(ev.clone());
+        }
+        self.events.push(ev);
+    }
+
+    fn put(&mut self, key: Key, stored: Stored) {
+        let kind = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.emit(kind, &key, &stored.object);
+        self.objects.insert(key, stored);
+    }
+
+    fn del(&mut self, key: &Key) -> Option<Stored> {
+        let removed = self.objects.remove(key);
+        if let Some(s) = &removed {
+            self.resource_version += 1;
+            let mut obj = s.object.clone();
+            obj["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
+            self.emit("DELETED", key, &obj);
+        }
+        removed
     }
 }
 
@@ -619,6 +673,9 @@ fn resource(
         )
     };
     match (method.as_str(), &t.name) {
+        ("GET", None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            watch(inner, t, query)
+        }
         ("GET", None) => {
             let selector = query.get("labelSelector").cloned().unwrap_or_default();
             let items: Vec<Value> = inner
@@ -630,6 +687,7 @@ fn resource(
                         && (t.namespace.is_empty() || k.2 == t.namespace)
                 })
                 .filter(|(_, s)| matches_selector(&s.object, &selector))
+                .filter(|(k, _)| field_name(query).is_none_or(|n| k.3 == n))
                 .map(|(_, s)| s.object.clone())
                 .collect();
             let api_version = if t.kind.group.is_empty() {
@@ -654,10 +712,40 @@ fn resource(
                     None => not_found(t, name),
                 };
             }
-            match inner.objects.remove(&key(name)) {
+            let slow = match behaviour(inner, &t.kind.kind, &t.namespace, name) {
+                Behaviour::SlowDelete(ticks) => Some(ticks),
+                _ => None,
+            };
+            if let (Some(ticks), Some(mut stored)) = (slow, inner.objects.get(&key(name)).cloned())
+            {
+                if !stored.object["metadata"]["deletionTimestamp"].is_string() {
+                    stored.object["metadata"]["deletionTimestamp"] = json!(now());
+                    stored.object["metadata"]["finalizers"] = json!(["sim/slow"]);
+                    stored.object["metadata"]["annotations"]["sim/delete-ticks"] =
+                        json!(ticks.to_string());
+                    inner.resource_version += 1;
+                    stored.object["metadata"]["resourceVersion"] =
+                        json!(inner.resource_version.to_string());
+                    inner.put(key(name), stored.clone());
+                }
+                return ok(200, stored.object);
+            }
+            match inner.del(&key(name)) {
                 Some(s) => {
                     if t.kind.kind == "Namespace" {
-                        inner.objects.retain(|k, _| k.2 != *name);
+                        // Contents go too, except objects still held by a finalizer.
+                        let inside: Vec<Key> = inner
+                            .objects
+                            .iter()
+                            .filter(|(k, s)| {
+                                k.2 == *name
+                                    && !s.object["metadata"]["deletionTimestamp"].is_string()
+                            })
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        for k in inside {
+                            inner.del(&k);
+                        }
                     }
                     if t.kind.kind == "CustomResourceDefinition" {
                         let names = &s.object["spec"]["names"];
@@ -734,7 +822,7 @@ fn resource(
             }
             let updated = update(inner, &existing.object, object);
             if !dry_run {
-                inner.objects.insert(
+                inner.put(
                     key(name),
                     Stored {
                         object: updated.clone(),
@@ -813,7 +901,7 @@ fn resource(
                     object["metadata"]["managedFields"] = managed_fields(&managers);
                     let updated = update(inner, &existing.object, object);
                     if !dry_run {
-                        inner.objects.insert(
+                        inner.put(
                             key(name),
                             Stored {
                                 object: updated.clone(),
@@ -855,7 +943,7 @@ fn created(
             });
         }
     }
-    inner.objects.insert(
+    inner.put(
         (
             t.kind.group.clone(),
             t.kind.plural.clone(),
@@ -1046,4 +1134,411 @@ fn matches_selector(object: &Value, selector: &str) -> bool {
             Some((k, v)) => labels.get(k.trim_end_matches('=')).and_then(Value::as_str) == Some(v),
             None => labels.contains_key(req),
         })
+}
+
+/// `metadata.name=X` of a fieldSelector, the only field selector supported.
+fn field_name(query: &BTreeMap<String, String>) -> Option<String> {
+    query
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("metadata.name="))
+        .map(str::to_string)
+}
+
+/// A watch: the events after `resourceVersion` (all objects as ADDED for
+/// "0"), then live ones, as JSON lines, until `timeoutSeconds` (30 at most).
+fn watch(inner: &mut Inner, t: &Target, query: &BTreeMap<String, String>) -> Response {
+    let since: u64 = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let name = field_name(query);
+    let (group, plural, ns) = (
+        t.kind.group.clone(),
+        t.kind.plural.clone(),
+        t.namespace.clone(),
+    );
+    let matches = move |key: &Key| {
+        key.0 == group
+            && key.1 == plural
+            && (ns.is_empty() || key.2 == ns)
+            && name.as_ref().is_none_or(|n| key.3 == *n)
+    };
+    let line =
+        |kind: &str, object: &Value| format!("{}\n", json!({"type": kind, "object": object}));
+    if since != 0 && since < inner.compacted_to {
+        let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("too old resource version: {since} ({})", inner.compacted_to), "reason": "Expired", "code": 410});
+        return (StatusCode::OK, line("ERROR", &gone)).into_response();
+    }
+    let backlog: Vec<String> = if since == 0 {
+        inner
+            .objects
+            .iter()
+            .filter(|(k, _)| matches(k))
+            .map(|(_, s)| line("ADDED", &s.object))
+            .collect()
+    } else {
+        inner
+            .events
+            .iter()
+            .filter(|e| e.rv > since && matches(&e.key))
+            .map(|e| line(e.kind, &e.object))
+            .collect()
+    };
+    let rx = inner
+        .watchers
+        .get_or_insert_with(|| tokio::sync::broadcast::channel(4096).0)
+        .subscribe();
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30u64)
+        .min(30);
+    let live = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((ev, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    use futures::StreamExt as _;
+    let live = live.filter_map(move |ev| {
+        let out = if ev.kind == "EXPIRE" {
+            Some(line("ERROR", &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410})))
+        } else {
+            matches(&ev.key).then(|| line(ev.kind, &ev.object))
+        };
+        futures::future::ready(out)
+    });
+    let stream = futures::stream::iter(backlog)
+        .chain(live)
+        .take_until(tokio::time::sleep(Duration::from_secs(timeout)))
+        .map(|l| Ok::<_, std::io::Error>(Bytes::from(l)));
+    let mut resp = axum::body::Body::from_stream(stream).into_response();
+    resp.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// How the simulated controllers treat a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Rolls out one replica per tick; Jobs complete after a few ticks.
+    Healthy,
+    /// The image cannot be pulled: ErrImagePull, then ImagePullBackOff.
+    ImagePullBackOff,
+    /// The container is OOMKilled (exit 137) and restarts: CrashLoopBackOff.
+    CrashLoopOomKilled,
+    /// Pods run but never become ready.
+    NeverReady,
+    /// The Job fails its backoffLimit.
+    JobFails,
+    /// Deletion waits this many ticks (a finalizer).
+    SlowDelete(u32),
+}
+
+impl Sim {
+    /// Sets how the controllers treat an object (`kind` as in `Deployment`).
+    pub fn behave(&self, kind: &str, namespace: &str, name: &str, b: Behaviour) {
+        self.lock()
+            .behaviours
+            .insert((kind.into(), namespace.into(), name.into()), b);
+    }
+
+    /// Forgets watch history: watches from older versions get 410 Gone,
+    /// and open watches are ended with it.
+    pub fn expire_watches(&self) {
+        let mut inner = self.lock();
+        inner.compacted_to = inner.resource_version + 1;
+        inner.events.clear();
+        if let Some(tx) = &inner.watchers {
+            let _ = tx.send(WatchEvent {
+                rv: 0,
+                key: Default::default(),
+                kind: "EXPIRE",
+                object: Value::Null,
+            });
+        }
+    }
+
+    /// Starts the simulated controllers: one step every `tick`.
+    pub fn run_controllers(&self, tick: Duration) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                tokio::time::sleep(tick).await;
+                n += 1;
+                controllers_step(&mut lock(&inner), n);
+            }
+        });
+    }
+}
+
+fn behaviour(inner: &Inner, kind: &str, ns: &str, name: &str) -> Behaviour {
+    inner
+        .behaviours
+        .get(&(kind.to_string(), ns.to_string(), name.to_string()))
+        .cloned()
+        .unwrap_or(Behaviour::Healthy)
+}
+
+fn set_status(inner: &mut Inner, key: &Key, status: Value) {
+    let Some(mut stored) = inner.objects.get(key).cloned() else {
+        return;
+    };
+    if stored.object["status"] == status {
+        return;
+    }
+    stored.object["status"] = status;
+    inner.resource_version += 1;
+    stored.object["metadata"]["resourceVersion"] = json!(inner.resource_version.to_string());
+    inner.put(key.clone(), stored);
+}
+
+fn condition(kind: &str, status: &str, reason: &str, message: &str) -> Value {
+    json!({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": now(), "lastUpdateTime": now()})
+}
+
+/// Pods of a workload revision, with container states by behaviour.
+#[allow(clippy::too_many_arguments)]
+fn sync_pods(
+    inner: &mut Inner,
+    ns: &str,
+    owner: &str,
+    hash: &str,
+    labels: &Value,
+    count: i64,
+    ready: i64,
+    b: &Behaviour,
+    step: u64,
+) {
+    for i in 0..count {
+        let name = format!("{owner}-{hash}-{i}");
+        let mut pod_labels = labels.clone();
+        pod_labels["pod-template-hash"] = json!(hash);
+        let (phase, state, ready_flag, restarts, last) = match b {
+            Behaviour::ImagePullBackOff => {
+                let reason = if step.is_multiple_of(2) {
+                    "ImagePullBackOff"
+                } else {
+                    "ErrImagePull"
+                };
+                (
+                    "Pending",
+                    json!({"waiting": {"reason": reason, "message": format!("Back-off pulling image \"ghcr.io/example/{owner}\"")}}),
+                    false,
+                    0,
+                    Value::Null,
+                )
+            }
+            Behaviour::CrashLoopOomKilled => (
+                "Running",
+                json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}}),
+                false,
+                step as i64,
+                json!({"terminated": {"reason": "OOMKilled", "exitCode": 137}}),
+            ),
+            Behaviour::NeverReady => (
+                "Running",
+                json!({"running": {"startedAt": now()}}),
+                false,
+                0,
+                Value::Null,
+            ),
+            _ => (
+                "Running",
+                json!({"running": {"startedAt": now()}}),
+                i < ready,
+                0,
+                Value::Null,
+            ),
+        };
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": pod_labels,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{owner}-{hash}"), "uid": "rs", "controller": true}]},
+            "spec": {"containers": [{"name": owner, "image": "x"}]},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready_flag { "True" } else { "False" }}],
+                "containerStatuses": [{"name": owner, "ready": ready_flag, "restartCount": restarts, "state": state, "lastState": last, "image": "x", "imageID": ""}]}
+        });
+        let key = (
+            String::new(),
+            "pods".to_string(),
+            ns.to_string(),
+            name.clone(),
+        );
+        match inner.objects.get(&key).cloned() {
+            Some(mut existing) => {
+                if existing.object["status"] != pod["status"] {
+                    existing.object["status"] = pod["status"].clone();
+                    inner.resource_version += 1;
+                    existing.object["metadata"]["resourceVersion"] =
+                        json!(inner.resource_version.to_string());
+                    inner.put(key, existing);
+                }
+            }
+            None => {
+                let kind = inner.kinds.iter().find(|k| k.kind == "Pod").cloned();
+                if let Some(kind) = kind {
+                    let stored = finalize_new(inner, pod, &kind, ns);
+                    inner.put(
+                        key,
+                        Stored {
+                            object: stored,
+                            applied: BTreeMap::new(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn template_hash(template: &Value) -> String {
+    let mut h: u64 = 1469598103934665603;
+    for b in template.to_string().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(1099511628211);
+    }
+    format!("{:x}", h & 0xffff_ffff)
+}
+
+fn controllers_step(inner: &mut Inner, step: u64) {
+    let keys: Vec<Key> = inner.objects.keys().cloned().collect();
+    for key in keys {
+        let Some(obj) = inner.objects.get(&key).map(|s| s.object.clone()) else {
+            continue;
+        };
+        let (ns, name) = (key.2.clone(), key.3.clone());
+        // Deletions held by a finalizer.
+        if obj["metadata"]["deletionTimestamp"].is_string() {
+            let left = obj["metadata"]["annotations"]["sim/delete-ticks"]
+                .as_str()
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0);
+            if left == 0 {
+                inner.del(&key);
+            } else if let Some(mut stored) = inner.objects.get(&key).cloned() {
+                stored.object["metadata"]["annotations"]["sim/delete-ticks"] =
+                    json!((left - 1).to_string());
+                inner.objects.insert(key.clone(), stored);
+            }
+            continue;
+        }
+        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
+        match (key.0.as_str(), key.1.as_str()) {
+            ("apps", "deployments") => {
+                let b = behaviour(inner, "Deployment", &ns, &name);
+                let desired = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+                let mut st = obj["status"].clone();
+                if !st.is_object() {
+                    st = json!({});
+                }
+                let hash = template_hash(&obj["spec"]["template"]);
+                if st["observedGeneration"].as_i64() != Some(generation) {
+                    st = json!({"observedGeneration": generation, "replicas": desired, "updatedReplicas": 0,
+                        "readyReplicas": 0, "availableReplicas": 0, "unavailableReplicas": desired,
+                        "conditions": [condition("Progressing", "True", "ReplicaSetUpdated", &format!("ReplicaSet \"{name}-{hash}\" is progressing."))]});
+                    let mut rs_labels = obj["spec"]["template"]["metadata"]["labels"].clone();
+                    rs_labels["pod-template-hash"] = json!(hash);
+                    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": rs_labels,
+                            "annotations": {"deployment.kubernetes.io/revision": generation.to_string()},
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": obj["metadata"]["uid"], "controller": true}]},
+                        "spec": {"replicas": desired, "selector": obj["spec"]["selector"], "template": obj["spec"]["template"]}});
+                    let rs_key = (
+                        "apps".to_string(),
+                        "replicasets".to_string(),
+                        ns.clone(),
+                        format!("{name}-{hash}"),
+                    );
+                    if !inner.objects.contains_key(&rs_key)
+                        && let Some(kind) =
+                            inner.kinds.iter().find(|k| k.kind == "ReplicaSet").cloned()
+                    {
+                        let stored = finalize_new(inner, rs, &kind, &ns);
+                        inner.put(
+                            rs_key,
+                            Stored {
+                                object: stored,
+                                applied: BTreeMap::new(),
+                            },
+                        );
+                    }
+                    set_status(inner, &key, st);
+                    continue;
+                }
+                let updated = st["updatedReplicas"].as_i64().unwrap_or(0);
+                let labels = obj["spec"]["template"]["metadata"]["labels"].clone();
+                match b {
+                    Behaviour::Healthy => {
+                        let n = (updated + 1).min(desired);
+                        st["updatedReplicas"] = json!(n);
+                        st["readyReplicas"] = json!(n);
+                        st["availableReplicas"] = json!(n);
+                        st["unavailableReplicas"] = json!(desired - n);
+                        st["replicas"] = json!(desired);
+                        if n == desired {
+                            st["conditions"] = json!([
+                                condition(
+                                    "Available",
+                                    "True",
+                                    "MinimumReplicasAvailable",
+                                    "Deployment has minimum availability."
+                                ),
+                                condition(
+                                    "Progressing",
+                                    "True",
+                                    "NewReplicaSetAvailable",
+                                    &format!(
+                                        "ReplicaSet \"{name}-{hash}\" has successfully progressed."
+                                    )
+                                )
+                            ]);
+                        }
+                        sync_pods(inner, &ns, &name, &hash, &labels, desired, n, &b, step);
+                    }
+                    other => {
+                        st["updatedReplicas"] = json!(desired);
+                        st["readyReplicas"] = json!(0);
+                        st["availableReplicas"] = json!(0);
+                        st["unavailableReplicas"] = json!(desired);
+                        sync_pods(inner, &ns, &name, &hash, &labels, desired, 0, &other, step);
+                    }
+                }
+                set_status(inner, &key, st);
+            }
+            ("batch", "jobs") => {
+                let b = behaviour(inner, "Job", &ns, &name);
+                let mut st = if obj["status"].is_object() {
+                    obj["status"].clone()
+                } else {
+                    json!({"active": 1, "startTime": now()})
+                };
+                let ticks = st["sim/ticks"].as_u64().unwrap_or(0) + 1;
+                st["sim/ticks"] = json!(ticks);
+                if ticks >= 3 && st["conditions"].is_null() {
+                    st["active"] = json!(0);
+                    if b == Behaviour::JobFails {
+                        st["failed"] = json!(7);
+                        st["conditions"] = json!([condition(
+                            "Failed",
+                            "True",
+                            "BackoffLimitExceeded",
+                            "Job has reached the specified backoff limit"
+                        )]);
+                    } else {
+                        st["succeeded"] = json!(1);
+                        st["conditions"] = json!([condition("Complete", "True", "", "")]);
+                    }
+                }
+                set_status(inner, &key, st);
+            }
+            _ => {}
+        }
+    }
 }

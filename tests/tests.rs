@@ -12,3 +12,4 @@ mod event;
 mod example;
 mod plan;
 mod render;
+mod wait;

@@ -55,6 +55,9 @@ pub struct Options {
     pub attempts: u32,
     /// First retry delay, doubled each time, with jitter.
     pub backoff: Duration,
+    /// Wait for workloads to be ready (and deletions to finish) before the
+    /// deploy counts as done.
+    pub wait: Option<crate::wait::Options>,
 }
 
 impl Default for Options {
@@ -72,6 +75,7 @@ impl Default for Options {
             lease: lease::Options::default(),
             attempts: 5,
             backoff: Duration::from_millis(200),
+            wait: None,
         }
     }
 }
@@ -146,12 +150,24 @@ pub struct Report {
     pub unchanged: usize,
     /// Whether the deploy record was updated.
     pub record_written: bool,
+    /// Readiness of what was applied and deleted (with `wait`).
+    pub tracked: Vec<crate::wait::Tracked>,
+    /// Progress lines of the tracking, one per change of state.
+    #[serde(skip)]
+    pub progress: String,
 }
 
 impl Report {
-    /// True when nothing failed.
+    /// True when nothing failed (and, with `wait`, everything is ready).
     pub fn succeeded(&self) -> bool {
-        self.failed.is_empty() && self.not_attempted.is_empty()
+        self.failed.is_empty()
+            && self.not_attempted.is_empty()
+            && self.tracked.iter().all(crate::wait::Tracked::ok)
+    }
+
+    /// True when tracking ran out of time (and nothing else failed).
+    pub fn timed_out(&self) -> bool {
+        self.failed.is_empty() && self.tracked.iter().any(|t| t.timed_out)
     }
 }
 
@@ -570,7 +586,11 @@ async fn apply_held(
         not_attempted: Vec::new(),
         unchanged,
         record_written: false,
+        tracked: Vec::new(),
+        progress: String::new(),
     };
+    let mut to_track: Vec<crate::wait::Target> = Vec::new();
+    let global_timeout = opts.wait.as_ref().map(|w| w.timeout).unwrap_or_default();
 
     for ns in &missing_namespaces {
         match ensure_namespace(client, ns, opts).await {
@@ -627,6 +647,18 @@ async fn apply_held(
             }
         }
         let params = &params;
+        for (r, ar, caps) in &jobs {
+            if opts.wait.is_some() && crate::wait::needs_tracking(&r.id, false) {
+                to_track.push(crate::wait::Target {
+                    id: r.id.clone(),
+                    app: r.origin.app.clone(),
+                    api: ar.clone(),
+                    namespaced: matches!(caps.scope, Scope::Namespaced),
+                    timeout: crate::wait::timeout_of(&r.object, global_timeout),
+                    deleted: false,
+                });
+            }
+        }
         let results: Vec<(&Resource, Result<(), kube::Error>)> = futures::stream::iter(jobs)
             .map(|(r, ar, caps)| async move {
                 let api = api_for(client, &ar, &caps, r.id.namespace.as_deref());
@@ -699,6 +731,16 @@ async fn apply_held(
             let result = match resolved {
                 Ok(Some((ar, caps))) => {
                     let api = api_for(client, &ar, &caps, id.namespace.as_deref());
+                    if opts.wait.is_some() && !opts.dry_run {
+                        to_track.push(crate::wait::Target {
+                            id: id.clone(),
+                            app: e.app.clone(),
+                            api: ar.clone(),
+                            namespaced: matches!(caps.scope, Scope::Namespaced),
+                            timeout: global_timeout,
+                            deleted: true,
+                        });
+                    }
                     match with_retry(opts, || api.delete(&id.name, &dp)).await {
                         Ok(_) => Ok(()),
                         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -721,6 +763,21 @@ async fn apply_held(
                 }
             }
         }
+    }
+
+    // Failed writes already decided the outcome; otherwise wait for readiness.
+    if let Some(w) = &opts.wait
+        && report.failed.is_empty()
+        && !opts.dry_run
+    {
+        // Only resources whose write went through are tracked.
+        to_track.retain(|t| {
+            let id = t.id.to_string();
+            report.applied.contains(&id) || report.deleted.contains(&id)
+        });
+        let mut progress = Vec::new();
+        report.tracked = crate::wait::track(client, to_track, w, &mut progress).await;
+        report.progress = String::from_utf8_lossy(&progress).into_owned();
     }
 
     if report.succeeded() && !opts.dry_run {
@@ -750,6 +807,14 @@ async fn apply_held(
     }
     report.ended_at = k8s_openapi::jiff::Timestamp::now().to_string();
     Ok(report)
+}
+
+fn describe_state(s: &crate::wait::State) -> String {
+    match s {
+        crate::wait::State::Ready => String::new(),
+        crate::wait::State::Waiting(w) => format!("still waiting for: {w}"),
+        crate::wait::State::Failed(f) => f.clone(),
+    }
 }
 
 /// The resources of one environment of a state, of the apps in scope.
@@ -842,6 +907,28 @@ pub async fn apply_states(
         }
         for id in &report.not_attempted {
             writeln!(out, "  skipped  {id} (not attempted after the failure)")?;
+        }
+        if !report.tracked.is_empty() {
+            writeln!(out, "{env}: waiting for {} resources", report.tracked.len())?;
+            out.write_all(report.progress.as_bytes())?;
+            writeln!(
+                out,
+                "  {:<50} {:<8} {:>8}  DETAIL",
+                "RESOURCE", "RESULT", "TIME"
+            )?;
+            for t in &report.tracked {
+                let (result, detail) = match (&t.state, t.timed_out) {
+                    (_, true) => ("timeout", describe_state(&t.state)),
+                    (crate::wait::State::Ready, _) => ("ready", String::new()),
+                    (crate::wait::State::Failed(f), _) => ("failed", f.clone()),
+                    (crate::wait::State::Waiting(w), _) => ("waiting", w.clone()),
+                };
+                writeln!(
+                    out,
+                    "  {:<50} {:<8} {:>7.1}s  {detail}",
+                    t.id, result, t.seconds
+                )?;
+            }
         }
         if !report.succeeded() {
             writeln!(

@@ -1,0 +1,628 @@
+//! Waiting until what was applied really runs, and saying why when not.
+//!
+//! Each workload is watched (kube-runtime's `watch_object`, which relists
+//! after expired watches) and judged by the rules `kubectl rollout status`
+//! uses; the pods of a Deployment's newest ReplicaSet are checked on the side
+//! so a rollout that cannot succeed (ImagePullBackOff, CrashLoopBackOff,
+//! CreateContainerConfigError, ...) fails early instead of at the timeout.
+//! Deleted resources are watched until they are gone. Everything runs
+//! concurrently under one deadline; a resource may shorten or lengthen its
+//! own with the annotation `kdeploy.io/timeout` (e.g. `15m`).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::discovery::ApiResource;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::resource::ResourceId;
+
+/// Annotation overriding the timeout of one resource.
+pub const TIMEOUT_ANNOTATION: &str = "kdeploy.io/timeout";
+
+/// How to wait.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Deadline for everything (the `timeout` input).
+    pub timeout: Duration,
+    /// A pod failure reason must be seen this many times (per replica
+    /// checked) before the rollout is declared failed.
+    pub failure_threshold: u32,
+    /// How often pods are checked.
+    pub pod_check: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_secs(600),
+            failure_threshold: 2,
+            pod_check: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A workload's state as its status says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "detail", rename_all = "snake_case")]
+pub enum State {
+    /// Done: ready, complete, or gone for deletions.
+    Ready,
+    /// Not yet, with what it waits for ("2/3 replicas available").
+    Waiting(String),
+    /// It will not get there, and why.
+    Failed(String),
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+fn observed(obj: &Value) -> Option<State> {
+    let generation = int(&obj["metadata"]["generation"]);
+    let seen = int(&obj["status"]["observedGeneration"]);
+    (seen < generation).then(|| {
+        State::Waiting(format!(
+            "waiting for the controller to observe generation {generation}"
+        ))
+    })
+}
+
+/// `kubectl rollout status` for a Deployment.
+pub fn deployment_state(d: &Value) -> State {
+    if let Some(s) = observed(d) {
+        return s;
+    }
+    let st = &d["status"];
+    if let Some(c) = condition(st, "Progressing")
+        && c["status"] == "False"
+        && c["reason"] == "ProgressDeadlineExceeded"
+    {
+        return State::Failed(format!(
+            "progress deadline exceeded: {}",
+            c["message"].as_str().unwrap_or("")
+        ));
+    }
+    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let (updated, replicas, available) = (
+        int(&st["updatedReplicas"]),
+        int(&st["replicas"]),
+        int(&st["availableReplicas"]),
+    );
+    if updated < want {
+        State::Waiting(format!("{updated}/{want} replicas updated"))
+    } else if replicas > updated {
+        State::Waiting(format!(
+            "{} old replicas pending termination",
+            replicas - updated
+        ))
+    } else if available < updated {
+        State::Waiting(format!("{available}/{want} replicas available"))
+    } else {
+        State::Ready
+    }
+}
+
+/// `kubectl rollout status` for a StatefulSet.
+pub fn statefulset_state(s: &Value) -> State {
+    if s["spec"]["updateStrategy"]["type"] == "OnDelete" {
+        return State::Ready;
+    }
+    if let Some(st) = observed(s) {
+        return st;
+    }
+    let st = &s["status"];
+    let want = s["spec"]["replicas"].as_i64().unwrap_or(1);
+    let ready = int(&st["readyReplicas"]);
+    if ready < want {
+        return State::Waiting(format!("{ready}/{want} replicas ready"));
+    }
+    match s["spec"]["updateStrategy"]["rollingUpdate"]["partition"].as_i64() {
+        Some(partition) if partition > 0 => {
+            let updated = int(&st["updatedReplicas"]);
+            if updated < want - partition {
+                State::Waiting(format!(
+                    "{updated}/{} replicas updated (partition {partition})",
+                    want - partition
+                ))
+            } else {
+                State::Ready
+            }
+        }
+        _ if st["updateRevision"] != st["currentRevision"] => State::Waiting(format!(
+            "{}/{want} replicas at the new revision",
+            int(&st["updatedReplicas"])
+        )),
+        _ => State::Ready,
+    }
+}
+
+/// `kubectl rollout status` for a DaemonSet.
+pub fn daemonset_state(d: &Value) -> State {
+    if d["spec"]["updateStrategy"]["type"] == "OnDelete" {
+        return State::Ready;
+    }
+    if let Some(s) = observed(d) {
+        return s;
+    }
+    let st = &d["status"];
+    let (desired, updated, available) = (
+        int(&st["desiredNumberScheduled"]),
+        int(&st["updatedNumberScheduled"]),
+        int(&st["numberAvailable"]),
+    );
+    if updated < desired {
+        State::Waiting(format!("{updated}/{desired} nodes updated"))
+    } else if available < desired {
+        State::Waiting(format!("{available}/{desired} nodes available"))
+    } else {
+        State::Ready
+    }
+}
+
+/// A Job: Complete or Failed.
+pub fn job_state(j: &Value) -> State {
+    let st = &j["status"];
+    if condition(st, "Complete").is_some_and(|c| c["status"] == "True") {
+        return State::Ready;
+    }
+    if let Some(c) = condition(st, "Failed").filter(|c| c["status"] == "True") {
+        return State::Failed(format!(
+            "{}: {}",
+            c["reason"].as_str().unwrap_or("Failed"),
+            c["message"].as_str().unwrap_or("")
+        ));
+    }
+    State::Waiting(format!(
+        "{} active, {} succeeded",
+        int(&st["active"]),
+        int(&st["succeeded"])
+    ))
+}
+
+/// The rule for a kind, or `None` when applied means ready.
+fn rule(group: &str, kind: &str) -> Option<fn(&Value) -> State> {
+    match (group, kind) {
+        ("apps", "Deployment") => Some(deployment_state),
+        ("apps", "StatefulSet") => Some(statefulset_state),
+        ("apps", "DaemonSet") => Some(daemonset_state),
+        ("batch", "Job") => Some(job_state),
+        _ => None,
+    }
+}
+
+/// Container problems that will not fix themselves.
+const FATAL_WAITING: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// The first fatal container problem of a pod, described for people.
+pub fn pod_problem(pod: &Value) -> Option<(String, String)> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("?");
+    let statuses = pod["status"]["initContainerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| (s, true))
+        .chain(
+            pod["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| (s, false)),
+        );
+    for (cs, init) in statuses {
+        let reason = cs["state"]["waiting"]["reason"].as_str().unwrap_or("");
+        if !FATAL_WAITING.contains(&reason) {
+            continue;
+        }
+        let container = cs["name"].as_str().unwrap_or("?");
+        let mut detail = format!(
+            "pod {name}, {}container {container}: {reason}",
+            if init { "init " } else { "" }
+        );
+        if let Some(m) = cs["state"]["waiting"]["message"].as_str() {
+            detail.push_str(&format!(" ({m})"));
+        }
+        let last = &cs["lastState"]["terminated"];
+        if last.is_object() {
+            detail.push_str(&format!(
+                "; last terminated: {} (exit code {}), {} restarts",
+                last["reason"].as_str().unwrap_or("?"),
+                int(&last["exitCode"]),
+                int(&cs["restartCount"])
+            ));
+        }
+        // An image pull error settles into its back-off: count them as one.
+        let key = match reason {
+            "ErrImagePull" => "ImagePullBackOff",
+            other => other,
+        };
+        return Some((key.to_string(), detail));
+    }
+    if let Some(c) = condition(&pod["status"], "PodScheduled")
+        && c["status"] == "False"
+        && c["reason"] == "Unschedulable"
+    {
+        return Some((
+            "FailedScheduling".into(),
+            format!(
+                "pod {name} cannot be scheduled: {}",
+                c["message"].as_str().unwrap_or("")
+            ),
+        ));
+    }
+    None
+}
+
+/// What happened to one resource.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tracked {
+    /// `apps/Deployment shop/api`.
+    pub id: String,
+    /// App of the resource.
+    pub app: String,
+    /// `applied` or `deleted`.
+    pub action: &'static str,
+    /// Final state.
+    pub state: State,
+    /// True when the deadline passed first.
+    pub timed_out: bool,
+    /// Seconds from the start of tracking to the final state.
+    pub seconds: f64,
+}
+
+impl Tracked {
+    /// True for a resource that is where it should be.
+    pub fn ok(&self) -> bool {
+        self.state == State::Ready && !self.timed_out
+    }
+}
+
+/// Something to wait for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its identity.
+    pub id: ResourceId,
+    /// Its app.
+    pub app: String,
+    /// API resource for the dynamic client.
+    pub api: ApiResource,
+    /// Namespaced?
+    pub namespaced: bool,
+    /// The deadline of this resource (annotation or global).
+    pub timeout: Duration,
+    /// Wait until it is gone instead of ready.
+    pub deleted: bool,
+}
+
+/// The timeout of a resource: its annotation when valid, else `default`.
+pub fn timeout_of(object: &Value, default: Duration) -> Duration {
+    object["metadata"]["annotations"][TIMEOUT_ANNOTATION]
+        .as_str()
+        .and_then(|t| humantime::parse_duration(t).ok())
+        .unwrap_or(default)
+}
+
+/// Which targets need watching at all.
+pub fn needs_tracking(id: &ResourceId, deleted: bool) -> bool {
+    deleted || rule(&id.group, &id.kind).is_some()
+}
+
+fn api(client: &kube::Client, t: &Target) -> Api<DynamicObject> {
+    match (t.namespaced, t.id.namespace.as_deref()) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &t.api),
+        _ => Api::all_with(client.clone(), &t.api),
+    }
+}
+
+/// Fatal pod problems of a Deployment's newest ReplicaSet.
+async fn deployment_pod_problem(client: &kube::Client, d: &Value) -> Option<(String, String)> {
+    let ns = d["metadata"]["namespace"].as_str()?;
+    let labels = d["spec"]["selector"]["matchLabels"].as_object()?;
+    let selector: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    let rs_api: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let sets = rs_api
+        .list(&ListParams::default().labels(&selector.join(",")))
+        .await
+        .ok()?;
+    let newest = sets.items.iter().max_by_key(|rs| {
+        rs.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+            .and_then(|r| r.parse::<i64>().ok())
+            .unwrap_or(0)
+    })?;
+    let hash = newest
+        .metadata
+        .labels
+        .as_ref()?
+        .get("pod-template-hash")?
+        .clone();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(
+            &ListParams::default()
+                .labels(&format!("{},pod-template-hash={hash}", selector.join(","))),
+        )
+        .await
+        .ok()?;
+    list.items
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .find_map(|p| pod_problem(&p))
+}
+
+/// Watches one target until ready, failed, gone or out of time; sends a
+/// progress line on every change of state.
+async fn track_one(
+    client: kube::Client,
+    t: Target,
+    opts: Options,
+    started: Instant,
+    progress: mpsc::UnboundedSender<String>,
+) -> Tracked {
+    let judge = rule(&t.id.group, &t.id.kind);
+    let api = api(&client, &t);
+    let mut stream = kube::runtime::watcher::watch_object(api, &t.id.name).boxed();
+    let mut last: Option<State> = None;
+    let mut strikes: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut pod_check = tokio::time::interval(opts.pod_check);
+    let mut current: Option<Value> = None;
+    let deadline = tokio::time::sleep(t.timeout);
+    tokio::pin!(deadline);
+    let send = |state: &State| {
+        let text = match state {
+            State::Ready if t.deleted => "deleted".to_string(),
+            State::Ready => "ready".to_string(),
+            State::Waiting(w) => w.clone(),
+            State::Failed(f) => format!("FAILED: {f}"),
+        };
+        let _ = progress.send(format!(
+            "[{:>6.1}s] {}: {text}",
+            started.elapsed().as_secs_f64(),
+            t.id
+        ));
+    };
+    let state = loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                break (last.clone().unwrap_or(State::Waiting("no status yet".into())), true);
+            }
+            _ = pod_check.tick(), if !t.deleted && t.id.kind == "Deployment" => {
+                if let Some(d) = &current
+                    && let Some((key, detail)) = deployment_pod_problem(&client, d).await
+                {
+                    let n = strikes.entry(key).or_default();
+                    *n += 1;
+                    if *n >= opts.failure_threshold {
+                        break (State::Failed(detail), false);
+                    }
+                }
+            }
+            item = stream.next() => {
+                let state = match item {
+                    None => { tokio::time::sleep(Duration::from_millis(200)).await; continue; }
+                    // Transient API errors: the watcher relists on its next poll.
+                    Some(Err(_)) => { tokio::time::sleep(Duration::from_millis(200)).await; continue; }
+                    Some(Ok(None)) if t.deleted => State::Ready,
+                    Some(Ok(None)) => State::Waiting("not found".into()),
+                    Some(Ok(Some(_))) if t.deleted => State::Waiting("terminating".into()),
+                    Some(Ok(Some(obj))) => {
+                        let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
+                        let s = judge.map_or(State::Ready, |j| j(&value));
+                        current = Some(value);
+                        s
+                    }
+                };
+                if last.as_ref() != Some(&state) {
+                    send(&state);
+                    last = Some(state.clone());
+                }
+                if matches!(state, State::Ready | State::Failed(_)) {
+                    break (state, false);
+                }
+            }
+        }
+    };
+    let (state, timed_out) = state;
+    if matches!(state, State::Failed(_)) && last.as_ref() != Some(&state) {
+        send(&state);
+    }
+    if timed_out {
+        let _ = progress.send(format!(
+            "[{:>6.1}s] {}: TIMED OUT waiting for {}",
+            started.elapsed().as_secs_f64(),
+            t.id,
+            describe(&state)
+        ));
+    }
+    Tracked {
+        id: t.id.to_string(),
+        app: t.app,
+        action: if t.deleted { "deleted" } else { "applied" },
+        state,
+        timed_out,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn describe(s: &State) -> String {
+    match s {
+        State::Ready => "nothing".into(),
+        State::Waiting(w) | State::Failed(w) => w.clone(),
+    }
+}
+
+/// Tracks every target concurrently, writing progress lines to `out` as
+/// they happen.
+pub async fn track(
+    client: &kube::Client,
+    targets: Vec<Target>,
+    opts: &Options,
+    out: &mut dyn std::io::Write,
+) -> Vec<Tracked> {
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks = futures::stream::FuturesUnordered::new();
+    for t in targets {
+        tasks.push(tokio::spawn(track_one(
+            client.clone(),
+            t,
+            opts.clone(),
+            started,
+            tx.clone(),
+        )));
+    }
+    drop(tx);
+    let mut results = Vec::new();
+    loop {
+        tokio::select! {
+            Some(line) = rx.recv() => { let _ = writeln!(out, "{line}"); }
+            next = tasks.next() => match next {
+                Some(Ok(r)) => results.push(r),
+                Some(Err(_)) => {}
+                None => break,
+            },
+        }
+    }
+    while let Ok(line) = rx.try_recv() {
+        let _ = writeln!(out, "{line}");
+    }
+    results.sort_by(|a, b| a.id.cmp(&b.id));
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deployment_rules() {
+        let d = |generation: i64, observed: i64, status: Value| {
+            let mut st = status;
+            st["observedGeneration"] = json!(observed);
+            json!({"metadata": {"generation": generation}, "spec": {"replicas": 3}, "status": st})
+        };
+        assert!(
+            matches!(deployment_state(&d(2, 1, json!({}))), State::Waiting(w) if w.contains("generation 2"))
+        );
+        assert_eq!(
+            deployment_state(&d(
+                2,
+                2,
+                json!({"updatedReplicas": 3, "replicas": 3, "availableReplicas": 2})
+            )),
+            State::Waiting("2/3 replicas available".into())
+        );
+        assert_eq!(
+            deployment_state(&d(
+                2,
+                2,
+                json!({"updatedReplicas": 3, "replicas": 4, "availableReplicas": 3})
+            )),
+            State::Waiting("1 old replicas pending termination".into())
+        );
+        assert_eq!(
+            deployment_state(&d(
+                2,
+                2,
+                json!({"updatedReplicas": 3, "replicas": 3, "availableReplicas": 3})
+            )),
+            State::Ready
+        );
+        let stuck = d(
+            2,
+            2,
+            json!({"conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"x\" has timed out progressing."}]}),
+        );
+        assert!(
+            matches!(deployment_state(&stuck), State::Failed(m) if m.contains("timed out progressing"))
+        );
+    }
+
+    #[test]
+    fn statefulset_and_daemonset_rules() {
+        let sts = json!({"metadata": {"generation": 1}, "spec": {"replicas": 2, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}},
+            "status": {"observedGeneration": 1, "readyReplicas": 2, "updatedReplicas": 1}});
+        assert_eq!(statefulset_state(&sts), State::Ready);
+        let rolling = json!({"metadata": {"generation": 1}, "spec": {"replicas": 2},
+            "status": {"observedGeneration": 1, "readyReplicas": 2, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"}});
+        assert!(matches!(statefulset_state(&rolling), State::Waiting(_)));
+        assert_eq!(
+            statefulset_state(&json!({"spec": {"updateStrategy": {"type": "OnDelete"}}})),
+            State::Ready
+        );
+        let ds = json!({"metadata": {"generation": 3}, "spec": {}, "status": {"observedGeneration": 3, "desiredNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": 2}});
+        assert_eq!(
+            daemonset_state(&ds),
+            State::Waiting("2/3 nodes available".into())
+        );
+        assert_eq!(
+            daemonset_state(&json!({"spec": {"updateStrategy": {"type": "OnDelete"}}})),
+            State::Ready
+        );
+    }
+
+    #[test]
+    fn job_rules_and_pod_problems() {
+        assert_eq!(
+            job_state(&json!({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})),
+            State::Ready
+        );
+        let failed = json!({"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}});
+        assert_eq!(
+            job_state(&failed),
+            State::Failed(
+                "BackoffLimitExceeded: Job has reached the specified backoff limit".into()
+            )
+        );
+        let oom = json!({"metadata": {"name": "api-1"}, "status": {"containerStatuses": [{"name": "api", "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}});
+        let (key, detail) = pod_problem(&oom).unwrap();
+        assert_eq!(key, "CrashLoopBackOff");
+        assert!(
+            detail.contains("OOMKilled (exit code 137), 4 restarts"),
+            "{detail}"
+        );
+        assert!(
+            pod_problem(&json!({"status": {"containerStatuses": [{"state": {"running": {}}}]}}))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn timeout_annotation() {
+        let o = json!({"metadata": {"annotations": {"kdeploy.io/timeout": "15m"}}});
+        assert_eq!(
+            timeout_of(&o, Duration::from_secs(1)),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            timeout_of(&json!({}), Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! Deploy feedback: readiness tracking against the simulator, whose
+//! controllers move status forward over time.
+
+use std::time::Duration;
+
+use kdeploy::apply::{Options, Report};
+use kdeploy::config::Filter;
+use kdeploy::wait::State;
+
+use crate::apply::{deploy, example_repo, fast, state};
+use crate::k8s_sim::{Behaviour, Sim};
+use crate::util::Repo;
+
+fn waiting(timeout_ms: u64) -> Options {
+    Options {
+        wait: Some(kdeploy::wait::Options {
+            timeout: Duration::from_millis(timeout_ms),
+            failure_threshold: 2,
+            pod_check: Duration::from_millis(40),
+        }),
+        ..fast()
+    }
+}
+
+async fn sim() -> (Sim, kube::Client) {
+    let sim = Sim::start().await;
+    sim.run_controllers(Duration::from_millis(20));
+    let client = sim.client().await;
+    (sim, client)
+}
+
+fn web_staging() -> Filter {
+    Filter::new(Some("staging"), Some("web")).unwrap()
+}
+
+#[tokio::test]
+async fn a_healthy_rollout_is_tracked_to_ready_with_progress_lines() {
+    let (sim, client) = sim().await;
+    let repo = example_repo();
+    let filter = Filter::new(Some("production"), Some("web")).unwrap();
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        None,
+        &filter,
+        &waiting(10_000),
+    )
+    .await;
+    assert!(reports[0].succeeded(), "{out}");
+    let t = &reports[0].tracked;
+    assert_eq!(t.len(), 1, "{out}");
+    assert_eq!(t[0].state, State::Ready);
+    assert!(
+        out.contains("apps/Deployment web/web: 1/4 replicas updated")
+            || out.contains("replicas available"),
+        "{out}"
+    );
+    assert!(out.contains("apps/Deployment web/web: ready"), "{out}");
+    assert!(
+        out.contains("RESOURCE") && out.contains("ready"),
+        "final table: {out}"
+    );
+    assert!(reports[0].record_written);
+    let _ = sim;
+}
+
+#[tokio::test]
+async fn image_pull_backoff_fails_fast_and_keeps_the_record() {
+    let (sim, client) = sim().await;
+    sim.behave("Deployment", "web", "web", Behaviour::ImagePullBackOff);
+    let repo = example_repo();
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        None,
+        &web_staging(),
+        &waiting(20_000),
+    )
+    .await;
+    let r = &reports[0];
+    assert!(!r.succeeded(), "{out}");
+    assert!(!r.timed_out(), "failed before the timeout: {out}");
+    let State::Failed(reason) = &r.tracked[0].state else {
+        panic!("{out}")
+    };
+    assert!(
+        reason.contains("ImagePullBackOff") || reason.contains("ErrImagePull"),
+        "{reason}"
+    );
+    assert!(r.tracked[0].seconds < 5.0, "{out}");
+    assert!(!r.record_written);
+    assert!(
+        sim.get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_crash_looping_container_reports_oomkilled() {
+    let (sim, client) = sim().await;
+    sim.behave("Deployment", "web", "web", Behaviour::CrashLoopOomKilled);
+    let repo = example_repo();
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        None,
+        &web_staging(),
+        &waiting(20_000),
+    )
+    .await;
+    let State::Failed(reason) = &reports[0].tracked[0].state else {
+        panic!("{out}")
+    };
+    assert!(reason.contains("CrashLoopBackOff"), "{reason}");
+    assert!(reason.contains("OOMKilled (exit code 137)"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_deployment_never_ready_times_out_saying_what_it_waits_for() {
+    let (sim, client) = sim().await;
+    sim.behave("Deployment", "web", "web", Behaviour::NeverReady);
+    let repo = example_repo();
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        None,
+        &web_staging(),
+        &waiting(600),
+    )
+    .await;
+    let r = &reports[0];
+    assert!(r.timed_out(), "{out}");
+    assert!(!r.succeeded());
+    assert_eq!(
+        r.tracked[0].state,
+        State::Waiting("0/2 replicas available".into()),
+        "{out}"
+    );
+    assert!(
+        out.contains("TIMED OUT waiting for 0/2 replicas available"),
+        "{out}"
+    );
+}
+
+fn job_repo(template: &str) -> Repo {
+    let repo = Repo::new();
+    repo.write("charts/raw/Chart.yaml", "name: raw\nversion: 1.0.0\n")
+        .write("charts/raw/templates/objects.yaml", template)
+        .write("kdeploy.yaml", "defaultChart: raw\n")
+        .write("services/migrate/config.yaml", "")
+        .write("services/migrate/version", "1\n")
+        .write("services/migrate/prod/config.yaml", "");
+    repo.commit("job");
+    repo
+}
+
+const JOB: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: migrate\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\nspec:\n  backoffLimit: 6\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: m\n          image: x/migrate:1\n";
+
+#[tokio::test]
+async fn jobs_succeed_or_fail_their_backoff_limit() {
+    let (sim, client) = sim().await;
+    let repo = job_repo(JOB);
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        None,
+        &Filter::default(),
+        &waiting(10_000),
+    )
+    .await;
+    assert!(reports[0].succeeded(), "{out}");
+
+    let (sim2, client2) = self::sim().await;
+    sim2.behave("Job", "migrate", "migrate", Behaviour::JobFails);
+    let (reports, out) = deploy(
+        &client2,
+        &state(&repo, "HEAD"),
+        None,
+        &Filter::default(),
+        &waiting(10_000),
+    )
+    .await;
+    let State::Failed(reason) = &reports[0].tracked[0].state else {
+        panic!("{out}")
+    };
+    assert!(reason.starts_with("BackoffLimitExceeded"), "{reason}");
+    let _ = sim;
+}
+
+#[tokio::test]
+async fn deletions_are_waited_for_until_gone() {
+    let (sim, client) = sim().await;
+    let repo = example_repo();
+    let filter = Filter::new(Some("staging"), None).unwrap();
+    deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        None,
+        &filter,
+        &waiting(10_000),
+    )
+    .await;
+    sim.behave("Deployment", "worker", "worker", Behaviour::SlowDelete(10));
+    repo.remove("services/worker");
+    repo.commit("remove worker");
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        None,
+        &filter,
+        &waiting(10_000),
+    )
+    .await;
+    assert!(reports[0].succeeded(), "{out}");
+    let gone = reports[0]
+        .tracked
+        .iter()
+        .find(|t| t.id == "apps/Deployment worker/worker")
+        .expect("tracked");
+    assert_eq!(gone.action, "deleted");
+    assert!(
+        out.contains("apps/Deployment worker/worker: terminating"),
+        "{out}"
+    );
+    assert!(sim.get("apps", "Deployment", "worker", "worker").is_none());
+}
+
+#[tokio::test]
+async fn an_expired_watch_is_relisted_and_tracking_goes_on() {
+    let (sim, client) = sim().await;
+    sim.behave("Deployment", "web", "web", Behaviour::NeverReady);
+    let repo = example_repo();
+    let expire = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sim.expire_watches();
+        sim.behave("Deployment", "web", "web", Behaviour::Healthy);
+    };
+    let (head, filter, opts) = (state(&repo, "HEAD"), web_staging(), waiting(10_000));
+    let run = deploy(&client, &head, None, &filter, &opts);
+    let ((reports, out), ()) = tokio::join!(run, expire);
+    assert!(reports[0].succeeded(), "{out}");
+    let _: &Report = &reports[0];
+    // The 410 made the watcher list again before watching on.
+    let lists = sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path == "/apis/apps/v1/namespaces/web/deployments" && !r.query.contains("watch=true")
+        })
+        .count();
+    assert!(lists >= 2, "relisted after 410: {lists} lists");
+}
