@@ -83,6 +83,8 @@ pub struct Inputs {
     kubeconfig: Option<String>,
     context: Option<String>,
     apply: crate::apply::Options,
+    github_deployments: bool,
+    environment_url: Option<String>,
 }
 
 fn parse_bool(name: &str, v: Option<&str>, default: bool) -> anyhow::Result<bool> {
@@ -92,6 +94,25 @@ fn parse_bool(name: &str, v: Option<&str>, default: bool) -> anyhow::Result<bool
         Some("false") => Ok(false),
         Some(other) => bail!("input `{name}` must be true or false, got `{other}`"),
     }
+}
+
+/// `timeout`: a duration (`10m`, `90s`); `0` turns waiting off.
+fn parse_timeout(v: Option<&str>) -> anyhow::Result<Option<crate::wait::Options>> {
+    let d = match v.map(str::trim) {
+        None => std::time::Duration::from_secs(600),
+        Some("0") => return Ok(None),
+        Some(t) => humantime::parse_duration(t).with_context(|| {
+            format!("input `timeout` must be a duration like 10m or 90s, got `{t}`")
+        })?,
+    };
+    Ok(Some(crate::wait::Options {
+        timeout: d,
+        ..crate::wait::Options::default()
+    }))
+}
+
+fn github_retry() -> RetryPolicy {
+    RetryPolicy::default()
 }
 
 fn parse_number(name: &str, v: Option<&str>, default: usize) -> anyhow::Result<usize> {
@@ -150,8 +171,15 @@ impl Inputs {
                     .input("record-namespace")
                     .unwrap_or("kdeploy-system")
                     .to_string(),
+                wait: parse_timeout(env.input("timeout"))?,
                 ..crate::apply::Options::default()
             },
+            github_deployments: parse_bool(
+                "github-deployments",
+                env.input("github-deployments"),
+                true,
+            )?,
+            environment_url: env.input("environment-url").map(str::to_string),
         })
     }
 }
@@ -429,6 +457,53 @@ async fn deploy(
     let head_commit = head_state
         .commit
         .map_or_else(|| head_state.label.clone(), |c| c.to_string());
+    // Feedback on GitHub: a check run and a deployment per environment,
+    // started before anything changes in the cluster.
+    let selected = Filter::new(inputs.environments.as_deref(), None)?;
+    let mut envs: std::collections::BTreeSet<String> = head_state
+        .releases
+        .iter()
+        .map(|r| r.release.env.clone())
+        .collect();
+    if let Some(b) = &base_state {
+        envs.extend(b.releases.iter().map(|r| r.release.env.clone()));
+    }
+    envs.retain(|e| selected.matches_env(e));
+    let gh = match (&inputs.token, runner.env.var("GITHUB_API_URL")) {
+        (Some(token), Some(api)) if head_state.commit.is_some() => {
+            GitHub::new(api, token, &repository, github_retry()).ok()
+        }
+        _ => None,
+    };
+    let run_url = match (
+        runner.env.var("GITHUB_SERVER_URL"),
+        runner.env.var("GITHUB_RUN_ID"),
+    ) {
+        (Some(server), Some(id)) => Some(format!("{server}/{repository}/actions/runs/{id}")),
+        _ => None,
+    };
+    let mut warnings = Vec::new();
+    let mut started = Vec::new();
+    if let Some(gh) = &gh {
+        for env in &envs {
+            let url = inputs
+                .environment_url
+                .as_ref()
+                .map(|u| u.replace("{env}", env));
+            started.push(
+                crate::feedback::start(
+                    gh,
+                    env,
+                    &head_commit,
+                    run_url.clone(),
+                    inputs.github_deployments,
+                    url,
+                    &mut warnings,
+                )
+                .await,
+            );
+        }
+    }
     let mut text = Vec::new();
     let result = crate::apply::deploy_environments(
         &access,
@@ -444,6 +519,37 @@ async fn deploy(
     .await;
     runner.log.write_all(&text)?;
     runner.end_group()?;
+    let config_of = |env: &str, app: &str| {
+        head_state
+            .releases
+            .iter()
+            .chain(base_state.iter().flat_map(|b| b.releases.iter()))
+            .find(|r| r.release.env == env && r.release.app == app)
+            .map(|r| {
+                let path = format!("{}/config.yaml", r.release.dir);
+                if inputs.working_directory == Path::new(".") {
+                    path
+                } else {
+                    inputs.working_directory.join(path).display().to_string()
+                }
+            })
+    };
+    if let Some(gh) = &gh {
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        for (feedback, env) in started.into_iter().zip(&envs) {
+            let report = result
+                .as_ref()
+                .ok()
+                .and_then(|rs| rs.iter().find(|r| &r.environment == env));
+            let config = |app: &str| config_of(env, app);
+            feedback
+                .finish(gh, report, error.as_deref(), &config, &mut warnings)
+                .await;
+        }
+    }
+    for w in &warnings {
+        runner.warning(w)?;
+    }
     let reports = result?;
     let report_path = runner
         .env

@@ -169,6 +169,12 @@ pub struct ApplyArgs {
     /// Repository identity stored in the record (default: GITHUB_REPOSITORY, the origin URL, or the directory).
     #[arg(long, value_name = "NAME")]
     pub repository: Option<String>,
+    /// Wait until workloads are ready and deletions finished; fail fast on broken rollouts.
+    #[arg(long)]
+    pub wait: bool,
+    /// Deadline for --wait (e.g. 10m, 90s); a resource may set its own with the annotation kdeploy.io/timeout.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `kdeploy diff --live`.
@@ -388,6 +394,10 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             wait: std::time::Duration::from_secs(args.lease_wait),
             ..crate::apply::lease::Options::default()
         },
+        wait: args.wait.then(|| crate::wait::Options {
+            timeout: args.timeout,
+            ..crate::wait::Options::default()
+        }),
         ..crate::apply::Options::default()
     };
     let repository = repository_identity(args);

@@ -310,6 +310,56 @@ impl GitHub {
     }
 }
 
+impl GitHub {
+    /// Creates a check run; returns its id.
+    ///
+    /// # Errors
+    /// API errors (403 without `checks: write`).
+    pub async fn create_check_run(&self, body: &Value) -> Result<u64, Error> {
+        let path = format!("/repos/{}/check-runs", self.repo);
+        let (_, v) = self.send(Method::Post, &path, Some(body)).await?;
+        id_of(&v, &path)
+    }
+
+    /// Updates a check run.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn update_check_run(&self, id: u64, body: &Value) -> Result<(), Error> {
+        let path = format!("/repos/{}/check-runs/{id}", self.repo);
+        self.send(Method::Patch, &path, Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates a deployment; returns its id.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn create_deployment(&self, body: &Value) -> Result<u64, Error> {
+        let path = format!("/repos/{}/deployments", self.repo);
+        let (_, v) = self.send(Method::Post, &path, Some(body)).await?;
+        id_of(&v, &path)
+    }
+
+    /// Adds a status to a deployment.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn create_deployment_status(&self, id: u64, body: &Value) -> Result<(), Error> {
+        let path = format!("/repos/{}/deployments/{id}/statuses", self.repo);
+        self.send(Method::Post, &path, Some(body)).await.map(|_| ())
+    }
+}
+
+fn id_of(v: &Value, path: &str) -> Result<u64, Error> {
+    v["id"].as_u64().ok_or_else(|| Error::Transport {
+        method: "POST",
+        path: path.to_string(),
+        detail: "the answer has no id".into(),
+    })
+}
+
 fn parse_comment(v: Value, path: &str) -> Result<Comment, Error> {
     serde_json::from_value(v).map_err(|e| Error::Transport {
         method: "POST",

@@ -13,6 +13,7 @@
 //! - [`apply`]: server-side apply of changed resources, prune, deploy record,
 //!   through a client from [`cluster`].
 //! - [`wait`]: readiness tracking of what was applied.
+//! - [`feedback`]: check runs and GitHub deployments for a deploy.
 //! - [`comment`]: the sticky PR comment, through [`github`].
 //! - [`action`]: the container Action's entry point tying the stages together.
 //!
@@ -29,6 +30,7 @@ pub mod comment;
 pub mod config;
 pub mod diag;
 pub mod event;
+pub mod feedback;
 pub mod github;
 pub mod output;
 pub mod plan;

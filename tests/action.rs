@@ -680,6 +680,7 @@ async fn secret_values_and_the_token_appear_nowhere() {
 async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
     let job = Job::new().await;
     let sim = crate::k8s_sim::Sim::start().await;
+    sim.run_controllers(Duration::from_millis(20));
     let before = job.base();
     job.origin.write("services/web/version", "1.2.0\n");
     let after = job.origin.commit("bump web");
@@ -742,4 +743,184 @@ async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
         "{}",
         run.log
     );
+}
+
+#[tokio::test]
+async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
+    let job = Job::new().await;
+    let sim = crate::k8s_sim::Sim::start().await;
+    sim.run_controllers(Duration::from_millis(20));
+    sim.behave(
+        "Deployment",
+        "web",
+        "web",
+        crate::k8s_sim::Behaviour::CrashLoopOomKilled,
+    );
+    let after = job.base();
+    let payload = json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": after, "deleted": false});
+    let kubeconfig = sim.kubeconfig();
+    let run = job
+        .run(
+            "push",
+            &payload,
+            "main",
+            &[
+                ("INPUT_KUBECONFIG", &kubeconfig),
+                ("INPUT_ENVIRONMENTS", "staging"),
+                ("INPUT_TIMEOUT", "20s"),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.log);
+    assert_eq!(output(&run.outputs, "deployed").as_deref(), Some("false"));
+    let runs = job.fake.check_runs();
+    assert_eq!(runs[0]["conclusion"], "failure", "{:#}", runs[0]);
+    assert!(
+        runs[0]["output"]["title"]
+            .as_str()
+            .unwrap()
+            .contains("Deploy to staging failed")
+    );
+    assert!(
+        runs[0]["output"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("OOMKilled (exit code 137)")
+    );
+    let annotations = runs[0]["annotations"].as_array().unwrap();
+    assert!(
+        annotations
+            .iter()
+            .any(|a| a["path"] == "services/web/staging/config.yaml"
+                && a["annotation_level"] == "failure"),
+        "{annotations:#?}"
+    );
+    let statuses = &job.fake.deployments()[0].1;
+    assert_eq!(statuses.last().unwrap()["state"], "failure");
+    assert!(
+        sim.get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+            .is_none(),
+        "record not advanced"
+    );
+
+    // A rollout that never gets ready times out, and the check run says so.
+    let job = Job::new().await;
+    let sim = crate::k8s_sim::Sim::start().await;
+    sim.run_controllers(Duration::from_millis(20));
+    sim.behave(
+        "Deployment",
+        "web",
+        "web",
+        crate::k8s_sim::Behaviour::NeverReady,
+    );
+    let kubeconfig = sim.kubeconfig();
+    let payload = json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": job.base(), "deleted": false});
+    let run = job
+        .run(
+            "push",
+            &payload,
+            "main",
+            &[
+                ("INPUT_KUBECONFIG", &kubeconfig),
+                ("INPUT_ENVIRONMENTS", "staging"),
+                ("INPUT_TIMEOUT", "1s"),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.log);
+    let runs = job.fake.check_runs();
+    assert_eq!(runs[0]["conclusion"], "timed_out");
+    assert!(
+        runs[0]["output"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for 0/2 replicas available"),
+        "{:#}",
+        runs[0]
+    );
+}
+
+#[tokio::test]
+async fn check_run_annotations_are_sent_in_batches_of_fifty() {
+    use kdeploy::apply::{Failure, PreviousFrom, Report};
+    let fake = FakeGitHub::start().await;
+    let gh = kdeploy::github::GitHub::new(&fake.url, TOKEN, REPO, fast_retry()).unwrap();
+    let mut warnings = Vec::new();
+    let feedback = kdeploy::feedback::start(
+        &gh,
+        "production",
+        &"a".repeat(40),
+        None,
+        false,
+        None,
+        &mut warnings,
+    )
+    .await;
+    let report = Report {
+        started_at: String::new(),
+        ended_at: String::new(),
+        environment: "production".into(),
+        repository: REPO.into(),
+        base: None,
+        head: "a".repeat(40),
+        previous: PreviousFrom::Nothing,
+        dry_run: false,
+        applied: vec![],
+        deleted: vec![],
+        not_attempted: vec![],
+        unchanged: 0,
+        record_written: false,
+        failed: (0..120)
+            .map(|i| Failure {
+                id: format!("ConfigMap app-{i}/c"),
+                app: format!("app-{i}"),
+                source: "x".into(),
+                error: "forbidden".into(),
+            })
+            .collect(),
+        tracked: vec![],
+        progress: String::new(),
+    };
+    let config = |app: &str| Some(format!("services/{app}/production/config.yaml"));
+    feedback
+        .finish(&gh, Some(&report), None, &config, &mut warnings)
+        .await;
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let runs = fake.check_runs();
+    assert_eq!(runs[0]["annotations"].as_array().unwrap().len(), 120);
+    assert_eq!(runs[0]["conclusion"], "failure");
+    let patches = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .count();
+    assert_eq!(patches, 3, "50 + 50 + 20");
+}
+
+#[tokio::test]
+async fn check_run_403_is_a_warning_and_the_deploy_goes_on() {
+    let job = Job::new().await;
+    job.fake.read_only();
+    let sim = crate::k8s_sim::Sim::start().await;
+    sim.run_controllers(Duration::from_millis(20));
+    let payload = json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": job.base(), "deleted": false});
+    let kubeconfig = sim.kubeconfig();
+    let run = job
+        .run(
+            "push",
+            &payload,
+            "main",
+            &[
+                ("INPUT_KUBECONFIG", &kubeconfig),
+                ("INPUT_ENVIRONMENTS", "staging"),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains("::warning::no check run for staging"),
+        "{}",
+        run.log
+    );
+    assert!(sim.get("apps", "Deployment", "web", "web").is_some());
 }

@@ -64,6 +64,8 @@ struct Inner {
     faults: VecDeque<Fault>,
     /// Writes answer 403 "Resource not accessible by integration".
     read_only: bool,
+    check_runs: BTreeMap<u64, Value>,
+    deployments: BTreeMap<u64, (Value, Vec<Value>)>,
     page_size: usize,
 }
 
@@ -98,6 +100,22 @@ impl FakeGitHub {
                 .route(
                     &format!("{prefix}/repos/{{owner}}/{{repo}}/issues/comments/{{id}}"),
                     patch(update_comment).delete(delete_comment),
+                )
+                .route(
+                    &format!("{prefix}/repos/{{owner}}/{{repo}}/check-runs"),
+                    axum::routing::post(create_check_run),
+                )
+                .route(
+                    &format!("{prefix}/repos/{{owner}}/{{repo}}/check-runs/{{id}}"),
+                    patch(update_check_run),
+                )
+                .route(
+                    &format!("{prefix}/repos/{{owner}}/{{repo}}/deployments"),
+                    axum::routing::post(create_deployment),
+                )
+                .route(
+                    &format!("{prefix}/repos/{{owner}}/{{repo}}/deployments/{{id}}/statuses"),
+                    axum::routing::post(create_deployment_status),
                 );
         }
         let app = app
@@ -141,6 +159,16 @@ impl FakeGitHub {
                 )
             })
             .collect()
+    }
+
+    /// Check runs with every annotation they received.
+    pub fn check_runs(&self) -> Vec<Value> {
+        self.lock().check_runs.values().cloned().collect()
+    }
+
+    /// Deployments with their statuses, oldest first.
+    pub fn deployments(&self) -> Vec<(Value, Vec<Value>)> {
+        self.lock().deployments.values().cloned().collect()
     }
 
     /// Every request so far.
@@ -438,4 +466,162 @@ async fn delete_comment(
         Some(_) => json_response(204, Value::Null, &[]),
         None => json_response(404, json!({"message": "Not Found"}), &[]),
     }
+}
+
+fn validation(message: &str) -> Response {
+    json_response(
+        422,
+        json!({"message": "Validation Failed", "errors": [message], "documentation_url": "https://docs.github.com/rest/checks/runs"}),
+        &[],
+    )
+}
+
+/// Checks GitHub's output limits; returns the annotations of the request.
+fn check_output(body: &Value) -> Result<Vec<Value>, Box<Response>> {
+    let output = &body["output"];
+    for field in ["summary", "text"] {
+        if output[field]
+            .as_str()
+            .is_some_and(|s| s.chars().count() > 65_535)
+        {
+            return Err(Box::new(validation(&format!(
+                "output.{field} is too long (maximum is 65535 characters)"
+            ))));
+        }
+    }
+    let annotations = output["annotations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if annotations.len() > 50 {
+        return Err(Box::new(validation(
+            "Only 50 annotations are allowed per request",
+        )));
+    }
+    for a in &annotations {
+        if !["notice", "warning", "failure"].contains(&a["annotation_level"].as_str().unwrap_or(""))
+            || a["path"].as_str().is_none()
+        {
+            return Err(Box::new(validation(
+                "annotation needs path, start_line, end_line and annotation_level",
+            )));
+        }
+    }
+    Ok(annotations)
+}
+
+async fn create_check_run(State(state): State<Shared>, bytes: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
+        return validation("invalid JSON");
+    };
+    if body["name"].as_str().is_none() || body["head_sha"].as_str().is_none() {
+        return validation("name and head_sha are required");
+    }
+    let annotations = match check_output(&body) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let mut inner = lock(&state);
+    inner.next_id += 1;
+    let id = inner.next_id;
+    let run = json!({
+        "id": id, "node_id": format!("CR_{id}"), "name": body["name"], "head_sha": body["head_sha"],
+        "status": body["status"].as_str().unwrap_or("queued"), "conclusion": body["conclusion"],
+        "started_at": body["started_at"], "completed_at": null, "details_url": body["details_url"],
+        "url": format!("https://api.github.com/repos/{REPO}/check-runs/{id}"),
+        "html_url": format!("https://github.com/{REPO}/runs/{id}"),
+        "output": {"title": body["output"]["title"], "summary": body["output"]["summary"], "text": body["output"]["text"], "annotations_count": annotations.len()},
+        "annotations": annotations, "app": {"slug": "github-actions"}, "pull_requests": [],
+    });
+    inner.check_runs.insert(id, run.clone());
+    json_response(201, run, &[])
+}
+
+async fn update_check_run(
+    State(state): State<Shared>,
+    Path((_o, _r, id)): Path<(String, String, u64)>,
+    bytes: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
+        return validation("invalid JSON");
+    };
+    let annotations = match check_output(&body) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let mut inner = lock(&state);
+    let Some(run) = inner.check_runs.get_mut(&id) else {
+        return json_response(404, json!({"message": "Not Found"}), &[]);
+    };
+    for field in ["status", "conclusion", "completed_at"] {
+        if !body[field].is_null() {
+            run[field] = body[field].clone();
+        }
+    }
+    if body["output"].is_object() {
+        for field in ["title", "summary", "text"] {
+            run["output"][field] = body["output"][field].clone();
+        }
+        if let Some(all) = run["annotations"].as_array_mut() {
+            all.extend(annotations);
+        }
+        run["output"]["annotations_count"] =
+            json!(run["annotations"].as_array().map_or(0, Vec::len));
+    }
+    json_response(200, run.clone(), &[])
+}
+
+async fn create_deployment(State(state): State<Shared>, bytes: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
+        return validation("invalid JSON");
+    };
+    let Some(git_ref) = body["ref"].as_str() else {
+        return validation("ref is required");
+    };
+    let mut inner = lock(&state);
+    inner.next_id += 1;
+    let id = inner.next_id;
+    let d = json!({
+        "id": id, "node_id": format!("DE_{id}"), "sha": git_ref, "ref": git_ref, "task": body["task"].as_str().unwrap_or("deploy"),
+        "payload": {}, "environment": body["environment"].as_str().unwrap_or("production"),
+        "description": body["description"], "transient_environment": body["transient_environment"].as_bool().unwrap_or(false),
+        "production_environment": body["production_environment"].as_bool().unwrap_or(false),
+        "url": format!("https://api.github.com/repos/{REPO}/deployments/{id}"),
+        "statuses_url": format!("https://api.github.com/repos/{REPO}/deployments/{id}/statuses"),
+        "_request": body,
+    });
+    inner.deployments.insert(id, (d.clone(), Vec::new()));
+    json_response(201, d, &[])
+}
+
+async fn create_deployment_status(
+    State(state): State<Shared>,
+    Path((_o, _r, id)): Path<(String, String, u64)>,
+    bytes: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
+        return validation("invalid JSON");
+    };
+    let valid = [
+        "error",
+        "failure",
+        "inactive",
+        "in_progress",
+        "queued",
+        "pending",
+        "success",
+    ];
+    if !valid.contains(&body["state"].as_str().unwrap_or("")) {
+        return validation("state is not included in the list");
+    }
+    let mut inner = lock(&state);
+    inner.next_id += 1;
+    let status_id = inner.next_id;
+    let Some((_, statuses)) = inner.deployments.get_mut(&id) else {
+        return json_response(404, json!({"message": "Not Found"}), &[]);
+    };
+    let status = json!({"id": status_id, "state": body["state"], "description": body["description"].as_str().unwrap_or(""),
+        "log_url": body["log_url"], "environment_url": body["environment_url"], "target_url": body["log_url"].as_str().unwrap_or("")});
+    statuses.push(status.clone());
+    json_response(201, status, &[])
 }

@@ -1265,6 +1265,26 @@ impl Sim {
         }
     }
 
+    /// Makes a Deployment complete at once (as a controller would at the end
+    /// of a rollout).
+    pub fn mark_ready(&self, namespace: &str, name: &str) {
+        let mut inner = self.lock();
+        let key = (
+            "apps".to_string(),
+            "deployments".to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        let Some(obj) = inner.objects.get(&key).map(|s| s.object.clone()) else {
+            return;
+        };
+        let n = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+        let status = json!({"observedGeneration": obj["metadata"]["generation"], "replicas": n, "updatedReplicas": n,
+            "readyReplicas": n, "availableReplicas": n,
+            "conditions": [condition("Progressing", "True", "NewReplicaSetAvailable", "done")]});
+        set_status(&mut inner, &key, status);
+    }
+
     /// Starts the simulated controllers: one step every `tick`.
     pub fn run_controllers(&self, tick: Duration) {
         let inner = self.inner.clone();

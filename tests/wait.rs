@@ -250,3 +250,44 @@ async fn an_expired_watch_is_relisted_and_tracking_goes_on() {
         .count();
     assert!(lists >= 2, "relisted after 410: {lists} lists");
 }
+
+/// Figures for the closing note: time from the last status change to kdeploy
+/// noticing it. `cargo test --release --test tests wait::watch_latency -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand with --ignored --nocapture"]
+async fn watch_latency() {
+    let repo = example_repo();
+    let head = state(&repo, "HEAD");
+    let mut samples = Vec::new();
+    for _ in 0..15 {
+        let sim = Sim::start().await;
+        let client = sim.client().await;
+        let filter = web_staging();
+        let opts = waiting(10_000);
+        let deploy_run = deploy(&client, &head, None, &filter, &opts);
+        let flip = async {
+            // Wait until the tracker watches, then complete the rollout.
+            while !sim
+                .requests()
+                .iter()
+                .any(|r| r.query.contains("watch=true") && r.path.ends_with("/deployments"))
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sim.mark_ready("web", "web");
+            std::time::Instant::now()
+        };
+        let ((reports, out), flipped) = tokio::join!(deploy_run, flip);
+        assert!(reports[0].succeeded(), "{out}");
+        let done = std::time::Instant::now();
+        samples.push(done.duration_since(flipped).as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "status change -> deploy finished (notice + record write + lease release): median {:.1} ms, max {:.1} ms over {} runs",
+        samples[samples.len() / 2],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+}

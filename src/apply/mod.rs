@@ -113,6 +113,8 @@ pub enum PreviousFrom {
 pub struct Failure {
     /// `apps/Deployment shop/api`.
     pub id: String,
+    /// The app it belongs to (empty when none).
+    pub app: String,
     /// The template or file it came from.
     pub source: String,
     /// The API server's message.
@@ -598,6 +600,7 @@ async fn apply_held(
                 .applied
                 .push(format!("Namespace {ns} (--create-namespace)")),
             Err(e) => report.failed.push(Failure {
+                app: String::new(),
                 id: format!("Namespace {ns}"),
                 source: "--create-namespace".into(),
                 error: api_message(&e),
@@ -632,6 +635,7 @@ async fn apply_held(
             match kinds.resolve(&r.api_version, &r.id.kind, opts).await {
                 Ok(Some((ar, caps))) => jobs.push((*r, ar, caps)),
                 Ok(None) => report.failed.push(Failure {
+                    app: r.origin.app.clone(),
                     id: r.id.to_string(),
                     source: r.origin.file.clone(),
                     error: format!(
@@ -640,6 +644,7 @@ async fn apply_held(
                     ),
                 }),
                 Err(e) => report.failed.push(Failure {
+                    app: r.origin.app.clone(),
                     id: r.id.to_string(),
                     source: r.origin.file.clone(),
                     error: api_message(&e),
@@ -692,6 +697,7 @@ async fn apply_held(
                     ));
                 }
                 Err(e) => report.failed.push(Failure {
+                    app: r.origin.app.clone(),
                     id: r.id.to_string(),
                     source: r.origin.file.clone(),
                     error: api_message(&e),
@@ -708,6 +714,7 @@ async fn apply_held(
             }
             if let Err(e) = wait_established(client, &r.id.name, opts).await {
                 report.failed.push(Failure {
+                    app: r.origin.app.clone(),
                     id: r.id.to_string(),
                     source: r.origin.file.clone(),
                     error: e,
@@ -755,6 +762,7 @@ async fn apply_held(
                 Ok(()) => report.deleted.push(id.to_string()),
                 Err(error) => {
                     report.failed.push(Failure {
+                        app: e.app.clone(),
                         id: id.to_string(),
                         source: format!("deploy record of app {}", e.app),
                         error,

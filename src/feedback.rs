@@ -1,0 +1,296 @@
+//! Deploy feedback on GitHub: a check run `kdeploy / <env>` on the deployed
+//! commit and a GitHub deployment with statuses, both started before the
+//! apply and completed with the result per resource.
+//!
+//! GitHub errors never fail a deploy: they become warnings (a fork's or a
+//! read-only token gets 403 here). Output respects GitHub's limits: 65,535
+//! characters for summary and text, 50 annotations per request.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::apply::Report;
+use crate::github::GitHub;
+use crate::wait::State;
+
+/// GitHub's limit on a check run's summary and text.
+pub const OUTPUT_LIMIT: usize = 65_535;
+/// GitHub's limit on annotations per check run request.
+pub const ANNOTATIONS_PER_REQUEST: usize = 50;
+
+/// Where the deploy is reported.
+pub struct Feedback {
+    env: String,
+    check_run: Option<u64>,
+    deployment: Option<u64>,
+    run_url: Option<String>,
+    environment_url: Option<String>,
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map_or_else(|_| String::new(), |t| t.to_string())
+}
+
+fn truncate(mut s: String, limit: usize) -> String {
+    if s.len() > limit {
+        let note = "\n\n… (truncated: the full report is in the job log and the report JSON)";
+        let mut cut = limit.saturating_sub(note.len());
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(note);
+    }
+    s
+}
+
+/// Starts the check run and the deployment of `env` at `sha`.
+pub async fn start(
+    gh: &GitHub,
+    env: &str,
+    sha: &str,
+    run_url: Option<String>,
+    deployments: bool,
+    environment_url: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Feedback {
+    let mut summary = format!("Deploying `{}` to **{env}**.", &sha[..sha.len().min(12)]);
+    if let Some(url) = &run_url {
+        let _ = write!(summary, " [Workflow run]({url})");
+    }
+    let check = json!({
+        "name": format!("kdeploy / {env}"),
+        "head_sha": sha,
+        "status": "in_progress",
+        "started_at": now(),
+        "details_url": run_url,
+        "output": {"title": format!("Deploying to {env}"), "summary": summary},
+    });
+    let check_run = match gh.create_check_run(&check).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            warnings.push(format!(
+                "no check run for {env}: {e} (the token needs `checks: write`)"
+            ));
+            None
+        }
+    };
+    let deployment = if deployments {
+        let body = json!({
+            "ref": sha, "environment": env, "auto_merge": false, "required_contexts": [],
+            "description": format!("kdeploy to {env}"), "production_environment": env == "production",
+            "transient_environment": false,
+        });
+        match gh.create_deployment(&body).await {
+            Ok(id) => {
+                let status =
+                    json!({"state": "in_progress", "log_url": run_url, "description": "deploying"});
+                if let Err(e) = gh.create_deployment_status(id, &status).await {
+                    warnings.push(format!("deployment status for {env}: {e}"));
+                }
+                Some(id)
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "no GitHub deployment for {env}: {e} (the token needs `deployments: write`)"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Feedback {
+        env: env.to_string(),
+        check_run,
+        deployment,
+        run_url,
+        environment_url,
+    }
+}
+
+/// The check run's conclusion for a report (or a failure before it).
+pub fn conclusion(report: Option<&Report>) -> &'static str {
+    match report {
+        Some(r) if r.succeeded() => "success",
+        Some(r) if r.timed_out() => "timed_out",
+        _ => "failure",
+    }
+}
+
+/// Title, summary, text and annotations of a finished deploy. `config_of`
+/// gives the config file of an app's release (for annotations).
+pub fn output(
+    env: &str,
+    report: Option<&Report>,
+    error: Option<&str>,
+    run_url: Option<&str>,
+    config_of: &dyn Fn(&str) -> Option<String>,
+) -> (String, String, String, Vec<Value>) {
+    let mut summary = String::new();
+    let mut text = String::new();
+    let mut annotations = Vec::new();
+    if let Some(url) = run_url {
+        let _ = writeln!(summary, "[Workflow run]({url})\n");
+    }
+    let Some(r) = report else {
+        let e = error.unwrap_or("the deploy could not start");
+        let _ = writeln!(
+            summary,
+            "**Nothing was deployed to {env}.**\n\n```\n{e}\n```"
+        );
+        return (
+            format!("Deploy to {env} failed before any change"),
+            summary,
+            String::new(),
+            annotations,
+        );
+    };
+    let title = match conclusion(Some(r)) {
+        "success" => format!(
+            "Deployed to {env}: {} applied, {} deleted",
+            r.applied.len(),
+            r.deleted.len()
+        ),
+        "timed_out" => format!("Deploy to {env} timed out"),
+        _ => {
+            let bad = r.failed.len() + r.tracked.iter().filter(|t| !t.ok()).count();
+            format!("Deploy to {env} failed: {bad} resource(s)")
+        }
+    };
+    let _ = writeln!(
+        summary,
+        "| app | resource | action | result | time to ready | reason |\n| --- | --- | --- | --- | ---: | --- |"
+    );
+    let mut failing_apps: Vec<(String, String)> = Vec::new();
+    for f in &r.failed {
+        let app = f.app.clone();
+        let _ = writeln!(
+            summary,
+            "| {app} | `{}` | apply | **failed** |  | {} |",
+            f.id,
+            f.error.replace('|', "\\|").replace('\n', " ")
+        );
+        let _ = writeln!(
+            text,
+            "### {}\n\nSource: {}\n\n```\n{}\n```\n",
+            f.id, f.source, f.error
+        );
+        failing_apps.push((app, f.error.clone()));
+    }
+    for t in &r.tracked {
+        let (result, reason) = match (&t.state, t.timed_out) {
+            (State::Ready, false) => ("ready", String::new()),
+            (s, true) => (
+                "**timed out**",
+                match s {
+                    State::Waiting(w) | State::Failed(w) => format!("waiting for {w}"),
+                    State::Ready => String::new(),
+                },
+            ),
+            (State::Failed(f), _) => ("**failed**", f.clone()),
+            (State::Waiting(w), _) => ("waiting", w.clone()),
+        };
+        let _ = writeln!(
+            summary,
+            "| {} | `{}` | {} | {result} | {:.1}s | {} |",
+            t.app,
+            t.id,
+            t.action,
+            t.seconds,
+            reason.replace('|', "\\|")
+        );
+        if !t.ok() {
+            let _ = writeln!(text, "### {} ({})\n\n{reason}\n", t.id, t.app);
+            failing_apps.push((t.app.clone(), format!("{}: {reason}", t.id)));
+        }
+    }
+    for id in &r.applied {
+        if !r.tracked.iter().any(|t| &t.id == id) {
+            let _ = writeln!(summary, "|  | `{id}` | applied | ok |  |  |");
+        }
+    }
+    for id in &r.deleted {
+        if !r.tracked.iter().any(|t| &t.id == id) {
+            let _ = writeln!(summary, "|  | `{id}` | deleted | ok |  |  |");
+        }
+    }
+    if !r.not_attempted.is_empty() {
+        let _ = writeln!(
+            summary,
+            "\nNot attempted after the failure: {}",
+            r.not_attempted.join(", ")
+        );
+    }
+    let _ = writeln!(
+        summary,
+        "\n{} resources unchanged. Previous state: {:?}.",
+        r.unchanged, r.previous
+    );
+    for (app, message) in failing_apps {
+        if let Some(path) = config_of(&app) {
+            annotations.push(json!({
+                "path": path, "start_line": 1, "end_line": 1, "annotation_level": "failure",
+                "title": format!("kdeploy: {app} failed in {env}"), "message": truncate(message, 64_000),
+            }));
+        }
+    }
+    (
+        title,
+        truncate(summary, OUTPUT_LIMIT),
+        truncate(text, OUTPUT_LIMIT),
+        annotations,
+    )
+}
+
+impl Feedback {
+    /// Completes the check run and the deployment.
+    pub async fn finish(
+        self,
+        gh: &GitHub,
+        report: Option<&Report>,
+        error: Option<&str>,
+        config_of: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<String>,
+    ) {
+        let conclusion = conclusion(report);
+        let (title, summary, text, annotations) =
+            output(&self.env, report, error, self.run_url.as_deref(), config_of);
+        if let Some(id) = self.check_run {
+            let mut batches: Vec<&[Value]> = annotations.chunks(ANNOTATIONS_PER_REQUEST).collect();
+            if batches.is_empty() {
+                batches.push(&[]);
+            }
+            let last = batches.len() - 1;
+            for (i, batch) in batches.into_iter().enumerate() {
+                let mut body = json!({"output": {"title": title, "summary": summary, "text": text, "annotations": batch}});
+                if i == last {
+                    body["status"] = json!("completed");
+                    body["conclusion"] = json!(conclusion);
+                    body["completed_at"] = json!(now());
+                }
+                if let Err(e) = gh.update_check_run(id, &body).await {
+                    warnings.push(format!("check run for {}: {e}", self.env));
+                    break;
+                }
+            }
+        }
+        if let Some(id) = self.deployment {
+            let state = if conclusion == "success" {
+                "success"
+            } else {
+                "failure"
+            };
+            let body = json!({
+                "state": state, "log_url": self.run_url, "environment_url": self.environment_url,
+                "description": truncate(title, 140),
+            });
+            if let Err(e) = gh.create_deployment_status(id, &body).await {
+                warnings.push(format!("deployment status for {}: {e}", self.env));
+            }
+        }
+    }
+}
