@@ -172,6 +172,11 @@ impl Inputs {
                     .unwrap_or("kdeploy-system")
                     .to_string(),
                 wait: parse_timeout(env.input("timeout"))?,
+                rollback: parse_bool(
+                    "rollback-on-failure",
+                    env.input("rollback-on-failure"),
+                    false,
+                )?,
                 ..crate::apply::Options::default()
             },
             github_deployments: parse_bool(
@@ -391,7 +396,7 @@ pub async fn run(env: &ActionEnv, retry: RetryPolicy, log: &mut dyn Write) -> an
     if mode == Mode::Plan {
         return Ok(0);
     }
-    deploy(&mut runner, &inputs, &head, &base, &filter).await
+    deploy(&mut runner, &inputs, &head, &base, &filter, &repo_dir).await
 }
 
 /// Values of these kubeconfig keys are secrets the runner must mask.
@@ -425,8 +430,13 @@ async fn deploy(
     head: &Snapshot,
     base: &Snapshot,
     filter: &Filter,
+    repo_dir: &Path,
 ) -> anyhow::Result<u8> {
     runner.group("Deploy")?;
+    let apply_options = crate::apply::Options {
+        repo_dir: Some(repo_dir.to_path_buf()),
+        ..inputs.apply.clone()
+    };
     // A full render (not the incremental comparison): every resource of the
     // head state is checked, duplicates included, before the cluster is touched.
     let head_state = match render::render(head, filter) {
@@ -513,7 +523,7 @@ async fn deploy(
         inputs.apps.as_deref(),
         &repository,
         &head_commit,
-        &inputs.apply,
+        &apply_options,
         &mut text,
     )
     .await;

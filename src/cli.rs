@@ -172,6 +172,9 @@ pub struct ApplyArgs {
     /// Wait until workloads are ready and deletions finished; fail fast on broken rollouts.
     #[arg(long)]
     pub wait: bool,
+    /// When the deploy fails, restore the previous content of what it changed and delete what it created.
+    #[arg(long)]
+    pub rollback_on_failure: bool,
     /// Deadline for --wait (e.g. 10m, 90s); a resource may set its own with the annotation kdeploy.io/timeout.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
@@ -398,6 +401,8 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
             timeout: args.timeout,
             ..crate::wait::Options::default()
         }),
+        rollback: args.rollback_on_failure,
+        repo_dir: Some(args.selection.repo.clone()),
         ..crate::apply::Options::default()
     };
     let repository = repository_identity(args);

@@ -880,6 +880,7 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
             .collect(),
         tracked: vec![],
         progress: String::new(),
+        rollback: None,
     };
     let config = |app: &str| Some(format!("services/{app}/production/config.yaml"));
     feedback

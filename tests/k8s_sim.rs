@@ -173,6 +173,7 @@ struct Inner {
     compacted_to: u64,
     watchers: Option<tokio::sync::broadcast::Sender<WatchEvent>>,
     behaviours: BTreeMap<(String, String, String), Behaviour>,
+    image_behaviours: BTreeMap<String, Behaviour>,
     kinds: Vec<Kind>,
     objects: BTreeMap<Key, Stored>,
     resource_version: u64,
@@ -1249,6 +1250,11 @@ impl Sim {
             .insert((kind.into(), namespace.into(), name.into()), b);
     }
 
+    /// Sets how the controllers treat workloads running `image`.
+    pub fn behave_image(&self, image: &str, b: Behaviour) {
+        self.lock().image_behaviours.insert(image.into(), b);
+    }
+
     /// Forgets watch history: watches from older versions get 410 Gone,
     /// and open watches are ended with it.
     pub fn expire_watches(&self) {
@@ -1300,10 +1306,32 @@ impl Sim {
 }
 
 fn behaviour(inner: &Inner, kind: &str, ns: &str, name: &str) -> Behaviour {
-    inner
+    if let Some(b) = inner
         .behaviours
         .get(&(kind.to_string(), ns.to_string(), name.to_string()))
-        .cloned()
+    {
+        return b.clone();
+    }
+    let key = match kind {
+        "Deployment" => ("apps", "deployments"),
+        "Job" => ("batch", "jobs"),
+        _ => return Behaviour::Healthy,
+    };
+    let image = inner
+        .objects
+        .get(&(
+            key.0.to_string(),
+            key.1.to_string(),
+            ns.to_string(),
+            name.to_string(),
+        ))
+        .and_then(|s| {
+            s.object["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .map(str::to_string)
+        });
+    image
+        .and_then(|i| inner.image_behaviours.get(&i).cloned())
         .unwrap_or(Behaviour::Healthy)
 }
 
@@ -1476,9 +1504,16 @@ fn controllers_step(inner: &mut Inner, step: u64) {
                         ns.clone(),
                         format!("{name}-{hash}"),
                     );
-                    if !inner.objects.contains_key(&rs_key)
-                        && let Some(kind) =
-                            inner.kinds.iter().find(|k| k.kind == "ReplicaSet").cloned()
+                    // Going back to an old template reuses its ReplicaSet at a new revision.
+                    if let Some(mut existing) = inner.objects.get(&rs_key).cloned() {
+                        existing.object["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+                            json!(generation.to_string());
+                        inner.resource_version += 1;
+                        existing.object["metadata"]["resourceVersion"] =
+                            json!(inner.resource_version.to_string());
+                        inner.put(rs_key.clone(), existing);
+                    } else if let Some(kind) =
+                        inner.kinds.iter().find(|k| k.kind == "ReplicaSet").cloned()
                     {
                         let stored = finalize_new(inner, rs, &kind, &ns);
                         inner.put(

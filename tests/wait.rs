@@ -291,3 +291,55 @@ async fn watch_latency() {
         samples.len()
     );
 }
+
+#[tokio::test]
+async fn a_failed_rollout_is_rolled_back_to_the_previous_state() {
+    let (sim, client) = sim().await;
+    let repo = example_repo();
+    let first = state(&repo, "HEAD");
+    let filter = web_staging();
+    let (reports, out) = deploy(&client, &first, None, &filter, &waiting(10_000)).await;
+    assert!(reports[0].succeeded(), "{out}");
+    sim.behave_image(
+        "ghcr.io/example/shop-web:2.0.1",
+        Behaviour::CrashLoopOomKilled,
+    );
+    repo.write("services/web/version", "2.0.1\n").write(
+        "services/web/staging/config.yaml",
+        "env:\n  NEW_FLAG: \"on\"\ningress:\n  host: shop.staging.example.com\n",
+    );
+    repo.commit("web 2.0.1, broken");
+    let opts = Options {
+        rollback: true,
+        repo_dir: Some(repo.path().to_path_buf()),
+        ..waiting(20_000)
+    };
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &opts).await;
+    let r = &reports[0];
+    assert!(!r.succeeded(), "{out}");
+    let rb = r.rollback.as_ref().expect("rolled back");
+    assert!(rb.succeeded(), "{out}");
+    assert!(
+        rb.restored.contains(&"apps/Deployment web/web".to_string()),
+        "{out}"
+    );
+    assert!(
+        rb.deleted.contains(&"ConfigMap web/web-env".to_string()),
+        "the new ConfigMap goes: {out}"
+    );
+    assert!(out.contains("rolled back: "), "{out}");
+    let d = sim.get("apps", "Deployment", "web", "web").unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/example/shop-web:2.0.0"
+    );
+    assert!(sim.get("", "ConfigMap", "web", "web-env").is_none());
+    let record = sim
+        .get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+        .unwrap();
+    assert_eq!(
+        record["data"]["commit"],
+        first.commit.unwrap().to_string(),
+        "record not advanced"
+    );
+}

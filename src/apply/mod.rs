@@ -58,6 +58,12 @@ pub struct Options {
     /// Wait for workloads to be ready (and deletions to finish) before the
     /// deploy counts as done.
     pub wait: Option<crate::wait::Options>,
+    /// When the deploy fails, put back the previous state of what it changed
+    /// (rendered from the record's commit in `repo_dir`, or the base) and
+    /// delete what it created.
+    pub rollback: bool,
+    /// The config repo, to render the previous state for a rollback.
+    pub repo_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -76,6 +82,8 @@ impl Default for Options {
             attempts: 5,
             backoff: Duration::from_millis(200),
             wait: None,
+            rollback: false,
+            repo_dir: None,
         }
     }
 }
@@ -157,6 +165,32 @@ pub struct Report {
     /// Progress lines of the tracking, one per change of state.
     #[serde(skip)]
     pub progress: String,
+    /// What a rollback did, when one ran.
+    pub rollback: Option<Rollback>,
+}
+
+/// A rollback after a failed deploy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollback {
+    /// Resources put back to their previous content.
+    pub restored: Vec<String>,
+    /// Resources the failed deploy created, deleted again.
+    pub deleted: Vec<String>,
+    /// Failures of the rollback itself.
+    pub failed: Vec<Failure>,
+    /// Readiness of what the rollback restored.
+    pub tracked: Vec<crate::wait::Tracked>,
+    /// Why it could not run at all, if so.
+    pub skipped: Option<String>,
+}
+
+impl Rollback {
+    /// True when the previous state is back and ready.
+    pub fn succeeded(&self) -> bool {
+        self.skipped.is_none()
+            && self.failed.is_empty()
+            && self.tracked.iter().all(crate::wait::Tracked::ok)
+    }
 }
 
 impl Report {
@@ -317,6 +351,151 @@ fn defined_by_crd(head: &[&Resource], group: &str, kind: &str) -> bool {
             && r.object["spec"]["group"] == group
             && r.object["spec"]["names"]["kind"] == kind
     })
+}
+
+/// The previous state's resources of the target's environment: the base
+/// when it is that commit, else the commit rendered from `opts.repo_dir`.
+fn previous_resources(
+    target: &Target<'_>,
+    opts: &Options,
+    commit: &str,
+) -> Result<Vec<Resource>, String> {
+    if let Some((c, resources)) = &target.base
+        && c == commit
+    {
+        return Ok(resources.iter().map(|r| (*r).clone()).collect());
+    }
+    let dir = opts
+        .repo_dir
+        .as_ref()
+        .ok_or("no config repo to render the previous state from")?;
+    let snapshot =
+        crate::source::Snapshot::open(dir, &crate::source::Revision::Commit(commit.to_string()))
+            .map_err(|e| e.to_string())?;
+    let filter = crate::config::Filter::new(Some(&target.env), None).map_err(|e| e.to_string())?;
+    let state = crate::render::render(&snapshot, &filter).map_err(|e| e.to_string())?;
+    Ok(state
+        .releases
+        .into_iter()
+        .filter(|r| (target.in_scope)(&r.release.app))
+        .flat_map(|r| r.resources)
+        .collect())
+}
+
+/// Puts back the previous content of what a failed deploy applied or
+/// deleted, deletes what it created, and waits for that too.
+async fn rollback(
+    client: &kube::Client,
+    kinds: &mut Kinds,
+    target: &Target<'_>,
+    opts: &Options,
+    report: &Report,
+    previous: &BTreeMap<ResourceId, Entry>,
+    previous_commit: Option<String>,
+) -> Rollback {
+    let mut rb = Rollback {
+        restored: Vec::new(),
+        deleted: Vec::new(),
+        failed: Vec::new(),
+        tracked: Vec::new(),
+        skipped: None,
+    };
+    let before: Vec<Resource> = match &previous_commit {
+        Some(c) => match previous_resources(target, opts, c) {
+            Ok(r) => r,
+            Err(e) => {
+                rb.skipped = Some(format!("cannot render the previous state at {c}: {e}"));
+                return rb;
+            }
+        },
+        None => Vec::new(),
+    };
+    let by_id: HashMap<String, &Resource> = before.iter().map(|r| (r.id.to_string(), r)).collect();
+    let touched: Vec<String> = report
+        .applied
+        .iter()
+        .chain(report.deleted.iter())
+        .cloned()
+        .collect();
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = false;
+    let mut to_track = Vec::new();
+    let global = opts.wait.as_ref().map(|w| w.timeout).unwrap_or_default();
+    for id in touched {
+        let created = target
+            .head
+            .iter()
+            .find(|r| r.id.to_string() == id)
+            .filter(|r| !previous.contains_key(&r.id));
+        match (by_id.get(&id), created) {
+            (Some(old), _) => {
+                let Ok(Some((ar, caps))) =
+                    kinds.resolve(&old.api_version, &old.id.kind, opts).await
+                else {
+                    continue;
+                };
+                let api = api_for(client, &ar, &caps, old.id.namespace.as_deref());
+                let result = match serde_json::from_value::<DynamicObject>(old.object.clone()) {
+                    Ok(obj) => {
+                        let patch = Patch::Apply(&obj);
+                        with_retry(opts, || api.patch(&old.id.name, &params, &patch))
+                            .await
+                            .map(|_| ())
+                    }
+                    Err(e) => Err(kube::Error::SerdeError(e)),
+                };
+                match result {
+                    Ok(()) => {
+                        rb.restored.push(id.clone());
+                        if crate::wait::needs_tracking(&old.id, false) {
+                            to_track.push(crate::wait::Target {
+                                id: old.id.clone(),
+                                app: old.origin.app.clone(),
+                                api: ar,
+                                namespaced: matches!(caps.scope, Scope::Namespaced),
+                                timeout: crate::wait::timeout_of(&old.object, global),
+                                deleted: false,
+                            });
+                        }
+                    }
+                    Err(e) => rb.failed.push(Failure {
+                        id,
+                        app: old.origin.app.clone(),
+                        source: old.origin.file.clone(),
+                        error: api_message(&e),
+                    }),
+                }
+            }
+            (None, Some(new)) => {
+                let Ok(Some((ar, caps))) =
+                    kinds.resolve(&new.api_version, &new.id.kind, opts).await
+                else {
+                    continue;
+                };
+                let api = api_for(client, &ar, &caps, new.id.namespace.as_deref());
+                let dp = DeleteParams {
+                    propagation_policy: Some(opts.propagation.clone()),
+                    ..DeleteParams::default()
+                };
+                match with_retry(opts, || api.delete(&new.id.name, &dp)).await {
+                    Ok(_) => rb.deleted.push(id),
+                    Err(kube::Error::Api(s)) if s.code == 404 => rb.deleted.push(id),
+                    Err(e) => rb.failed.push(Failure {
+                        id,
+                        app: new.origin.app.clone(),
+                        source: new.origin.file.clone(),
+                        error: api_message(&e),
+                    }),
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    if let Some(w) = &opts.wait {
+        let mut progress = Vec::new();
+        rb.tracked = crate::wait::track(client, to_track, w, &mut progress).await;
+    }
+    rb
 }
 
 /// True when `r`'s namespace is created by this plan.
@@ -590,6 +769,7 @@ async fn apply_held(
         record_written: false,
         tracked: Vec::new(),
         progress: String::new(),
+        rollback: None,
     };
     let mut to_track: Vec<crate::wait::Target> = Vec::new();
     let global_timeout = opts.wait.as_ref().map(|w| w.timeout).unwrap_or_default();
@@ -788,6 +968,25 @@ async fn apply_held(
         report.progress = String::from_utf8_lossy(&progress).into_owned();
     }
 
+    if !report.succeeded()
+        && opts.rollback
+        && !opts.dry_run
+        && (!report.applied.is_empty() || !report.deleted.is_empty())
+    {
+        report.rollback = Some(
+            rollback(
+                client,
+                kinds,
+                target,
+                opts,
+                &report,
+                &previous,
+                report.base.clone(),
+            )
+            .await,
+        );
+    }
+
     if report.succeeded() && !opts.dry_run {
         let mut entries: BTreeMap<ResourceId, Entry> = previous
             .into_iter()
@@ -936,6 +1135,30 @@ pub async fn apply_states(
                     "  {:<50} {:<8} {:>7.1}s  {detail}",
                     t.id, result, t.seconds
                 )?;
+            }
+        }
+        if let Some(rb) = &report.rollback {
+            match &rb.skipped {
+                Some(why) => writeln!(out, "{env}: rollback not possible: {why}")?,
+                None => {
+                    writeln!(
+                        out,
+                        "{env}: rolled back: {} restored, {} created resources deleted{}",
+                        rb.restored.len(),
+                        rb.deleted.len(),
+                        if rb.succeeded() {
+                            "; the previous state is ready"
+                        } else {
+                            "; the ROLLBACK FAILED too"
+                        }
+                    )?;
+                    for f in &rb.failed {
+                        writeln!(out, "  rollback FAILED {}: {}", f.id, f.error)?;
+                    }
+                    for t in rb.tracked.iter().filter(|t| !t.ok()) {
+                        writeln!(out, "  rollback not ready {}: {:?}", t.id, t.state)?;
+                    }
+                }
             }
         }
         if !report.succeeded() {
