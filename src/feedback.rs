@@ -230,6 +230,36 @@ pub fn output(
         "\n{} resources unchanged. Previous state: {:?}.",
         r.unchanged, r.previous
     );
+    if let Some(rb) = &r.rollback {
+        match &rb.skipped {
+            Some(why) => {
+                let _ = writeln!(summary, "\n**Rollback not possible:** {why}");
+            }
+            None => {
+                let list = |v: &[String]| {
+                    if v.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                let _ = writeln!(
+                    summary,
+                    "\n**Rolled back{}:** restored {}; deleted again {}.",
+                    if rb.succeeded() {
+                        ""
+                    } else {
+                        " (the rollback failed too)"
+                    },
+                    list(&rb.restored),
+                    list(&rb.deleted)
+                );
+                for f in &rb.failed {
+                    let _ = writeln!(text, "### Rollback of {} failed\n\n{}\n", f.id, f.error);
+                }
+            }
+        }
+    }
     for (app, message) in failing_apps {
         if let Some(path) = config_of(&app) {
             annotations.push(json!({
