@@ -31,6 +31,10 @@ pub struct Settings {
     pub plan: crate::plan::PlanSettings,
     /// Per-environment cluster settings.
     pub environments: BTreeMap<String, EnvironmentSettings>,
+    /// Raw manifest and Kustomize sources.
+    pub sources: crate::render::sources::SourcesSettings,
+    /// How Helm charts are rendered.
+    pub helm: crate::render::helm::HelmSettings,
 }
 
 /// Cluster settings of one environment in `kdeploy.yaml`.
@@ -50,6 +54,8 @@ impl Default for Settings {
             default_chart: "service".into(),
             plan: crate::plan::PlanSettings::default(),
             environments: BTreeMap::new(),
+            sources: Default::default(),
+            helm: Default::default(),
         }
     }
 }
@@ -166,6 +172,8 @@ pub struct Layout {
     pub releases: Vec<ReleaseSpec>,
     /// App directories that [`Layout::load_with`] was told not to expand.
     pub skipped_apps: Vec<Node>,
+    /// Releases of raw and Kustomize sources.
+    pub sources: Vec<crate::render::sources::SourceSpec>,
 }
 
 /// True for a DNS-1123 label: what Kubernetes accepts as a namespace name.
@@ -188,6 +196,7 @@ impl Layout {
             charts: BTreeMap::new(),
             releases: Vec::new(),
             skipped_apps: Vec::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -248,19 +257,26 @@ impl Layout {
 
         let mut releases = Vec::new();
         let mut skipped_apps = Vec::new();
-        let Some(services) = find_dir(reader, root, &settings.services)? else {
+        let sources =
+            crate::render::sources::find(reader, root, &settings.sources, filter, &mut problems)?;
+        let has_sources =
+            !settings.sources.raw.is_empty() || !settings.sources.kustomize.is_empty();
+        let services = find_dir(reader, root, &settings.services)?;
+        if services.is_none() && !has_sources {
             problems.push(
                 Diagnostic::new(
                     Location::file(&settings.services),
                     "no services directory in the config repo",
                 )
-                .help(
-                    "create services/<app>/<env>/config.yaml, or set `services:` in kdeploy.yaml",
-                ),
+                .help("create services/<app>/<env>/config.yaml, or set `services:` or `sources:` in kdeploy.yaml"),
             );
             return Err(problems.into());
+        }
+        let app_dirs = match &services {
+            Some(s) => reader.list(s)?,
+            None => Vec::new(),
         };
-        for app_dir in reader.list(&services)?.into_iter().filter(|n| n.is_dir) {
+        for app_dir in app_dirs.into_iter().filter(|n| n.is_dir) {
             let app = app_dir.name().to_string();
             if app.starts_with('_') {
                 continue;
@@ -285,6 +301,7 @@ impl Layout {
                 charts,
                 releases,
                 skipped_apps,
+                sources,
             })
             .map_err(Error::from)
     }

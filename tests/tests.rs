@@ -12,4 +12,5 @@ mod event;
 mod example;
 mod plan;
 mod render;
+mod sources;
 mod wait;

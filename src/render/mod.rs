@@ -9,7 +9,9 @@
 //! or the cluster.
 
 pub mod chart;
+pub mod helm;
 pub mod helpers;
+pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -118,7 +120,13 @@ pub fn render(snapshot: &Snapshot, filter: &Filter) -> Result<State, Error> {
     let layout = Layout::load(&reader, &snapshot.root(), filter)?;
     let mut charts = ChartCache::default();
     let specs: Vec<&ReleaseSpec> = layout.releases.iter().collect();
-    let releases = render_specs(snapshot, &layout, &specs, &mut charts)?;
+    let rendered = render_specs(snapshot, &layout, &specs, &mut charts);
+    let sourced = render_sources(
+        snapshot,
+        &layout,
+        &layout.sources.iter().collect::<Vec<_>>(),
+    );
+    let releases = merge_results(rendered, sourced)?;
     check_duplicates(&releases)?;
     Ok(State {
         label: snapshot.label().to_string(),
@@ -126,6 +134,39 @@ pub fn render(snapshot: &Snapshot, filter: &Filter) -> Result<State, Error> {
         settings: layout.settings,
         releases,
     })
+}
+
+/// Joins chart and source releases, every problem of both reported.
+fn merge_results(
+    a: Result<Vec<Rendered>, Error>,
+    b: Result<Vec<Rendered>, Error>,
+) -> Result<Vec<Rendered>, Error> {
+    let mut problems = Diagnostics::default();
+    let mut out = Vec::new();
+    for r in [a, b] {
+        match r {
+            Ok(v) => out.extend(v),
+            Err(Error::Invalid(d)) => problems.extend(d.0),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in &out {
+        if !seen.insert((r.release.env.clone(), r.release.app.clone())) {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(&r.release.dir),
+                    format!(
+                        "release {}/{} is defined twice (services/ and a source in kdeploy.yaml)",
+                        r.release.env, r.release.app
+                    ),
+                )
+                .help("an (environment, app) pair must come from one place"),
+            );
+        }
+    }
+    out.sort_by(|x, y| (&x.release.env, &x.release.app).cmp(&(&y.release.env, &y.release.app)));
+    problems.into_result(out).map_err(Error::from)
 }
 
 /// Two revisions rendered for comparison. Releases whose inputs are the same
@@ -266,10 +307,58 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
         .collect();
     head_todo.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
 
+    // Raw and Kustomize sources: unchanged when everything they read is.
+    let key_of = |reader: &source::Reader<'_>, snap: &Snapshot, spec: &sources::SourceSpec| {
+        if snap.commit().is_some() && settings_same {
+            sources::key(reader, &snap.root(), spec)
+        } else {
+            Ok(None)
+        }
+    };
+    let mut base_sources_todo = Vec::new();
+    let mut head_sources_todo = Vec::new();
+    for spec in &head_layout.sources {
+        let same = base_layout
+            .sources
+            .iter()
+            .find(|b| b.env == spec.env && b.app == spec.app && b.kind == spec.kind);
+        let unchanged_source = match same {
+            Some(b) => {
+                let hk = key_of(&head_reader, head, spec)?;
+                hk.is_some() && hk == key_of(&base_reader, base, b)?
+            }
+            None => false,
+        };
+        if unchanged_source {
+            unchanged.push((spec.env.clone(), spec.app.clone()));
+        } else {
+            head_sources_todo.push(spec);
+            if let Some(b) = same {
+                base_sources_todo.push(b);
+            }
+        }
+    }
+    for b in &base_layout.sources {
+        if !head_layout
+            .sources
+            .iter()
+            .any(|h| h.env == b.env && h.app == b.app && h.kind == b.kind)
+        {
+            base_sources_todo.push(b);
+        }
+    }
+    unchanged.sort();
+
     let mut charts = ChartCache::default();
-    let base_releases = render_specs(base, &base_layout, &base_todo, &mut charts)
-        .map_err(|e| prefix_revision(e, base.label()))?;
-    let head_releases = render_specs(head, &head_layout, &head_todo, &mut charts)?;
+    let base_releases = merge_results(
+        render_specs(base, &base_layout, &base_todo, &mut charts),
+        render_sources(base, &base_layout, &base_sources_todo),
+    )
+    .map_err(|e| prefix_revision(e, base.label()))?;
+    let head_releases = merge_results(
+        render_specs(head, &head_layout, &head_todo, &mut charts),
+        render_sources(head, &head_layout, &head_sources_todo),
+    )?;
     check_duplicates(&head_releases)?;
     Ok(Comparison {
         base: State {
@@ -304,7 +393,13 @@ fn prefix_revision(e: Error, label: &str) -> Error {
 /// Compiled charts, shared between revisions when their content is equal.
 #[derive(Default)]
 struct ChartCache {
-    by_key: HashMap<String, Arc<Chart>>,
+    by_key: HashMap<String, Arc<Engine>>,
+}
+
+/// A compiled chart of either engine.
+enum Engine {
+    Handlebars(Box<Chart>),
+    Helm(helm::HelmChart),
 }
 
 impl ChartCache {
@@ -313,7 +408,7 @@ impl ChartCache {
         snapshot: &Snapshot,
         layout: &Layout,
         name: &str,
-    ) -> Result<Option<Arc<Chart>>, Error> {
+    ) -> Result<Option<Arc<Engine>>, Error> {
         let node = layout.charts.get(name);
         let key = match node {
             Some(n) => n.id.map(|id| id.to_string()),
@@ -323,19 +418,55 @@ impl ChartCache {
         if let Some(c) = key.as_ref().and_then(|k| self.by_key.get(k)) {
             return Ok(Some(c.clone()));
         }
-        let chart = match node {
-            Some(n) => Chart::load(&snapshot.reader(), n).map_err(|e| match e {
-                chart::LoadError::Source(s) => Error::Source(s),
-                chart::LoadError::Invalid(d) => Error::Invalid(d),
-            })?,
-            None => Chart::builtin()?,
+        let engine = match node {
+            Some(n) => {
+                let reader = snapshot.reader();
+                let meta = match reader.child(n, "Chart.yaml")? {
+                    Some(f) => reader.read_text(&f)?,
+                    None => String::new(),
+                };
+                if helm::is_helm_chart(&meta) {
+                    Engine::Helm(helm::HelmChart::load(&reader, n)?)
+                } else {
+                    Engine::Handlebars(Box::new(Chart::load(&reader, n).map_err(|e| match e {
+                        chart::LoadError::Source(s) => Error::Source(s),
+                        chart::LoadError::Invalid(d) => Error::Invalid(d),
+                    })?))
+                }
+            }
+            None => Engine::Handlebars(Box::new(Chart::builtin()?)),
         };
-        let chart = Arc::new(chart);
+        let engine = Arc::new(engine);
         if let Some(k) = key {
-            self.by_key.insert(k, chart.clone());
+            self.by_key.insert(k, engine.clone());
         }
-        Ok(Some(chart))
+        Ok(Some(engine))
     }
+}
+
+/// Renders the releases of raw and Kustomize sources.
+fn render_sources(
+    snapshot: &Snapshot,
+    layout: &Layout,
+    specs: &[&sources::SourceSpec],
+) -> Result<Vec<Rendered>, Error> {
+    let root = snapshot.root();
+    let results: Vec<Result<Result<Rendered, Diagnostics>, source::Error>> = specs
+        .par_iter()
+        .map_init(
+            || snapshot.reader(),
+            |reader, spec| sources::render(reader, &root, spec, &layout.settings.sources),
+        )
+        .collect();
+    let mut problems = Diagnostics::default();
+    let mut out = Vec::new();
+    for r in results {
+        match r? {
+            Ok(r) => out.push(r),
+            Err(d) => problems.extend(d.0),
+        }
+    }
+    problems.into_result(out).map_err(Error::from)
 }
 
 /// Renders the given releases of one snapshot.
@@ -354,7 +485,7 @@ fn render_specs(
         )
         .collect();
 
-    let mut by_name: HashMap<String, Option<Arc<Chart>>> = HashMap::new();
+    let mut by_name: HashMap<String, Option<Arc<Engine>>> = HashMap::new();
     let mut jobs = Vec::with_capacity(specs.len());
     for (spec, sv) in specs.iter().zip(services) {
         let sv = match sv {
@@ -407,7 +538,12 @@ fn render_specs(
 
     let rendered: Vec<Result<Rendered, Diagnostics>> = jobs
         .into_par_iter()
-        .map(|(spec, sv, chart)| render_release(spec, sv, &chart, layout.settings_id))
+        .map(|(spec, sv, engine)| match &*engine {
+            Engine::Handlebars(chart) => render_release(spec, sv, chart, layout.settings_id),
+            Engine::Helm(chart) => {
+                helm::render(spec, sv, chart, &layout.settings.helm, layout.settings_id)
+            }
+        })
         .collect();
     let mut out = Vec::with_capacity(rendered.len());
     for r in rendered {

