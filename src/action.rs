@@ -338,7 +338,10 @@ pub async fn run(env: &ActionEnv, retry: RetryPolicy, log: &mut dyn Write) -> an
     };
     let head = open(revs.head)?;
     let marker = report::comment_marker(&inputs.comment_id);
-    let outcome = render::compare(&base, &head, &filter);
+    let outcome = render::compare(&base, &head, &filter).and_then(|cmp| {
+        crate::validate::check(&cmp.head).map_err(render::Error::Invalid)?;
+        Ok(cmp)
+    });
     runner.end_group()?;
     let cmp = match outcome {
         Ok(cmp) => cmp,
@@ -439,7 +442,11 @@ async fn deploy(
     };
     // A full render (not the incremental comparison): every resource of the
     // head state is checked, duplicates included, before the cluster is touched.
-    let head_state = match render::render(head, filter) {
+    let head_state = match render::render(head, filter).and_then(|s| {
+        crate::validate::check(&s)
+            .map(|_| s)
+            .map_err(render::Error::Invalid)
+    }) {
         Ok(s) => s,
         Err(render::Error::Invalid(problems)) => {
             for p in &problems.0 {

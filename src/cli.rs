@@ -30,6 +30,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Show what changes between two revisions, resource by resource.
     Plan(PlanArgs),
+    /// Check rendered resources against the Kubernetes API schemas (and CRDs in the repo).
+    Validate(ValidateArgs),
     /// Deploy: server-side apply what changed since the last deploy, delete what is gone.
     Apply(ApplyArgs),
     /// Show how the cluster differs from the head revision (live vs server-side dry run).
@@ -116,6 +118,17 @@ pub struct PlanArgs {
     /// Lines of context around each change.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub context: usize,
+}
+
+/// `kdeploy validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// Repository and releases.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Revision to validate; default: the work tree.
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
 }
 
 /// `kdeploy apply`.
@@ -248,6 +261,27 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Render(args) => run_render(&args, out),
         Command::Plan(args) => run_plan(&args, out),
+        Command::Validate(args) => {
+            let filter = args.selection.filter()?;
+            let snapshot =
+                Snapshot::open(&args.selection.repo, &Revision::parse(args.rev.as_deref()))?;
+            let state = render::render(&snapshot, &filter)?;
+            let summary = crate::validate::check(&state)?;
+            writeln!(out, "{} resources valid", summary.checked)?;
+            if !summary.skipped.is_empty() {
+                writeln!(
+                    out,
+                    "not checked (no schema in kdeploy and no CRD in the repo): {}",
+                    summary
+                        .skipped
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
+            }
+            Ok(Outcome::Clean)
+        }
         Command::Diff(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -287,6 +321,7 @@ fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let base = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.base)))?;
     let head = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
     let cmp = render::compare(&base, &head, &filter)?;
+    crate::validate::check(&cmp.head)?;
     let plan = plan::plan(&cmp, &cmp.head.settings.plan, args.context);
     match args.format {
         Format::Text => {
@@ -377,6 +412,7 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     let filter = args.selection.filter()?;
     let head_snap = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
     let head = render::render(&head_snap, &filter)?;
+    crate::validate::check(&head)?;
     let base = match &args.base {
         Some(b) => Some(render::render(
             &Snapshot::open(&args.selection.repo, &Revision::parse(Some(b)))?,

@@ -8,6 +8,7 @@
 //! - [`config`]: find releases (`services/<app>/<env>/`) and merge their values.
 //! - [`render`]: render releases with their charts into [`resource::Resource`]s.
 //! - [`output`]: write rendered manifests to `_gen/`.
+//! - [`validate`]: schema checks of rendered resources before planning.
 //! - [`plan`]: per-resource changes between two revisions, Secrets redacted.
 //! - [`report`]: a plan as terminal text, markdown or JSON.
 //! - [`apply`]: server-side apply of changed resources, prune, deploy record,
@@ -38,5 +39,6 @@ pub mod render;
 pub mod report;
 pub mod resource;
 pub mod source;
+pub mod validate;
 pub mod wait;
 pub mod yaml;

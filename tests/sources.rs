@@ -373,3 +373,60 @@ fn kustomize_missing_files_and_remote_bases_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn validate_names_the_field_the_resource_and_the_file() {
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "sources:\n  raw: [\"manifests/{env}/{app}\"]\n",
+    );
+    repo.commit("empty");
+    repo.write(
+            "manifests/prod/shop/deploy.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  replicas: 2\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n      containers:\n        - name: shop\n          image: x\n          imagePolicy: Always\n",
+        )
+        .write(
+            "manifests/prod/shop/crd.yaml",
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  names: {kind: Widget, plural: widgets}\n  scope: Namespaced\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema:\n        openAPIV3Schema:\n          type: object\n          properties:\n            spec:\n              type: object\n              properties:\n                size: {type: integer}\n",
+        )
+        .write("manifests/prod/shop/widget.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  size: large\n")
+        .write("manifests/prod/shop/monitor.yaml", "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: m\nspec: {}\n");
+    let run = repo.kdeploy(&["validate"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("manifests/prod/shop/deploy.yaml: apps/Deployment shop/shop in prod/shop is invalid: spec.template.spec.containers[0].imagePolicy: unknown field"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "example.com/Widget shop/w in prod/shop is invalid: spec.size: expected integer"
+        ),
+        "{}",
+        run.stderr
+    );
+    // Plans refuse invalid resources too.
+    repo.commit("invalid");
+    let plan = repo.kdeploy(&["plan", "--base", "HEAD", "--head", "HEAD"]);
+    assert_eq!(
+        plan.code, 0,
+        "nothing rendered, nothing to validate: {}",
+        plan.stderr
+    );
+
+    repo.write(
+        "manifests/prod/shop/deploy.yaml",
+        &repo
+            .read("manifests/prod/shop/deploy.yaml")
+            .replace("          imagePolicy: Always\n", ""),
+    )
+    .write(
+        "manifests/prod/shop/widget.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  size: 3\n",
+    );
+    let run = repo.kdeploy(&["validate"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("3 resources valid"), "{}", run.stdout);
+    assert!(run.stdout.contains("not checked (no schema in kdeploy and no CRD in the repo): ServiceMonitor (monitoring.coreos.com/v1)"), "{}", run.stdout);
+}

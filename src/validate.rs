@@ -1,0 +1,294 @@
+//! Schema validation of rendered resources, before anything is planned or
+//! applied, as kubeconform does it but offline.
+//!
+//! Built-in kinds are checked against the Kubernetes API types compiled into
+//! kdeploy (k8s-openapi, Kubernetes 1.37): a value of the wrong type fails
+//! deserialization (the field path comes from `serde_path_to_error`), and a
+//! field the type does not know is found by comparing the object with its
+//! typed round trip. Custom resources are checked against the
+//! `openAPIV3Schema` of a CustomResourceDefinition in the same state; kinds
+//! with no schema at hand are skipped and listed.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::render::State;
+use crate::resource::Resource;
+
+/// What a validation run covered.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Resources checked against a schema.
+    pub checked: usize,
+    /// `group/Kind` of resources without a schema (not checked).
+    pub skipped: BTreeSet<String>,
+}
+
+/// Field paths of `original` that `round_trip` lost: fields the type does
+/// not have. Nulls are not fields.
+fn unknown_fields(original: &Value, round_trip: &Value, path: &str, out: &mut Vec<String>) {
+    match (original, round_trip) {
+        (Value::Object(o), Value::Object(r)) => {
+            for (k, v) in o {
+                let p = format!("{path}.{k}");
+                match r.get(k) {
+                    None if !v.is_null() => out.push(p),
+                    Some(rv) => unknown_fields(v, rv, &p, out),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(r)) => {
+            for (i, (a, b)) in o.iter().zip(r).enumerate() {
+                unknown_fields(a, b, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_typed<T: DeserializeOwned + Serialize>(object: &Value) -> Vec<String> {
+    match serde_path_to_error::deserialize::<_, T>(object.clone()) {
+        Err(e) => vec![format!("{}: {}", e.path(), e.inner())],
+        Ok(typed) => {
+            let round_trip = serde_json::to_value(&typed).unwrap_or(Value::Null);
+            let mut unknown = Vec::new();
+            unknown_fields(object, &round_trip, "", &mut unknown);
+            unknown
+                .into_iter()
+                .map(|p| format!("{}: unknown field", p.trim_start_matches('.')))
+                .collect()
+        }
+    }
+}
+
+/// The problems of a built-in kind, or `None` when no type is compiled in.
+fn check_builtin(api_version: &str, kind: &str, object: &Value) -> Option<Vec<String>> {
+    use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy, rbac};
+    Some(match (api_version, kind) {
+        ("v1", "Namespace") => check_typed::<core::v1::Namespace>(object),
+        ("v1", "ConfigMap") => check_typed::<core::v1::ConfigMap>(object),
+        ("v1", "Secret") => check_typed::<core::v1::Secret>(object),
+        ("v1", "Service") => check_typed::<core::v1::Service>(object),
+        ("v1", "ServiceAccount") => check_typed::<core::v1::ServiceAccount>(object),
+        ("v1", "PersistentVolumeClaim") => check_typed::<core::v1::PersistentVolumeClaim>(object),
+        ("v1", "Pod") => check_typed::<core::v1::Pod>(object),
+        ("v1", "ResourceQuota") => check_typed::<core::v1::ResourceQuota>(object),
+        ("v1", "LimitRange") => check_typed::<core::v1::LimitRange>(object),
+        ("apps/v1", "Deployment") => check_typed::<apps::v1::Deployment>(object),
+        ("apps/v1", "StatefulSet") => check_typed::<apps::v1::StatefulSet>(object),
+        ("apps/v1", "DaemonSet") => check_typed::<apps::v1::DaemonSet>(object),
+        ("batch/v1", "Job") => check_typed::<batch::v1::Job>(object),
+        ("batch/v1", "CronJob") => check_typed::<batch::v1::CronJob>(object),
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => check_typed::<autoscaling::v2::HorizontalPodAutoscaler>(object),
+        ("networking.k8s.io/v1", "Ingress") => check_typed::<networking::v1::Ingress>(object),
+        ("networking.k8s.io/v1", "NetworkPolicy") => check_typed::<networking::v1::NetworkPolicy>(object),
+        ("policy/v1", "PodDisruptionBudget") => check_typed::<policy::v1::PodDisruptionBudget>(object),
+        ("rbac.authorization.k8s.io/v1", "Role") => check_typed::<rbac::v1::Role>(object),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => check_typed::<rbac::v1::RoleBinding>(object),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => check_typed::<rbac::v1::ClusterRole>(object),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => check_typed::<rbac::v1::ClusterRoleBinding>(object),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            check_typed::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(object)
+        }
+        _ => return None,
+    })
+}
+
+/// Checks `value` against an OpenAPI v3 (structural) schema.
+fn check_schema(value: &Value, schema: &Value, path: &str, out: &mut Vec<String>) {
+    if value.is_null() && schema["nullable"] == true {
+        return;
+    }
+    let type_ok = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => {
+            value.is_string() || (schema["x-kubernetes-int-or-string"] == true && value.is_i64())
+        }
+        Some("integer") => {
+            value.is_i64()
+                || value.is_u64()
+                || (schema["x-kubernetes-int-or-string"] == true && value.is_string())
+        }
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !type_ok {
+        out.push(format!(
+            "{}: expected {}, found {value}",
+            path.trim_start_matches('.'),
+            schema["type"].as_str().unwrap_or("?")
+        ));
+        return;
+    }
+    if let Some(obj) = value.as_object() {
+        for r in schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if !obj.contains_key(r) {
+                out.push(format!(
+                    "{}.{r}: required field missing",
+                    path.trim_start_matches('.')
+                ));
+            }
+        }
+        let props = schema["properties"].as_object();
+        let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
+        for (k, v) in obj {
+            let p = format!("{path}.{k}");
+            match props.and_then(|m| m.get(k)) {
+                Some(s) => check_schema(v, s, &p, out),
+                None if schema["additionalProperties"].is_object() => {
+                    check_schema(v, &schema["additionalProperties"], &p, out)
+                }
+                None if props.is_some() && !preserve && !path.is_empty() => {
+                    out.push(format!("{}: unknown field", p.trim_start_matches('.')))
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            check_schema(v, items, &format!("{path}[{i}]"), out);
+        }
+    }
+}
+
+/// The schema of (group, version, kind) from the CRDs among `resources`.
+fn crd_schema<'a>(resources: &[&'a Resource], api_version: &str, kind: &str) -> Option<&'a Value> {
+    let (group, version) = crate::resource::split_api_version(api_version);
+    resources.iter().find_map(|r| {
+        let spec = &r.object["spec"];
+        (r.id.kind == "CustomResourceDefinition"
+            && spec["group"] == group
+            && spec["names"]["kind"] == kind)
+            .then(|| {
+                spec["versions"]
+                    .as_array()?
+                    .iter()
+                    .find(|v| v["name"] == version)
+                    .map(|v| &v["schema"]["openAPIV3Schema"])
+            })
+            .flatten()
+            .filter(|s| s.is_object())
+    })
+}
+
+/// Validates every resource of `state`. Problems name the release, the
+/// resource, the source file and the field path.
+pub fn validate(state: &State) -> (Diagnostics, Summary) {
+    let mut problems = Diagnostics::default();
+    let mut summary = Summary::default();
+    for release in &state.releases {
+        let env_resources: Vec<&Resource> = state
+            .releases
+            .iter()
+            .filter(|r| r.release.env == release.release.env)
+            .flat_map(|r| r.resources.iter())
+            .collect();
+        for res in &release.resources {
+            let found = check_builtin(&res.api_version, &res.id.kind, &res.object).or_else(|| {
+                crd_schema(&env_resources, &res.api_version, &res.id.kind).map(|schema| {
+                    let mut out = Vec::new();
+                    // metadata is the API server's, not the CRD's.
+                    let mut object = res.object.clone();
+                    if let Some(o) = object.as_object_mut() {
+                        o.remove("metadata");
+                        o.remove("apiVersion");
+                        o.remove("kind");
+                    }
+                    check_schema(&object, schema, "", &mut out);
+                    out
+                })
+            });
+            match found {
+                None => {
+                    summary
+                        .skipped
+                        .insert(format!("{} ({})", res.id.kind, res.api_version));
+                }
+                Some(errors) => {
+                    summary.checked += 1;
+                    for e in errors {
+                        problems.push(
+                            Diagnostic::new(
+                                Location::file(&res.origin.file),
+                                format!("{} in {}/{} is invalid: {e}", res.id, release.release.env, release.release.app),
+                            )
+                            .help("fix the value in the chart or the service config; `kdeploy validate` checks without planning"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    (problems, summary)
+}
+
+/// [`validate`] as a result: the problems, or what was covered.
+///
+/// # Errors
+/// Every schema problem found.
+pub fn check(state: &State) -> Result<Summary, Diagnostics> {
+    let (problems, summary) = validate(state);
+    problems.into_result(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wrong_types_and_unknown_fields_have_paths() {
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "creationTimestamp": null},
+            "spec": {"replicas": "two", "selector": {}, "template": {}}});
+        let errs = check_builtin("apps/v1", "Deployment", &d).unwrap();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("spec.replicas:"), "{errs:?}");
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+            "spec": {"replicas": 2, "selector": {}, "template": {"spec": {"containers": [{"name": "a", "imagePullPolicy": "Always", "imagePolicy": "x"}]}}}});
+        let errs = check_builtin("apps/v1", "Deployment", &d).unwrap();
+        assert_eq!(
+            errs,
+            ["spec.template.spec.containers[0].imagePolicy: unknown field"]
+        );
+        let cpu = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": 1}}}]}});
+        assert!(
+            check_builtin("v1", "Pod", &cpu).unwrap().is_empty(),
+            "numeric quantities are fine"
+        );
+    }
+
+    #[test]
+    fn crd_schemas() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "required": ["size"], "properties": {"size": {"type": "integer"}}}}});
+        let mut out = Vec::new();
+        check_schema(
+            &json!({"spec": {"size": "big", "colour": 1}}),
+            &schema,
+            "",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                "spec.colour: unknown field",
+                "spec.size: expected integer, found \"big\""
+            ]
+        );
+        let mut out = Vec::new();
+        check_schema(&json!({"spec": {}}), &schema, "", &mut out);
+        assert_eq!(out, ["spec.size: required field missing"]);
+    }
+}
