@@ -430,3 +430,86 @@ fn validate_names_the_field_the_resource_and_the_file() {
     assert!(run.stdout.contains("3 resources valid"), "{}", run.stdout);
     assert!(run.stdout.contains("not checked (no schema in kdeploy and no CRD in the repo): ServiceMonitor (monitoring.coreos.com/v1)"), "{}", run.stdout);
 }
+
+/// Figures for the closing note: 100 releases from each source.
+/// `cargo test --release --test tests sources::render_time_per_source -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run by hand with --ignored --nocapture"]
+fn render_time_per_source() {
+    let time = |repo: &Repo| {
+        let start = std::time::Instant::now();
+        let state = render_at(repo, "HEAD").unwrap();
+        (
+            start.elapsed().as_secs_f64() * 1000.0,
+            state.releases.len(),
+            state.resource_count(),
+        )
+    };
+    // Embedded chart: 50 apps x 2 envs.
+    let embedded = Repo::new();
+    for (path, text) in kdeploy::bench::synthetic_files(50, 2) {
+        embedded.write(&path, &text);
+    }
+    embedded.commit("embedded");
+    let (ms, n, r) = time(&embedded);
+    println!("embedded chart: {n} releases, {r} resources: {ms:.0} ms");
+
+    // The same manifests as raw files.
+    let raw = Repo::new();
+    raw.write("kdeploy.yaml", "sources:\n  raw: [\"_gen/{env}/{app}\"]\n");
+    for (path, text) in kdeploy::output::files(&render_at(&embedded, "HEAD").unwrap()) {
+        raw.write(&format!("_gen/{}", path.display()), &text);
+    }
+    raw.commit("raw");
+    let (ms, n, r) = time(&raw);
+    println!("raw manifests (same output): {n} releases, {r} resources: {ms:.0} ms");
+
+    if let Some((_keep, helm)) = helm() {
+        let repo = Repo::new();
+        repo.write(
+            "kdeploy.yaml",
+            &format!("helm:\n  binary: {}\n", helm.display()),
+        );
+        // Without its CRD, which only one release of an environment may own.
+        for (path, text) in HELM_CHART.iter().filter(|(p, _)| !p.starts_with("crds/")) {
+            repo.write(&format!("charts/legacy/{path}"), text);
+        }
+        for a in 0..50 {
+            repo.write(&format!("services/app-{a}/config.yaml"), "chart: legacy\n")
+                .write(&format!("services/app-{a}/version"), "1\n");
+            for env in ["staging", "production"] {
+                repo.write(&format!("services/app-{a}/{env}/config.yaml"), "");
+            }
+        }
+        repo.commit("helm");
+        let (ms, n, r) = time(&repo);
+        println!(
+            "helm (one helm-python-sdk process per release): {n} releases, {r} resources: {ms:.0} ms"
+        );
+    }
+    if let Some(kubectl) = kubectl() {
+        let repo = kustomize_repo(&kubectl);
+        for a in 0..50 {
+            for env in ["staging", "production"] {
+                repo.write(
+                    &format!("apps/app-{a}/overlays/{env}/kustomization.yaml"),
+                    &format!("resources: [../../base]\nnamespace: app-{a}\n"),
+                );
+            }
+            repo.write(
+                &format!("apps/app-{a}/base/kustomization.yaml"),
+                &repo.read("apps/shop/base/kustomization.yaml"),
+            )
+            .write(
+                &format!("apps/app-{a}/base/deployment.yaml"),
+                &repo.read("apps/shop/base/deployment.yaml"),
+            );
+        }
+        repo.remove("apps/shop");
+        repo.commit("kustomize x100");
+        let (ms, n, r) = time(&repo);
+        println!(
+            "kustomize (one kubectl process per overlay): {n} releases, {r} resources: {ms:.0} ms"
+        );
+    }
+}
