@@ -412,14 +412,7 @@ pub fn env_names(
 
 /// Finds a directory by a `/`-separated path below `root`.
 fn find_dir(reader: &Reader<'_>, root: &Node, path: &str) -> Result<Option<Node>, source::Error> {
-    let mut node = root.clone();
-    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
-        match reader.child(&node, part)? {
-            Some(child) if child.is_dir => node = child,
-            _ => return Ok(None),
-        }
-    }
-    Ok(Some(node))
+    Ok(reader.find(root, path)?.filter(|n| n.is_dir))
 }
 
 /// A service's own values (app level merged under env level) and version.

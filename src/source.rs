@@ -370,6 +370,24 @@ impl Reader<'_> {
         Ok(self.list(dir)?.into_iter().find(|n| n.path == path))
     }
 
+    /// The file or directory at a `/`-separated path below `dir`.
+    ///
+    /// # Errors
+    /// When a directory on the way cannot be read.
+    pub fn find(&self, dir: &Node, path: &str) -> Result<Option<Node>, Error> {
+        let mut node = dir.clone();
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            if !node.is_dir {
+                return Ok(None);
+            }
+            match self.child(&node, part)? {
+                Some(child) => node = child,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(node))
+    }
+
     /// The contents of a file.
     ///
     /// # Errors

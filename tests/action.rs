@@ -141,6 +141,19 @@ impl Job {
     }
 }
 
+/// A simulated cluster whose controllers roll workloads out.
+async fn cluster() -> crate::k8s_sim::Sim {
+    let sim = crate::k8s_sim::Sim::start().await;
+    sim.run_controllers(Duration::from_millis(20));
+    sim
+}
+
+/// A push of main from `before` (none: the first push) to `after`.
+fn push_payload(before: Option<&str>, after: &str) -> Value {
+    json!({"ref": "refs/heads/main", "before": before.unwrap_or("0000000000000000000000000000000000000000"),
+        "after": after, "deleted": false})
+}
+
 fn output(outputs: &str, name: &str) -> Option<String> {
     let start = outputs.find(&format!("{name}<<"))?;
     let rest = &outputs[start..];
@@ -679,8 +692,7 @@ async fn secret_values_and_the_token_appear_nowhere() {
 #[tokio::test]
 async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
     let job = Job::new().await;
-    let sim = crate::k8s_sim::Sim::start().await;
-    sim.run_controllers(Duration::from_millis(20));
+    let sim = cluster().await;
     let before = job.base();
     job.origin.write("services/web/version", "1.2.0\n");
     let after = job.origin.commit("bump web");
@@ -748,8 +760,7 @@ async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
 #[tokio::test]
 async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
     let job = Job::new().await;
-    let sim = crate::k8s_sim::Sim::start().await;
-    sim.run_controllers(Duration::from_millis(20));
+    let sim = cluster().await;
     sim.behave(
         "Deployment",
         "web",
@@ -757,7 +768,7 @@ async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
         crate::k8s_sim::Behaviour::CrashLoopOomKilled,
     );
     let after = job.base();
-    let payload = json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": after, "deleted": false});
+    let payload = push_payload(None, &after);
     let kubeconfig = sim.kubeconfig();
     let run = job
         .run(
@@ -805,8 +816,7 @@ async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
 
     // A rollout that never gets ready times out, and the check run says so.
     let job = Job::new().await;
-    let sim = crate::k8s_sim::Sim::start().await;
-    sim.run_controllers(Duration::from_millis(20));
+    let sim = cluster().await;
     sim.behave(
         "Deployment",
         "web",
@@ -814,7 +824,7 @@ async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
         crate::k8s_sim::Behaviour::NeverReady,
     );
     let kubeconfig = sim.kubeconfig();
-    let payload = json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": job.base(), "deleted": false});
+    let payload = push_payload(None, &job.base());
     let run = job
         .run(
             "push",
@@ -902,9 +912,8 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
 async fn check_run_403_is_a_warning_and_the_deploy_goes_on() {
     let job = Job::new().await;
     job.fake.read_only();
-    let sim = crate::k8s_sim::Sim::start().await;
-    sim.run_controllers(Duration::from_millis(20));
-    let payload = json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": job.base(), "deleted": false});
+    let sim = cluster().await;
+    let payload = push_payload(None, &job.base());
     let kubeconfig = sim.kubeconfig();
     let run = job
         .run(

@@ -218,15 +218,7 @@ pub fn render(
             .unwrap_or_else(|| chart.dir.clone());
         super::parse_documents(doc.text, &source, &release, &mut objects, &mut problems);
     }
-    let crds = crate::resource::crd_scopes(objects.iter().map(|(v, _)| v));
-    let mut resources = Vec::new();
-    for (object, origin) in objects {
-        match super::to_resource(object, origin, &release.namespace, &crds) {
-            Ok(r) => resources.push(r),
-            Err(d) => problems.push(d),
-        }
-    }
-    resources.sort_by_key(|r| crate::resource::kind_rank(&r.id.group, &r.id.kind));
+    let resources = super::resources_of(objects, &release.namespace, &mut problems);
     let key = match (spec.service_key(), &chart.key) {
         (Some(service), Some(c)) => Some(ReleaseKey {
             service,

@@ -614,16 +614,7 @@ fn render_release(
         };
         parse_documents(&text, template, &release, &mut objects, &mut problems);
     }
-    let cluster_crds = resource::crd_scopes(objects.iter().map(|(v, _)| v));
-    let mut resources = Vec::with_capacity(objects.len());
-    for (object, origin) in objects {
-        match to_resource(object, origin, &release.namespace, &cluster_crds) {
-            Ok(r) => resources.push(r),
-            Err(d) => problems.push(d),
-        }
-    }
-    // Stable: template order within a kind rank.
-    resources.sort_by_key(|r| resource::kind_rank(&r.id.group, &r.id.kind));
+    let resources = resources_of(objects, &release.namespace, &mut problems);
     let key = spec.service_key().map(|service| ReleaseKey {
         service,
         settings: settings_id,
@@ -635,6 +626,26 @@ fn render_release(
         resources,
         key,
     })
+}
+
+/// Turns parsed objects into resources in apply order (kind rank, then the
+/// order they came in), with namespaces filled in; CRDs among them decide
+/// the scope of their own kinds.
+fn resources_of(
+    objects: Vec<(Value, Origin)>,
+    namespace: &str,
+    problems: &mut Diagnostics,
+) -> Vec<Resource> {
+    let cluster_crds = resource::crd_scopes(objects.iter().map(|(v, _)| v));
+    let mut resources = Vec::with_capacity(objects.len());
+    for (object, origin) in objects {
+        match to_resource(object, origin, namespace, &cluster_crds) {
+            Ok(r) => resources.push(r),
+            Err(d) => problems.push(d),
+        }
+    }
+    resources.sort_by_key(|r| resource::kind_rank(&r.id.group, &r.id.kind));
+    resources
 }
 
 /// Splits a template's output into documents and parses each once.

@@ -204,23 +204,13 @@ fn expand_lists(
 
 /// Turns parsed documents into a rendered release.
 fn finish(
-    spec: &SourceSpec,
     release: Release,
     objects: Vec<(Value, crate::resource::Origin)>,
     key: Option<ReleaseKey>,
     mut problems: Diagnostics,
 ) -> Result<Rendered, Diagnostics> {
     let objects = expand_lists(objects);
-    let crds = crate::resource::crd_scopes(objects.iter().map(|(v, _)| v));
-    let mut resources = Vec::new();
-    for (object, origin) in objects {
-        match super::to_resource(object, origin, &release.namespace, &crds) {
-            Ok(r) => resources.push(r),
-            Err(d) => problems.push(d),
-        }
-    }
-    resources.sort_by_key(|r| crate::resource::kind_rank(&r.id.group, &r.id.kind));
-    let _ = spec;
+    let resources = super::resources_of(objects, &release.namespace, &mut problems);
     problems.into_result(Rendered {
         release,
         resources,
@@ -269,7 +259,7 @@ pub fn render_raw(
         }
     }
     let key = key_of(vec![spec.dir.id], "raw");
-    Ok(finish(spec, release, objects, key, problems))
+    Ok(finish(release, objects, key, problems))
 }
 
 /// Paths a kustomization refers to, relative to its directory.
@@ -344,7 +334,7 @@ fn resolve_kustomize(
     if seen.contains_key(dir) {
         return Ok(());
     }
-    let Some(node) = find_node(reader, root, dir)? else {
+    let Some(node) = reader.find(root, dir)? else {
         return Ok(());
     };
     seen.insert(dir.to_string(), node.clone());
@@ -391,7 +381,7 @@ fn resolve_kustomize(
             ));
             continue;
         };
-        if find_node(reader, root, &path)?.is_none() {
+        if reader.find(root, &path)?.is_none() {
             problems.push(
                 Diagnostic::new(
                     Location::file(&kfile.path),
@@ -404,20 +394,6 @@ fn resolve_kustomize(
         resolve_kustomize(reader, root, &path, seen, problems)?;
     }
     Ok(())
-}
-
-fn find_node(reader: &Reader<'_>, root: &Node, path: &str) -> Result<Option<Node>, source::Error> {
-    let mut node = root.clone();
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        if !node.is_dir {
-            return Ok(None);
-        }
-        match reader.child(&node, part)? {
-            Some(c) => node = c,
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(node))
 }
 
 /// Writes `nodes` (files, and directories with everything below) into `dest`.
@@ -562,7 +538,7 @@ pub fn render_kustomize(
         &mut objects,
         &mut problems,
     );
-    Ok(finish(spec, release, objects, key, problems))
+    Ok(finish(release, objects, key, problems))
 }
 
 /// The cache key of a source release: the git ids of everything it reads
