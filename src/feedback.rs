@@ -205,6 +205,9 @@ pub fn output(
         );
         if !t.ok() {
             let _ = writeln!(text, "### {} ({})\n\n{reason}\n", t.id, t.app);
+            if !t.details.is_empty() {
+                let _ = writeln!(text, "```\n{}\n```\n", t.details.join("\n"));
+            }
             failing_apps.push((t.app.clone(), format!("{}: {reason}", t.id)));
         }
     }

@@ -33,6 +33,9 @@ pub struct Options {
     pub failure_threshold: u32,
     /// How often pods are checked.
     pub pod_check: Duration,
+    /// Values never to show (Secret values of the deployed state): scrubbed
+    /// from container logs and events before they reach any report.
+    pub redact: Vec<String>,
 }
 
 impl Default for Options {
@@ -41,6 +44,7 @@ impl Default for Options {
             timeout: Duration::from_secs(600),
             failure_threshold: 2,
             pod_check: Duration::from_secs(2),
+            redact: Vec::new(),
         }
     }
 }
@@ -287,6 +291,9 @@ pub struct Tracked {
     pub timed_out: bool,
     /// Seconds from the start of tracking to the final state.
     pub seconds: f64,
+    /// Evidence for a failure: recent events and the failing container's
+    /// last log lines (Secret values scrubbed); notes when it could not be read.
+    pub details: Vec<String>,
 }
 
 impl Tracked {
@@ -333,19 +340,46 @@ fn api(client: &kube::Client, t: &Target) -> Api<DynamicObject> {
     }
 }
 
-/// Fatal pod problems of a Deployment's newest ReplicaSet.
-async fn deployment_pod_problem(client: &kube::Client, d: &Value) -> Option<(String, String)> {
-    let ns = d["metadata"]["namespace"].as_str()?;
-    let labels = d["spec"]["selector"]["matchLabels"].as_object()?;
+/// A fatal container problem and where it is.
+struct PodProblem {
+    key: String,
+    detail: String,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+/// Fatal pod problems of a Deployment's newest ReplicaSet. `Err` when the
+/// pods cannot be read (RBAC): readiness is then judged without causes.
+async fn deployment_pod_problem(
+    client: &kube::Client,
+    d: &Value,
+) -> Result<Option<PodProblem>, String> {
+    let (Some(ns), Some(labels)) = (
+        d["metadata"]["namespace"].as_str(),
+        d["spec"]["selector"]["matchLabels"].as_object(),
+    ) else {
+        return Ok(None);
+    };
     let selector: Vec<String> = labels
         .iter()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
         .collect();
+    let forbidden = |e: kube::Error| match e {
+        kube::Error::Api(s) if s.code == 403 => Err(format!(
+            "cannot read ReplicaSets/Pods in {ns} ({}): readiness is reported without causes",
+            s.message
+        )),
+        _ => Ok(None),
+    };
     let rs_api: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), ns);
-    let sets = rs_api
+    let sets = match rs_api
         .list(&ListParams::default().labels(&selector.join(",")))
         .await
-        .ok()?;
+    {
+        Ok(s) => s,
+        Err(e) => return forbidden(e),
+    };
     let newest = sets.items.iter().max_by_key(|rs| {
         rs.metadata
             .annotations
@@ -353,25 +387,126 @@ async fn deployment_pod_problem(client: &kube::Client, d: &Value) -> Option<(Str
             .and_then(|a| a.get("deployment.kubernetes.io/revision"))
             .and_then(|r| r.parse::<i64>().ok())
             .unwrap_or(0)
-    })?;
-    let hash = newest
-        .metadata
-        .labels
-        .as_ref()?
-        .get("pod-template-hash")?
-        .clone();
+    });
+    let Some(hash) = newest.and_then(|rs| {
+        rs.metadata
+            .labels
+            .as_ref()?
+            .get("pod-template-hash")
+            .cloned()
+    }) else {
+        return Ok(None);
+    };
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
+    let list = match pods
         .list(
             &ListParams::default()
                 .labels(&format!("{},pod-template-hash={hash}", selector.join(","))),
         )
         .await
-        .ok()?;
-    list.items
+    {
+        Ok(l) => l,
+        Err(e) => return forbidden(e),
+    };
+    Ok(list
+        .items
         .iter()
         .filter_map(|p| serde_json::to_value(p).ok())
-        .find_map(|p| pod_problem(&p))
+        .find_map(|p| {
+            let (key, detail) = pod_problem(&p)?;
+            let container = p["status"]["containerStatuses"]
+                .as_array()
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c["state"]["waiting"]["reason"].is_string())
+                })
+                .and_then(|c| c["name"].as_str())
+                .unwrap_or("")
+                .to_string();
+            Some(PodProblem {
+                key,
+                detail,
+                namespace: ns.to_string(),
+                pod: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                container,
+            })
+        }))
+}
+
+/// Replaces every value in `redact` by a marker.
+fn scrub(text: &str, redact: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in redact.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(secret.as_str(), "<redacted>");
+    }
+    out
+}
+
+/// The last events of a failing pod and its container's last log lines,
+/// bounded and scrubbed; a note instead when they cannot be read.
+async fn evidence(client: &kube::Client, p: &PodProblem, redact: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(client.clone(), &p.namespace);
+    match events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={}", p.pod)))
+        .await
+    {
+        Ok(list) => {
+            let mut items: Vec<_> = list
+                .items
+                .iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some(p.pod.as_str()))
+                .collect();
+            items.sort_by_key(|e| {
+                e.metadata
+                    .resource_version
+                    .clone()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            });
+            for e in items.iter().rev().take(5).rev() {
+                out.push(scrub(
+                    &format!(
+                        "event {} {}: {}",
+                        e.type_.as_deref().unwrap_or(""),
+                        e.reason.as_deref().unwrap_or(""),
+                        e.message.as_deref().unwrap_or("")
+                    ),
+                    redact,
+                ));
+            }
+        }
+        Err(e) => out.push(format!(
+            "events of pod {} not readable: {}",
+            p.pod,
+            super::apply::api_message(&e)
+        )),
+    }
+    if !p.container.is_empty() && p.key == "CrashLoopBackOff" {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(client.clone(), &p.namespace);
+        let params = kube::api::LogParams {
+            container: Some(p.container.clone()),
+            previous: true,
+            tail_lines: Some(20),
+            limit_bytes: Some(8192),
+            ..Default::default()
+        };
+        match pods.logs(&p.pod, &params).await {
+            Ok(log) => {
+                out.push(format!("last log lines of {}/{}:", p.pod, p.container));
+                out.extend(log.lines().map(|l| format!("  {}", scrub(l, redact))));
+            }
+            Err(e) => out.push(format!(
+                "logs of {}/{} not readable: {}",
+                p.pod,
+                p.container,
+                super::apply::api_message(&e)
+            )),
+        }
+    }
+    out
 }
 
 /// Watches one target until ready, failed, gone or out of time; sends a
@@ -390,6 +525,8 @@ async fn track_one(
     let mut strikes: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut pod_check = tokio::time::interval(opts.pod_check);
     let mut current: Option<Value> = None;
+    let mut details: Vec<String> = Vec::new();
+    let mut pods_readable = true;
     let deadline = tokio::time::sleep(t.timeout);
     tokio::pin!(deadline);
     let send = |state: &State| {
@@ -410,14 +547,22 @@ async fn track_one(
             _ = &mut deadline => {
                 break (last.clone().unwrap_or(State::Waiting("no status yet".into())), true);
             }
-            _ = pod_check.tick(), if !t.deleted && t.id.kind == "Deployment" => {
-                if let Some(d) = &current
-                    && let Some((key, detail)) = deployment_pod_problem(&client, d).await
-                {
-                    let n = strikes.entry(key).or_default();
-                    *n += 1;
-                    if *n >= opts.failure_threshold {
-                        break (State::Failed(detail), false);
+            _ = pod_check.tick(), if !t.deleted && t.id.kind == "Deployment" && pods_readable => {
+                let Some(d) = &current else { continue };
+                match deployment_pod_problem(&client, d).await {
+                    Ok(Some(problem)) => {
+                        let n = strikes.entry(problem.key.clone()).or_default();
+                        *n += 1;
+                        if *n >= opts.failure_threshold {
+                            details = evidence(&client, &problem, &opts.redact).await;
+                            break (State::Failed(problem.detail), false);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(note) => {
+                        pods_readable = false;
+                        details.push(note.clone());
+                        let _ = progress.send(format!("[{:>6.1}s] {}: note: {note}", started.elapsed().as_secs_f64(), t.id));
                     }
                 }
             }
@@ -465,6 +610,7 @@ async fn track_one(
         state,
         timed_out,
         seconds: started.elapsed().as_secs_f64(),
+        details,
     }
 }
 

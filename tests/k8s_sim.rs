@@ -174,6 +174,8 @@ struct Inner {
     watchers: Option<tokio::sync::broadcast::Sender<WatchEvent>>,
     behaviours: BTreeMap<(String, String, String), Behaviour>,
     image_behaviours: BTreeMap<String, Behaviour>,
+    /// Container log text by (namespace, workload name).
+    logs: BTreeMap<(String, String), String>,
     kinds: Vec<Kind>,
     objects: BTreeMap<Key, Stored>,
     resource_version: u64,
@@ -549,6 +551,34 @@ async fn handle(
         return resp;
     }
     let query = query_map(&uri);
+    if let Some(rest) = uri.path().strip_prefix("/api/v1/namespaces/")
+        && let [ns, "pods", pod, "log"] = rest.split('/').collect::<Vec<_>>().as_slice()
+    {
+        let key = (
+            String::new(),
+            "pods".to_string(),
+            ns.to_string(),
+            pod.to_string(),
+        );
+        let Some(p) = inner.objects.get(&key) else {
+            return status(
+                404,
+                "NotFound",
+                format!("pods \"{pod}\" not found"),
+                json!({}),
+            );
+        };
+        let owner = p.object["metadata"]["ownerReferences"][0]["name"]
+            .as_str()
+            .unwrap_or("");
+        let workload = owner.rsplit_once('-').map_or(owner, |(w, _)| w);
+        let text = inner
+            .logs
+            .get(&(ns.to_string(), workload.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        return (StatusCode::OK, text).into_response();
+    }
     if uri.path() == "/version" {
         return ok(
             200,
@@ -1255,6 +1285,13 @@ impl Sim {
         self.lock().image_behaviours.insert(image.into(), b);
     }
 
+    /// What `kubectl logs` prints for the pods of a workload.
+    pub fn set_logs(&self, namespace: &str, workload: &str, text: &str) {
+        self.lock()
+            .logs
+            .insert((namespace.into(), workload.into()), text.into());
+    }
+
     /// Forgets watch history: watches from older versions get 410 Gone,
     /// and open watches are ended with it.
     pub fn expire_watches(&self) {
@@ -1414,6 +1451,40 @@ fn sync_pods(
             "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready_flag { "True" } else { "False" }}],
                 "containerStatuses": [{"name": owner, "ready": ready_flag, "restartCount": restarts, "state": state, "lastState": last, "image": "x", "imageID": ""}]}
         });
+        if let Some(reason) =
+            pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str()
+        {
+            let event_name = format!("{name}.{}", reason.to_lowercase());
+            let event_key = (
+                String::new(),
+                "events".to_string(),
+                ns.to_string(),
+                event_name.clone(),
+            );
+            if !inner.objects.contains_key(&event_key)
+                && let Some(kind) = inner.kinds.iter().find(|k| k.kind == "Event").cloned()
+            {
+                let (ev_reason, message) = match reason {
+                    "CrashLoopBackOff" => (
+                        "BackOff",
+                        "Back-off restarting failed container".to_string(),
+                    ),
+                    other => ("Failed", format!("Error: {other}")),
+                };
+                let event = json!({"apiVersion": "v1", "kind": "Event",
+                    "metadata": {"name": event_name, "namespace": ns},
+                    "involvedObject": {"kind": "Pod", "name": name, "namespace": ns},
+                    "type": "Warning", "reason": ev_reason, "message": message, "count": 1});
+                let stored = finalize_new(inner, event, &kind, ns);
+                inner.put(
+                    event_key,
+                    Stored {
+                        object: stored,
+                        applied: BTreeMap::new(),
+                    },
+                );
+            }
+        }
         let key = (
             String::new(),
             "pods".to_string(),

@@ -17,6 +17,7 @@ fn waiting(timeout_ms: u64) -> Options {
             timeout: Duration::from_millis(timeout_ms),
             failure_threshold: 2,
             pod_check: Duration::from_millis(40),
+            ..Default::default()
         }),
         ..fast()
     }
@@ -99,7 +100,18 @@ async fn image_pull_backoff_fails_fast_and_keeps_the_record() {
 async fn a_crash_looping_container_reports_oomkilled() {
     let (sim, client) = sim().await;
     sim.behave("Deployment", "web", "web", Behaviour::CrashLoopOomKilled);
+    sim.set_logs(
+        "web",
+        "web",
+        "starting web\nusing database password CANARY-PW-42\nfatal: out of memory allocating 2Gi\n",
+    );
     let repo = example_repo();
+    // A Secret of the same deploy holds the password (base64 of CANARY-PW-42).
+    repo.write(
+        "charts/service/templates/zz-secret.yaml",
+        "{{#if (eq release.app \"web\")}}\napiVersion: v1\nkind: Secret\nmetadata:\n  name: web-db\ndata:\n  password: Q0FOQVJZLVBXLTQy\n{{/if}}\n",
+    );
+    repo.commit("secret");
     let (reports, out) = deploy(
         &client,
         &state(&repo, "HEAD"),
@@ -108,11 +120,31 @@ async fn a_crash_looping_container_reports_oomkilled() {
         &waiting(20_000),
     )
     .await;
-    let State::Failed(reason) = &reports[0].tracked[0].state else {
+    let tracked = reports[0]
+        .tracked
+        .iter()
+        .find(|t| t.id == "apps/Deployment web/web")
+        .expect("tracked");
+    let State::Failed(reason) = &tracked.state else {
         panic!("{out}")
     };
     assert!(reason.contains("CrashLoopBackOff"), "{reason}");
     assert!(reason.contains("OOMKilled (exit code 137)"), "{reason}");
+    // The evidence: the pod's events and its container's last log lines.
+    let details = tracked.details.join("\n");
+    assert!(
+        details.contains("event Warning BackOff: Back-off restarting failed container"),
+        "{details}"
+    );
+    assert!(
+        details.contains("fatal: out of memory allocating 2Gi"),
+        "{details}"
+    );
+    assert!(out.contains("using database password <redacted>"), "{out}");
+    assert!(
+        !out.contains("CANARY-PW-42"),
+        "Secret values are scrubbed from logs: {out}"
+    );
 }
 
 #[tokio::test]
@@ -342,4 +374,31 @@ async fn a_failed_rollout_is_rolled_back_to_the_previous_state() {
         first.commit.unwrap().to_string(),
         "record not advanced"
     );
+}
+
+#[tokio::test]
+async fn without_permission_to_read_pods_readiness_is_still_tracked_and_the_report_says_so() {
+    let (sim, client) = sim().await;
+    sim.set_latency(Duration::from_millis(2));
+    sim.fault(crate::k8s_sim::Fault {
+        method: Some("GET"),
+        path: "/replicasets".into(),
+        status: 403,
+        times: 1000,
+    });
+    let repo = example_repo();
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        None,
+        &web_staging(),
+        &waiting(10_000),
+    )
+    .await;
+    assert!(reports[0].succeeded(), "{out}");
+    assert!(
+        out.contains("note: cannot read ReplicaSets/Pods in web"),
+        "{out}"
+    );
+    assert!(reports[0].tracked[0].details[0].contains("readiness is reported without causes"));
 }

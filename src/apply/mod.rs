@@ -498,6 +498,39 @@ async fn rollback(
     rb
 }
 
+/// The values of the Secrets being deployed, decoded: what logs and events
+/// shown in reports must never contain.
+fn secret_values(resources: &[&Resource]) -> Vec<String> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for r in resources
+        .iter()
+        .filter(|r| r.id.group.is_empty() && r.id.kind == "Secret")
+    {
+        for v in r.object["stringData"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            out.extend(v.as_str().map(str::to_string));
+        }
+        for v in r.object["data"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            if let Some(decoded) = v
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+            {
+                out.push(decoded);
+            }
+        }
+    }
+    out
+}
+
 /// True when `r`'s namespace is created by this plan.
 fn namespace_created_by_plan(target: &Target<'_>, r: &Resource) -> bool {
     let Some(ns) = r.id.namespace.as_deref() else {
@@ -964,7 +997,11 @@ async fn apply_held(
             report.applied.contains(&id) || report.deleted.contains(&id)
         });
         let mut progress = Vec::new();
-        report.tracked = crate::wait::track(client, to_track, w, &mut progress).await;
+        let w = crate::wait::Options {
+            redact: secret_values(&target.head),
+            ..w.clone()
+        };
+        report.tracked = crate::wait::track(client, to_track, &w, &mut progress).await;
         report.progress = String::from_utf8_lossy(&progress).into_owned();
     }
 
@@ -1135,6 +1172,9 @@ pub async fn apply_states(
                     "  {:<50} {:<8} {:>7.1}s  {detail}",
                     t.id, result, t.seconds
                 )?;
+                for d in &t.details {
+                    writeln!(out, "      {d}")?;
+                }
             }
         }
         if let Some(rb) = &report.rollback {
