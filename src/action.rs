@@ -171,7 +171,19 @@ impl Inputs {
                     .input("record-namespace")
                     .unwrap_or("kdeploy-system")
                     .to_string(),
-                wait: parse_timeout(env.input("timeout"))?,
+                wait: parse_timeout(env.input("timeout"))?.map(|w| crate::wait::Options {
+                    load_balancers: env.input("wait-for-load-balancers") == Some("true"),
+                    ready_condition_kinds: env
+                        .input("wait-for-ready")
+                        .map(|v| {
+                            v.split(',')
+                                .map(|k| k.trim().to_string())
+                                .filter(|k| !k.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    ..w
+                }),
                 rollback: parse_bool(
                     "rollback-on-failure",
                     env.input("rollback-on-failure"),

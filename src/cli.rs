@@ -188,6 +188,12 @@ pub struct ApplyArgs {
     /// When the deploy fails, restore the previous content of what it changed and delete what it created.
     #[arg(long)]
     pub rollback_on_failure: bool,
+    /// With --wait: wait for LoadBalancer Services to get an address.
+    #[arg(long)]
+    pub wait_for_load_balancers: bool,
+    /// With --wait: custom kinds (group/Kind, or `*`) that must reach Ready=True; repeatable.
+    #[arg(long, value_name = "GROUP/KIND")]
+    pub wait_for_ready: Vec<String>,
     /// Deadline for --wait (e.g. 10m, 90s); a resource may set its own with the annotation kdeploy.io/timeout.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
@@ -435,6 +441,8 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         },
         wait: args.wait.then(|| crate::wait::Options {
             timeout: args.timeout,
+            load_balancers: args.wait_for_load_balancers,
+            ready_condition_kinds: args.wait_for_ready.clone(),
             ..crate::wait::Options::default()
         }),
         rollback: args.rollback_on_failure,

@@ -36,6 +36,11 @@ pub struct Options {
     /// Values never to show (Secret values of the deployed state): scrubbed
     /// from container logs and events before they reach any report.
     pub redact: Vec<String>,
+    /// Wait until `LoadBalancer` Services have an address.
+    pub load_balancers: bool,
+    /// Custom kinds (`group/Kind`, or `*` for all) whose objects must reach a
+    /// `Ready=True` condition when they report conditions.
+    pub ready_condition_kinds: Vec<String>,
 }
 
 impl Default for Options {
@@ -45,6 +50,8 @@ impl Default for Options {
             failure_threshold: 2,
             pod_check: Duration::from_secs(2),
             redact: Vec::new(),
+            load_balancers: false,
+            ready_condition_kinds: Vec::new(),
         }
     }
 }
@@ -194,13 +201,63 @@ pub fn job_state(j: &Value) -> State {
     ))
 }
 
+/// A LoadBalancer Service: ready once it has an address.
+pub fn load_balancer_state(svc: &Value) -> State {
+    if svc["spec"]["type"] != "LoadBalancer" {
+        return State::Ready;
+    }
+    if svc["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .is_some_and(|i| !i.is_empty())
+    {
+        State::Ready
+    } else {
+        State::Waiting("waiting for a load balancer address".into())
+    }
+}
+
+/// A custom resource with conditions: ready at `Ready=True`.
+pub fn ready_condition_state(obj: &Value) -> State {
+    let Some(c) = condition(&obj["status"], "Ready") else {
+        return if obj["status"]["conditions"].is_array() {
+            State::Waiting("no Ready condition yet".into())
+        } else {
+            State::Ready
+        };
+    };
+    match c["status"].as_str() {
+        Some("True") => State::Ready,
+        _ => State::Waiting(format!(
+            "Ready={} ({}: {})",
+            c["status"].as_str().unwrap_or("Unknown"),
+            c["reason"].as_str().unwrap_or(""),
+            c["message"].as_str().unwrap_or("")
+        )),
+    }
+}
+
+/// Built-in API groups: their kinds are never "custom".
+fn is_builtin_group(group: &str) -> bool {
+    group.is_empty() || !group.contains('.') || group.ends_with(".k8s.io")
+}
+
 /// The rule for a kind, or `None` when applied means ready.
-fn rule(group: &str, kind: &str) -> Option<fn(&Value) -> State> {
+fn rule(group: &str, kind: &str, opts: &Options) -> Option<fn(&Value) -> State> {
     match (group, kind) {
         ("apps", "Deployment") => Some(deployment_state),
         ("apps", "StatefulSet") => Some(statefulset_state),
         ("apps", "DaemonSet") => Some(daemonset_state),
         ("batch", "Job") => Some(job_state),
+        ("", "Service") if opts.load_balancers => Some(load_balancer_state),
+        (g, k)
+            if !is_builtin_group(g)
+                && opts
+                    .ready_condition_kinds
+                    .iter()
+                    .any(|x| x == "*" || *x == format!("{g}/{k}")) =>
+        {
+            Some(ready_condition_state)
+        }
         _ => None,
     }
 }
@@ -329,8 +386,8 @@ pub fn timeout_of(object: &Value, default: Duration) -> Duration {
 }
 
 /// Which targets need watching at all.
-pub fn needs_tracking(id: &ResourceId, deleted: bool) -> bool {
-    deleted || rule(&id.group, &id.kind).is_some()
+pub fn needs_tracking(id: &ResourceId, deleted: bool, opts: &Options) -> bool {
+    deleted || rule(&id.group, &id.kind, opts).is_some()
 }
 
 fn api(client: &kube::Client, t: &Target) -> Api<DynamicObject> {
@@ -518,7 +575,7 @@ async fn track_one(
     started: Instant,
     progress: mpsc::UnboundedSender<String>,
 ) -> Tracked {
-    let judge = rule(&t.id.group, &t.id.kind);
+    let judge = rule(&t.id.group, &t.id.kind, &opts);
     let api = api(&client, &t);
     let mut stream = kube::runtime::watcher::watch_object(api, &t.id.name).boxed();
     let mut last: Option<State> = None;
@@ -757,6 +814,27 @@ mod tests {
             pod_problem(&json!({"status": {"containerStatuses": [{"state": {"running": {}}}]}}))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn load_balancers_and_ready_conditions() {
+        let lb = json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}});
+        assert!(matches!(load_balancer_state(&lb), State::Waiting(_)));
+        let lb = json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}});
+        assert_eq!(load_balancer_state(&lb), State::Ready);
+        let cr = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Pending", "message": "issuing"}]}});
+        assert_eq!(
+            ready_condition_state(&cr),
+            State::Waiting("Ready=False (Pending: issuing)".into())
+        );
+        assert_eq!(ready_condition_state(&json!({"spec": {}})), State::Ready);
+        let opts = Options {
+            ready_condition_kinds: vec!["cert-manager.io/Certificate".into()],
+            ..Options::default()
+        };
+        assert!(rule("cert-manager.io", "Certificate", &opts).is_some());
+        assert!(rule("monitoring.coreos.com", "ServiceMonitor", &opts).is_none());
+        assert!(rule("", "Service", &opts).is_none());
     }
 
     #[test]

@@ -447,7 +447,11 @@ async fn rollback(
                 match result {
                     Ok(()) => {
                         rb.restored.push(id.clone());
-                        if crate::wait::needs_tracking(&old.id, false) {
+                        if opts
+                            .wait
+                            .as_ref()
+                            .is_some_and(|w| crate::wait::needs_tracking(&old.id, false, w))
+                        {
                             to_track.push(crate::wait::Target {
                                 id: old.id.clone(),
                                 app: old.origin.app.clone(),
@@ -866,7 +870,11 @@ async fn apply_held(
         }
         let params = &params;
         for (r, ar, caps) in &jobs {
-            if opts.wait.is_some() && crate::wait::needs_tracking(&r.id, false) {
+            if opts
+                .wait
+                .as_ref()
+                .is_some_and(|w| crate::wait::needs_tracking(&r.id, false, w))
+            {
                 to_track.push(crate::wait::Target {
                     id: r.id.clone(),
                     app: r.origin.app.clone(),
