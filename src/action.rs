@@ -274,6 +274,36 @@ fn append(path: &Path, text: &str) -> std::io::Result<()> {
 /// Render errors are reported (comment, summary, annotations) and give
 /// exit code 2 rather than an error.
 pub async fn run(env: &ActionEnv, retry: RetryPolicy, log: &mut dyn Write) -> anyhow::Result<u8> {
+    run_until(env, retry, log, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM: how the runner cancels a job.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// [`run`], stopping the deploy when `cancel` resolves: the check runs are
+/// then completed as `cancelled` and the exit code is 130.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_until(
+    env: &ActionEnv,
+    retry: RetryPolicy,
+    log: &mut dyn Write,
+    cancel: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<u8> {
     let inputs = Inputs::read(env)?;
     let mut runner = Runner { env, log };
     if let Some(token) = &inputs.token {
@@ -411,7 +441,16 @@ pub async fn run(env: &ActionEnv, retry: RetryPolicy, log: &mut dyn Write) -> an
     if mode == Mode::Plan {
         return Ok(0);
     }
-    deploy(&mut runner, &inputs, &head, &base, &filter, &repo_dir).await
+    deploy(
+        &mut runner,
+        &inputs,
+        &head,
+        &base,
+        &filter,
+        &repo_dir,
+        cancel,
+    )
+    .await
 }
 
 /// Values of these kubeconfig keys are secrets the runner must mask.
@@ -446,6 +485,7 @@ async fn deploy(
     base: &Snapshot,
     filter: &Filter,
     repo_dir: &Path,
+    cancel: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<u8> {
     runner.group("Deploy")?;
     let apply_options = crate::apply::Options {
@@ -534,7 +574,7 @@ async fn deploy(
         }
     }
     let mut text = Vec::new();
-    let result = crate::apply::deploy_environments(
+    let deploying = crate::apply::deploy_environments(
         &access,
         &head_state,
         base_state.as_ref(),
@@ -544,8 +584,15 @@ async fn deploy(
         &head_commit,
         &apply_options,
         &mut text,
-    )
-    .await;
+    );
+    let mut cancelled = false;
+    let result = tokio::select! {
+        r = deploying => r,
+        () = cancel => {
+            cancelled = true;
+            Err(anyhow::anyhow!("the workflow run was cancelled during the deploy; the record was not updated and the lease expires by itself"))
+        }
+    };
     runner.log.write_all(&text)?;
     runner.end_group()?;
     let config_of = |env: &str, app: &str| {
@@ -572,12 +619,23 @@ async fn deploy(
                 .and_then(|rs| rs.iter().find(|r| &r.environment == env));
             let config = |app: &str| config_of(env, app);
             feedback
-                .finish(gh, report, error.as_deref(), &config, &mut warnings)
+                .finish(
+                    gh,
+                    report,
+                    error.as_deref(),
+                    cancelled,
+                    &config,
+                    &mut warnings,
+                )
                 .await;
         }
     }
     for w in &warnings {
         runner.warning(w)?;
+    }
+    if cancelled {
+        runner.line("::error::cancelled during the deploy; what was applied so far stays, the next run finishes the change")?;
+        return Ok(130);
     }
     let reports = result?;
     let report_path = runner

@@ -286,10 +286,15 @@ impl Feedback {
         gh: &GitHub,
         report: Option<&Report>,
         error: Option<&str>,
+        cancelled: bool,
         config_of: &dyn Fn(&str) -> Option<String>,
         warnings: &mut Vec<String>,
     ) {
-        let conclusion = conclusion(report);
+        let conclusion = if cancelled {
+            "cancelled"
+        } else {
+            conclusion(report)
+        };
         let (title, summary, text, annotations) =
             output(&self.env, report, error, self.run_url.as_deref(), config_of);
         if let Some(id) = self.check_run {

@@ -894,7 +894,7 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
     };
     let config = |app: &str| Some(format!("services/{app}/production/config.yaml"));
     feedback
-        .finish(&gh, Some(&report), None, &config, &mut warnings)
+        .finish(&gh, Some(&report), None, false, &config, &mut warnings)
         .await;
     assert!(warnings.is_empty(), "{warnings:?}");
     let runs = fake.check_runs();
@@ -933,4 +933,63 @@ async fn check_run_403_is_a_warning_and_the_deploy_goes_on() {
         run.log
     );
     assert!(sim.get("apps", "Deployment", "web", "web").is_some());
+}
+
+#[tokio::test]
+async fn a_cancelled_run_completes_its_check_run_as_cancelled() {
+    let job = Job::new().await;
+    let sim = cluster().await;
+    sim.behave(
+        "Deployment",
+        "web",
+        "web",
+        crate::k8s_sim::Behaviour::NeverReady,
+    );
+    let work = shallow_clone(&job.origin, "main");
+    let path = |name: &str| job.runner.path().join(name);
+    std::fs::write(
+        path("event.json"),
+        push_payload(None, &job.base()).to_string(),
+    )
+    .unwrap();
+    let env = ActionEnv::from_vars([
+        ("GITHUB_EVENT_NAME", "push".to_string()),
+        (
+            "GITHUB_EVENT_PATH",
+            path("event.json").display().to_string(),
+        ),
+        ("GITHUB_WORKSPACE", work.path().display().to_string()),
+        ("GITHUB_API_URL", job.fake.url.clone()),
+        ("GITHUB_REPOSITORY", REPO.to_string()),
+        ("RUNNER_TEMP", job.runner.path().display().to_string()),
+        ("INPUT_GITHUB-TOKEN", TOKEN.to_string()),
+        ("INPUT_KUBECONFIG", sim.kubeconfig()),
+        ("INPUT_ENVIRONMENTS", "staging".to_string()),
+    ]);
+    // Cancel once the rollout is being watched.
+    let cancel = {
+        let sim = sim.clone();
+        async move {
+            while !sim
+                .requests()
+                .iter()
+                .any(|r| r.query.contains("watch=true"))
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let mut log = Vec::new();
+    let code = action::run_until(&env, fast_retry(), &mut log, cancel)
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert_eq!(code, 130, "{log}");
+    let runs = job.fake.check_runs();
+    assert_eq!(runs[0]["conclusion"], "cancelled", "{:#}", runs[0]);
+    assert!(
+        sim.get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+            .is_none(),
+        "record not written"
+    );
 }
