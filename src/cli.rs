@@ -36,6 +36,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show how the cluster differs from the head revision (live vs server-side dry run).
     Diff(DiffArgs),
+    /// Wait for what an earlier `apply --report` applied and deleted to be ready or gone.
+    Wait(WaitArgs),
     /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
@@ -219,6 +221,23 @@ pub struct DiffArgs {
     pub context: Option<String>,
 }
 
+/// `kdeploy wait`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// The JSON report written by `kdeploy apply --report`.
+    #[arg(long, value_name = "PATH")]
+    pub report: PathBuf,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+    /// Kubeconfig context.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Deadline (e.g. 10m, 90s).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
 /// `kdeploy bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -293,6 +312,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 .enable_all()
                 .build()?;
             runtime.block_on(run_diff(&args, out))
+        }
+        Command::Wait(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run_wait(&args, out))
         }
         Command::Apply(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -390,6 +415,65 @@ async fn run_diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         Outcome::Clean
     } else {
         Outcome::Differences
+    })
+}
+
+async fn run_wait(args: &WaitArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let text = std::fs::read_to_string(&args.report)
+        .with_context(|| format!("cannot read the report {}", args.report.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a kdeploy apply report", args.report.display()))?;
+    let client = crate::cluster::connect(&crate::cluster::Access {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    })
+    .await?;
+    let opts = crate::wait::Options {
+        timeout: args.timeout,
+        ..crate::wait::Options::default()
+    };
+    let mut all_ok = true;
+    for report in json["reports"].as_array().into_iter().flatten() {
+        let env = report["environment"].as_str().unwrap_or("?");
+        let ids = |field: &str, deleted: bool| -> Vec<(String, bool)> {
+            report[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(|s| (s.to_string(), deleted)))
+                .collect()
+        };
+        let targets = crate::wait::targets_from_ids(
+            &client,
+            ids("applied", false)
+                .into_iter()
+                .chain(ids("deleted", true)),
+            &opts,
+        )
+        .await
+        .context("cannot resolve the report's resources through discovery")?;
+        writeln!(out, "{env}: waiting for {} resources", targets.len())?;
+        let tracked = crate::wait::track(&client, targets, &opts, out).await;
+        for t in &tracked {
+            writeln!(
+                out,
+                "  {:<50} {}",
+                t.id,
+                if t.ok() {
+                    "ready"
+                } else if t.timed_out {
+                    "timeout"
+                } else {
+                    "failed"
+                }
+            )?;
+        }
+        all_ok &= tracked.iter().all(crate::wait::Tracked::ok);
+    }
+    Ok(if all_ok {
+        Outcome::Clean
+    } else {
+        Outcome::DeployFailed
     })
 }
 

@@ -678,6 +678,58 @@ fn describe(s: &State) -> String {
     }
 }
 
+/// Targets for resource ids as reports write them (`apps/Deployment shop/api`),
+/// resolved through discovery; only the ones that need watching.
+///
+/// # Errors
+/// Discovery failures.
+pub async fn targets_from_ids(
+    client: &kube::Client,
+    ids: impl IntoIterator<Item = (String, bool)>,
+    opts: &Options,
+) -> Result<Vec<Target>, kube::Error> {
+    let mut out = Vec::new();
+    for (text, deleted) in ids {
+        let Some((gk, rest)) = text.split_once(' ') else {
+            continue;
+        };
+        let (group, kind) = gk.rsplit_once('/').unwrap_or(("", gk));
+        let (namespace, name) = match rest.split_once('/') {
+            Some((ns, n)) => (Some(ns.to_string()), n.to_string()),
+            None => (None, rest.to_string()),
+        };
+        let id = ResourceId {
+            group: group.to_string(),
+            kind: kind.to_string(),
+            namespace,
+            name,
+        };
+        if !needs_tracking(&id, deleted, opts) {
+            continue;
+        }
+        let found = if group.is_empty() {
+            kube::discovery::pinned_group(client, &kube::core::GroupVersion::gv("", "v1"))
+                .await?
+                .recommended_kind(kind)
+        } else {
+            kube::discovery::group(client, group)
+                .await?
+                .recommended_kind(kind)
+        };
+        if let Some((api, caps)) = found {
+            out.push(Target {
+                id,
+                app: String::new(),
+                api,
+                namespaced: matches!(caps.scope, kube::discovery::Scope::Namespaced),
+                timeout: opts.timeout,
+                deleted,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Tracks every target concurrently, writing progress lines to `out` as
 /// they happen.
 pub async fn track(

@@ -402,3 +402,61 @@ async fn without_permission_to_read_pods_readiness_is_still_tracked_and_the_repo
     );
     assert!(reports[0].tracked[0].details[0].contains("readiness is reported without causes"));
 }
+
+#[tokio::test]
+async fn kdeploy_wait_tracks_what_an_earlier_apply_reported() {
+    let (sim, _client) = sim().await;
+    let repo = example_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
+    let report = dir.path().join("report.json");
+    let (path, kc, rp) = (
+        repo.path().to_path_buf(),
+        kubeconfig.display().to_string(),
+        report.display().to_string(),
+    );
+    let run = tokio::task::spawn_blocking(move || {
+        let apply = crate::util::kdeploy(
+            &path,
+            &[
+                "apply",
+                "--kubeconfig",
+                &kc,
+                "--env",
+                "staging",
+                "--app",
+                "web",
+                "--report",
+                &rp,
+            ],
+        );
+        let wait = crate::util::kdeploy(
+            &path,
+            &[
+                "wait",
+                "--report",
+                &rp,
+                "--kubeconfig",
+                &kc,
+                "--timeout",
+                "20s",
+            ],
+        );
+        (apply, wait)
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.0.code, 0, "{}{}", run.0.stdout, run.0.stderr);
+    assert_eq!(run.1.code, 0, "{}{}", run.1.stdout, run.1.stderr);
+    assert!(
+        run.1.stdout.contains("staging: waiting for 1 resources"),
+        "{}",
+        run.1.stdout
+    );
+    assert!(
+        run.1.stdout.contains("apps/Deployment web/web: ready"),
+        "{}",
+        run.1.stdout
+    );
+}
