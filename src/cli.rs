@@ -160,6 +160,12 @@ pub struct ApplyArgs {
     /// Do not delete resources that were removed from the config.
     #[arg(long)]
     pub no_prune: bool,
+    /// Delete removed resources before applying the rest (default: after).
+    #[arg(long)]
+    pub delete_first: bool,
+    /// Deletion propagation: background, foreground or orphan.
+    #[arg(long, default_value = "background", value_parser = ["background", "foreground", "orphan"])]
+    pub propagation: String,
     /// Create namespaces that do not exist and that the plan does not create.
     #[arg(long)]
     pub create_namespace: bool,
@@ -531,6 +537,12 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         }),
         rollback: args.rollback_on_failure,
         repo_dir: Some(args.selection.repo.clone()),
+        delete_first: args.delete_first,
+        propagation: match args.propagation.as_str() {
+            "foreground" => kube::api::PropagationPolicy::Foreground,
+            "orphan" => kube::api::PropagationPolicy::Orphan,
+            _ => kube::api::PropagationPolicy::Background,
+        },
         ..crate::apply::Options::default()
     };
     let repository = repository_identity(args);

@@ -485,6 +485,13 @@ async fn throttling_and_server_errors_are_retried() {
         status: 429,
         times: 1,
     });
+    // Status 0: the connection is reset before any answer.
+    sim.fault(Fault {
+        method: Some("PATCH"),
+        path: "/ingresses/web".into(),
+        status: 0,
+        times: 1,
+    });
     let filter = Filter::new(Some("staging"), Some("web")).unwrap();
     let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &fast()).await;
     assert!(reports[0].succeeded(), "{out}");
@@ -496,6 +503,11 @@ async fn throttling_and_server_errors_are_retried() {
     };
     assert_eq!(tries("/deployments/web"), 3);
     assert_eq!(tries("/services/web"), 2);
+    assert_eq!(
+        tries("/ingresses/web"),
+        2,
+        "a dropped connection is retried"
+    );
 }
 
 #[tokio::test]
@@ -839,4 +851,36 @@ async fn diff_live_shows_real_changes_new_resources_and_no_secret_values() {
         sim.get("apps", "Deployment", "web", "web").unwrap()["spec"]["replicas"],
         4
     );
+}
+
+#[tokio::test]
+async fn delete_first_removes_before_it_applies() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = example_repo();
+    let prod = Filter::new(Some("production"), None).unwrap();
+    deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    repo.remove("services/worker");
+    repo.write("services/web/version", "2.0.1\n");
+    repo.commit("remove worker, bump web");
+    sim.clear_requests();
+    let opts = Options {
+        delete_first: true,
+        ..fast()
+    };
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &opts).await;
+    assert!(reports[0].succeeded(), "{out}");
+    let writes: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            (r.method == "PATCH" || r.method == "DELETE")
+                && !r.path.contains("kdeploy-system")
+                && !r.path.contains("leases")
+        })
+        .map(|r| r.method)
+        .collect();
+    let last_delete = writes.iter().rposition(|m| m == "DELETE").unwrap();
+    let first_patch = writes.iter().position(|m| m == "PATCH").unwrap();
+    assert!(last_delete < first_patch, "{writes:?}");
 }

@@ -143,7 +143,7 @@ pub struct Fault {
     pub method: Option<&'static str>,
     /// Substring of the path to match.
     pub path: String,
-    /// Status to answer.
+    /// Status to answer; 0 breaks the connection off mid-response.
     pub status: u16,
     /// How many matching requests to fail.
     pub times: usize,
@@ -528,6 +528,11 @@ async fn handle(
     }) {
         f.times -= 1;
         let code = f.status;
+        if code == 0 {
+            // A connection reset: the connection dies before any answer.
+            drop(inner);
+            std::panic::resume_unwind(Box::new("simulated connection reset"));
+        }
         let reason = match code {
             429 => "TooManyRequests",
             403 => "Forbidden",

@@ -64,6 +64,8 @@ pub struct Options {
     pub rollback: bool,
     /// The config repo, to render the previous state for a rollback.
     pub repo_dir: Option<std::path::PathBuf>,
+    /// Delete removed resources before applying (default: after).
+    pub delete_first: bool,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
             wait: None,
             rollback: false,
             repo_dir: None,
+            delete_first: false,
         }
     }
 }
@@ -351,6 +354,66 @@ fn defined_by_crd(head: &[&Resource], group: &str, kind: &str) -> bool {
             && r.object["spec"]["group"] == group
             && r.object["spec"]["names"]["kind"] == kind
     })
+}
+
+/// Deletes what the previous state had and the head has not, in reverse
+/// apply order; stops at the first failure.
+#[allow(clippy::too_many_arguments)]
+async fn delete_entries(
+    client: &kube::Client,
+    kinds: &mut Kinds,
+    to_delete: Vec<&Entry>,
+    opts: &Options,
+    report: &mut Report,
+    to_track: &mut Vec<crate::wait::Target>,
+    global_timeout: Duration,
+) {
+    let mut deletions = to_delete;
+    deletions.sort_by_key(|e| std::cmp::Reverse(resource::kind_rank(&e.id().group, &e.kind)));
+    let mut dp = DeleteParams {
+        propagation_policy: Some(opts.propagation.clone()),
+        ..DeleteParams::default()
+    };
+    dp.dry_run = opts.dry_run;
+    for e in deletions {
+        let id = e.id();
+        let resolved = kinds.resolve(&e.api_version, &e.kind, opts).await;
+        let result = match resolved {
+            Ok(Some((ar, caps))) => {
+                let api = api_for(client, &ar, &caps, id.namespace.as_deref());
+                if opts.wait.is_some() && !opts.dry_run {
+                    to_track.push(crate::wait::Target {
+                        id: id.clone(),
+                        app: e.app.clone(),
+                        api: ar.clone(),
+                        namespaced: matches!(caps.scope, Scope::Namespaced),
+                        timeout: global_timeout,
+                        deleted: true,
+                    });
+                }
+                match with_retry(opts, || api.delete(&id.name, &dp)).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(api_message(&e)),
+                }
+            }
+            // The kind is gone (its CRD was deleted): so are its objects.
+            Ok(None) => Ok(()),
+            Err(err) => Err(api_message(&err)),
+        };
+        match result {
+            Ok(()) => report.deleted.push(id.to_string()),
+            Err(error) => {
+                report.failed.push(Failure {
+                    app: e.app.clone(),
+                    id: id.to_string(),
+                    source: format!("deploy record of app {}", e.app),
+                    error,
+                });
+                break;
+            }
+        }
+    }
 }
 
 /// The previous state's resources of the target's environment: the base
@@ -838,6 +901,18 @@ async fn apply_held(
     }
     params.dry_run = opts.dry_run;
     let group_list: Vec<(u8, Vec<&Resource>)> = groups.into_iter().collect();
+    if opts.delete_first {
+        delete_entries(
+            client,
+            kinds,
+            to_delete.clone(),
+            opts,
+            &mut report,
+            &mut to_track,
+            global_timeout,
+        )
+        .await;
+    }
     for (i, (_, group)) in group_list.iter().enumerate() {
         if !report.failed.is_empty() {
             report.not_attempted.extend(
@@ -945,53 +1020,17 @@ async fn apply_held(
         }
     }
 
-    if report.failed.is_empty() {
-        let mut deletions = to_delete;
-        deletions.sort_by_key(|e| std::cmp::Reverse(resource::kind_rank(&e.id().group, &e.kind)));
-        let mut dp = DeleteParams {
-            propagation_policy: Some(opts.propagation.clone()),
-            ..DeleteParams::default()
-        };
-        dp.dry_run = opts.dry_run;
-        for e in deletions {
-            let id = e.id();
-            let resolved = kinds.resolve(&e.api_version, &e.kind, opts).await;
-            let result = match resolved {
-                Ok(Some((ar, caps))) => {
-                    let api = api_for(client, &ar, &caps, id.namespace.as_deref());
-                    if opts.wait.is_some() && !opts.dry_run {
-                        to_track.push(crate::wait::Target {
-                            id: id.clone(),
-                            app: e.app.clone(),
-                            api: ar.clone(),
-                            namespaced: matches!(caps.scope, Scope::Namespaced),
-                            timeout: global_timeout,
-                            deleted: true,
-                        });
-                    }
-                    match with_retry(opts, || api.delete(&id.name, &dp)).await {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                        Err(e) => Err(api_message(&e)),
-                    }
-                }
-                // The kind is gone (its CRD was deleted): so are its objects.
-                Ok(None) => Ok(()),
-                Err(err) => Err(api_message(&err)),
-            };
-            match result {
-                Ok(()) => report.deleted.push(id.to_string()),
-                Err(error) => {
-                    report.failed.push(Failure {
-                        app: e.app.clone(),
-                        id: id.to_string(),
-                        source: format!("deploy record of app {}", e.app),
-                        error,
-                    });
-                    break;
-                }
-            }
-        }
+    if report.failed.is_empty() && !opts.delete_first {
+        delete_entries(
+            client,
+            kinds,
+            to_delete,
+            opts,
+            &mut report,
+            &mut to_track,
+            global_timeout,
+        )
+        .await;
     }
 
     // Failed writes already decided the outcome; otherwise wait for readiness.
