@@ -33,7 +33,7 @@ pub enum Command {
     /// Check rendered resources against the Kubernetes API schemas (and CRDs in the repo).
     Validate(ValidateArgs),
     /// Deploy: server-side apply what changed since the last deploy, delete what is gone.
-    Apply(ApplyArgs),
+    Apply(Box<ApplyArgs>),
     /// Show how the cluster differs from the head revision (live vs server-side dry run).
     Diff(DiffArgs),
     /// Wait for what an earlier `apply --report` applied and deleted to be ready or gone.
