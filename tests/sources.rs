@@ -513,3 +513,71 @@ fn render_time_per_source() {
         );
     }
 }
+
+/// A stand-in `helm` (a shell script) that shows what the renderer sees.
+fn fake_helm(dir: &std::path::Path, template_body: &str) -> PathBuf {
+    let path = dir.join("helm");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = version ]; then echo v3.14.0; exit 0; fi\n{template_body}\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn helm_repo(helm: &std::path::Path, extra_settings: &str) -> Repo {
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        &format!("helm:\n  binary: {}\n{extra_settings}", helm.display()),
+    )
+    .write(
+        "charts/legacy/Chart.yaml",
+        "apiVersion: v2\nname: legacy\nversion: 0.1.0\n",
+    )
+    .write("services/legacy/config.yaml", "chart: legacy\n")
+    .write("services/legacy/version", "1\n")
+    .write("services/legacy/prod/config.yaml", "");
+    repo.commit("fake helm");
+    repo
+}
+
+#[test]
+fn renderers_get_no_secrets_from_the_environment_and_a_timeout() {
+    let tools = tempfile::tempdir().unwrap();
+    let leaky = fake_helm(
+        tools.path(),
+        "printf 'apiVersion: v1\\nkind: ConfigMap\\nmetadata:\\n  name: env\\ndata:\\n  token: \"%s\"\\n  kube: \"%s\"\\n' \"$GITHUB_TOKEN\" \"$KUBECONFIG\"",
+    );
+    let repo = helm_repo(&leaky, "");
+    let out = Command::new(env!("CARGO_BIN_EXE_kdeploy"))
+        .args(["render", "--stdout", "--rev", "HEAD"])
+        .current_dir(repo.path())
+        .env("GITHUB_TOKEN", "ghs_CANARY_RENDER_TOKEN")
+        .env("KUBECONFIG", "/secret/CANARY_KUBECONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("token: ''") || stdout.contains("token: \"\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("CANARY"), "{stdout}");
+
+    let slow = fake_helm(tools.path(), "sleep 5");
+    let repo = helm_repo(&slow, "  timeoutSeconds: 1\n");
+    let err = render_at(&repo, "HEAD").unwrap_err().to_string();
+    assert!(
+        err.contains("did not finish within 1s and was stopped"),
+        "{err}"
+    );
+}
