@@ -147,9 +147,12 @@ fn time<T>(
     let mut samples = Vec::with_capacity(iterations);
     let mut last = None;
     for _ in 0..iterations.max(1) {
+        // Free the previous result outside the timed region.
+        drop(last.take());
         let start = Instant::now();
-        last = Some(f()?);
+        let value = f()?;
         samples.push(start.elapsed());
+        last = Some(value);
     }
     let last = last.context("no iteration ran")?;
     Ok((median(samples), last))

@@ -580,17 +580,18 @@ fn render_release(
             return Err(problems);
         }
     };
-    let release = Release {
+    let mut release = Release {
         env: spec.env.clone(),
         app: spec.app.clone(),
         chart: chart.name.clone(),
         version: sv.version,
         namespace,
-        values,
+        values: Map::new(),
         dir,
     };
+    // The values move into the context and back afterwards: no copy.
     let ctx = json!({
-        "values": release.values,
+        "values": Value::Object(values),
         "release": {
             "app": release.app,
             "env": release.env,
@@ -601,7 +602,7 @@ fn render_release(
         "chart": { "name": chart.name, "version": chart.version },
     });
     // `From<Value>` takes the value as is; `Context::wraps` would copy it again.
-    let ctx = handlebars::Context::from(ctx);
+    let mut ctx = handlebars::Context::from(ctx);
     let mut objects = Vec::new();
     for template in chart.templates() {
         let text = match chart.render_template(template, &ctx) {
@@ -613,6 +614,9 @@ fn render_release(
             }
         };
         parse_documents(&text, template, &release, &mut objects, &mut problems);
+    }
+    if let Value::Object(values) = std::mem::take(&mut ctx.data_mut()["values"]) {
+        release.values = values;
     }
     let resources = resources_of(objects, &release.namespace, &mut problems);
     let key = spec.service_key().map(|service| ReleaseKey {
