@@ -197,6 +197,15 @@ fn comparable(
     side_is_head: bool,
     settings: &PlanSettings,
 ) -> String {
+    let is_secret = res.id.group.is_empty() && res.id.kind == "Secret";
+    let ignores = settings
+        .ignore_fields
+        .iter()
+        .any(|f| f.kinds.is_empty() || f.kinds.contains(&res.id.kind));
+    if !is_secret && !ignores {
+        // Nothing to remove or hide: no copy needed.
+        return yaml::to_canonical(&res.object);
+    }
     let mut object = res.object.clone();
     let mut other_obj = other.map(|o| o.object.clone());
     for f in &settings.ignore_fields {
