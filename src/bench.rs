@@ -34,7 +34,10 @@ pub struct Synthetic {
 }
 
 /// The files of a config repo with `apps` apps over `envs` environments.
-pub fn synthetic_files(apps: usize, envs: usize) -> BTreeMap<String, String> {
+/// `lean` services set only their image: the chart's five documents per
+/// release; otherwise they use env vars, ingresses, monitoring and
+/// autoscaling too.
+pub fn synthetic_files(apps: usize, envs: usize, lean: bool) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
     for (path, text) in chart::BUILTIN {
         files.insert(format!("charts/service/{path}"), text.to_string());
@@ -49,6 +52,9 @@ pub fn synthetic_files(apps: usize, envs: usize) -> BTreeMap<String, String> {
         if a % 3 == 0 {
             config.push_str("monitoring:\n  enabled: true\n");
         }
+        if lean {
+            config = format!("image: ghcr.io/example/{app}\n");
+        }
         files.insert(format!("services/{app}/config.yaml"), config);
         files.insert(
             format!("services/{app}/version"),
@@ -59,6 +65,10 @@ pub fn synthetic_files(apps: usize, envs: usize) -> BTreeMap<String, String> {
                 .get(e)
                 .map_or_else(|| format!("env-{e}"), |s| s.to_string());
             let mut cfg = format!("replicas: {}\n", 1 + e);
+            if lean {
+                files.insert(format!("services/{app}/{env}/config.yaml"), cfg);
+                continue;
+            }
             if a % 2 == 0 {
                 cfg.push_str(&format!(
                     "ingress:\n  enabled: true\n  host: {app}.{env}.example.com\n"
@@ -103,10 +113,10 @@ pub fn commit_files(
 ///
 /// # Errors
 /// When the temporary repository cannot be written.
-pub fn generate(apps: usize, envs: usize) -> anyhow::Result<Synthetic> {
+pub fn generate(apps: usize, envs: usize, lean: bool) -> anyhow::Result<Synthetic> {
     let dir = tempfile::tempdir()?;
     let repo = gix::init(dir.path()).context("failed to create the benchmark repository")?;
-    let mut files = synthetic_files(apps, envs);
+    let mut files = synthetic_files(apps, envs, lean);
     let initial = commit_files(&repo, &files, None, "initial")?;
     let edited = "services/app-0000/staging/config.yaml".to_string();
     if let Some(cfg) = files.get_mut(&edited) {
@@ -164,7 +174,7 @@ fn time<T>(
 /// When generation or rendering fails.
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let start = Instant::now();
-    let syn = generate(args.apps, args.envs)?;
+    let syn = generate(args.apps, args.envs, args.lean)?;
     writeln!(
         out,
         "generated {} apps x {} envs in {:.0} ms ({} objects, {} threads)",

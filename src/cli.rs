@@ -256,6 +256,10 @@ pub struct BenchArgs {
     /// Repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub iterations: usize,
+    /// Services set only their image (five documents per release) instead of
+    /// also using env vars, ingresses, monitoring and autoscaling.
+    #[arg(long)]
+    pub lean: bool,
 }
 
 /// How a successful command ended, mapped to the exit code.

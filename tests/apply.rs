@@ -752,7 +752,7 @@ async fn cli_apply_against_the_simulator_and_an_unreachable_cluster() {
 #[ignore = "measurement; run by hand with --ignored --nocapture"]
 async fn first_deploy_of_1000_resources() {
     let repo = Repo::new();
-    for (path, text) in kdeploy::bench::synthetic_files(150, 1) {
+    for (path, text) in kdeploy::bench::synthetic_files(150, 1, false) {
         repo.write(&path, &text);
     }
     repo.write("charts/raw/Chart.yaml", "name: raw\nversion: 1.0.0\n")

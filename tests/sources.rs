@@ -447,7 +447,7 @@ fn render_time_per_source() {
     };
     // Embedded chart: 50 apps x 2 envs.
     let embedded = Repo::new();
-    for (path, text) in kdeploy::bench::synthetic_files(50, 2) {
+    for (path, text) in kdeploy::bench::synthetic_files(50, 2, false) {
         embedded.write(&path, &text);
     }
     embedded.commit("embedded");
