@@ -68,6 +68,27 @@ impl Selection {
     }
 }
 
+/// Which cluster: the kubeconfig and its context.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+    /// Kubeconfig context (default: the environment's context in kdeploy.yaml, else current-context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl ClusterArgs {
+    /// The cluster access these flags describe.
+    pub fn access(&self) -> crate::cluster::Access {
+        crate::cluster::Access {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
+}
+
 /// `kdeploy render`.
 #[derive(Debug, Clone, Args)]
 pub struct RenderArgs {
@@ -145,12 +166,9 @@ pub struct ApplyArgs {
     /// The revision to deploy; `.` means the work tree.
     #[arg(long, value_name = "REV", default_value = "HEAD")]
     pub head: String,
-    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<String>,
-    /// Kubeconfig context (default: current-context).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// `server`: send every write with dryRun=All; nothing changes, no record is written.
     #[arg(long, value_name = "MODE", value_parser = ["server"])]
     pub dry_run: Option<String>,
@@ -219,12 +237,9 @@ pub struct DiffArgs {
     /// The revision to compare; `.` means the work tree.
     #[arg(long, value_name = "REV", default_value = "HEAD")]
     pub head: String,
-    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<String>,
-    /// Kubeconfig context.
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `kdeploy wait`.
@@ -233,12 +248,9 @@ pub struct WaitArgs {
     /// The JSON report written by `kdeploy apply --report`.
     #[arg(long, value_name = "PATH")]
     pub report: PathBuf,
-    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<String>,
-    /// Kubeconfig context.
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Deadline (e.g. 10m, 90s).
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
@@ -393,11 +405,7 @@ async fn run_diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         &Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?,
         &filter,
     )?;
-    let client = crate::cluster::connect(&crate::cluster::Access {
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-    })
-    .await?;
+    let client = crate::cluster::connect(&args.cluster.access()).await?;
     let resources: Vec<&crate::resource::Resource> = head
         .releases
         .iter()
@@ -433,11 +441,7 @@ async fn run_wait(args: &WaitArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         .with_context(|| format!("cannot read the report {}", args.report.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a kdeploy apply report", args.report.display()))?;
-    let client = crate::cluster::connect(&crate::cluster::Access {
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-    })
-    .await?;
+    let client = crate::cluster::connect(&args.cluster.access()).await?;
     let opts = crate::wait::Options {
         timeout: args.timeout,
         ..crate::wait::Options::default()
@@ -553,10 +557,7 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
     let head_commit = head
         .commit
         .map_or_else(|| head.label.clone(), |c| c.to_string());
-    let access = crate::cluster::Access {
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-    };
+    let access = args.cluster.access();
     let reports = crate::apply::deploy_environments(
         &access,
         &head,
