@@ -111,10 +111,6 @@ fn parse_timeout(v: Option<&str>) -> anyhow::Result<Option<crate::wait::Options>
     }))
 }
 
-fn github_retry() -> RetryPolicy {
-    RetryPolicy::default()
-}
-
 fn parse_number(name: &str, v: Option<&str>, default: usize) -> anyhow::Result<usize> {
     v.map_or(Ok(default), |v| {
         v.trim()
@@ -444,10 +440,10 @@ pub async fn run_until(
     deploy(
         &mut runner,
         &inputs,
-        &head,
-        &base,
+        (&base, &head),
         &filter,
         &repo_dir,
+        retry,
         cancel,
     )
     .await
@@ -481,10 +477,10 @@ fn mask_kubeconfig(runner: &mut Runner<'_>, kubeconfig: &str) -> std::io::Result
 async fn deploy(
     runner: &mut Runner<'_>,
     inputs: &Inputs,
-    head: &Snapshot,
-    base: &Snapshot,
+    (base, head): (&Snapshot, &Snapshot),
     filter: &Filter,
     repo_dir: &Path,
+    retry: RetryPolicy,
     cancel: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<u8> {
     runner.group("Deploy")?;
@@ -540,7 +536,7 @@ async fn deploy(
     envs.retain(|e| selected.matches_env(e));
     let gh = match (&inputs.token, runner.env.var("GITHUB_API_URL")) {
         (Some(token), Some(api)) if head_state.commit.is_some() => {
-            GitHub::new(api, token, &repository, github_retry()).ok()
+            GitHub::new(api, token, &repository, retry).ok()
         }
         _ => None,
     };

@@ -283,8 +283,9 @@ pub enum Outcome {
     Differences,
     /// Exit 2: the plan has changes (`plan --detailed-exitcode`).
     Changes,
-    /// Exit 2: a failure already reported (the action's render errors).
-    Failed,
+    /// The action's own exit code, its cause already reported (2 render
+    /// errors, 1 deploy failed, 130 cancelled).
+    Exit(u8),
     /// Exit 1: the deploy failed (details in its report).
     DeployFailed,
 }
@@ -329,37 +330,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Clean)
         }
-        Command::Diff(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(run_diff(&args, out))
-        }
-        Command::Wait(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(run_wait(&args, out))
-        }
-        Command::Apply(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(run_apply(&args, out))
-        }
+        Command::Diff(args) => block_on(run_diff(&args, out)),
+        Command::Wait(args) => block_on(run_wait(&args, out)),
+        Command::Apply(args) => block_on(run_apply(&args, out)),
         Command::Action => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
             let env = crate::action::ActionEnv::from_env();
-            let code = runtime.block_on(crate::action::run(
-                &env,
-                crate::github::RetryPolicy::default(),
-                out,
-            ))?;
-            Ok(match code {
-                0 => Outcome::Clean,
-                _ => Outcome::Failed,
+            let retry = crate::github::RetryPolicy::default();
+            let code = block_on(crate::action::run(&env, retry, out))?;
+            Ok(if code == 0 {
+                Outcome::Clean
+            } else {
+                Outcome::Exit(code)
             })
         }
         Command::Bench(args) => {
@@ -397,6 +378,14 @@ fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Clean
     })
+}
+
+/// Runs the async commands (the ones that talk to a cluster or GitHub).
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 async fn run_diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -468,20 +457,7 @@ async fn run_wait(args: &WaitArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         .context("cannot resolve the report's resources through discovery")?;
         writeln!(out, "{env}: waiting for {} resources", targets.len())?;
         let tracked = crate::wait::track(&client, targets, &opts, out).await;
-        for t in &tracked {
-            writeln!(
-                out,
-                "  {:<50} {}",
-                t.id,
-                if t.ok() {
-                    "ready"
-                } else if t.timed_out {
-                    "timeout"
-                } else {
-                    "failed"
-                }
-            )?;
-        }
+        crate::wait::write_table(&tracked, out)?;
         all_ok &= tracked.iter().all(crate::wait::Tracked::ok);
     }
     Ok(if all_ok {

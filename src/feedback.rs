@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use crate::apply::Report;
 use crate::github::GitHub;
-use crate::wait::State;
 
 /// GitHub's limit on a check run's summary and text.
 pub const OUTPUT_LIMIT: usize = 65_535;
@@ -182,17 +181,11 @@ pub fn output(
         failing_apps.push((app, f.error.clone()));
     }
     for t in &r.tracked {
-        let (result, reason) = match (&t.state, t.timed_out) {
-            (State::Ready, false) => ("ready", String::new()),
-            (s, true) => (
-                "**timed out**",
-                match s {
-                    State::Waiting(w) | State::Failed(w) => format!("waiting for {w}"),
-                    State::Ready => String::new(),
-                },
-            ),
-            (State::Failed(f), _) => ("**failed**", f.clone()),
-            (State::Waiting(w), _) => ("waiting", w.clone()),
+        let (word, reason) = t.outcome();
+        let result = if t.ok() {
+            word.to_string()
+        } else {
+            format!("**{word}**")
         };
         let _ = writeln!(
             summary,

@@ -23,7 +23,8 @@ fn main() -> ExitCode {
     match cli::run(cli, &mut stdout) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Differences | Outcome::DeployFailed) => ExitCode::from(1),
-        Ok(Outcome::Changes | Outcome::Failed) => ExitCode::from(2),
+        Ok(Outcome::Changes) => ExitCode::from(2),
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             report(&err);

@@ -657,7 +657,7 @@ async fn track_one(
             "[{:>6.1}s] {}: TIMED OUT waiting for {}",
             started.elapsed().as_secs_f64(),
             t.id,
-            describe(&state)
+            state.detail()
         ));
     }
     Tracked {
@@ -671,11 +671,52 @@ async fn track_one(
     }
 }
 
-fn describe(s: &State) -> String {
-    match s {
-        State::Ready => "nothing".into(),
-        State::Waiting(w) | State::Failed(w) => w.clone(),
+impl State {
+    /// What it waits for or why it failed; empty when ready.
+    pub fn detail(&self) -> &str {
+        match self {
+            State::Ready => "",
+            State::Waiting(w) | State::Failed(w) => w,
+        }
     }
+}
+
+impl Tracked {
+    /// One word for the result (`ready`, `timed out`, `failed`, `waiting`)
+    /// and the detail people need, for every report.
+    pub fn outcome(&self) -> (&'static str, String) {
+        match (&self.state, self.timed_out) {
+            (s, true) => ("timed out", format!("waiting for {}", s.detail())),
+            (State::Ready, _) => ("ready", String::new()),
+            (State::Failed(f), _) => ("failed", f.clone()),
+            (State::Waiting(w), _) => ("waiting", w.clone()),
+        }
+    }
+}
+
+/// The final table of a tracking run, with the failure evidence under
+/// each failed row.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_table(tracked: &[Tracked], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  {:<50} {:<9} {:>8}  DETAIL",
+        "RESOURCE", "RESULT", "TIME"
+    )?;
+    for t in tracked {
+        let (result, detail) = t.outcome();
+        writeln!(
+            out,
+            "  {:<50} {:<9} {:>7.1}s  {detail}",
+            t.id, result, t.seconds
+        )?;
+        for d in &t.details {
+            writeln!(out, "      {d}")?;
+        }
+    }
+    Ok(())
 }
 
 /// Targets for resource ids as reports write them (`apps/Deployment shop/api`),

@@ -1100,14 +1100,6 @@ async fn apply_held(
     Ok(report)
 }
 
-fn describe_state(s: &crate::wait::State) -> String {
-    match s {
-        crate::wait::State::Ready => String::new(),
-        crate::wait::State::Waiting(w) => format!("still waiting for: {w}"),
-        crate::wait::State::Failed(f) => f.clone(),
-    }
-}
-
 /// The resources of one environment of a state, of the apps in scope.
 fn of_env<'s>(
     state: &'s crate::render::State,
@@ -1202,27 +1194,7 @@ pub async fn apply_states(
         if !report.tracked.is_empty() {
             writeln!(out, "{env}: waiting for {} resources", report.tracked.len())?;
             out.write_all(report.progress.as_bytes())?;
-            writeln!(
-                out,
-                "  {:<50} {:<8} {:>8}  DETAIL",
-                "RESOURCE", "RESULT", "TIME"
-            )?;
-            for t in &report.tracked {
-                let (result, detail) = match (&t.state, t.timed_out) {
-                    (_, true) => ("timeout", describe_state(&t.state)),
-                    (crate::wait::State::Ready, _) => ("ready", String::new()),
-                    (crate::wait::State::Failed(f), _) => ("failed", f.clone()),
-                    (crate::wait::State::Waiting(w), _) => ("waiting", w.clone()),
-                };
-                writeln!(
-                    out,
-                    "  {:<50} {:<8} {:>7.1}s  {detail}",
-                    t.id, result, t.seconds
-                )?;
-                for d in &t.details {
-                    writeln!(out, "      {d}")?;
-                }
-            }
+            crate::wait::write_table(&report.tracked, out)?;
         }
         if let Some(rb) = &report.rollback {
             match &rb.skipped {
