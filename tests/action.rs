@@ -72,6 +72,26 @@ impl Job {
         }
     }
 
+    /// Commits `edit` on the PR branch and runs the action on a
+    /// `pull_request` event `action` for PR `number` (same repo, not a fork).
+    async fn pr_push(
+        &self,
+        action: &str,
+        number: u64,
+        edit: impl FnOnce(&Repo),
+        extra: &[(&str, &str)],
+    ) -> Run {
+        let base = self.base();
+        let head = self.pr_commit(edit, "change");
+        self.run(
+            "pull_request",
+            &pr_payload(action, number, &base, &head, false),
+            "pr",
+            extra,
+        )
+        .await
+    }
+
     /// Commits on branch `pr` (created from main when missing).
     fn pr_commit(&self, edit: impl FnOnce(&Repo), message: &str) -> String {
         let branches = self.origin.git(&["branch", "--list", "pr"]);
@@ -371,18 +391,13 @@ async fn oversized_plans_are_split_into_parts_and_parts_are_removed_when_not_nee
 async fn read_only_token_falls_back_to_the_job_summary() {
     let job = Job::new().await;
     job.fake.read_only();
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        "bump",
-    );
     let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 3, &base, &head, false),
-            "pr",
+        .pr_push(
+            "opened",
+            3,
+            |r| {
+                r.write("services/web/version", "1.1.0\n");
+            },
             &[],
         )
         .await;
@@ -427,19 +442,14 @@ async fn server_errors_and_rate_limits_are_retried() {
     let job = Job::new().await;
     job.fake
         .fail_next([Fault::bad_gateway(), Fault::rate_limited(1)]);
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        "bump",
-    );
     let started = std::time::Instant::now();
     let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 5, &base, &head, false),
-            "pr",
+        .pr_push(
+            "opened",
+            5,
+            |r| {
+                r.write("services/web/version", "1.1.0\n");
+            },
             &[],
         )
         .await;
@@ -461,18 +471,13 @@ async fn server_errors_and_rate_limits_are_retried() {
 #[tokio::test]
 async fn render_errors_are_reported_in_the_comment_and_fail_the_job() {
     let job = Job::new().await;
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/staging/config.yaml", "replicas: [1\n");
-        },
-        "broken",
-    );
     let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 6, &base, &head, false),
-            "pr",
+        .pr_push(
+            "opened",
+            6,
+            |r| {
+                r.write("services/web/staging/config.yaml", "replicas: [1\n");
+            },
             &[],
         )
         .await;
@@ -610,22 +615,17 @@ async fn malformed_or_missing_payloads_are_clear_errors() {
 #[tokio::test]
 async fn enterprise_api_url_with_path_prefix_is_respected() {
     let job = Job::new().await;
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.3.0\n");
-        },
-        "bump",
-    );
     job.fake.add_comment(8, "first");
     job.fake.add_comment(8, "second");
     job.fake.add_comment(8, "third");
     let api = format!("{}/api/v3", job.fake.url);
     let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 8, &base, &head, false),
-            "pr",
+        .pr_push(
+            "opened",
+            8,
+            |r| {
+                r.write("services/web/version", "1.3.0\n");
+            },
             &[("GITHUB_API_URL", &api)],
         )
         .await;
@@ -656,21 +656,17 @@ async fn secret_values_and_the_token_appear_nowhere() {
         .write("services/vault/config.yaml", "chart: raw\n")
         .write("services/vault/version", "1\n")
         .write("services/vault/staging/config.yaml", "");
-    let base = job.origin.commit("secret");
-    let head = job.pr_commit(
-        |r| {
-            r.write(
-                "charts/raw/templates/secret.yaml",
-                &secret("CANARY-PASS-NEW"),
-            );
-        },
-        "rotate",
-    );
+    job.origin.commit("secret");
     let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 11, &base, &head, false),
-            "pr",
+        .pr_push(
+            "opened",
+            11,
+            |r| {
+                r.write(
+                    "charts/raw/templates/secret.yaml",
+                    &secret("CANARY-PASS-NEW"),
+                );
+            },
             &[],
         )
         .await;
