@@ -314,7 +314,16 @@ pub async fn run_until(
     let path = env
         .var("GITHUB_EVENT_PATH")
         .context("GITHUB_EVENT_PATH is not set; the runner writes the event payload there")?;
-    let event = Event::read(name, Path::new(path))?;
+    let mut event = Event::read(name, Path::new(path))?;
+    // The action's own `base`/`head` inputs win over workflow inputs of
+    // the same names in the payload.
+    if let Event::WorkflowDispatch { base, head, .. } = &mut event {
+        for (value, input) in [(base, "base"), (head, "head")] {
+            if let Some(v) = env.input(input) {
+                *value = Some(v.to_string());
+            }
+        }
+    }
     let mode = match (&event, inputs.mode) {
         (Event::Unsupported(name), _) => {
             runner.notice(&format!("kdeploy does nothing on `{name}` events (it handles pull_request, push and workflow_dispatch)"))?;

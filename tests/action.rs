@@ -989,3 +989,30 @@ async fn a_cancelled_run_completes_its_check_run_as_cancelled() {
         "record not written"
     );
 }
+
+#[tokio::test]
+async fn workflow_dispatch_plans_between_the_base_and_head_inputs() {
+    let job = Job::new().await;
+    let base = job.base();
+    job.origin.write("services/web/version", "1.4.0\n");
+    let head = job.origin.commit("web 1.4.0");
+    // The real payload has no SHA at all; the revisions come from inputs.
+    let payload = shared_event("octokit-webhooks/api.github.com/workflow_dispatch/payload.json")
+        .unwrap_or_else(|| json!({"ref": "refs/heads/main", "inputs": {}}));
+    let run = job
+        .run(
+            "workflow_dispatch",
+            &payload,
+            "main",
+            &[("INPUT_BASE", &base), ("INPUT_HEAD", &head)],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(run.log.contains(&format!("base {base}")), "{}", run.log);
+    assert_eq!(
+        output(&run.outputs, "changed").as_deref(),
+        Some("1"),
+        "{}",
+        run.log
+    );
+}
