@@ -165,9 +165,9 @@ fn check_schema(value: &Value, schema: &Value, path: &str, out: &mut Vec<String>
 }
 
 /// The schema of (group, version, kind) from the CRDs among `resources`.
-fn crd_schema<'a>(resources: &[&'a Resource], api_version: &str, kind: &str) -> Option<&'a Value> {
+fn crd_schema<'a>(crds: &[&'a Resource], api_version: &str, kind: &str) -> Option<&'a Value> {
     let (group, version) = crate::resource::split_api_version(api_version);
-    resources.iter().find_map(|r| {
+    crds.iter().find_map(|r| {
         let spec = &r.object["spec"];
         (r.id.kind == "CustomResourceDefinition"
             && spec["group"] == group
@@ -189,16 +189,23 @@ fn crd_schema<'a>(resources: &[&'a Resource], api_version: &str, kind: &str) -> 
 pub fn validate(state: &State) -> (Diagnostics, Summary) {
     let mut problems = Diagnostics::default();
     let mut summary = Summary::default();
+    // The CRDs of each environment, gathered once: only custom kinds need them.
+    let mut crds: std::collections::HashMap<&str, Vec<&Resource>> =
+        std::collections::HashMap::new();
+    for r in &state.releases {
+        crds.entry(r.release.env.as_str()).or_default().extend(
+            r.resources
+                .iter()
+                .filter(|x| x.id.kind == "CustomResourceDefinition"),
+        );
+    }
     for release in &state.releases {
-        let env_resources: Vec<&Resource> = state
-            .releases
-            .iter()
-            .filter(|r| r.release.env == release.release.env)
-            .flat_map(|r| r.resources.iter())
-            .collect();
+        let env_resources = crds
+            .get(release.release.env.as_str())
+            .map_or(&[][..], Vec::as_slice);
         for res in &release.resources {
             let found = check_builtin(&res.api_version, &res.id.kind, &res.object).or_else(|| {
-                crd_schema(&env_resources, &res.api_version, &res.id.kind).map(|schema| {
+                crd_schema(env_resources, &res.api_version, &res.id.kind).map(|schema| {
                     let mut out = Vec::new();
                     // metadata is the API server's, not the CRD's.
                     let mut object = res.object.clone();
