@@ -743,12 +743,17 @@ pub async fn apply(
     let held = if opts.dry_run {
         None
     } else {
-        ensure_namespace(client, &opts.record_namespace, opts)
-            .await
-            .map_err(|source| Error::Api {
-                what: format!("creating namespace {}", opts.record_namespace),
-                source,
-            })?;
+        // kdeploy's own namespace: created once, not written on every run.
+        let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let exists = with_retry(opts, || ns_api.get_opt(&opts.record_namespace)).await;
+        if !matches!(exists, Ok(Some(_))) {
+            ensure_namespace(client, &opts.record_namespace, opts)
+                .await
+                .map_err(|source| Error::Api {
+                    what: format!("creating namespace {}", opts.record_namespace),
+                    source,
+                })?;
+        }
         Some(lease::acquire(client, &opts.record_namespace, &target.env, &opts.lease).await?)
     };
     let result = apply_held(
