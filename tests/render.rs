@@ -374,6 +374,57 @@ mod bad_input {
     }
 
     #[test]
+    fn missing_value_inside_an_included_partial_names_the_partial() {
+        for call in ["{{nindent 4 (include \"labels\")}}", "\n    {{> labels}}"] {
+            let repo = Repo::with_app();
+            custom_chart(
+                &repo,
+                &format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels:{call}\n"
+                ),
+            );
+            repo.write(
+                "charts/mini/templates/_labels.yaml",
+                "app: {{release.app}}\nteam: {{values.team}}\n",
+            );
+            fails(
+                &repo,
+                &[
+                    "charts/mini/templates/_labels.yaml:2:",
+                    "missing value `values.team`",
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn include_of_an_unknown_or_recursive_partial() {
+        let repo = Repo::with_app();
+        custom_chart(
+            &repo,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels:{{nindent 4 (include \"lables\")}}\n",
+        );
+        repo.write("charts/mini/templates/_labels.yaml", "a: b\n");
+        fails(
+            &repo,
+            &[
+                "charts/mini/templates/cm.yaml:5:",
+                "no partial `lables`",
+                "this chart has: labels",
+            ],
+        );
+        repo.write(
+            "charts/mini/templates/_labels.yaml",
+            "a: {{include \"labels\"}}\n",
+        );
+        repo.write(
+            "charts/mini/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels:{{nindent 4 (include \"labels\")}}\n",
+        );
+        fails(&repo, &["does a partial include itself?"]);
+    }
+
+    #[test]
     fn template_producing_invalid_yaml() {
         let repo = Repo::with_app();
         custom_chart(

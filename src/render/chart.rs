@@ -5,6 +5,8 @@
 //! with the name minus `_` and extension); the others are rendered in name
 //! order. HTML escaping is off and strict mode on: a missing value is an error.
 
+use std::collections::BTreeMap;
+
 use handlebars::Handlebars;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -96,6 +98,8 @@ pub struct Chart {
     pub defaults: Map<String, Value>,
     registry: Handlebars<'static>,
     templates: Vec<String>,
+    /// Partial name -> file, so errors inside partials name the file.
+    partials: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Chart {
@@ -183,6 +187,7 @@ impl Chart {
         let mut version = None;
         let mut defaults = Map::new();
         let mut templates = Vec::new();
+        let mut partials = BTreeMap::new();
         let mut saw_meta = false;
         for (path, text) in &files {
             let local = rel(path);
@@ -224,6 +229,7 @@ impl Chart {
                     let file = &t["templates/".len()..];
                     let registered = if let Some(partial) = file.strip_prefix('_') {
                         let pname = partial.split('.').next().unwrap_or(partial);
+                        partials.insert(pname.to_string(), path.clone());
                         registry.register_partial(pname, text.as_str())
                     } else if file.ends_with(".yaml") || file.ends_with(".yml") {
                         templates.push(path.clone());
@@ -255,6 +261,12 @@ impl Chart {
             );
         }
         templates.sort();
+        registry.register_helper(
+            "include",
+            Box::new(helpers::Include {
+                partials: partials.clone(),
+            }),
+        );
         problems.into_result(Chart {
             name: name.to_string(),
             version: version.unwrap_or_else(|| "0.0.0".into()),
@@ -263,6 +275,7 @@ impl Chart {
             defaults,
             registry,
             templates,
+            partials,
         })
     }
 
@@ -292,7 +305,11 @@ impl Chart {
                 ),
                 other => (other.to_string(), None),
             };
-            let file = e.template_name.clone().unwrap_or_else(|| template.to_string());
+            // Errors inside a partial carry the partial's name.
+            let file = match &e.template_name {
+                Some(t) => self.partials.get(t).unwrap_or(t).clone(),
+                None => template.to_string(),
+            };
             let d = Diagnostic::new(Location::at(file, e.line_no, e.column_no), message);
             match help {
                 Some(h) => d.help(h),
@@ -327,6 +344,35 @@ mod tests {
                 .any(|t| t.ends_with("deployment.yaml"))
         );
         assert!(chart.defaults.contains_key("replicas"));
+    }
+
+    #[test]
+    fn include_gives_the_same_text_as_a_standalone_partial() {
+        let partial = "a: {{values.a}}\n{{#if values.b}}\nb: {{values.b}}\n{{/if}}\n";
+        let files = vec![
+            ("c/Chart.yaml".into(), "name: c\nversion: 1.0.0\n".into()),
+            ("c/templates/_p.yaml".into(), partial.into()),
+            ("c/templates/x.yaml".into(), "m:\n  {{> p}}\nn: 1\n".into()),
+            (
+                "c/templates/y.yaml".into(),
+                "m:{{nindent 2 (include \"p\")}}\nn: 1\n".into(),
+            ),
+        ];
+        let chart = Chart::from_files("c", "c", None, files).unwrap();
+        for values in [
+            serde_json::json!({"a": 1, "b": "two"}),
+            serde_json::json!({"a": "x"}),
+        ] {
+            let ctx = handlebars::Context::from(serde_json::json!({ "values": values }));
+            let x = chart.render_template("c/templates/x.yaml", &ctx).unwrap();
+            let y = chart.render_template("c/templates/y.yaml", &ctx).unwrap();
+            assert_eq!(x, y);
+        }
+        let ctx = handlebars::Context::from(serde_json::json!({"values": {"a": 1, "b": 2}}));
+        assert_eq!(
+            chart.render_template("c/templates/y.yaml", &ctx).unwrap(),
+            "m:\n  a: 1\n  b: 2\nn: 1\n"
+        );
     }
 
     #[test]

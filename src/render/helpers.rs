@@ -55,6 +55,67 @@ impl HelperDef for Helper {
     }
 }
 
+/// `include NAME`: the output of partial NAME rendered with the release's
+/// whole context, for use with `nindent`.
+///
+/// handlebars-rust copies the entire context for every `{{> partial}}`
+/// call; with a chart's values that copy was a fifth of a full render.
+/// `include` renders from the same context by reference instead.
+pub struct Include {
+    /// Partial name -> file, for error messages.
+    pub partials: std::collections::BTreeMap<String, String>,
+}
+
+/// How deep includes may nest before we call it a cycle.
+const MAX_INCLUDE_DEPTH: usize = 32;
+
+thread_local! {
+    static INCLUDE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl HelperDef for Include {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let fail = |m: String| RenderError::from(RenderErrorReason::Other(format!("include: {m}")));
+        let name = match h.params().as_slice() {
+            [p] => p.value().as_str().ok_or_else(|| {
+                fail(format!(
+                    "NAME must be a partial's name in quotes, found {}",
+                    p.value()
+                ))
+            })?,
+            _ => return Err(fail("expected 1 argument: include NAME".into())),
+        };
+        if !self.partials.contains_key(name) {
+            let known: Vec<&str> = self.partials.keys().map(String::as_str).collect();
+            return Err(fail(format!(
+                "no partial `{name}` (partials are templates/_<name>.yaml; this chart has: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        let depth = INCLUDE_DEPTH.with(|d| d.get());
+        if depth >= MAX_INCLUDE_DEPTH {
+            return Err(fail(format!(
+                "`{name}` nested more than {MAX_INCLUDE_DEPTH} levels deep; does a partial include itself?"
+            )));
+        }
+        INCLUDE_DEPTH.with(|d| d.set(depth + 1));
+        // Errors inside the partial keep its name and line.
+        let text = r.render_with_context(name, ctx);
+        INCLUDE_DEPTH.with(|d| d.set(depth));
+        Ok(ScopedJson::Derived(Value::String(text?)))
+    }
+}
+
 /// Registers every kdeploy helper on `hb`.
 pub fn register(hb: &mut Handlebars<'_>) {
     let helpers: &[(&'static str, HelperFn, bool)] = &[

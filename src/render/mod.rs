@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::config::{self, Filter, Layout, ReleaseSpec, ServiceValues};
 use crate::diag::{Diagnostic, Diagnostics, Location};
@@ -150,22 +150,23 @@ fn merge_results(
             Err(e) => return Err(e),
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    for r in &out {
-        if !seen.insert((r.release.env.clone(), r.release.app.clone())) {
+    // Stable: a release from services/ comes before one from a source.
+    out.sort_by(|x, y| (&x.release.env, &x.release.app).cmp(&(&y.release.env, &y.release.app)));
+    for pair in out.windows(2) {
+        let (first, r) = (&pair[0].release, &pair[1].release);
+        if (&first.env, &first.app) == (&r.env, &r.app) {
             problems.push(
                 Diagnostic::new(
-                    Location::file(&r.release.dir),
+                    Location::file(&r.dir),
                     format!(
                         "release {}/{} is defined twice (services/ and a source in kdeploy.yaml)",
-                        r.release.env, r.release.app
+                        r.env, r.app
                     ),
                 )
                 .help("an (environment, app) pair must come from one place"),
             );
         }
     }
-    out.sort_by(|x, y| (&x.release.env, &x.release.app).cmp(&(&y.release.env, &y.release.app)));
     problems.into_result(out).map_err(Error::from)
 }
 
@@ -589,19 +590,34 @@ fn render_release(
         values: Map::new(),
         dir,
     };
-    // The values move into the context and back afterwards: no copy.
-    let ctx = json!({
-        "values": Value::Object(values),
-        "release": {
-            "app": release.app,
-            "env": release.env,
-            "version": release.version,
-            "namespace": release.namespace,
-            "name": release.app,
-        },
-        "chart": { "name": chart.name, "version": chart.version },
-    });
+    // The values move into the context and back afterwards: no copy (the
+    // `json!` macro would deep-copy them through `to_value`).
+    let strings = |pairs: &[(&str, &str)]| {
+        Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), Value::String((*v).to_string())))
+                .collect(),
+        )
+    };
+    let mut ctx = Map::new();
+    ctx.insert("values".into(), Value::Object(values));
+    ctx.insert(
+        "release".into(),
+        strings(&[
+            ("app", &release.app),
+            ("env", &release.env),
+            ("version", &release.version),
+            ("namespace", &release.namespace),
+            ("name", &release.app),
+        ]),
+    );
+    ctx.insert(
+        "chart".into(),
+        strings(&[("name", &chart.name), ("version", &chart.version)]),
+    );
     // `From<Value>` takes the value as is; `Context::wraps` would copy it again.
+    let ctx = Value::Object(ctx);
     let mut ctx = handlebars::Context::from(ctx);
     let mut objects = Vec::new();
     for template in chart.templates() {
@@ -769,13 +785,28 @@ fn to_resource(
 }
 
 /// Two releases of one environment must not produce the same object.
+///
+/// `releases` are sorted by environment; each environment is checked on its
+/// own, in parallel.
 fn check_duplicates(releases: &[Rendered]) -> Result<(), Diagnostics> {
-    let mut problems = Diagnostics::default();
-    let mut seen: HashMap<(&str, &ResourceId), (&Release, &Resource)> = HashMap::new();
+    let problems: Vec<Diagnostic> = releases
+        .chunk_by(|a, b| a.release.env == b.release.env)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .flat_map_iter(duplicates_in_env)
+        .collect();
+    Diagnostics(problems).into_result(())
+}
+
+/// The duplicate resources among the releases of one environment.
+fn duplicates_in_env(releases: &[Rendered]) -> Vec<Diagnostic> {
+    let count = releases.iter().map(|r| r.resources.len()).sum();
+    let mut seen: HashMap<&ResourceId, (&Release, &Resource), foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(count, Default::default());
+    let mut problems = Vec::new();
     for r in releases {
         for res in &r.resources {
-            let key = (r.release.env.as_str(), &res.id);
-            if let Some((first, first_res)) = seen.get(&key) {
+            if let Some((first, first_res)) = seen.get(&res.id) {
                 problems.push(
                     Diagnostic::new(
                         Location::file(&r.release.dir),
@@ -792,9 +823,9 @@ fn check_duplicates(releases: &[Rendered]) -> Result<(), Diagnostics> {
                     .help("give one of them another name or namespace"),
                 );
             } else {
-                seen.insert(key, (&r.release, res));
+                seen.insert(&res.id, (&r.release, res));
             }
         }
     }
-    problems.into_result(())
+    problems
 }
