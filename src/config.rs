@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -276,6 +277,7 @@ impl Layout {
             Some(s) => reader.list(s)?,
             None => Vec::new(),
         };
+        let mut to_load = Vec::new();
         for app_dir in app_dirs.into_iter().filter(|n| n.is_dir) {
             let app = app_dir.name().to_string();
             if app.starts_with('_') {
@@ -288,10 +290,29 @@ impl Layout {
                 continue;
             }
             if expand(&app_dir) {
-                load_app(reader, &app_dir, &app, filter, &mut releases, &mut problems)?;
+                to_load.push((app_dir, app));
             } else {
                 skipped_apps.push(app_dir);
             }
+        }
+        // Listing a thousand apps' trees is worth both cores.
+        let snapshot = reader.snapshot();
+        let loaded: Vec<Result<(Vec<ReleaseSpec>, Diagnostics), Error>> = to_load
+            .par_iter()
+            .map_init(
+                || snapshot.reader(),
+                |reader, (app_dir, app)| {
+                    let mut found = Vec::new();
+                    let mut app_problems = Diagnostics::default();
+                    load_app(reader, app_dir, app, filter, &mut found, &mut app_problems)?;
+                    Ok((found, app_problems))
+                },
+            )
+            .collect();
+        for result in loaded {
+            let (found, app_problems) = result?;
+            releases.extend(found);
+            problems.extend(app_problems.0);
         }
         releases.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
         problems

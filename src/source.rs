@@ -292,7 +292,12 @@ pub struct Reader<'a> {
     repo: Option<gix::Repository>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// The snapshot this reader reads, to open readers on other threads.
+    pub fn snapshot(&self) -> &'a Snapshot {
+        self.snapshot
+    }
+
     fn read_error(&self, path: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
         Error::Read {
             path: path.to_string(),
