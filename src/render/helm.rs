@@ -173,7 +173,7 @@ pub fn render(
     let values_file = work.path().join("values.yaml");
     std::fs::write(
         &values_file,
-        crate::yaml::to_canonical(&Value::Object(values.clone())),
+        crate::yaml::to_canonical(&Value::Object(values)),
     )
     .map_err(|e| fail(e.to_string()))?;
     let chart_path = chart.chart_path();
@@ -200,7 +200,6 @@ pub fn render(
         chart: chart.name.clone(),
         version: sv.version,
         namespace,
-        values,
         dir: spec.env_dir().to_string(),
     };
     let mut problems = Diagnostics::default();

@@ -66,8 +66,6 @@ pub struct Release {
     pub version: String,
     /// Namespace of the release's namespaced resources.
     pub namespace: String,
-    /// Merged values: chart defaults, app level, env level.
-    pub values: Map<String, Value>,
     /// `services/<app>/<env>`, where problems with this release are reported.
     pub dir: String,
 }
@@ -581,17 +579,16 @@ fn render_release(
             return Err(problems);
         }
     };
-    let mut release = Release {
+    let release = Release {
         env: spec.env.clone(),
         app: spec.app.clone(),
         chart: chart.name.clone(),
         version: sv.version,
         namespace,
-        values: Map::new(),
         dir,
     };
-    // The values move into the context and back afterwards: no copy (the
-    // `json!` macro would deep-copy them through `to_value`).
+    // The values move into the context (the `json!` macro would deep-copy
+    // them through `to_value`) and are freed with it after rendering.
     let strings = |pairs: &[(&str, &str)]| {
         Value::Object(
             pairs
@@ -618,7 +615,7 @@ fn render_release(
     );
     // `From<Value>` takes the value as is; `Context::wraps` would copy it again.
     let ctx = Value::Object(ctx);
-    let mut ctx = handlebars::Context::from(ctx);
+    let ctx = handlebars::Context::from(ctx);
     let mut objects = Vec::new();
     for template in chart.templates() {
         let text = match chart.render_template(template, &ctx) {
@@ -631,9 +628,7 @@ fn render_release(
         };
         parse_documents(&text, template, &release, &mut objects, &mut problems);
     }
-    if let Value::Object(values) = std::mem::take(&mut ctx.data_mut()["values"]) {
-        release.values = values;
-    }
+    drop(ctx);
     let resources = resources_of(objects, &release.namespace, &mut problems);
     let key = spec.service_key().map(|service| ReleaseKey {
         service,

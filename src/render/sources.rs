@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::{Filter, is_dns_label};
 use crate::diag::{Diagnostic, Diagnostics, Location};
@@ -158,7 +158,6 @@ fn release_of(spec: &SourceSpec, chart: &str) -> Release {
         chart: chart.to_string(),
         version: String::new(),
         namespace: spec.app.clone(),
-        values: Map::new(),
         dir: spec.dir.path.clone(),
     }
 }
