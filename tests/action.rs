@@ -107,6 +107,35 @@ impl Job {
     }
 
     async fn run(&self, event: &str, payload: &Value, branch: &str, extra: &[(&str, &str)]) -> Run {
+        self.run_until(event, payload, branch, extra, std::future::pending())
+            .await
+    }
+
+    /// A push deploying to `staging` of `sim`, with `extra` inputs.
+    async fn deploy_push(
+        &self,
+        sim: &crate::k8s_sim::Sim,
+        payload: &Value,
+        extra: &[(&str, &str)],
+    ) -> Run {
+        let kubeconfig = sim.kubeconfig();
+        let mut inputs = vec![
+            ("INPUT_KUBECONFIG", kubeconfig.as_str()),
+            ("INPUT_ENVIRONMENTS", "staging"),
+        ];
+        inputs.extend_from_slice(extra);
+        self.run("push", payload, "main", &inputs).await
+    }
+
+    /// `run`, cancelled (as by SIGTERM) when `cancel` completes.
+    async fn run_until(
+        &self,
+        event: &str,
+        payload: &Value,
+        branch: &str,
+        extra: &[(&str, &str)],
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Run {
         let work = shallow_clone(&self.origin, branch);
         let path = |name: &str| self.runner.path().join(name);
         std::fs::write(path("event.json"), payload.to_string()).expect("write event");
@@ -140,7 +169,7 @@ impl Job {
         }
         let env = ActionEnv::from_vars(vars);
         let mut log = Vec::new();
-        let code = match action::run(&env, fast_retry(), &mut log).await {
+        let code = match action::run_until(&env, fast_retry(), &mut log, cancel).await {
             Ok(code) => code,
             Err(e) => {
                 log.extend(format!("error: {e:#}").into_bytes());
@@ -692,20 +721,8 @@ async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
     let before = job.base();
     job.origin.write("services/web/version", "1.2.0\n");
     let after = job.origin.commit("bump web");
-    let payload =
-        json!({"ref": "refs/heads/main", "before": before, "after": after, "deleted": false});
-    let kubeconfig = sim.kubeconfig();
-    let run = job
-        .run(
-            "push",
-            &payload,
-            "main",
-            &[
-                ("INPUT_KUBECONFIG", &kubeconfig),
-                ("INPUT_ENVIRONMENTS", "staging"),
-            ],
-        )
-        .await;
+    let payload = push_payload(Some(&before), &after);
+    let run = job.deploy_push(&sim, &payload, &[]).await;
     assert_eq!(run.code, 0, "{}", run.log);
     assert!(
         run.log.contains("::add-mask::sim-token-CANARY-KUBE"),
@@ -741,7 +758,7 @@ async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
     );
 
     // A cluster that cannot be reached fails the job before any work.
-    let bad = kubeconfig.replace(&sim.url, "http://127.0.0.1:9");
+    let bad = sim.kubeconfig().replace(&sim.url, "http://127.0.0.1:9");
     let run = job
         .run("push", &payload, "main", &[("INPUT_KUBECONFIG", &bad)])
         .await;
@@ -765,18 +782,8 @@ async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
     );
     let after = job.base();
     let payload = push_payload(None, &after);
-    let kubeconfig = sim.kubeconfig();
     let run = job
-        .run(
-            "push",
-            &payload,
-            "main",
-            &[
-                ("INPUT_KUBECONFIG", &kubeconfig),
-                ("INPUT_ENVIRONMENTS", "staging"),
-                ("INPUT_TIMEOUT", "20s"),
-            ],
-        )
+        .deploy_push(&sim, &payload, &[("INPUT_TIMEOUT", "20s")])
         .await;
     assert_eq!(run.code, 1, "{}", run.log);
     assert_eq!(output(&run.outputs, "deployed").as_deref(), Some("false"));
@@ -819,19 +826,9 @@ async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
         "web",
         crate::k8s_sim::Behaviour::NeverReady,
     );
-    let kubeconfig = sim.kubeconfig();
     let payload = push_payload(None, &job.base());
     let run = job
-        .run(
-            "push",
-            &payload,
-            "main",
-            &[
-                ("INPUT_KUBECONFIG", &kubeconfig),
-                ("INPUT_ENVIRONMENTS", "staging"),
-                ("INPUT_TIMEOUT", "1s"),
-            ],
-        )
+        .deploy_push(&sim, &payload, &[("INPUT_TIMEOUT", "1s")])
         .await;
     assert_eq!(run.code, 1, "{}", run.log);
     let runs = job.fake.check_runs();
@@ -910,18 +907,7 @@ async fn check_run_403_is_a_warning_and_the_deploy_goes_on() {
     job.fake.read_only();
     let sim = cluster().await;
     let payload = push_payload(None, &job.base());
-    let kubeconfig = sim.kubeconfig();
-    let run = job
-        .run(
-            "push",
-            &payload,
-            "main",
-            &[
-                ("INPUT_KUBECONFIG", &kubeconfig),
-                ("INPUT_ENVIRONMENTS", "staging"),
-            ],
-        )
-        .await;
+    let run = job.deploy_push(&sim, &payload, &[]).await;
     assert_eq!(run.code, 0, "{}", run.log);
     assert!(
         run.log.contains("::warning::no check run for staging"),
@@ -941,27 +927,6 @@ async fn a_cancelled_run_completes_its_check_run_as_cancelled() {
         "web",
         crate::k8s_sim::Behaviour::NeverReady,
     );
-    let work = shallow_clone(&job.origin, "main");
-    let path = |name: &str| job.runner.path().join(name);
-    std::fs::write(
-        path("event.json"),
-        push_payload(None, &job.base()).to_string(),
-    )
-    .unwrap();
-    let env = ActionEnv::from_vars([
-        ("GITHUB_EVENT_NAME", "push".to_string()),
-        (
-            "GITHUB_EVENT_PATH",
-            path("event.json").display().to_string(),
-        ),
-        ("GITHUB_WORKSPACE", work.path().display().to_string()),
-        ("GITHUB_API_URL", job.fake.url.clone()),
-        ("GITHUB_REPOSITORY", REPO.to_string()),
-        ("RUNNER_TEMP", job.runner.path().display().to_string()),
-        ("INPUT_GITHUB-TOKEN", TOKEN.to_string()),
-        ("INPUT_KUBECONFIG", sim.kubeconfig()),
-        ("INPUT_ENVIRONMENTS", "staging".to_string()),
-    ]);
     // Cancel once the rollout is being watched.
     let cancel = {
         let sim = sim.clone();
@@ -975,12 +940,20 @@ async fn a_cancelled_run_completes_its_check_run_as_cancelled() {
             }
         }
     };
-    let mut log = Vec::new();
-    let code = action::run_until(&env, fast_retry(), &mut log, cancel)
-        .await
-        .unwrap();
-    let log = String::from_utf8_lossy(&log);
-    assert_eq!(code, 130, "{log}");
+    let kubeconfig = sim.kubeconfig();
+    let run = job
+        .run_until(
+            "push",
+            &push_payload(None, &job.base()),
+            "main",
+            &[
+                ("INPUT_KUBECONFIG", &kubeconfig),
+                ("INPUT_ENVIRONMENTS", "staging"),
+            ],
+            cancel,
+        )
+        .await;
+    assert_eq!(run.code, 130, "{}", run.log);
     let runs = job.fake.check_runs();
     assert_eq!(runs[0]["conclusion"], "cancelled", "{:#}", runs[0]);
     assert!(

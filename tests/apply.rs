@@ -65,6 +65,18 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// A fresh simulated cluster, a client for it and the example repo.
+pub async fn example_cluster() -> (Sim, kube::Client, Repo) {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    (sim, client, example_repo())
+}
+
+/// The production environment only.
+pub fn production() -> Filter {
+    Filter::new(Some("production"), None).expect("valid filter")
+}
+
 pub fn state(repo: &Repo, rev: &str) -> State {
     let snap = Snapshot::open(repo.path(), &Revision::parse(Some(rev))).expect("snapshot");
     render::render(&snap, &Filter::default()).expect("renders")
@@ -79,6 +91,16 @@ pub fn fast() -> Options {
         },
         ..Options::default()
     }
+}
+
+/// [`deploy`] of the repo's HEAD with no base state.
+pub async fn deploy_head(
+    client: &kube::Client,
+    repo: &Repo,
+    filter: &Filter,
+    opts: &Options,
+) -> (Vec<Report>, String) {
+    deploy(client, &state(repo, "HEAD"), None, filter, opts).await
 }
 
 pub async fn deploy(
@@ -126,12 +148,10 @@ fn writes(sim: &Sim) -> Vec<String> {
 
 #[tokio::test]
 async fn first_deploy_creates_everything_in_order_crd_before_its_resources() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     let head = state(&repo, "HEAD");
     // One cluster per environment in real life; the simulator is production.
-    let prod = Filter::new(Some("production"), None).unwrap();
+    let prod = production();
     let (reports, out) = deploy(&client, &head, None, &prod, &fast()).await;
     assert_eq!(reports.len(), 1);
     assert!(reports.iter().all(Report::succeeded), "{out}");
@@ -206,10 +226,8 @@ async fn first_deploy_creates_everything_in_order_crd_before_its_resources() {
 
 #[tokio::test]
 async fn a_one_app_change_patches_only_that_apps_changed_resources() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
-    let prod = Filter::new(Some("production"), None).unwrap();
+    let (sim, client, repo) = example_cluster().await;
+    let prod = production();
     let first = state(&repo, "HEAD");
     deploy(&client, &first, None, &prod, &fast()).await;
     repo.write(
@@ -253,17 +271,15 @@ async fn a_one_app_change_patches_only_that_apps_changed_resources() {
 
 #[tokio::test]
 async fn removing_an_app_deletes_its_resources_and_nothing_else() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
-    let prod = Filter::new(Some("production"), None).unwrap();
-    deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    let (sim, client, repo) = example_cluster().await;
+    let prod = production();
+    deploy_head(&client, &repo, &prod, &fast()).await;
     // Something kdeploy never deployed stays, even in the app's namespace.
     sim.insert(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hand-made", "namespace": "worker"}}));
     repo.remove("services/worker");
     repo.commit("remove worker");
     sim.clear_requests();
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
     assert!(
         sim.get("", "ConfigMap", "worker", "hand-made").is_none(),
@@ -300,9 +316,7 @@ async fn removing_an_app_deletes_its_resources_and_nothing_else() {
 
 #[tokio::test]
 async fn a_failure_midway_stops_keeps_the_record_and_the_rerun_converges() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     let first = state(&repo, "HEAD");
     deploy(
         &client,
@@ -389,12 +403,10 @@ async fn a_failure_midway_stops_keeps_the_record_and_the_rerun_converges() {
 
 #[tokio::test]
 async fn two_concurrent_applies_are_serialized_by_the_lease() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     let head = state(&repo, "HEAD");
     sim.set_latency(Duration::from_millis(5));
-    let filter = Filter::new(Some("production"), None).unwrap();
+    let filter = production();
     let waiting = fast();
     let impatient = Options {
         lease: apply::lease::Options {
@@ -440,16 +452,14 @@ async fn two_concurrent_applies_are_serialized_by_the_lease() {
 
 #[tokio::test]
 async fn server_side_dry_run_writes_nothing() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     let opts = Options {
         dry_run: true,
         ..fast()
     };
     // Custom resources of a CRD that does not exist yet cannot be dry-run.
     let filter = Filter::new(Some("production"), Some("web")).unwrap();
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &opts).await;
+    let (reports, out) = deploy_head(&client, &repo, &filter, &opts).await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
     assert!(out.contains("(server-side dry run)"));
     assert!(
@@ -470,9 +480,7 @@ async fn server_side_dry_run_writes_nothing() {
 
 #[tokio::test]
 async fn throttling_and_server_errors_are_retried() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     sim.fault(Fault {
         method: Some("PATCH"),
         path: "/deployments/web".into(),
@@ -493,7 +501,7 @@ async fn throttling_and_server_errors_are_retried() {
         times: 1,
     });
     let filter = Filter::new(Some("staging"), Some("web")).unwrap();
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &fast()).await;
+    let (reports, out) = deploy_head(&client, &repo, &filter, &fast()).await;
     assert!(reports[0].succeeded(), "{out}");
     let tries = |p: &str| {
         sim.requests()
@@ -512,9 +520,7 @@ async fn throttling_and_server_errors_are_retried() {
 
 #[tokio::test]
 async fn unknown_kinds_and_missing_namespaces_fail_before_any_write() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     repo.remove("services/platform");
     repo.write(
         "services/api/config.yaml",
@@ -574,16 +580,14 @@ async fn unknown_kinds_and_missing_namespaces_fail_before_any_write() {
 
 #[tokio::test]
 async fn an_invalid_manifest_shows_the_api_message_and_the_source_file() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     repo.write(
         "services/web/staging/config.yaml",
         "replicas: \"two\"\ningress:\n  host: shop.staging.example.com\n",
     );
     repo.commit("bad replicas");
     let filter = Filter::new(Some("staging"), Some("web")).unwrap();
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &fast()).await;
+    let (reports, out) = deploy_head(&client, &repo, &filter, &fast()).await;
     assert!(!reports[0].succeeded());
     assert!(
         out.contains("FAILED   apps/Deployment web/web (charts/service/templates/deployment.yaml)"),
@@ -605,9 +609,7 @@ async fn an_invalid_manifest_shows_the_api_message_and_the_source_file() {
 
 #[tokio::test]
 async fn a_record_from_another_repository_is_refused() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (_sim, client, repo) = example_cluster().await;
     let head = state(&repo, "HEAD");
     let filter = Filter::new(Some("staging"), None).unwrap();
     deploy(&client, &head, None, &filter, &fast()).await;
@@ -651,9 +653,7 @@ async fn a_record_from_another_repository_is_refused() {
 
 #[tokio::test]
 async fn base_revision_is_the_previous_state_without_a_record_and_secrets_stay_out_of_reports() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     repo.write("charts/raw/templates/secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: default\nstringData:\n  password: CANARY-DB-PASSWORD\n");
     repo.commit("secret");
     let base = state(&repo, "HEAD");
@@ -787,13 +787,11 @@ async fn first_deploy_of_1000_resources() {
 
 #[tokio::test]
 async fn diff_live_shows_real_changes_new_resources_and_no_secret_values() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
+    let (sim, client, repo) = example_cluster().await;
     repo.write("charts/raw/templates/secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: default\nstringData:\n  password: CANARY-LIVE-1\n");
     repo.commit("secret");
-    let prod = Filter::new(Some("production"), None).unwrap();
-    deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    let prod = production();
+    deploy_head(&client, &repo, &prod, &fast()).await;
     let all = |s: &State| -> Vec<kdeploy::resource::Resource> {
         s.releases
             .iter()
@@ -855,11 +853,9 @@ async fn diff_live_shows_real_changes_new_resources_and_no_secret_values() {
 
 #[tokio::test]
 async fn delete_first_removes_before_it_applies() {
-    let sim = Sim::start().await;
-    let client = sim.client().await;
-    let repo = example_repo();
-    let prod = Filter::new(Some("production"), None).unwrap();
-    deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    let (sim, client, repo) = example_cluster().await;
+    let prod = production();
+    deploy_head(&client, &repo, &prod, &fast()).await;
     repo.remove("services/worker");
     repo.write("services/web/version", "2.0.1\n");
     repo.commit("remove worker, bump web");
@@ -868,7 +864,7 @@ async fn delete_first_removes_before_it_applies() {
         delete_first: true,
         ..fast()
     };
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &opts).await;
+    let (reports, out) = deploy_head(&client, &repo, &prod, &opts).await;
     assert!(reports[0].succeeded(), "{out}");
     let writes: Vec<String> = sim
         .requests()

@@ -8,10 +8,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kdeploy::apply::Report;
 use kdeploy::cluster::{self, Access};
-use kdeploy::config::Filter;
 use kube::Api;
 
-use crate::apply::{deploy, example_repo, fast, state};
+use crate::apply::{deploy_head, example_repo, fast, production};
 
 async fn real_cluster() -> Option<kube::Client> {
     if std::env::var("KDEPLOY_E2E").as_deref() != Ok("1") {
@@ -40,9 +39,9 @@ async fn first_deploy_change_and_removal_on_a_real_cluster() {
     };
     cleanup(&client).await;
     let repo = example_repo();
-    let prod = Filter::new(Some("production"), None).unwrap();
+    let prod = production();
 
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
     let web: Api<Deployment> = Api::namespaced(client.clone(), "web");
     assert_eq!(web.get("web").await.unwrap().spec.replicas, Some(4));
@@ -52,13 +51,13 @@ async fn first_deploy_change_and_removal_on_a_real_cluster() {
         "replicas: 5\ningress:\n  host: shop.example.com\n  tls: true\n",
     );
     repo.commit("scale web");
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
     assert_eq!(reports[0].applied, ["apps/Deployment web/web"], "{out}");
     assert_eq!(web.get("web").await.unwrap().spec.replicas, Some(5));
 
     repo.remove("services/worker");
     repo.commit("remove worker");
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &fast()).await;
+    let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
     assert!(
         reports[0]
             .deleted
@@ -80,7 +79,7 @@ async fn first_deploy_change_and_removal_on_a_real_cluster() {
         sync: true,
         ..fast()
     };
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &prod, &dry).await;
+    let (reports, out) = deploy_head(&client, &repo, &prod, &dry).await;
     assert!(reports[0].succeeded(), "{out}");
     cleanup(&client).await;
 }

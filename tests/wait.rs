@@ -7,7 +7,7 @@ use kdeploy::apply::Options;
 use kdeploy::config::Filter;
 use kdeploy::wait::State;
 
-use crate::apply::{deploy, example_repo, fast, state};
+use crate::apply::{deploy, deploy_head, example_repo, fast, state};
 use crate::k8s_sim::{Behaviour, Sim};
 use crate::util::Repo;
 
@@ -39,14 +39,7 @@ async fn a_healthy_rollout_is_tracked_to_ready_with_progress_lines() {
     let (_sim, client) = sim().await;
     let repo = example_repo();
     let filter = Filter::new(Some("production"), Some("web")).unwrap();
-    let (reports, out) = deploy(
-        &client,
-        &state(&repo, "HEAD"),
-        None,
-        &filter,
-        &waiting(10_000),
-    )
-    .await;
+    let (reports, out) = deploy_head(&client, &repo, &filter, &waiting(10_000)).await;
     assert!(reports[0].succeeded(), "{out}");
     let t = &reports[0].tracked;
     assert_eq!(t.len(), 1, "{out}");
@@ -69,14 +62,7 @@ async fn image_pull_backoff_fails_fast_and_keeps_the_record() {
     let (sim, client) = sim().await;
     sim.behave("Deployment", "web", "web", Behaviour::ImagePullBackOff);
     let repo = example_repo();
-    let (reports, out) = deploy(
-        &client,
-        &state(&repo, "HEAD"),
-        None,
-        &web_staging(),
-        &waiting(20_000),
-    )
-    .await;
+    let (reports, out) = deploy_head(&client, &repo, &web_staging(), &waiting(20_000)).await;
     let r = &reports[0];
     assert!(!r.succeeded(), "{out}");
     assert!(!r.timed_out(), "failed before the timeout: {out}");
@@ -111,14 +97,7 @@ async fn a_crash_looping_container_reports_oomkilled() {
         "{{#if (eq release.app \"web\")}}\napiVersion: v1\nkind: Secret\nmetadata:\n  name: web-db\ndata:\n  password: Q0FOQVJZLVBXLTQy\n{{/if}}\n",
     );
     repo.commit("secret");
-    let (reports, out) = deploy(
-        &client,
-        &state(&repo, "HEAD"),
-        None,
-        &web_staging(),
-        &waiting(20_000),
-    )
-    .await;
+    let (reports, out) = deploy_head(&client, &repo, &web_staging(), &waiting(20_000)).await;
     let tracked = reports[0]
         .tracked
         .iter()
@@ -151,14 +130,7 @@ async fn a_deployment_never_ready_times_out_saying_what_it_waits_for() {
     let (sim, client) = sim().await;
     sim.behave("Deployment", "web", "web", Behaviour::NeverReady);
     let repo = example_repo();
-    let (reports, out) = deploy(
-        &client,
-        &state(&repo, "HEAD"),
-        None,
-        &web_staging(),
-        &waiting(600),
-    )
-    .await;
+    let (reports, out) = deploy_head(&client, &repo, &web_staging(), &waiting(600)).await;
     let r = &reports[0];
     assert!(r.timed_out(), "{out}");
     assert!(!r.succeeded());
@@ -191,14 +163,7 @@ const JOB: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: migrate\n
 async fn jobs_succeed_or_fail_their_backoff_limit() {
     let (_sim, client) = sim().await;
     let repo = job_repo(JOB);
-    let (reports, out) = deploy(
-        &client,
-        &state(&repo, "HEAD"),
-        None,
-        &Filter::default(),
-        &waiting(10_000),
-    )
-    .await;
+    let (reports, out) = deploy_head(&client, &repo, &Filter::default(), &waiting(10_000)).await;
     assert!(reports[0].succeeded(), "{out}");
 
     let (sim2, client2) = self::sim().await;
@@ -222,25 +187,11 @@ async fn deletions_are_waited_for_until_gone() {
     let (sim, client) = sim().await;
     let repo = example_repo();
     let filter = Filter::new(Some("staging"), None).unwrap();
-    deploy(
-        &client,
-        &state(&repo, "HEAD"),
-        None,
-        &filter,
-        &waiting(10_000),
-    )
-    .await;
+    deploy_head(&client, &repo, &filter, &waiting(10_000)).await;
     sim.behave("Deployment", "worker", "worker", Behaviour::SlowDelete(10));
     repo.remove("services/worker");
     repo.commit("remove worker");
-    let (reports, out) = deploy(
-        &client,
-        &state(&repo, "HEAD"),
-        None,
-        &filter,
-        &waiting(10_000),
-    )
-    .await;
+    let (reports, out) = deploy_head(&client, &repo, &filter, &waiting(10_000)).await;
     assert!(reports[0].succeeded(), "{out}");
     let gone = reports[0]
         .tracked
@@ -343,7 +294,7 @@ async fn a_failed_rollout_is_rolled_back_to_the_previous_state() {
         repo_dir: Some(repo.path().to_path_buf()),
         ..waiting(20_000)
     };
-    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), None, &filter, &opts).await;
+    let (reports, out) = deploy_head(&client, &repo, &filter, &opts).await;
     let r = &reports[0];
     assert!(!r.succeeded(), "{out}");
     let rb = r.rollback.as_ref().expect("rolled back");
@@ -384,14 +335,7 @@ async fn without_permission_to_read_pods_readiness_is_still_tracked_and_the_repo
         times: 1000,
     });
     let repo = example_repo();
-    let (reports, out) = deploy(
-        &client,
-        &state(&repo, "HEAD"),
-        None,
-        &web_staging(),
-        &waiting(10_000),
-    )
-    .await;
+    let (reports, out) = deploy_head(&client, &repo, &web_staging(), &waiting(10_000)).await;
     assert!(reports[0].succeeded(), "{out}");
     assert!(
         out.contains("note: cannot read ReplicaSets/Pods in web"),
