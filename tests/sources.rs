@@ -246,6 +246,24 @@ fn helm_charts_render_with_helpers_subcharts_and_crds_beside_the_embedded_chart(
 }
 
 #[test]
+fn helm_releases_check_the_namespace_like_the_embedded_chart() {
+    let tools = tempfile::tempdir().unwrap();
+    let helm = fake_helm(tools.path(), "exit 1");
+    let repo = helm_repo(&helm, "");
+    repo.write(
+        "services/legacy/prod/config.yaml",
+        "namespace: Not_A_Label\n",
+    );
+    repo.commit("bad namespace");
+    let err = render_at(&repo, "HEAD").unwrap_err().to_string();
+    assert!(
+        err.contains("services/legacy/prod/config.yaml")
+            && err.contains("`namespace` must be a DNS-1123 label"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_missing_helm_binary_is_a_clear_error() {
     let repo = Repo::with_app();
     repo.write("kdeploy.yaml", "helm:\n  binary: /nonexistent/helm\n");

@@ -149,15 +149,12 @@ pub fn render(
     settings: &HelmSettings,
     settings_id: Option<gix::ObjectId>,
 ) -> Result<Rendered, Diagnostics> {
+    let mut values = sv.values;
+    values.remove("chart");
+    let namespace = super::release_namespace(&values, spec)?;
     let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
     let fail = |msg: String| Diagnostics::from(Diagnostic::new(Location::file(&chart.dir), msg));
     check_version(settings.binary(), timeout).map_err(fail)?;
-    let mut values = sv.values;
-    values.remove("chart");
-    let namespace = match values.get("namespace") {
-        Some(Value::String(s)) => s.clone(),
-        _ => spec.app.clone(),
-    };
     set_path(
         &mut values,
         settings.version_key.as_deref().unwrap_or("tag"),
@@ -194,14 +191,7 @@ pub fn render(
                 chart.dir, spec.env, spec.app
             ))
         })?;
-    let release = Release {
-        env: spec.env.clone(),
-        app: spec.app.clone(),
-        chart: chart.name.clone(),
-        version: sv.version,
-        namespace,
-        dir: spec.env_dir().to_string(),
-    };
+    let release = Release::of(spec, &chart.name, sv.version, namespace);
     let mut problems = Diagnostics::default();
     let mut objects = Vec::new();
     for doc in crate::yaml::split_documents(&output) {

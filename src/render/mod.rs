@@ -554,6 +554,37 @@ fn render_specs(
     problems.into_result(out).map_err(Error::from)
 }
 
+impl Release {
+    /// The release of `spec` rendered with `chart`.
+    fn of(spec: &ReleaseSpec, chart: &str, version: String, namespace: String) -> Release {
+        Release {
+            env: spec.env.clone(),
+            app: spec.app.clone(),
+            chart: chart.to_string(),
+            version,
+            namespace,
+            dir: spec.env_dir().to_string(),
+        }
+    }
+}
+
+/// `namespace` from the merged values (a DNS-1123 label), else the app
+/// name; the same rule for every engine.
+fn release_namespace(
+    values: &Map<String, Value>,
+    spec: &ReleaseSpec,
+) -> Result<String, Diagnostic> {
+    match values.get("namespace") {
+        None | Some(Value::Null) => Ok(spec.app.clone()),
+        Some(Value::String(s)) if config::is_dns_label(s) => Ok(s.clone()),
+        Some(other) => Err(Diagnostic::new(
+            Location::file(&spec.env_config.path),
+            format!("`namespace` must be a DNS-1123 label, found {other}"),
+        )
+        .help("use lowercase letters, digits and '-'")),
+    }
+}
+
 /// Renders one release with its chart.
 fn render_release(
     spec: &ReleaseSpec,
@@ -564,29 +595,12 @@ fn render_release(
     let mut problems = Diagnostics::default();
     let mut values = chart.defaults.clone();
     config::merge_into(&mut values, sv.values);
-    let dir = spec.env_dir().to_string();
-    let namespace = match values.get("namespace") {
-        None | Some(Value::Null) => spec.app.clone(),
-        Some(Value::String(s)) if config::is_dns_label(s) => s.clone(),
-        Some(other) => {
-            problems.push(
-                Diagnostic::new(
-                    Location::file(&spec.env_config.path),
-                    format!("`namespace` must be a DNS-1123 label, found {other}"),
-                )
-                .help("use lowercase letters, digits and '-'"),
-            );
-            return Err(problems);
-        }
-    };
-    let release = Release {
-        env: spec.env.clone(),
-        app: spec.app.clone(),
-        chart: chart.name.clone(),
-        version: sv.version,
-        namespace,
-        dir,
-    };
+    let release = Release::of(
+        spec,
+        &chart.name,
+        sv.version,
+        release_namespace(&values, spec)?,
+    );
     // The values move into the context (the `json!` macro would deep-copy
     // them through `to_value`) and are freed with it after rendering.
     let strings = |pairs: &[(&str, &str)]| {
