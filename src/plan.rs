@@ -259,11 +259,16 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
         .par_iter()
         .map(|(key, new)| {
             let old = base.get(*key).copied();
+            // Equal objects give equal text: most resources of a re-rendered
+            // release are unchanged, and serializing them was the plan's
+            // largest cost. (apiVersion is part of the object: a bump is a change.)
+            if old.is_some_and(|o| o.object == new.object) {
+                return Outcome::Unchanged;
+            }
             let new_text = comparable(new, old, true, settings);
             let (action, old_text) = match old {
                 None => (Action::Added, String::new()),
                 Some(old) => {
-                    // apiVersion is compared too: a bump is a change.
                     let old_text = comparable(old, Some(new), false, settings);
                     if old_text == new_text {
                         return Outcome::Unchanged;
