@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::resource::ResourceId;
+use crate::resource::{Resource, ResourceId};
 
 /// Annotation overriding the timeout of one resource.
 pub const TIMEOUT_ANNOTATION: &str = "kdeploy.io/timeout";
@@ -375,6 +375,27 @@ pub struct Target {
     pub timeout: Duration,
     /// Wait until it is gone instead of ready.
     pub deleted: bool,
+}
+
+impl Target {
+    /// The readiness target of an applied resource, when `opts` tracks its kind.
+    pub fn applied(
+        res: &Resource,
+        api: &ApiResource,
+        namespaced: bool,
+        opts: Option<&Options>,
+        default_timeout: Duration,
+    ) -> Option<Target> {
+        opts.is_some_and(|o| needs_tracking(&res.id, false, o))
+            .then(|| Target {
+                id: res.id.clone(),
+                app: res.origin.app.clone(),
+                api: api.clone(),
+                namespaced,
+                timeout: timeout_of(&res.object, default_timeout),
+                deleted: false,
+            })
+    }
 }
 
 /// The timeout of a resource: its annotation when valid, else `default`.

@@ -510,20 +510,13 @@ async fn rollback(
                 match result {
                     Ok(()) => {
                         rb.restored.push(id.clone());
-                        if opts
-                            .wait
-                            .as_ref()
-                            .is_some_and(|w| crate::wait::needs_tracking(&old.id, false, w))
-                        {
-                            to_track.push(crate::wait::Target {
-                                id: old.id.clone(),
-                                app: old.origin.app.clone(),
-                                api: ar,
-                                namespaced: matches!(caps.scope, Scope::Namespaced),
-                                timeout: crate::wait::timeout_of(&old.object, global),
-                                deleted: false,
-                            });
-                        }
+                        to_track.extend(crate::wait::Target::applied(
+                            old,
+                            &ar,
+                            matches!(caps.scope, Scope::Namespaced),
+                            opts.wait.as_ref(),
+                            global,
+                        ));
                     }
                     Err(e) => rb.failed.push(Failure {
                         id,
@@ -950,20 +943,13 @@ async fn apply_held(
         }
         let params = &params;
         for (r, ar, caps) in &jobs {
-            if opts
-                .wait
-                .as_ref()
-                .is_some_and(|w| crate::wait::needs_tracking(&r.id, false, w))
-            {
-                to_track.push(crate::wait::Target {
-                    id: r.id.clone(),
-                    app: r.origin.app.clone(),
-                    api: ar.clone(),
-                    namespaced: matches!(caps.scope, Scope::Namespaced),
-                    timeout: crate::wait::timeout_of(&r.object, global_timeout),
-                    deleted: false,
-                });
-            }
+            to_track.extend(crate::wait::Target::applied(
+                r,
+                ar,
+                matches!(caps.scope, Scope::Namespaced),
+                opts.wait.as_ref(),
+                global_timeout,
+            ));
         }
         let results: Vec<(&Resource, Result<(), kube::Error>)> = futures::stream::iter(jobs)
             .map(|(r, ar, caps)| async move {
