@@ -471,6 +471,8 @@ fn render_time_per_source() {
     embedded.commit("embedded");
     let (ms, n, r) = time(&embedded);
     println!("embedded chart: {n} releases, {r} resources: {ms:.0} ms");
+    assert_eq!(n, 100);
+    let embedded_counts = (n, r);
 
     // The same manifests as raw files.
     let raw = Repo::new();
@@ -481,6 +483,7 @@ fn render_time_per_source() {
     raw.commit("raw");
     let (ms, n, r) = time(&raw);
     println!("raw manifests (same output): {n} releases, {r} resources: {ms:.0} ms");
+    assert_eq!((n, r), embedded_counts);
 
     if let Some((_keep, helm)) = helm() {
         let repo = Repo::new();
@@ -504,6 +507,7 @@ fn render_time_per_source() {
         println!(
             "helm (one helm-python-sdk process per release): {n} releases, {r} resources: {ms:.0} ms"
         );
+        assert_eq!(n, 100);
     }
     if let Some(kubectl) = kubectl() {
         let repo = kustomize_repo(&kubectl);
@@ -529,6 +533,7 @@ fn render_time_per_source() {
         println!(
             "kustomize (one kubectl process per overlay): {n} releases, {r} resources: {ms:.0} ms"
         );
+        assert_eq!(n, 100);
     }
 }
 
