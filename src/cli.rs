@@ -59,6 +59,28 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// Fails when `--env`/`--app` select no release in any of `snapshots`.
+    ///
+    /// # Errors
+    /// The globs and what exists, as a diagnostic; or a read failure.
+    pub fn ensure_matches(&self, snapshots: &[&Snapshot]) -> anyhow::Result<()> {
+        let mut first = None;
+        for snapshot in snapshots {
+            match crate::config::unmatched(snapshot, self.env.as_deref(), self.app.as_deref())
+                .map_err(render::Error::from)?
+            {
+                None => return Ok(()),
+                Some(d) => {
+                    first.get_or_insert(d);
+                }
+            }
+        }
+        match first {
+            Some(d) => Err(crate::diag::Diagnostics::from(d).into()),
+            None => Ok(()),
+        }
+    }
+
     /// The release filter for these flags.
     ///
     /// # Errors
@@ -314,6 +336,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             let snapshot =
                 Snapshot::open(&args.selection.repo, &Revision::parse(args.rev.as_deref()))?;
             let state = render::render(&snapshot, &filter)?;
+            args.selection.ensure_matches(&[&snapshot])?;
             let summary = crate::validate::check(&state)?;
             writeln!(out, "{} resources valid", summary.checked)?;
             if !summary.skipped.is_empty() {
@@ -355,6 +378,7 @@ fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let base = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.base)))?;
     let head = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
     let cmp = render::compare(&base, &head, &filter)?;
+    args.selection.ensure_matches(&[&head, &base])?;
     crate::validate::check(&cmp.head)?;
     let plan = plan::plan(&cmp, &cmp.head.settings.plan, args.context);
     match args.format {
@@ -565,6 +589,9 @@ fn run_render(args: &RenderArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
     let rev = Revision::parse(args.rev.as_deref());
     let snapshot = Snapshot::open(&args.selection.repo, &rev)?;
     let state = render::render(&snapshot, &filter)?;
+    args.selection.ensure_matches(&[&snapshot])?;
+    // The same checks as plan, before anything is printed or written.
+    crate::validate::check(&state)?;
     if args.stdout {
         for (i, r) in state.releases.iter().enumerate() {
             if i > 0 {
@@ -578,6 +605,7 @@ fn run_render(args: &RenderArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         .out
         .clone()
         .unwrap_or_else(|| args.selection.repo.join(&state.settings.output));
+    let target = output::Target::resolve(&args.selection.repo, &dir, &state.settings)?;
     if args.check {
         let drift = output::check(&state, &dir, &filter)
             .with_context(|| format!("failed to read {}", dir.display()))?;
@@ -600,8 +628,7 @@ fn run_render(args: &RenderArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         }
         return Ok(Outcome::Differences);
     }
-    let n = output::write(&state, &dir, &filter)
-        .with_context(|| format!("failed to write {}", dir.display()))?;
+    let n = output::write(&state, &target, &filter)?;
     writeln!(
         out,
         "rendered {} releases ({} resources) at {} into {} ({n} files)",

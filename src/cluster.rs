@@ -6,8 +6,6 @@
 //! Kubeconfig contents are never printed: errors name the source (path,
 //! "the kubeconfig input", the context) and the cluster URL only.
 
-use std::path::Path;
-
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// The error returned when no usable client can be built.
@@ -50,6 +48,40 @@ fn looks_like_content(s: &str) -> bool {
     s.contains('\n') && (s.contains("clusters:") || s.contains("apiVersion:"))
 }
 
+/// A kubeconfig parse error without any of its text: YAML errors give only
+/// the position and the parser's problem (their snippets could show a
+/// token), type errors have quoted values replaced.
+fn parse_error(text: &str, kube_message: &str) -> String {
+    match crate::yaml::index(text) {
+        Err(e) => format!(
+            "not valid YAML at line {}, column {}: {}",
+            e.line.unwrap_or(0),
+            e.column.unwrap_or(0),
+            e.message
+        ),
+        Ok(_) => scrub_quoted(kube_message),
+    }
+}
+
+/// Replaces every quoted part of a message (where serde puts the offending
+/// value) with `"<redacted>"`.
+fn scrub_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        if i % 2 == 0 {
+            out.push_str("\"<redacted>");
+        } else {
+            out.push('"');
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// Builds a client and checks that the API server answers, before any work.
 ///
 /// # Errors
@@ -59,38 +91,60 @@ pub async fn connect(access: &Access) -> Result<kube::Client, Error> {
         context: access.context.clone(),
         ..KubeConfigOptions::default()
     };
-    let config =
-        match access.kubeconfig.as_deref() {
-            Some(k) => {
-                let (kubeconfig, name) = if looks_like_content(k) {
-                    (Kubeconfig::from_yaml(k), "the kubeconfig input".to_string())
+    let (kubeconfig, name) = match access.kubeconfig.as_deref() {
+        Some(k) if looks_like_content(k) => (
+            Kubeconfig::from_yaml(k).map_err(|e| parse_error(k, &e.to_string())),
+            "the kubeconfig input".to_string(),
+        ),
+        Some(k) => (
+            std::fs::read_to_string(k)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    Kubeconfig::from_yaml(&text).map_err(|e| parse_error(&text, &e.to_string()))
+                }),
+            format!("kubeconfig {k}"),
+        ),
+        None if access.context.is_some() => (
+            Kubeconfig::read().map_err(|e| scrub_quoted(&e.to_string())),
+            "the default kubeconfig (KUBECONFIG or ~/.kube/config)".to_string(),
+        ),
+        None => {
+            let config = kube::Config::infer()
+                .await
+                .map_err(|e| Error::NotFound(scrub_quoted(&e.to_string())))?;
+            return from_config(config).await;
+        }
+    };
+    let kubeconfig = kubeconfig.map_err(|detail| Error::Kubeconfig {
+        source_name: name.clone(),
+        detail,
+    })?;
+    if let Some(context) = &access.context
+        && !kubeconfig.contexts.iter().any(|c| &c.name == context)
+    {
+        let known: Vec<&str> = kubeconfig
+            .contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        return Err(Error::Kubeconfig {
+            source_name: name,
+            detail: format!(
+                "it has no context `{context}`; its contexts: {}",
+                if known.is_empty() {
+                    "none".to_string()
                 } else {
-                    (
-                        Kubeconfig::read_from(Path::new(k)),
-                        format!("kubeconfig {k}"),
-                    )
-                };
-                let kubeconfig = kubeconfig.map_err(|e| Error::Kubeconfig {
-                    source_name: name.clone(),
-                    detail: e.to_string(),
-                })?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                    .await
-                    .map_err(|e| Error::Kubeconfig {
-                        source_name: name,
-                        detail: e.to_string(),
-                    })?
-            }
-            None if access.context.is_some() => kube::Config::from_kubeconfig(&options)
-                .await
-                .map_err(|e| Error::Kubeconfig {
-                    source_name: format!("context {}", access.context.as_deref().unwrap_or("")),
-                    detail: e.to_string(),
-                })?,
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| Error::NotFound(e.to_string()))?,
-        };
+                    known.join(", ")
+                }
+            ),
+        });
+    }
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| Error::Kubeconfig {
+            source_name: name,
+            detail: scrub_quoted(&e.to_string()),
+        })?;
     from_config(config).await
 }
 

@@ -36,6 +36,64 @@ pub struct Settings {
     pub sources: crate::render::sources::SourcesSettings,
     /// How Helm charts are rendered.
     pub helm: crate::render::helm::HelmSettings,
+    /// Bounds on what the config repo can make kdeploy spend.
+    pub limits: Limits,
+}
+
+/// Bounds on what a config repo can make kdeploy spend (`limits:` in
+/// kdeploy.yaml). A pull request can edit kdeploy.yaml, so each limit can be
+/// raised only up to a hard ceiling ([`Limits::CEILINGS`]).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Limits {
+    /// Largest file read from the repo, in bytes.
+    pub file_bytes: u64,
+    /// Rendered text of one release, in bytes.
+    pub release_bytes: u64,
+    /// Rendered text of all releases of one revision, in bytes.
+    pub total_bytes: u64,
+    /// Template work of one release: loop iterations, helper and include calls.
+    pub template_steps: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            file_bytes: crate::source::DEFAULT_FILE_LIMIT,
+            release_bytes: 8 << 20,
+            total_bytes: 1 << 30,
+            template_steps: 1_000_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The highest value each limit may be set to, by key.
+    pub const CEILINGS: [(&'static str, u64); 4] = [
+        ("fileBytes", 64 << 20),
+        ("releaseBytes", 256 << 20),
+        ("totalBytes", 8 << 30),
+        ("templateSteps", 100_000_000),
+    ];
+
+    fn values(&self) -> [u64; 4] {
+        [
+            self.file_bytes,
+            self.release_bytes,
+            self.total_bytes,
+            self.template_steps,
+        ]
+    }
+
+    /// The keys set above their ceiling, or to zero.
+    pub fn problems(&self) -> Vec<String> {
+        Limits::CEILINGS
+            .iter()
+            .zip(self.values())
+            .filter(|((_, max), v)| *v == 0 || v > max)
+            .map(|((key, max), v)| format!("`limits.{key}` is {v}; it must be between 1 and {max}"))
+            .collect()
+    }
 }
 
 /// Cluster settings of one environment in `kdeploy.yaml`.
@@ -57,12 +115,170 @@ impl Default for Settings {
             environments: BTreeMap::new(),
             sources: Default::default(),
             helm: Default::default(),
+            limits: Limits::default(),
         }
     }
 }
 
 /// The settings file name at the config repo root.
 pub const SETTINGS_FILE: &str = "kdeploy.yaml";
+
+/// Every top-level key of kdeploy.yaml, for help texts.
+const SETTINGS_KEYS: &str =
+    "charts, services, output, defaultChart, plan, environments, sources, helm, limits";
+
+/// Parses kdeploy.yaml, reporting every problem at once in the user's words
+/// (keys and YAML types, not Rust types) at the line of the offending key.
+/// With problems, the defaults are returned alongside them.
+pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
+    let invalid = |e: yaml::ParseError| {
+        let d = e.diagnostic(path, &format!("invalid {SETTINGS_FILE}"));
+        (Settings::default(), vec![d])
+    };
+    let index = match yaml::index(text) {
+        Ok(i) => i,
+        Err(e) => return invalid(e),
+    };
+    let mut value = match yaml::parse(text) {
+        Ok(Value::Null) => Value::Object(Map::new()),
+        Ok(v @ Value::Object(_)) => v,
+        Ok(other) => {
+            return (
+                Settings::default(),
+                vec![
+                    Diagnostic::new(
+                        Location::at(path, Some(1), Some(1)),
+                        format!(
+                            "{SETTINGS_FILE} must be a map of settings, found {}",
+                            type_name(&other)
+                        ),
+                    )
+                    .help(format!("allowed keys: {SETTINGS_KEYS} (see README)")),
+                ],
+            );
+        }
+        Err(e) => return invalid(e),
+    };
+    let mut problems = Vec::new();
+    // Each pass finds one problem; the offending key is removed and the
+    // rest checked again, so one run lists them all.
+    for _ in 0..64 {
+        let error = match serde_path_to_error::deserialize::<_, Settings>(value.clone()) {
+            Ok(settings) => {
+                for p in settings.limits.problems() {
+                    let line = index
+                        .iter()
+                        .find(|l| l.path.first().is_some_and(|k| k == "limits"));
+                    problems.push(
+                        Diagnostic::new(Location::at(path, line.map(|l| l.line), None), p)
+                            .help("the ceilings keep a pull request from lifting the limits without bound"),
+                    );
+                }
+                if problems.is_empty() {
+                    return (settings, problems);
+                }
+                break;
+            }
+            Err(e) => e,
+        };
+        let mut keys: Vec<String> = error
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let inner = error.inner().to_string();
+        let unknown = inner
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next());
+        if let Some(k) = unknown
+            && keys.last().map(String::as_str) != Some(k)
+        {
+            keys.push(k.to_string());
+        }
+        let at = index
+            .iter()
+            .find(|l| l.path == keys && l.value.is_none())
+            .or_else(|| index.iter().find(|l| l.path == keys));
+        let help = if keys.len() <= 1 && unknown.is_some() {
+            format!("allowed keys: {SETTINGS_KEYS} (see README)")
+        } else {
+            "see the kdeploy.yaml table in the README".to_string()
+        };
+        problems.push(
+            Diagnostic::new(
+                Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                format!("`{}`: {}", keys.join("."), user_words(&inner)),
+            )
+            .help(help),
+        );
+        if !remove_at(&mut value, &keys) {
+            break;
+        }
+    }
+    (Settings::default(), problems)
+}
+
+/// serde's words for types, as a YAML author says them.
+fn user_words(message: &str) -> String {
+    let mut out = message
+        .replace("unknown field", "unknown key")
+        .replace("invalid type: sequence", "found a list")
+        .replace("invalid type: map", "found a map")
+        .replace("invalid type: string", "found the string")
+        .replace("invalid type: integer", "found the number")
+        .replace("invalid type: floating point", "found the number")
+        .replace("invalid type: boolean", "found")
+        .replace("invalid type: null", "found nothing")
+        .replace("invalid value: integer", "found the number")
+        .replace("expected a sequence", "expected a list")
+        .replace("expected a borrowed string", "expected a string");
+    for int in ["u64", "u32", "u16", "usize", "i64", "i32"] {
+        out = out.replace(&format!("expected {int}"), "expected a whole number");
+    }
+    while let Some(pos) = out.find("expected struct ") {
+        let end = out[pos + 16..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(out.len(), |e| pos + 16 + e);
+        out.replace_range(pos..end, "expected a map");
+    }
+    out
+}
+
+/// Removes the value at `keys`; false when there is nothing to remove.
+fn remove_at(value: &mut Value, keys: &[String]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for k in parents {
+        v = match v {
+            Value::Object(m) => match m.get_mut(k) {
+                Some(x) => x,
+                None => return false,
+            },
+            Value::Array(a) => match k.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(x) => x,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match v {
+        Value::Object(m) => m.remove(last).is_some(),
+        Value::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
 
 /// The error returned when the layout cannot be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +335,69 @@ impl Filter {
         self.env.as_ref().is_none_or(|g| g.is_match(env))
             && self.app.as_ref().is_none_or(|g| g.is_match(app))
     }
+}
+
+/// The problem with `--env`/`--app` globs that select no release of
+/// `snapshot`, naming what exists; `None` when something matches. A filter
+/// that matches nothing would otherwise report "no changes" and succeed.
+///
+/// # Errors
+/// When the snapshot cannot be read.
+pub fn unmatched(
+    snapshot: &crate::source::Snapshot,
+    env: Option<&str>,
+    app: Option<&str>,
+) -> Result<Option<Diagnostic>, Error> {
+    let filter = Filter::new(env, app).unwrap_or_default();
+    if filter.is_all() || snapshot.is_empty() {
+        return Ok(None);
+    }
+    let reader = snapshot.reader();
+    let layout = Layout::load(&reader, &snapshot.root(), &Filter::default())?;
+    let pairs: Vec<(&str, &str)> = layout
+        .releases
+        .iter()
+        .map(|r| (r.env.as_str(), r.app.as_str()))
+        .chain(
+            layout
+                .sources
+                .iter()
+                .map(|s| (s.env.as_str(), s.app.as_str())),
+        )
+        .collect();
+    if pairs.iter().any(|(e, a)| filter.matches(e, a)) {
+        return Ok(None);
+    }
+    let names = |first: bool| {
+        let set: std::collections::BTreeSet<&str> = pairs
+            .iter()
+            .map(|(e, a)| if first { *e } else { *a })
+            .collect();
+        if set.is_empty() {
+            "none".to_string()
+        } else {
+            set.into_iter().collect::<Vec<_>>().join(", ")
+        }
+    };
+    let mut what = Vec::new();
+    if let Some(e) = env {
+        what.push(format!("--env {e}"));
+    }
+    if let Some(a) = app {
+        what.push(format!("--app {a}"));
+    }
+    Ok(Some(
+        Diagnostic::global(format!(
+            "{} selects no release at {}",
+            what.join(" with "),
+            snapshot.label()
+        ))
+        .help(format!(
+            "environments: {}; apps: {}",
+            names(true),
+            names(false)
+        )),
+    ))
 }
 
 /// One (environment, app) pair and the files it is made of.
@@ -179,9 +458,13 @@ pub struct Layout {
 
 /// True for a DNS-1123 label: what Kubernetes accepts as a namespace name.
 pub fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && is_dns_label_any_length(s)
+}
+
+/// A DNS-1123 label without its length limit: one part of a subdomain.
+pub fn is_dns_label_any_length(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
@@ -227,24 +510,13 @@ impl Layout {
         let (settings, settings_id) = match reader.child(root, SETTINGS_FILE)? {
             Some(node) if !node.is_dir => {
                 let text = reader.read_text(&node)?;
-                match yaml::parse_as::<Settings>(&text) {
-                    Ok(s) => (s, node.id),
-                    Err(e) => {
-                        problems.push(
-                            Diagnostic::new(
-                                Location::at(&node.path, e.line, e.column),
-                                format!("invalid {SETTINGS_FILE}: {}", e.message),
-                            )
-                            .help(
-                                "allowed keys: charts, services, output, defaultChart (see README)",
-                            ),
-                        );
-                        (Settings::default(), node.id)
-                    }
-                }
+                let (settings, found) = parse_settings(&text, &node.path);
+                problems.extend(found);
+                (settings, node.id)
             }
             _ => (Settings::default(), None),
         };
+        reader.snapshot().set_file_limit(settings.limits.file_bytes);
 
         let charts = match find_dir(reader, root, &settings.charts)? {
             Some(dir) => reader
@@ -441,6 +713,9 @@ fn find_dir(reader: &Reader<'_>, root: &Node, path: &str) -> Result<Option<Node>
 pub struct ServiceValues {
     /// app config.yaml, then env config.yaml merged over it.
     pub values: Map<String, Value>,
+    /// (path, text) of the env and app config.yaml and the version file
+    /// used, so that a bad rendered value can be traced to the user's line.
+    pub inputs: Vec<(String, String)>,
     /// The env `version`, else the app `version`.
     pub version: String,
     /// The chart to render with (`chart:` value or the default chart).
@@ -457,11 +732,20 @@ pub fn load_service(
     settings: &Settings,
 ) -> Result<ServiceValues, Error> {
     let mut problems = Diagnostics::default();
-    let app_values = read_values(reader, &spec.app_config, &mut problems)?;
-    let env_values = read_values(reader, &spec.env_config, &mut problems)?;
+    let mut inputs = Vec::with_capacity(3);
+    let env_values = read_values(reader, &spec.env_config, &mut problems, &mut inputs)?;
+    let app_values = read_values(reader, &spec.app_config, &mut problems, &mut inputs)?;
     let env_version = read_version(reader, spec.env_version.as_ref(), &mut problems)?;
     let app_version = read_version(reader, spec.app_version.as_ref(), &mut problems)?;
-    let version = env_version.or(app_version);
+    let version = match (env_version, app_version) {
+        (Some(v), _) => spec.env_version.as_ref().map(|n| (n, v)),
+        (None, Some(v)) => spec.app_version.as_ref().map(|n| (n, v)),
+        (None, None) => None,
+    }
+    .map(|(node, v)| {
+        inputs.push((node.path.clone(), v.clone()));
+        v
+    });
     if version.is_none() && problems.is_empty() {
         let looked = [
             spec.env_dir().to_string() + "/version",
@@ -496,6 +780,7 @@ pub fn load_service(
             values,
             version: version.unwrap_or_default(),
             chart,
+            inputs,
         })
         .map_err(Error::from)
 }
@@ -505,6 +790,7 @@ fn read_values(
     reader: &Reader<'_>,
     node: &Node,
     problems: &mut Diagnostics,
+    inputs: &mut Vec<(String, String)>,
 ) -> Result<Map<String, Value>, source::Error> {
     let text = match String::from_utf8(reader.read(node)?) {
         Ok(t) => t,
@@ -516,7 +802,9 @@ fn read_values(
             return Ok(Map::new());
         }
     };
-    match yaml::parse(&text) {
+    let parsed = yaml::parse(&text);
+    inputs.push((node.path.clone(), text));
+    match parsed {
         Ok(Value::Object(map)) => Ok(map),
         Ok(Value::Null) => Ok(Map::new()),
         Ok(other) => {
@@ -533,10 +821,7 @@ fn read_values(
             Ok(Map::new())
         }
         Err(e) => {
-            problems.push(Diagnostic::new(
-                Location::at(&node.path, e.line, e.column),
-                format!("invalid YAML: {}", e.message),
-            ));
+            problems.push(e.diagnostic(&node.path, "invalid YAML"));
             Ok(Map::new())
         }
     }
@@ -549,7 +834,31 @@ fn read_version(
     problems: &mut Diagnostics,
 ) -> Result<Option<String>, source::Error> {
     let Some(node) = node else { return Ok(None) };
-    let text = String::from_utf8_lossy(&reader.read(node)?).into_owned();
+    let Ok(text) = String::from_utf8(reader.read(node)?) else {
+        problems.push(
+            Diagnostic::new(Location::file(&node.path), "version file is not UTF-8 text")
+                .help("write the version (e.g. 1.4.2) as plain text"),
+        );
+        return Ok(None);
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    if let Some((line, c)) = (1usize..).zip(text.lines()).find_map(|(n, l)| {
+        l.chars()
+            .find(|c| c.is_control() && *c != '\t' && *c != '\r')
+            .map(|c| (n, c))
+    }) {
+        problems.push(
+            Diagnostic::new(
+                Location::at(&node.path, Some(line), None),
+                format!(
+                    "version file holds the control character {}",
+                    c.escape_unicode()
+                ),
+            )
+            .help("write the version (e.g. 1.4.2) as plain text"),
+        );
+        return Ok(None);
+    }
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)

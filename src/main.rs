@@ -59,6 +59,24 @@ fn report(err: &anyhow::Error) {
                 }
             }
         }
-        None => eprintln!("error: {err:#}"),
+        None => eprintln!("error: {}", chain_text(err)),
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text
+/// the message before it already says (gix and io errors often repeat
+/// their source in their own message).
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -55,6 +55,22 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The repository has no commit at all.
+    #[error("{} has no commits yet, so revision `{rev}` cannot be read; commit the config first", repo.display())]
+    NoCommits {
+        /// The revision asked for.
+        rev: String,
+        /// The repository.
+        repo: PathBuf,
+    },
+    /// The revision names an object that is not a commit.
+    #[error("revision `{rev}` names a {kind}, not a commit; pass a commit SHA, a branch or a tag")]
+    NotACommit {
+        /// The revision asked for.
+        rev: String,
+        /// What it names (tree, blob, tag).
+        kind: String,
+    },
     /// The config directory is missing at that commit.
     #[error("{prefix} does not exist at revision `{rev}`")]
     MissingPrefix {
@@ -63,8 +79,40 @@ pub enum Error {
         /// Path of the config repo inside the git repository.
         prefix: String,
     },
+    /// The work-tree directory given as the config repo does not exist.
+    #[error("{} is not a directory; pass the config repo with --repo (or run in it)", path.display())]
+    NoSuchDirectory {
+        /// The directory asked for.
+        path: PathBuf,
+    },
+    /// A symbolic link leads outside the config repo, nowhere, or into a loop.
+    #[error("{path}: symbolic link to `{target}` {why} (at {rev})")]
+    Link {
+        /// Path of the link relative to the config repo.
+        path: String,
+        /// What the link points at, as written in the link.
+        target: String,
+        /// Why it is refused, with what to do.
+        why: &'static str,
+        /// The revision label.
+        rev: String,
+    },
+    /// A file is larger than `limits.fileBytes`.
+    #[error(
+        "{path}: file is {size} bytes, over the limit of {limit} bytes (at {rev}); split it, or raise `limits.fileBytes` in kdeploy.yaml"
+    )]
+    TooLarge {
+        /// Path relative to the config repo.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit in force.
+        limit: u64,
+        /// The revision label.
+        rev: String,
+    },
     /// A file or directory could not be read.
-    #[error("failed to read {path} at {rev}")]
+    #[error("failed to read {} at {rev}", display_path(path))]
     Read {
         /// Path relative to the config repo.
         path: String,
@@ -74,6 +122,55 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// `.` for the config repo root, so no message shows an empty path.
+fn display_path(path: &str) -> &str {
+    if path.is_empty() { "." } else { path }
+}
+
+/// Why a link is refused: it leaves the repo.
+const OUTSIDE: &str = "points outside the config repo; kdeploy reads only files inside it: copy the file into the repo or point the link at a path inside it";
+/// Why a link is refused: nothing is there.
+const DANGLING: &str = "points at nothing; fix or remove the link";
+/// Why a link is refused: it leads to one of its own parents.
+const LOOP: &str = "points at a directory that contains it (a loop); remove the link";
+/// Why a link is refused: too many links in a row.
+const CHAIN: &str = "starts a chain of more than 8 links; link to the file directly";
+
+/// How many links in a row are followed (git mode; the OS bounds the work tree).
+const MAX_LINK_HOPS: usize = 8;
+
+/// Default for `limits.fileBytes`: larger than any hand-written config or a
+/// big CRD bundle, small enough that parsing it takes well under a second.
+pub const DEFAULT_FILE_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// `dir/target` with `.` and `..` resolved on the text, as git stores links;
+/// `None` when it climbs above the root or is absolute.
+fn join_link(dir: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// True when `ancestor` is `path` or one of its parent directories.
+fn is_ancestor(ancestor: &str, path: &str) -> bool {
+    ancestor.is_empty()
+        || path == ancestor
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A file or directory of a snapshot.
@@ -111,6 +208,8 @@ enum Kind {
     },
     Dir {
         root: PathBuf,
+        /// `root` with every link resolved: what links must stay inside.
+        canonical: PathBuf,
     },
     /// Nothing at all: the base of a first deploy.
     Empty,
@@ -122,6 +221,8 @@ pub struct Snapshot {
     kind: Kind,
     label: String,
     commit: Option<ObjectId>,
+    /// `limits.fileBytes`, set once `kdeploy.yaml` is read.
+    file_limit: std::sync::atomic::AtomicU64,
 }
 
 impl Snapshot {
@@ -134,13 +235,22 @@ impl Snapshot {
     pub fn open(dir: &Path, rev: &Revision) -> Result<Snapshot, Error> {
         let spec = match rev {
             Revision::WorkTree => {
-                return Ok(Snapshot {
-                    kind: Kind::Dir {
+                let canonical = match dir.canonicalize() {
+                    Ok(c) if c.is_dir() => c,
+                    _ => {
+                        return Err(Error::NoSuchDirectory {
+                            path: dir.to_path_buf(),
+                        });
+                    }
+                };
+                return Ok(Snapshot::new(
+                    Kind::Dir {
                         root: dir.to_path_buf(),
+                        canonical,
                     },
-                    label: "work tree".into(),
-                    commit: None,
-                });
+                    "work tree".into(),
+                    None,
+                ));
             }
             Revision::Commit(spec) => spec,
         };
@@ -192,23 +302,34 @@ impl Snapshot {
             }
         };
         let label = commit.to_hex_with_len(12).to_string();
-        Ok(Snapshot {
-            kind: Kind::Git {
+        Ok(Snapshot::new(
+            Kind::Git {
                 repo: Box::new(repo.into_sync()),
                 tree,
             },
             label,
-            commit: Some(commit),
-        })
+            Some(commit),
+        ))
+    }
+
+    fn new(kind: Kind, label: String, commit: Option<ObjectId>) -> Snapshot {
+        Snapshot {
+            kind,
+            label,
+            commit,
+            file_limit: std::sync::atomic::AtomicU64::new(DEFAULT_FILE_LIMIT),
+        }
     }
 
     /// A snapshot with no files: what is deployed before the first deploy.
     pub fn empty() -> Snapshot {
-        Snapshot {
-            kind: Kind::Empty,
-            label: "nothing".into(),
-            commit: None,
-        }
+        Snapshot::new(Kind::Empty, "nothing".into(), None)
+    }
+
+    /// Sets the largest file [`Reader::read`] accepts (`limits.fileBytes`).
+    pub fn set_file_limit(&self, bytes: u64) {
+        self.file_limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// True for [`Snapshot::empty`].
@@ -260,12 +381,34 @@ pub fn resolve_commit(repo: &gix::Repository, spec: &str) -> Result<ObjectId, Er
         repo: repo.workdir().unwrap_or(repo.git_dir()).to_path_buf(),
         source: Box::new(e),
     };
-    let id = repo.rev_parse_single(spec).map_err(unknown)?;
-    let commit = id
-        .object()
-        .and_then(|o| o.peel_to_commit())
-        .map_err(unknown)?;
-    Ok(commit.id)
+    let workdir = repo.workdir().unwrap_or(repo.git_dir()).to_path_buf();
+    let id = match repo.rev_parse_single(spec) {
+        Ok(id) => id,
+        Err(_)
+            if repo.head_id().is_err()
+                && repo
+                    .references()
+                    .is_ok_and(|r| r.all().is_ok_and(|mut a| a.next().is_none())) =>
+        {
+            return Err(Error::NoCommits {
+                rev: spec.to_string(),
+                repo: workdir,
+            });
+        }
+        Err(e) => return Err(unknown(e)),
+    };
+    let object = id.object().map_err(&unknown)?;
+    let kind = object.kind;
+    object
+        .peel_to_commit()
+        .map(|c| c.id)
+        .map_err(|e| match kind {
+            gix::object::Kind::Commit | gix::object::Kind::Tag => unknown(e),
+            other => Error::NotACommit {
+                rev: spec.to_string(),
+                kind: other.to_string(),
+            },
+        })
 }
 
 /// Path of `dir` relative to the repository's work tree, `/`-separated.
@@ -306,13 +449,31 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn link_error(&self, path: &str, target: &str, why: &'static str) -> Error {
+        Error::Link {
+            path: path.to_string(),
+            target: target.escape_debug().to_string(),
+            why,
+            rev: self.snapshot.label.clone(),
+        }
+    }
+
     /// The entries of a directory, sorted by name. Entries that are neither
     /// files nor directories (submodules) are left out; in the work tree,
     /// names starting with `.` are too.
     ///
+    /// A symbolic link is followed only when its target stays inside the
+    /// config repo, the same way in git objects and in the work tree; the
+    /// entry keeps the link's path and takes the target's content.
+    ///
     /// # Errors
-    /// When the directory cannot be read.
+    /// When the directory cannot be read, or holds a link that leaves the
+    /// repo, points at nothing, or at a directory that contains it.
     pub fn list(&self, dir: &Node) -> Result<Vec<Node>, Error> {
+        self.list_at(dir, 0)
+    }
+
+    fn list_at(&self, dir: &Node, hops: usize) -> Result<Vec<Node>, Error> {
         let mut out = Vec::new();
         match (&self.snapshot.kind, &self.repo, dir.id) {
             (Kind::Empty, _, _) => {}
@@ -323,17 +484,27 @@ impl<'a> Reader<'a> {
                 let decoded = tree.decode().map_err(|e| self.read_error(&dir.path, e))?;
                 for entry in &decoded.entries {
                     let mode = entry.mode;
+                    let path = dir.join(&entry.filename.to_string());
+                    if mode.is_link() {
+                        // Hidden links are skipped, as the work tree skips
+                        // every hidden name.
+                        if entry.filename.starts_with(b".") {
+                            continue;
+                        }
+                        out.push(self.git_link(dir, path, entry.oid.to_owned(), hops)?);
+                        continue;
+                    }
                     if !(mode.is_tree() || mode.is_blob()) {
                         continue;
                     }
                     out.push(Node {
-                        path: dir.join(&entry.filename.to_string()),
+                        path,
                         id: Some(entry.oid.to_owned()),
                         is_dir: mode.is_tree(),
                     });
                 }
             }
-            (Kind::Dir { root }, _, _) => {
+            (Kind::Dir { root, canonical }, _, _) => {
                 let full = root.join(&dir.path);
                 let entries =
                     std::fs::read_dir(&full).map_err(|e| self.read_error(&dir.path, e))?;
@@ -343,13 +514,18 @@ impl<'a> Reader<'a> {
                     if name.starts_with('.') {
                         continue;
                     }
-                    let meta = std::fs::metadata(entry.path())
-                        .map_err(|e| self.read_error(&dir.join(&name), e))?;
+                    let path = dir.join(&name);
+                    let kind = entry.file_type().map_err(|e| self.read_error(&path, e))?;
+                    let meta = if kind.is_symlink() {
+                        self.dir_link(canonical, &entry.path(), &path)?
+                    } else {
+                        entry.metadata().map_err(|e| self.read_error(&path, e))?
+                    };
                     if !(meta.is_dir() || meta.is_file()) {
                         continue;
                     }
                     out.push(Node {
-                        path: dir.join(&name),
+                        path,
                         id: None,
                         is_dir: meta.is_dir(),
                     });
@@ -366,6 +542,64 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// A link in git objects: its blob is the target path, resolved on the
+    /// text against the link's directory (git has no file system to ask).
+    fn git_link(
+        &self,
+        dir: &Node,
+        path: String,
+        blob: ObjectId,
+        hops: usize,
+    ) -> Result<Node, Error> {
+        let raw = self.read_unchecked(&Node {
+            path: path.clone(),
+            id: Some(blob),
+            is_dir: false,
+        })?;
+        let target = String::from_utf8_lossy(&raw).into_owned();
+        let Some(joined) = join_link(&dir.path, &target) else {
+            return Err(self.link_error(&path, &target, OUTSIDE));
+        };
+        if hops >= MAX_LINK_HOPS {
+            return Err(self.link_error(&path, &target, CHAIN));
+        }
+        let Some(node) = self.find_at(&self.snapshot.root(), &joined, hops + 1)? else {
+            return Err(self.link_error(&path, &target, DANGLING));
+        };
+        if node.is_dir && is_ancestor(&joined, &path) {
+            return Err(self.link_error(&path, &target, LOOP));
+        }
+        Ok(Node { path, ..node })
+    }
+
+    /// A link in the work tree: followed by the OS, accepted only when where
+    /// it ends stays inside the config repo.
+    fn dir_link(
+        &self,
+        canonical_root: &Path,
+        link: &Path,
+        path: &str,
+    ) -> Result<std::fs::Metadata, Error> {
+        let target = std::fs::read_link(link)
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(resolved) = link.canonicalize() else {
+            return Err(self.link_error(path, &target, DANGLING));
+        };
+        if !resolved.starts_with(canonical_root) {
+            return Err(self.link_error(path, &target, OUTSIDE));
+        }
+        let meta = std::fs::metadata(&resolved).map_err(|e| self.read_error(path, e))?;
+        let parent = link
+            .parent()
+            .and_then(|p| p.canonicalize().ok())
+            .unwrap_or_default();
+        if meta.is_dir() && parent.starts_with(&resolved) {
+            return Err(self.link_error(path, &target, LOOP));
+        }
+        Ok(meta)
+    }
+
     /// The child `name` of a directory, if present.
     ///
     /// # Errors
@@ -380,12 +614,21 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// When a directory on the way cannot be read.
     pub fn find(&self, dir: &Node, path: &str) -> Result<Option<Node>, Error> {
+        self.find_at(dir, path, 0)
+    }
+
+    fn find_at(&self, dir: &Node, path: &str, hops: usize) -> Result<Option<Node>, Error> {
         let mut node = dir.clone();
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
             if !node.is_dir {
                 return Ok(None);
             }
-            match self.child(&node, part)? {
+            let want = node.join(part);
+            match self
+                .list_at(&node, hops)?
+                .into_iter()
+                .find(|n| n.path == want)
+            {
                 Some(child) => node = child,
                 None => return Ok(None),
             }
@@ -398,6 +641,32 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// When it cannot be read.
     pub fn read(&self, file: &Node) -> Result<Vec<u8>, Error> {
+        let limit = self
+            .snapshot
+            .file_limit
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let size = match (&self.snapshot.kind, &self.repo, file.id) {
+            (Kind::Git { .. }, Some(repo), Some(id)) => repo
+                .find_header(id)
+                .map_err(|e| self.read_error(&file.path, e))?
+                .size(),
+            (Kind::Dir { root, .. }, _, _) => std::fs::metadata(root.join(&file.path))
+                .map_err(|e| self.read_error(&file.path, e))?
+                .len(),
+            _ => 0,
+        };
+        if size > limit {
+            return Err(Error::TooLarge {
+                path: file.path.clone(),
+                size,
+                limit,
+                rev: self.snapshot.label.clone(),
+            });
+        }
+        self.read_unchecked(file)
+    }
+
+    fn read_unchecked(&self, file: &Node) -> Result<Vec<u8>, Error> {
         match (&self.snapshot.kind, &self.repo, file.id) {
             (Kind::Git { .. }, Some(repo), Some(id)) => {
                 let mut blob = repo
@@ -405,7 +674,7 @@ impl<'a> Reader<'a> {
                     .map_err(|e| self.read_error(&file.path, e))?;
                 Ok(blob.take_data())
             }
-            (Kind::Dir { root }, _, _) => {
+            (Kind::Dir { root, .. }, _, _) => {
                 std::fs::read(root.join(&file.path)).map_err(|e| self.read_error(&file.path, e))
             }
             _ => Err(self.read_error(&file.path, std::io::Error::other("file has no object id"))),

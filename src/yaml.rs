@@ -19,6 +19,286 @@ pub struct ParseError {
     pub line: Option<usize>,
     /// 1-based column.
     pub column: Option<usize>,
+    /// What usually causes this error, when the text shows it.
+    pub help: Option<String>,
+}
+
+impl ParseError {
+    fn at(message: String, line: usize, column: usize) -> ParseError {
+        ParseError {
+            message,
+            line: Some(line),
+            column: Some(column),
+            help: None,
+        }
+    }
+
+    /// The problem as a diagnostic on `path`: "`what`: message", with the help.
+    pub fn diagnostic(&self, path: &str, what: &str) -> crate::diag::Diagnostic {
+        let d = crate::diag::Diagnostic::new(
+            crate::diag::Location::at(path, self.line, self.column),
+            format!("{what}: {}", self.message),
+        );
+        match &self.help {
+            Some(h) => d.help(h.clone()),
+            None => d,
+        }
+    }
+
+    /// Adds a hint for the usual causes, read from the offending line.
+    fn with_hint(mut self, text: &str) -> ParseError {
+        let line = self
+            .line
+            .and_then(|l| text.lines().nth(l.saturating_sub(1)))
+            .unwrap_or("");
+        let indent: &str = &line[..line.len() - line.trim_start().len()];
+        let m = self.message.as_str();
+        self.help = if indent.contains('\t')
+            || m.contains("cannot start any token") && line.contains('\t')
+        {
+            Some("YAML does not allow tabs for indentation: indent with spaces".into())
+        } else if m.contains("mapping values are not allowed") {
+            Some("a value that contains `: ` must be quoted, e.g. `command: \"echo a: b\"`".into())
+        } else if m.contains("did not find expected key")
+            || m.contains("could not find expected ':'")
+            || m.contains("did not find expected '-' indicator")
+        {
+            Some("check the indentation: the keys of one map (and the items of one list) must start in the same column".into())
+        } else if m.contains("found character that cannot start any token") {
+            Some("a value starting with `@`, `` ` `` or `%` must be quoted".into())
+        } else {
+            self.help
+        };
+        self
+    }
+}
+
+/// How deeply YAML may nest: far more than any manifest (a CRD's schema
+/// nests about 20 levels), below serde_norway's own limit of 128.
+pub const MAX_DEPTH: usize = 100;
+
+/// Refuses text that nests deeper than [`MAX_DEPTH`], in one pass and before
+/// the parser sees it: libyaml's work grows with the square of the nesting
+/// of flow collections (`[[[[…`), so a short file could take a minute.
+///
+/// Flow nesting is counted exactly (brackets outside quotes and comments;
+/// in block context only where a collection can start); block nesting is
+/// bounded by indentation and `- ` prefixes.
+///
+/// # Errors
+/// When the text nests too deeply.
+pub fn check_depth(text: &str) -> Result<(), ParseError> {
+    let too_deep = |line: usize, column: usize| {
+        ParseError::at(
+            format!("nesting deeper than {MAX_DEPTH} levels"),
+            line,
+            column,
+        )
+    };
+    let mut flow = 0usize;
+    let mut quote: Option<u8> = None;
+    for (line_no, line) in (1usize..).zip(text.split('\n')) {
+        let bytes = line.as_bytes();
+        if flow == 0 && quote.is_none() {
+            // Block context: each level needs one more column of indentation
+            // or one more `- ` / `? ` / `: ` on the line.
+            let indent = bytes.iter().take_while(|b| **b == b' ').count();
+            let mut depth = indent;
+            let mut i = indent;
+            while i + 1 < bytes.len()
+                && matches!(bytes[i], b'-' | b'?' | b':')
+                && bytes[i + 1] == b' '
+            {
+                depth += 1;
+                i += 2;
+                while i < bytes.len() && bytes[i] == b' ' {
+                    i += 1;
+                }
+            }
+            if depth > 4 * MAX_DEPTH {
+                return Err(too_deep(line_no, i + 1));
+            }
+        }
+        let mut prev = b' ';
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match quote {
+                Some(q) => {
+                    if b == q {
+                        if q == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
+                            i += 1;
+                        } else {
+                            quote = None;
+                        }
+                    } else if q == b'"' && b == b'\\' {
+                        i += 1;
+                    }
+                }
+                None => {
+                    let token_start = matches!(prev, b' ' | b'\t' | b'[' | b'{' | b',') || i == 0;
+                    match b {
+                        b'#' if matches!(prev, b' ' | b'\t') || i == 0 => break,
+                        b'"' | b'\'' if token_start || flow > 0 && prev == b':' => quote = Some(b),
+                        b'[' | b'{' if flow > 0 || token_start => {
+                            flow += 1;
+                            if flow > MAX_DEPTH {
+                                return Err(too_deep(line_no, i + 1));
+                            }
+                        }
+                        b']' | b'}' if flow > 0 => flow -= 1,
+                        _ => {}
+                    }
+                }
+            }
+            prev = b;
+            i += 1;
+        }
+        // A quoted scalar in block context may span lines; a single-quoted
+        // or double-quoted one keeps `quote` across the newline.
+    }
+    Ok(())
+}
+
+/// A key or scalar of a YAML document with where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The keys (and list indices) leading to it.
+    pub path: Vec<String>,
+    /// The scalar value; `None` for a key whose value is a map or list.
+    pub value: Option<String>,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+/// Every key and scalar of a single-document text with its position, for
+/// pointing errors at the user's line; duplicate keys are errors naming both
+/// lines. Anchors, aliases and tags are read as plain nodes.
+///
+/// # Errors
+/// Syntax errors (as the parser words them) and duplicate keys.
+pub fn index(text: &str) -> Result<Vec<Located>, ParseError> {
+    use libyaml_safer::{EventData, Parser};
+    /// A collection being read. In a map, `key` is the key whose value
+    /// comes next (`None`: a key comes next).
+    enum Frame {
+        Seq(usize),
+        Map {
+            key: Option<String>,
+            seen: std::collections::HashMap<String, usize>,
+        },
+    }
+    check_depth(text)?;
+    let mut bytes = text.as_bytes();
+    let mut parser = Parser::new();
+    parser.set_input_string(&mut bytes);
+    let mut stack: Vec<Frame> = Vec::new();
+    // The path of the collection on top of the stack.
+    let mut path: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let event = parser.parse().map_err(|e| {
+            let mark = e.problem_mark();
+            ParseError::at(
+                e.problem().to_string(),
+                mark.map_or(1, |m| m.line as usize + 1),
+                mark.map_or(1, |m| m.column as usize + 1),
+            )
+        })?;
+        let (line, column) = (
+            event.start_mark.line as usize + 1,
+            event.start_mark.column as usize + 1,
+        );
+        // The path segment of the node starting now, or `None` when the
+        // node is a key.
+        let segment = match stack.last_mut() {
+            None => Some(None),
+            Some(Frame::Seq(i)) => {
+                *i += 1;
+                Some(Some((*i - 1).to_string()))
+            }
+            Some(Frame::Map { key: Some(k), .. }) => Some(Some(std::mem::take(k))),
+            Some(Frame::Map { key: None, .. }) => None,
+        };
+        let is_value = segment.is_some();
+        // After a value, the map expects a key again.
+        let done_value = |stack: &mut Vec<Frame>| {
+            if let Some(Frame::Map { key, .. }) = stack.last_mut() {
+                *key = None;
+            }
+        };
+        match event.data {
+            EventData::Scalar { value, .. } | EventData::Alias { anchor: value } => {
+                if is_value {
+                    let mut at = path.clone();
+                    if let Some(Some(seg)) = segment {
+                        at.push(seg);
+                    }
+                    out.push(Located {
+                        path: at,
+                        value: Some(value),
+                        line,
+                        column,
+                    });
+                    done_value(&mut stack);
+                } else if let Some(Frame::Map { key, seen }) = stack.last_mut() {
+                    if let Some(first) = seen.insert(value.clone(), line) {
+                        return Err(ParseError {
+                            message: format!(
+                                "duplicate key `{value}` (first on line {first}, again on line {line})"
+                            ),
+                            line: Some(line),
+                            column: Some(column),
+                            help: Some("a key may appear once per map: delete one of them (YAML would silently keep the last)".into()),
+                        });
+                    }
+                    let mut at = path.clone();
+                    at.push(value.clone());
+                    out.push(Located {
+                        path: at,
+                        value: None,
+                        line,
+                        column,
+                    });
+                    *key = Some(value);
+                }
+            }
+            EventData::SequenceStart { .. } | EventData::MappingStart { .. } => {
+                // A collection used as a key has no name in a path: "?".
+                if !stack.is_empty() {
+                    path.push(match segment {
+                        Some(Some(seg)) => seg,
+                        Some(None) | None => "?".into(),
+                    });
+                }
+                stack.push(if matches!(event.data, EventData::SequenceStart { .. }) {
+                    Frame::Seq(0)
+                } else {
+                    Frame::Map {
+                        key: None,
+                        seen: std::collections::HashMap::new(),
+                    }
+                });
+            }
+            EventData::SequenceEnd | EventData::MappingEnd => {
+                stack.pop();
+                let segment = if stack.is_empty() { None } else { path.pop() };
+                match stack.last_mut() {
+                    // The collection was a complex key: its value comes next.
+                    Some(Frame::Map {
+                        key: key @ None, ..
+                    }) if segment.as_deref() == Some("?") => {
+                        *key = Some("?".into());
+                    }
+                    _ => done_value(&mut stack),
+                }
+            }
+            EventData::StreamEnd => return Ok(out),
+            _ => {}
+        }
+    }
 }
 
 impl std::fmt::Display for ParseError {
@@ -39,6 +319,7 @@ impl From<serde_norway::Error> for ParseError {
             message,
             line: location.as_ref().map(|l| l.line()),
             column: location.as_ref().map(|l| l.column()),
+            help: None,
         }
     }
 }
@@ -51,10 +332,22 @@ pub fn parse(text: &str) -> Result<Value, ParseError> {
     if is_blank(text) {
         return Ok(Value::Null);
     }
-    if let Some(value) = fast::parse(text) {
-        return Ok(value);
+    check_depth(text)?;
+    match fast::outcome(text) {
+        fast::Outcome::Value(value) => return Ok(value),
+        fast::Outcome::Duplicate => {
+            index(text)?;
+        }
+        fast::Outcome::Other => {
+            // serde_norway keeps the last of duplicate keys; refuse them first.
+            if let Err(e) = index(text)
+                && e.message.starts_with("duplicate key")
+            {
+                return Err(e);
+            }
+        }
     }
-    Ok(serde_norway::from_str(text)?)
+    serde_norway::from_str(text).map_err(|e| ParseError::from(e).with_hint(text))
 }
 
 /// Parses YAML into a typed value, for settings files.
@@ -63,7 +356,8 @@ pub fn parse(text: &str) -> Result<Value, ParseError> {
 /// When the text is not valid YAML or does not match `T`.
 pub fn parse_as<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ParseError> {
     let text = if is_blank(text) { "{}" } else { text };
-    Ok(serde_norway::from_str(text)?)
+    index(text)?;
+    serde_norway::from_str(text).map_err(|e| ParseError::from(e).with_hint(text))
 }
 
 /// The canonical text of a value: sorted keys, two-space indent, block
@@ -149,15 +443,39 @@ mod fast {
     use libyaml_safer::{EventData, Parser, ScalarStyle};
     use serde_json::{Map, Number, Value};
 
-    /// serde_norway's recursion limit; deeper input gets its error.
-    const MAX_DEPTH: usize = 128;
+    use super::MAX_DEPTH;
 
     enum Frame {
         List(Vec<Value>),
         Map(Map<String, Value>, Option<String>),
     }
 
+    /// What the fast path made of a text.
+    pub(super) enum Outcome {
+        /// The value, the same as serde_norway's.
+        Value(Value),
+        /// A map holds a key twice: an error, whoever parses it.
+        Duplicate,
+        /// Outside the subset, or an error: serde_norway decides.
+        Other,
+    }
+
+    /// The value when the text is in the subset.
+    #[cfg(test)]
     pub(super) fn parse(text: &str) -> Option<Value> {
+        walk(text, &mut false)
+    }
+
+    pub(super) fn outcome(text: &str) -> Outcome {
+        let mut duplicate = false;
+        match walk(text, &mut duplicate) {
+            Some(v) => Outcome::Value(v),
+            None if duplicate => Outcome::Duplicate,
+            None => Outcome::Other,
+        }
+    }
+
+    fn walk(text: &str, duplicate: &mut bool) -> Option<Value> {
         let mut bytes = text.as_bytes();
         let mut parser = Parser::new();
         parser.set_input_string(&mut bytes);
@@ -234,7 +552,8 @@ mod fast {
                     },
                     Some(k) => {
                         if map.insert(k, value).is_some() {
-                            return None; // duplicate key: serde decides
+                            *duplicate = true;
+                            return None;
                         }
                     }
                 },

@@ -207,10 +207,7 @@ impl Chart {
                                 other => other.to_string(),
                             });
                         }
-                        Err(e) => problems.push(Diagnostic::new(
-                            Location::at(path, e.line, e.column),
-                            format!("invalid Chart.yaml: {}", e.message),
-                        )),
+                        Err(e) => problems.push(e.diagnostic(path, "invalid Chart.yaml")),
                     }
                 }
                 "values.yaml" => match yaml::parse(text) {
@@ -220,10 +217,7 @@ impl Chart {
                         Location::file(path),
                         "values.yaml must be a map of default values",
                     )),
-                    Err(e) => problems.push(Diagnostic::new(
-                        Location::at(path, e.line, e.column),
-                        format!("invalid YAML: {}", e.message),
-                    )),
+                    Err(e) => problems.push(e.diagnostic(path, "invalid YAML")),
                 },
                 t if t.starts_with("templates/") => {
                     let file = &t["templates/".len()..];
@@ -261,6 +255,12 @@ impl Chart {
             );
         }
         templates.sort();
+        registry.register_helper("each", Box::new(super::budget::CountedEach));
+        for (file, text) in &files {
+            if let Some(d) = partial_fan_out(file, text, &files, &rel) {
+                problems.push(d);
+            }
+        }
         registry.register_helper(
             "include",
             Box::new(helpers::Include {
@@ -293,8 +293,15 @@ impl Chart {
         template: &str,
         ctx: &handlebars::Context,
     ) -> Result<String, Diagnostic> {
+        let mut out = super::budget::BoundedOutput::default();
         self.registry
-            .render_with_context(template, ctx).map_err(|e| {
+            .render_with_context_to_write(template, ctx, &mut out)
+            .map(|()| out.0)
+            .map_err(|e| {
+            if let Some(exceeded) = super::budget::exceeded() {
+                let (message, help) = exceeded.message();
+                return Diagnostic::new(Location::at(template, e.line_no, e.column_no), message).help(help);
+            }
             let (message, help) = match e.reason() {
                 handlebars::RenderErrorReason::MissingVariable(path) => (
                     format!(
@@ -317,6 +324,93 @@ impl Chart {
             }
         })
     }
+}
+
+/// Partials named by `{{> name}}` / `{{#> name}}` in a template's text.
+fn partial_calls(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find("{{") {
+        rest = &rest[pos + 2..];
+        let t = rest.trim_start_matches(['~', '#']).trim_start();
+        if let Some(after) = t.strip_prefix('>') {
+            let name = after
+                .trim_start()
+                .trim_start_matches(['"', '\''])
+                .split(|c: char| c.is_whitespace() || matches!(c, '}' | '"' | '\'' | '~'))
+                .next()
+                .unwrap_or("");
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// How many partial renders one render of each template costs at most:
+/// handlebars expands `{{> name}}` with no bound of its own (a partial that
+/// includes itself overflows the stack; 27 partials that each include the
+/// next twice run for minutes). Counted from the text before any render.
+fn partial_fan_out(
+    file: &str,
+    text: &str,
+    files: &[(String, String)],
+    rel: &dyn Fn(&str) -> String,
+) -> Option<Diagnostic> {
+    const MAX_RENDERS: u64 = 10_000;
+    let partial_text = |name: &str| {
+        files.iter().find_map(|(p, t)| {
+            let local = rel(p);
+            let f = local.strip_prefix("templates/_")?;
+            (f.split('.').next() == Some(name)).then_some(t.as_str())
+        })
+    };
+    fn cost<'a>(
+        text: &'a str,
+        partial_text: &dyn Fn(&str) -> Option<&'a str>,
+        stack: &mut Vec<&'a str>,
+        memo: &mut std::collections::HashMap<&'a str, u64>,
+    ) -> Result<u64, String> {
+        let mut total = 1u64;
+        for name in partial_calls(text) {
+            if stack.contains(&name) {
+                return Err(format!(
+                    "partial `{name}` includes itself ({} -> {name})",
+                    stack.join(" -> ")
+                ));
+            }
+            let c = match memo.get(name) {
+                Some(c) => *c,
+                None => {
+                    let Some(child) = partial_text(name) else {
+                        continue;
+                    };
+                    stack.push(name);
+                    let c = cost(child, partial_text, stack, memo)?;
+                    stack.pop();
+                    memo.insert(name, c);
+                    c
+                }
+            };
+            total = total.saturating_add(c);
+        }
+        Ok(total)
+    }
+    if rel(file).starts_with("templates/_") {
+        return None; // partials are counted where a template uses them
+    }
+    let mut stack = Vec::new();
+    let (message, help) = match cost(text, &partial_text, &mut stack, &mut Default::default()) {
+        Ok(n) if n <= MAX_RENDERS => return None,
+        Ok(n) => (
+            format!("one render of this template expands {n} partials, more than {MAX_RENDERS}"),
+            "partials that include other partials several times multiply; flatten them",
+        ),
+        Err(cycle) => (
+            cycle,
+            "a partial may not include itself, directly or through others",
+        ),
+    };
+    Some(Diagnostic::new(Location::file(file), message).help(help))
 }
 
 /// The error returned by [`Chart::load`].

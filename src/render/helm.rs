@@ -150,6 +150,7 @@ pub fn render(
     settings_id: Option<gix::ObjectId>,
 ) -> Result<Rendered, Diagnostics> {
     let mut values = sv.values;
+    let inputs = sv.inputs;
     values.remove("chart");
     let namespace = super::release_namespace(&values, spec)?;
     let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
@@ -220,5 +221,6 @@ pub fn render(
         release,
         resources,
         key,
+        inputs,
     })
 }

@@ -49,9 +49,12 @@ impl HelperDef for Helper {
                 value: (!p.is_value_missing()).then(|| p.value()),
             });
         }
-        (self.call)(&args)
-            .map(ScopedJson::Derived)
-            .map_err(|m| RenderErrorReason::Other(format!("{}: {m}", self.name)).into())
+        let value = (self.call)(&args).map_err(|m| {
+            RenderError::from(RenderErrorReason::Other(format!("{}: {m}", self.name)))
+        })?;
+        let bytes = value.as_str().map_or(0, str::len) as u64;
+        super::budget::spend(1, bytes)?;
+        Ok(ScopedJson::Derived(value))
     }
 }
 
@@ -110,9 +113,12 @@ impl HelperDef for Include {
         }
         INCLUDE_DEPTH.with(|d| d.set(depth + 1));
         // Errors inside the partial keep its name and line.
+        super::budget::spend(1, 0)?;
         let text = r.render_with_context(name, ctx);
         INCLUDE_DEPTH.with(|d| d.set(depth));
-        Ok(ScopedJson::Derived(Value::String(text?)))
+        let text = text?;
+        super::budget::spend(0, text.len() as u64)?;
+        Ok(ScopedJson::Derived(Value::String(text)))
     }
 }
 
@@ -251,15 +257,27 @@ fn indent_text(prefix: &str, n: usize, text: &str) -> String {
     out
 }
 
+/// The widest indentation `indent`/`nindent` make: YAML never needs more,
+/// and a larger N times many lines would be a way to allocate without bound.
+const MAX_INDENT: usize = 1024;
+
+fn indent_width(a: &[Arg<'_>]) -> Result<usize, String> {
+    let n = as_usize(arg(a, 0)?, "N")?;
+    if n > MAX_INDENT {
+        return Err(format!("N is {n}; at most {MAX_INDENT}"));
+    }
+    Ok(n)
+}
+
 fn indent(a: &[Arg<'_>]) -> Result<Value, String> {
     count(a, 2, "indent N TEXT")?;
-    let n = as_usize(arg(a, 0)?, "N")?;
+    let n = indent_width(a)?;
     Ok(Value::String(indent_text("", n, &as_text(arg(a, 1)?))))
 }
 
 fn nindent(a: &[Arg<'_>]) -> Result<Value, String> {
     count(a, 2, "nindent N TEXT")?;
-    let n = as_usize(arg(a, 0)?, "N")?;
+    let n = indent_width(a)?;
     Ok(Value::String(indent_text("\n", n, &as_text(arg(a, 1)?))))
 }
 
@@ -343,6 +361,12 @@ fn replace(a: &[Arg<'_>]) -> Result<Value, String> {
         as_text(arg(a, 1)?),
         as_text(arg(a, 2)?),
     );
+    // Bound the result before building it: a short OLD and a long NEW
+    // multiply the text.
+    if !old.is_empty() && new.len() > old.len() {
+        let grows = text.matches(old.as_ref()).count() as u64 * (new.len() - old.len()) as u64;
+        super::budget::spend(0, grows).map_err(|e| e.to_string())?;
+    }
     Ok(Value::String(text.replace(old.as_ref(), &new)))
 }
 

@@ -8,6 +8,7 @@
 //! one-service change in a large repo cheap. Nothing here touches the network
 //! or the cluster.
 
+pub mod budget;
 pub mod chart;
 pub mod helm;
 pub mod helpers;
@@ -87,6 +88,9 @@ pub struct Rendered {
     pub resources: Vec<Resource>,
     /// Its cache key; `None` when read from the work tree.
     pub key: Option<ReleaseKey>,
+    /// (path, text) of the service files it was made from, to point errors
+    /// in rendered fields at the user's line (see `validate`).
+    pub inputs: Vec<(String, String)>,
 }
 
 /// Everything rendered at one revision.
@@ -535,10 +539,26 @@ fn render_specs(
         }
     }
 
+    let total = std::sync::atomic::AtomicU64::new(0);
     let rendered: Vec<Result<Rendered, Diagnostics>> = jobs
         .into_par_iter()
         .map(|(spec, sv, engine)| match &*engine {
-            Engine::Handlebars(chart) => render_release(spec, sv, chart, layout.settings_id),
+            Engine::Handlebars(chart) => {
+                let rendered = render_release(spec, sv, chart, layout.settings_id, &layout.settings.limits);
+                // Every release's text counts against one total per revision.
+                if let Ok((_, bytes)) = &rendered
+                    && total.fetch_add(*bytes, std::sync::atomic::Ordering::Relaxed) + bytes
+                        > layout.settings.limits.total_bytes
+                {
+                    return Err(Diagnostic::global(format!(
+                        "rendered output of all releases exceeds the limit of {} bytes",
+                        layout.settings.limits.total_bytes
+                    ))
+                    .help("raise `limits.totalBytes` in kdeploy.yaml, or render fewer releases at once with --env/--app")
+                    .into());
+                }
+                rendered.map(|(r, _)| r)
+            }
             Engine::Helm(chart) => {
                 helm::render(spec, sv, chart, &layout.settings.helm, layout.settings_id)
             }
@@ -591,9 +611,11 @@ fn render_release(
     sv: ServiceValues,
     chart: &Chart,
     settings_id: Option<gix::ObjectId>,
-) -> Result<Rendered, Diagnostics> {
+    limits: &config::Limits,
+) -> Result<(Rendered, u64), Diagnostics> {
     let mut problems = Diagnostics::default();
     let mut values = chart.defaults.clone();
+    let inputs = sv.inputs;
     config::merge_into(&mut values, sv.values);
     let release = Release::of(
         spec,
@@ -631,18 +653,29 @@ fn render_release(
     let ctx = Value::Object(ctx);
     let ctx = handlebars::Context::from(ctx);
     let mut objects = Vec::new();
-    for template in chart.templates() {
-        let text = match chart.render_template(template, &ctx) {
-            Ok(t) => t,
-            Err(d) => {
-                let message = format!("{} (rendering {}/{})", d.message, release.env, release.app);
-                problems.push(Diagnostic { message, ..d });
-                continue;
-            }
-        };
-        parse_documents(&text, template, &release, &mut objects, &mut problems);
-    }
+    let mut bytes = 0u64;
+    let (_, exceeded) = budget::with_budget(limits, || {
+        for template in chart.templates() {
+            let text = match chart.render_template(template, &ctx) {
+                Ok(t) => t,
+                Err(d) => {
+                    let message =
+                        format!("{} (rendering {}/{})", d.message, release.env, release.app);
+                    problems.push(Diagnostic { message, ..d });
+                    if budget::exceeded().is_some() {
+                        break; // no budget left for the other templates
+                    }
+                    continue;
+                }
+            };
+            bytes += text.len() as u64;
+            parse_documents(&text, template, &release, &mut objects, &mut problems);
+        }
+    });
     drop(ctx);
+    if exceeded.is_some() {
+        objects.clear();
+    }
     let resources = resources_of(objects, &release.namespace, &mut problems);
     let key = spec.service_key().map(|service| ReleaseKey {
         service,
@@ -650,11 +683,15 @@ fn render_release(
         chart: chart.key.clone().unwrap_or_default(),
     });
     let key = key.filter(|_| chart.key.is_some());
-    problems.into_result(Rendered {
-        release,
-        resources,
-        key,
-    })
+    problems.into_result((
+        Rendered {
+            release,
+            resources,
+            key,
+            inputs,
+        },
+        bytes,
+    ))
 }
 
 /// Turns parsed objects into resources in apply order (kind rank, then the
@@ -771,6 +808,18 @@ fn to_resource(
     let cluster = resource::is_cluster_scoped(&group, &kind)
         || cluster_crds.iter().any(|(g, k)| *g == group && *k == kind);
     let ns = if cluster {
+        if let Some(ns) = object["metadata"]["namespace"].as_str() {
+            return Err(Diagnostic::new(
+                Location::file(&origin.file),
+                format!(
+                    "document {} rendered for {}/{}: {kind} {name} is cluster-scoped but sets metadata.namespace `{ns}`",
+                    origin.document + 1,
+                    origin.env,
+                    origin.app
+                ),
+            )
+            .help("remove metadata.namespace: cluster-scoped objects belong to no namespace"));
+        }
         None
     } else {
         let ns = object["metadata"]["namespace"]

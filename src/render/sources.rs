@@ -214,6 +214,7 @@ fn finish(
         release,
         resources,
         key,
+        inputs: Vec::new(),
     })
 }
 
@@ -247,13 +248,19 @@ pub fn render_raw(
             };
             match yaml::parse(doc.text) {
                 Ok(v) => objects.push((v, origin)),
-                Err(e) => problems.push(
-                    Diagnostic::new(
-                        Location::at(&file.path, e.line.map(|l| l + doc.first_line - 1), e.column),
-                        format!("not valid YAML: {}", e.message),
-                    )
-                    .help("files in a raw source must be Kubernetes manifests (YAML or JSON)"),
-                ),
+                Err(e) => {
+                    let e = yaml::ParseError {
+                        line: e.line.map(|l| l + doc.first_line - 1),
+                        help: e.help.clone().or_else(|| {
+                            Some(
+                                "files in a raw source must be Kubernetes manifests (YAML or JSON)"
+                                    .into(),
+                            )
+                        }),
+                        ..e
+                    };
+                    problems.push(e.diagnostic(&file.path, "not valid YAML"));
+                }
             }
         }
     }
@@ -354,10 +361,7 @@ fn resolve_kustomize(
     let k = match yaml::parse(&text) {
         Ok(k) => k,
         Err(e) => {
-            problems.push(Diagnostic::new(
-                Location::at(&kfile.path, e.line, e.column),
-                format!("invalid kustomization: {}", e.message),
-            ));
+            problems.push(e.diagnostic(&kfile.path, "invalid kustomization"));
             return Ok(());
         }
     };
@@ -426,6 +430,9 @@ pub(super) fn io_err(path: &str, e: std::io::Error) -> source::Error {
     }
 }
 
+/// The most a renderer process may print: the ceiling of `limits.releaseBytes`.
+const MAX_RENDERER_OUTPUT: u64 = 256 << 20;
+
 /// Runs a renderer process: no inherited secrets (a clean environment with
 /// only PATH and a temporary HOME), a timeout, stderr kept for errors.
 pub fn run_renderer(
@@ -448,22 +455,37 @@ pub fn run_renderer(
         .map_err(|e| {
             format!("cannot run `{program}`: {e}; install it or set its path in kdeploy.yaml")
         })?;
-    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    // Output is bounded: past the ceiling the renderer is stopped rather
+    // than read into memory.
+    let too_much = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = too_much.clone();
     let out_thread = std::thread::spawn(move || {
         let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
+        let _ = stdout.take(MAX_RENDERER_OUTPUT + 1).read_to_string(&mut s);
+        if s.len() as u64 > MAX_RENDERER_OUTPUT {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         s
     });
     let err_thread = std::thread::spawn(move || {
         let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
+        let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut s);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
         s
     });
     let started = std::time::Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
+            Ok(None) if too_much.load(std::sync::atomic::Ordering::Relaxed) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`{program}` wrote more than {MAX_RENDERER_OUTPUT} bytes and was stopped"
+                ));
+            }
             Ok(None) if started.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();

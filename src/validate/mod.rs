@@ -7,7 +7,14 @@
 //! field the type does not know is found by comparing the object with its
 //! typed round trip. Custom resources are checked against the
 //! `openAPIV3Schema` of a CustomResourceDefinition in the same state; kinds
-//! with no schema at hand are skipped and listed.
+//! with no schema at hand are skipped and listed. [`fields`] adds the rules
+//! the API server enforces beyond types (names, quantities, ports, images).
+//!
+//! A problem in a rendered field is reported at the user's line when the
+//! offending value was written in the release's `config.yaml` or `version`,
+//! and at the template otherwise.
+
+pub mod fields;
 
 use std::collections::BTreeSet;
 
@@ -53,7 +60,11 @@ fn unknown_fields(original: &Value, round_trip: &Value, path: &str, out: &mut Ve
 
 fn check_typed<T: DeserializeOwned + Serialize>(object: &Value) -> Vec<String> {
     match serde_path_to_error::deserialize::<_, T>(object.clone()) {
-        Err(e) => vec![format!("{}: {}", e.path(), e.inner())],
+        Err(e) => vec![format!(
+            "{}: {}",
+            e.path(),
+            user_words(&e.inner().to_string())
+        )],
         Ok(typed) => {
             let round_trip = serde_json::to_value(&typed).unwrap_or(Value::Null);
             let mut unknown = Vec::new();
@@ -97,6 +108,64 @@ fn check_builtin(api_version: &str, kind: &str, object: &Value) -> Option<Vec<St
         }
         _ => return None,
     })
+}
+
+/// serde's type names as the Kubernetes API reference says them.
+fn user_words(message: &str) -> String {
+    let mut out = message.replace("invalid type: ", "found ");
+    for (rust, api) in [
+        ("expected i32", "expected an integer"),
+        ("expected i64", "expected an integer"),
+        ("expected u32", "expected an integer"),
+        ("expected a sequence", "expected a list"),
+        ("expected a borrowed string", "expected a string"),
+    ] {
+        out = out.replace(rust, api);
+    }
+    out
+}
+
+/// The scalar at a dotted path with `[i]` indices, as text.
+fn value_at(object: &Value, path: &str) -> Option<String> {
+    let mut v = object;
+    for part in path.split('.') {
+        let (key, indices) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            v = v.get(key)?;
+        }
+        for index in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+            v = v.get(index.parse::<usize>().ok()?)?;
+        }
+    }
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Where the user wrote `value`: a scalar of a config.yaml equal to it, or
+/// the version file when the value contains the version.
+fn user_line(inputs: &[(String, String)], value: &str) -> Option<Location> {
+    for (path, text) in inputs {
+        if path.ends_with("/version") {
+            if !text.is_empty() && value.contains(text.as_str()) {
+                return Some(Location::at(path, Some(1), Some(1)));
+            }
+            continue;
+        }
+        let Ok(index) = crate::yaml::index(text) else {
+            continue;
+        };
+        if let Some(at) = index.iter().find(|l| l.value.as_deref() == Some(value)) {
+            return Some(Location::at(path, Some(at.line), Some(at.column)));
+        }
+    }
+    None
 }
 
 /// Checks `value` against an OpenAPI v3 (structural) schema.
@@ -204,7 +273,9 @@ pub fn validate(state: &State) -> (Diagnostics, Summary) {
             .get(release.release.env.as_str())
             .map_or(&[][..], Vec::as_slice);
         for res in &release.resources {
-            let found = check_builtin(&res.api_version, &res.id.kind, &res.object).or_else(|| {
+            let typed = check_builtin(&res.api_version, &res.id.kind, &res.object);
+            let builtin = typed.is_some();
+            let found = typed.or_else(|| {
                 crd_schema(env_resources, &res.api_version, &res.id.kind).map(|schema| {
                     let mut out = Vec::new();
                     // metadata is the API server's, not the CRD's.
@@ -218,24 +289,42 @@ pub fn validate(state: &State) -> (Diagnostics, Summary) {
                     out
                 })
             });
+            let mut errors: Vec<(String, Option<String>)> = Vec::new();
             match found {
                 None => {
                     summary
                         .skipped
                         .insert(format!("{} ({})", res.id.kind, res.api_version));
                 }
-                Some(errors) => {
+                Some(found) => {
                     summary.checked += 1;
-                    for e in errors {
-                        problems.push(
-                            Diagnostic::new(
-                                Location::file(&res.origin.file),
-                                format!("{} in {}/{} is invalid: {e}", res.id, release.release.env, release.release.app),
-                            )
-                            .help("fix the value in the chart or the service config; `kdeploy validate` checks without planning"),
-                        );
+                    for e in found {
+                        let value = e
+                            .split_once(':')
+                            .and_then(|(path, _)| value_at(&res.object, path));
+                        errors.push((e, value));
                     }
                 }
+            }
+            for p in fields::check(res, builtin) {
+                errors.push((format!("{}: {}", p.path, p.message), p.value));
+            }
+            for (e, value) in errors {
+                let at_user = value.as_deref().and_then(|v| user_line(&release.inputs, v));
+                let (location, from) = match at_user {
+                    Some(loc) => (loc, format!(" (rendered by {})", res.origin.file)),
+                    None => (Location::file(&res.origin.file), String::new()),
+                };
+                problems.push(
+                    Diagnostic::new(
+                        location,
+                        format!(
+                            "{} in {}/{} is invalid: {e}{from}",
+                            res.id, release.release.env, release.release.app
+                        ),
+                    )
+                    .help("fix the value in the service config or the chart; `kdeploy validate` checks without planning"),
+                );
             }
         }
     }
