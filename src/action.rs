@@ -87,6 +87,17 @@ pub struct Inputs {
     environment_url: Option<String>,
 }
 
+/// The value of a parsed input, or its default with the problem recorded.
+fn take<T>(problems: &mut Diagnostics, r: anyhow::Result<T>, default: T) -> T {
+    r.unwrap_or_else(|e| {
+        problems.push(
+            crate::diag::Diagnostic::global(format!("{e:#}"))
+                .help("fix the `with:` inputs of the kdeploy step (see action.yml)"),
+        );
+        default
+    })
+}
+
 fn parse_bool(name: &str, v: Option<&str>, default: bool) -> anyhow::Result<bool> {
     match v.map(str::trim) {
         None => Ok(default),
@@ -125,11 +136,21 @@ impl Inputs {
     /// # Errors
     /// An input with a value it cannot have.
     pub fn read(env: &ActionEnv) -> anyhow::Result<Inputs> {
+        // Every bad input is reported at once, each with its default kept
+        // meanwhile so the others can still be read.
+        let mut problems = Diagnostics::default();
+        let p = &mut problems;
         let mode = match env.input("mode") {
             None | Some("auto") => None,
             Some("plan") => Some(Mode::Plan),
             Some("apply") => Some(Mode::Apply),
-            Some(other) => bail!("input `mode` must be auto, plan or apply, got `{other}`"),
+            Some(other) => take(
+                p,
+                Err(anyhow::anyhow!(
+                    "input `mode` must be auto, plan or apply, got `{other}`"
+                )),
+                None,
+            ),
         };
         let workflow = env.var("GITHUB_WORKFLOW").unwrap_or("kdeploy");
         let environments = env.input("environments").map(str::to_string);
@@ -137,38 +158,52 @@ impl Inputs {
             Some(e) => format!("{workflow}:{e}"),
             None => workflow.to_string(),
         };
-        Ok(Inputs {
+        let mut flag = |name: &str, default: bool| {
+            take(p, parse_bool(name, env.input(name), default), default)
+        };
+        let comment = flag("comment", true);
+        let prune = flag("prune", true);
+        let sync = flag("sync", false);
+        let create_namespace = flag("create-namespace", false);
+        let force_conflicts = flag("force-conflicts", true);
+        let load_balancers = flag("wait-for-load-balancers", false);
+        let rollback = flag("rollback-on-failure", false);
+        let github_deployments = flag("github-deployments", true);
+        let max_comment_parts = take(
+            p,
+            parse_number("max-comment-parts", env.input("max-comment-parts"), 3),
+            3,
+        )
+        .max(1);
+        let context_lines = take(
+            p,
+            parse_number("context-lines", env.input("context-lines"), 3),
+            3,
+        );
+        let wait = take(p, parse_timeout(env.input("timeout")), None);
+        let inputs = Inputs {
             token: env.input("github-token").map(str::to_string),
             mode,
             working_directory: PathBuf::from(env.input("working-directory").unwrap_or(".")),
             environments,
             apps: env.input("apps").map(str::to_string),
-            comment: parse_bool("comment", env.input("comment"), true)?,
+            comment,
             comment_id: env.input("comment-id").map_or(default_id, str::to_string),
-            max_comment_parts: parse_number(
-                "max-comment-parts",
-                env.input("max-comment-parts"),
-                3,
-            )?
-            .max(1),
-            context_lines: parse_number("context-lines", env.input("context-lines"), 3)?,
+            max_comment_parts,
+            context_lines,
             kubeconfig: env.input("kubeconfig").map(str::to_string),
             context: env.input("context").map(str::to_string),
             apply: crate::apply::Options {
-                prune: parse_bool("prune", env.input("prune"), true)?,
-                sync: parse_bool("sync", env.input("sync"), false)?,
-                create_namespace: parse_bool(
-                    "create-namespace",
-                    env.input("create-namespace"),
-                    false,
-                )?,
-                force_conflicts: parse_bool("force-conflicts", env.input("force-conflicts"), true)?,
+                prune,
+                sync,
+                create_namespace,
+                force_conflicts,
                 record_namespace: env
                     .input("record-namespace")
                     .unwrap_or("kdeploy-system")
                     .to_string(),
-                wait: parse_timeout(env.input("timeout"))?.map(|w| crate::wait::Options {
-                    load_balancers: env.input("wait-for-load-balancers") == Some("true"),
+                wait: wait.map(|w| crate::wait::Options {
+                    load_balancers,
                     ready_condition_kinds: env
                         .input("wait-for-ready")
                         .map(|v| {
@@ -180,20 +215,13 @@ impl Inputs {
                         .unwrap_or_default(),
                     ..w
                 }),
-                rollback: parse_bool(
-                    "rollback-on-failure",
-                    env.input("rollback-on-failure"),
-                    false,
-                )?,
+                rollback,
                 ..crate::apply::Options::default()
             },
-            github_deployments: parse_bool(
-                "github-deployments",
-                env.input("github-deployments"),
-                true,
-            )?,
+            github_deployments,
             environment_url: env.input("environment-url").map(str::to_string),
-        })
+        };
+        problems.into_result(inputs).map_err(anyhow::Error::from)
     }
 }
 

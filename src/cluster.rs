@@ -63,9 +63,11 @@ fn parse_error(text: &str, kube_message: &str) -> String {
     }
 }
 
-/// Replaces every quoted part of a message (where serde puts the offending
-/// value) with `"<redacted>"`.
+/// The first line of a message (serde-saphyr appends a snippet of the input
+/// below it) with every quoted part (where serde puts the offending value)
+/// replaced by `"<redacted>"`.
 fn scrub_quoted(message: &str) -> String {
+    let message = message.lines().next().unwrap_or_default();
     let mut out = String::with_capacity(message.len());
     let mut parts = message.split('"');
     if let Some(first) = parts.next() {

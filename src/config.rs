@@ -85,13 +85,18 @@ impl Limits {
         ]
     }
 
-    /// The keys set above their ceiling, or to zero.
-    pub fn problems(&self) -> Vec<String> {
+    /// The keys set above their ceiling, or to zero, with what is wrong.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
         Limits::CEILINGS
             .iter()
             .zip(self.values())
             .filter(|((_, max), v)| *v == 0 || v > max)
-            .map(|((key, max), v)| format!("`limits.{key}` is {v}; it must be between 1 and {max}"))
+            .map(|((key, max), v)| {
+                (
+                    *key,
+                    format!("`limits.{key}` is {v}; it must be between 1 and {max}"),
+                )
+            })
             .collect()
     }
 }
@@ -165,12 +170,13 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
     for _ in 0..64 {
         let error = match serde_path_to_error::deserialize::<_, Settings>(value.clone()) {
             Ok(settings) => {
-                for p in settings.limits.problems() {
-                    let line = index
-                        .iter()
-                        .find(|l| l.path.first().is_some_and(|k| k == "limits"));
+                for (key, p) in settings.limits.problems() {
+                    let at = index.iter().find(|l| l.path == ["limits", key]);
                     problems.push(
-                        Diagnostic::new(Location::at(path, line.map(|l| l.line), None), p)
+                        Diagnostic::new(
+                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            p,
+                        )
                             .help("the ceilings keep a pull request from lifting the limits without bound"),
                     );
                 }

@@ -470,10 +470,6 @@ impl<'a> Reader<'a> {
     /// When the directory cannot be read, or holds a link that leaves the
     /// repo, points at nothing, or at a directory that contains it.
     pub fn list(&self, dir: &Node) -> Result<Vec<Node>, Error> {
-        self.list_at(dir, 0)
-    }
-
-    fn list_at(&self, dir: &Node, hops: usize) -> Result<Vec<Node>, Error> {
         let mut out = Vec::new();
         match (&self.snapshot.kind, &self.repo, dir.id) {
             (Kind::Empty, _, _) => {}
@@ -491,7 +487,7 @@ impl<'a> Reader<'a> {
                         if entry.filename.starts_with(b".") {
                             continue;
                         }
-                        out.push(self.git_link(dir, path, entry.oid.to_owned(), hops)?);
+                        out.push(self.git_link(dir, path, entry.oid.to_owned())?);
                         continue;
                     }
                     if !(mode.is_tree() || mode.is_blob()) {
@@ -544,32 +540,84 @@ impl<'a> Reader<'a> {
 
     /// A link in git objects: its blob is the target path, resolved on the
     /// text against the link's directory (git has no file system to ask).
-    fn git_link(
-        &self,
-        dir: &Node,
-        path: String,
-        blob: ObjectId,
-        hops: usize,
-    ) -> Result<Node, Error> {
+    fn git_link(&self, dir: &Node, path: String, blob: ObjectId) -> Result<Node, Error> {
+        let target = self.link_target(&path, blob)?;
+        let refuse = |why| self.link_error(&path, &target, why);
+        let Some(joined) = join_link(&dir.path, &target) else {
+            return Err(refuse(OUTSIDE));
+        };
+        let Some((id, is_dir)) = self.git_resolve(&joined, 0).map_err(refuse)? else {
+            return Err(refuse(DANGLING));
+        };
+        if is_dir && is_ancestor(&joined, &path) {
+            return Err(refuse(LOOP));
+        }
+        Ok(Node {
+            path,
+            id: Some(id),
+            is_dir,
+        })
+    }
+
+    fn link_target(&self, path: &str, blob: ObjectId) -> Result<String, Error> {
         let raw = self.read_unchecked(&Node {
-            path: path.clone(),
+            path: path.to_string(),
             id: Some(blob),
             is_dir: false,
         })?;
-        let target = String::from_utf8_lossy(&raw).into_owned();
-        let Some(joined) = join_link(&dir.path, &target) else {
-            return Err(self.link_error(&path, &target, OUTSIDE));
+        Ok(String::from_utf8_lossy(&raw).into_owned())
+    }
+
+    /// The object at a repo-relative path, following links on the way
+    /// (each must stay inside); `Err` names why a link on the way is refused.
+    fn git_resolve(
+        &self,
+        path: &str,
+        hops: usize,
+    ) -> Result<Option<(ObjectId, bool)>, &'static str> {
+        let (Some(repo), Some(root)) = (&self.repo, self.snapshot.root().id) else {
+            return Ok(None);
         };
         if hops >= MAX_LINK_HOPS {
-            return Err(self.link_error(&path, &target, CHAIN));
+            return Err(CHAIN);
         }
-        let Some(node) = self.find_at(&self.snapshot.root(), &joined, hops + 1)? else {
-            return Err(self.link_error(&path, &target, DANGLING));
-        };
-        if node.is_dir && is_ancestor(&joined, &path) {
-            return Err(self.link_error(&path, &target, LOOP));
+        let mut current = (root, true);
+        let mut walked = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            if !current.1 {
+                return Ok(None);
+            }
+            let Ok(tree) = repo.find_tree(current.0) else {
+                return Ok(None);
+            };
+            let Ok(decoded) = tree.decode() else {
+                return Ok(None);
+            };
+            let Some(entry) = decoded.entries.iter().find(|e| e.filename == part) else {
+                return Ok(None);
+            };
+            let dir = walked.clone();
+            walked = if walked.is_empty() {
+                part.to_string()
+            } else {
+                format!("{walked}/{part}")
+            };
+            current = if entry.mode.is_link() {
+                let Ok(target) = self.link_target(&walked, entry.oid.to_owned()) else {
+                    return Ok(None);
+                };
+                let joined = join_link(&dir, &target).ok_or(OUTSIDE)?;
+                match self.git_resolve(&joined, hops + 1)? {
+                    Some(found) => found,
+                    None => return Ok(None),
+                }
+            } else if entry.mode.is_tree() || entry.mode.is_blob() {
+                (entry.oid.to_owned(), entry.mode.is_tree())
+            } else {
+                return Ok(None);
+            };
         }
-        Ok(Node { path, ..node })
+        Ok(Some(current))
     }
 
     /// A link in the work tree: followed by the OS, accepted only when where
@@ -614,21 +662,13 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// When a directory on the way cannot be read.
     pub fn find(&self, dir: &Node, path: &str) -> Result<Option<Node>, Error> {
-        self.find_at(dir, path, 0)
-    }
-
-    fn find_at(&self, dir: &Node, path: &str, hops: usize) -> Result<Option<Node>, Error> {
         let mut node = dir.clone();
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
             if !node.is_dir {
                 return Ok(None);
             }
             let want = node.join(part);
-            match self
-                .list_at(&node, hops)?
-                .into_iter()
-                .find(|n| n.path == want)
-            {
+            match self.list(&node)?.into_iter().find(|n| n.path == want) {
                 Some(child) => node = child,
                 None => return Ok(None),
             }

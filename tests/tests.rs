@@ -10,6 +10,7 @@ mod e2e;
 
 mod event;
 mod example;
+mod hostile;
 mod plan;
 mod render;
 mod sources;

@@ -148,24 +148,56 @@ fn value_at(object: &Value, path: &str) -> Option<String> {
     }
 }
 
-/// Where the user wrote `value`: a scalar of a config.yaml equal to it, or
-/// the version file when the value contains the version.
+/// Where the user wrote `value`: a config.yaml scalar equal to it; else
+/// the part of it the user wrote (an image is `image:` plus the version):
+/// the version file when the version is no valid tag, else the longest
+/// config scalar inside it, else the version file.
 fn user_line(inputs: &[(String, String)], value: &str) -> Option<Location> {
+    let mut inside: Option<(usize, Location)> = None;
+    let mut version = None;
     for (path, text) in inputs {
         if path.ends_with("/version") {
             if !text.is_empty() && value.contains(text.as_str()) {
-                return Some(Location::at(path, Some(1), Some(1)));
+                let strong = !is_tag(text);
+                version = Some((strong, Location::at(path, Some(1), Some(1))));
             }
             continue;
         }
         let Ok(index) = crate::yaml::index(text) else {
             continue;
         };
-        if let Some(at) = index.iter().find(|l| l.value.as_deref() == Some(value)) {
-            return Some(Location::at(path, Some(at.line), Some(at.column)));
+        for at in &index {
+            let Some(v) = at.value.as_deref() else {
+                continue;
+            };
+            let here = || Location::at(path, Some(at.line), Some(at.column));
+            if v == value {
+                return Some(here());
+            }
+            if v.len() >= 3
+                && value.contains(v)
+                && inside.as_ref().is_none_or(|(n, _)| v.len() > *n)
+            {
+                inside = Some((v.len(), here()));
+            }
         }
     }
-    None
+    match (version, inside) {
+        (Some((true, v)), _) => Some(v),
+        (_, Some((_, c))) => Some(c),
+        (Some((false, v)), None) => Some(v),
+        (None, None) => None,
+    }
+}
+
+/// An image tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+fn is_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// Checks `value` against an OpenAPI v3 (structural) schema.
