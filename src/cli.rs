@@ -215,6 +215,10 @@ pub struct ApplyArgs {
     /// Deploy over a record written by another repository.
     #[arg(long)]
     pub force_record: bool,
+    /// Take over resources that environment ENV on the same cluster deployed:
+    /// they move from its deploy record to this one's.
+    #[arg(long, value_name = "ENV")]
+    pub adopt_from: Option<String>,
     /// Write a JSON report of what was applied, deleted and failed.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
@@ -546,6 +550,7 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         rollback: args.rollback_on_failure,
         repo_dir: Some(args.selection.repo.clone()),
         delete_first: args.delete_first,
+        adopt_from: args.adopt_from.clone(),
         propagation: match args.propagation.as_str() {
             "foreground" => kube::api::PropagationPolicy::Foreground,
             "orphan" => kube::api::PropagationPolicy::Orphan,

@@ -28,6 +28,10 @@ pub struct Settings {
     pub output: String,
     /// Chart used when a service sets no `chart:` (default `service`).
     pub default_chart: String,
+    /// The namespace of a release that sets no `namespace:`, with
+    /// placeholders `{app}` and `{env}` (default `{app}-{env}`, so that
+    /// environments sharing a cluster never share objects).
+    pub namespace: String,
     /// Noise control for plans.
     pub plan: crate::plan::PlanSettings,
     /// Per-environment cluster settings.
@@ -116,12 +120,23 @@ impl Default for Settings {
             services: "services".into(),
             output: "_gen".into(),
             default_chart: "service".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
             plan: crate::plan::PlanSettings::default(),
             environments: BTreeMap::new(),
             sources: Default::default(),
             helm: Default::default(),
             limits: Limits::default(),
         }
+    }
+}
+
+/// The default `namespace` template: one namespace per app and environment.
+pub const DEFAULT_NAMESPACE: &str = "{app}-{env}";
+
+impl Settings {
+    /// The namespace of release (env, app) when its values set none.
+    pub fn namespace_for(&self, app: &str, env: &str) -> String {
+        self.namespace.replace("{app}", app).replace("{env}", env)
     }
 }
 
@@ -170,6 +185,24 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
     for _ in 0..64 {
         let error = match serde_path_to_error::deserialize::<_, Settings>(value.clone()) {
             Ok(settings) => {
+                let bad_placeholder = settings
+                    .namespace
+                    .split('{')
+                    .skip(1)
+                    .map(|p| p.split('}').next().unwrap_or(p))
+                    .find(|p| !matches!(*p, "app" | "env"));
+                if let Some(p) = bad_placeholder {
+                    let at = index.iter().find(|l| l.path == ["namespace"]);
+                    problems.push(
+                        Diagnostic::new(
+                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            format!("`namespace`: unknown placeholder `{{{p}}}`"),
+                        )
+                        .help(
+                            "use {app} and {env}, e.g. \"{app}-{env}\" (the default) or \"{app}\"",
+                        ),
+                    );
+                }
                 for (key, p) in settings.limits.problems() {
                     let at = index.iter().find(|l| l.path == ["limits", key]);
                     problems.push(
@@ -724,6 +757,8 @@ pub struct ServiceValues {
     pub inputs: Vec<(String, String)>,
     /// The env `version`, else the app `version`.
     pub version: String,
+    /// The namespace when the values set none (the `namespace` template).
+    pub default_namespace: String,
     /// The chart to render with (`chart:` value or the default chart).
     pub chart: String,
 }
@@ -787,6 +822,7 @@ pub fn load_service(
             version: version.unwrap_or_default(),
             chart,
             inputs,
+            default_namespace: settings.namespace_for(&spec.app, &spec.env),
         })
         .map_err(Error::from)
 }

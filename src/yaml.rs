@@ -160,6 +160,19 @@ pub fn check_depth(text: &str) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// The text ending in a line break. libyaml-safer 0.3 panics ("unexpected
+/// end of input") on some texts that end inside a block scalar's
+/// indentation, e.g. `"|\n  - "` (found by the property tests). Keys,
+/// lines and structure stay the same; only a final block scalar gains a
+/// line break, which is why [`parse`] never builds values from this.
+fn with_final_newline(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.ends_with('\n') {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(format!("{text}\n"))
+    }
+}
+
 /// A key or scalar of a YAML document with where it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Located {
@@ -191,6 +204,7 @@ pub fn index(text: &str) -> Result<Vec<Located>, ParseError> {
         },
     }
     check_depth(text)?;
+    let text = with_final_newline(text);
     let mut bytes = text.as_bytes();
     let mut parser = Parser::new();
     parser.set_input_string(&mut bytes);
@@ -476,6 +490,12 @@ mod fast {
     }
 
     fn walk(text: &str, duplicate: &mut bool) -> Option<Value> {
+        // libyaml-safer can panic on a text that ends without a line break
+        // (see `with_final_newline`), and adding one would change a final
+        // block scalar: leave such texts to serde_norway.
+        if !text.ends_with('\n') {
+            return None;
+        }
         let mut bytes = text.as_bytes();
         let mut parser = Parser::new();
         parser.set_input_string(&mut bytes);
@@ -865,6 +885,16 @@ mod tests {
             let fast = fast::parse(doc.text).expect("in the fast subset");
             assert_eq!(fast, serde_norway::from_str::<Value>(doc.text).unwrap());
         }
+    }
+
+    #[test]
+    fn texts_that_end_inside_a_block_scalar_do_not_panic() {
+        // libyaml-safer 0.3 panicked on these (found by tests/properties.rs).
+        for text in ["|\n  - ", "a: |\n  - ", "- >\n  x"] {
+            let _ = parse(text);
+            let _ = index(text);
+        }
+        assert_eq!(parse("a: |\n  x").unwrap(), serde_json::json!({"a": "x"}));
     }
 
     #[test]

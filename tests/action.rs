@@ -745,12 +745,16 @@ async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
     // No record yet: the base revision is the previous state, so only the
     // changed Deployment is sent, plus its namespace, missing from the cluster.
     assert!(
-        run.log
-            .contains("applied  Namespace web\n  applied  apps/Deployment web/web\n"),
+        run.log.contains(
+            "applied  Namespace web-staging\n  applied  apps/Deployment web-staging/web\n"
+        ),
         "{}",
         run.log
     );
-    assert!(sim.get("apps", "Deployment", "web", "web").is_some());
+    assert!(
+        sim.get("apps", "Deployment", "web-staging", "web")
+            .is_some()
+    );
     assert!(
         sim.get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
             .is_some(),
@@ -776,7 +780,7 @@ async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
     let sim = cluster().await;
     sim.behave(
         "Deployment",
-        "web",
+        "web-staging",
         "web",
         crate::k8s_sim::Behaviour::CrashLoopOomKilled,
     );
@@ -822,7 +826,7 @@ async fn a_failed_rollout_fails_the_job_with_the_reason_in_the_check_run() {
     let sim = cluster().await;
     sim.behave(
         "Deployment",
-        "web",
+        "web-staging",
         "web",
         crate::k8s_sim::Behaviour::NeverReady,
     );
@@ -873,6 +877,8 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         not_attempted: vec![],
         unchanged: 0,
         record_written: false,
+        kept: Vec::new(),
+        adopted: Vec::new(),
         failed: (0..120)
             .map(|i| Failure {
                 id: format!("ConfigMap app-{i}/c"),
@@ -914,7 +920,10 @@ async fn check_run_403_is_a_warning_and_the_deploy_goes_on() {
         "{}",
         run.log
     );
-    assert!(sim.get("apps", "Deployment", "web", "web").is_some());
+    assert!(
+        sim.get("apps", "Deployment", "web-staging", "web")
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -923,7 +932,7 @@ async fn a_cancelled_run_completes_its_check_run_as_cancelled() {
     let sim = cluster().await;
     sim.behave(
         "Deployment",
-        "web",
+        "web-staging",
         "web",
         crate::k8s_sim::Behaviour::NeverReady,
     );

@@ -35,7 +35,9 @@ spec:
 ";
 
 /// The bundled example config repo, plus a `platform` app that installs the
-/// ServiceMonitor CRD its services use, in a fresh git repository.
+/// ServiceMonitor CRD its services use, in a fresh git repository. A CRD is
+/// cluster-wide, so one environment owns it: production (staging and
+/// production share a cluster here).
 pub fn example_repo() -> Repo {
     let repo = Repo::new();
     let root = project_root();
@@ -46,8 +48,14 @@ pub fn example_repo() -> Repo {
         .write("charts/raw/templates/crd.yaml", SERVICEMONITOR_CRD)
         .write("services/platform/config.yaml", "chart: raw\n")
         .write("services/platform/version", "1\n")
-        .write("services/platform/staging/config.yaml", "")
-        .write("services/platform/production/config.yaml", "");
+        .write("services/platform/production/config.yaml", "")
+        // Staging, on the same cluster here, has no ServiceMonitors, so it
+        // needs no CRD that only production owns.
+        .write(
+            "services/api/staging/config.yaml",
+            "replicas: 1\nenv:\n  LOG_LEVEL: debug\ningress:\n  host: api.staging.example.com\nmonitoring:\n  enabled: false\n",
+        )
+        .write("services/worker/staging/config.yaml", "monitoring:\n  enabled: false\n");
     repo.commit("example");
     repo
 }
@@ -169,8 +177,13 @@ async fn first_deploy_creates_everything_in_order_crd_before_its_resources() {
     assert_eq!(applied, total, "{out}");
     assert_eq!(sim.count("apps", "Deployment"), 3);
     assert!(
-        sim.get("monitoring.coreos.com", "ServiceMonitor", "api", "api")
-            .is_some()
+        sim.get(
+            "monitoring.coreos.com",
+            "ServiceMonitor",
+            "api-production",
+            "api"
+        )
+        .is_some()
     );
     let patches: Vec<String> = sim
         .requests()
@@ -185,7 +198,7 @@ async fn first_deploy_creates_everything_in_order_crd_before_its_resources() {
             .unwrap_or(usize::MAX)
     };
     assert!(
-        first("/api/v1/namespaces/api") < first("/deployments/"),
+        first("/api/v1/namespaces/api-production") < first("/deployments/"),
         "{patches:#?}"
     );
     assert!(
@@ -212,7 +225,9 @@ async fn first_deploy_creates_everything_in_order_crd_before_its_resources() {
             .contains("ghcr.io")
     );
     // No label was added to the user's objects.
-    let d = sim.get("apps", "Deployment", "api", "api").unwrap();
+    let d = sim
+        .get("apps", "Deployment", "api-production", "api")
+        .unwrap();
     assert!(
         d["metadata"]["labels"]
             .as_object()
@@ -252,7 +267,7 @@ async fn a_one_app_change_patches_only_that_apps_changed_resources() {
         .collect();
     assert_eq!(
         user_patches,
-        ["/apis/apps/v1/namespaces/web/deployments/web"],
+        ["/apis/apps/v1/namespaces/web-production/deployments/web"],
         "{out}"
     );
     assert!(
@@ -260,11 +275,13 @@ async fn a_one_app_change_patches_only_that_apps_changed_resources() {
         "{out}"
     );
     assert_eq!(
-        sim.get("apps", "Deployment", "web", "web").unwrap()["spec"]["replicas"],
+        sim.get("apps", "Deployment", "web-production", "web")
+            .unwrap()["spec"]["replicas"],
         6
     );
     assert_eq!(
-        sim.get("apps", "Deployment", "web", "web").unwrap()["metadata"]["generation"],
+        sim.get("apps", "Deployment", "web-production", "web")
+            .unwrap()["metadata"]["generation"],
         2
     );
 }
@@ -275,14 +292,15 @@ async fn removing_an_app_deletes_its_resources_and_nothing_else() {
     let prod = production();
     deploy_head(&client, &repo, &prod, &fast()).await;
     // Something kdeploy never deployed stays, even in the app's namespace.
-    sim.insert(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hand-made", "namespace": "worker"}}));
+    sim.insert(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hand-made", "namespace": "worker-production"}}));
     repo.remove("services/worker");
     repo.commit("remove worker");
     sim.clear_requests();
     let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
     assert!(
-        sim.get("", "ConfigMap", "worker", "hand-made").is_none(),
+        sim.get("", "ConfigMap", "worker-production", "hand-made")
+            .is_none(),
         "the namespace went, and its content with it"
     );
     let deleted: Vec<&String> = reports.iter().flat_map(|r| r.deleted.iter()).collect();
@@ -290,8 +308,14 @@ async fn removing_an_app_deletes_its_resources_and_nothing_else() {
         !deleted.is_empty() && deleted.iter().all(|d| d.contains("worker")),
         "{deleted:?}"
     );
-    assert!(sim.get("apps", "Deployment", "worker", "worker").is_none());
-    assert!(sim.get("apps", "Deployment", "api", "api").is_some());
+    assert!(
+        sim.get("apps", "Deployment", "worker-production", "worker")
+            .is_none()
+    );
+    assert!(
+        sim.get("apps", "Deployment", "api-production", "api")
+            .is_some()
+    );
     // Deletions run workloads first, the namespace last.
     let deletes: Vec<String> = sim
         .requests()
@@ -303,14 +327,14 @@ async fn removing_an_app_deletes_its_resources_and_nothing_else() {
         deletes
             .last()
             .unwrap()
-            .ends_with("/api/v1/namespaces/worker"),
+            .ends_with("/api/v1/namespaces/worker-production"),
         "{deletes:#?}"
     );
     assert!(
         deletes.iter().position(|p| p.contains("deployments"))
             < deletes
                 .iter()
-                .position(|p| p.ends_with("namespaces/worker"))
+                .position(|p| p.ends_with("namespaces/worker-production"))
     );
 }
 
@@ -328,13 +352,13 @@ async fn a_failure_midway_stops_keeps_the_record_and_the_rerun_converges() {
     .await;
     repo.write("services/api/version", "1.5.0\n").write(
         "services/api/staging/config.yaml",
-        "replicas: 1\nenv:\n  LOG_LEVEL: warn\ningress:\n  host: api2.staging.example.com\n",
+        "replicas: 1\nenv:\n  LOG_LEVEL: warn\ningress:\n  host: api2.staging.example.com\nmonitoring:\n  enabled: false\n",
     );
     repo.commit("api 1.5.0");
     let second = state(&repo, "HEAD");
     sim.fault(Fault {
         method: Some("PATCH"),
-        path: "/namespaces/api/deployments/api".into(),
+        path: "/namespaces/api-staging/deployments/api".into(),
         status: 403,
         times: 100,
     });
@@ -358,7 +382,7 @@ async fn a_failure_midway_stops_keeps_the_record_and_the_rerun_converges() {
         report
             .applied
             .iter()
-            .any(|a| a.contains("ConfigMap api/api-env")),
+            .any(|a| a.contains("ConfigMap api-staging/api-env")),
         "earlier groups went out: {out}"
     );
     assert!(
@@ -390,10 +414,10 @@ async fn a_failure_midway_stops_keeps_the_record_and_the_rerun_converges() {
         reports[0]
             .applied
             .iter()
-            .any(|a| a == "apps/Deployment api/api"),
+            .any(|a| a == "apps/Deployment api-staging/api"),
         "{out}"
     );
-    let image = sim.get("apps", "Deployment", "api", "api").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    let image = sim.get("apps", "Deployment", "api-staging", "api").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
     assert_eq!(image, "ghcr.io/example/shop-api:1.5.0");
     let record = sim
         .get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
@@ -464,7 +488,7 @@ async fn server_side_dry_run_writes_nothing() {
     assert!(out.contains("(server-side dry run)"));
     assert!(
         out.contains(
-            "apps/Deployment web/web (in a namespace the plan creates: not validated by the server)"
+            "apps/Deployment web-production/web (in a namespace the plan creates: not validated by the server)"
         ),
         "{out}"
     );
@@ -550,7 +574,10 @@ async fn unknown_kinds_and_missing_namespaces_fail_before_any_write() {
         "{err}"
     );
     assert!(err.contains("not served by the cluster"), "{err}");
-    assert!(err.contains("namespace api does not exist"), "{err}");
+    assert!(
+        err.contains("namespace api-production does not exist"),
+        "{err}"
+    );
     assert!(err.contains("nothing was applied"), "{err}");
     assert!(writes(&sim).is_empty(), "{:#?}", writes(&sim));
 
@@ -574,8 +601,11 @@ async fn unknown_kinds_and_missing_namespaces_fail_before_any_write() {
     )
     .await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
-    assert!(out.contains("Namespace web (--create-namespace)"), "{out}");
-    assert!(sim.get("", "Namespace", "", "web").is_some());
+    assert!(
+        out.contains("Namespace web-production (--create-namespace)"),
+        "{out}"
+    );
+    assert!(sim.get("", "Namespace", "", "web-production").is_some());
 }
 
 #[tokio::test]
@@ -590,7 +620,9 @@ async fn an_invalid_manifest_shows_the_api_message_and_the_source_file() {
     let (reports, out) = deploy_head(&client, &repo, &filter, &fast()).await;
     assert!(!reports[0].succeeded());
     assert!(
-        out.contains("FAILED   apps/Deployment web/web (charts/service/templates/deployment.yaml)"),
+        out.contains(
+            "FAILED   apps/Deployment web-staging/web (charts/service/templates/deployment.yaml)"
+        ),
         "{out}"
     );
     assert!(
@@ -671,7 +703,11 @@ async fn base_revision_is_the_previous_state_without_a_record_and_secrets_stay_o
     let (reports, out) = deploy(&client, &head, Some(&base), &filter, &fast()).await;
     assert_eq!(reports[0].previous, apply::PreviousFrom::Base, "{out}");
     // Only what differs from base is applied: web's Deployment.
-    assert_eq!(reports[0].applied, ["apps/Deployment web/web"], "{out}");
+    assert_eq!(
+        reports[0].applied,
+        ["apps/Deployment web-staging/web"],
+        "{out}"
+    );
     let report_json = serde_json::to_string(&reports).unwrap();
     let record = sim
         .get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
@@ -820,7 +856,7 @@ async fn diff_live_shows_real_changes_new_resources_and_no_secret_values() {
     let diffs = apply::live::diff(&client, &refs, &fast()).await.unwrap();
     let web = diffs
         .iter()
-        .find(|d| d.id == "apps/Deployment web/web")
+        .find(|d| d.id == "apps/Deployment web-production/web")
         .expect("web differs");
     assert!(
         web.diff.contains("-  replicas: 4\n+  replicas: 7"),
@@ -832,7 +868,7 @@ async fn diff_live_shows_real_changes_new_resources_and_no_secret_values() {
     assert!(
         diffs
             .iter()
-            .any(|d| d.id == "apps/Deployment shop/shop" && d.new)
+            .any(|d| d.id == "apps/Deployment shop-production/shop" && d.new)
     );
     let secret = diffs
         .iter()
@@ -846,7 +882,8 @@ async fn diff_live_shows_real_changes_new_resources_and_no_secret_values() {
     assert!(diffs.iter().all(|d| !d.diff.contains("CANARY-LIVE")));
     // Nothing was written by the diff.
     assert_eq!(
-        sim.get("apps", "Deployment", "web", "web").unwrap()["spec"]["replicas"],
+        sim.get("apps", "Deployment", "web-production", "web")
+            .unwrap()["spec"]["replicas"],
         4
     );
 }

@@ -413,6 +413,18 @@ fn template_mistakes_point_at_the_template() {
         &chart_repo("", &[("a.yaml", "a: [\n")]),
         &["charts/c/templates/a.yaml", "not valid YAML"],
     );
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  password: {{values.password}}\n";
+    let leaky = chart_repo("", &[("a.yaml", secret)]);
+    leaky.write(CFG, &format!("chart: c\npassword: \"{CANARY}: [x\"\n"));
+    render_fails(
+        "a Secret value that breaks the YAML",
+        &leaky,
+        &[
+            "charts/c/templates/a.yaml",
+            "not valid YAML",
+            "password: <value hidden>",
+        ],
+    );
     render_fails(
         "a document without kind",
         &chart_repo("", &[("a.yaml", "apiVersion: v1\nmetadata:\n  name: x\n")]),
@@ -539,7 +551,7 @@ fn rendered_fields_the_api_server_refuses_point_at_the_users_line() {
             &[
                 (
                     "services/cart/config.yaml",
-                    b"image: ghcr.io/example/cart\nnamespace: shop\n",
+                    b"image: ghcr.io/example/cart\nnamespace: shop-production\n",
                 ),
                 ("services/cart/version", b"1.0.0\n"),
                 (
@@ -549,7 +561,7 @@ fn rendered_fields_the_api_server_refuses_point_at_the_users_line() {
             ],
             false,
         ),
-        &["Namespace shop in environment production is produced twice"],
+        &["Namespace shop-production in environment production is produced twice"],
     );
 }
 

@@ -46,12 +46,12 @@ fn adding_changing_and_removing_apps() {
     assert_eq!(
         summary(&p),
         [
-            "~ production apps/Deployment api/api",
-            "+ staging Namespace web",
-            "+ staging policy/PodDisruptionBudget web/web",
-            "+ staging ServiceAccount web/web",
-            "+ staging Service web/web",
-            "+ staging apps/Deployment web/web",
+            "~ production apps/Deployment api-production/api",
+            "+ staging Namespace web-staging",
+            "+ staging policy/PodDisruptionBudget web-staging/web",
+            "+ staging ServiceAccount web-staging/web",
+            "+ staging Service web-staging/web",
+            "+ staging apps/Deployment web-staging/web",
         ]
     );
     assert!(
@@ -120,7 +120,7 @@ fn api_version_bump_is_a_change_and_formatting_is_not() {
     let p = plan_of(&repo, &fmt, &bump);
     assert_eq!(
         summary(&p),
-        ["~ prod autoscaling/HorizontalPodAutoscaler app/a"]
+        ["~ prod autoscaling/HorizontalPodAutoscaler app-prod/a"]
     );
     assert!(p.changes[0].diff.contains("+apiVersion: autoscaling/v2"));
 }

@@ -104,11 +104,11 @@ fn three_lines_of_config_give_a_complete_service() {
     assert_eq!(
         kinds,
         [
-            "Namespace shop",
-            "policy/PodDisruptionBudget shop/shop",
-            "ServiceAccount shop/shop",
-            "Service shop/shop",
-            "apps/Deployment shop/shop",
+            "Namespace shop-prod",
+            "policy/PodDisruptionBudget shop-prod/shop",
+            "ServiceAccount shop-prod/shop",
+            "Service shop-prod/shop",
+            "apps/Deployment shop-prod/shop",
         ]
     );
     insta::assert_snapshot!(kdeploy::output::release_text(&state.releases[0]));
@@ -459,7 +459,7 @@ mod bad_input {
         let repo = Repo::with_app();
         repo.write(
             "services/web/config.yaml",
-            "image: x/web\nnamespace: api\ncreateNamespace: false\n",
+            "image: x/web\nnamespace: api-staging\ncreateNamespace: false\n",
         )
         .write("services/web/version", "1\n")
         .write("services/web/staging/config.yaml", "");

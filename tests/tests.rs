@@ -12,6 +12,8 @@ mod event;
 mod example;
 mod hostile;
 mod plan;
+mod properties;
 mod render;
+mod shared_cluster;
 mod sources;
 mod wait;

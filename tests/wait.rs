@@ -46,10 +46,13 @@ async fn a_healthy_rollout_is_tracked_to_ready_with_progress_lines() {
     assert_eq!(t[0].state, State::Ready);
     // One line per change of state: the rollout is seen replica by replica.
     assert!(
-        out.contains("apps/Deployment web/web: 3/4 replicas updated"),
+        out.contains("apps/Deployment web-production/web: 3/4 replicas updated"),
         "{out}"
     );
-    assert!(out.contains("apps/Deployment web/web: ready"), "{out}");
+    assert!(
+        out.contains("apps/Deployment web-production/web: ready"),
+        "{out}"
+    );
     assert!(
         out.contains("RESOURCE") && out.contains("ready"),
         "final table: {out}"
@@ -60,7 +63,12 @@ async fn a_healthy_rollout_is_tracked_to_ready_with_progress_lines() {
 #[tokio::test]
 async fn image_pull_backoff_fails_fast_and_keeps_the_record() {
     let (sim, client) = sim().await;
-    sim.behave("Deployment", "web", "web", Behaviour::ImagePullBackOff);
+    sim.behave(
+        "Deployment",
+        "web-staging",
+        "web",
+        Behaviour::ImagePullBackOff,
+    );
     let repo = example_repo();
     let (reports, out) = deploy_head(&client, &repo, &web_staging(), &waiting(20_000)).await;
     let r = &reports[0];
@@ -84,9 +92,14 @@ async fn image_pull_backoff_fails_fast_and_keeps_the_record() {
 #[tokio::test]
 async fn a_crash_looping_container_reports_oomkilled() {
     let (sim, client) = sim().await;
-    sim.behave("Deployment", "web", "web", Behaviour::CrashLoopOomKilled);
-    sim.set_logs(
+    sim.behave(
+        "Deployment",
+        "web-staging",
         "web",
+        Behaviour::CrashLoopOomKilled,
+    );
+    sim.set_logs(
+        "web-staging",
         "web",
         "starting web\nusing database password CANARY-PW-42\nfatal: out of memory allocating 2Gi\n",
     );
@@ -101,7 +114,7 @@ async fn a_crash_looping_container_reports_oomkilled() {
     let tracked = reports[0]
         .tracked
         .iter()
-        .find(|t| t.id == "apps/Deployment web/web")
+        .find(|t| t.id == "apps/Deployment web-staging/web")
         .expect("tracked");
     let State::Failed(reason) = &tracked.state else {
         panic!("{out}")
@@ -128,7 +141,7 @@ async fn a_crash_looping_container_reports_oomkilled() {
 #[tokio::test]
 async fn a_deployment_never_ready_times_out_saying_what_it_waits_for() {
     let (sim, client) = sim().await;
-    sim.behave("Deployment", "web", "web", Behaviour::NeverReady);
+    sim.behave("Deployment", "web-staging", "web", Behaviour::NeverReady);
     let repo = example_repo();
     let (reports, out) = deploy_head(&client, &repo, &web_staging(), &waiting(600)).await;
     let r = &reports[0];
@@ -149,7 +162,8 @@ fn job_repo(template: &str) -> Repo {
     let repo = Repo::new();
     repo.write("charts/raw/Chart.yaml", "name: raw\nversion: 1.0.0\n")
         .write("charts/raw/templates/objects.yaml", template)
-        .write("kdeploy.yaml", "defaultChart: raw\n")
+        // The template names its namespace `migrate`: the old default.
+        .write("kdeploy.yaml", "defaultChart: raw\nnamespace: \"{app}\"\n")
         .write("services/migrate/config.yaml", "")
         .write("services/migrate/version", "1\n")
         .write("services/migrate/prod/config.yaml", "");
@@ -188,7 +202,12 @@ async fn deletions_are_waited_for_until_gone() {
     let repo = example_repo();
     let filter = Filter::new(Some("staging"), None).unwrap();
     deploy_head(&client, &repo, &filter, &waiting(10_000)).await;
-    sim.behave("Deployment", "worker", "worker", Behaviour::SlowDelete(10));
+    sim.behave(
+        "Deployment",
+        "worker-staging",
+        "worker",
+        Behaviour::SlowDelete(10),
+    );
     repo.remove("services/worker");
     repo.commit("remove worker");
     let (reports, out) = deploy_head(&client, &repo, &filter, &waiting(10_000)).await;
@@ -196,25 +215,28 @@ async fn deletions_are_waited_for_until_gone() {
     let gone = reports[0]
         .tracked
         .iter()
-        .find(|t| t.id == "apps/Deployment worker/worker")
+        .find(|t| t.id == "apps/Deployment worker-staging/worker")
         .expect("tracked");
     assert_eq!(gone.action, "deleted");
     assert!(
-        out.contains("apps/Deployment worker/worker: terminating"),
+        out.contains("apps/Deployment worker-staging/worker: terminating"),
         "{out}"
     );
-    assert!(sim.get("apps", "Deployment", "worker", "worker").is_none());
+    assert!(
+        sim.get("apps", "Deployment", "worker-staging", "worker")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn an_expired_watch_is_relisted_and_tracking_goes_on() {
     let (sim, client) = sim().await;
-    sim.behave("Deployment", "web", "web", Behaviour::NeverReady);
+    sim.behave("Deployment", "web-staging", "web", Behaviour::NeverReady);
     let repo = example_repo();
     let expire = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         sim.expire_watches();
-        sim.behave("Deployment", "web", "web", Behaviour::Healthy);
+        sim.behave("Deployment", "web-staging", "web", Behaviour::Healthy);
     };
     let (head, filter, opts) = (state(&repo, "HEAD"), web_staging(), waiting(10_000));
     let run = deploy(&client, &head, None, &filter, &opts);
@@ -225,7 +247,8 @@ async fn an_expired_watch_is_relisted_and_tracking_goes_on() {
         .requests()
         .iter()
         .filter(|r| {
-            r.path == "/apis/apps/v1/namespaces/web/deployments" && !r.query.contains("watch=true")
+            r.path == "/apis/apps/v1/namespaces/web-staging/deployments"
+                && !r.query.contains("watch=true")
         })
         .count();
     assert!(lists >= 2, "relisted after 410: {lists} lists");
@@ -255,7 +278,7 @@ async fn watch_latency() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            sim.mark_ready("web", "web");
+            sim.mark_ready("web-staging", "web");
             std::time::Instant::now()
         };
         let ((reports, out), flipped) = tokio::join!(deploy_run, flip);
@@ -300,20 +323,22 @@ async fn a_failed_rollout_is_rolled_back_to_the_previous_state() {
     let rb = r.rollback.as_ref().expect("rolled back");
     assert!(rb.succeeded(), "{out}");
     assert!(
-        rb.restored.contains(&"apps/Deployment web/web".to_string()),
+        rb.restored
+            .contains(&"apps/Deployment web-staging/web".to_string()),
         "{out}"
     );
     assert!(
-        rb.deleted.contains(&"ConfigMap web/web-env".to_string()),
+        rb.deleted
+            .contains(&"ConfigMap web-staging/web-env".to_string()),
         "the new ConfigMap goes: {out}"
     );
     assert!(out.contains("rolled back: "), "{out}");
-    let d = sim.get("apps", "Deployment", "web", "web").unwrap();
+    let d = sim.get("apps", "Deployment", "web-staging", "web").unwrap();
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
         "ghcr.io/example/shop-web:2.0.0"
     );
-    assert!(sim.get("", "ConfigMap", "web", "web-env").is_none());
+    assert!(sim.get("", "ConfigMap", "web-staging", "web-env").is_none());
     let record = sim
         .get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
         .unwrap();
@@ -396,7 +421,9 @@ async fn kdeploy_wait_tracks_what_an_earlier_apply_reported() {
         run.1.stdout
     );
     assert!(
-        run.1.stdout.contains("apps/Deployment web/web: ready"),
+        run.1
+            .stdout
+            .contains("apps/Deployment web-staging/web: ready"),
         "{}",
         run.1.stdout
     );

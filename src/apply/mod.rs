@@ -11,6 +11,7 @@
 
 pub mod lease;
 pub mod live;
+pub mod owners;
 pub mod record;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -66,6 +67,9 @@ pub struct Options {
     pub repo_dir: Option<std::path::PathBuf>,
     /// Delete removed resources before applying (default: after).
     pub delete_first: bool,
+    /// The environment whose resources this deploy may take over
+    /// (`--adopt-from`): they move to this environment's record.
+    pub adopt_from: Option<String>,
 }
 
 impl Default for Options {
@@ -87,6 +91,7 @@ impl Default for Options {
             rollback: false,
             repo_dir: None,
             delete_first: false,
+            adopt_from: None,
         }
     }
 }
@@ -163,6 +168,11 @@ pub struct Report {
     pub unchanged: usize,
     /// Whether the deploy record was updated.
     pub record_written: bool,
+    /// Resources gone from this environment that were not deleted because
+    /// another environment's record on the same cluster lists them.
+    pub kept: Vec<String>,
+    /// Resources moved from another environment's record (`--adopt-from`).
+    pub adopted: Vec<String>,
     /// Readiness of what was applied and deleted (with `wait`).
     pub tracked: Vec<crate::wait::Tracked>,
     /// Progress lines of the tracking, one per change of state.
@@ -237,6 +247,17 @@ pub enum Error {
         theirs: String,
         /// Our repository.
         ours: String,
+    },
+    /// Resources another environment on the same cluster owns.
+    #[error(
+        "environment {env} would take over resources that another environment on the same cluster deployed; nothing was applied:\n{}\n  help: give each environment its own namespaces (`namespace: \"{{app}}-{{env}}\"` in kdeploy.yaml, the default), or move them on purpose with --adopt-from <env>",
+        conflicts.iter().map(|c| format!("  - {} (in the deploy record of {})", c.id, c.owner)).collect::<Vec<_>>().join("\n")
+    )]
+    Owned {
+        /// Environment deploying.
+        env: String,
+        /// What it would take over, and from whom.
+        conflicts: Vec<owners::Conflict>,
     },
     /// Record read/write failure.
     #[error(transparent)]
@@ -732,6 +753,19 @@ pub async fn apply(
     let started_at = k8s_openapi::jiff::Timestamp::now().to_string();
     let mut kinds = Kinds::new(client.clone());
     let missing_namespaces = preflight(client, &mut kinds, target, opts).await?;
+    // Environments sharing this cluster: nothing another one owns is
+    // written or deleted, unless moved on purpose.
+    let owners = owners::Owners::read(client, &opts.record_namespace, &target.env, opts).await?;
+    let conflicts = owners.conflicts(
+        target.head.iter().map(|r| &r.id),
+        opts.adopt_from.as_deref(),
+    );
+    if !conflicts.is_empty() {
+        return Err(Error::Owned {
+            env: target.env.clone(),
+            conflicts,
+        });
+    }
 
     let held = if opts.dry_run {
         None
@@ -756,6 +790,7 @@ pub async fn apply(
         opts,
         missing_namespaces,
         started_at,
+        &owners,
     )
     .await;
     if let Some(h) = held {
@@ -771,6 +806,7 @@ async fn apply_held(
     opts: &Options,
     missing_namespaces: Vec<String>,
     started_at: String,
+    owners: &owners::Owners,
 ) -> Result<Report, Error> {
     // Read the record under the lease: it is what the last run finished.
     let existing = record::read(client, &opts.record_namespace, &target.env).await?;
@@ -841,10 +877,18 @@ async fn apply_held(
             }
         }
     }
+    let mut kept = Vec::new();
     let to_delete: Vec<&Entry> = if opts.prune {
         previous
             .values()
             .filter(|e| (target.in_scope)(&e.app) && !head_entries.contains_key(&e.id()))
+            .filter(|e| match owners.owner(&e.id()) {
+                Some(other) => {
+                    kept.push(format!("{} (also in the deploy record of {other})", e.id()));
+                    false
+                }
+                None => true,
+            })
             .collect()
     } else {
         Vec::new()
@@ -865,6 +909,8 @@ async fn apply_held(
         not_attempted: Vec::new(),
         unchanged,
         record_written: false,
+        kept,
+        adopted: Vec::new(),
         tracked: Vec::new(),
         progress: String::new(),
         rollback: None,
@@ -1086,6 +1132,26 @@ async fn apply_held(
         )
         .await?;
         report.record_written = true;
+        // Adopted resources leave the record of the environment they came
+        // from, so exactly one environment owns each.
+        if let Some(from) = &opts.adopt_from
+            && let Some(theirs) = owners.records.get(from)
+        {
+            let mut updated = theirs.clone();
+            let moved: Vec<ResourceId> = target
+                .head
+                .iter()
+                .map(|r| r.id.clone())
+                .filter(|id| theirs.entries.contains_key(id))
+                .collect();
+            if !moved.is_empty() {
+                for id in &moved {
+                    updated.entries.remove(id);
+                }
+                record::write(client, &opts.record_namespace, from, &updated, Some(theirs)).await?;
+                report.adopted = moved.iter().map(ToString::to_string).collect();
+            }
+        }
     }
     report.ended_at = k8s_openapi::jiff::Timestamp::now().to_string();
     Ok(report)
@@ -1176,6 +1242,15 @@ pub async fn apply_states(
         for id in &report.deleted {
             writeln!(out, "  deleted  {id}")?;
         }
+        for id in &report.kept {
+            writeln!(out, "  kept     {id}")?;
+        }
+        for id in &report.adopted {
+            writeln!(
+                out,
+                "  adopted  {id} (removed from the record of the environment it came from)"
+            )?;
+        }
         for f in &report.failed {
             writeln!(out, "  FAILED   {} ({}): {}", f.id, f.source, f.error)?;
         }
@@ -1252,6 +1327,11 @@ pub async fn deploy_environments(
     }
     let mut clients: HashMap<Option<String>, kube::Client> = HashMap::new();
     let mut reports = Vec::new();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let access_to = |context: Option<String>| crate::cluster::Access {
+        kubeconfig: access.kubeconfig.clone(),
+        context,
+    };
     for env in envs.into_iter().filter(|e| selected.matches_env(e)) {
         let context = access.context.clone().or_else(|| {
             head.settings
@@ -1262,11 +1342,7 @@ pub async fn deploy_environments(
         let client = match clients.get(&context) {
             Some(c) => c.clone(),
             None => {
-                let c = crate::cluster::connect(&crate::cluster::Access {
-                    kubeconfig: access.kubeconfig.clone(),
-                    context: context.clone(),
-                })
-                .await?;
+                let c = crate::cluster::connect(&access_to(context.clone())).await?;
                 clients.insert(context, c.clone());
                 c
             }
@@ -1285,6 +1361,52 @@ pub async fn deploy_environments(
             )
             .await?,
         );
+        done.insert(env);
+    }
+    // An environment whose last app was removed before any base shows it
+    // is known only to its deploy record: prune it too, on the cluster
+    // where that record is.
+    if clients.is_empty() {
+        let c = crate::cluster::connect(&access_to(access.context.clone())).await?;
+        clients.insert(access.context.clone(), c);
+    }
+    for client in clients.values() {
+        let records = record::list(client, &opts.record_namespace, opts).await?;
+        for (env, rec) in records {
+            let ours = rec.repository.is_empty() || rec.repository == repository;
+            if done.contains(&env) || !ours || !selected.matches_env(&env) {
+                continue;
+            }
+            writeln!(
+                out,
+                "{env}: no longer in the config repo; removing what its deploy record lists"
+            )?;
+            let in_scope = |app: &str| selected.matches(&env, app);
+            let target = Target {
+                env: env.clone(),
+                repository: repository.to_string(),
+                head_commit: head_commit.to_string(),
+                head: Vec::new(),
+                base: None,
+                in_scope: &in_scope,
+            };
+            let report = apply(client, &target, opts).await?;
+            for id in &report.deleted {
+                writeln!(out, "  deleted  {id}")?;
+            }
+            for id in &report.kept {
+                writeln!(out, "  kept     {id}")?;
+            }
+            // Nothing left to own: the record goes too.
+            if report.succeeded() && !opts.dry_run {
+                let left = record::read(client, &opts.record_namespace, &env).await?;
+                if left.is_some_and(|r| r.entries.is_empty()) {
+                    record::delete(client, &opts.record_namespace, &env, opts).await?;
+                }
+            }
+            done.insert(env);
+            reports.push(report);
+        }
     }
     Ok(reports)
 }

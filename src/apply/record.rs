@@ -135,10 +135,15 @@ pub async fn read(
             });
         }
     };
+    parse(cm, namespace, &name).map(Some)
+}
+
+/// The record a ConfigMap holds.
+fn parse(cm: ConfigMap, namespace: &str, name: &str) -> Result<Record, Error> {
     let data = cm.data.unwrap_or_default();
     let malformed = |detail: String| Error::Malformed {
         namespace: namespace.into(),
-        name: name.clone(),
+        name: name.to_string(),
         detail,
     };
     let mut entries = BTreeMap::new();
@@ -154,7 +159,7 @@ pub async fn read(
         let e: Entry = serde_json::from_str(line).map_err(|e| malformed(e.to_string()))?;
         entries.insert(e.id(), e);
     }
-    Ok(Some(Record {
+    Ok(Record {
         repository: data.get("repository").cloned().unwrap_or_default(),
         commit: data
             .get("commit")
@@ -162,8 +167,74 @@ pub async fn read(
             .ok_or_else(|| malformed("no commit".into()))?,
         entries,
         resource_version: cm.metadata.resource_version,
-    }))
+    })
 }
+
+/// Every environment's record in `namespace`, by environment: what the
+/// environments sharing this cluster have deployed.
+///
+/// # Errors
+/// API failures other than a missing namespace, or a malformed record.
+pub async fn list(
+    client: &kube::Client,
+    namespace: &str,
+    opts: &super::Options,
+) -> Result<Vec<(String, Record)>, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let params = kube::api::ListParams::default().labels(MANAGED_BY);
+    let list = match super::with_retry(opts, || api.list(&params)).await {
+        Ok(l) => l,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Api {
+                namespace: namespace.into(),
+                name: "(list)".into(),
+                source,
+            });
+        }
+    };
+    let mut out = Vec::new();
+    for cm in list.items {
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        let env = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get("environment").cloned())
+            .or_else(|| name.strip_prefix("kdeploy-").map(str::to_string));
+        if let Some(env) = env {
+            out.push((env, parse(cm, namespace, &name)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the record of `env` (an environment gone from the config repo,
+/// whose resources were all removed). A missing record is fine.
+///
+/// # Errors
+/// API failures other than 404.
+pub async fn delete(
+    client: &kube::Client,
+    namespace: &str,
+    env: &str,
+    opts: &super::Options,
+) -> Result<(), Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let name = name(env);
+    let params = kube::api::DeleteParams::default();
+    match super::with_retry(opts, || api.delete(&name, &params)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::Api {
+            namespace: namespace.into(),
+            name,
+            source,
+        }),
+    }
+}
+
+/// The label selector of records (and the label they carry).
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by=kdeploy";
 
 /// Writes the record: creates it, or replaces it only if nobody changed it
 /// since it was read (`resource_version` of `previous`).

@@ -152,7 +152,7 @@ pub fn render(
     let mut values = sv.values;
     let inputs = sv.inputs;
     values.remove("chart");
-    let namespace = super::release_namespace(&values, spec)?;
+    let namespace = super::release_namespace(&values, spec, &sv.default_namespace)?;
     let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
     let fail = |msg: String| Diagnostics::from(Diagnostic::new(Location::file(&chart.dir), msg));
     check_version(settings.binary(), timeout).map_err(fail)?;

@@ -130,6 +130,7 @@ pub fn render(snapshot: &Snapshot, filter: &Filter) -> Result<State, Error> {
     );
     let releases = merge_results(rendered, sourced)?;
     check_duplicates(&releases)?;
+    check_shared_clusters(&releases, &layout.settings)?;
     Ok(State {
         label: snapshot.label().to_string(),
         commit: snapshot.commit(),
@@ -363,6 +364,31 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
         render_sources(head, &head_layout, &head_sources_todo),
     )?;
     check_duplicates(&head_releases)?;
+    // The same app in the other environments is the usual collision: render
+    // those releases too (only for this check) when they were skipped.
+    let changed_apps: std::collections::HashSet<&str> = head_releases
+        .iter()
+        .map(|r| r.release.app.as_str())
+        .collect();
+    let siblings: Vec<&ReleaseSpec> = head_layout
+        .releases
+        .iter()
+        .filter(|s| {
+            changed_apps.contains(s.app.as_str())
+                && !head_releases
+                    .iter()
+                    .any(|r| r.release.env == s.env && r.release.app == s.app)
+        })
+        .collect();
+    let sibling_releases = if siblings.is_empty() {
+        Vec::new()
+    } else {
+        render_specs(head, &head_layout, &siblings, &mut charts)?
+    };
+    check_shared_clusters(
+        head_releases.iter().chain(&sibling_releases),
+        &head_layout.settings,
+    )?;
     Ok(Comparison {
         base: State {
             label: base.label().to_string(),
@@ -588,14 +614,24 @@ impl Release {
     }
 }
 
-/// `namespace` from the merged values (a DNS-1123 label), else the app
-/// name; the same rule for every engine.
+/// `namespace` from the merged values (a DNS-1123 label), else the
+/// `namespace` template of kdeploy.yaml (`{app}-{env}`); the same rule for
+/// every engine.
 fn release_namespace(
     values: &Map<String, Value>,
     spec: &ReleaseSpec,
+    default: &str,
 ) -> Result<String, Diagnostic> {
     match values.get("namespace") {
-        None | Some(Value::Null) => Ok(spec.app.clone()),
+        None | Some(Value::Null) if config::is_dns_label(default) => Ok(default.to_string()),
+        None | Some(Value::Null) => Err(Diagnostic::new(
+            Location::file(config::SETTINGS_FILE),
+            format!(
+                "the `namespace` template gives `{default}` for release {}/{}, which is not a DNS-1123 label",
+                spec.env, spec.app
+            ),
+        )
+        .help("keep the template short enough (63 characters) and made of lowercase letters, digits and '-', or set `namespace:` in the service's config.yaml")),
         Some(Value::String(s)) if config::is_dns_label(s) => Ok(s.clone()),
         Some(other) => Err(Diagnostic::new(
             Location::file(&spec.env_config.path),
@@ -616,12 +652,13 @@ fn render_release(
     let mut problems = Diagnostics::default();
     let mut values = chart.defaults.clone();
     let inputs = sv.inputs;
+    let default_namespace = sv.default_namespace;
     config::merge_into(&mut values, sv.values);
     let release = Release::of(
         spec,
         &chart.name,
         sv.version,
-        release_namespace(&values, spec)?,
+        release_namespace(&values, spec, &default_namespace)?,
     );
     // The values move into the context (the `json!` macro would deep-copy
     // them through `to_value`) and are freed with it after rendering.
@@ -737,9 +774,10 @@ fn parse_documents(
             Ok(v) => out.push((v, origin)),
             Err(e) => {
                 let line_in_output = e.line.map(|l| l + doc.first_line - 1);
+                // The line's shape only: a rendered value may be a secret.
                 let snippet = line_in_output
                     .and_then(|l| text.lines().nth(l.saturating_sub(1)))
-                    .map(|l| format!("\n  | {l}"))
+                    .map(|l| format!("\n  | {}", shape_of_line(l)))
                     .unwrap_or_default();
                 problems.push(
                     Diagnostic::new(
@@ -757,6 +795,28 @@ fn parse_documents(
                 );
             }
         }
+    }
+}
+
+/// A YAML line with its value hidden: indentation, `- ` and the key stay,
+/// which is what a syntax error is about; the value could be a secret.
+fn shape_of_line(line: &str) -> String {
+    let indent = line.len() - line.trim_start().len();
+    let mut rest = &line[indent..];
+    let mut out = line[..indent].to_string();
+    while let Some(r) = rest.strip_prefix("- ") {
+        out.push_str("- ");
+        rest = r;
+    }
+    match rest.split_once(':') {
+        Some((key, value))
+            if !key.contains(['"', '\'', ' ', '{', '[']) && !value.trim().is_empty() =>
+        {
+            format!("{out}{key}: <value hidden>")
+        }
+        Some((key, _)) if !key.contains(['"', '\'', ' ', '{', '[']) => format!("{out}{key}:"),
+        _ if rest.is_empty() => out,
+        _ => format!("{out}<value hidden>"),
     }
 }
 
@@ -854,6 +914,68 @@ fn check_duplicates(releases: &[Rendered]) -> Result<(), Diagnostics> {
         .flat_map_iter(duplicates_in_env)
         .collect();
     Diagnostics(problems).into_result(())
+}
+
+/// Environments that deploy to the same cluster must not produce the same
+/// object: the later deploy would overwrite the earlier one, and removing it
+/// from one environment would delete the other's. Environments share a
+/// cluster when kdeploy.yaml gives them the same `context`, or none.
+fn check_shared_clusters<'a>(
+    releases: impl IntoIterator<Item = &'a Rendered>,
+    settings: &config::Settings,
+) -> Result<(), Diagnostics> {
+    let context = |env: &str| {
+        settings
+            .environments
+            .get(env)
+            .and_then(|e| e.context.as_deref())
+    };
+    // cluster -> env -> releases
+    let mut groups: BTreeMap<Option<&str>, BTreeMap<&str, Vec<&Rendered>>> = BTreeMap::new();
+    for r in releases {
+        groups
+            .entry(context(&r.release.env))
+            .or_default()
+            .entry(&r.release.env)
+            .or_default()
+            .push(r);
+    }
+    let mut problems = Diagnostics::default();
+    for (cluster, envs) in groups.into_iter().filter(|(_, e)| e.len() > 1) {
+        let mut seen: HashMap<&ResourceId, &Release, foldhash::fast::RandomState> =
+            HashMap::default();
+        for env in envs.values() {
+            let mut first_in_env: HashMap<&ResourceId, &Release, foldhash::fast::RandomState> =
+                HashMap::default();
+            for r in env {
+                for res in &r.resources {
+                    match seen.get(&res.id) {
+                        Some(other) if other.env != r.release.env => {
+                            let why = match cluster {
+                                Some(c) => format!("both use the kubeconfig context `{c}`"),
+                                None => "kdeploy.yaml sets no `context` for either".to_string(),
+                            };
+                            problems.push(
+                                Diagnostic::new(
+                                    Location::file(&r.release.dir),
+                                    format!(
+                                        "{} is produced by environments {} ({}) and {} ({}), which deploy to the same cluster ({why}): one would overwrite the other, and removing it from one would delete it from both",
+                                        res.id, other.env, other.dir, r.release.env, r.release.dir
+                                    ),
+                                )
+                                .help("give each environment its own namespaces: `namespace: \"{app}-{env}\"` in kdeploy.yaml (the default), or another `namespace:` per environment; if they are separate clusters, set `environments.<env>.context` for each"),
+                            );
+                        }
+                        _ => {
+                            first_in_env.entry(&res.id).or_insert(&r.release);
+                        }
+                    }
+                }
+            }
+            seen.extend(first_in_env);
+        }
+    }
+    problems.into_result(())
 }
 
 /// The duplicate resources among the releases of one environment.

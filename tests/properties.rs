@@ -1,0 +1,139 @@
+//! Property tests of the two entry points a pull request feeds directly:
+//! the YAML reader and the template engine. Generated input must never make
+//! them panic, hang or print a planted secret; what the reader accepts must
+//! survive a round trip through the canonical form.
+//!
+//! Lean by default (proptest's 256 cases); run longer by hand with
+//! `PROPTEST_CASES=20000 cargo test --release --test tests properties`.
+
+use proptest::prelude::*;
+use serde_json::Value;
+
+use kdeploy::config::Limits;
+use kdeploy::render::{Chart, budget};
+use kdeploy::yaml;
+
+/// Text made of the pieces YAML is sensitive to, so the generator reaches
+/// the parser's corners (flow and block nesting, quotes, anchors, tags,
+/// comments, tabs, documents) far more often than random bytes would.
+fn yamlish() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("\n".to_string()),
+        Just("  ".to_string()),
+        Just("\t".to_string()),
+        Just("- ".to_string()),
+        Just(": ".to_string()),
+        Just("? ".to_string()),
+        Just("[".to_string()),
+        Just("]".to_string()),
+        Just("{".to_string()),
+        Just("}".to_string()),
+        Just(", ".to_string()),
+        Just("'".to_string()),
+        Just("\"".to_string()),
+        Just("#".to_string()),
+        Just("&a ".to_string()),
+        Just("*a".to_string()),
+        Just("!!str ".to_string()),
+        Just("---\n".to_string()),
+        Just("|\n".to_string()),
+        Just(">-\n".to_string()),
+        Just("key".to_string()),
+        Just("0x1F".to_string()),
+        Just("-1.5e3".to_string()),
+        Just("~".to_string()),
+        Just("true".to_string()),
+        "[a-z0-9]{1,6}",
+        "\\PC{1,3}",
+    ];
+    prop::collection::vec(piece, 0..60).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #[test]
+    fn the_yaml_reader_never_panics_and_round_trips(text in yamlish()) {
+        let _ = yaml::check_depth(&text);
+        let _ = yaml::index(&text);
+        if let Ok(value) = yaml::parse(&text) {
+            let again = yaml::parse(&yaml::to_canonical(&value));
+            prop_assert_eq!(again.as_ref().ok(), Some(&value), "canonical form of {:?}", text);
+        }
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused_in_linear_time(depth in 101usize..5000, flow in any::<bool>()) {
+        let text = if flow {
+            format!("a: {}{}", "[".repeat(depth), "]".repeat(depth))
+        } else {
+            format!("a: {}1{}", "{b: ".repeat(depth), "}".repeat(depth))
+        };
+        let started = std::time::Instant::now();
+        prop_assert!(yaml::parse(&text).is_err());
+        prop_assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+}
+
+/// Template text made of handlebars constructs, including the costly ones.
+fn template() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("{{#each values.items}}".to_string()),
+        Just("{{/each}}".to_string()),
+        Just("{{#each ../values.items}}".to_string()),
+        Just("{{#if values.flag}}".to_string()),
+        Just("{{else}}".to_string()),
+        Just("{{/if}}".to_string()),
+        Just("{{this}}".to_string()),
+        Just("{{@index}}".to_string()),
+        Just("{{values.secret}}".to_string()),
+        Just("{{include \"p\"}}".to_string()),
+        Just("{{> p}}".to_string()),
+        Just("{{nindent 4 (toYaml values)}}".to_string()),
+        Just("{{replace \"a\" values.long values.long}}".to_string()),
+        Just("{{default \"x\" values.missing}}".to_string()),
+        Just("{{quote values.secret}}".to_string()),
+        Just("{{".to_string()),
+        Just("}}".to_string()),
+        Just("\n".to_string()),
+        Just("a: ".to_string()),
+        "[a-z ]{1,8}",
+    ];
+    prop::collection::vec(piece, 0..24).prop_map(|v| v.concat())
+}
+
+const CANARY: &str = "CANARY-prop-5e1d";
+
+proptest! {
+    // Fewer cases than the reader: each renders a chart. PROPTEST_CASES
+    // raises it as for the others.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
+    ))]
+
+    #[test]
+    fn the_template_engine_never_panics_and_stays_in_budget(main in template(), partial in template()) {
+        let values = format!(
+            "items: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nflag: true\nsecret: {CANARY}\nlong: {}\n",
+            "a".repeat(2000)
+        );
+        let files = vec![
+            ("c/Chart.yaml".to_string(), "name: c\nversion: 1\n".to_string()),
+            ("c/values.yaml".to_string(), values),
+            ("c/templates/_p.yaml".to_string(), partial),
+            ("c/templates/main.yaml".to_string(), main),
+        ];
+        let Ok(chart) = Chart::from_files("c", "c", None, files) else {
+            return Ok(()); // a syntax error, reported as such
+        };
+        let ctx = handlebars::Context::from(Value::Object(
+            [("values".to_string(), Value::Object(chart.defaults.clone()))].into_iter().collect(),
+        ));
+        let limits = Limits { template_steps: 20_000, release_bytes: 1 << 20, ..Limits::default() };
+        let started = std::time::Instant::now();
+        let (result, _) = budget::with_budget(&limits, || chart.render_template("c/templates/main.yaml", &ctx));
+        prop_assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        match result {
+            Ok(text) => prop_assert!(text.len() as u64 <= limits.release_bytes),
+            Err(d) => prop_assert!(!d.to_string().contains(CANARY), "error quotes a value: {}", d),
+        }
+    }
+}
