@@ -607,6 +607,7 @@ async fn deploy(
         }
     }
     let mut text = Vec::new();
+    let mut deployed = Vec::new();
     let deploying = crate::apply::deploy_environments(
         &access,
         &head_state,
@@ -617,6 +618,7 @@ async fn deploy(
         &head_commit,
         &apply_options,
         &mut text,
+        &mut deployed,
     );
     let mut cancelled = false;
     let result = tokio::select! {
@@ -626,6 +628,7 @@ async fn deploy(
             Err(anyhow::anyhow!("the workflow run was cancelled during the deploy; the record was not updated and the lease expires by itself"))
         }
     };
+    let result = result.map(|()| deployed);
     runner.log.write_all(&text)?;
     runner.end_group()?;
     let config_of = |env: &str, app: &str| {

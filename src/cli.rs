@@ -563,7 +563,8 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         .commit
         .map_or_else(|| head.label.clone(), |c| c.to_string());
     let access = args.cluster.access();
-    let reports = crate::apply::deploy_environments(
+    let mut reports = Vec::new();
+    let result = crate::apply::deploy_environments(
         &access,
         &head,
         base.as_ref(),
@@ -573,15 +574,23 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         &head_commit,
         &opts,
         out,
+        &mut reports,
     )
-    .await?;
+    .await;
+    // The report is written whatever happened: an environment may have been
+    // deployed before another one failed to start.
     if let Some(path) = &args.report {
-        std::fs::write(
-            path,
-            serde_json::to_vec_pretty(&serde_json::json!({ "reports": reports }))?,
-        )
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut json = serde_json::json!({ "reports": reports });
+        if let Err(e) = &result {
+            json["error"] = serde_json::json!({
+                "step": crate::apply::error_step(e),
+                "message": format!("{e:#}"),
+            });
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    result?;
     Ok(if reports.iter().all(crate::apply::Report::succeeded) {
         Outcome::Clean
     } else {

@@ -1,8 +1,9 @@
 //! The apply scenarios against a real cluster. Opt-in: they run with
 //! `KDEPLOY_E2E=1` and a `KUBECONFIG` (the project's e2e workflow uses kind):
 //! `KDEPLOY_E2E=1 cargo test --test tests e2e -- --ignored`.
-//! They create and delete the namespaces api, web, worker and kdeploy-system
-//! and the ServiceMonitor CRD: never point them at a cluster that matters.
+//! They create and delete the namespaces `<app>-production`, `<app>-staging`,
+//! shop, shop-staging, shop-production and kdeploy-system and the
+//! ServiceMonitor CRD: never point them at a cluster that matters.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
@@ -26,7 +27,15 @@ async fn real_cluster() -> Option<kube::Client> {
 
 async fn cleanup(client: &kube::Client) {
     let ns: Api<Namespace> = Api::all(client.clone());
-    for name in ["api", "web", "worker", "kdeploy-system"] {
+    for name in [
+        "api-production",
+        "web-production",
+        "worker-production",
+        "shop",
+        "shop-staging",
+        "shop-production",
+        "kdeploy-system",
+    ] {
         let _ = ns.delete(name, &Default::default()).await;
     }
 }
@@ -43,7 +52,7 @@ async fn first_deploy_change_and_removal_on_a_real_cluster() {
 
     let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
-    let web: Api<Deployment> = Api::namespaced(client.clone(), "web");
+    let web: Api<Deployment> = Api::namespaced(client.clone(), "web-production");
     assert_eq!(web.get("web").await.unwrap().spec.replicas, Some(4));
 
     repo.write(
@@ -52,7 +61,11 @@ async fn first_deploy_change_and_removal_on_a_real_cluster() {
     );
     repo.commit("scale web");
     let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
-    assert_eq!(reports[0].applied, ["apps/Deployment web/web"], "{out}");
+    assert_eq!(
+        reports[0].applied,
+        ["apps/Deployment web-production/web"],
+        "{out}"
+    );
     assert_eq!(web.get("web").await.unwrap().spec.replicas, Some(5));
 
     repo.remove("services/worker");
@@ -62,10 +75,10 @@ async fn first_deploy_change_and_removal_on_a_real_cluster() {
         reports[0]
             .deleted
             .iter()
-            .any(|d| d == "apps/Deployment worker/worker"),
+            .any(|d| d == "apps/Deployment worker-production/worker"),
         "{out}"
     );
-    let worker: Api<Deployment> = Api::namespaced(client.clone(), "worker");
+    let worker: Api<Deployment> = Api::namespaced(client.clone(), "worker-production");
     assert!(
         worker
             .get_opt("worker")
@@ -81,5 +94,55 @@ async fn first_deploy_change_and_removal_on_a_real_cluster() {
     };
     let (reports, out) = deploy_head(&client, &repo, &prod, &dry).await;
     assert!(reports[0].succeeded(), "{out}");
+    cleanup(&client).await;
+}
+
+/// Staging and production on one real cluster: the scenario of the shared
+/// cluster tests (`shared_cluster.rs`) against a real API server.
+#[tokio::test]
+#[ignore = "needs a cluster: KDEPLOY_E2E=1 KUBECONFIG=... cargo test --test tests e2e -- --ignored"]
+async fn environments_sharing_a_real_cluster_never_touch_each_other() {
+    use kdeploy::config::Filter;
+    let Some(client) = real_cluster().await else {
+        return;
+    };
+    cleanup(&client).await;
+    let repo = crate::util::Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "namespace: \"{app}\"\nenvironments:\n  staging: {context: a}\n  production: {context: b}\n",
+    )
+    .write("services/shop/config.yaml", "image: registry.k8s.io/pause:3.10\nport: 8080\nprobes: {liveness: null, readiness: null}\n")
+    .write("services/shop/version", "3.10\n")
+    .write("services/shop/production/config.yaml", "")
+    .write("services/shop/staging/config.yaml", "");
+    repo.commit("shop in two environments, one namespace");
+    let head = crate::apply::state(&repo, "HEAD");
+    let only = |env: &str| Filter::new(Some(env), None).unwrap();
+    let (reports, out) =
+        crate::apply::deploy(&client, &head, None, &only("production"), &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    let mut log = Vec::new();
+    let err = kdeploy::apply::apply_states(
+        &client,
+        &head,
+        None,
+        &only("staging"),
+        "example/config",
+        "c",
+        &fast(),
+        &mut log,
+    )
+    .await
+    .expect_err("staging may not take production's objects")
+    .to_string();
+    assert!(err.contains("in the deploy record of production"), "{err}");
+    let opts = kdeploy::apply::Options {
+        adopt_from: Some("production".into()),
+        ..fast()
+    };
+    let (reports, out) = crate::apply::deploy(&client, &head, None, &only("staging"), &opts).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(!reports[0].adopted.is_empty(), "{out}");
     cleanup(&client).await;
 }

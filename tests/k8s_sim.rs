@@ -155,6 +155,10 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The client's `User-Agent`.
+    pub user_agent: String,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// One watch event: the resourceVersion it happened at.
@@ -234,11 +238,16 @@ impl Sim {
     pub async fn client(&self) -> kube::Client {
         let kubeconfig =
             kube::config::Kubeconfig::from_yaml(&self.kubeconfig()).expect("kubeconfig");
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .expect("config");
-        config.default_retry = false;
-        kube::Client::try_from(config).expect("client")
+        // The client kdeploy builds, with its retry layer, at test speed.
+        kdeploy::cluster::from_config_with(
+            config,
+            kdeploy::cluster::retry::RetryPolicy::new(5, std::time::Duration::from_millis(10)),
+        )
+        .await
+        .expect("client")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -516,6 +525,12 @@ async fn handle(
             method: method.to_string(),
             path: uri.path().to_string(),
             query: uri.query().unwrap_or("").to_string(),
+            user_agent: headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            at: std::time::Instant::now(),
         });
         inner.latency
     };

@@ -10,6 +10,7 @@ mod e2e;
 
 mod event;
 mod example;
+mod faults;
 mod hostile;
 mod plan;
 mod properties;

@@ -1,6 +1,13 @@
 //! One deploy per environment at a time: a `coordination.k8s.io/v1` Lease
 //! (`kdeploy-<env>` in the record namespace), renewed while held and taken
 //! over when its holder stopped renewing for longer than its duration.
+//!
+//! The duration is short (15 s, renewed every 5 s) so that a run that was
+//! killed blocks the next one for seconds, not a minute; the holder's
+//! identity is the workflow run's URL (or host and process) so a waiting
+//! run can say who holds it. Every call goes through the client's retry
+//! layer; a create that answers 409 (another run, or our own create whose
+//! answer was lost) means "look again".
 
 use std::time::Duration;
 
@@ -22,19 +29,27 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        let run = std::env::var("GITHUB_RUN_ID")
-            .map(|id| format!("github-run-{id}"))
-            .unwrap_or_else(|_| {
-                format!(
-                    "{}-{}",
-                    std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
-                    std::process::id()
-                )
-            });
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let run = match (
+            var("GITHUB_SERVER_URL"),
+            var("GITHUB_REPOSITORY"),
+            var("GITHUB_RUN_ID"),
+        ) {
+            (Some(server), Some(repo), Some(id)) => {
+                let attempt = var("GITHUB_RUN_ATTEMPT").unwrap_or_else(|| "1".into());
+                format!("{server}/{repo}/actions/runs/{id}/attempts/{attempt}")
+            }
+            _ => format!(
+                "{}/pid-{}",
+                var("HOSTNAME").unwrap_or_else(|| "localhost".into()),
+                std::process::id()
+            ),
+        };
         Options {
-            duration: Duration::from_secs(60),
+            duration: Duration::from_secs(15),
             wait: Duration::from_secs(300),
-            holder: format!("{run}-{:08x}", fastrand::u32(..)),
+            // The suffix tells two runs of one process apart.
+            holder: format!("{run} ({:08x})", fastrand::u32(..)),
         }
     }
 }
@@ -60,16 +75,15 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
-    /// The API failed.
-    #[error("lease {namespace}/{name}: {source}")]
+    /// The API failed (after the client's retries).
+    #[error("lease {namespace}/{name}: {}", super::api_message(error))]
     Api {
         /// Lease namespace.
         namespace: String,
         /// Lease name.
         name: String,
-        /// kube's error.
-        #[source]
-        source: kube::Error,
+        /// kube's error; its message is in ours, so it is not a cause.
+        error: kube::Error,
     },
 }
 
@@ -117,10 +131,10 @@ pub async fn acquire(
 ) -> Result<Held, Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let name = format!("kdeploy-{env}");
-    let api_err = |source| Error::Api {
+    let api_err = |error| Error::Api {
         namespace: namespace.into(),
         name: name.clone(),
-        source,
+        error,
     };
     let started = std::time::Instant::now();
     loop {

@@ -137,6 +137,18 @@ pub struct Failure {
     pub error: String,
 }
 
+/// A step of a deploy that can fail after the cluster was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Applying or deleting a resource.
+    Apply,
+    /// Waiting for readiness.
+    Wait,
+    /// Writing the deploy record.
+    Record,
+}
+
 /// What an apply did; written as JSON by `--report`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -168,6 +180,9 @@ pub struct Report {
     pub unchanged: usize,
     /// Whether the deploy record was updated.
     pub record_written: bool,
+    /// The step that failed, when one did: `apply` (a resource), `wait`
+    /// (readiness) or `record` (the deploy record after everything else).
+    pub failed_step: Option<Step>,
     /// Resources gone from this environment that were not deleted because
     /// another environment's record on the same cluster lists them.
     pub kept: Vec<String>,
@@ -220,6 +235,25 @@ impl Report {
     }
 }
 
+/// The step an error that stopped a deploy belongs to, for reports:
+/// `connect`, `preflight`, `ownership`, `lease`, `record` or `render`.
+pub fn error_step(e: &anyhow::Error) -> &'static str {
+    for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return match e {
+                Error::Preflight { .. } | Error::Api { .. } => "preflight",
+                Error::Owned { .. } => "ownership",
+                Error::ForeignRecord { .. } | Error::Record(_) => "record",
+                Error::Lease(_) => "lease",
+            };
+        }
+        if cause.downcast_ref::<crate::cluster::Error>().is_some() {
+            return "connect";
+        }
+    }
+    "render"
+}
+
 /// The error returned when an apply cannot start. Once writes began,
 /// failures are in the [`Report`] instead.
 #[derive(Debug, thiserror::Error)]
@@ -266,26 +300,26 @@ pub enum Error {
     #[error(transparent)]
     Lease(#[from] lease::Error),
     /// A cluster call before any write failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", api_message(error))]
     Api {
         /// What was being done.
         what: String,
-        /// kube's error.
-        #[source]
-        source: kube::Error,
+        /// kube's error; its message is in ours, so it is not a cause.
+        error: kube::Error,
     },
 }
 
-/// True for failures worth retrying: throttling, server errors, transport.
+/// True for failures the client's retry layer cannot see: a connection that
+/// broke while the response body was being read. Statuses (429, 5xx) and
+/// failed connections are retried by the client itself
+/// ([`crate::cluster::retry`]); retrying a write here is safe for the same
+/// reasons (server-side apply is idempotent).
 fn retryable(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
-        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-        _ => false,
-    }
+    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
 }
 
-/// Runs `f` with jittered exponential backoff on retryable failures.
+/// Runs `f` again with jittered exponential backoff after a broken
+/// response body.
 async fn with_retry<T, F, Fut>(opts: &Options, mut f: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
@@ -640,9 +674,9 @@ async fn preflight(
         let found = kinds
             .resolve(&r.api_version, &r.id.kind, opts)
             .await
-            .map_err(|source| Error::Api {
+            .map_err(|error| Error::Api {
                 what: format!("discovery of {}", r.api_version),
-                source,
+                error,
             })?;
         if found.is_none() && !defined_by_crd(&target.head, &r.id.group, &r.id.kind) {
             problems.push(format!(
@@ -667,9 +701,9 @@ async fn preflight(
     for ns in namespaces.into_iter().filter(|ns| !created.contains(ns)) {
         let found = with_retry(opts, || ns_api.get_opt(ns))
             .await
-            .map_err(|source| Error::Api {
+            .map_err(|error| Error::Api {
                 what: format!("reading namespace {ns}"),
-                source,
+                error,
             })?;
         if found.is_none() {
             missing.push(ns.to_string());
@@ -776,9 +810,9 @@ pub async fn apply(
         if !matches!(exists, Ok(Some(_))) {
             ensure_namespace(client, &opts.record_namespace, opts)
                 .await
-                .map_err(|source| Error::Api {
+                .map_err(|error| Error::Api {
                     what: format!("creating namespace {}", opts.record_namespace),
-                    source,
+                    error,
                 })?;
         }
         Some(lease::acquire(client, &opts.record_namespace, &target.env, &opts.lease).await?)
@@ -867,9 +901,9 @@ async fn apply_held(
         if is_ns && !to_apply.iter().any(|x| x.id == r.id) {
             let found = with_retry(opts, || ns_api.get_opt(&r.id.name))
                 .await
-                .map_err(|source| Error::Api {
+                .map_err(|error| Error::Api {
                     what: format!("reading namespace {}", r.id.name),
-                    source,
+                    error,
                 })?;
             if found.is_none() {
                 to_apply.push(r);
@@ -909,6 +943,7 @@ async fn apply_held(
         not_attempted: Vec::new(),
         unchanged,
         record_written: false,
+        failed_step: None,
         kept,
         adopted: Vec::new(),
         tracked: Vec::new(),
@@ -1123,38 +1158,82 @@ async fn apply_held(
             entries,
             resource_version: None,
         };
-        record::write(
+        // The cluster has changed by now: a failure here is part of the
+        // report (the next run applies the same change again), not an error
+        // that would lose it.
+        if let Err(e) = write_records(
             client,
-            &opts.record_namespace,
-            &target.env,
+            target,
+            opts,
+            owners,
             &new,
             existing.as_ref(),
+            &mut report,
         )
-        .await?;
-        report.record_written = true;
-        // Adopted resources leave the record of the environment they came
-        // from, so exactly one environment owns each.
-        if let Some(from) = &opts.adopt_from
-            && let Some(theirs) = owners.records.get(from)
+        .await
         {
-            let mut updated = theirs.clone();
-            let moved: Vec<ResourceId> = target
-                .head
-                .iter()
-                .map(|r| r.id.clone())
-                .filter(|id| theirs.entries.contains_key(id))
-                .collect();
-            if !moved.is_empty() {
-                for id in &moved {
-                    updated.entries.remove(id);
-                }
-                record::write(client, &opts.record_namespace, from, &updated, Some(theirs)).await?;
-                report.adopted = moved.iter().map(ToString::to_string).collect();
-            }
+            report.failed.push(Failure {
+                id: format!(
+                    "deploy record {}/{}",
+                    opts.record_namespace,
+                    record::name(&target.env)
+                ),
+                app: String::new(),
+                source: "kdeploy".into(),
+                error: e.to_string(),
+            });
+            report.failed_step = Some(Step::Record);
         }
+    }
+    if report.failed_step.is_none() && !report.succeeded() {
+        report.failed_step = Some(
+            if report.failed.is_empty() && report.not_attempted.is_empty() {
+                Step::Wait
+            } else {
+                Step::Apply
+            },
+        );
     }
     report.ended_at = k8s_openapi::jiff::Timestamp::now().to_string();
     Ok(report)
+}
+
+/// Writes this environment's record, then moves adopted resources out of
+/// the record of the environment they came from, so exactly one
+/// environment owns each.
+async fn write_records(
+    client: &kube::Client,
+    target: &Target<'_>,
+    opts: &Options,
+    owners: &owners::Owners,
+    new: &Record,
+    existing: Option<&Record>,
+    report: &mut Report,
+) -> Result<(), record::Error> {
+    record::write(client, &opts.record_namespace, &target.env, new, existing).await?;
+    report.record_written = true;
+    let Some(from) = &opts.adopt_from else {
+        return Ok(());
+    };
+    let Some(theirs) = owners.records.get(from) else {
+        return Ok(());
+    };
+    let moved: Vec<ResourceId> = target
+        .head
+        .iter()
+        .map(|r| r.id.clone())
+        .filter(|id| theirs.entries.contains_key(id))
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let mut updated = theirs.clone();
+    for id in &moved {
+        updated.entries.remove(id);
+    }
+    record::write(client, &opts.record_namespace, from, &updated, Some(theirs)).await?;
+    report.adopted = moved.iter().map(ToString::to_string).collect();
+    Ok(())
 }
 
 /// The resources of one environment of a state, of the apps in scope.
@@ -1315,7 +1394,8 @@ pub async fn deploy_environments(
     head_commit: &str,
     opts: &Options,
     out: &mut dyn std::io::Write,
-) -> anyhow::Result<Vec<Report>> {
+    reports: &mut Vec<Report>,
+) -> anyhow::Result<()> {
     let selected = crate::config::Filter::new(env_glob, app_glob)?;
     let mut envs: BTreeSet<String> = head
         .releases
@@ -1326,7 +1406,6 @@ pub async fn deploy_environments(
         envs.extend(b.releases.iter().map(|r| r.release.env.clone()));
     }
     let mut clients: HashMap<Option<String>, kube::Client> = HashMap::new();
-    let mut reports = Vec::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
     let access_to = |context: Option<String>| crate::cluster::Access {
         kubeconfig: access.kubeconfig.clone(),
@@ -1408,5 +1487,5 @@ pub async fn deploy_environments(
             reports.push(report);
         }
     }
-    Ok(reports)
+    Ok(())
 }

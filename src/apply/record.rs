@@ -86,16 +86,15 @@ pub fn name(env: &str) -> String {
 /// The error returned when the record cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The API call failed.
-    #[error("deploy record {namespace}/{name}: {source}")]
+    /// The API call failed (after the client's retries).
+    #[error("deploy record {namespace}/{name}: {}", super::api_message(error))]
     Api {
         /// Record namespace.
         namespace: String,
         /// Record name.
         name: String,
-        /// kube's error.
-        #[source]
-        source: kube::Error,
+        /// kube's error; its message is in ours, so it is not a cause.
+        error: kube::Error,
     },
     /// The ConfigMap is not a kdeploy record.
     #[error(
@@ -127,11 +126,11 @@ pub async fn read(
         Ok(None) => return Ok(None),
         // The namespace itself may not exist yet.
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-        Err(source) => {
+        Err(error) => {
             return Err(Error::Api {
                 namespace: namespace.into(),
                 name,
-                source,
+                error,
             });
         }
     };
@@ -185,11 +184,11 @@ pub async fn list(
     let list = match super::with_retry(opts, || api.list(&params)).await {
         Ok(l) => l,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
-        Err(source) => {
+        Err(error) => {
             return Err(Error::Api {
                 namespace: namespace.into(),
                 name: "(list)".into(),
-                source,
+                error,
             });
         }
     };
@@ -225,10 +224,10 @@ pub async fn delete(
     match super::with_retry(opts, || api.delete(&name, &params)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(Error::Api {
+        Err(error) => Err(Error::Api {
             namespace: namespace.into(),
             name,
-            source,
+            error,
         }),
     }
 }
@@ -284,9 +283,9 @@ pub async fn write(
         Some(_) => api.replace(&name, &PostParams::default(), &cm).await,
         None => api.create(&PostParams::default(), &cm).await,
     };
-    result.map(|_| ()).map_err(|source| Error::Api {
+    result.map(|_| ()).map_err(|error| Error::Api {
         namespace: namespace.into(),
         name,
-        source,
+        error,
     })
 }

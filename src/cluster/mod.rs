@@ -8,6 +8,12 @@
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub mod retry;
+
+/// `User-Agent` of every request, so API server audit logs can tell
+/// kdeploy's requests from others'.
+pub const USER_AGENT: &str = concat!("kdeploy/", env!("CARGO_PKG_VERSION"));
+
 /// The error returned when no usable client can be built.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -150,18 +156,40 @@ pub async fn connect(access: &Access) -> Result<kube::Client, Error> {
     from_config(config).await
 }
 
-/// A client for `config`, checked with a version request. kube's built-in
-/// retry is turned off: the apply stage retries with its own bounded policy.
+/// A client for `config` with kdeploy's [`retry::RetryPolicy`] on every
+/// call and its `User-Agent`, checked with a version request.
 ///
 /// # Errors
 /// When the server does not answer.
-pub async fn from_config(mut config: kube::Config) -> Result<kube::Client, Error> {
+pub async fn from_config(config: kube::Config) -> Result<kube::Client, Error> {
+    from_config_with(config, retry::RetryPolicy::default()).await
+}
+
+/// [`from_config`] with a given retry policy (tests use short delays).
+///
+/// # Errors
+/// When the server does not answer.
+pub async fn from_config_with(
+    mut config: kube::Config,
+    policy: retry::RetryPolicy,
+) -> Result<kube::Client, Error> {
     let url = config.cluster_url.to_string();
+    // kube's own retry layer is replaced by ours (see `retry`).
     config.default_retry = false;
-    let client = kube::Client::try_from(config).map_err(|e| Error::Unreachable {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    let unreachable = |e: kube::Error| Error::Unreachable {
         url: url.clone(),
         detail: e.to_string(),
-    })?;
+    };
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(unreachable)?
+        // Retrying needs a service it can call again: a buffer makes one.
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&tower::retry::RetryLayer::new(policy))
+        .build();
     client
         .apiserver_version()
         .await
