@@ -346,13 +346,15 @@ pub fn parse(text: &str) -> Result<Value, ParseError> {
     if is_blank(text) {
         return Ok(Value::Null);
     }
-    check_depth(text)?;
+    // The fast path stops by itself at MAX_DEPTH; the depth check (one more
+    // pass over the text) is needed only before the other parsers.
     match fast::outcome(text) {
         fast::Outcome::Value(value) => return Ok(value),
         fast::Outcome::Duplicate => {
             index(text)?;
         }
         fast::Outcome::Other => {
+            check_depth(text)?;
             // serde_norway keeps the last of duplicate keys; refuse them first.
             if let Err(e) = index(text)
                 && e.message.starts_with("duplicate key")

@@ -722,15 +722,10 @@ async fn base_revision_is_the_previous_state_without_a_record_and_secrets_stay_o
 async fn cli_apply_against_the_simulator_and_an_unreachable_cluster() {
     let sim = Sim::start().await;
     let repo = example_repo();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
+    let (dir, kc) = sim.kubeconfig_file();
     let report = dir.path().join("report.json");
     let path = repo.path().to_path_buf();
-    let (kc, rp) = (
-        kubeconfig.display().to_string(),
-        report.display().to_string(),
-    );
+    let rp = report.display().to_string();
     let run = tokio::task::spawn_blocking(move || {
         crate::util::kdeploy(
             &path,

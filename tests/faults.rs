@@ -109,15 +109,9 @@ async fn a_record_that_cannot_be_written_is_a_failed_step_in_the_report() {
 
 /// Runs `kdeploy apply` against the simulator with a report file.
 async fn cli_apply(sim: &Sim, repo: &crate::util::Repo) -> (crate::util::Run, serde_json::Value) {
-    let dir = tempfile::tempdir().expect("dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, sim.kubeconfig()).expect("write");
+    let (dir, kc) = sim.kubeconfig_file();
     let report = dir.path().join("report.json");
-    let (kc, rp, path) = (
-        kubeconfig.display().to_string(),
-        report.display().to_string(),
-        repo.path().to_path_buf(),
-    );
+    let (rp, path) = (report.display().to_string(), repo.path().to_path_buf());
     let run = tokio::task::spawn_blocking(move || {
         crate::util::kdeploy(
             &path,

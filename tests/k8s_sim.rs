@@ -234,6 +234,16 @@ impl Sim {
         )
     }
 
+    /// The kubeconfig in a file of a fresh directory, for the CLI: the
+    /// directory (kept alive by the first value) also suits a report.
+    pub fn kubeconfig_file(&self) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, self.kubeconfig()).expect("write kubeconfig");
+        let path = path.display().to_string();
+        (dir, path)
+    }
+
     /// A client for the simulator.
     pub async fn client(&self) -> kube::Client {
         let kubeconfig =

@@ -232,10 +232,7 @@ async fn another_environments_resources_are_refused_kept_and_adopted_on_purpose(
 async fn an_environment_gone_from_the_repo_is_pruned_from_its_record() {
     let sim = Sim::start().await;
     let repo = two_envs("");
-    let dir = tempfile::tempdir().expect("dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, sim.kubeconfig()).expect("write");
-    let kc = kubeconfig.display().to_string();
+    let (_dir, kc) = sim.kubeconfig_file();
     let apply = |repo: std::path::PathBuf, kc: String| {
         tokio::task::spawn_blocking(move || {
             crate::util::kdeploy(&repo, &["apply", "--kubeconfig", &kc])

@@ -220,14 +220,40 @@ fn add_param<'rc>(
     }
 }
 
-/// A string output that draws on the byte budget before it grows.
+/// A string output that draws on the byte budget as it grows. Handlebars
+/// writes in many small pieces, so the budget is drawn in steps of
+/// [`BoundedOutput::STEP`] bytes: a release can pass its limit by less than
+/// one step before it stops.
 #[derive(Default)]
-pub struct BoundedOutput(pub String);
+pub struct BoundedOutput {
+    text: String,
+    undrawn: u64,
+}
+
+impl BoundedOutput {
+    /// Bytes written between two draws on the budget.
+    pub const STEP: u64 = 16 * 1024;
+
+    /// The text written, once what was not yet drawn fits the budget.
+    ///
+    /// # Errors
+    /// The limit that the last bytes passed.
+    pub fn finish(self) -> Result<String, Exceeded> {
+        draw(0, self.undrawn)?;
+        Ok(self.text)
+    }
+}
 
 impl std::io::Write for BoundedOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        draw(0, buf.len() as u64).map_err(|e| std::io::Error::other(e.message().0))?;
-        self.0.push_str(&String::from_utf8_lossy(buf));
+        self.undrawn += buf.len() as u64;
+        if self.undrawn >= Self::STEP {
+            draw(0, self.undrawn).map_err(|e| std::io::Error::other(e.message().0))?;
+            self.undrawn = 0;
+        }
+        // Handlebars writes whole `str`s, so this never fails in practice.
+        let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+        self.text.push_str(text);
         Ok(buf.len())
     }
 

@@ -294,10 +294,16 @@ impl Chart {
         ctx: &handlebars::Context,
     ) -> Result<String, Diagnostic> {
         let mut out = super::budget::BoundedOutput::default();
-        self.registry
-            .render_with_context_to_write(template, ctx, &mut out)
-            .map(|()| out.0)
-            .map_err(|e| {
+        let rendered = self
+            .registry
+            .render_with_context_to_write(template, ctx, &mut out);
+        if rendered.is_ok() {
+            return out.finish().map_err(|exceeded| {
+                let (message, help) = exceeded.message();
+                Diagnostic::new(Location::file(template), message).help(help)
+            });
+        }
+        rendered.map(|()| String::new()).map_err(|e| {
             if let Some(exceeded) = super::budget::exceeded() {
                 let (message, help) = exceeded.message();
                 return Diagnostic::new(Location::at(template, e.line_no, e.column_no), message).help(help);
