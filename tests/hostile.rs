@@ -1025,6 +1025,26 @@ fn kubeconfig_errors_never_quote_it() {
         }
         .check();
     }
+    // A cause is printed once, not again after the message that quotes it.
+    let (out, _) = run(
+        repo.path(),
+        &["apply", "--kubeconfig", "/nonexistent/kubeconfig"],
+        &[],
+    );
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr.matches("(os error 2)").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    let (out, _) = run(repo.path(), &["render", "--rev", "nope"], &[]);
+    assert_eq!(
+        out.stderr.matches("could not be found").count(),
+        1,
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
