@@ -1,0 +1,263 @@
+//! Deploying several environments: each to its cluster (one client per
+//! kubeconfig context), a summary per environment, and environments that
+//! only a deploy record still knows.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::resource::Resource;
+
+use super::*;
+
+/// The resources of one environment of a state, of the apps in scope.
+fn of_env<'s>(
+    state: &'s crate::render::State,
+    env: &str,
+    in_scope: &dyn Fn(&str) -> bool,
+) -> Vec<&'s Resource> {
+    state
+        .releases
+        .iter()
+        .filter(|r| r.release.env == env && in_scope(&r.release.app))
+        .flat_map(|r| r.resources.iter())
+        .collect()
+}
+
+/// Deploys every environment of `head` (and of `base`, so an environment
+/// whose apps were all removed is pruned), printing a summary per
+/// environment to `out`.
+///
+/// # Errors
+/// The first environment that cannot start (see [`Error`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_states(
+    client: &kube::Client,
+    head: &crate::render::State,
+    base: Option<&crate::render::State>,
+    filter: &crate::config::Filter,
+    repository: &str,
+    head_commit: &str,
+    opts: &Options,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Vec<Report>> {
+    let mut envs: BTreeSet<&str> = head
+        .releases
+        .iter()
+        .map(|r| r.release.env.as_str())
+        .collect();
+    if let Some(b) = base {
+        envs.extend(b.releases.iter().map(|r| r.release.env.as_str()));
+    }
+    let mut reports = Vec::new();
+    for env in envs.into_iter().filter(|e| filter.matches_env(e)) {
+        let in_scope = |app: &str| filter.matches(env, app);
+        let target = Target {
+            env: env.to_string(),
+            repository: repository.to_string(),
+            head_commit: head_commit.to_string(),
+            head: of_env(head, env, &in_scope),
+            base: base.map(|b| {
+                (
+                    b.commit.map_or_else(|| b.label.clone(), |c| c.to_string()),
+                    of_env(b, env, &in_scope),
+                )
+            }),
+            in_scope: &in_scope,
+        };
+        let report = apply(client, &target, opts).await?;
+        let from = match report.previous {
+            PreviousFrom::Record => format!(
+                "the deploy record (commit {})",
+                report.base.as_deref().unwrap_or("?")
+            ),
+            PreviousFrom::Base => format!(
+                "the base revision {}",
+                report.base.as_deref().unwrap_or("?")
+            ),
+            PreviousFrom::Nothing => "nothing (first deploy)".to_string(),
+        };
+        writeln!(
+            out,
+            "{env}: previous state from {from}; {} applied, {} deleted, {} unchanged{}",
+            report.applied.len(),
+            report.deleted.len(),
+            report.unchanged,
+            if report.dry_run {
+                " (server-side dry run)"
+            } else {
+                ""
+            }
+        )?;
+        for id in &report.applied {
+            writeln!(out, "  applied  {id}")?;
+        }
+        for id in &report.deleted {
+            writeln!(out, "  deleted  {id}")?;
+        }
+        for id in &report.kept {
+            writeln!(out, "  kept     {id}")?;
+        }
+        for id in &report.adopted {
+            writeln!(
+                out,
+                "  adopted  {id} (removed from the record of the environment it came from)"
+            )?;
+        }
+        for f in &report.failed {
+            writeln!(out, "  FAILED   {} ({}): {}", f.id, f.source, f.error)?;
+        }
+        for id in &report.not_attempted {
+            writeln!(out, "  skipped  {id} (not attempted after the failure)")?;
+        }
+        if !report.tracked.is_empty() {
+            writeln!(out, "{env}: waiting for {} resources", report.tracked.len())?;
+            out.write_all(report.progress.as_bytes())?;
+            crate::wait::write_table(&report.tracked, out)?;
+        }
+        if let Some(rb) = &report.rollback {
+            match &rb.skipped {
+                Some(why) => writeln!(out, "{env}: rollback not possible: {why}")?,
+                None => {
+                    writeln!(
+                        out,
+                        "{env}: rolled back: {} restored, {} created resources deleted{}",
+                        rb.restored.len(),
+                        rb.deleted.len(),
+                        if rb.succeeded() {
+                            "; the previous state is ready"
+                        } else {
+                            "; the ROLLBACK FAILED too"
+                        }
+                    )?;
+                    for f in &rb.failed {
+                        writeln!(out, "  rollback FAILED {}: {}", f.id, f.error)?;
+                    }
+                    for t in rb.tracked.iter().filter(|t| !t.ok()) {
+                        writeln!(out, "  rollback not ready {}: {:?}", t.id, t.state)?;
+                    }
+                }
+            }
+        }
+        if !report.succeeded() {
+            writeln!(
+                out,
+                "{env}: deploy failed; the record was not updated, so the next run retries the same change"
+            )?;
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Deploys every selected environment of `head` (and of `base`) to its
+/// cluster: the context of `access`, else the environment's `context` in
+/// kdeploy.yaml, else the kubeconfig's current context. One client per
+/// distinct context.
+///
+/// # Errors
+/// A cluster that cannot be reached, or an environment that cannot start.
+#[allow(clippy::too_many_arguments)]
+pub async fn deploy_environments(
+    access: &crate::cluster::Access,
+    head: &crate::render::State,
+    base: Option<&crate::render::State>,
+    env_glob: Option<&str>,
+    app_glob: Option<&str>,
+    repository: &str,
+    head_commit: &str,
+    opts: &Options,
+    out: &mut dyn std::io::Write,
+    reports: &mut Vec<Report>,
+) -> anyhow::Result<()> {
+    let selected = crate::config::Filter::new(env_glob, app_glob)?;
+    let mut envs: BTreeSet<String> = head
+        .releases
+        .iter()
+        .map(|r| r.release.env.clone())
+        .collect();
+    if let Some(b) = base {
+        envs.extend(b.releases.iter().map(|r| r.release.env.clone()));
+    }
+    let mut clients: HashMap<Option<String>, kube::Client> = HashMap::new();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let access_to = |context: Option<String>| crate::cluster::Access {
+        kubeconfig: access.kubeconfig.clone(),
+        context,
+    };
+    for env in envs.into_iter().filter(|e| selected.matches_env(e)) {
+        let context = access.context.clone().or_else(|| {
+            head.settings
+                .environments
+                .get(&env)
+                .and_then(|e| e.context.clone())
+        });
+        let client = match clients.get(&context) {
+            Some(c) => c.clone(),
+            None => {
+                let c = crate::cluster::connect(&access_to(context.clone())).await?;
+                clients.insert(context, c.clone());
+                c
+            }
+        };
+        let env_filter = crate::config::Filter::new(Some(&env), app_glob)?;
+        reports.extend(
+            apply_states(
+                &client,
+                head,
+                base,
+                &env_filter,
+                repository,
+                head_commit,
+                opts,
+                out,
+            )
+            .await?,
+        );
+        done.insert(env);
+    }
+    // An environment whose last app was removed before any base shows it
+    // is known only to its deploy record: prune it too, on the cluster
+    // where that record is.
+    if clients.is_empty() {
+        let c = crate::cluster::connect(&access_to(access.context.clone())).await?;
+        clients.insert(access.context.clone(), c);
+    }
+    for client in clients.values() {
+        let records = record::list(client, &opts.record_namespace, opts).await?;
+        for (env, rec) in records {
+            let ours = rec.repository.is_empty() || rec.repository == repository;
+            if done.contains(&env) || !ours || !selected.matches_env(&env) {
+                continue;
+            }
+            writeln!(
+                out,
+                "{env}: no longer in the config repo; removing what its deploy record lists"
+            )?;
+            let in_scope = |app: &str| selected.matches(&env, app);
+            let target = Target {
+                env: env.clone(),
+                repository: repository.to_string(),
+                head_commit: head_commit.to_string(),
+                head: Vec::new(),
+                base: None,
+                in_scope: &in_scope,
+            };
+            let report = apply(client, &target, opts).await?;
+            for id in &report.deleted {
+                writeln!(out, "  deleted  {id}")?;
+            }
+            for id in &report.kept {
+                writeln!(out, "  kept     {id}")?;
+            }
+            // Nothing left to own: the record goes too.
+            if report.succeeded() && !opts.dry_run {
+                let left = record::read(client, &opts.record_namespace, &env).await?;
+                if left.is_some_and(|r| r.entries.is_empty()) {
+                    record::delete(client, &opts.record_namespace, &env, opts).await?;
+                }
+            }
+            done.insert(env);
+            reports.push(report);
+        }
+    }
+    Ok(())
+}
