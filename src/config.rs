@@ -569,8 +569,11 @@ impl Layout {
 
         let mut releases = Vec::new();
         let mut skipped_apps = Vec::new();
-        let sources =
+        let mut sources =
             crate::render::sources::find(reader, root, &settings.sources, filter, &mut problems)?;
+        for s in &mut sources {
+            s.namespace = settings.namespace_for(&s.app, &s.env);
+        }
         let has_sources =
             !settings.sources.raw.is_empty() || !settings.sources.kustomize.is_empty();
         let services = find_dir(reader, root, &settings.services)?;

@@ -138,7 +138,7 @@ fn raw_lists_are_expanded_and_bad_files_named() {
         .iter()
         .map(|r| r.id.to_string())
         .collect();
-    assert_eq!(names, ["ConfigMap shop/a", "ConfigMap shop/b"]);
+    assert_eq!(names, ["ConfigMap shop-prod/a", "ConfigMap shop-prod/b"]);
 
     repo.write(
         "manifests/prod/shop/bad.yaml",
@@ -214,9 +214,9 @@ fn helm_charts_render_with_helpers_subcharts_and_crds_beside_the_embedded_chart(
         ids,
         [
             "apiextensions.k8s.io/CustomResourceDefinition widgets.example.com",
-            "Service legacy/legacy-prod-sidecar",
-            "apps/Deployment legacy/legacy-prod",
-            "example.com/Widget legacy/legacy-prod",
+            "Service legacy-prod/legacy-prod-sidecar",
+            "apps/Deployment legacy-prod/legacy-prod",
+            "example.com/Widget legacy-prod/legacy-prod",
         ]
     );
     let d = &legacy.resources[2];
@@ -287,10 +287,10 @@ fn kustomize_repo(kubectl: &std::path::Path) -> Repo {
             "apps/shop/base/deployment.yaml",
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: shop}\n  template:\n    metadata:\n      labels: {app: shop}\n    spec:\n      containers:\n        - name: shop\n          image: example/shop:1.0.0\n          envFrom: [{configMapRef: {name: shop-config}}]\n",
         )
-        .write("apps/shop/overlays/staging/kustomization.yaml", "resources: [../../base]\nnamespace: shop\n")
+        .write("apps/shop/overlays/staging/kustomization.yaml", "resources: [../../base]\nnamespace: shop-staging\n")
         .write(
             "apps/shop/overlays/production/kustomization.yaml",
-            "resources: [../../base]\nnamespace: shop\npatches:\n  - path: replicas.yaml\nimages:\n  - name: example/shop\n    newTag: 1.0.1\nconfigMapGenerator:\n  - name: shop-config\n    behavior: merge\n    literals: [MODE=production]\n",
+            "resources: [../../base]\nnamespace: shop-production\npatches:\n  - path: replicas.yaml\nimages:\n  - name: example/shop\n    newTag: 1.0.1\nconfigMapGenerator:\n  - name: shop-config\n    behavior: merge\n    literals: [MODE=production]\n",
         )
         .write("apps/shop/overlays/production/replicas.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  replicas: 4\n");
     repo.commit("kustomize");
@@ -413,13 +413,13 @@ fn validate_names_the_field_the_resource_and_the_file() {
     let run = repo.kdeploy(&["validate"]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stderr.contains("manifests/prod/shop/deploy.yaml: apps/Deployment shop/shop in prod/shop is invalid: spec.template.spec.containers[0].imagePolicy: unknown field"),
+        run.stderr.contains("manifests/prod/shop/deploy.yaml: apps/Deployment shop-prod/shop in prod/shop is invalid: spec.template.spec.containers[0].imagePolicy: unknown field"),
         "{}",
         run.stderr
     );
     assert!(
         run.stderr.contains(
-            "example.com/Widget shop/w in prod/shop is invalid: spec.size: expected integer"
+            "example.com/Widget shop-prod/w in prod/shop is invalid: spec.size: expected integer"
         ),
         "{}",
         run.stderr

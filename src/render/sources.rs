@@ -62,6 +62,9 @@ pub struct SourceSpec {
     pub app: String,
     /// The directory.
     pub dir: Node,
+    /// The namespace of objects that name none (kdeploy.yaml's `namespace`
+    /// template, set by the layout).
+    pub namespace: String,
 }
 
 /// Finds the releases matching the patterns.
@@ -100,6 +103,7 @@ pub fn find(
                 if filter.matches(&env, &app) {
                     out.push(SourceSpec {
                         kind,
+                        namespace: app.clone(),
                         env,
                         app,
                         dir,
@@ -157,7 +161,7 @@ fn release_of(spec: &SourceSpec, chart: &str) -> Release {
         app: spec.app.clone(),
         chart: chart.to_string(),
         version: String::new(),
-        namespace: spec.app.clone(),
+        namespace: spec.namespace.clone(),
         dir: spec.dir.path.clone(),
     }
 }
