@@ -140,7 +140,9 @@ pub fn check(res: &Resource, builtin: bool) -> Vec<Problem> {
             );
         }
     }
-    if builtin {
+    // A CRD's schema names fields `limits`, `port` or `replicas` with
+    // schemas as values: the rules below are for objects, not schemas.
+    if builtin && kind != "CustomResourceDefinition" {
         walk(&res.object, "", &mut push);
     }
     out
@@ -277,6 +279,32 @@ mod tests {
         for bad in ["ghcr.io/x:1.0:{a}\"x", "Upper/Case", "a b", ""] {
             assert!(check_image(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn crd_schemas_are_not_read_as_objects() {
+        let crd = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                "limits": {"type": "object"}, "port": {"type": "integer"}, "replicas": {"type": "integer", "minimum": -1}}}}}]}});
+        let res = Resource {
+            id: crate::resource::ResourceId {
+                group: "apiextensions.k8s.io".into(),
+                kind: "CustomResourceDefinition".into(),
+                namespace: None,
+                name: "widgets.example.com".into(),
+            },
+            api_version: "apiextensions.k8s.io/v1".into(),
+            object: crd,
+            origin: crate::resource::Origin {
+                env: "prod".into(),
+                app: "a".into(),
+                file: "crd.yaml".into(),
+                document: 0,
+                line: 1,
+            },
+        };
+        assert_eq!(check(&res, true), []);
     }
 
     #[test]
