@@ -85,6 +85,8 @@ pub struct Inputs {
     apply: crate::apply::Options,
     github_deployments: bool,
     environment_url: Option<String>,
+    /// Plan `pull_request_target` events whose head is another repository.
+    allow_pull_request_target: bool,
 }
 
 /// The value of a parsed input, or its default with the problem recorded.
@@ -169,6 +171,7 @@ impl Inputs {
         let load_balancers = flag("wait-for-load-balancers", false);
         let rollback = flag("rollback-on-failure", false);
         let github_deployments = flag("github-deployments", true);
+        let allow_pull_request_target = flag("allow-pull-request-target", false);
         let max_comment_parts = take(
             p,
             parse_number("max-comment-parts", env.input("max-comment-parts"), 3),
@@ -220,6 +223,7 @@ impl Inputs {
             },
             github_deployments,
             environment_url: env.input("environment-url").map(str::to_string),
+            allow_pull_request_target,
         };
         problems.into_result(inputs).map_err(anyhow::Error::from)
     }
@@ -351,6 +355,23 @@ pub async fn run_until(
                 *value = Some(v.to_string());
             }
         }
+    }
+    // `pull_request_target` runs with the base repository's token and
+    // secrets; rendering a fork's charts there hands them to its author.
+    if let Event::PullRequest {
+        target: true,
+        from_fork,
+        ..
+    } = &event
+    {
+        if *from_fork && !inputs.allow_pull_request_target {
+            let d = crate::diag::Diagnostic::global(
+                "refusing to render a pull request from another repository on `pull_request_target`: that event runs with this repository's token and secrets, and rendering the pull request's charts and config there would hand them to its author",
+            )
+            .help("run kdeploy on `pull_request` (forks get a read-only token; the plan goes to the job summary); set the input `allow-pull-request-target: true` only if you have reviewed what that exposes");
+            return Err(Diagnostics::from(d).into());
+        }
+        runner.warning("`pull_request_target` runs with this repository's token and secrets; kdeploy renders the pull request's files, so use it only for pull requests from this repository (prefer `pull_request`)")?;
     }
     let mode = match (&event, inputs.mode) {
         (Event::Unsupported(name), _) => {

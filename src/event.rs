@@ -113,6 +113,9 @@ pub enum Event {
         head_sha: String,
         /// The PR comes from a fork: the token is read-only.
         from_fork: bool,
+        /// `pull_request_target`: the run has the base repository's token
+        /// and secrets while the PR's files are the head's.
+        target: bool,
         /// Closed with a merge.
         merged: bool,
     },
@@ -190,6 +193,7 @@ impl Event {
                     base_sha: p.pull_request.base.sha,
                     head_sha: p.pull_request.head.sha,
                     from_fork,
+                    target: name == "pull_request_target",
                     merged: p.pull_request.merged.unwrap_or(false),
                 }
             }

@@ -467,6 +467,65 @@ async fn fork_pull_requests_do_not_call_the_comment_api() {
 }
 
 #[tokio::test]
+async fn pull_request_target_from_a_fork_is_refused() {
+    let job = Job::new().await;
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.1.0\n");
+        },
+        "bump",
+    );
+    let fork = pr_payload("opened", 4, &base, &head, true);
+    let run = job.run("pull_request_target", &fork, "pr", &[]).await;
+    // An error (255 here): the binary prints it and exits 2.
+    assert_eq!(run.code, 255, "{}", run.log);
+    assert!(
+        run.log.contains(
+            "refusing to render a pull request from another repository on `pull_request_target`"
+        ),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.log.contains("allow-pull-request-target: true"),
+        "{}",
+        run.log
+    );
+    assert!(job.fake.requests().is_empty(), "nothing was posted");
+    assert!(!run.summary.contains("web:1.1.0"), "nothing was rendered");
+
+    // Allowed on purpose: planned, with a warning.
+    let run = job
+        .run(
+            "pull_request_target",
+            &fork,
+            "pr",
+            &[("INPUT_ALLOW-PULL-REQUEST-TARGET", "true")],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log
+            .contains("::warning::`pull_request_target` runs with"),
+        "{}",
+        run.log
+    );
+
+    // From the same repository: planned, with the same warning.
+    let same = pr_payload("opened", 5, &base, &head, false);
+    let run = job.run("pull_request_target", &same, "pr", &[]).await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log
+            .contains("::warning::`pull_request_target` runs with"),
+        "{}",
+        run.log
+    );
+    assert!(run.summary.contains("web:1.1.0"), "{}", run.summary);
+}
+
+#[tokio::test]
 async fn server_errors_and_rate_limits_are_retried() {
     let job = Job::new().await;
     job.fake

@@ -58,10 +58,12 @@ fn pull_request_payloads() {
             head_sha,
             from_fork,
             merged,
+            target,
         } = e
         else {
             panic!("{file}: not a pull request");
         };
+        assert!(!target, "{file}: a pull_request event");
         assert_eq!(number, 2, "{file}");
         assert_eq!(a, action, "{file}");
         assert_eq!(base_sha.len(), 40, "{file}");
