@@ -464,7 +464,9 @@ pub async fn run_until(
 
     runner.group("Plan")?;
     let mut text = Vec::new();
-    report::text(&plan, false, &mut text)?;
+    // The Actions log renders ANSI colour (NO_COLOR turns it off).
+    let color = crate::cli::Color::Auto.enabled(|k| env.var(k).map(str::to_string), false);
+    report::text(&plan, color, &mut text)?;
     runner.log.write_all(&text)?;
     runner.end_group()?;
 

@@ -21,6 +21,41 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Colour: `auto` colours a terminal, and GitHub Actions logs (which
+    /// render ANSI colour though output is piped), unless NO_COLOR is set.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    /// A terminal or GitHub Actions, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Color {
+    /// Whether to colour, given the environment and whether stdout is a terminal.
+    pub fn enabled(self, var: impl Fn(&str) -> Option<String>, terminal: bool) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                var("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && (terminal || var("GITHUB_ACTIONS").as_deref() == Some("true"))
+            }
+        }
+    }
+
+    /// [`Color::enabled`] for this process's stdout.
+    pub fn for_stdout(self) -> bool {
+        use std::io::IsTerminal as _;
+        self.enabled(|k| std::env::var(k).ok(), std::io::stdout().is_terminal())
+    }
 }
 
 /// The subcommands.
@@ -134,7 +169,7 @@ pub struct RenderArgs {
 /// Output formats of `kdeploy plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// Diffs for a terminal (colored unless piped or NO_COLOR is set).
+    /// Diffs for a terminal (coloured as `--color` says).
     Text,
     /// The PR comment / job summary body.
     Markdown,
@@ -332,9 +367,10 @@ impl Cli {
 /// # Errors
 /// Bad input ([`crate::diag::Diagnostics`] inside the chain) or I/O failures.
 pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let color = cli.color.for_stdout();
     match cli.command {
         Command::Render(args) => run_render(&args, out),
-        Command::Plan(args) => run_plan(&args, out),
+        Command::Plan(args) => run_plan(&args, color, out),
         Command::Validate(args) => {
             let filter = args.selection.filter()?;
             let snapshot =
@@ -377,7 +413,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
 }
 
-fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+fn run_plan(args: &PlanArgs, color: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let filter = args.selection.filter()?;
     let base = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.base)))?;
     let head = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
@@ -386,11 +422,7 @@ fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     crate::validate::check(&cmp.head)?;
     let plan = plan::plan(&cmp, &cmp.head.settings.plan, args.context);
     match args.format {
-        Format::Text => {
-            use std::io::IsTerminal as _;
-            let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-            report::text(&plan, color, out)?;
-        }
+        Format::Text => report::text(&plan, color, out)?,
         Format::Markdown => {
             let body =
                 report::markdown(&plan, &report::comment_marker("cli"), report::COMMENT_LIMIT);
@@ -662,6 +694,31 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn colour_follows_the_flag_no_color_and_actions() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(Color::Auto.enabled(env(&[]), true));
+        assert!(!Color::Auto.enabled(env(&[]), false), "piped");
+        assert!(
+            Color::Auto.enabled(env(&[("GITHUB_ACTIONS", "true")]), false),
+            "Actions renders ANSI"
+        );
+        assert!(!Color::Auto.enabled(env(&[("GITHUB_ACTIONS", "true"), ("NO_COLOR", "1")]), false));
+        assert!(!Color::Auto.enabled(env(&[("NO_COLOR", "1")]), true));
+        assert!(Color::Always.enabled(env(&[("NO_COLOR", "1")]), false));
+        assert!(!Color::Never.enabled(env(&[("GITHUB_ACTIONS", "true")]), true));
+        let cli =
+            Cli::try_parse_from(["kdeploy", "plan", "--base", "HEAD", "--color", "never"]).unwrap();
+        assert_eq!(cli.color, Color::Never);
     }
 
     #[test]

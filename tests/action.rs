@@ -467,6 +467,38 @@ async fn fork_pull_requests_do_not_call_the_comment_api() {
 }
 
 #[tokio::test]
+async fn the_plan_log_is_coloured_in_actions_unless_no_color() {
+    let job = Job::new().await;
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.1.0\n");
+        },
+        "bump",
+    );
+    let payload = pr_payload("opened", 6, &base, &head, true);
+    let run = job
+        .run(
+            "pull_request",
+            &payload,
+            "pr",
+            &[("GITHUB_ACTIONS", "true")],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(run.log.contains("\u{1b}["), "{}", run.log);
+    let run = job
+        .run(
+            "pull_request",
+            &payload,
+            "pr",
+            &[("GITHUB_ACTIONS", "true"), ("NO_COLOR", "1")],
+        )
+        .await;
+    assert!(!run.log.contains("\u{1b}["), "{}", run.log);
+}
+
+#[tokio::test]
 async fn pull_request_target_from_a_fork_is_refused() {
     let job = Job::new().await;
     let base = job.base();
