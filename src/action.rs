@@ -55,8 +55,170 @@ impl ActionEnv {
     /// An action input, as the runner names it: `INPUT_` + upper case,
     /// spaces as `_`, hyphens kept.
     pub fn input(&self, name: &str) -> Option<&str> {
+        debug_assert!(
+            INPUTS.iter().any(|i| i.name == name),
+            "input `{name}` is not in INPUTS (and so not in action.yml)"
+        );
         self.var(&format!("INPUT_{}", name.to_uppercase().replace(' ', "_")))
     }
+}
+
+/// One input of `action.yml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input {
+    /// The name (`with:` key).
+    pub name: &'static str,
+    /// The default `action.yml` gives it.
+    pub default: &'static str,
+    /// What it does, as `action.yml` says.
+    pub description: &'static str,
+}
+
+/// Every input the action reads: one table for `kdeploy action --help`, for
+/// [`ActionEnv::input`] (which reads no other) and for the test that
+/// compares it with `action.yml`, so the three cannot drift apart.
+pub const INPUTS: &[Input] = &[
+    Input {
+        name: "github-token",
+        default: "${{ github.token }}",
+        description: "Token for the PR comment (needs `pull-requests: write`). Masked in logs.",
+    },
+    Input {
+        name: "mode",
+        default: "auto",
+        description: "auto (plan on pull_request and workflow_dispatch, apply on push), plan, or apply.",
+    },
+    Input {
+        name: "working-directory",
+        default: ".",
+        description: "The config repo directory inside the checkout (charts/, services/, kdeploy.yaml).",
+    },
+    Input {
+        name: "environments",
+        default: "",
+        description: "Only environments matching this glob (e.g. `prod*`); all when empty.",
+    },
+    Input {
+        name: "apps",
+        default: "",
+        description: "Only apps matching this glob; all when empty.",
+    },
+    Input {
+        name: "comment",
+        default: "true",
+        description: "Post the plan as a PR comment (true/false).",
+    },
+    Input {
+        name: "comment-id",
+        default: "",
+        description: "Identifies kdeploy's comment on a PR so it is updated in place; default is the workflow name (plus the environments glob).",
+    },
+    Input {
+        name: "max-comment-parts",
+        default: "3",
+        description: "Split a large plan over at most this many comments before leaving resources out.",
+    },
+    Input {
+        name: "context-lines",
+        default: "3",
+        description: "Lines of context around each change in diffs.",
+    },
+    Input {
+        name: "kubeconfig",
+        default: "",
+        description: "Apply: kubeconfig file path or content (e.g. a secret). Default: KUBECONFIG, ~/.kube/config, in-cluster. Secret values are masked.",
+    },
+    Input {
+        name: "context",
+        default: "",
+        description: "Apply: kubeconfig context (default: current-context).",
+    },
+    Input {
+        name: "prune",
+        default: "true",
+        description: "Apply: delete resources removed from the config (only ones kdeploy deployed).",
+    },
+    Input {
+        name: "sync",
+        default: "false",
+        description: "Apply: apply every resource, changed or not (drift repair).",
+    },
+    Input {
+        name: "create-namespace",
+        default: "false",
+        description: "Apply: create namespaces that are missing and not in the plan.",
+    },
+    Input {
+        name: "force-conflicts",
+        default: "true",
+        description: "Apply: take over fields owned by other field managers.",
+    },
+    Input {
+        name: "record-namespace",
+        default: "kdeploy-system",
+        description: "Apply: namespace of kdeploy's deploy records and leases.",
+    },
+    Input {
+        name: "timeout",
+        default: "10m",
+        description: "Apply: wait this long (e.g. 10m) for workloads to be ready; 0 does not wait. A resource may set its own with the annotation kdeploy.io/timeout.",
+    },
+    Input {
+        name: "rollback-on-failure",
+        default: "false",
+        description: "Apply: when the deploy fails, restore the previous content of what it changed and delete what it created (the record is not advanced either way).",
+    },
+    Input {
+        name: "wait-for-load-balancers",
+        default: "false",
+        description: "Apply: also wait for LoadBalancer Services to get an address.",
+    },
+    Input {
+        name: "wait-for-ready",
+        default: "",
+        description: "Apply: comma-separated custom kinds (group/Kind, or *) that must reach a Ready=True condition, e.g. cert-manager.io/Certificate.",
+    },
+    Input {
+        name: "github-deployments",
+        default: "true",
+        description: "Apply: create a GitHub deployment per environment with in_progress/success/failure statuses.",
+    },
+    Input {
+        name: "allow-pull-request-target",
+        default: "false",
+        description: "Plan pull_request_target events from forks too (they run with this repository's token and secrets: refused by default).",
+    },
+    Input {
+        name: "environment-url",
+        default: "",
+        description: "Apply: URL of the deployed environment for the deployment status; `{env}` is replaced by the environment name.",
+    },
+    Input {
+        name: "base",
+        default: "",
+        description: "workflow_dispatch only - the revision deployed now (default - none, everything is new).",
+    },
+    Input {
+        name: "head",
+        default: "",
+        description: "workflow_dispatch only - the revision to plan (default - GITHUB_SHA).",
+    },
+];
+
+/// `kdeploy action --help`: the inputs and the environment variables read.
+pub fn inputs_help() -> String {
+    let mut out =
+        String::from("Inputs (with: in the workflow; read from INPUT_<NAME>, hyphens kept):\n");
+    for i in INPUTS {
+        let default = if i.default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {}]", i.default)
+        };
+        out.push_str(&format!("  {}{default}\n      {}\n", i.name, i.description));
+    }
+    out.push_str("\nEnvironment (set by the runner): GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, GITHUB_WORKSPACE, GITHUB_REPOSITORY, GITHUB_SHA, GITHUB_API_URL, GITHUB_SERVER_URL, GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT, GITHUB_WORKFLOW, GITHUB_STEP_SUMMARY, GITHUB_OUTPUT, GITHUB_ACTIONS, RUNNER_TEMP; NO_COLOR turns colour off.\n");
+    out
 }
 
 /// What the run should do.

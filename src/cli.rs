@@ -352,6 +352,17 @@ pub enum Outcome {
 }
 
 impl Cli {
+    /// Parses the process arguments; `kdeploy action --help` lists the
+    /// action's inputs from [`crate::action::INPUTS`].
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let command = Cli::command().mut_subcommand("action", |c| {
+            c.after_long_help(crate::action::inputs_help())
+        });
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     /// The exit code for errors: 1 with `plan --detailed-exitcode` (where
     /// 2 means changes), 2 otherwise.
     pub fn error_code(&self) -> u8 {

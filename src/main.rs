@@ -6,7 +6,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use kdeploy::cli::{self, Cli, Outcome};
 use kdeploy::diag::Diagnostics;
 use kdeploy::render;
@@ -17,7 +16,7 @@ use kdeploy::render;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let error_code = cli.error_code();
     let mut stdout = std::io::stdout().lock();
     match cli::run(cli, &mut stdout) {

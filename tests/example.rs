@@ -60,3 +60,37 @@ fn action_workflows_and_readme_yaml_parse() {
     }
     assert!(blocks >= 5, "found {blocks} yaml blocks");
 }
+
+/// `action.yml`'s inputs are exactly the table the action reads and
+/// `kdeploy action --help` prints: names, defaults and descriptions.
+#[test]
+fn action_yml_inputs_match_the_table_the_code_reads() {
+    let text = std::fs::read_to_string(project_root().join("action.yml")).expect("action.yml");
+    let yml = kdeploy::yaml::parse(&text).expect("action.yml parses");
+    let inputs = yml["inputs"].as_object().expect("inputs");
+    let table = kdeploy::action::INPUTS;
+    let names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+    let mut expected: Vec<&str> = table.iter().map(|i| i.name).collect();
+    expected.sort_unstable();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted, expected,
+        "action.yml inputs vs kdeploy::action::INPUTS"
+    );
+    for i in table {
+        let v = &inputs[i.name];
+        assert_eq!(v["description"].as_str(), Some(i.description), "{}", i.name);
+        assert_eq!(v["default"].as_str().unwrap_or(""), i.default, "{}", i.name);
+    }
+    let help = kdeploy(&project_root(), &["action", "--help"]);
+    assert_eq!(help.code, 0, "{}", help.stderr);
+    for i in table {
+        assert!(
+            help.stdout.contains(i.name),
+            "{} missing from --help",
+            i.name
+        );
+    }
+    assert!(help.stdout.contains("GITHUB_EVENT_PATH"));
+}
