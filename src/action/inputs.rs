@@ -1,0 +1,378 @@
+//! The action's inputs and environment: one table of every input
+//! ([`INPUTS`]), the runner's variables, and their validation into
+//! [`Inputs`] with every bad input reported at once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+
+use crate::diag::Diagnostics;
+
+/// The environment a run sees (a copy, so tests can supply their own).
+#[derive(Debug, Clone, Default)]
+pub struct ActionEnv(BTreeMap<String, String>);
+
+impl ActionEnv {
+    /// The process environment.
+    pub fn from_env() -> ActionEnv {
+        ActionEnv(std::env::vars().collect())
+    }
+
+    /// Given variables.
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> ActionEnv {
+        ActionEnv(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// A variable, when set and not empty.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// An action input, as the runner names it: `INPUT_` + upper case,
+    /// spaces as `_`, hyphens kept.
+    pub fn input(&self, name: &str) -> Option<&str> {
+        debug_assert!(
+            INPUTS.iter().any(|i| i.name == name),
+            "input `{name}` is not in INPUTS (and so not in action.yml)"
+        );
+        self.var(&format!("INPUT_{}", name.to_uppercase().replace(' ', "_")))
+    }
+}
+
+/// One input of `action.yml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input {
+    /// The name (`with:` key).
+    pub name: &'static str,
+    /// The default `action.yml` gives it.
+    pub default: &'static str,
+    /// What it does, as `action.yml` says.
+    pub description: &'static str,
+}
+
+/// Every input the action reads: one table for `kdeploy action --help`, for
+/// [`ActionEnv::input`] (which reads no other) and for the test that
+/// compares it with `action.yml`, so the three cannot drift apart.
+pub const INPUTS: &[Input] = &[
+    Input {
+        name: "github-token",
+        default: "${{ github.token }}",
+        description: "Token for the PR comment (needs `pull-requests: write`). Masked in logs.",
+    },
+    Input {
+        name: "mode",
+        default: "auto",
+        description: "auto (plan on pull_request and workflow_dispatch, apply on push), plan, or apply.",
+    },
+    Input {
+        name: "working-directory",
+        default: ".",
+        description: "The config repo directory inside the checkout (charts/, services/, kdeploy.yaml).",
+    },
+    Input {
+        name: "environments",
+        default: "",
+        description: "Only environments matching this glob (e.g. `prod*`); all when empty.",
+    },
+    Input {
+        name: "apps",
+        default: "",
+        description: "Only apps matching this glob; all when empty.",
+    },
+    Input {
+        name: "comment",
+        default: "true",
+        description: "Post the plan as a PR comment (true/false).",
+    },
+    Input {
+        name: "comment-id",
+        default: "",
+        description: "Identifies kdeploy's comment on a PR so it is updated in place; default is the workflow name (plus the environments glob).",
+    },
+    Input {
+        name: "max-comment-parts",
+        default: "3",
+        description: "Split a large plan over at most this many comments before leaving resources out.",
+    },
+    Input {
+        name: "context-lines",
+        default: "3",
+        description: "Lines of context around each change in diffs.",
+    },
+    Input {
+        name: "kubeconfig",
+        default: "",
+        description: "Apply: kubeconfig file path or content (e.g. a secret). Default: KUBECONFIG, ~/.kube/config, in-cluster. Secret values are masked.",
+    },
+    Input {
+        name: "context",
+        default: "",
+        description: "Apply: kubeconfig context (default: current-context).",
+    },
+    Input {
+        name: "prune",
+        default: "true",
+        description: "Apply: delete resources removed from the config (only ones kdeploy deployed).",
+    },
+    Input {
+        name: "sync",
+        default: "false",
+        description: "Apply: apply every resource, changed or not (drift repair).",
+    },
+    Input {
+        name: "create-namespace",
+        default: "false",
+        description: "Apply: create namespaces that are missing and not in the plan.",
+    },
+    Input {
+        name: "force-conflicts",
+        default: "true",
+        description: "Apply: take over fields owned by other field managers.",
+    },
+    Input {
+        name: "record-namespace",
+        default: "kdeploy-system",
+        description: "Apply: namespace of kdeploy's deploy records and leases.",
+    },
+    Input {
+        name: "timeout",
+        default: "10m",
+        description: "Apply: wait this long (e.g. 10m) for workloads to be ready; 0 does not wait. A resource may set its own with the annotation kdeploy.io/timeout.",
+    },
+    Input {
+        name: "rollback-on-failure",
+        default: "false",
+        description: "Apply: when the deploy fails, restore the previous content of what it changed and delete what it created (the record is not advanced either way).",
+    },
+    Input {
+        name: "wait-for-load-balancers",
+        default: "false",
+        description: "Apply: also wait for LoadBalancer Services to get an address.",
+    },
+    Input {
+        name: "wait-for-ready",
+        default: "",
+        description: "Apply: comma-separated custom kinds (group/Kind, or *) that must reach a Ready=True condition, e.g. cert-manager.io/Certificate.",
+    },
+    Input {
+        name: "github-deployments",
+        default: "true",
+        description: "Apply: create a GitHub deployment per environment with in_progress/success/failure statuses.",
+    },
+    Input {
+        name: "allow-pull-request-target",
+        default: "false",
+        description: "Plan pull_request_target events from forks too (they run with this repository's token and secrets: refused by default).",
+    },
+    Input {
+        name: "environment-url",
+        default: "",
+        description: "Apply: URL of the deployed environment for the deployment status; `{env}` is replaced by the environment name.",
+    },
+    Input {
+        name: "base",
+        default: "",
+        description: "workflow_dispatch only - the revision deployed now (default - none, everything is new).",
+    },
+    Input {
+        name: "head",
+        default: "",
+        description: "workflow_dispatch only - the revision to plan (default - GITHUB_SHA).",
+    },
+];
+
+/// `kdeploy action --help`: the inputs and the environment variables read.
+pub fn inputs_help() -> String {
+    let mut out =
+        String::from("Inputs (with: in the workflow; read from INPUT_<NAME>, hyphens kept):\n");
+    for i in INPUTS {
+        let default = if i.default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {}]", i.default)
+        };
+        out.push_str(&format!("  {}{default}\n      {}\n", i.name, i.description));
+    }
+    out.push_str("\nEnvironment (set by the runner): GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, GITHUB_WORKSPACE, GITHUB_REPOSITORY, GITHUB_SHA, GITHUB_API_URL, GITHUB_SERVER_URL, GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT, GITHUB_WORKFLOW, GITHUB_STEP_SUMMARY, GITHUB_OUTPUT, GITHUB_ACTIONS, RUNNER_TEMP; NO_COLOR turns colour off.\n");
+    out
+}
+
+/// What the run should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plan and report (pull requests).
+    Plan,
+    /// Deploy (pushes). Not implemented in this version: plans and says so.
+    Apply,
+}
+
+/// The action's inputs, validated.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub(crate) token: Option<String>,
+    pub(crate) mode: Option<Mode>,
+    pub(crate) working_directory: PathBuf,
+    pub(crate) environments: Option<String>,
+    pub(crate) apps: Option<String>,
+    pub(crate) comment: bool,
+    pub(crate) comment_id: String,
+    pub(crate) max_comment_parts: usize,
+    pub(crate) context_lines: usize,
+    pub(crate) kubeconfig: Option<String>,
+    pub(crate) context: Option<String>,
+    pub(crate) apply: crate::apply::Options,
+    pub(crate) github_deployments: bool,
+    pub(crate) environment_url: Option<String>,
+    /// Plan `pull_request_target` events whose head is another repository.
+    pub(crate) allow_pull_request_target: bool,
+}
+
+/// The value of a parsed input, or its default with the problem recorded.
+fn take<T>(problems: &mut Diagnostics, r: anyhow::Result<T>, default: T) -> T {
+    r.unwrap_or_else(|e| {
+        problems.push(
+            crate::diag::Diagnostic::global(format!("{e:#}"))
+                .help("fix the `with:` inputs of the kdeploy step (see action.yml)"),
+        );
+        default
+    })
+}
+
+fn parse_bool(name: &str, v: Option<&str>, default: bool) -> anyhow::Result<bool> {
+    match v.map(str::trim) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => bail!("input `{name}` must be true or false, got `{other}`"),
+    }
+}
+
+/// `timeout`: a duration (`10m`, `90s`); `0` turns waiting off.
+fn parse_timeout(v: Option<&str>) -> anyhow::Result<Option<crate::wait::Options>> {
+    let d = match v.map(str::trim) {
+        None => std::time::Duration::from_secs(600),
+        Some("0") => return Ok(None),
+        Some(t) => humantime::parse_duration(t).with_context(|| {
+            format!("input `timeout` must be a duration like 10m or 90s, got `{t}`")
+        })?,
+    };
+    Ok(Some(crate::wait::Options {
+        timeout: d,
+        ..crate::wait::Options::default()
+    }))
+}
+
+fn parse_number(name: &str, v: Option<&str>, default: usize) -> anyhow::Result<usize> {
+    v.map_or(Ok(default), |v| {
+        v.trim()
+            .parse()
+            .with_context(|| format!("input `{name}` must be a number, got `{v}`"))
+    })
+}
+
+impl Inputs {
+    /// Reads and validates the inputs.
+    ///
+    /// # Errors
+    /// An input with a value it cannot have.
+    pub fn read(env: &ActionEnv) -> anyhow::Result<Inputs> {
+        // Every bad input is reported at once, each with its default kept
+        // meanwhile so the others can still be read.
+        let mut problems = Diagnostics::default();
+        let p = &mut problems;
+        let mode = match env.input("mode") {
+            None | Some("auto") => None,
+            Some("plan") => Some(Mode::Plan),
+            Some("apply") => Some(Mode::Apply),
+            Some(other) => take(
+                p,
+                Err(anyhow::anyhow!(
+                    "input `mode` must be auto, plan or apply, got `{other}`"
+                )),
+                None,
+            ),
+        };
+        let workflow = env.var("GITHUB_WORKFLOW").unwrap_or("kdeploy");
+        let environments = env.input("environments").map(str::to_string);
+        let default_id = match &environments {
+            Some(e) => format!("{workflow}:{e}"),
+            None => workflow.to_string(),
+        };
+        let mut flag = |name: &str, default: bool| {
+            take(p, parse_bool(name, env.input(name), default), default)
+        };
+        let comment = flag("comment", true);
+        let prune = flag("prune", true);
+        let sync = flag("sync", false);
+        let create_namespace = flag("create-namespace", false);
+        let force_conflicts = flag("force-conflicts", true);
+        let load_balancers = flag("wait-for-load-balancers", false);
+        let rollback = flag("rollback-on-failure", false);
+        let github_deployments = flag("github-deployments", true);
+        let allow_pull_request_target = flag("allow-pull-request-target", false);
+        let max_comment_parts = take(
+            p,
+            parse_number("max-comment-parts", env.input("max-comment-parts"), 3),
+            3,
+        )
+        .max(1);
+        let context_lines = take(
+            p,
+            parse_number("context-lines", env.input("context-lines"), 3),
+            3,
+        );
+        let wait = take(p, parse_timeout(env.input("timeout")), None);
+        let inputs = Inputs {
+            token: env.input("github-token").map(str::to_string),
+            mode,
+            working_directory: PathBuf::from(env.input("working-directory").unwrap_or(".")),
+            environments,
+            apps: env.input("apps").map(str::to_string),
+            comment,
+            comment_id: env.input("comment-id").map_or(default_id, str::to_string),
+            max_comment_parts,
+            context_lines,
+            kubeconfig: env.input("kubeconfig").map(str::to_string),
+            context: env.input("context").map(str::to_string),
+            apply: crate::apply::Options {
+                prune,
+                sync,
+                create_namespace,
+                force_conflicts,
+                record_namespace: env
+                    .input("record-namespace")
+                    .unwrap_or("kdeploy-system")
+                    .to_string(),
+                wait: wait.map(|w| crate::wait::Options {
+                    load_balancers,
+                    ready_condition_kinds: env
+                        .input("wait-for-ready")
+                        .map(|v| {
+                            v.split(',')
+                                .map(|k| k.trim().to_string())
+                                .filter(|k| !k.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    ..w
+                }),
+                rollback,
+                ..crate::apply::Options::default()
+            },
+            github_deployments,
+            environment_url: env.input("environment-url").map(str::to_string),
+            allow_pull_request_target,
+        };
+        problems.into_result(inputs).map_err(anyhow::Error::from)
+    }
+}
