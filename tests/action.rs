@@ -185,6 +185,18 @@ impl Job {
         }
     }
 
+    /// The base and a PR commit on it that bumps `web` to 1.1.0.
+    fn web_bump(&self) -> (String, String) {
+        let base = self.base();
+        let head = self.pr_commit(
+            |r| {
+                r.write("services/web/version", "1.1.0\n");
+            },
+            "bump",
+        );
+        (base, head)
+    }
+
     fn base(&self) -> String {
         self.origin.git(&["rev-parse", "main"]).trim().to_string()
     }
@@ -445,13 +457,7 @@ async fn read_only_token_falls_back_to_the_job_summary() {
 #[tokio::test]
 async fn fork_pull_requests_do_not_call_the_comment_api() {
     let job = Job::new().await;
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        "bump",
-    );
+    let (base, head) = job.web_bump();
     let run = job
         .run(
             "pull_request",
@@ -469,13 +475,7 @@ async fn fork_pull_requests_do_not_call_the_comment_api() {
 #[tokio::test]
 async fn the_plan_log_is_coloured_in_actions_unless_no_color() {
     let job = Job::new().await;
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        "bump",
-    );
+    let (base, head) = job.web_bump();
     let payload = pr_payload("opened", 6, &base, &head, true);
     let run = job
         .run(
@@ -501,13 +501,7 @@ async fn the_plan_log_is_coloured_in_actions_unless_no_color() {
 #[tokio::test]
 async fn pull_request_target_from_a_fork_is_refused() {
     let job = Job::new().await;
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        "bump",
-    );
+    let (base, head) = job.web_bump();
     let fork = pr_payload("opened", 4, &base, &head, true);
     let run = job.run("pull_request_target", &fork, "pr", &[]).await;
     // An error (255 here): the binary prints it and exits 2.
