@@ -857,6 +857,47 @@ async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
         "{}",
         run.log
     );
+    // Where a person looks: an annotation, the job summary, the outputs.
+    assert!(
+        run.log
+            .contains("::error title=kdeploy (connect)::cannot reach the Kubernetes API"),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.summary.contains("### kdeploy failed (connect)"),
+        "{}",
+        run.summary
+    );
+    assert!(
+        run.summary.contains("check the `kubeconfig` input"),
+        "{}",
+        run.summary
+    );
+    assert_eq!(output(&run.outputs, "deployed").as_deref(), Some("false"));
+    assert_eq!(output(&run.outputs, "error").as_deref(), Some("connect"));
+
+    // A bad kubeconfig and an unknown context are `connect` failures too.
+    for extra in [
+        vec![("INPUT_KUBECONFIG", "apiVersion: v1\nclusters: [\n")],
+        vec![
+            ("INPUT_KUBECONFIG", sim.kubeconfig().as_str()),
+            ("INPUT_CONTEXT", "nope"),
+        ],
+    ] {
+        let run = job.run("push", &payload, "main", &extra).await;
+        assert_eq!(
+            output(&run.outputs, "error").as_deref(),
+            Some("connect"),
+            "{}",
+            run.log
+        );
+        assert!(
+            run.log.contains("::error title=kdeploy (connect)::"),
+            "{}",
+            run.log
+        );
+    }
 }
 
 #[tokio::test]

@@ -129,6 +129,74 @@ pub async fn run_until(
     log: &mut dyn Write,
     cancel: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<u8> {
+    let result = run_steps(env, retry, log, cancel).await;
+    if let Err(e) = &result {
+        report_failure(env, log, e)?;
+    }
+    result
+}
+
+/// What kind of failure stopped a run, for the `error` output.
+fn error_class(e: &anyhow::Error) -> &'static str {
+    for cause in e.chain() {
+        if cause.is::<crate::event::Error>() || cause.is::<crate::source::Error>() {
+            return "event";
+        }
+        if cause.is::<Diagnostics>() {
+            return "input";
+        }
+    }
+    crate::apply::error_step(e)
+}
+
+/// A run that stopped with an error says so where a person looks: an
+/// annotation (problems with a file already have theirs), a section of the
+/// job summary, and outputs later steps can branch on.
+fn report_failure(env: &ActionEnv, log: &mut dyn Write, e: &anyhow::Error) -> anyhow::Result<()> {
+    let class = error_class(e);
+    let message = format!("{e:#}");
+    let mut runner = Runner { env, log };
+    if !e.chain().any(|c| c.is::<Diagnostics>()) {
+        runner.line(&format!(
+            "::error title=kdeploy ({class})::{}",
+            escape(&message)
+        ))?;
+    }
+    let help = match class {
+        "connect" => {
+            "check the `kubeconfig` input (or secret) and the `context`; the runner must reach the API server"
+        }
+        "lease" => {
+            "another run holds the environment's lease: it is released when that run ends, or expires 15 s after it was killed"
+        }
+        "preflight" => {
+            "nothing was applied: create what is missing (CRDs, namespaces) or fix the kinds in the config"
+        }
+        "ownership" => {
+            "nothing was applied: give each environment its own namespaces, or use `--adopt-from` on purpose"
+        }
+        "record" => {
+            "the deploy record could not be read or written: check the permissions on the record namespace"
+        }
+        "event" => "check the workflow's trigger and checkout (the revisions must be fetchable)",
+        "input" => "fix the `with:` inputs of the kdeploy step",
+        _ => "see the log of this step",
+    };
+    runner.summary(&format!(
+        "### kdeploy failed ({class})\n\n```\n{message}\n```\n\n{help}.\n"
+    ))?;
+    runner.outputs(&[
+        ("deployed", "false".to_string()),
+        ("error", class.to_string()),
+    ])
+}
+
+async fn run_steps(
+    env: &ActionEnv,
+    retry: RetryPolicy,
+    log: &mut dyn Write,
+    cancel: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<u8> {
     let inputs = Inputs::read(env)?;
     let mut runner = Runner { env, log };
     if let Some(token) = &inputs.token {

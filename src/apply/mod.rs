@@ -243,7 +243,7 @@ impl Report {
 }
 
 /// The step an error that stopped a deploy belongs to, for reports:
-/// `connect`, `preflight`, `ownership`, `lease`, `record` or `render`.
+/// `connect`, `preflight`, `ownership`, `lease`, `record`, else `other`.
 pub fn error_step(e: &anyhow::Error) -> &'static str {
     for cause in e.chain() {
         if let Some(e) = cause.downcast_ref::<Error>() {
@@ -258,7 +258,7 @@ pub fn error_step(e: &anyhow::Error) -> &'static str {
             return "connect";
         }
     }
-    "render"
+    "other"
 }
 
 /// The error returned when an apply cannot start. Once writes began,
