@@ -73,6 +73,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Wait for what an earlier `apply --report` applied and deleted to be ready or gone.
     Wait(WaitArgs),
+    /// Print the environments a change touches, with their kubeconfig contexts, as
+    /// JSON: a workflow's matrix of deploy jobs (one per environment and cluster).
+    Environments(EnvironmentsArgs),
     /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
@@ -164,6 +167,20 @@ pub struct RenderArgs {
     /// Print the manifests instead of writing them.
     #[arg(long)]
     pub stdout: bool,
+}
+
+/// `kdeploy environments`.
+#[derive(Debug, Clone, Args)]
+pub struct EnvironmentsArgs {
+    /// Repository and releases.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// The revision deployed now.
+    #[arg(long, value_name = "REV")]
+    pub base: String,
+    /// The revision to deploy (`.` is the work tree).
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    pub head: String,
 }
 
 /// Output formats of `kdeploy plan`.
@@ -382,6 +399,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Render(args) => run_render(&args, out),
         Command::Plan(args) => run_plan(&args, color, out),
+        Command::Environments(args) => {
+            let filter = args.selection.filter()?;
+            let base = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.base)))?;
+            let head = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
+            let cmp = render::compare(&base, &head, &filter)?;
+            args.selection.ensure_matches(&[&head, &base])?;
+            let plan = plan::plan(&cmp, &cmp.head.settings.plan, 0);
+            let envs = report::environments(&plan, &cmp.head.settings);
+            writeln!(out, "{envs}")?;
+            Ok(Outcome::Clean)
+        }
         Command::Validate(args) => {
             let filter = args.selection.filter()?;
             let snapshot =

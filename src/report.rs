@@ -9,6 +9,24 @@ use serde::Serialize;
 
 use crate::plan::{Action, Change, Plan};
 
+/// The environments a plan changes, each with the kubeconfig context
+/// kdeploy.yaml gives it (`null` when none): what a workflow fans deploy
+/// jobs out over, one per environment and cluster.
+pub fn environments(plan: &Plan, settings: &crate::config::Settings) -> serde_json::Value {
+    let envs: std::collections::BTreeSet<&str> =
+        plan.changes.iter().map(|c| c.env.as_str()).collect();
+    serde_json::Value::Array(
+        envs.into_iter()
+            .map(|env| {
+                serde_json::json!({
+                    "environment": env,
+                    "context": settings.environments.get(env).and_then(|e| e.context.clone()),
+                })
+            })
+            .collect(),
+    )
+}
+
 /// GitHub's limit on an issue or PR comment body, in characters.
 pub const COMMENT_LIMIT: usize = 65_536;
 

@@ -487,6 +487,11 @@ async fn the_plan_log_is_coloured_in_actions_unless_no_color() {
         .await;
     assert_eq!(run.code, 0, "{}", run.log);
     assert!(run.log.contains("\u{1b}["), "{}", run.log);
+    // The environments the plan changes, for a matrix of deploy jobs
+    // (production pins its own web version, so only staging changes).
+    let envs: Value =
+        serde_json::from_str(&output(&run.outputs, "environments").expect("output")).expect("JSON");
+    assert_eq!(envs, json!([{"environment": "staging", "context": null}]));
     let run = job
         .run(
             "pull_request",

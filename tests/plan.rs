@@ -262,3 +262,34 @@ fn oversized_markdown_leaves_out_whole_resources_and_closes_fences() {
         "fences balanced"
     );
 }
+
+/// `kdeploy environments`: what a workflow fans deploy jobs out over.
+#[test]
+fn environments_lists_what_a_change_touches_with_its_cluster() {
+    let repo = crate::util::Repo::with_app();
+    repo.write(
+        "kdeploy.yaml",
+        "environments:\n  staging: {context: staging-cluster}\n  production: {context: prod-cluster}\n",
+    );
+    let base = repo.commit("two clusters");
+    repo.write("services/api/production/config.yaml", "replicas: 5\n");
+    repo.commit("scale production");
+    let run = repo.kdeploy(&["environments", "--base", &base]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::json!([{"environment": "production", "context": "prod-cluster"}])
+    );
+    repo.write("services/api/version", "2.0.0\n");
+    repo.commit("new version everywhere");
+    let run = repo.kdeploy(&["environments", "--base", &base]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"environment": "production", "context": "prod-cluster"},
+            {"environment": "staging", "context": "staging-cluster"}
+        ])
+    );
+}

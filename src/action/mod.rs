@@ -357,6 +357,10 @@ async fn run_steps(
         ("deleted", deleted.to_string()),
         ("plan-json", json_path.display().to_string()),
         ("comment-url", url.unwrap_or_default()),
+        (
+            "environments",
+            report::environments(&plan, &cmp.head.settings).to_string(),
+        ),
     ])?;
     summarize(&mut runner, &plan)?;
     if mode == Mode::Plan {
