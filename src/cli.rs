@@ -169,18 +169,45 @@ pub struct RenderArgs {
     pub stdout: bool,
 }
 
-/// `kdeploy environments`.
+/// A change: the releases selected, compared between two revisions
+/// (`kdeploy plan`, `kdeploy environments`).
 #[derive(Debug, Clone, Args)]
-pub struct EnvironmentsArgs {
+pub struct ChangeArgs {
     /// Repository and releases.
     #[command(flatten)]
     pub selection: Selection,
-    /// The revision deployed now.
+    /// The revision deployed now (e.g. `main`, a SHA).
     #[arg(long, value_name = "REV")]
     pub base: String,
-    /// The revision to deploy (`.` is the work tree).
+    /// The revision to deploy; `.` means the work tree.
     #[arg(long, value_name = "REV", default_value = "HEAD")]
     pub head: String,
+}
+
+impl ChangeArgs {
+    /// Renders both revisions, checks the selection matches and the head is
+    /// valid, and plans: what `plan` prints and `environments` fans out.
+    ///
+    /// # Errors
+    /// Bad revisions, bad input at either revision, an empty selection.
+    pub fn plan(&self, context: usize) -> anyhow::Result<(render::Comparison, plan::Plan)> {
+        let filter = self.selection.filter()?;
+        let open = |rev: &str| Snapshot::open(&self.selection.repo, &Revision::parse(Some(rev)));
+        let (base, head) = (open(&self.base)?, open(&self.head)?);
+        let cmp = render::compare(&base, &head, &filter)?;
+        self.selection.ensure_matches(&[&head, &base])?;
+        crate::validate::check(&cmp.head)?;
+        let plan = plan::plan(&cmp, &cmp.head.settings.plan, context);
+        Ok((cmp, plan))
+    }
+}
+
+/// `kdeploy environments`.
+#[derive(Debug, Clone, Args)]
+pub struct EnvironmentsArgs {
+    /// Revisions and releases.
+    #[command(flatten)]
+    pub change: ChangeArgs,
 }
 
 /// Output formats of `kdeploy plan`.
@@ -197,15 +224,9 @@ pub enum Format {
 /// `kdeploy plan`.
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
-    /// Repository and releases.
+    /// Revisions and releases.
     #[command(flatten)]
-    pub selection: Selection,
-    /// The revision deployed now (e.g. `main`, a SHA).
-    #[arg(long, value_name = "REV")]
-    pub base: String,
-    /// The revision to deploy; `.` means the work tree.
-    #[arg(long, value_name = "REV", default_value = "HEAD")]
-    pub head: String,
+    pub change: ChangeArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -400,12 +421,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Render(args) => run_render(&args, out),
         Command::Plan(args) => run_plan(&args, color, out),
         Command::Environments(args) => {
-            let filter = args.selection.filter()?;
-            let base = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.base)))?;
-            let head = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
-            let cmp = render::compare(&base, &head, &filter)?;
-            args.selection.ensure_matches(&[&head, &base])?;
-            let plan = plan::plan(&cmp, &cmp.head.settings.plan, 0);
+            let (cmp, plan) = args.change.plan(0)?;
             let envs = report::environments(&plan, &cmp.head.settings);
             writeln!(out, "{envs}")?;
             Ok(Outcome::Clean)
@@ -453,13 +469,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
 }
 
 fn run_plan(args: &PlanArgs, color: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let filter = args.selection.filter()?;
-    let base = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.base)))?;
-    let head = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
-    let cmp = render::compare(&base, &head, &filter)?;
-    args.selection.ensure_matches(&[&head, &base])?;
-    crate::validate::check(&cmp.head)?;
-    let plan = plan::plan(&cmp, &cmp.head.settings.plan, args.context);
+    let (_, plan) = args.change.plan(args.context)?;
     match args.format {
         Format::Text => report::text(&plan, color, out)?,
         Format::Markdown => {

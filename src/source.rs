@@ -560,11 +560,7 @@ impl<'a> Reader<'a> {
     }
 
     fn link_target(&self, path: &str, blob: ObjectId) -> Result<String, Error> {
-        let raw = self.read_unchecked(&Node {
-            path: path.to_string(),
-            id: Some(blob),
-            is_dir: false,
-        })?;
+        let raw = self.read_blob(path, blob)?;
         Ok(String::from_utf8_lossy(&raw).into_owned())
     }
 
@@ -685,40 +681,51 @@ impl<'a> Reader<'a> {
             .snapshot
             .file_limit
             .load(std::sync::atomic::Ordering::Relaxed);
-        let size = match (&self.snapshot.kind, &self.repo, file.id) {
-            (Kind::Git { .. }, Some(repo), Some(id)) => repo
-                .find_header(id)
-                .map_err(|e| self.read_error(&file.path, e))?
-                .size(),
-            (Kind::Dir { root, .. }, _, _) => std::fs::metadata(root.join(&file.path))
-                .map_err(|e| self.read_error(&file.path, e))?
-                .len(),
-            _ => 0,
+        let too_large = |size| Error::TooLarge {
+            path: file.path.clone(),
+            size,
+            limit,
+            rev: self.snapshot.label.clone(),
         };
-        if size > limit {
-            return Err(Error::TooLarge {
-                path: file.path.clone(),
-                size,
-                limit,
-                rev: self.snapshot.label.clone(),
-            });
-        }
-        self.read_unchecked(file)
-    }
-
-    fn read_unchecked(&self, file: &Node) -> Result<Vec<u8>, Error> {
         match (&self.snapshot.kind, &self.repo, file.id) {
+            // The object header gives the size without inflating the blob.
             (Kind::Git { .. }, Some(repo), Some(id)) => {
-                let mut blob = repo
-                    .find_blob(id)
-                    .map_err(|e| self.read_error(&file.path, e))?;
-                Ok(blob.take_data())
+                let size = repo
+                    .find_header(id)
+                    .map_err(|e| self.read_error(&file.path, e))?
+                    .size();
+                if size > limit {
+                    return Err(too_large(size));
+                }
+                self.read_blob(&file.path, id)
             }
+            // One open, reading at most one byte past the limit.
             (Kind::Dir { root, .. }, _, _) => {
-                std::fs::read(root.join(&file.path)).map_err(|e| self.read_error(&file.path, e))
+                use std::io::Read as _;
+                let f = std::fs::File::open(root.join(&file.path))
+                    .map_err(|e| self.read_error(&file.path, e))?;
+                let mut bytes = Vec::new();
+                (&f).take(limit + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| self.read_error(&file.path, e))?;
+                if bytes.len() as u64 > limit {
+                    let size = f.metadata().map_or(limit + 1, |m| m.len());
+                    return Err(too_large(size));
+                }
+                Ok(bytes)
             }
             _ => Err(self.read_error(&file.path, std::io::Error::other("file has no object id"))),
         }
+    }
+
+    /// A blob's content, whatever its size (link targets, and files whose
+    /// size [`Reader::read`] checked).
+    fn read_blob(&self, path: &str, id: ObjectId) -> Result<Vec<u8>, Error> {
+        let Some(repo) = &self.repo else {
+            return Err(self.read_error(path, std::io::Error::other("no repository")));
+        };
+        let mut blob = repo.find_blob(id).map_err(|e| self.read_error(path, e))?;
+        Ok(blob.take_data())
     }
 
     /// The contents of a file as UTF-8 text.

@@ -193,6 +193,12 @@ pub struct Located {
 /// # Errors
 /// Syntax errors (as the parser words them) and duplicate keys.
 pub fn index(text: &str) -> Result<Vec<Located>, ParseError> {
+    check_depth(text)?;
+    index_checked(text)
+}
+
+/// [`index`] of a text whose depth was checked already.
+fn index_checked(text: &str) -> Result<Vec<Located>, ParseError> {
     use libyaml_safer::{EventData, Parser};
     /// A collection being read. In a map, `key` is the key whose value
     /// comes next (`None`: a key comes next).
@@ -203,7 +209,6 @@ pub fn index(text: &str) -> Result<Vec<Located>, ParseError> {
             seen: std::collections::HashMap<String, usize>,
         },
     }
-    check_depth(text)?;
     let text = with_final_newline(text);
     let mut bytes = text.as_bytes();
     let mut parser = Parser::new();
@@ -356,7 +361,7 @@ pub fn parse(text: &str) -> Result<Value, ParseError> {
         fast::Outcome::Other => {
             check_depth(text)?;
             // serde_norway keeps the last of duplicate keys; refuse them first.
-            if let Err(e) = index(text)
+            if let Err(e) = index_checked(text)
                 && e.message.starts_with("duplicate key")
             {
                 return Err(e);
