@@ -71,9 +71,7 @@ pub async fn start(
     let check_run = match gh.create_check_run(&check).await {
         Ok(id) => Some(id),
         Err(e) => {
-            warnings.push(format!(
-                "no check run for {env}: {e} (the token needs `checks: write`)"
-            ));
+            warnings.push(e.explain(&format!("no check run for {env}"), "checks: write"));
             None
         }
     };
@@ -93,8 +91,9 @@ pub async fn start(
                 Some(id)
             }
             Err(e) => {
-                warnings.push(format!(
-                    "no GitHub deployment for {env}: {e} (the token needs `deployments: write`)"
+                warnings.push(e.explain(
+                    &format!("no GitHub deployment for {env}"),
+                    "deployments: write",
                 ));
                 None
             }

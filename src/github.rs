@@ -27,6 +27,9 @@ pub enum Error {
         status: u16,
         /// GitHub's `message`.
         message: String,
+        /// `x-accepted-github-permissions`: the permission sets that would
+        /// have allowed the call (`checks=write; ...`), when GitHub sent it.
+        accepted: Option<String>,
     },
     /// The request could not be sent or the answer read.
     #[error("GitHub API {method} {path} failed: {detail}")]
@@ -49,6 +52,48 @@ impl Error {
         match self {
             Error::Status { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// The permission a refused call needed, as a workflow writes it
+    /// (`` `checks: write` ``), or `None` when the call was not refused for
+    /// want of one (5xx, network, 422 ...). GitHub names the permission in
+    /// `x-accepted-github-permissions`; `fallback` is used where it does not.
+    pub fn missing_permission(&self, fallback: &str) -> Option<String> {
+        let Error::Status {
+            status: 403,
+            accepted,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let sets: Vec<String> = accepted
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .filter_map(|set| {
+                let perms: Vec<String> = set
+                    .split(',')
+                    .filter_map(|p| p.trim().split_once('='))
+                    .map(|(k, v)| format!("`{}: {}`", k.trim().replace('_', "-"), v.trim()))
+                    .collect();
+                (!perms.is_empty()).then(|| perms.join(" and "))
+            })
+            .collect();
+        Some(if sets.is_empty() {
+            format!("`{fallback}`")
+        } else {
+            sets.join(" or ")
+        })
+    }
+
+    /// `what` failed: the error, and the permission to grant when that was
+    /// the reason (and only then).
+    pub fn explain(&self, what: &str, fallback_permission: &str) -> String {
+        match self.missing_permission(fallback_permission) {
+            Some(p) => format!("{what}: {self} (the token needs {p} in the job's `permissions:`)"),
+            None => format!("{what}: {self}"),
         }
     }
 }
@@ -237,6 +282,8 @@ impl GitHub {
                         path: path.to_string(),
                         status,
                         message,
+                        accepted: header(&headers, "x-accepted-github-permissions")
+                            .map(str::to_string),
                     });
                 }
             }
@@ -387,6 +434,52 @@ pub fn next_link(link: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused(status: u16, accepted: Option<&str>) -> Error {
+        Error::Status {
+            method: "POST",
+            path: "/repos/o/r/check-runs".into(),
+            status,
+            message: "Resource not accessible by integration".into(),
+            accepted: accepted.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_missing_permission_is_the_one_github_names() {
+        // The header's example from GitHub's changelog: sets split by `;`.
+        let e = refused(
+            403,
+            Some("repository_projects=write; organization_projects=admin"),
+        );
+        assert_eq!(
+            e.missing_permission("checks: write").as_deref(),
+            Some("`repository-projects: write` or `organization-projects: admin`")
+        );
+        let e = refused(403, Some("contents=read,pull_requests=write"));
+        assert_eq!(
+            e.missing_permission("x: y").as_deref(),
+            Some("`contents: read` and `pull-requests: write`")
+        );
+        assert_eq!(
+            refused(403, None)
+                .missing_permission("checks: write")
+                .as_deref(),
+            Some("`checks: write`")
+        );
+        for e in [
+            refused(422, Some("checks=write")),
+            refused(502, None),
+            Error::Transport {
+                method: "POST",
+                path: "/x".into(),
+                detail: "connection refused".into(),
+            },
+        ] {
+            assert_eq!(e.missing_permission("checks: write"), None, "{e}");
+            assert!(!e.explain("no check run", "checks: write").contains("needs"));
+        }
+    }
 
     #[test]
     fn next_link_is_taken_verbatim() {

@@ -449,7 +449,12 @@ async fn read_only_token_falls_back_to_the_job_summary() {
         "{}",
         run.log
     );
-    assert!(run.log.contains("pull-requests: write"));
+    assert!(
+        run.log
+            .contains("the token needs `issues: write` or `pull-requests: write`"),
+        "{}",
+        run.log
+    );
     assert!(run.summary.contains("web:1.1.0"), "{}", run.summary);
     assert!(job.fake.comments(3).is_empty());
 }
@@ -1053,9 +1058,38 @@ async fn check_run_403_is_a_warning_and_the_deploy_goes_on() {
         run.log
     );
     assert!(
+        run.log.contains("the token needs `checks: write`"),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.log.contains("the token needs `deployments: write`"),
+        "{}",
+        run.log
+    );
+    assert!(
         sim.get("apps", "Deployment", "web-staging", "web")
             .is_some()
     );
+}
+
+/// A refusal that is not about permissions (here a 422) is reported as
+/// it is, without sending the user to change `permissions:`.
+#[tokio::test]
+async fn a_check_run_error_that_is_not_a_permission_blames_no_permission() {
+    let job = Job::new().await;
+    job.fake.fail_next([Fault::unprocessable()]);
+    let sim = cluster().await;
+    let payload = push_payload(None, &job.base());
+    let run = job.deploy_push(&sim, &payload, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let warning = run
+        .log
+        .lines()
+        .find(|l| l.starts_with("::warning::no check run for staging"))
+        .unwrap_or_else(|| panic!("{}", run.log));
+    assert!(warning.contains("422"), "{warning}");
+    assert!(!warning.contains("permissions"), "{warning}");
 }
 
 #[tokio::test]

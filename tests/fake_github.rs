@@ -37,6 +37,15 @@ impl Fault {
         }
     }
 
+    /// A 422 as GitHub sends for a body it will not take.
+    pub fn unprocessable() -> Fault {
+        Fault {
+            status: 422,
+            headers: vec![],
+            body: json!({"message": "Validation Failed", "errors": [{"resource": "CheckRun", "code": "invalid", "field": "head_sha"}], "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run"}),
+        }
+    }
+
     /// A secondary rate limit: 429 with `retry-after`.
     pub fn rate_limited(seconds: u64) -> Fault {
         Fault {
@@ -258,10 +267,19 @@ async fn record(
     }
     let writes = parts.method != Method::GET;
     if writes && lock(&state).read_only {
+        // GitHub names the permission sets that would have allowed the call.
+        let path = parts.uri.path();
+        let accepted = if path.contains("/check-runs") {
+            "checks=write"
+        } else if path.contains("/deployments") {
+            "deployments=write"
+        } else {
+            "issues=write; pull_requests=write"
+        };
         return json_response(
             403,
-            json!({"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment", "status": "403"}),
-            &[],
+            json!({"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest", "status": "403"}),
+            &[("x-accepted-github-permissions", accepted.to_string())],
         );
     }
     next.run(axum::extract::Request::from_parts(

@@ -698,14 +698,9 @@ async fn post_comment(
             ))?;
             Ok(s.url)
         }
-        Err(e) if e.status() == Some(403) => {
-            runner.warning(&format!("cannot comment on the pull request ({e}); the token needs `pull-requests: write`. The plan is in the job summary"))?;
-            Ok(None)
-        }
         Err(e) => {
-            runner.warning(&format!(
-                "cannot update the PR comment: {e}. The plan is in the job summary"
-            ))?;
+            let why = e.explain("cannot comment on the pull request", "pull-requests: write");
+            runner.warning(&format!("{why}. The plan is in the job summary"))?;
             Ok(None)
         }
     }
