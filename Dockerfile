@@ -1,42 +1,56 @@
-# Build stage: compile kdeploy with the pinned lockfile.
-FROM rust:1-slim-bookworm AS build
+# kdeploy's action image: a static kdeploy, git, helm and kustomize on
+# Alpine, running as the GitHub runner's uid. Multi-arch: BuildKit sets
+# TARGETARCH (amd64, arm64); the release workflow builds each natively.
+
+# Build: kdeploy linked statically against musl, so the runtime stage
+# carries no Rust toolchain and no libc of ours (kdeploy allocates with
+# mimalloc, not musl's slower allocator). The `dist` profile: fat LTO,
+# one codegen unit, stripped.
+FROM rust:1-alpine3.22 AS build
+# hadolint ignore=DL3018
+RUN apk add --no-cache musl-dev
 WORKDIR /src
-RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config \
- && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY charts ./charts
 COPY tests ./tests
-RUN cargo build --release --locked --bin kdeploy \
- && strip target/release/kdeploy
+RUN cargo build --profile dist --locked --bin kdeploy
 
 # Renderers for Helm charts and Kustomize overlays, pinned, each checked
 # against the SHA-256 its project publishes beside the release archive.
-FROM debian:bookworm-slim AS tools
+FROM alpine:3.22 AS tools
+SHELL ["/bin/ash", "-eo", "pipefail", "-c"]
+ARG TARGETARCH=amd64
 ARG HELM_VERSION=v3.19.0
 ARG KUSTOMIZE_VERSION=v5.7.1
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
- && rm -rf /var/lib/apt/lists/*
+# hadolint ignore=DL3018
+RUN apk add --no-cache curl
 WORKDIR /tools
-RUN curl -fsSLO "https://get.helm.sh/helm-${HELM_VERSION}-linux-amd64.tar.gz" \
- && curl -fsSL "https://get.helm.sh/helm-${HELM_VERSION}-linux-amd64.tar.gz.sha256sum" -o helm.sha256 \
- && sha256sum -c helm.sha256 \
- && tar -xzf "helm-${HELM_VERSION}-linux-amd64.tar.gz" linux-amd64/helm \
- && mv linux-amd64/helm /tools/helm
-RUN curl -fsSLO "https://github.com/kubernetes-sigs/kustomize/releases/download/kustomize%2F${KUSTOMIZE_VERSION}/kustomize_${KUSTOMIZE_VERSION}_linux_amd64.tar.gz" \
- && curl -fsSL "https://github.com/kubernetes-sigs/kustomize/releases/download/kustomize%2F${KUSTOMIZE_VERSION}/checksums.txt" -o kustomize.sha256 \
- && grep " kustomize_${KUSTOMIZE_VERSION}_linux_amd64.tar.gz\$" kustomize.sha256 | sha256sum -c - \
- && tar -xzf "kustomize_${KUSTOMIZE_VERSION}_linux_amd64.tar.gz" kustomize
+RUN curl -fsSLO "https://get.helm.sh/helm-${HELM_VERSION}-linux-${TARGETARCH}.tar.gz" \
+ && curl -fsSL "https://get.helm.sh/helm-${HELM_VERSION}-linux-${TARGETARCH}.tar.gz.sha256sum" | sha256sum -c - \
+ && tar -xzf "helm-${HELM_VERSION}-linux-${TARGETARCH}.tar.gz" "linux-${TARGETARCH}/helm" \
+ && mv "linux-${TARGETARCH}/helm" /tools/helm
+RUN base="https://github.com/kubernetes-sigs/kustomize/releases/download/kustomize%2F${KUSTOMIZE_VERSION}" \
+ && archive="kustomize_${KUSTOMIZE_VERSION}_linux_${TARGETARCH}.tar.gz" \
+ && curl -fsSLO "${base}/${archive}" \
+ && curl -fsSL "${base}/checksums.txt" | grep " ${archive}\$" | sha256sum -c - \
+ && tar -xzf "${archive}" kustomize
 
-# Runtime: git (to fetch commits missing from shallow clones), CA
-# certificates, helm and kustomize.
-FROM debian:bookworm-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+# Runtime: git (kdeploy fetches commits a shallow checkout lacks), CA
+# certificates, helm, kustomize, kdeploy. Alpine's repositories keep one
+# version of a package per release branch, so packages are pinned by the
+# base image's branch (3.22), not by version (DL3018).
+FROM alpine:3.22
+# hadolint ignore=DL3018
+RUN apk add --no-cache git ca-certificates \
+ && addgroup -g 1001 kdeploy \
+ && adduser -D -u 1001 -G kdeploy -h /home/kdeploy kdeploy
 COPY --from=tools /tools/helm /tools/kustomize /usr/local/bin/
-COPY --from=build /src/target/release/kdeploy /usr/local/bin/kdeploy
+COPY --from=build /src/target/dist/kdeploy /usr/local/bin/kdeploy
+# Not root: uid 1001 is the `runner` user of GitHub-hosted runners, which
+# owns the mounted workspace, HOME (/github/home) and the files behind
+# GITHUB_OUTPUT and GITHUB_STEP_SUMMARY. Owning the checkout also means
+# git's safe.directory check passes as it is. README: "The image".
+USER 1001:1001
 ENTRYPOINT ["/usr/local/bin/kdeploy"]
 CMD ["--help"]

@@ -235,62 +235,109 @@ pub struct Revisions {
     pub head: ObjectId,
 }
 
-/// Makes sure `sha` is in the repository, fetching it from `origin` if not.
-///
-/// # Errors
-/// When it cannot be fetched.
-pub fn ensure_commit(repo: &gix::Repository, workdir: &Path, sha: &str) -> Result<ObjectId, Error> {
-    if let Ok(id) = crate::source::resolve_commit(repo, sha) {
-        return Ok(id);
-    }
-    git(
-        workdir,
-        &["fetch", "--no-tags", "--quiet", "--depth=1", "origin", sha],
-    )
-    .map_err(|detail| Error::Fetch {
-        sha: sha.to_string(),
-        detail,
-    })?;
-    // Objects fetched by another process: reopen to see the new pack.
-    let fresh = gix::open(repo.git_dir())
-        .map_err(|e| Error::Invalid(format!("cannot reopen the repository: {e}")))?;
-    Ok(crate::source::resolve_commit(&fresh, sha)?)
+/// Credentials for fetching what a shallow checkout lacks when the checkout
+/// kept none (`persist-credentials: false`): the action's token, sent as
+/// actions/checkout sends it, and only to the GitHub server's URL.
+#[derive(Clone)]
+pub struct FetchAuth {
+    /// `GITHUB_SERVER_URL`, e.g. `https://github.com`.
+    pub server_url: String,
+    /// The `github-token` input.
+    pub token: String,
 }
 
-/// Runs git in `dir`, returning stderr on failure.
-fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+impl std::fmt::Debug for FetchAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FetchAuth({}, <token>)", self.server_url)
     }
 }
 
-/// The merge base of two commits, deepening a shallow clone until found.
-///
-/// # Errors
-/// When there is none even in the full history.
-pub fn merge_base(workdir: &Path, one: ObjectId, two: ObjectId) -> Result<ObjectId, Error> {
-    let attempt = || -> Option<ObjectId> {
-        let repo = gix::open(workdir).ok()?;
-        repo.merge_base(one, two)
-            .ok()
-            .flatten()
-            .map(|id| id.detach())
-    };
-    if let Some(id) = attempt() {
-        return Ok(id);
+impl FetchAuth {
+    /// The `GIT_CONFIG_*` variables that add the header for git (2.31+),
+    /// kept out of argv and out of the repository's config.
+    fn env(&self) -> Vec<(String, String)> {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("x-access-token:{}", self.token));
+        vec![
+            ("GIT_CONFIG_COUNT".into(), "1".into()),
+            (
+                "GIT_CONFIG_KEY_0".into(),
+                format!(
+                    "http.{}/.extraheader",
+                    self.server_url.trim_end_matches('/')
+                ),
+            ),
+            (
+                "GIT_CONFIG_VALUE_0".into(),
+                format!("AUTHORIZATION: basic {basic}"),
+            ),
+        ]
     }
-    for deepen in ["--deepen=50", "--deepen=500", "--unshallow"] {
-        if git(
-            workdir,
-            &[
+}
+
+/// Runs git in a checkout, adding `auth` to fetches unless the checkout
+/// has credentials of its own (two Authorization headers are refused).
+struct Git<'a> {
+    dir: &'a Path,
+    auth: Option<&'a FetchAuth>,
+}
+
+impl Git<'_> {
+    fn run(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new("git");
+        cmd.args(args)
+            .current_dir(self.dir)
+            .env("GIT_TERMINAL_PROMPT", "0");
+        if let Some(auth) = self.auth {
+            let own = Command::new("git")
+                .args(["config", "--get-regexp", r"^http\..*extraheader$"])
+                .current_dir(self.dir)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !own {
+                cmd.envs(auth.env());
+            }
+        }
+        let out = cmd.output().map_err(|e| format!("cannot run git: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Makes sure `sha` is in the repository, fetching it from `origin` if
+    /// not.
+    fn ensure_commit(&self, repo: &gix::Repository, sha: &str) -> Result<ObjectId, Error> {
+        if let Ok(id) = crate::source::resolve_commit(repo, sha) {
+            return Ok(id);
+        }
+        self.run(&["fetch", "--no-tags", "--quiet", "--depth=1", "origin", sha])
+            .map_err(|detail| Error::Fetch {
+                sha: sha.to_string(),
+                detail,
+            })?;
+        // Objects fetched by another process: reopen to see the new pack.
+        let fresh = gix::open(repo.git_dir())
+            .map_err(|e| Error::Invalid(format!("cannot reopen the repository: {e}")))?;
+        Ok(crate::source::resolve_commit(&fresh, sha)?)
+    }
+
+    /// The merge base of two commits, deepening a shallow clone until found.
+    fn merge_base(&self, one: ObjectId, two: ObjectId) -> Result<ObjectId, Error> {
+        let attempt = || -> Option<ObjectId> {
+            let repo = gix::open(self.dir).ok()?;
+            repo.merge_base(one, two)
+                .ok()
+                .flatten()
+                .map(|id| id.detach())
+        };
+        if let Some(id) = attempt() {
+            return Ok(id);
+        }
+        for deepen in ["--deepen=50", "--deepen=500", "--unshallow"] {
+            let fetched = self.run(&[
                 "fetch",
                 "--no-tags",
                 "--quiet",
@@ -298,19 +345,17 @@ pub fn merge_base(workdir: &Path, one: ObjectId, two: ObjectId) -> Result<Object
                 "origin",
                 &one.to_string(),
                 &two.to_string(),
-            ],
-        )
-        .is_err()
-        {
-            continue;
+            ]);
+            if fetched.is_ok()
+                && let Some(id) = attempt()
+            {
+                return Ok(id);
+            }
         }
-        if let Some(id) = attempt() {
-            return Ok(id);
-        }
+        Err(Error::Invalid(format!(
+            "no merge base between {one} and {two}; the branches share no history"
+        )))
     }
-    Err(Error::Invalid(format!(
-        "no merge base between {one} and {two}; the branches share no history"
-    )))
 }
 
 /// Resolves the revisions for an event. `github_sha` is `GITHUB_SHA`.
@@ -321,17 +366,19 @@ pub fn resolve(
     event: &Event,
     workdir: &Path,
     github_sha: Option<&str>,
+    auth: Option<&FetchAuth>,
 ) -> Result<Revisions, Error> {
     let repo = gix::discover(workdir)
         .map_err(|e| Error::Invalid(format!("{} is not a git checkout: {e}", workdir.display())))?;
     let top = repo.workdir().unwrap_or(workdir).to_path_buf();
+    let git = Git { dir: &top, auth };
     match event {
         Event::PullRequest {
             base_sha, head_sha, ..
         } => {
-            let head = ensure_commit(&repo, &top, head_sha)?;
-            let base_tip = ensure_commit(&repo, &top, base_sha)?;
-            let base = merge_base(&top, base_tip, head)?;
+            let head = git.ensure_commit(&repo, head_sha)?;
+            let base_tip = git.ensure_commit(&repo, base_sha)?;
+            let base = git.merge_base(base_tip, head)?;
             Ok(Revisions {
                 base: Some(base),
                 head,
@@ -341,9 +388,9 @@ pub fn resolve(
             let after = after.as_deref().ok_or_else(|| {
                 Error::Invalid("the push deleted the ref; nothing to deploy".into())
             })?;
-            let head = ensure_commit(&repo, &top, after)?;
+            let head = git.ensure_commit(&repo, after)?;
             let base = match before {
-                Some(b) => Some(ensure_commit(&repo, &top, b)?),
+                Some(b) => Some(git.ensure_commit(&repo, b)?),
                 None => None,
             };
             Ok(Revisions { base, head })
@@ -352,9 +399,9 @@ pub fn resolve(
             let head_spec = head.as_deref().or(github_sha).ok_or_else(|| {
                 Error::Invalid("workflow_dispatch needs a `head` input or GITHUB_SHA".into())
             })?;
-            let head = ensure_commit(&repo, &top, head_spec)?;
+            let head = git.ensure_commit(&repo, head_spec)?;
             let base = match base {
-                Some(b) => Some(ensure_commit(&repo, &top, b)?),
+                Some(b) => Some(git.ensure_commit(&repo, b)?),
                 None => None,
             };
             Ok(Revisions { base, head })
@@ -382,6 +429,22 @@ mod tests {
                 after: Some("abc".into())
             }
         );
+    }
+
+    #[test]
+    fn fetch_credentials_go_to_the_server_only_and_stay_out_of_argv() {
+        let auth = FetchAuth {
+            server_url: "https://github.example.com/".into(),
+            token: "ghs_canary".into(),
+        };
+        let env = auth.env();
+        assert_eq!(env[1].1, "http.https://github.example.com/.extraheader");
+        // base64("x-access-token:ghs_canary")
+        assert_eq!(
+            env[2].1,
+            "AUTHORIZATION: basic eC1hY2Nlc3MtdG9rZW46Z2hzX2NhbmFyeQ=="
+        );
+        assert!(!format!("{auth:?}").contains("canary"));
     }
 
     #[test]

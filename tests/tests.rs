@@ -12,6 +12,7 @@ mod event;
 mod example;
 mod faults;
 mod hostile;
+mod lint;
 mod plan;
 mod properties;
 mod render;

@@ -269,7 +269,16 @@ async fn run_steps(
     }
 
     runner.group("Resolve revisions")?;
-    let revs = event::resolve(&event, &repo_dir, env.var("GITHUB_SHA"))?;
+    // A checkout with `persist-credentials: false` cannot fetch what it
+    // lacks from a private repository; the action's token can.
+    let auth = match (&inputs.token, env.var("GITHUB_SERVER_URL")) {
+        (Some(token), Some(server)) => Some(event::FetchAuth {
+            server_url: server.to_string(),
+            token: token.clone(),
+        }),
+        _ => None,
+    };
+    let revs = event::resolve(&event, &repo_dir, env.var("GITHUB_SHA"), auth.as_ref())?;
     match revs.base {
         Some(base) if base == revs.head => runner.line(&format!(
             "base and head are the same commit {base}: nothing can differ"
