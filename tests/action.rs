@@ -1164,3 +1164,96 @@ async fn workflow_dispatch_plans_between_the_base_and_head_inputs() {
         run.log
     );
 }
+
+/// Time from process start to a posted plan comment, with the real binary
+/// (`KDEPLOY_BIN`, default the test build: use a `--profile dist` build for
+/// figures), on the benchmark repo of 1,000 apps x 3 environments (3,000
+/// releases), from a depth-1 clone of the PR head as actions/checkout makes
+/// it: the base commit is fetched from origin (a local file URL here; add
+/// the network's round trips on GitHub).
+#[tokio::test]
+#[ignore = "measurement; run by hand with --ignored --nocapture"]
+async fn measure_time_to_a_posted_plan_on_3000_releases() {
+    let repo = kdeploy::bench::generate(1000, 3, false).expect("generate");
+    let origin = repo.dir.path();
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "git {args:?}");
+    };
+    git(
+        origin,
+        &["update-ref", "refs/heads/main", &repo.initial.to_string()],
+    );
+    let runner = tempfile::tempdir().expect("temp");
+    let fake = FakeGitHub::start().await;
+    let path = |name: &str| runner.path().join(name);
+    let bin = std::env::var("KDEPLOY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kdeploy").into());
+    for (number, head, what) in [
+        (7, repo.one_app, "one app's config changed"),
+        (
+            8,
+            repo.chart_change,
+            "the chart changed: every release differs",
+        ),
+    ] {
+        git(origin, &["update-ref", "refs/heads/pr", &head.to_string()]);
+        let payload = pr_payload(
+            "synchronize",
+            number,
+            &repo.initial.to_string(),
+            &head.to_string(),
+            false,
+        );
+        std::fs::write(path("event.json"), payload.to_string()).expect("event");
+        let mut samples = Vec::new();
+        for i in 0..3 {
+            let work = runner.path().join(format!("work-{number}-{i}"));
+            let url = format!("file://{}", origin.display());
+            git(
+                runner.path(),
+                &[
+                    "clone",
+                    "-q",
+                    "--depth=1",
+                    "--branch=pr",
+                    &url,
+                    &work.display().to_string(),
+                ],
+            );
+            let start = std::time::Instant::now();
+            let out = tokio::process::Command::new(&bin)
+                .arg("action")
+                .env("GITHUB_EVENT_NAME", "pull_request")
+                .env("GITHUB_EVENT_PATH", path("event.json"))
+                .env("GITHUB_WORKSPACE", &work)
+                .env("GITHUB_API_URL", &fake.url)
+                .env("GITHUB_REPOSITORY", REPO)
+                .env("GITHUB_WORKFLOW", "plan")
+                .env("GITHUB_STEP_SUMMARY", path("summary.md"))
+                .env("GITHUB_OUTPUT", path("output"))
+                .env("INPUT_GITHUB-TOKEN", TOKEN)
+                .env("INPUT_MODE", "plan")
+                .output()
+                .await
+                .expect("run kdeploy");
+            let elapsed = start.elapsed();
+            let log = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{log}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!fake.comments(number).is_empty(), "{log}");
+            samples.push(elapsed);
+        }
+        samples.sort();
+        eprintln!(
+            "{what}: time to a posted plan from a depth-1 clone, median of 3: {:.0} ms ({bin})",
+            samples[1].as_secs_f64() * 1000.0
+        );
+    }
+}
