@@ -22,7 +22,9 @@ use crate::yaml;
 pub struct Settings {
     /// Directory holding the charts (default `charts`).
     pub charts: String,
-    /// Directory holding `<app>/<env>/` (default `services`).
+    /// Directory holding `<app>/<env>/` (default `services`); `null` turns
+    /// it off (a repo deployed only from `sources:`), stored as "".
+    #[serde(deserialize_with = "null_as_empty")]
     pub services: String,
     /// Where `kdeploy render` writes manifests (default `_gen`).
     pub output: String,
@@ -111,6 +113,63 @@ impl Limits {
 pub struct EnvironmentSettings {
     /// The kubeconfig context of the environment's cluster (overridden by `--context`).
     pub context: Option<String>,
+    /// The Kubernetes version of the environment's cluster (`"1.31"`):
+    /// plans warn about API versions it no longer serves. Default: the
+    /// newest kdeploy knows.
+    pub kubernetes_version: Option<KubeVersion>,
+}
+
+/// A Kubernetes minor version, `1.31`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    /// Major (1).
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for KubeVersion {
+    type Err = String;
+    /// `1.31`, `v1.31` or `1.31.2` (the patch is ignored).
+    fn from_str(s: &str) -> Result<KubeVersion, String> {
+        let t = s.trim().trim_start_matches('v');
+        let mut parts = t.split('.');
+        let num = |p: Option<&str>| p.and_then(|p| p.parse::<u32>().ok());
+        match (
+            num(parts.next()),
+            num(parts.next()),
+            parts.next().map(str::parse::<u32>),
+        ) {
+            (Some(major), Some(minor), None | Some(Ok(_))) if major >= 1 => {
+                Ok(KubeVersion { major, minor })
+            }
+            _ => Err(format!("`{s}` is not a Kubernetes version like \"1.31\"")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KubeVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KubeVersion, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = KubeVersion;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a quoted Kubernetes version like \"1.31\" (unquoted, 1.30 is the number 1.3)",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KubeVersion, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 impl Default for Settings {
@@ -128,6 +187,11 @@ impl Default for Settings {
             limits: Limits::default(),
         }
     }
+}
+
+/// `null` as "" (a setting turned off); a string as it is.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The default `namespace` template: one namespace per app and environment.
@@ -485,6 +549,9 @@ pub struct Layout {
     pub settings: Settings,
     /// The `kdeploy.yaml` blob id, part of every release's cache key.
     pub settings_id: Option<gix::ObjectId>,
+    /// True when the revision has a `kdeploy.yaml` of its own (and it was
+    /// read, not replaced by given settings).
+    pub settings_file: bool,
     /// Chart directories by name.
     pub charts: BTreeMap<String, Node>,
     /// Every release found, sorted by (env, app).
@@ -516,6 +583,7 @@ impl Layout {
         Layout {
             settings: Settings::default(),
             settings_id: None,
+            settings_file: false,
             charts: BTreeMap::new(),
             releases: Vec::new(),
             skipped_apps: Vec::new(),
@@ -545,16 +613,34 @@ impl Layout {
         filter: &Filter,
         expand: &dyn Fn(&Node) -> bool,
     ) -> Result<Layout, Error> {
+        Layout::load_as(reader, root, filter, expand, None)
+    }
+
+    /// Like [`Layout::load_with`], with `settings` (and their blob id) in
+    /// place of the revision's own `kdeploy.yaml` when given: a base that
+    /// predates kdeploy.yaml is read with the head's.
+    ///
+    /// # Errors
+    /// As [`Layout::load`].
+    pub fn load_as(
+        reader: &Reader<'_>,
+        root: &Node,
+        filter: &Filter,
+        expand: &dyn Fn(&Node) -> bool,
+        settings: Option<(&Settings, Option<gix::ObjectId>)>,
+    ) -> Result<Layout, Error> {
         let mut problems = Diagnostics::default();
-        let (settings, settings_id) = match reader.child(root, SETTINGS_FILE)? {
-            Some(node) if !node.is_dir => {
-                let text = reader.read_text(&node)?;
-                let (settings, found) = parse_settings(&text, &node.path);
-                problems.extend(found);
-                (settings, node.id)
-            }
-            _ => (Settings::default(), None),
-        };
+        let (settings, settings_id, settings_file) =
+            match (settings, reader.child(root, SETTINGS_FILE)?) {
+                (Some((given, id)), _) => (given.clone(), id, false),
+                (None, Some(node)) if !node.is_dir => {
+                    let text = reader.read_text(&node)?;
+                    let (settings, found) = parse_settings(&text, &node.path);
+                    problems.extend(found);
+                    (settings, node.id, true)
+                }
+                _ => (Settings::default(), None, false),
+            };
         reader.snapshot().set_file_limit(settings.limits.file_bytes);
 
         let charts = match find_dir(reader, root, &settings.charts)? {
@@ -576,7 +662,11 @@ impl Layout {
         }
         let has_sources =
             !settings.sources.raw.is_empty() || !settings.sources.kustomize.is_empty();
-        let services = find_dir(reader, root, &settings.services)?;
+        let services = if settings.services.is_empty() {
+            None
+        } else {
+            find_dir(reader, root, &settings.services)?
+        };
         if services.is_none() && !has_sources {
             problems.push(
                 Diagnostic::new(
@@ -633,6 +723,7 @@ impl Layout {
             .into_result(Layout {
                 settings,
                 settings_id,
+                settings_file,
                 charts,
                 releases,
                 skipped_apps,

@@ -71,6 +71,9 @@ pub fn text(plan: &Plan, color: bool, out: &mut dyn Write) -> io::Result<()> {
         }
     };
     writeln!(out, "Plan {} -> {}", plan.base, plan.head)?;
+    for n in &plan.notes {
+        writeln!(out, "Note: {n}")?;
+    }
     if !plan.has_changes() {
         writeln!(out, "No changes. {}", unchanged_note(plan))?;
         if let Some(h) = hidden_note(plan) {
@@ -94,6 +97,14 @@ pub fn text(plan: &Plan, color: bool, out: &mut dyn Write) -> io::Result<()> {
             c.app,
             action_word(c.action)
         )?;
+        for w in &c.warnings {
+            writeln!(
+                out,
+                "    {} {}",
+                paint("1;33", &format!("warning[{}]", w.code)),
+                w.message
+            )?;
+        }
         for line in c.diff.lines().skip(2) {
             let painted = match line.chars().next() {
                 Some('+') => paint("32", line),
@@ -105,10 +116,36 @@ pub fn text(plan: &Plan, color: bool, out: &mut dyn Write) -> io::Result<()> {
         }
     }
     writeln!(out, "\n{}. {}", summary_line(plan), unchanged_note(plan))?;
+    if let Some(w) = warnings_note(plan) {
+        writeln!(out, "{w}")?;
+    }
     if let Some(h) = hidden_note(plan) {
         writeln!(out, "{h}")?;
     }
     Ok(())
+}
+
+/// `2 warnings: immutable-field (1), removed-api (1).`
+fn warnings_note(plan: &Plan) -> Option<String> {
+    let n = plan.warning_count();
+    if n == 0 {
+        return None;
+    }
+    let mut codes: std::collections::BTreeMap<&str, usize> = Default::default();
+    for w in plan.changes.iter().flat_map(|c| &c.warnings) {
+        *codes.entry(w.code).or_default() += 1;
+    }
+    let list: Vec<String> = codes.iter().map(|(c, k)| format!("{c} ({k})")).collect();
+    Some(format!("{}: {}.", plural(n, "warning"), list.join(", ")))
+}
+
+/// `1 change`, `2 changes`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn action_word(a: Action) -> &'static str {
@@ -189,6 +226,9 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
     let max_parts = max_parts.max(1);
     let mut summary = String::new();
     let _ = writeln!(summary, "`{}` → `{}`\n", plan.base, plan.head);
+    for n in &plan.notes {
+        let _ = writeln!(summary, "> [!NOTE]\n> {n}\n");
+    }
     if !plan.has_changes() {
         let _ = writeln!(summary, "**No changes.** {}", unchanged_note(plan));
     } else {
@@ -212,6 +252,12 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
             summary_line(plan),
             unchanged_note(plan)
         );
+        if let Some(w) = warnings_note(plan) {
+            let _ = writeln!(
+                summary,
+                "\n> [!WARNING]\n> **{w}** See the resources marked ⚠️ below."
+            );
+        }
     }
     if let Some(h) = hidden_note(plan) {
         let _ = writeln!(summary, "\n_{h}_");
@@ -223,10 +269,15 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
     for c in &plan.changes {
         let diff: String = c.diff.lines().skip(2).collect::<Vec<_>>().join("\n");
         let fence = fence_for(&diff);
+        let mut warned = String::new();
+        for w in &c.warnings {
+            let _ = writeln!(warned, "> [!WARNING]\n> **{}**: {}\n", w.code, w.message);
+        }
         let text = format!(
-            "#### {} {}\n\n{fence}diff\n{diff}\n{fence}\n\n",
+            "#### {} {}{}\n\n{warned}{fence}diff\n{diff}\n{fence}\n\n",
             c.action.sign(),
-            kind_heading(c)
+            kind_heading(c),
+            if c.warnings.is_empty() { "" } else { " ⚠️" }
         );
         blocks.push((
             (c.env.clone(), c.app.clone()),
@@ -285,10 +336,10 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
                 };
                 let _ = write!(
                     body,
-                    "<details><summary><b>{}</b> / <b>{}</b>: {} changes{continued}</summary>\n\n",
+                    "<details><summary><b>{}</b> / <b>{}</b>: {}{continued}</summary>\n\n",
                     key.0,
                     key.1,
-                    group_size(key)
+                    plural(group_size(key), "change")
                 );
                 if !seen_groups.contains(key) {
                     seen_groups.push(key.clone());
@@ -330,6 +381,7 @@ pub struct JsonPlan<'a> {
     base: &'a str,
     head: &'a str,
     summary: JsonSummary,
+    notes: &'a [String],
     changes: Vec<JsonChange<'a>>,
 }
 
@@ -341,6 +393,7 @@ struct JsonSummary {
     unchanged: usize,
     unchanged_releases: usize,
     hidden: usize,
+    warnings: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -353,6 +406,7 @@ struct JsonChange<'a> {
     namespace: Option<&'a str>,
     name: &'a str,
     source: &'a str,
+    warnings: &'a [crate::plan::Warning],
     diff: &'a str,
 }
 
@@ -369,7 +423,9 @@ pub fn json(plan: &Plan) -> JsonPlan<'_> {
             unchanged: plan.unchanged,
             unchanged_releases: plan.unchanged_releases,
             hidden: plan.hidden_resources,
+            warnings: plan.warning_count(),
         },
+        notes: &plan.notes,
         changes: plan
             .changes
             .iter()
@@ -382,6 +438,7 @@ pub fn json(plan: &Plan) -> JsonPlan<'_> {
                 namespace: c.id.namespace.as_deref(),
                 name: &c.id.name,
                 source: &c.origin.file,
+                warnings: &c.warnings,
                 diff: &c.diff,
             })
             .collect(),

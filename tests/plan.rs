@@ -293,3 +293,308 @@ fn environments_lists_what_a_change_touches_with_its_cluster() {
         ])
     );
 }
+
+/// A repo of raw manifests under `m/{env}/{app}` (kdeploy.yaml decides).
+fn raw_repo(files: &[(&str, &str)]) -> Repo {
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw: [\"m/{env}/{app}\"]\n",
+    );
+    for (path, text) in files {
+        repo.write(path, text);
+    }
+    repo
+}
+
+const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web, team: a}}\n  template:\n    metadata: {labels: {app: web, team: a}}\n    spec: {containers: [{name: web, image: nginx}]}\n";
+
+/// The adoption pull request adds kdeploy.yaml. Its base has none: read
+/// with the defaults, it would put the same releases in other namespaces
+/// and the plan would delete the live ones. The base is read with the
+/// head's settings, and the plan says so.
+#[test]
+fn a_base_without_kdeploy_yaml_is_read_with_the_heads() {
+    let repo = Repo::with_app();
+    let base = repo.commit("before kdeploy.yaml");
+    repo.write("kdeploy.yaml", "namespace: \"{app}\"\n");
+    let head = repo.commit("adopt kdeploy");
+    let p = plan_of(&repo, &base, &head);
+    assert!(
+        p.changes.iter().all(|c| c.action != Action::Deleted),
+        "{:?}",
+        summary(&p)
+    );
+    assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+    assert!(p.notes[0].contains("has no kdeploy.yaml"), "{:?}", p.notes);
+    let mut text = Vec::new();
+    report::text(&p, false, &mut text).unwrap();
+    assert!(String::from_utf8(text).unwrap().contains("Note: the base"));
+    let md = report::markdown(&p, "<!-- m -->", 65_536);
+    assert!(md.contains("> [!NOTE]"), "{md}");
+    let json = serde_json::to_value(report::json(&p)).unwrap();
+    assert_eq!(json["notes"][0], serde_json::json!(p.notes[0]));
+}
+
+/// `plan` checks the base as `render --rev` does: a base with a resource
+/// defined twice is an error that names the base, not an empty state.
+#[test]
+fn a_base_that_does_not_render_is_an_error_naming_it() {
+    let repo = raw_repo(&[
+        (
+            "m/prod/shop/a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        ),
+        (
+            "m/prod/shop/b.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n",
+        ),
+    ]);
+    let base = repo.commit("duplicate");
+    repo.write(
+        "m/prod/shop/b.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: y}\n",
+    );
+    let head = repo.commit("fixed");
+    let open = |rev: &str| Snapshot::open(repo.path(), &Revision::parse(Some(rev))).expect("opens");
+    let err = render::compare(&open(&base), &open(&head), &Filter::default())
+        .expect_err("the base is invalid");
+    let text = err.to_string();
+    assert!(text.contains("at base revision"), "{text}");
+    assert!(
+        text.contains("defined") || text.contains("twice") || text.contains("duplicate"),
+        "{text}"
+    );
+}
+
+fn warnings_of(p: &Plan) -> Vec<(String, &'static str, String)> {
+    p.changes
+        .iter()
+        .flat_map(|c| {
+            c.warnings
+                .iter()
+                .map(move |w| (c.id.to_string(), w.code, w.path.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn immutable_field_changes_are_warned_in_every_format() {
+    let repo = raw_repo(&[
+        ("m/prod/shop/deploy.yaml", DEPLOY),
+        (
+            "m/prod/shop/svc.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.0.0.10, ports: [{port: 80}]}\n",
+        ),
+        (
+            "m/prod/shop/sts.yaml",
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 1\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: postgres}]}\n  volumeClaimTemplates: [{metadata: {name: data}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}]\n",
+        ),
+        (
+            "m/prod/shop/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: frozen}\nimmutable: true\ndata: {a: \"1\"}\n",
+        ),
+        (
+            "m/prod/shop/pvc.yaml",
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: cache}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}\n",
+        ),
+        (
+            "m/prod/shop/rb.yaml",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: rb}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: a}\nsubjects: []\n",
+        ),
+        (
+            "m/prod/shop/job.yaml",
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate}\nspec:\n  template:\n    spec: {restartPolicy: Never, containers: [{name: m, image: app:1}]}\n",
+        ),
+    ]);
+    let base = repo.commit("base");
+    repo.write("m/prod/shop/deploy.yaml", &DEPLOY.replace("team: a", "team: b"))
+        .write(
+            "m/prod/shop/svc.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.0.0.11, ports: [{port: 80}]}\n",
+        )
+        .write(
+            "m/prod/shop/sts.yaml",
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 2\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: postgres}]}\n  volumeClaimTemplates: [{metadata: {name: data}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 5Gi}}}}]\n",
+        )
+        .write(
+            "m/prod/shop/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: frozen}\nimmutable: true\ndata: {a: \"2\"}\n",
+        )
+        .write(
+            "m/prod/shop/pvc.yaml",
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: cache}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+        )
+        .write(
+            "m/prod/shop/rb.yaml",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: rb}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: b}\nsubjects: []\n",
+        )
+        .write(
+            "m/prod/shop/job.yaml",
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate}\nspec:\n  template:\n    spec: {restartPolicy: Never, containers: [{name: m, image: app:2}]}\n",
+        );
+    let head = repo.commit("head");
+    let p = plan_of(&repo, &base, &head);
+    let mut found = warnings_of(&p);
+    found.sort();
+    let expected = [
+        ("ConfigMap shop-prod/frozen", "immutable-field", "/data"),
+        (
+            "PersistentVolumeClaim shop-prod/cache",
+            "immutable-field",
+            "/spec/resources/requests/storage",
+        ),
+        (
+            "Service shop-prod/web",
+            "immutable-field",
+            "/spec/clusterIP",
+        ),
+        (
+            "apps/Deployment shop-prod/web",
+            "immutable-field",
+            "/spec/selector",
+        ),
+        (
+            "apps/StatefulSet shop-prod/db",
+            "immutable-field",
+            "/spec/volumeClaimTemplates",
+        ),
+        (
+            "batch/Job shop-prod/migrate",
+            "immutable-field",
+            "/spec/template",
+        ),
+        (
+            "rbac.authorization.k8s.io/RoleBinding shop-prod/rb",
+            "immutable-field",
+            "/roleRef",
+        ),
+    ];
+    let expected: Vec<(String, &str, String)> = expected
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), *b, c.to_string()))
+        .collect();
+    assert_eq!(found, expected);
+
+    let mut text = Vec::new();
+    report::text(&p, false, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("warning[immutable-field] `/spec/selector` changes"),
+        "{text}"
+    );
+    assert!(text.contains("7 warnings: immutable-field (7)."), "{text}");
+    let md = report::markdown(&p, "<!-- m -->", 65_536);
+    assert!(
+        md.contains("> [!WARNING]\n> **immutable-field**: `/spec/selector` changes"),
+        "{md}"
+    );
+    assert!(md.contains("Deployment `shop-prod/web` ⚠️"), "{md}");
+    let json = serde_json::to_value(report::json(&p)).unwrap();
+    assert_eq!(json["summary"]["warnings"], 7);
+    let deploy = json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "Deployment")
+        .unwrap();
+    assert_eq!(deploy["warnings"][0]["code"], "immutable-field");
+    assert_eq!(deploy["warnings"][0]["path"], "/spec/selector");
+}
+
+#[test]
+fn removed_and_deprecated_apis_follow_the_environments_kubernetes_version() {
+    let ingress = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: web}\nspec: {backend: {serviceName: web, servicePort: 80}}\n";
+    let hpa = "apiVersion: autoscaling/v2beta2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}, minReplicas: 1, maxReplicas: 3}\n";
+    let endpoints = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: ext}\nsubsets: []\n";
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw: [\"m/{env}/{app}\"]\nenvironments:\n  old:\n    kubernetesVersion: \"1.21\"\n",
+    );
+    let base = repo.commit("empty");
+    for env in ["old", "prod"] {
+        repo.write(&format!("m/{env}/shop/ingress.yaml"), ingress)
+            .write(&format!("m/{env}/shop/hpa.yaml"), hpa)
+            .write(&format!("m/{env}/shop/endpoints.yaml"), endpoints);
+    }
+    let head = repo.commit("old APIs");
+    let p = plan_of(&repo, &base, &head);
+    let mut got: Vec<String> = p
+        .changes
+        .iter()
+        .flat_map(|c| {
+            c.warnings
+                .iter()
+                .map(move |w| format!("{} {} {}", c.env, c.id.kind, w.code))
+        })
+        .collect();
+    got.sort();
+    // 1.21 (old): the Ingress is deprecated, not yet removed; v2beta2 is
+    // deprecated only from 1.23. The default (newest) refuses both.
+    assert_eq!(
+        got,
+        [
+            "old Ingress deprecated-api",
+            "prod Endpoints deprecated-api",
+            "prod HorizontalPodAutoscaler removed-api",
+            "prod Ingress removed-api",
+        ]
+    );
+    let ing = p
+        .changes
+        .iter()
+        .find(|c| c.env == "prod" && c.id.kind == "Ingress")
+        .unwrap();
+    assert!(
+        ing.warnings[0]
+            .message
+            .contains("removed in Kubernetes 1.22; the cluster (1.37) will refuse it: use `networking.k8s.io/v1`"),
+        "{}",
+        ing.warnings[0].message
+    );
+}
+
+#[test]
+fn deleting_a_namespace_warns_what_it_takes_with_it() {
+    let repo = raw_repo(&[
+        (
+            "m/prod/shop/ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop-prod}\n",
+        ),
+        ("m/prod/shop/deploy.yaml", DEPLOY),
+    ]);
+    let base = repo.commit("base");
+    std::fs::remove_dir_all(repo.path().join("m/prod/shop")).unwrap();
+    repo.write(
+        "m/prod/other/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+    );
+    let head = repo.commit("remove shop");
+    let p = plan_of(&repo, &base, &head);
+    let ns = p
+        .changes
+        .iter()
+        .find(|c| c.id.kind == "Namespace")
+        .expect("deleted");
+    assert_eq!(ns.action, Action::Deleted);
+    assert_eq!(ns.warnings[0].code, "cascade");
+    assert!(
+        ns.warnings[0]
+            .message
+            .contains("1 resource the config had there"),
+        "{}",
+        ns.warnings[0].message
+    );
+}
+
+#[test]
+fn a_kubernetes_version_that_is_not_quoted_is_explained() {
+    let (_, problems) = kdeploy::config::parse_settings(
+        "environments:\n  prod:\n    kubernetesVersion: 1.30\n",
+        "kdeploy.yaml",
+    );
+    let text = problems[0].to_string();
+    assert!(text.contains("kdeploy.yaml:3"), "{text}");
+    assert!(text.contains("quoted Kubernetes version"), "{text}");
+}

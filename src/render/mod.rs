@@ -166,7 +166,7 @@ fn merge_results(
                         r.env, r.app
                     ),
                 )
-                .help("an (environment, app) pair must come from one place"),
+                .help("an (environment, app) pair must come from one place: when a raw source replaces services/ (a committed `_gen` tree being adopted), set `services: null` in kdeploy.yaml, or remove one of the two"),
             );
         }
     }
@@ -183,6 +183,9 @@ pub struct Comparison {
     pub head: State,
     /// (env, app) of releases skipped because their inputs are identical.
     pub unchanged: Vec<(String, String)>,
+    /// What a reader of the plan must know about how it was made (a base
+    /// rendered with the head's kdeploy.yaml).
+    pub notes: Vec<String>,
 }
 
 /// Renders `base` and `head`, re-rendering only releases whose inputs
@@ -198,18 +201,36 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
     let head_reader = head.reader();
     // First only list apps, so that apps whose tree is identical at both
     // revisions are never read.
-    let load =
-        |reader: &source::Reader<'_>, snap: &Snapshot, expand: &dyn Fn(&source::Node) -> bool| {
-            if snap.is_empty() {
-                Ok(Layout::empty())
-            } else {
-                Layout::load_with(reader, &snap.root(), filter, expand)
-            }
-        };
-    let shallow = |reader: &source::Reader<'_>, snap: &Snapshot| load(reader, snap, &|_| false);
-    let base_shallow =
-        shallow(&base_reader, base).map_err(|e| prefix_revision(e.into(), base.label()))?;
-    let head_shallow = shallow(&head_reader, head)?;
+    type Given<'a> = Option<(&'a config::Settings, Option<gix::ObjectId>)>;
+    let load = |reader: &source::Reader<'_>,
+                snap: &Snapshot,
+                expand: &dyn Fn(&source::Node) -> bool,
+                given: Given<'_>| {
+        if snap.is_empty() {
+            Ok(Layout::empty())
+        } else {
+            Layout::load_as(reader, &snap.root(), filter, expand, given)
+        }
+    };
+    let head_shallow = load(&head_reader, head, &|_| false, None)?;
+    let mut base_shallow = load(&base_reader, base, &|_| false, None)
+        .map_err(|e| prefix_revision(e.into(), base.label()))?;
+    // A base from before kdeploy.yaml existed (the adoption pull request,
+    // older history) is read with the head's settings: with the defaults it
+    // would render other charts and namespaces, and the plan would delete
+    // what the repository really deploys.
+    let mut notes = Vec::new();
+    let inherit = !base.is_empty() && !base_shallow.settings_file && head_shallow.settings_file;
+    let given: Given<'_> = inherit.then_some((&head_shallow.settings, head_shallow.settings_id));
+    if inherit {
+        base_shallow = load(&base_reader, base, &|_| false, given)
+            .map_err(|e| prefix_revision(e.into(), base.label()))?;
+        notes.push(format!(
+            "the base {} has no {}: it was rendered with the head's",
+            base.label(),
+            config::SETTINGS_FILE
+        ));
+    }
     let settings_same = base_shallow.settings_id == head_shallow.settings_id
         && base.commit().is_some()
         && head.commit().is_some();
@@ -235,18 +256,23 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
             && node.id.is_some()
             && base_app_ids.get(node.name()) == Some(&node.id)
     };
-    let head_layout = load(&head_reader, head, &|n| !same_app(n))?;
+    let head_layout = load(&head_reader, head, &|n| !same_app(n), None)?;
     let head_app_ids: HashMap<&str, Option<gix::ObjectId>> = head_shallow
         .skipped_apps
         .iter()
         .map(|n| (n.name(), n.id))
         .collect();
-    let base_layout = load(&base_reader, base, &|n| {
-        !(settings_same
-            && all_charts_same
-            && n.id.is_some()
-            && head_app_ids.get(n.name()) == Some(&n.id))
-    })
+    let base_layout = load(
+        &base_reader,
+        base,
+        &|n| {
+            !(settings_same
+                && all_charts_same
+                && n.id.is_some()
+                && head_app_ids.get(n.name()) == Some(&n.id))
+        },
+        given,
+    )
     .map_err(|e| prefix_revision(e.into(), base.label()))?;
 
     // Identical app trees (same settings and charts): unchanged, unread.
@@ -359,6 +385,9 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
         render_sources(base, &base_layout, &base_sources_todo),
     )
     .map_err(|e| prefix_revision(e, base.label()))?;
+    // The base must be valid as `render --rev` would find it: a plan from
+    // a broken base is no plan.
+    check_duplicates(&base_releases).map_err(|e| prefix_revision(e.into(), base.label()))?;
     let head_releases = merge_results(
         render_specs(head, &head_layout, &head_todo, &mut charts),
         render_sources(head, &head_layout, &head_sources_todo),
@@ -403,6 +432,7 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
             releases: head_releases,
         },
         unchanged,
+        notes,
     })
 }
 

@@ -38,6 +38,39 @@ fn is_label_value(s: &str) -> bool {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
 }
 
+/// The value of a quantity as a float (`1Gi` = 2^30, `500M` = 5e8), for
+/// comparing two sizes; `None` when it is not a quantity.
+pub fn quantity_value(s: &str) -> Option<f64> {
+    if !is_quantity(s) {
+        return None;
+    }
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(end);
+    let n: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e => 10f64.powi(e[1..].parse().ok()?),
+    };
+    Some(n * scale)
+}
+
 /// A Kubernetes quantity (`100m`, `1.5Gi`, `2e3`), as `resource.ParseQuantity` takes it.
 pub fn is_quantity(s: &str) -> bool {
     let body = s.strip_prefix(['+', '-']).unwrap_or(s);
@@ -257,6 +290,10 @@ mod tests {
 
     #[test]
     fn quantities() {
+        assert_eq!(quantity_value("1Gi"), Some(1_073_741_824.0));
+        assert!(quantity_value("1Gi") > quantity_value("1000M"));
+        assert_eq!(quantity_value("2e3"), Some(2000.0));
+        assert_eq!(quantity_value("1.5Gib"), None);
         for ok in [
             "1", "100m", "1.5Gi", "2e3", "0.5", "+1", "512Mi", ".5", "1E6",
         ] {

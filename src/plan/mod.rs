@@ -16,6 +16,10 @@ use crate::render::{Comparison, State};
 use crate::resource::{self, Origin, Resource, ResourceId};
 use crate::yaml;
 
+pub mod warnings;
+
+pub use warnings::Warning;
+
 /// What happens to a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +58,8 @@ pub struct Change {
     pub diff: String,
     /// Where the head (or, for deletions, base) side came from.
     pub origin: Origin,
+    /// What the API server will refuse or regret ([`warnings`]).
+    pub warnings: Vec<Warning>,
 }
 
 /// Noise control from `kdeploy.yaml` (`plan:`).
@@ -98,6 +104,9 @@ pub struct Plan {
     pub hidden_resources: usize,
     /// Number of ignored field paths that were configured.
     pub ignored_fields: usize,
+    /// How the plan was made, when a reader must know (a base rendered
+    /// with the head's kdeploy.yaml).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -110,6 +119,11 @@ impl Plan {
     /// True when anything changes.
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// Number of warnings over all changes.
+    pub fn warning_count(&self) -> usize {
+        self.changes.iter().map(|c| c.warnings.len()).sum()
     }
 }
 
@@ -252,6 +266,15 @@ enum Outcome {
 pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
     let base = index(&cmp.base);
     let head = index(&cmp.head);
+    let target = |env: &str| {
+        cmp.head
+            .settings
+            .environments
+            .get(env)
+            .and_then(|e| e.kubernetes_version)
+            .unwrap_or(warnings::NEWEST)
+    };
+    let contents = warnings::Contents::of(base.iter().map(|((env, _), r)| (*env, *r)));
     // Canonical text and diffs dominate when many releases change: compare
     // resources in parallel.
     let head_entries: Vec<_> = head.iter().collect();
@@ -279,6 +302,19 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
             if ignored(settings, &new.id) {
                 return Outcome::Hidden;
             }
+            let mut found = Vec::new();
+            if let Some(old) = old {
+                found.extend(warnings::immutable_fields(old, new).into_iter().map(|(path, why)| {
+                    Warning {
+                        code: "immutable-field",
+                        message: format!(
+                            "`{path}` changes, and {why}: the API server will refuse this apply; set the annotation `kdeploy.io/update-strategy: replace` to delete and re-create the resource, or keep the old value"
+                        ),
+                        path,
+                    }
+                }));
+            }
+            found.extend(warnings::api_version(new, target(key.0)));
             Outcome::Change(Box::new(Change {
                 env: key.0.to_string(),
                 app: new.origin.app.clone(),
@@ -286,6 +322,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
                 id: new.id.clone(),
                 diff: unified(&old_text, &new_text, &new.id, context),
                 origin: new.origin.clone(),
+                warnings: found,
             }))
         })
         .collect();
@@ -315,6 +352,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
             id: old.id.clone(),
             diff: unified(&old_text, "", &old.id, context),
             origin: old.origin.clone(),
+            warnings: contents.cascade(key.0, old).into_iter().collect(),
         });
     }
     changes.sort_by_key(apply_order);
@@ -326,6 +364,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
         unchanged_releases: cmp.unchanged.len(),
         hidden_resources: hidden,
         ignored_fields: settings.ignore_fields.len(),
+        notes: cmp.notes.clone(),
     }
 }
 
