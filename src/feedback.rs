@@ -203,6 +203,12 @@ pub fn output(
             failing_apps.push((t.app.clone(), format!("{}: {reason}", t.id)));
         }
     }
+    for id in &r.replaced {
+        let _ = writeln!(
+            summary,
+            "|  | `{id}` | replaced (immutable field: deleted, then applied) | ok |  |  |"
+        );
+    }
     for id in &r.applied {
         if !r.tracked.iter().any(|t| &t.id == id) {
             let _ = writeln!(summary, "|  | `{id}` | applied | ok |  |  |");

@@ -1015,6 +1015,7 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         record_written: false,
         kept: Vec::new(),
         adopted: Vec::new(),
+        replaced: Vec::new(),
         failed_step: None,
         failed: (0..120)
             .map(|i| Failure {

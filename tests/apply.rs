@@ -257,7 +257,7 @@ async fn a_one_app_change_patches_only_that_apps_changed_resources() {
     let patches: Vec<String> = sim
         .requests()
         .into_iter()
-        .filter(|r| r.method == "PATCH")
+        .filter(|r| r.method == "PATCH" && !r.query.contains("dryRun=All"))
         .map(|r| r.path)
         .collect();
     // The record namespace is applied idempotently; then exactly one object.
@@ -633,7 +633,9 @@ async fn an_invalid_manifest_shows_the_api_message_and_the_source_file() {
     assert_eq!(
         sim.requests()
             .iter()
-            .filter(|r| r.method == "PATCH" && r.path.ends_with("/deployments/web"))
+            .filter(|r| r.method == "PATCH"
+                && r.path.ends_with("/deployments/web")
+                && !r.query.contains("dryRun=All"))
             .count(),
         1
     );
@@ -905,10 +907,115 @@ async fn delete_first_removes_before_it_applies() {
             (r.method == "PATCH" || r.method == "DELETE")
                 && !r.path.contains("kdeploy-system")
                 && !r.path.contains("leases")
+                && !r.query.contains("dryRun=All")
         })
         .map(|r| r.method)
         .collect();
     let last_delete = writes.iter().rposition(|m| m == "DELETE").unwrap();
     let first_patch = writes.iter().position(|m| m == "PATCH").unwrap();
     assert!(last_delete < first_patch, "{writes:?}");
+}
+
+/// A selector change is refused by the API server (`spec.selector` is
+/// immutable): apply finds it with a dry run and stops before any write.
+/// With `kdeploy.io/update-strategy: replace` the Deployment is deleted,
+/// its deletion waited for, and created again.
+#[tokio::test]
+async fn an_immutable_field_change_stops_before_writes_unless_replaced() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let deploy = |team: &str, annotation: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations: {{{annotation}}}\nspec:\n  selector: {{matchLabels: {{app: web, team: {team}}}}}\n  template:\n    metadata: {{labels: {{app: web, team: {team}}}}}\n    spec: {{containers: [{{name: web, image: nginx}}]}}\n"
+        )
+    };
+    let repo = Repo::new();
+    repo.write("kdeploy.yaml", "sources:\n  raw: [\"m/{env}/{app}\"]\n")
+        .write(
+            "m/production/shop/ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop-production}\n",
+        )
+        .write("m/production/shop/deploy.yaml", &deploy("a", ""))
+        .write(
+            "m/production/shop/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {level: info}\n",
+        );
+    repo.commit("team a");
+    let (reports, out) = deploy_head(&client, &repo, &production(), &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    let uid = |sim: &Sim| {
+        sim.get("apps", "Deployment", "shop-production", "web")
+            .map(|d| d["metadata"]["uid"].clone())
+    };
+    let first = uid(&sim);
+
+    repo.write("m/production/shop/deploy.yaml", &deploy("b", ""))
+        .write(
+            "m/production/shop/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {level: debug}\n",
+        );
+    repo.commit("team b");
+    let before = writes(&sim).len();
+    let head = state(&repo, "HEAD");
+    let commit = head.commit.unwrap().to_string();
+    let mut log = Vec::new();
+    let err = apply::apply_states(
+        &client,
+        &head,
+        None,
+        &production(),
+        "example/config",
+        &commit,
+        &fast(),
+        &mut log,
+    )
+    .await
+    .expect_err("refused before writing")
+    .to_string();
+    assert!(err.contains("apps/Deployment shop-production/web"), "{err}");
+    assert!(err.contains("spec.selector"), "{err}");
+    assert!(err.contains("field is immutable"), "{err}");
+    assert!(err.contains("kdeploy.io/update-strategy: replace"), "{err}");
+    // Only the lease (kdeploy's own) was written: not the ConfigMap.
+    let after: Vec<String> = writes(&sim)[before..]
+        .iter()
+        .filter(|w| !w.contains("leases"))
+        .cloned()
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|w| w.ends_with(" dry")),
+        "{after:#?}"
+    );
+    assert_eq!(
+        sim.get("", "ConfigMap", "shop-production", "settings")
+            .unwrap()["data"]["level"],
+        "info"
+    );
+
+    repo.write(
+        "m/production/shop/deploy.yaml",
+        &deploy("b", "kdeploy.io/update-strategy: replace"),
+    );
+    repo.commit("team b, replace");
+    let (reports, out) = deploy_head(&client, &repo, &production(), &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert_eq!(
+        reports[0].replaced,
+        ["apps/Deployment shop-production/web"],
+        "{out}"
+    );
+    assert!(
+        out.contains("replaced apps/Deployment shop-production/web"),
+        "{out}"
+    );
+    let live = sim
+        .get("apps", "Deployment", "shop-production", "web")
+        .unwrap();
+    assert_eq!(live["spec"]["selector"]["matchLabels"]["team"], "b");
+    assert_ne!(Some(live["metadata"]["uid"].clone()), first, "re-created");
+    assert_eq!(
+        sim.get("", "ConfigMap", "shop-production", "settings")
+            .unwrap()["data"]["level"],
+        "debug"
+    );
 }

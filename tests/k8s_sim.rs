@@ -956,6 +956,9 @@ fn resource(
                         remove_owned(&mut object, previous, &applied);
                     }
                     merge(&mut object, &applied);
+                    if let Some(r) = immutable(&t.kind, name, &existing.object, &object) {
+                        return r;
+                    }
                     let mut appl = existing.applied.clone();
                     appl.insert(manager.clone(), applied);
                     let managers: Vec<&str> = appl.keys().map(String::as_str).collect();
@@ -1071,6 +1074,67 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ()> {
     serde_json::from_slice(body)
         .or_else(|_| serde_norway::from_slice(body))
         .map_err(|_| ())
+}
+
+/// Update validation of immutable fields, as the API server's
+/// `Validate*Update` functions word it (values printed as JSON, not Go).
+fn immutable(kind: &Kind, name: &str, old: &Value, new: &Value) -> Option<Response> {
+    let what = if kind.group.is_empty() {
+        kind.kind.clone()
+    } else {
+        format!("{}.{}", kind.kind, kind.group)
+    };
+    let refuse = |field: &str, value: &Value, detail: &str| {
+        let message = format!("Invalid value: {value}: {detail}");
+        status(
+            422,
+            "Invalid",
+            format!("{what} \"{name}\" is invalid: {field}: {message}"),
+            json!({"name": name, "group": kind.group, "kind": kind.kind, "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]}),
+        )
+    };
+    let changed = |pointer: &str| {
+        let (a, b) = (old.pointer(pointer), new.pointer(pointer));
+        a.is_some_and(|a| !a.is_null()) && b.is_some_and(|b| !b.is_null()) && a != b
+    };
+    let checks: &[(&str, &str)] = match (kind.group.as_str(), kind.kind.as_str()) {
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
+            &[("/spec/selector", "spec.selector")]
+        }
+        ("batch", "Job") => &[
+            ("/spec/selector", "spec.selector"),
+            ("/spec/template", "spec.template"),
+        ],
+        ("", "Service") => &[("/spec/clusterIP", "spec.clusterIP")],
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            &[("/roleRef", "roleRef")]
+        }
+        _ => &[],
+    };
+    for (pointer, field) in checks {
+        if changed(pointer) {
+            return Some(refuse(
+                field,
+                new.pointer(pointer).unwrap_or(&Value::Null),
+                "field is immutable",
+            ));
+        }
+    }
+    if matches!(kind.kind.as_str(), "ConfigMap" | "Secret")
+        && kind.group.is_empty()
+        && old["immutable"] == json!(true)
+        && (old["data"] != new["data"] || old["binaryData"] != new["binaryData"])
+    {
+        return Some(status(
+            422,
+            "Invalid",
+            format!(
+                "{what} \"{name}\" is invalid: data: Forbidden: field is immutable when `immutable` is set"
+            ),
+            json!({"name": name, "group": "", "kind": kind.kind, "causes": [{"reason": "FieldValueForbidden", "message": "Forbidden: field is immutable when `immutable` is set", "field": "data"}]}),
+        ));
+    }
+    None
 }
 
 /// The few schema checks kdeploy's tests rely on, with the API's wording.

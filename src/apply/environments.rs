@@ -87,6 +87,12 @@ pub async fn apply_states(
                 ""
             }
         )?;
+        for id in &report.replaced {
+            writeln!(
+                out,
+                "  replaced {id} (an immutable field changed: deleted, then applied)"
+            )?;
+        }
         for id in &report.applied {
             writeln!(out, "  applied  {id}")?;
         }

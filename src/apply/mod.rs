@@ -15,6 +15,7 @@ pub mod live;
 pub mod owners;
 mod preflight;
 pub mod record;
+pub mod replace;
 mod rollback;
 
 pub use environments::{apply_states, deploy_environments};
@@ -195,6 +196,10 @@ pub struct Report {
     pub kept: Vec<String>,
     /// Resources moved from another environment's record (`--adopt-from`).
     pub adopted: Vec<String>,
+    /// Resources deleted and created again because an immutable field
+    /// changed (`kdeploy.io/update-strategy: replace`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<String>,
     /// Readiness of what was applied and deleted (with `wait`).
     pub tracked: Vec<crate::wait::Tracked>,
     /// Progress lines of the tracking, one per change of state.
@@ -606,6 +611,18 @@ async fn apply_held(
             }
         }
     }
+    // Immutable fields: refused before any write, unless replaced.
+    let to_replace = if opts.dry_run {
+        Vec::new()
+    } else {
+        // Only updates: what kdeploy never deployed has no old value.
+        let updates: Vec<&Resource> = to_apply
+            .iter()
+            .filter(|r| previous.contains_key(&r.id))
+            .copied()
+            .collect();
+        replace::immutable_changes(client, kinds, target, &updates, opts).await?
+    };
     let mut kept = Vec::new();
     let to_delete: Vec<&Entry> = if opts.prune {
         previous
@@ -641,6 +658,7 @@ async fn apply_held(
         failed_step: None,
         kept,
         adopted: Vec::new(),
+        replaced: Vec::new(),
         tracked: Vec::new(),
         progress: String::new(),
         rollback: None,
@@ -658,6 +676,23 @@ async fn apply_held(
                 id: format!("Namespace {ns}"),
                 source: "--create-namespace".into(),
                 error: api_message(&e),
+            }),
+        }
+    }
+
+    let replace_timeout = if global_timeout.is_zero() {
+        Duration::from_secs(300)
+    } else {
+        global_timeout
+    };
+    for r in &to_replace {
+        match replace::delete_for_replace(client, kinds, r, opts, replace_timeout).await {
+            Ok(()) => report.replaced.push(r.id.to_string()),
+            Err(error) => report.failed.push(Failure {
+                app: r.origin.app.clone(),
+                id: r.id.to_string(),
+                source: r.origin.file.clone(),
+                error,
             }),
         }
     }

@@ -301,6 +301,27 @@ const STATEFULSET_MUTABLE: &[&str] = &[
     "revisionHistoryLimit",
 ];
 
+/// Kinds with fields the API server refuses to update: what apply
+/// dry-runs before its first write.
+pub fn has_immutable_fields(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        (
+            "apps",
+            "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet"
+        ) | ("batch", "Job")
+            | (
+                "",
+                "Service" | "PersistentVolumeClaim" | "ConfigMap" | "Secret"
+            )
+            | (
+                "rbac.authorization.k8s.io",
+                "RoleBinding" | "ClusterRoleBinding"
+            )
+            | ("storage.k8s.io", "StorageClass")
+    )
+}
+
 fn at<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
     v.pointer(pointer).filter(|v| !v.is_null())
 }
