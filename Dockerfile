@@ -10,10 +10,12 @@ FROM rust:1-alpine3.22 AS build
 # hadolint ignore=DL3018
 RUN apk add --no-cache musl-dev
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY charts ./charts
 COPY tests ./tests
+# The commit for `kdeploy --version` (the build context has no .git).
+ARG KDEPLOY_COMMIT=unknown
 RUN cargo build --profile dist --locked --bin kdeploy
 
 # Renderers for Helm charts and Kustomize overlays, pinned, each checked

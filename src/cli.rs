@@ -14,9 +14,18 @@ use crate::config::Filter;
 use crate::source::{Revision, Snapshot};
 use crate::{bench, output, plan, render, report};
 
+/// `kdeploy --version`: the release, the commit it was built from and the
+/// Kubernetes API its schemas and plan warnings know.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KDEPLOY_COMMIT"),
+    ", Kubernetes API 1.37)"
+);
+
 /// Deploy Kubernetes applications from a git config repository.
 #[derive(Debug, Parser)]
-#[command(name = "kdeploy", version, about, long_about = None)]
+#[command(name = "kdeploy", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -80,6 +89,12 @@ pub enum Command {
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
     Bench(BenchArgs),
+    /// Print a shell completion script: `source <(kdeploy completions bash)`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Which config repo and which releases.
@@ -463,6 +478,15 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         }
         Command::Bench(args) => {
             bench::run(&args, out)?;
+            Ok(Outcome::Clean)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            // Into a buffer: clap_complete panics on a failed write (a
+            // closed pipe); ours is an error like any other.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kdeploy", &mut script);
+            out.write_all(&script)?;
             Ok(Outcome::Clean)
         }
     }

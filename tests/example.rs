@@ -94,3 +94,37 @@ fn action_yml_inputs_match_the_table_the_code_reads() {
     }
     assert!(help.stdout.contains("GITHUB_EVENT_PATH"));
 }
+
+/// `--version` names the commit and the Kubernetes API kdeploy knows (the
+/// version plan warnings default to); completions are valid shell.
+#[test]
+fn version_and_completions() {
+    let v = kdeploy(&project_root(), &["--version"]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    let newest = kdeploy::plan::warnings::NEWEST.to_string();
+    assert!(
+        v.stdout.contains(&format!("Kubernetes API {newest})")),
+        "{}",
+        v.stdout
+    );
+    assert!(v.stdout.contains("(commit "), "{}", v.stdout);
+    assert!(!v.stdout.contains("commit )"), "{}", v.stdout);
+
+    let bash = kdeploy(&project_root(), &["completions", "bash"]);
+    assert_eq!(bash.code, 0, "{}", bash.stderr);
+    for sub in ["plan", "apply", "environments", "completions"] {
+        assert!(bash.stdout.contains(sub), "{sub}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("kdeploy.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n rejects the completion script");
+    let nu = kdeploy(&project_root(), &["completions", "nushell"]);
+    assert_eq!(nu.code, 2);
+    assert!(nu.stderr.contains("possible values: bash"), "{}", nu.stderr);
+}
