@@ -251,6 +251,10 @@ pub struct PlanArgs {
     /// Lines of context around each change.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub context: usize,
+    /// Text format: one line per resource (with its number of changed
+    /// lines), no diffs.
+    #[arg(long)]
+    pub compact: bool,
 }
 
 /// `kdeploy validate`.
@@ -495,7 +499,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
 fn run_plan(args: &PlanArgs, color: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let (_, plan) = args.change.plan(args.context)?;
     match args.format {
-        Format::Text => report::text(&plan, color, out)?,
+        Format::Text => report::text_with(&plan, color, args.compact, out)?,
         Format::Markdown => {
             let body =
                 report::markdown(&plan, &report::comment_marker("cli"), report::COMMENT_LIMIT);

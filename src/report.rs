@@ -63,6 +63,15 @@ pub fn summary_line(plan: &Plan) -> String {
 /// # Errors
 /// When writing fails.
 pub fn text(plan: &Plan, color: bool, out: &mut dyn Write) -> io::Result<()> {
+    text_with(plan, color, false, out)
+}
+
+/// [`text`], grouped by environment under a header each. `compact` gives
+/// one line per resource with the number of changed lines, and no diffs.
+///
+/// # Errors
+/// When writing fails.
+pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -> io::Result<()> {
     let paint = |code: &str, s: &str| {
         if color {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -81,19 +90,52 @@ pub fn text(plan: &Plan, color: bool, out: &mut dyn Write) -> io::Result<()> {
         }
         return Ok(());
     }
+    let mut env: Option<&str> = None;
     for c in &plan.changes {
+        if env != Some(c.env.as_str()) {
+            let n = plan.changes.iter().filter(|x| x.env == c.env).count();
+            writeln!(
+                out,
+                "\n{} ({})",
+                paint("1", &format!("== {} ==", c.env)),
+                plural(n, "change")
+            )?;
+            env = Some(c.env.as_str());
+        }
         let sign = c.action.sign().to_string();
         let code = match c.action {
             Action::Added => "32",
             Action::Changed => "33",
             Action::Deleted => "31",
         };
+        let lines = c.diff.lines().skip(2);
+        if compact {
+            let (plus, minus) = lines.fold((0, 0), |(p, m), l| match l.chars().next() {
+                Some('+') => (p + 1, m),
+                Some('-') => (p, m + 1),
+                _ => (p, m),
+            });
+            let size = match c.action {
+                Action::Added => plural(plus, "line"),
+                Action::Deleted => plural(minus, "line"),
+                Action::Changed => format!("+{plus} -{minus}"),
+            };
+            writeln!(out, "{} {} [{}] {size}", paint(code, &sign), c.id, c.app)?;
+            for w in &c.warnings {
+                writeln!(
+                    out,
+                    "    {} {}",
+                    paint("1;33", &format!("warning[{}]", w.code)),
+                    w.message
+                )?;
+            }
+            continue;
+        }
         writeln!(
             out,
-            "\n{} {} [{}/{}] {}",
+            "\n{} {} [{}] {}",
             paint(code, &sign),
             paint("1", &c.id.to_string()),
-            c.env,
             c.app,
             action_word(c.action)
         )?;
@@ -105,7 +147,7 @@ pub fn text(plan: &Plan, color: bool, out: &mut dyn Write) -> io::Result<()> {
                 w.message
             )?;
         }
-        for line in c.diff.lines().skip(2) {
+        for line in lines {
             let painted = match line.chars().next() {
                 Some('+') => paint("32", line),
                 Some('-') => paint("31", line),
@@ -158,8 +200,9 @@ fn action_word(a: Action) -> &'static str {
 
 fn unchanged_note(plan: &Plan) -> String {
     format!(
-        "{} resources unchanged; {} releases skipped (identical inputs).",
-        plan.unchanged, plan.unchanged_releases
+        "{} unchanged; {} skipped (identical inputs).",
+        plural(plan.unchanged, "resource"),
+        plural(plan.unchanged_releases, "release")
     )
 }
 
@@ -167,14 +210,14 @@ fn hidden_note(plan: &Plan) -> Option<String> {
     let mut parts = Vec::new();
     if plan.hidden_resources > 0 {
         parts.push(format!(
-            "{} changed resources hidden by plan.ignoreResources",
-            plan.hidden_resources
+            "{} hidden by plan.ignoreResources",
+            plural(plan.hidden_resources, "changed resource")
         ));
     }
     if plan.ignored_fields > 0 {
         parts.push(format!(
-            "{} field paths ignored by plan.ignoreFields",
-            plan.ignored_fields
+            "{} ignored by plan.ignoreFields",
+            plural(plan.ignored_fields, "field path")
         ));
     }
     (!parts.is_empty()).then(|| format!("Hidden: {} (kdeploy.yaml).", parts.join("; ")))

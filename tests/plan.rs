@@ -598,3 +598,46 @@ fn a_kubernetes_version_that_is_not_quoted_is_explained() {
     assert!(text.contains("kdeploy.yaml:3"), "{text}");
     assert!(text.contains("quoted Kubernetes version"), "{text}");
 }
+
+/// Text plans come under one header per environment; `--compact` gives one
+/// line per resource; counts agree in number ("1 change").
+#[test]
+fn text_plans_are_grouped_by_environment_and_compact_on_request() {
+    let repo = Repo::with_app();
+    let base = repo.commit("base");
+    repo.write("services/api/production/config.yaml", "replicas: 4\n")
+        .write("services/web/config.yaml", "image: x/web\n")
+        .write("services/web/version", "1\n")
+        .write("services/web/staging/config.yaml", "");
+    let head = repo.commit("scale api, add web");
+    let p = plan_of(&repo, &base, &head);
+    let mut full = Vec::new();
+    report::text_with(&p, false, false, &mut full).unwrap();
+    let full = String::from_utf8(full).unwrap();
+    let prod = full.find("== production == (1 change)").expect(&full);
+    let staging = full.find("== staging == (5 changes)").expect(&full);
+    assert!(prod < staging, "{full}");
+    assert!(
+        full.contains("~ apps/Deployment api-production/api [api] changed"),
+        "{full}"
+    );
+    assert!(full.contains("+  replicas: 4"), "{full}");
+
+    let mut compact = Vec::new();
+    report::text_with(&p, false, true, &mut compact).unwrap();
+    let compact = String::from_utf8(compact).unwrap();
+    assert!(
+        compact.contains("~ apps/Deployment api-production/api [api] +1 -1\n"),
+        "{compact}"
+    );
+    assert!(!compact.contains("replicas: 4"), "{compact}");
+    let added = compact
+        .lines()
+        .find(|l| l.starts_with("+ apps/Deployment web-staging/web [web] "))
+        .expect(&compact);
+    assert!(added.ends_with(" lines"), "{added}");
+    assert!(
+        compact.contains("5 to add, 1 to change, 0 to delete."),
+        "{compact}"
+    );
+}
