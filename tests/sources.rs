@@ -604,3 +604,74 @@ fn renderers_get_no_secrets_from_the_environment_and_a_timeout() {
         "{err}"
     );
 }
+
+/// A generic chart that requires facts about the release (as with
+/// `helm template --set environmentType=<env>`): `helm.set` passes them,
+/// with placeholders, on every release; Chart.yaml `apiVersion: v1` is a
+/// Helm chart as Helm says.
+#[test]
+fn helm_set_passes_release_facts_to_a_chart_that_requires_them() {
+    let Some((_keep, helm)) = helm() else { return };
+    let repo = Repo::new();
+    repo.write(
+        "charts/generic/Chart.yaml",
+        "apiVersion: v1\nname: generic\nversion: 1.0.0\n",
+    )
+    .write(
+        "charts/generic/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  environmentType: {{ required \"environmentType is required\" .Values.environmentType | quote }}\n  image: \"{{ .Values.image }}:{{ .Values.tag }}\"\n  where: {{ .Values.deploy.where | quote }}\n",
+    )
+    .write("services/shop/config.yaml", "image: example/shop\n")
+    .write("services/shop/version", "2.1.0\n")
+    .write("services/shop/prod/config.yaml", "")
+    .write("services/shop/staging/config.yaml", "");
+    let settings = |set: &str| {
+        format!(
+            "defaultChart: generic\nhelm:\n  binary: {}\n{set}",
+            helm.display()
+        )
+    };
+    repo.write("kdeploy.yaml", &settings(""));
+    repo.commit("without helm.set");
+    let err = render_at(&repo, "HEAD").unwrap_err().to_string();
+    assert!(err.contains("environmentType is required"), "{err}");
+
+    repo.write(
+        "kdeploy.yaml",
+        &settings("  set:\n    environmentType: \"{env}\"\n    deploy.where: \"{release} in {namespace} at {version}\"\n"),
+    );
+    repo.commit("with helm.set");
+    let state = render_at(&repo, "HEAD").unwrap();
+    let data = |env: &str| {
+        state
+            .releases
+            .iter()
+            .find(|r| r.release.env == env)
+            .map(|r| r.resources[0].object["data"].clone())
+            .unwrap()
+    };
+    assert_eq!(data("prod")["environmentType"], "prod");
+    assert_eq!(data("staging")["environmentType"], "staging");
+    assert_eq!(data("prod")["image"], "example/shop:2.1.0");
+    assert_eq!(data("prod")["where"], "shop-prod in shop-prod at 2.1.0");
+}
+
+#[test]
+fn helm_set_placeholders_and_paths_are_checked() {
+    let (_, problems) = kdeploy::config::parse_settings(
+        "helm:\n  set:\n    environmentType: \"{environment}\"\n    a..b: x\n",
+        "kdeploy.yaml",
+    );
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("kdeploy.yaml:3")
+                && t.contains("unknown placeholder `{environment}`")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("`a..b` is not a dotted value path")),
+        "{text:?}"
+    );
+}

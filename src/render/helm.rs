@@ -32,6 +32,22 @@ pub struct HelmSettings {
     pub release_name: Option<String>,
     /// Seconds `helm template` may run (default 120).
     pub timeout_seconds: Option<u64>,
+    /// Values set on every release, as `helm --set-string`: dotted value
+    /// path to a string with placeholders (see [`HELM_SET_PLACEHOLDERS`]),
+    /// e.g. `environmentType: "{env}"`. Applied over the merged values.
+    pub set: std::collections::BTreeMap<String, String>,
+}
+
+/// The placeholders `helm.set` values may use.
+pub const HELM_SET_PLACEHOLDERS: &[&str] = &["app", "env", "version", "namespace", "release"];
+
+/// Placeholders of `text` that are not in `known`.
+pub fn unknown_placeholders<'a>(text: &'a str, known: &[&str]) -> Vec<&'a str> {
+    text.split('{')
+        .skip(1)
+        .map(|p| p.split('}').next().unwrap_or(p))
+        .filter(|p| !known.contains(p))
+        .collect()
 }
 
 impl HelmSettings {
@@ -167,6 +183,15 @@ pub fn render(
         .unwrap_or("{app}-{env}")
         .replace("{app}", &spec.app)
         .replace("{env}", &spec.env);
+    for (path, template) in &settings.set {
+        let value = template
+            .replace("{app}", &spec.app)
+            .replace("{env}", &spec.env)
+            .replace("{version}", &sv.version)
+            .replace("{namespace}", &namespace)
+            .replace("{release}", &name);
+        set_path(&mut values, path, Value::String(value));
+    }
     let work = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
     let values_file = work.path().join("values.yaml");
     std::fs::write(
