@@ -89,12 +89,26 @@ pub enum Command {
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
     Bench(BenchArgs),
+    /// Print a schema: `values` is the JSON Schema of the built-in chart's
+    /// values (for editors: see the README).
+    Schema {
+        /// Which schema.
+        #[arg(value_enum)]
+        what: SchemaKind,
+    },
     /// Print a shell completion script: `source <(kdeploy completions bash)`.
     Completions {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `kdeploy schema` subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaKind {
+    /// The values of the built-in `service` chart (config.yaml files).
+    Values,
 }
 
 /// Which config repo and which releases.
@@ -482,6 +496,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         }
         Command::Bench(args) => {
             bench::run(&args, out)?;
+            Ok(Outcome::Clean)
+        }
+        Command::Schema {
+            what: SchemaKind::Values,
+        } => {
+            let text = crate::render::chart::BUILTIN
+                .iter()
+                .find(|(p, _)| *p == "values.schema.json")
+                .map_or("", |(_, t)| t);
+            out.write_all(text.as_bytes())?;
             Ok(Outcome::Clean)
         }
         Command::Completions { shell } => {

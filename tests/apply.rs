@@ -611,6 +611,9 @@ async fn unknown_kinds_and_missing_namespaces_fail_before_any_write() {
 #[tokio::test]
 async fn an_invalid_manifest_shows_the_api_message_and_the_source_file() {
     let (sim, client, repo) = example_cluster().await;
+    // Without the chart's values schema the bad value reaches the API
+    // server (render-time checks are `kdeploy validate`'s and the schema's).
+    repo.remove("charts/service/values.schema.json");
     repo.write(
         "services/web/staging/config.yaml",
         "replicas: \"two\"\ningress:\n  host: shop.staging.example.com\n",

@@ -450,30 +450,31 @@ fn rendered_fields_the_api_server_refuses_point_at_the_users_line() {
             "port: 8080\nreplicas: \"three\"\n",
             &[
                 &format!("{CFG}:2:11"),
-                "spec.replicas",
-                "expected an integer",
-                "deployment.yaml",
+                "`replicas`: \"three\" is not of type \"integer\"",
             ],
         ),
         (
             "negative replicas",
             "replicas: -3\n",
-            &[&format!("{CFG}:1:11"), "must be 0 or more, found -3"],
+            &[&format!("{CFG}:1:11"), "-3 is less than the minimum of 0"],
         ),
         (
             "cpu that is no quantity",
             "resources:\n  requests:\n    cpu: lots\n",
-            &[&format!("{CFG}:3:10"), "`lots` is not a quantity"],
+            &[&format!("{CFG}:3:10"), "\"lots\" is not a quantity"],
         ),
         (
             "memory in the wrong unit",
             "resources:\n  limits:\n    memory: 1Gb\n",
-            &[&format!("{CFG}:3:13"), "`1Gb` is not a quantity"],
+            &[&format!("{CFG}:3:13"), "\"1Gb\" is not a quantity"],
         ),
         (
             "port out of range",
             "port: 70000\n",
-            &[&format!("{CFG}:1:7"), "from 1 to 65535, found 70000"],
+            &[
+                &format!("{CFG}:1:7"),
+                "70000 is greater than the maximum of 65535",
+            ],
         ),
         (
             "namespace that is no label",
@@ -489,6 +490,28 @@ fn rendered_fields_the_api_server_refuses_point_at_the_users_line() {
     for (name, text, says) in cases {
         render_fails(name, &env_config(text), says);
     }
+    // A chart without a values schema: the rendered field is checked and
+    // traced back to the user's line.
+    render_fails(
+        "replicas as words through a chart without a schema",
+        &repo_with(
+            &[
+                ("charts/c/Chart.yaml", b"name: c\nversion: 1.0.0\n"),
+                (
+                    "charts/c/templates/d.yaml",
+                    b"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: {{values.replicas}}\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec: {containers: [{name: c, image: nginx}]}\n",
+                ),
+                (CFG, b"chart: c\nreplicas: \"three\"\n"),
+            ],
+            false,
+        ),
+        &[
+            &format!("{CFG}:2:11"),
+            "spec.replicas",
+            "expected an integer",
+            "charts/c/templates/d.yaml",
+        ],
+    );
     render_fails(
         "version that breaks the image",
         &repo_with(&[("services/shop/version", b"1.0:{a}\"x\n")], false),

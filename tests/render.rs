@@ -532,3 +532,80 @@ mod bad_input {
         );
     }
 }
+
+/// The built-in chart's values schema: of a real repo's keys, what the
+/// chart does not know is an error at the user's line, with the nearest
+/// known key when it looks like a typo; nothing is silently dropped.
+#[test]
+fn values_the_chart_does_not_know_are_errors_at_their_line() {
+    let repo = Repo::new();
+    repo.write("services/shop/config.yaml", "image: ghcr.io/example/shop\nreplcas: 5\n")
+        .write("services/shop/version", "1.0.0\n")
+        .write(
+            "services/shop/production/config.yaml",
+            "scalability:\n  replicas: 3\nresources:\n  memoryMiB: 512\nprobes:\n  liveness:\n    path: /healthz\n    port: 8081\n",
+        );
+    repo.commit("foreign keys");
+    let err = render_at(&repo, None).unwrap_err().to_string();
+    for expected in [
+        "services/shop/config.yaml:2:1: `replcas` is not a value of chart `service`",
+        "did you mean `replicas`?",
+        "services/shop/production/config.yaml:1:1: `scalability` is not a value of chart `service`",
+        "services/shop/production/config.yaml:4:3: `resources.memoryMiB` is not a value of chart `service`",
+        "known here: `limits`, `requests`",
+        "services/shop/production/config.yaml:8:5: `probes.liveness.port` is not a value",
+        "4 problems found",
+    ] {
+        assert!(err.contains(expected), "{expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn a_missing_image_is_required_by_the_schema() {
+    let repo = Repo::new();
+    repo.write("services/shop/config.yaml", "port: 9000\n")
+        .write("services/shop/version", "1.0.0\n")
+        .write("services/shop/production/config.yaml", "");
+    repo.commit("no image");
+    let err = render_at(&repo, None).unwrap_err().to_string();
+    assert!(
+        err.contains("`image` is required by chart `service`"),
+        "{err}"
+    );
+}
+
+/// A repo chart with its own `values.schema.json` is checked the same way;
+/// a broken schema is an error naming it.
+#[test]
+fn a_repo_charts_values_schema_is_used_and_checked() {
+    let repo = Repo::new();
+    repo.write("charts/c/Chart.yaml", "name: c\nversion: 1.0.0\n")
+        .write(
+            "charts/c/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  level: {{quote values.level}}\n",
+        )
+        .write(
+            "charts/c/values.schema.json",
+            r#"{"type": "object", "additionalProperties": false, "properties": {"chart": {"type": "string"}, "level": {"enum": ["info", "debug"]}}}"#,
+        )
+        .write("services/shop/config.yaml", "chart: c\n")
+        .write("services/shop/version", "1\n")
+        .write("services/shop/production/config.yaml", "level: loud\n");
+    repo.commit("enum");
+    let err = render_at(&repo, None).unwrap_err().to_string();
+    assert!(
+        err.contains("services/shop/production/config.yaml:1:8: `level`:"),
+        "{err}"
+    );
+    assert!(err.contains("charts/c/values.schema.json"), "{err}");
+    repo.write("services/shop/production/config.yaml", "level: debug\n");
+    repo.commit("fixed");
+    assert!(render_at(&repo, None).is_ok());
+    repo.write("charts/c/values.schema.json", "{\"type\": 12}");
+    repo.commit("broken schema");
+    let err = render_at(&repo, None).unwrap_err().to_string();
+    assert!(
+        err.contains("charts/c/values.schema.json: invalid values schema"),
+        "{err}"
+    );
+}

@@ -675,3 +675,34 @@ fn helm_set_placeholders_and_paths_are_checked() {
         "{text:?}"
     );
 }
+
+/// A Helm chart's `values.schema.json` is checked by kdeploy before Helm
+/// runs, so the problem names the user's line (Helm's own message names
+/// none of the repo's files).
+#[test]
+fn a_helm_charts_values_schema_points_at_the_users_line() {
+    let Some((_keep, helm)) = helm() else { return };
+    let repo = Repo::new();
+    repo.write("kdeploy.yaml", &format!("helm:\n  binary: {}\n", helm.display()))
+        .write("charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 1.0.0\n")
+        .write("charts/web/values.yaml", "replicaCount: 1\n")
+        .write(
+            "charts/web/values.schema.json",
+            r#"{"$schema": "https://json-schema.org/draft-07/schema#", "type": "object", "properties": {"replicaCount": {"type": "integer", "minimum": 1}}}"#,
+        )
+        .write(
+            "charts/web/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  n: {{ .Values.replicaCount | quote }}\n",
+        )
+        .write("services/web/config.yaml", "chart: web\n")
+        .write("services/web/version", "1\n")
+        .write("services/web/prod/config.yaml", "replicaCount: 0\n");
+    repo.commit("zero replicas");
+    let err = render_at(&repo, "HEAD").unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "services/web/prod/config.yaml:1:15: `replicaCount`: 0 is less than the minimum of 1"
+        ),
+        "{err}"
+    );
+}

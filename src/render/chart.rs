@@ -29,6 +29,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../charts/service/values.yaml"),
     ),
     (
+        "values.schema.json",
+        include_str!("../../charts/service/values.schema.json"),
+    ),
+    (
         "templates/_labels.yaml",
         include_str!("../../charts/service/templates/_labels.yaml"),
     ),
@@ -96,6 +100,8 @@ pub struct Chart {
     pub key: Option<String>,
     /// `values.yaml`.
     pub defaults: Map<String, Value>,
+    /// `values.schema.json`, when the chart has one (the built-in has).
+    pub schema: Option<super::schema::ValuesSchema>,
     registry: Handlebars<'static>,
     templates: Vec<String>,
     /// Partial name -> file, so errors inside partials name the file.
@@ -127,7 +133,12 @@ impl Chart {
                         files.push((t.path.clone(), reader.read_text(&t)?));
                     }
                 }
-            } else if !entry.is_dir && matches!(entry.name(), "Chart.yaml" | "values.yaml") {
+            } else if !entry.is_dir
+                && matches!(
+                    entry.name(),
+                    "Chart.yaml" | "values.yaml" | "values.schema.json"
+                )
+            {
                 files.push((entry.path.clone(), reader.read_text(&entry)?));
             }
         }
@@ -186,6 +197,7 @@ impl Chart {
         };
         let mut version = None;
         let mut defaults = Map::new();
+        let mut schema = None;
         let mut templates = Vec::new();
         let mut partials = BTreeMap::new();
         let mut saw_meta = false;
@@ -210,6 +222,10 @@ impl Chart {
                         Err(e) => problems.push(e.diagnostic(path, "invalid Chart.yaml")),
                     }
                 }
+                "values.schema.json" => match super::schema::ValuesSchema::compile(text, path) {
+                    Ok(compiled) => schema = Some(compiled),
+                    Err(d) => problems.push(d),
+                },
                 "values.yaml" => match yaml::parse(text) {
                     Ok(Value::Object(m)) => defaults = m,
                     Ok(Value::Null) => {}
@@ -273,6 +289,7 @@ impl Chart {
             dir: dir.to_string(),
             key,
             defaults,
+            schema,
             registry,
             templates,
             partials,

@@ -78,6 +78,12 @@ pub struct HelmChart {
     pub dir: String,
     /// Content identity (git tree id).
     pub key: Option<String>,
+    /// `values.schema.json` (checked by kdeploy first, so that problems
+    /// name the user's line), with the chart's `values.yaml` it applies over.
+    schema: Option<(
+        Result<super::schema::ValuesSchema, Diagnostic>,
+        Map<String, Value>,
+    )>,
     tmp: tempfile::TempDir,
 }
 
@@ -101,10 +107,26 @@ impl HelmChart {
             std::fs::write(&target, reader.read(&f)?)
                 .map_err(|e| super::sources::io_err(&f.path, e))?;
         }
+        let root = tmp.path().join(node.name());
+        let schema = std::fs::read_to_string(root.join("values.schema.json"))
+            .ok()
+            .map(|text| {
+                let path = format!("{}/values.schema.json", node.path);
+                let defaults = std::fs::read_to_string(root.join("values.yaml"))
+                    .ok()
+                    .and_then(|t| crate::yaml::parse(&t).ok())
+                    .and_then(|v| match v {
+                        Value::Object(m) => Some(m),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                (super::schema::ValuesSchema::compile(&text, &path), defaults)
+            });
         Ok(HelmChart {
             name: node.name().to_string(),
             dir: node.path.clone(),
             key: node.id.map(|id| format!("helm:{id}")),
+            schema,
             tmp,
         })
     }
@@ -191,6 +213,22 @@ pub fn render(
             .replace("{namespace}", &namespace)
             .replace("{release}", &name);
         set_path(&mut values, path, Value::String(value));
+    }
+    // Helm validates the coalesced values against the chart's schema too,
+    // but its message names no file of the config repo.
+    if let Some((schema, defaults)) = &chart.schema {
+        let schema = schema.as_ref().map_err(|d| Diagnostics::from(d.clone()))?;
+        let mut merged = defaults.clone();
+        crate::config::merge_into(&mut merged, values.clone());
+        let found = schema.check(
+            &Value::Object(merged),
+            &inputs,
+            &format!("{}/values.yaml", chart.dir),
+            &chart.name,
+        );
+        if !found.is_empty() {
+            return Err(Diagnostics(found));
+        }
     }
     let work = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
     let values_file = work.path().join("values.yaml");

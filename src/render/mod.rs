@@ -12,6 +12,7 @@ pub mod budget;
 pub mod chart;
 pub mod helm;
 pub mod helpers;
+pub mod schema;
 pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};
@@ -458,7 +459,7 @@ struct ChartCache {
 /// A compiled chart of either engine.
 enum Engine {
     Handlebars(Box<Chart>),
-    Helm(helm::HelmChart),
+    Helm(Box<helm::HelmChart>),
 }
 
 impl ChartCache {
@@ -485,7 +486,7 @@ impl ChartCache {
                     None => String::new(),
                 };
                 if helm::is_helm_chart(&meta) {
-                    Engine::Helm(helm::HelmChart::load(&reader, n)?)
+                    Engine::Helm(Box::new(helm::HelmChart::load(&reader, n)?))
                 } else {
                     Engine::Handlebars(Box::new(Chart::load(&reader, n).map_err(|e| match e {
                         chart::LoadError::Source(s) => Error::Source(s),
@@ -684,6 +685,21 @@ fn render_release(
     let inputs = sv.inputs;
     let default_namespace = sv.default_namespace;
     config::merge_into(&mut values, sv.values);
+    let mut values = Value::Object(values);
+    if let Some(schema) = &chart.schema {
+        let found = schema.check(
+            &values,
+            &inputs,
+            &format!("{}/values.yaml", chart.dir),
+            &chart.name,
+        );
+        if !found.is_empty() {
+            return Err(Diagnostics(found));
+        }
+    }
+    let Value::Object(values) = std::mem::take(&mut values) else {
+        return Err(Diagnostics::default());
+    };
     let release = Release::of(
         spec,
         &chart.name,
