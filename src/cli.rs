@@ -225,7 +225,7 @@ impl ChangeArgs {
         let (base, head) = (open(&self.base)?, open(&self.head)?);
         let cmp = render::compare(&base, &head, &filter)?;
         self.selection.ensure_matches(&[&head, &base])?;
-        crate::validate::check(&cmp.head)?;
+        crate::validate::check_for_plan(&cmp.head)?;
         let plan = plan::plan(&cmp, &cmp.head.settings.plan, context);
         Ok((cmp, plan))
     }

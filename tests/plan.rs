@@ -641,3 +641,56 @@ fn text_plans_are_grouped_by_environment_and_compact_on_request() {
         "{compact}"
     );
 }
+
+/// `validate` (and apply) refuse an apiVersion the environment's cluster no
+/// longer serves; `plan` shows it as a `removed-api` warning and goes on;
+/// still-served versions such as autoscaling/v1 are checked, not skipped.
+#[test]
+fn removed_apis_fail_validate_and_warn_in_plan_and_served_versions_are_checked() {
+    let repo = Repo::new();
+    repo.write("kdeploy.yaml", "sources:\n  raw: [\"m/{env}/{app}\"]\n")
+        .write(
+            "m/prod/shop/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+        );
+    repo.commit("base");
+    repo.write(
+        "m/prod/shop/ingress.yaml",
+        "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: web}\nspec: {backend: {serviceName: web, servicePort: 80}}\n",
+    );
+    repo.commit("old ingress");
+    let v = repo.kdeploy(&["validate", "--rev", "HEAD"]);
+    assert_eq!(v.code, 2, "{}{}", v.stdout, v.stderr);
+    assert!(
+        v.stderr.contains("m/prod/shop/ingress.yaml")
+            && v.stderr
+                .contains("`extensions/v1beta1` Ingress was removed in Kubernetes 1.22"),
+        "{}",
+        v.stderr
+    );
+    let p = repo.kdeploy(&["plan", "--base", "HEAD~1", "--head", "HEAD"]);
+    assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    assert!(p.stdout.contains("warning[removed-api]"), "{}", p.stdout);
+
+    // An older cluster still serves it: not an error there.
+    repo.write(
+        "kdeploy.yaml",
+        "sources:\n  raw: [\"m/{env}/{app}\"]\nenvironments:\n  prod:\n    kubernetesVersion: \"1.20\"\n",
+    );
+    repo.commit("old cluster");
+    let v = repo.kdeploy(&["validate", "--rev", "HEAD"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+
+    repo.remove("m/prod/shop/ingress.yaml").write(
+        "m/prod/shop/hpa.yaml",
+        "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec: {scaleTargetRef: {kind: Deployment, name: web}, maxReplicas: 3, targetCPU: 80}\n",
+    );
+    repo.commit("autoscaling/v1 with a typo");
+    let v = repo.kdeploy(&["validate", "--rev", "HEAD"]);
+    assert_eq!(v.code, 2, "{}{}", v.stdout, v.stderr);
+    assert!(
+        v.stderr.contains("spec.targetCPU: unknown field"),
+        "{}",
+        v.stderr
+    );
+}

@@ -309,7 +309,7 @@ async fn run_steps(
     let head = open(revs.head)?;
     let marker = report::comment_marker(&inputs.comment_id);
     let outcome = render::compare(&base, &head, &filter).and_then(|cmp| {
-        crate::validate::check(&cmp.head).map_err(render::Error::Invalid)?;
+        crate::validate::check_for_plan(&cmp.head).map_err(render::Error::Invalid)?;
         Ok(cmp)
     });
     runner.end_group()?;

@@ -96,6 +96,19 @@ fn check_builtin(api_version: &str, kind: &str, object: &Value) -> Option<Vec<St
         ("batch/v1", "Job") => check_typed::<batch::v1::Job>(object),
         ("batch/v1", "CronJob") => check_typed::<batch::v1::CronJob>(object),
         ("autoscaling/v2", "HorizontalPodAutoscaler") => check_typed::<autoscaling::v2::HorizontalPodAutoscaler>(object),
+        // Still served, and still common in charts.
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => check_typed::<autoscaling::v1::HorizontalPodAutoscaler>(object),
+        ("apps/v1", "ReplicaSet") => check_typed::<apps::v1::ReplicaSet>(object),
+        ("v1", "Endpoints") => check_typed::<core::v1::Endpoints>(object),
+        ("v1", "PersistentVolume") => check_typed::<core::v1::PersistentVolume>(object),
+        ("v1", "ReplicationController") => check_typed::<core::v1::ReplicationController>(object),
+        ("discovery.k8s.io/v1", "EndpointSlice") => check_typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(object),
+        ("networking.k8s.io/v1", "IngressClass") => check_typed::<networking::v1::IngressClass>(object),
+        ("storage.k8s.io/v1", "StorageClass") => check_typed::<k8s_openapi::api::storage::v1::StorageClass>(object),
+        ("scheduling.k8s.io/v1", "PriorityClass") => check_typed::<k8s_openapi::api::scheduling::v1::PriorityClass>(object),
+        ("coordination.k8s.io/v1", "Lease") => check_typed::<k8s_openapi::api::coordination::v1::Lease>(object),
+        ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => check_typed::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>(object),
+        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => check_typed::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(object),
         ("networking.k8s.io/v1", "Ingress") => check_typed::<networking::v1::Ingress>(object),
         ("networking.k8s.io/v1", "NetworkPolicy") => check_typed::<networking::v1::NetworkPolicy>(object),
         ("policy/v1", "PodDisruptionBudget") => check_typed::<policy::v1::PodDisruptionBudget>(object),
@@ -288,6 +301,13 @@ fn crd_schema<'a>(crds: &[&'a Resource], api_version: &str, kind: &str) -> Optio
 /// Validates every resource of `state`. Problems name the release, the
 /// resource, the source file and the field path.
 pub fn validate(state: &State) -> (Diagnostics, Summary) {
+    validate_with(state, true)
+}
+
+/// [`validate`]; `removed_api_errors: false` leaves API versions the
+/// cluster no longer serves to the plan, which shows them as `removed-api`
+/// warnings (apply and `kdeploy validate` refuse them).
+pub fn validate_with(state: &State, removed_api_errors: bool) -> (Diagnostics, Summary) {
     let mut problems = Diagnostics::default();
     let mut summary = Summary::default();
     // The CRDs of each environment, gathered once: only custom kinds need them.
@@ -304,7 +324,36 @@ pub fn validate(state: &State) -> (Diagnostics, Summary) {
         let env_resources = crds
             .get(release.release.env.as_str())
             .map_or(&[][..], Vec::as_slice);
+        let target = state
+            .settings
+            .environments
+            .get(&release.release.env)
+            .and_then(|e| e.kubernetes_version)
+            .unwrap_or(crate::plan::warnings::NEWEST);
         for res in &release.resources {
+            // An apiVersion the cluster no longer serves has no schema to
+            // check against: it is refused outright.
+            if let Some(w) = crate::plan::warnings::api_version(res, target)
+                && w.code == "removed-api"
+            {
+                if !removed_api_errors {
+                    summary
+                        .skipped
+                        .insert(format!("{} ({}, removed)", res.id.kind, res.api_version));
+                    continue;
+                }
+                problems.push(
+                    Diagnostic::new(
+                        Location::file(&res.origin.file),
+                        format!(
+                            "{} in {}/{}: {}",
+                            res.id, release.release.env, release.release.app, w.message
+                        ),
+                    )
+                    .help("set `environments.<env>.kubernetesVersion` in kdeploy.yaml if the cluster is older"),
+                );
+                continue;
+            }
             let typed = check_builtin(&res.api_version, &res.id.kind, &res.object);
             let builtin = typed.is_some();
             let found = typed.or_else(|| {
@@ -369,6 +418,15 @@ pub fn validate(state: &State) -> (Diagnostics, Summary) {
 /// Every schema problem found.
 pub fn check(state: &State) -> Result<Summary, Diagnostics> {
     let (problems, summary) = validate(state);
+    problems.into_result(summary)
+}
+
+/// [`check`] for a plan: removed API versions become plan warnings.
+///
+/// # Errors
+/// Every other schema problem found.
+pub fn check_for_plan(state: &State) -> Result<Summary, Diagnostics> {
+    let (problems, summary) = validate_with(state, false);
     problems.into_result(summary)
 }
 
