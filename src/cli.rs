@@ -89,6 +89,9 @@ pub enum Command {
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
     Bench(BenchArgs),
+    /// Start a config repo (kdeploy.yaml, one service, plan and deploy
+    /// workflows), or adopt existing manifests; never overwrites a file.
+    Init(InitArgs),
     /// Print a schema: `values` is the JSON Schema of the built-in chart's
     /// values (for editors: see the README).
     Schema {
@@ -102,6 +105,21 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `kdeploy init`.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// The repository directory.
+    #[arg(long, default_value = ".", value_name = "PATH")]
+    pub repo: PathBuf,
+    /// Adopt plain manifests: a directory pattern with {env} and {app},
+    /// e.g. `_gen/{env}/{app}` (a committed `helm template` output).
+    #[arg(long, value_name = "PATTERN", conflicts_with = "from_kustomize")]
+    pub from_raw: Option<String>,
+    /// Adopt Kustomize overlays: e.g. `apps/{app}/overlays/{env}`.
+    #[arg(long, value_name = "PATTERN")]
+    pub from_kustomize: Option<String>,
 }
 
 /// `kdeploy schema` subjects.
@@ -496,6 +514,15 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         }
         Command::Bench(args) => {
             bench::run(&args, out)?;
+            Ok(Outcome::Clean)
+        }
+        Command::Init(args) => {
+            let start = match (args.from_raw, args.from_kustomize) {
+                (Some(p), _) => crate::init::Start::Raw(p),
+                (None, Some(p)) => crate::init::Start::Kustomize(p),
+                (None, None) => crate::init::Start::New,
+            };
+            crate::init::run(&args.repo, &start, out)?;
             Ok(Outcome::Clean)
         }
         Command::Schema {

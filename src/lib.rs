@@ -33,6 +33,7 @@ pub mod diag;
 pub mod event;
 pub mod feedback;
 pub mod github;
+pub mod init;
 pub mod output;
 pub mod plan;
 pub mod render;

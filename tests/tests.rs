@@ -12,6 +12,7 @@ mod event;
 mod example;
 mod faults;
 mod hostile;
+mod init;
 mod lint;
 mod plan;
 mod properties;
