@@ -146,3 +146,79 @@ async fn environments_sharing_a_real_cluster_never_touch_each_other() {
     assert!(!reports[0].adopted.is_empty(), "{out}");
     cleanup(&client).await;
 }
+
+/// An immutable selector change against a real API server: refused before
+/// any write without the annotation, replaced (deleted, waited for,
+/// created again) with `kdeploy.io/update-strategy: replace`.
+#[tokio::test]
+#[ignore = "needs a cluster: KDEPLOY_E2E=1 KUBECONFIG=... cargo test --test tests e2e -- --ignored"]
+async fn an_immutable_selector_change_on_a_real_cluster() {
+    let Some(client) = real_cluster().await else {
+        return;
+    };
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    // Its own record namespace: the other scenarios' records and cleanups
+    // never meet this one.
+    let opts = kdeploy::apply::Options {
+        record_namespace: "kdeploy-e2e-immut".into(),
+        ..fast()
+    };
+    let deploy = |team: &str, annotations: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations: {{{annotations}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: web, team: {team}}}}}\n  template:\n    metadata: {{labels: {{app: web, team: {team}}}}}\n    spec: {{containers: [{{name: web, image: registry.k8s.io/pause:3.10}}]}}\n"
+        )
+    };
+    let repo = crate::util::Repo::new();
+    repo.write("kdeploy.yaml", "sources:\n  raw: [\"m/{env}/{app}\"]\n")
+        .write(
+            "m/production/immut/ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: immut-production}\n",
+        )
+        .write("m/production/immut/deploy.yaml", &deploy("a", ""));
+    repo.commit("team a");
+    let prod = production();
+    let (reports, out) = deploy_head(&client, &repo, &prod, &opts).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+
+    repo.write("m/production/immut/deploy.yaml", &deploy("b", ""));
+    repo.commit("team b");
+    let head = crate::apply::state(&repo, "HEAD");
+    let mut log = Vec::new();
+    let err = kdeploy::apply::apply_states(
+        &client,
+        &head,
+        None,
+        &prod,
+        "example/config",
+        "c",
+        &opts,
+        &mut log,
+    )
+    .await
+    .expect_err("the API server refuses the selector change")
+    .to_string();
+    assert!(err.contains("field is immutable"), "{err}");
+
+    repo.write(
+        "m/production/immut/deploy.yaml",
+        &deploy("b", "kdeploy.io/update-strategy: replace"),
+    );
+    repo.commit("team b, replaced");
+    let (reports, out) = deploy_head(&client, &repo, &prod, &opts).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert_eq!(
+        reports[0].replaced,
+        ["apps/Deployment immut-production/web"],
+        "{out}"
+    );
+    let web: Api<Deployment> = Api::namespaced(client.clone(), "immut-production");
+    let live = web.get("web").await.unwrap();
+    let labels = live.spec.selector.match_labels.unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("b"));
+    let _ = namespaces
+        .delete("immut-production", &Default::default())
+        .await;
+    let _ = namespaces
+        .delete("kdeploy-e2e-immut", &Default::default())
+        .await;
+}

@@ -34,9 +34,7 @@ fn init_starts_a_repo_that_renders_and_never_overwrites() {
     let render = kdeploy(dir.path(), &["render", "--stdout"]);
     assert_eq!(render.code, 0, "{}", render.stderr);
     assert!(
-        render
-            .stdout
-            .contains("image: ghcr.io/example/hello:1.0.0"),
+        render.stdout.contains("image: ghcr.io/example/hello:1.0.0"),
         "{}",
         render.stdout
     );
