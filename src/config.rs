@@ -268,26 +268,24 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                     );
                 }
                 for (key, template) in &settings.helm.set {
+                    let at = index
+                        .iter()
+                        .find(|l| l.path == ["helm", "set", key.as_str()]);
+                    let here = Location::at(path, at.map(|l| l.line), at.map(|l| l.column));
                     let known = crate::render::helm::HELM_SET_PLACEHOLDERS;
                     for p in crate::render::helm::unknown_placeholders(template, known) {
-                        let at = index
-                            .iter()
-                            .find(|l| l.path == ["helm", "set", key.as_str()]);
                         problems.push(
                             Diagnostic::new(
-                                Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                                here.clone(),
                                 format!("`helm.set.{key}`: unknown placeholder `{{{p}}}`"),
                             )
                             .help("use {app}, {env}, {version}, {namespace} and {release}"),
                         );
                     }
                     if key.is_empty() || key.split('.').any(str::is_empty) {
-                        let at = index
-                            .iter()
-                            .find(|l| l.path == ["helm", "set", key.as_str()]);
                         problems.push(
                             Diagnostic::new(
-                                Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                                here,
                                 format!("`helm.set`: `{key}` is not a dotted value path"),
                             )
                             .help("write the path as Helm's --set does, e.g. `image.tag`"),

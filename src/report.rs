@@ -121,14 +121,7 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
                 Action::Changed => format!("+{plus} -{minus}"),
             };
             writeln!(out, "{} {} [{}] {size}", paint(code, &sign), c.id, c.app)?;
-            for w in &c.warnings {
-                writeln!(
-                    out,
-                    "    {} {}",
-                    paint("1;33", &format!("warning[{}]", w.code)),
-                    w.message
-                )?;
-            }
+            write_warnings(c, &paint, out)?;
             continue;
         }
         writeln!(
@@ -139,14 +132,7 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
             c.app,
             action_word(c.action)
         )?;
-        for w in &c.warnings {
-            writeln!(
-                out,
-                "    {} {}",
-                paint("1;33", &format!("warning[{}]", w.code)),
-                w.message
-            )?;
-        }
+        write_warnings(c, &paint, out)?;
         for line in lines {
             let painted = match line.chars().next() {
                 Some('+') => paint("32", line),
@@ -163,6 +149,19 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
     }
     if let Some(h) = hidden_note(plan) {
         writeln!(out, "{h}")?;
+    }
+    Ok(())
+}
+
+/// A change's warnings, one `warning[code] message` line each.
+fn write_warnings(
+    c: &crate::plan::Change,
+    paint: &dyn Fn(&str, &str) -> String,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    for w in &c.warnings {
+        let tag = paint("1;33", &format!("warning[{}]", w.code));
+        writeln!(out, "    {tag} {}", w.message)?;
     }
     Ok(())
 }
