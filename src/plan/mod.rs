@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::render::{Comparison, State};
@@ -17,6 +17,8 @@ use crate::resource::{self, Origin, Resource, ResourceId};
 use crate::yaml;
 
 pub mod warnings;
+
+pub use crate::config::{IgnoreField, PlanSettings};
 
 pub use warnings::Warning;
 
@@ -60,30 +62,6 @@ pub struct Change {
     pub origin: Origin,
     /// What the API server will refuse or regret ([`warnings`]).
     pub warnings: Vec<Warning>,
-}
-
-/// Noise control from `kdeploy.yaml` (`plan:`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct PlanSettings {
-    /// Resources left out of plans: `group:kind:namespace:name`, `*` matches
-    /// anything (e.g. `*:Secret:*:*`, `apps:Deployment:shop:*`). The core
-    /// group is written as an empty string (`:ConfigMap:*:*`) or `*`.
-    pub ignore_resources: Vec<String>,
-    /// Fields removed from both sides before comparing.
-    pub ignore_fields: Vec<IgnoreField>,
-}
-
-/// A field to ignore, as a JSON Pointer (`/spec/replicas`), optionally
-/// only for some kinds.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct IgnoreField {
-    /// RFC 6901 JSON Pointer, e.g. `/metadata/annotations/checksum~1env`.
-    pub path: String,
-    /// Kinds it applies to; all when empty.
-    #[serde(default)]
-    pub kinds: Vec<String>,
 }
 
 /// The changes between two states.

@@ -18,37 +18,9 @@ use crate::config::ServiceValues;
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::source::{self, Node, Reader};
 
+pub use crate::config::{HELM_SET_PLACEHOLDERS, HelmSettings, unknown_placeholders};
+
 use super::{Release, ReleaseKey, Rendered};
-
-/// `helm:` in kdeploy.yaml.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct HelmSettings {
-    /// The helm executable (default `helm` on PATH).
-    pub binary: Option<String>,
-    /// Dotted value path that receives the release version (default `tag`, as kahoy did).
-    pub version_key: Option<String>,
-    /// Release name pattern with `{app}` and `{env}` (default `{app}-{env}`).
-    pub release_name: Option<String>,
-    /// Seconds `helm template` may run (default 120).
-    pub timeout_seconds: Option<u64>,
-    /// Values set on every release, as `helm --set-string`: dotted value
-    /// path to a string with placeholders (see [`HELM_SET_PLACEHOLDERS`]),
-    /// e.g. `environmentType: "{env}"`. Applied over the merged values.
-    pub set: std::collections::BTreeMap<String, String>,
-}
-
-/// The placeholders `helm.set` values may use.
-pub const HELM_SET_PLACEHOLDERS: &[&str] = &["app", "env", "version", "namespace", "release"];
-
-/// Placeholders of `text` that are not in `known`.
-pub fn unknown_placeholders<'a>(text: &'a str, known: &[&str]) -> Vec<&'a str> {
-    text.split('{')
-        .skip(1)
-        .map(|p| p.split('}').next().unwrap_or(p))
-        .filter(|p| !known.contains(p))
-        .collect()
-}
 
 impl HelmSettings {
     fn binary(&self) -> &str {

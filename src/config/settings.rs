@@ -1,0 +1,482 @@
+//! `kdeploy.yaml`: the settings types and their parser. The stages read
+//! these (render, plan, apply); they live here, with the config model, so
+//! that the model depends on no stage.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::diag::{Diagnostic, Location};
+use crate::yaml;
+
+use super::type_name;
+
+/// The optional `kdeploy.yaml` at the config repo root.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Settings {
+    /// Directory holding the charts (default `charts`).
+    pub charts: String,
+    /// Directory holding `<app>/<env>/` (default `services`); `null` turns
+    /// it off (a repo deployed only from `sources:`), stored as "".
+    #[serde(deserialize_with = "null_as_empty")]
+    pub services: String,
+    /// Where `kdeploy render` writes manifests (default `_gen`).
+    pub output: String,
+    /// Chart used when a service sets no `chart:` (default `service`).
+    pub default_chart: String,
+    /// The namespace of a release that sets no `namespace:`, with
+    /// placeholders `{app}` and `{env}` (default `{app}-{env}`, so that
+    /// environments sharing a cluster never share objects).
+    pub namespace: String,
+    /// Noise control for plans.
+    pub plan: PlanSettings,
+    /// Per-environment cluster settings.
+    pub environments: BTreeMap<String, EnvironmentSettings>,
+    /// Raw manifest and Kustomize sources.
+    pub sources: SourcesSettings,
+    /// How Helm charts are rendered.
+    pub helm: HelmSettings,
+    /// Bounds on what the config repo can make kdeploy spend.
+    pub limits: Limits,
+}
+
+/// Bounds on what a config repo can make kdeploy spend (`limits:` in
+/// kdeploy.yaml). A pull request can edit kdeploy.yaml, so each limit can be
+/// raised only up to a hard ceiling ([`Limits::CEILINGS`]).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Limits {
+    /// Largest file read from the repo, in bytes.
+    pub file_bytes: u64,
+    /// Rendered text of one release, in bytes.
+    pub release_bytes: u64,
+    /// Rendered text of all releases of one revision, in bytes.
+    pub total_bytes: u64,
+    /// Template work of one release: loop iterations, helper and include calls.
+    pub template_steps: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            file_bytes: crate::source::DEFAULT_FILE_LIMIT,
+            release_bytes: 8 << 20,
+            total_bytes: 1 << 30,
+            template_steps: 1_000_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The highest value each limit may be set to, by key.
+    pub const CEILINGS: [(&'static str, u64); 4] = [
+        ("fileBytes", 64 << 20),
+        ("releaseBytes", 256 << 20),
+        ("totalBytes", 8 << 30),
+        ("templateSteps", 100_000_000),
+    ];
+
+    fn values(&self) -> [u64; 4] {
+        [
+            self.file_bytes,
+            self.release_bytes,
+            self.total_bytes,
+            self.template_steps,
+        ]
+    }
+
+    /// The keys set above their ceiling, or to zero, with what is wrong.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        Limits::CEILINGS
+            .iter()
+            .zip(self.values())
+            .filter(|((_, max), v)| *v == 0 || v > max)
+            .map(|((key, max), v)| {
+                (
+                    *key,
+                    format!("`limits.{key}` is {v}; it must be between 1 and {max}"),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Cluster settings of one environment in `kdeploy.yaml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EnvironmentSettings {
+    /// The kubeconfig context of the environment's cluster (overridden by `--context`).
+    pub context: Option<String>,
+    /// The Kubernetes version of the environment's cluster (`"1.31"`):
+    /// plans warn about API versions it no longer serves. Default: the
+    /// newest kdeploy knows.
+    pub kubernetes_version: Option<KubeVersion>,
+}
+
+/// A Kubernetes minor version, `1.31`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    /// Major (1).
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for KubeVersion {
+    type Err = String;
+    /// `1.31`, `v1.31` or `1.31.2` (the patch is ignored).
+    fn from_str(s: &str) -> Result<KubeVersion, String> {
+        let t = s.trim().trim_start_matches('v');
+        let mut parts = t.split('.');
+        let num = |p: Option<&str>| p.and_then(|p| p.parse::<u32>().ok());
+        match (
+            num(parts.next()),
+            num(parts.next()),
+            parts.next().map(str::parse::<u32>),
+        ) {
+            (Some(major), Some(minor), None | Some(Ok(_))) if major >= 1 => {
+                Ok(KubeVersion { major, minor })
+            }
+            _ => Err(format!("`{s}` is not a Kubernetes version like \"1.31\"")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KubeVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KubeVersion, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = KubeVersion;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a quoted Kubernetes version like \"1.31\" (unquoted, 1.30 is the number 1.3)",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KubeVersion, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            charts: "charts".into(),
+            services: "services".into(),
+            output: "_gen".into(),
+            default_chart: "service".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
+            plan: PlanSettings::default(),
+            environments: BTreeMap::new(),
+            sources: Default::default(),
+            helm: Default::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// `null` as "" (a setting turned off); a string as it is.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The default `namespace` template: one namespace per app and environment.
+pub const DEFAULT_NAMESPACE: &str = "{app}-{env}";
+
+impl Settings {
+    /// The namespace of release (env, app) when its values set none.
+    pub fn namespace_for(&self, app: &str, env: &str) -> String {
+        self.namespace.replace("{app}", app).replace("{env}", env)
+    }
+}
+
+/// The settings file name at the config repo root.
+pub const SETTINGS_FILE: &str = "kdeploy.yaml";
+
+/// Every top-level key of kdeploy.yaml, for help texts.
+const SETTINGS_KEYS: &str =
+    "charts, services, output, defaultChart, plan, environments, sources, helm, limits";
+
+/// Parses kdeploy.yaml, reporting every problem at once in the user's words
+/// (keys and YAML types, not Rust types) at the line of the offending key.
+/// With problems, the defaults are returned alongside them.
+pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
+    let invalid = |e: yaml::ParseError| {
+        let d = e.diagnostic(path, &format!("invalid {SETTINGS_FILE}"));
+        (Settings::default(), vec![d])
+    };
+    let index = match yaml::index(text) {
+        Ok(i) => i,
+        Err(e) => return invalid(e),
+    };
+    let mut value = match yaml::parse(text) {
+        Ok(Value::Null) => Value::Object(Map::new()),
+        Ok(v @ Value::Object(_)) => v,
+        Ok(other) => {
+            return (
+                Settings::default(),
+                vec![
+                    Diagnostic::new(
+                        Location::at(path, Some(1), Some(1)),
+                        format!(
+                            "{SETTINGS_FILE} must be a map of settings, found {}",
+                            type_name(&other)
+                        ),
+                    )
+                    .help(format!("allowed keys: {SETTINGS_KEYS} (see README)")),
+                ],
+            );
+        }
+        Err(e) => return invalid(e),
+    };
+    let mut problems = Vec::new();
+    // Each pass finds one problem; the offending key is removed and the
+    // rest checked again, so one run lists them all.
+    for _ in 0..64 {
+        let error = match serde_path_to_error::deserialize::<_, Settings>(value.clone()) {
+            Ok(settings) => {
+                let bad_placeholder = settings
+                    .namespace
+                    .split('{')
+                    .skip(1)
+                    .map(|p| p.split('}').next().unwrap_or(p))
+                    .find(|p| !matches!(*p, "app" | "env"));
+                if let Some(p) = bad_placeholder {
+                    let at = index.iter().find(|l| l.path == ["namespace"]);
+                    problems.push(
+                        Diagnostic::new(
+                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            format!("`namespace`: unknown placeholder `{{{p}}}`"),
+                        )
+                        .help(
+                            "use {app} and {env}, e.g. \"{app}-{env}\" (the default) or \"{app}\"",
+                        ),
+                    );
+                }
+                for (key, template) in &settings.helm.set {
+                    let at = index
+                        .iter()
+                        .find(|l| l.path == ["helm", "set", key.as_str()]);
+                    let here = Location::at(path, at.map(|l| l.line), at.map(|l| l.column));
+                    let known = HELM_SET_PLACEHOLDERS;
+                    for p in unknown_placeholders(template, known) {
+                        problems.push(
+                            Diagnostic::new(
+                                here.clone(),
+                                format!("`helm.set.{key}`: unknown placeholder `{{{p}}}`"),
+                            )
+                            .help("use {app}, {env}, {version}, {namespace} and {release}"),
+                        );
+                    }
+                    if key.is_empty() || key.split('.').any(str::is_empty) {
+                        problems.push(
+                            Diagnostic::new(
+                                here,
+                                format!("`helm.set`: `{key}` is not a dotted value path"),
+                            )
+                            .help("write the path as Helm's --set does, e.g. `image.tag`"),
+                        );
+                    }
+                }
+                for (key, p) in settings.limits.problems() {
+                    let at = index.iter().find(|l| l.path == ["limits", key]);
+                    problems.push(
+                        Diagnostic::new(
+                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            p,
+                        )
+                            .help("the ceilings keep a pull request from lifting the limits without bound"),
+                    );
+                }
+                if problems.is_empty() {
+                    return (settings, problems);
+                }
+                break;
+            }
+            Err(e) => e,
+        };
+        let mut keys: Vec<String> = error
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let inner = error.inner().to_string();
+        let unknown = inner
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next());
+        if let Some(k) = unknown
+            && keys.last().map(String::as_str) != Some(k)
+        {
+            keys.push(k.to_string());
+        }
+        let at = index
+            .iter()
+            .find(|l| l.path == keys && l.value.is_none())
+            .or_else(|| index.iter().find(|l| l.path == keys));
+        let help = if keys.len() <= 1 && unknown.is_some() {
+            format!("allowed keys: {SETTINGS_KEYS} (see README)")
+        } else {
+            "see the kdeploy.yaml table in the README".to_string()
+        };
+        problems.push(
+            Diagnostic::new(
+                Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                format!("`{}`: {}", keys.join("."), user_words(&inner)),
+            )
+            .help(help),
+        );
+        if !remove_at(&mut value, &keys) {
+            break;
+        }
+    }
+    (Settings::default(), problems)
+}
+
+/// serde's words for types, as a YAML author says them.
+fn user_words(message: &str) -> String {
+    let mut out = message
+        .replace("unknown field", "unknown key")
+        .replace("invalid type: sequence", "found a list")
+        .replace("invalid type: map", "found a map")
+        .replace("invalid type: string", "found the string")
+        .replace("invalid type: integer", "found the number")
+        .replace("invalid type: floating point", "found the number")
+        .replace("invalid type: boolean", "found")
+        .replace("invalid type: null", "found nothing")
+        .replace("invalid value: integer", "found the number")
+        .replace("expected a sequence", "expected a list")
+        .replace("expected a borrowed string", "expected a string");
+    for int in ["u64", "u32", "u16", "usize", "i64", "i32"] {
+        out = out.replace(&format!("expected {int}"), "expected a whole number");
+    }
+    while let Some(pos) = out.find("expected struct ") {
+        let end = out[pos + 16..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(out.len(), |e| pos + 16 + e);
+        out.replace_range(pos..end, "expected a map");
+    }
+    out
+}
+
+/// Removes the value at `keys`; false when there is nothing to remove.
+fn remove_at(value: &mut Value, keys: &[String]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for k in parents {
+        v = match v {
+            Value::Object(m) => match m.get_mut(k) {
+                Some(x) => x,
+                None => return false,
+            },
+            Value::Array(a) => match k.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(x) => x,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match v {
+        Value::Object(m) => m.remove(last).is_some(),
+        Value::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// `sources:` in kdeploy.yaml.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SourcesSettings {
+    /// Directories of plain manifests, e.g. `_gen/{env}/{app}`.
+    pub raw: Vec<String>,
+    /// Kustomize overlays, e.g. `apps/{app}/overlays/{env}`.
+    pub kustomize: Vec<String>,
+    /// The command that builds an overlay: `kustomize` (runs `kustomize
+    /// build DIR`) or `kubectl` (runs `kubectl kustomize DIR`); found on PATH.
+    pub kustomize_command: Option<String>,
+    /// Seconds a renderer process may run.
+    pub timeout_seconds: Option<u64>,
+}
+
+impl SourcesSettings {
+    /// The renderer process timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds.unwrap_or(120))
+    }
+}
+
+/// `helm:` in kdeploy.yaml.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HelmSettings {
+    /// The helm executable (default `helm` on PATH).
+    pub binary: Option<String>,
+    /// Dotted value path that receives the release version (default `tag`, as kahoy did).
+    pub version_key: Option<String>,
+    /// Release name pattern with `{app}` and `{env}` (default `{app}-{env}`).
+    pub release_name: Option<String>,
+    /// Seconds `helm template` may run (default 120).
+    pub timeout_seconds: Option<u64>,
+    /// Values set on every release, as `helm --set-string`: dotted value
+    /// path to a string with placeholders (see [`HELM_SET_PLACEHOLDERS`]),
+    /// e.g. `environmentType: "{env}"`. Applied over the merged values.
+    pub set: std::collections::BTreeMap<String, String>,
+}
+
+/// The placeholders `helm.set` values may use.
+pub const HELM_SET_PLACEHOLDERS: &[&str] = &["app", "env", "version", "namespace", "release"];
+
+/// Placeholders of `text` that are not in `known`.
+pub fn unknown_placeholders<'a>(text: &'a str, known: &[&str]) -> Vec<&'a str> {
+    text.split('{')
+        .skip(1)
+        .map(|p| p.split('}').next().unwrap_or(p))
+        .filter(|p| !known.contains(p))
+        .collect()
+}
+
+/// Noise control from `kdeploy.yaml` (`plan:`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct PlanSettings {
+    /// Resources left out of plans: `group:kind:namespace:name`, `*` matches
+    /// anything (e.g. `*:Secret:*:*`, `apps:Deployment:shop:*`). The core
+    /// group is written as an empty string (`:ConfigMap:*:*`) or `*`.
+    pub ignore_resources: Vec<String>,
+    /// Fields removed from both sides before comparing.
+    pub ignore_fields: Vec<IgnoreField>,
+}
+
+/// A field to ignore, as a JSON Pointer (`/spec/replicas`), optionally
+/// only for some kinds.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreField {
+    /// RFC 6901 JSON Pointer, e.g. `/metadata/annotations/checksum~1env`.
+    pub path: String,
+    /// Kinds it applies to; all when empty.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+}
