@@ -229,6 +229,10 @@ pub struct ChangeArgs {
     /// The revision to deploy; `.` means the work tree.
     #[arg(long, value_name = "REV", default_value = "HEAD")]
     pub head: String,
+    /// Settings for both revisions instead of each one's kdeploy.yaml (a
+    /// file of the work tree): compare two revisions under one config.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl ChangeArgs {
@@ -241,7 +245,11 @@ impl ChangeArgs {
         let filter = self.selection.filter()?;
         let open = |rev: &str| Snapshot::open(&self.selection.repo, &Revision::parse(Some(rev)));
         let (base, head) = (open(&self.base)?, open(&self.head)?);
-        let cmp = render::compare(&base, &head, &filter)?;
+        let given = match &self.config {
+            Some(path) => Some(render::GivenSettings::read(path)?),
+            None => None,
+        };
+        let cmp = render::compare_with(&base, &head, &filter, given.as_ref())?;
         self.selection.ensure_matches(&[&head, &base])?;
         crate::validate::check_for_plan(&cmp.head)?;
         let plan = plan::plan(&cmp, &cmp.head.settings.plan, context);

@@ -694,3 +694,45 @@ fn removed_apis_fail_validate_and_warn_in_plan_and_served_versions_are_checked()
         v.stderr
     );
 }
+
+/// `--config FILE` renders both revisions with one kdeploy.yaml: the plan
+/// then shows what the services changed, not what the settings moved.
+#[test]
+fn config_flag_renders_both_revisions_with_one_file() {
+    let repo = Repo::with_app();
+    repo.write("kdeploy.yaml", "namespace: \"{app}-{env}\"\n");
+    repo.commit("base");
+    repo.write("kdeploy.yaml", "namespace: \"{env}-{app}\"\n")
+        .write("services/api/production/config.yaml", "replicas: 4\n");
+    repo.commit("head: other namespaces, api scaled");
+    let moved = repo.kdeploy(&["plan", "--base", "HEAD~1", "--compact"]);
+    assert_eq!(moved.code, 0, "{}", moved.stderr);
+    assert!(
+        moved.stdout.contains("- Namespace api-production"),
+        "{}",
+        moved.stdout
+    );
+
+    std::fs::write(repo.path().join("one.yaml"), "namespace: \"{env}-{app}\"\n").unwrap();
+    let p = repo.kdeploy(&[
+        "plan",
+        "--base",
+        "HEAD~1",
+        "--compact",
+        "--config",
+        "one.yaml",
+    ]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    assert!(
+        p.stdout.contains("0 to add, 1 to change, 0 to delete"),
+        "{}",
+        p.stdout
+    );
+    let bad = repo.kdeploy(&["plan", "--base", "HEAD~1", "--config", "missing.yaml"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("missing.yaml: cannot read it"),
+        "{}",
+        bad.stderr
+    );
+}

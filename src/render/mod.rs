@@ -198,6 +198,55 @@ pub struct Comparison {
 /// # Errors
 /// Problems at either revision, each naming its file.
 pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comparison, Error> {
+    compare_with(base, head, filter, None)
+}
+
+/// Settings given for both revisions (`--config FILE`) in place of each
+/// revision's own kdeploy.yaml.
+#[derive(Debug, Clone)]
+pub struct GivenSettings {
+    /// The parsed settings.
+    pub settings: config::Settings,
+    /// The file's blob id, so that releases are still compared by inputs.
+    pub id: Option<gix::ObjectId>,
+}
+
+impl GivenSettings {
+    /// Reads and parses `path` (a file of the work tree).
+    ///
+    /// # Errors
+    /// Unreadable file or invalid settings, naming the file.
+    pub fn read(path: &std::path::Path) -> Result<GivenSettings, Error> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(
+                Diagnostic::new(Location::file(&shown), format!("cannot read it: {e}")).into(),
+            )
+        })?;
+        let (settings, problems) = config::parse_settings(&text, &shown);
+        if !problems.is_empty() {
+            return Err(Error::Invalid(Diagnostics(problems)));
+        }
+        let id = gix::objs::compute_hash(
+            gix::hash::Kind::Sha1,
+            gix::objs::Kind::Blob,
+            text.as_bytes(),
+        )
+        .ok();
+        Ok(GivenSettings { settings, id })
+    }
+}
+
+/// [`compare`], with `given` settings for both revisions when set.
+///
+/// # Errors
+/// As [`compare`].
+pub fn compare_with(
+    base: &Snapshot,
+    head: &Snapshot,
+    filter: &Filter,
+    given_settings: Option<&GivenSettings>,
+) -> Result<Comparison, Error> {
     let base_reader = base.reader();
     let head_reader = head.reader();
     // First only list apps, so that apps whose tree is identical at both
@@ -213,16 +262,24 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
             Layout::load_as(reader, &snap.root(), filter, expand, given)
         }
     };
-    let head_shallow = load(&head_reader, head, &|_| false, None)?;
-    let mut base_shallow = load(&base_reader, base, &|_| false, None)
+    let forced: Given<'_> = given_settings.map(|g| (&g.settings, g.id));
+    let head_shallow = load(&head_reader, head, &|_| false, forced)?;
+    let mut base_shallow = load(&base_reader, base, &|_| false, forced)
         .map_err(|e| prefix_revision(e.into(), base.label()))?;
     // A base from before kdeploy.yaml existed (the adoption pull request,
     // older history) is read with the head's settings: with the defaults it
     // would render other charts and namespaces, and the plan would delete
     // what the repository really deploys.
     let mut notes = Vec::new();
-    let inherit = !base.is_empty() && !base_shallow.settings_file && head_shallow.settings_file;
-    let given: Given<'_> = inherit.then_some((&head_shallow.settings, head_shallow.settings_id));
+    let inherit = forced.is_none()
+        && !base.is_empty()
+        && !base_shallow.settings_file
+        && head_shallow.settings_file;
+    let given: Given<'_> = if inherit {
+        Some((&head_shallow.settings, head_shallow.settings_id))
+    } else {
+        forced
+    };
     if inherit {
         base_shallow = load(&base_reader, base, &|_| false, given)
             .map_err(|e| prefix_revision(e.into(), base.label()))?;
@@ -257,7 +314,7 @@ pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comp
             && node.id.is_some()
             && base_app_ids.get(node.name()) == Some(&node.id)
     };
-    let head_layout = load(&head_reader, head, &|n| !same_app(n), None)?;
+    let head_layout = load(&head_reader, head, &|n| !same_app(n), forced)?;
     let head_app_ids: HashMap<&str, Option<gix::ObjectId>> = head_shallow
         .skipped_apps
         .iter()
