@@ -120,7 +120,14 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
                 Action::Deleted => plural(minus, "line"),
                 Action::Changed => format!("+{plus} -{minus}"),
             };
-            writeln!(out, "{} {} [{}] {size}", paint(code, &sign), c.id, c.app)?;
+            writeln!(
+                out,
+                "{} {} [{}] {} ({size})",
+                paint(code, &sign),
+                c.id,
+                c.app,
+                c.summary
+            )?;
             write_warnings(c, &paint, out)?;
             continue;
         }
@@ -132,6 +139,9 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
             c.app,
             action_word(c.action)
         )?;
+        if !c.summary.is_empty() {
+            writeln!(out, "    = {}", c.summary)?;
+        }
         write_warnings(c, &paint, out)?;
         for line in lines {
             let painted = match line.chars().next() {
@@ -220,6 +230,21 @@ fn hidden_note(plan: &Plan) -> Option<String> {
         ));
     }
     (!parts.is_empty()).then(|| format!("Hidden: {} (kdeploy.yaml).", parts.join("; ")))
+}
+
+/// Text that markdown shows as written (`*`, `_`, `<`, backticks...).
+fn escape_markdown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(
+            ch,
+            '\\' | '`' | '*' | '_' | '<' | '>' | '[' | ']' | '#' | '|' | '~'
+        ) {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// A code fence longer than any run of backticks in `body`.
@@ -315,11 +340,21 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
         for w in &c.warnings {
             let _ = writeln!(warned, "> [!WARNING]\n> **{}**: {}\n", w.code, w.message);
         }
+        // The change in words first; the diff folded under it.
+        let summary = if c.summary.is_empty() {
+            String::new()
+        } else {
+            format!("{}\n\n", escape_markdown(&c.summary))
+        };
         let text = format!(
-            "#### {} {}{}\n\n{warned}{fence}diff\n{diff}\n{fence}\n\n",
+            "#### {} {}{}\n\n{summary}{warned}<details><summary>diff ({})</summary>\n\n{fence}diff\n{diff}\n{fence}\n\n</details>\n\n",
             c.action.sign(),
             kind_heading(c),
-            if c.warnings.is_empty() { "" } else { " ⚠️" }
+            if c.warnings.is_empty() { "" } else { " ⚠️" },
+            plural(
+                diff.lines().filter(|l| l.starts_with(['+', '-'])).count(),
+                "line"
+            ),
         );
         blocks.push((
             (c.env.clone(), c.app.clone()),
@@ -327,6 +362,9 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
             format!("{} [{}/{}]", c.id, c.env, c.app),
         ));
     }
+    // One section per (environment, app): resources keep their apply order
+    // inside it (the sort is stable).
+    blocks.sort_by(|x, y| x.0.cmp(&y.0));
     let group_size = |key: &(String, String)| blocks.iter().filter(|(k, _, _)| k == key).count();
 
     // Room for the part header, group wrappers and the left-out note.
@@ -448,6 +486,7 @@ struct JsonChange<'a> {
     namespace: Option<&'a str>,
     name: &'a str,
     source: &'a str,
+    summary: &'a str,
     warnings: &'a [crate::plan::Warning],
     diff: &'a str,
 }
@@ -480,6 +519,7 @@ pub fn json(plan: &Plan) -> JsonPlan<'_> {
                 namespace: c.id.namespace.as_deref(),
                 name: &c.id.name,
                 source: &c.origin.file,
+                summary: &c.summary,
                 warnings: &c.warnings,
                 diff: &c.diff,
             })

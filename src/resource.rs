@@ -37,7 +37,7 @@ impl fmt::Display for ResourceId {
 }
 
 /// Where a resource was produced, so errors and annotations can point at it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Origin {
     /// Environment of the release.
     pub env: String,

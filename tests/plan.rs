@@ -622,12 +622,13 @@ fn text_plans_are_grouped_by_environment_and_compact_on_request() {
         "{full}"
     );
     assert!(full.contains("+  replicas: 4"), "{full}");
+    assert!(full.contains("    = replicas 3 → 4\n"), "{full}");
 
     let mut compact = Vec::new();
     report::text_with(&p, false, true, &mut compact).unwrap();
     let compact = String::from_utf8(compact).unwrap();
     assert!(
-        compact.contains("~ apps/Deployment api-production/api [api] +1 -1\n"),
+        compact.contains("~ apps/Deployment api-production/api [api] replicas 3 → 4 (+1 -1)\n"),
         "{compact}"
     );
     assert!(!compact.contains("replicas: 4"), "{compact}");
@@ -635,7 +636,11 @@ fn text_plans_are_grouped_by_environment_and_compact_on_request() {
         .lines()
         .find(|l| l.starts_with("+ apps/Deployment web-staging/web [web] "))
         .expect(&compact);
-    assert!(added.ends_with(" lines"), "{added}");
+    assert!(
+        added.contains("new: image x/web:1, 2 replicas ("),
+        "{added}"
+    );
+    assert!(added.ends_with(" lines)"), "{added}");
     assert!(
         compact.contains("5 to add, 1 to change, 0 to delete."),
         "{compact}"
@@ -735,4 +740,64 @@ fn config_flag_renders_both_revisions_with_one_file() {
         "{}",
         bad.stderr
     );
+}
+
+/// The comment as a reviewer reads it, for a PR on the bundled example that
+/// bumps `api`, changes one env var, removes `worker` and adds `search`:
+/// one section per (environment, app), each change in words before its
+/// folded diff, every `<details>` and fence closed.
+#[test]
+fn the_comment_has_one_section_per_app_and_each_change_in_words() {
+    let repo = crate::apply::example_repo();
+    let base = repo.commit("example");
+    repo.write("services/api/version", "2.4.0\n").write(
+        "services/api/production/config.yaml",
+        &std::fs::read_to_string(repo.path().join("services/api/production/config.yaml"))
+            .unwrap()
+            .replace("env:", "env:\n  FEATURE_X: \"on\""),
+    );
+    repo.remove("services/worker");
+    repo.write(
+        "services/search/config.yaml",
+        "image: ghcr.io/example/search\n",
+    )
+    .write("services/search/version", "0.1.0\n")
+    .write("services/search/production/config.yaml", "")
+    .write("services/search/staging/config.yaml", "");
+    let head = repo.commit("bump api, env var, remove worker, add search");
+    let p = plan_of(&repo, &base, &head);
+    let md = report::markdown(&p, "<!-- m -->", 65_536);
+    let sections: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("<details><summary><b>"))
+        .collect();
+    let mut unique = sections.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), sections.len(), "a section repeats:\n{md}");
+    assert!(!md.contains("(continued)"), "{md}");
+    assert!(md.contains("\nimage api: 1.4.2 → 2.4.0\n"), "{md}");
+    assert!(
+        md.contains("deleted: image ghcr.io/example/shop-worker"),
+        "{md}"
+    );
+    assert!(
+        md.contains("new: image ghcr.io/example/search:0.1.0"),
+        "{md}"
+    );
+    assert_eq!(
+        md.matches("<details>").count(),
+        md.matches("</details>").count(),
+        "{md}"
+    );
+    assert_eq!(md.matches("```").count() % 2, 0, "{md}");
+    assert!(!md.contains(" 1 changes"), "{md}");
+    let json = serde_json::to_value(report::json(&p)).unwrap();
+    let api = json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "Deployment" && c["app"] == "api" && c["env"] == "staging")
+        .unwrap();
+    assert_eq!(api["summary"], "image api: 1.4.2 → 2.4.0");
 }

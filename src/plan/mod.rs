@@ -16,6 +16,7 @@ use crate::render::{Comparison, State};
 use crate::resource::{self, Origin, Resource, ResourceId};
 use crate::yaml;
 
+pub mod summary;
 pub mod warnings;
 
 pub use crate::config::{IgnoreField, PlanSettings};
@@ -62,6 +63,8 @@ pub struct Change {
     pub origin: Origin,
     /// What the API server will refuse or regret ([`warnings`]).
     pub warnings: Vec<Warning>,
+    /// The change in one line ([`summary`]): `image api: 1.4.2 → 2.4.0`.
+    pub summary: String,
 }
 
 /// The changes between two states.
@@ -301,6 +304,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
                 diff: unified(&old_text, &new_text, &new.id, context),
                 origin: new.origin.clone(),
                 warnings: found,
+                summary: summary::describe(action, old, Some(new)),
             }))
         })
         .collect();
@@ -331,6 +335,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
             diff: unified(&old_text, "", &old.id, context),
             origin: old.origin.clone(),
             warnings: contents.cascade(key.0, old).into_iter().collect(),
+            summary: summary::describe(Action::Deleted, Some(old), None),
         });
     }
     changes.sort_by_key(apply_order);
