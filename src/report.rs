@@ -2,6 +2,7 @@
 //! and JSON. Writers only format; Secret values were redacted by the plan
 //! before any text existed.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -161,6 +162,74 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
         writeln!(out, "{h}")?;
     }
     Ok(())
+}
+
+/// What a reviewer looks for first: the images that change per
+/// environment, then deletions that lose data or take much with them.
+fn highlights(plan: &Plan) -> Vec<String> {
+    let mut images: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut dangerous = Vec::new();
+    for c in &plan.changes {
+        let part = c
+            .summary
+            .split("; ")
+            .find(|p| p.starts_with("image ") || p.starts_with("new: image "));
+        if let Some(p) = part {
+            let text = match c.action {
+                Action::Added => format!(
+                    "`{}` {}",
+                    c.app,
+                    p.trim_start_matches("new: ")
+                        .split(", ")
+                        .next()
+                        .unwrap_or(p)
+                ),
+                _ => p.trim_start_matches("image ").to_string(),
+            };
+            let list = images.entry(c.env.as_str()).or_default();
+            if !list.contains(&text) {
+                list.push(text);
+            }
+        }
+        let risky = matches!(
+            (c.id.group.as_str(), c.id.kind.as_str()),
+            ("", "Namespace" | "PersistentVolumeClaim")
+                | ("apiextensions.k8s.io", "CustomResourceDefinition")
+                | ("apps", "StatefulSet")
+        );
+        if c.action == Action::Deleted && risky {
+            dangerous.push(format!("`{}` in {}", c.id, c.env));
+        }
+    }
+    let mut out = Vec::new();
+    if !images.is_empty() {
+        let per_env: Vec<String> = images
+            .iter()
+            .map(|(env, list)| format!("**{env}**: {}", escape_images(&list.join(", "))))
+            .collect();
+        out.push(format!("**Images.** {}", per_env.join("; ")));
+    }
+    if !dangerous.is_empty() {
+        out.push(format!(
+            "> [!CAUTION]\n> **Deletes** {}.",
+            dangerous.join(", ")
+        ));
+    }
+    out
+}
+
+/// Image lines keep their backticked app names; the rest is escaped.
+fn escape_images(s: &str) -> String {
+    s.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("`{part}`")
+            } else {
+                escape_markdown(part)
+            }
+        })
+        .collect()
 }
 
 /// A change's warnings, one `warning[code] message` line each.
@@ -325,6 +394,9 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
                 "\n> [!WARNING]\n> **{w}** See the resources marked ⚠️ below."
             );
         }
+        for line in highlights(plan) {
+            let _ = writeln!(summary, "\n{line}");
+        }
     }
     if let Some(h) = hidden_note(plan) {
         let _ = writeln!(summary, "\n_{h}_");
@@ -421,6 +493,9 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
                     key.1,
                     plural(group_size(key), "change")
                 );
+                if let (Some(url), Some(dir)) = (&plan.browse_url, plan.dirs.get(key)) {
+                    let _ = write!(body, "Config: [`{dir}`]({url}/{dir})\n\n");
+                }
                 if !seen_groups.contains(key) {
                     seen_groups.push(key.clone());
                 }

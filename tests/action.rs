@@ -251,7 +251,7 @@ async fn pr_comment_is_created_then_updated_in_place() {
             "pull_request",
             &pr_payload("opened", 7, &base, &head, false),
             "pr",
-            &[],
+            &[("GITHUB_SERVER_URL", "https://github.com")],
         )
         .await;
     assert_eq!(run.code, 0, "{}", run.log);
@@ -259,6 +259,11 @@ async fn pr_comment_is_created_then_updated_in_place() {
         run.log.contains(&format!("::add-mask::{TOKEN}")),
         "token masked first"
     );
+    // Each app's section links its config at the head commit.
+    let link = format!(
+        "Config: [`services/api/production`](https://github.com/{REPO}/blob/{head}/services/api/production)"
+    );
+    assert!(job.fake.comments(7)[0].1.contains(&link), "{link}");
     let comments = job.fake.comments(7);
     assert_eq!(comments.len(), 1, "{comments:?}");
     let (id, body) = &comments[0];

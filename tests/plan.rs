@@ -792,6 +792,25 @@ fn the_comment_has_one_section_per_app_and_each_change_in_words() {
     );
     assert_eq!(md.matches("```").count() % 2, 0, "{md}");
     assert!(!md.contains(" 1 changes"), "{md}");
+    // Highlights before the sections: images per environment, then what a
+    // deletion loses.
+    let images = md
+        .lines()
+        .find(|l| l.starts_with("**Images.**"))
+        .expect(&md);
+    assert!(
+        images.contains("**staging**: api: 1.4.2 → 2.4.0"),
+        "{images}"
+    );
+    assert!(
+        images.contains("`search` image ghcr.io/example/search:0.1.0"),
+        "{images}"
+    );
+    assert!(
+        md.contains("> [!CAUTION]\n> **Deletes** `Namespace worker-production` in production"),
+        "{md}"
+    );
+    assert!(md.find("**Images.**") < md.find("<details><summary><b>"));
     let json = serde_json::to_value(report::json(&p)).unwrap();
     let api = json["changes"]
         .as_array()

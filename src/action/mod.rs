@@ -334,7 +334,19 @@ async fn run_steps(
         }
         Err(e) => return Err(e.into()),
     };
-    let plan = plan::plan(&cmp, &cmp.head.settings.plan, inputs.context_lines);
+    let mut plan = plan::plan(&cmp, &cmp.head.settings.plan, inputs.context_lines);
+    if let (Some(server), Some(repo)) = (env.var("GITHUB_SERVER_URL"), env.var("GITHUB_REPOSITORY"))
+    {
+        // Links to the head's files, relative to the checkout's root.
+        let dir = inputs.working_directory.to_string_lossy();
+        let sub = dir.trim_start_matches("./").trim_matches('/');
+        let sub = if sub.is_empty() || sub == "." {
+            String::new()
+        } else {
+            format!("/{sub}")
+        };
+        plan.browse_url = Some(format!("{server}/{repo}/blob/{}{sub}", revs.head));
+    }
 
     runner.group("Plan")?;
     let mut text = Vec::new();

@@ -88,6 +88,12 @@ pub struct Plan {
     /// How the plan was made, when a reader must know (a base rendered
     /// with the head's kdeploy.yaml).
     pub notes: Vec<String>,
+    /// Each (env, app)'s directory in the config repo (its services/
+    /// directory, or its source's), for links.
+    pub dirs: BTreeMap<(String, String), String>,
+    /// Where the head's files are browsed: `<server>/<repo>/blob/<sha>`,
+    /// when known (the action sets it); the comment then links each app.
+    pub browse_url: Option<String>,
 }
 
 impl Plan {
@@ -348,6 +354,19 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
         hidden_resources: hidden,
         ignored_fields: settings.ignore_fields.len(),
         notes: cmp.notes.clone(),
+        dirs: cmp
+            .head
+            .releases
+            .iter()
+            .chain(&cmp.base.releases)
+            .map(|r| {
+                (
+                    (r.release.env.clone(), r.release.app.clone()),
+                    r.release.dir.clone(),
+                )
+            })
+            .collect(),
+        browse_url: None,
     }
 }
 
