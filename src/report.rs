@@ -445,8 +445,22 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
     let mut parts: Vec<Vec<usize>> = vec![Vec::new()];
     let mut used = summary.len();
     let mut left_out = Vec::new();
-    for (i, (_, text, _)) in blocks.iter().enumerate() {
+    for (i, (key, text, _)) in blocks.iter().enumerate() {
         let need = text.len() + 200;
+        // Parts split between apps: an app that fits in a part of its own
+        // starts one rather than being cut in two.
+        let starts_group = i == 0 || blocks[i - 1].0 != *key;
+        if starts_group && parts.len() < max_parts && !parts.last().is_some_and(Vec::is_empty) {
+            let group: usize = blocks[i..]
+                .iter()
+                .take_while(|(k, _, _)| k == key)
+                .map(|(_, t, _)| t.len() + 200)
+                .sum();
+            if used + group > budget && group <= budget {
+                parts.push(Vec::new());
+                used = 0;
+            }
+        }
         if used + need > budget {
             if parts.len() < max_parts && !parts.last().is_some_and(Vec::is_empty) {
                 parts.push(Vec::new());

@@ -820,3 +820,54 @@ fn the_comment_has_one_section_per_app_and_each_change_in_words() {
         .unwrap();
     assert_eq!(api["summary"], "image api: 1.4.2 → 2.4.0");
 }
+
+/// A plan too large for one comment, rendered as GitHub renders markdown
+/// (comrak with GitHub's extensions): every part is within the limit, every
+/// `<details>` and code block closes, and parts split between apps, so
+/// that no app's section appears in two parts when it fits in one.
+#[test]
+fn a_plan_split_over_comments_renders_with_every_section_once() {
+    let repo = Repo::with_app();
+    let base = repo.commit("one app");
+    for a in 0..40 {
+        let app = format!("app{a:02}");
+        repo.write(
+            &format!("services/{app}/config.yaml"),
+            &format!("image: ghcr.io/example/{app}\nenv:\n  A: \"1\"\n"),
+        )
+        .write(&format!("services/{app}/version"), "1.0.0\n")
+        .write(&format!("services/{app}/prod/config.yaml"), "");
+    }
+    let head = repo.commit("forty apps");
+    let p = plan_of(&repo, &base, &head);
+    let limit = 30_000;
+    let parts = report::markdown_parts(&p, "<!-- m -->", limit, 3);
+    assert_eq!(parts.len(), 3);
+    let mut options = comrak::Options::default();
+    options.extension.table = true;
+    options.extension.strikethrough = true;
+    options.extension.autolink = true;
+    options.extension.alerts = true;
+    options.render.r#unsafe = true;
+    let mut sections = Vec::new();
+    for body in &parts {
+        assert!(body.len() <= limit, "{} > {limit}", body.len());
+        let html = comrak::markdown_to_html(body, &options);
+        assert_eq!(
+            html.matches("<details>").count(),
+            html.matches("</details>").count(),
+            "{html}"
+        );
+        assert_eq!(html.matches("<pre").count(), html.matches("</pre>").count());
+        sections.extend(
+            html.lines()
+                .filter_map(|l| l.strip_prefix("<details><summary><b>"))
+                .map(|l| l.split(':').next().unwrap_or(l).to_string()),
+        );
+    }
+    let mut unique = sections.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), sections.len(), "{sections:#?}");
+    assert!(!parts.concat().contains("(continued)"));
+}
