@@ -750,12 +750,11 @@ fn config_flag_renders_both_revisions_with_one_file() {
 fn the_comment_has_one_section_per_app_and_each_change_in_words() {
     let repo = crate::apply::example_repo();
     let base = repo.commit("example");
-    repo.write("services/api/version", "2.4.0\n").write(
-        "services/api/production/config.yaml",
-        &std::fs::read_to_string(repo.path().join("services/api/production/config.yaml"))
-            .unwrap()
-            .replace("env:", "env:\n  FEATURE_X: \"on\""),
-    );
+    let staging = std::fs::read_to_string(repo.path().join("services/api/staging/config.yaml"))
+        .unwrap()
+        .replace("LOG_LEVEL: debug", "LOG_LEVEL: trace");
+    repo.write("services/api/version", "2.4.0\n")
+        .write("services/api/staging/config.yaml", &staging);
     repo.remove("services/worker");
     repo.write(
         "services/search/config.yaml",
@@ -765,8 +764,12 @@ fn the_comment_has_one_section_per_app_and_each_change_in_words() {
     .write("services/search/production/config.yaml", "")
     .write("services/search/staging/config.yaml", "");
     let head = repo.commit("bump api, env var, remove worker, add search");
-    let p = plan_of(&repo, &base, &head);
+    let mut p = plan_of(&repo, &base, &head);
+    // Commit ids differ per run; the snapshot names them by role.
+    p.base = "BASE".into();
+    p.head = "HEAD".into();
     let md = report::markdown(&p, "<!-- m -->", 65_536);
+    insta::assert_snapshot!(md);
     let sections: Vec<&str> = md
         .lines()
         .filter(|l| l.starts_with("<details><summary><b>"))
@@ -777,6 +780,7 @@ fn the_comment_has_one_section_per_app_and_each_change_in_words() {
     assert_eq!(unique.len(), sections.len(), "a section repeats:\n{md}");
     assert!(!md.contains("(continued)"), "{md}");
     assert!(md.contains("\nimage api: 1.4.2 → 2.4.0\n"), "{md}");
+    assert!(md.contains("\ndata LOG\\_LEVEL: debug → trace\n"), "{md}");
     assert!(
         md.contains("deleted: image ghcr.io/example/shop-worker"),
         "{md}"
