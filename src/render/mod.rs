@@ -742,7 +742,7 @@ fn render_release(
     let inputs = sv.inputs;
     let default_namespace = sv.default_namespace;
     config::merge_into(&mut values, sv.values);
-    let mut values = Value::Object(values);
+    let values = Value::Object(values);
     if let Some(schema) = &chart.schema {
         let found = schema.check(
             &values,
@@ -754,8 +754,8 @@ fn render_release(
             return Err(Diagnostics(found));
         }
     }
-    let Value::Object(values) = std::mem::take(&mut values) else {
-        return Err(Diagnostics::default());
+    let Value::Object(values) = values else {
+        unreachable!("built as an object above")
     };
     let release = Release::of(
         spec,
