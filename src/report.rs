@@ -478,7 +478,17 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
     }
     let total = parts.len();
     let mut out = Vec::with_capacity(total);
-    let mut seen_groups: Vec<(String, String)> = Vec::new();
+    // The parts each (env, app) appears in: an app too large for one part
+    // says which of its pieces a section is.
+    let mut spans: BTreeMap<&(String, String), Vec<usize>> = BTreeMap::new();
+    for (n, part) in parts.iter().enumerate() {
+        for &i in part {
+            let list = spans.entry(&blocks[i].0).or_default();
+            if list.last() != Some(&n) {
+                list.push(n);
+            }
+        }
+    }
     for (n, part) in parts.iter().enumerate() {
         let mut body = format!("{marker}\n<!-- part:{} -->\n### kdeploy plan", n + 1);
         if total > 1 {
@@ -495,10 +505,12 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
                 if current.is_some() {
                     body.push_str("</details>\n\n");
                 }
-                let continued = if seen_groups.contains(key) {
-                    " (continued)"
-                } else {
-                    ""
+                let continued = match spans.get(key) {
+                    Some(list) if list.len() > 1 => {
+                        let k = list.iter().position(|p| *p == n).unwrap_or(0) + 1;
+                        format!(" (part {k}/{} of this app)", list.len())
+                    }
+                    _ => String::new(),
                 };
                 let _ = write!(
                     body,
@@ -509,9 +521,6 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
                 );
                 if let (Some(url), Some(dir)) = (&plan.browse_url, plan.dirs.get(key)) {
                     let _ = write!(body, "Config: [`{dir}`]({url}/{dir})\n\n");
-                }
-                if !seen_groups.contains(key) {
-                    seen_groups.push(key.clone());
                 }
                 current = Some(key);
             }

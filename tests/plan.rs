@@ -875,3 +875,41 @@ fn a_plan_split_over_comments_renders_with_every_section_once() {
     assert_eq!(unique.len(), sections.len(), "{sections:#?}");
     assert!(!parts.concat().contains("(continued)"));
 }
+
+/// An app too large for one comment is split between its resources, and
+/// each piece's section says which piece it is.
+#[test]
+fn an_app_too_large_for_one_part_says_which_piece_each_section_is() {
+    let repo = Repo::new();
+    repo.write("kdeploy.yaml", "sources:\n  raw: [\"m/{env}/{app}\"]\n")
+        .write(
+            "m/prod/big/cm-000.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c-000}\n",
+        );
+    let base = repo.commit("one");
+    for i in 1..80 {
+        let data: String = (0..20)
+            .map(|k| format!("  key{k}: \"value {i} {k}\"\n"))
+            .collect();
+        repo.write(
+            &format!("m/prod/big/cm-{i:03}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c-{i:03}}}\ndata:\n{data}"
+            ),
+        );
+    }
+    let head = repo.commit("eighty");
+    let p = plan_of(&repo, &base, &head);
+    let parts = report::markdown_parts(&p, "<!-- m -->", 30_000, 3);
+    assert!(parts.len() >= 2, "{}", parts.len());
+    let n = parts.len();
+    for (k, body) in parts.iter().enumerate() {
+        assert!(
+            body.contains(&format!(
+                "<b>prod</b> / <b>big</b>: 79 changes (part {}/{n} of this app)",
+                k + 1
+            )),
+            "{body}"
+        );
+    }
+}
