@@ -38,33 +38,44 @@ pub(super) async fn immutable_changes<'r>(
         params = params.force();
     }
     params.dry_run = true;
+    // Resolve kinds first (discovery is cached in `kinds`), then dry-run
+    // with the apply's concurrency.
+    let mut jobs = Vec::new();
     for r in to_apply {
         if !crate::plan::warnings::has_immutable_fields(&r.id.group, &r.id.kind) {
             continue;
         }
-        let Ok(Some((ar, caps))) = kinds.resolve(&r.api_version, &r.id.kind, opts).await else {
-            continue; // the apply reports kinds it cannot resolve
-        };
-        let api = api_for(client, &ar, &caps, r.id.namespace.as_deref());
-        let Ok(obj) = serde_json::from_value::<DynamicObject>(r.object.clone()) else {
-            continue;
-        };
-        let patch = Patch::Apply(&obj);
-        let result = with_retry(opts, || api.patch(&r.id.name, &params, &patch)).await;
-        match result {
-            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("immutable") => {
-                if wants_replace(r) {
-                    replace.push(*r);
-                } else {
-                    problems.push(format!(
-                        "{} ({}): {}; the API server cannot change this in place: set the annotation `{UPDATE_STRATEGY}: replace` on it to delete and re-create it, or keep the old value",
-                        r.id, r.origin.file, s.message
-                    ));
+        if let Ok(Some((ar, caps))) = kinds.resolve(&r.api_version, &r.id.kind, opts).await {
+            jobs.push((*r, ar, caps));
+        } // the apply reports kinds it cannot resolve
+    }
+    let params = &params;
+    let refused: Vec<(&Resource, String)> = futures::stream::iter(jobs)
+        .map(|(r, ar, caps)| async move {
+            let api = api_for(client, &ar, &caps, r.id.namespace.as_deref());
+            let obj = serde_json::from_value::<DynamicObject>(r.object.clone()).ok()?;
+            let patch = Patch::Apply(&obj);
+            match with_retry(opts, || api.patch(&r.id.name, params, &patch)).await {
+                Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("immutable") => {
+                    Some((r, s.message))
                 }
+                // Anything else (a namespace the plan creates, a conflict)
+                // is the apply's to report.
+                _ => None,
             }
-            // Anything else (a namespace the plan creates, a conflict) is
-            // the apply's to report.
-            _ => {}
+        })
+        .buffered(opts.concurrency.max(1))
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    for (r, message) in refused {
+        if wants_replace(r) {
+            replace.push(r);
+        } else {
+            problems.push(format!(
+                "{} ({}): {message}; the API server cannot change this in place: set the annotation `{UPDATE_STRATEGY}: replace` on it to delete and re-create it, or keep the old value",
+                r.id, r.origin.file
+            ));
         }
     }
     if problems.is_empty() {
