@@ -164,10 +164,12 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
     Ok(())
 }
 
-/// What a reviewer looks for first: the images that change per
-/// environment, then deletions that lose data or take much with them.
+/// What a reviewer looks for first: the images and replica counts that
+/// change per environment, then deletions that lose data or take much
+/// with them.
 fn highlights(plan: &Plan) -> Vec<String> {
     let mut images: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut scale: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut dangerous = Vec::new();
     for c in &plan.changes {
         let part = c
@@ -191,6 +193,13 @@ fn highlights(plan: &Plan) -> Vec<String> {
                 list.push(text);
             }
         }
+        if let Some(p) = c.summary.split("; ").find(|p| p.starts_with("replicas ")) {
+            scale.entry(c.env.as_str()).or_default().push(format!(
+                "`{}` {}",
+                c.app,
+                p.trim_start_matches("replicas ")
+            ));
+        }
         let risky = matches!(
             (c.id.group.as_str(), c.id.kind.as_str()),
             ("", "Namespace" | "PersistentVolumeClaim")
@@ -208,6 +217,13 @@ fn highlights(plan: &Plan) -> Vec<String> {
             .map(|(env, list)| format!("**{env}**: {}", escape_images(&list.join(", "))))
             .collect();
         out.push(format!("**Images.** {}", per_env.join("; ")));
+    }
+    if !scale.is_empty() {
+        let per_env: Vec<String> = scale
+            .iter()
+            .map(|(env, list)| format!("**{env}**: {}", escape_images(&list.join(", "))))
+            .collect();
+        out.push(format!("**Replicas.** {}", per_env.join("; ")));
     }
     if !dangerous.is_empty() {
         out.push(format!(

@@ -623,6 +623,11 @@ fn text_plans_are_grouped_by_environment_and_compact_on_request() {
     );
     assert!(full.contains("+  replicas: 4"), "{full}");
     assert!(full.contains("    = replicas 3 → 4\n"), "{full}");
+    let md = report::markdown(&p, "<!-- m -->", 65_536);
+    assert!(
+        md.contains("**Replicas.** **production**: `api` 3 → 4"),
+        "{md}"
+    );
 
     let mut compact = Vec::new();
     report::text_with(&p, false, true, &mut compact).unwrap();
