@@ -276,8 +276,8 @@ impl FetchAuth {
     }
 }
 
-/// Runs git in a checkout, adding `auth` to fetches unless the checkout
-/// has credentials of its own (two Authorization headers are refused).
+/// Runs git in a checkout, with `auth` (when the checkout has no
+/// credentials of its own) on every fetch.
 struct Git<'a> {
     dir: &'a Path,
     auth: Option<&'a FetchAuth>,
@@ -290,14 +290,7 @@ impl Git<'_> {
             .current_dir(self.dir)
             .env("GIT_TERMINAL_PROMPT", "0");
         if let Some(auth) = self.auth {
-            let own = Command::new("git")
-                .args(["config", "--get-regexp", r"^http\..*extraheader$"])
-                .current_dir(self.dir)
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !own {
-                cmd.envs(auth.env());
-            }
+            cmd.envs(auth.env());
         }
         let out = cmd.output().map_err(|e| format!("cannot run git: {e}"))?;
         if out.status.success() {
@@ -371,7 +364,18 @@ pub fn resolve(
     let repo = gix::discover(workdir)
         .map_err(|e| Error::Invalid(format!("{} is not a git checkout: {e}", workdir.display())))?;
     let top = repo.workdir().unwrap_or(workdir).to_path_buf();
-    let git = Git { dir: &top, auth };
+    // The checkout's own credentials win: two Authorization headers are
+    // refused, so the token is added only where there are none.
+    let own_credentials = auth.is_some()
+        && Command::new("git")
+            .args(["config", "--get-regexp", r"^http\..*extraheader$"])
+            .current_dir(&top)
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let git = Git {
+        dir: &top,
+        auth: auth.filter(|_| !own_credentials),
+    };
     match event {
         Event::PullRequest {
             base_sha, head_sha, ..

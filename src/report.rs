@@ -211,19 +211,15 @@ fn highlights(plan: &Plan) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    if !images.is_empty() {
-        let per_env: Vec<String> = images
+    for (title, by_env) in [("Images", &images), ("Replicas", &scale)] {
+        if by_env.is_empty() {
+            continue;
+        }
+        let per_env: Vec<String> = by_env
             .iter()
             .map(|(env, list)| format!("**{env}**: {}", escape_images(&list.join(", "))))
             .collect();
-        out.push(format!("**Images.** {}", per_env.join("; ")));
-    }
-    if !scale.is_empty() {
-        let per_env: Vec<String> = scale
-            .iter()
-            .map(|(env, list)| format!("**{env}**: {}", escape_images(&list.join(", "))))
-            .collect();
-        out.push(format!("**Replicas.** {}", per_env.join("; ")));
+        out.push(format!("**{title}.** {}", per_env.join("; ")));
     }
     if !dangerous.is_empty() {
         out.push(format!(

@@ -19,7 +19,7 @@ use crate::yaml;
 pub mod summary;
 pub mod warnings;
 
-pub use crate::config::{IgnoreField, PlanSettings};
+use crate::config::PlanSettings;
 
 pub use warnings::Warning;
 

@@ -18,7 +18,7 @@ use crate::config::ServiceValues;
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::source::{self, Node, Reader};
 
-pub use crate::config::{HELM_SET_PLACEHOLDERS, HelmSettings, unknown_placeholders};
+use crate::config::HelmSettings;
 
 use super::{Release, ReleaseKey, Rendered};
 

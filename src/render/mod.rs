@@ -396,13 +396,14 @@ pub fn compare_with(
     head_todo.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
 
     // Raw and Kustomize sources: unchanged when everything they read is.
-    let key_of = |reader: &source::Reader<'_>, snap: &Snapshot, spec: &sources::SourceSpec| {
-        if snap.commit().is_some() && settings_same {
-            sources::key(reader, &snap.root(), spec)
-        } else {
-            Ok(None)
-        }
-    };
+    let key_of =
+        |reader: &source::Reader<'_>, snap: &Snapshot, spec: &config::sources::SourceSpec| {
+            if snap.commit().is_some() && settings_same {
+                sources::key(reader, &snap.root(), spec)
+            } else {
+                Ok(None)
+            }
+        };
     let mut base_sources_todo = Vec::new();
     let mut head_sources_todo = Vec::new();
     for spec in &head_layout.sources {
@@ -565,7 +566,7 @@ impl ChartCache {
 fn render_sources(
     snapshot: &Snapshot,
     layout: &Layout,
-    specs: &[&sources::SourceSpec],
+    specs: &[&config::sources::SourceSpec],
 ) -> Result<Vec<Rendered>, Error> {
     let root = snapshot.root();
     let results: Vec<Result<Result<Rendered, Diagnostics>, source::Error>> = specs

@@ -58,6 +58,11 @@ impl ValuesSchema {
         defaults_path: &str,
         chart: &str,
     ) -> Vec<Diagnostic> {
+        // Most releases are valid: index the user's files only to place
+        // problems, never on the way through.
+        if self.validator.is_valid(values) {
+            return Vec::new();
+        }
         let mut found = Vec::new();
         let indexes: Vec<(&str, Vec<yaml::Located>)> = inputs
             .iter()

@@ -16,8 +16,8 @@ use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::source::{self, Node, Reader};
 use crate::yaml;
 
-pub use crate::config::SourcesSettings;
-pub use crate::config::sources::{Kind, SourceSpec, find};
+use crate::config::SourcesSettings;
+use crate::config::sources::{Kind, SourceSpec};
 
 use super::{Release, ReleaseKey, Rendered};
 
