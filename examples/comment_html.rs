@@ -4,16 +4,13 @@
 
 use std::io::Read as _;
 
+#[path = "../tests/gfm.rs"]
+mod gfm;
+
 fn main() -> std::io::Result<()> {
     let mut md = String::new();
     std::io::stdin().read_to_string(&mut md)?;
-    let mut options = comrak::Options::default();
-    options.extension.table = true;
-    options.extension.strikethrough = true;
-    options.extension.autolink = true;
-    options.extension.alerts = true;
-    options.render.r#unsafe = true;
-    let body = comrak::markdown_to_html(&md, &options);
+    let body = gfm::to_html(&md);
     // Open the first app section with a change (`~`), as a reviewer would.
     let section = "<details><summary><b>";
     let first_change = body.find("<h4>~").unwrap_or(0);

@@ -8,12 +8,11 @@
 //! the environment and in files outside the repo appears in no output, and
 //! that it finishes within 10 s (bombs included).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{Repo, Run};
+use crate::util::{Repo, Run, tree};
 
 /// Put in the environment, in a kubeconfig and in files outside the repo.
 const CANARY: &str = "CANARY-7f3a9c-SECRET";
@@ -24,32 +23,6 @@ fn outside_secret() -> (tempfile::TempDir, PathBuf) {
     let file = dir.path().join("secret.yaml");
     std::fs::write(&file, format!("token: {CANARY}\nimage: {CANARY}\n")).expect("write");
     (dir, file)
-}
-
-/// Every file below `dir` (`.git` objects included) with its content.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let kind = e.file_type().expect("file type");
-            let rel = path.strip_prefix(dir).expect("below").to_path_buf();
-            if kind.is_symlink() {
-                let target = std::fs::read_link(&path).expect("link");
-                out.insert(rel, target.to_string_lossy().as_bytes().to_vec());
-            } else if kind.is_dir() {
-                out.insert(rel, b"<dir>".to_vec());
-                stack.push(path);
-            } else {
-                out.insert(rel, std::fs::read(&path).expect("read"));
-            }
-        }
-    }
-    out
 }
 
 /// Runs kdeploy in `dir` with the canary in its environment.

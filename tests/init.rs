@@ -2,27 +2,7 @@
 //! actionlint; adopting manifests that the written kdeploy.yaml reproduces;
 //! never overwriting, never leaving half a config behind.
 
-use crate::util::{Repo, kdeploy, project_root};
-
-fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.file_name().is_some_and(|n| n == ".git") {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use crate::util::{Repo, kdeploy, project_root, tree};
 
 #[test]
 fn init_starts_a_repo_that_renders_and_never_overwrites() {

@@ -854,16 +854,10 @@ fn a_plan_split_over_comments_renders_with_every_section_once() {
     let limit = 10_000;
     let parts = report::markdown_parts(&p, "<!-- m -->", limit, 3);
     assert_eq!(parts.len(), 3);
-    let mut options = comrak::Options::default();
-    options.extension.table = true;
-    options.extension.strikethrough = true;
-    options.extension.autolink = true;
-    options.extension.alerts = true;
-    options.render.r#unsafe = true;
     let mut sections = Vec::new();
     for body in &parts {
         assert!(body.len() <= limit, "{} > {limit}", body.len());
-        let html = comrak::markdown_to_html(body, &options);
+        let html = crate::gfm::to_html(body);
         assert_eq!(
             html.matches("<details>").count(),
             html.matches("</details>").count(),

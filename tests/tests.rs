@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per pipeline stage.
 
 mod fake_github;
+mod gfm;
 mod k8s_sim;
 mod util;
 

@@ -2,6 +2,7 @@
 //! user's would be), with pinned dates so commit ids are stable, and a
 //! runner for the built `kdeploy` binary.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -166,4 +167,30 @@ pub fn shared_event(path: &str) -> Option<serde_json::Value> {
             None
         }
     }
+}
+
+/// Every file below `dir` (`.git` objects included) with its content.
+pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let kind = e.file_type().expect("file type");
+            let rel = path.strip_prefix(dir).expect("below").to_path_buf();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).expect("link");
+                out.insert(rel, target.to_string_lossy().as_bytes().to_vec());
+            } else if kind.is_dir() {
+                out.insert(rel, b"<dir>".to_vec());
+                stack.push(path);
+            } else {
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    out
 }
