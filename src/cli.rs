@@ -755,6 +755,7 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
                 "message": format!("{e:#}"),
             });
         }
+        crate::secrets::mask::redact_value(&mut json);
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

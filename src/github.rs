@@ -227,6 +227,13 @@ impl GitHub {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(http::HeaderMap, Value), Error> {
+        // Comments, check runs and statuses never carry a decrypted value.
+        let masked = body.map(|b| {
+            let mut b = b.clone();
+            crate::secrets::mask::redact_value(&mut b);
+            b
+        });
+        let body = masked.as_ref();
         let mut attempt = 0;
         loop {
             let transport = |detail: String| Error::Transport {

@@ -39,6 +39,7 @@ pub mod plan;
 pub mod render;
 pub mod report;
 pub mod resource;
+pub mod secrets;
 pub mod source;
 pub mod validate;
 pub mod wait;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use kdeploy::cli::{self, Cli, Outcome};
 use kdeploy::diag::Diagnostics;
 use kdeploy::render;
+use kdeploy::secrets::mask::redact;
 
 /// Rendering allocates many small values on several threads; mimalloc keeps
 /// that from being a third of the run time as with the system allocator.
@@ -18,8 +19,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     let error_code = cli.error_code();
-    let mut stdout = std::io::stdout().lock();
-    match cli::run(cli, &mut stdout) {
+    // Everything printed passes the mask of decrypted SOPS values.
+    let mut stdout = kdeploy::secrets::mask::MaskingWriter::new(std::io::stdout().lock());
+    let result = cli::run(cli, &mut stdout);
+    drop(stdout);
+    match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Differences | Outcome::DeployFailed) => ExitCode::from(1),
         Ok(Outcome::Changes) => ExitCode::from(2),
@@ -51,14 +55,14 @@ fn report(err: &anyhow::Error) {
     });
     match diagnostics {
         Some(d) => {
-            eprintln!("{d}");
+            eprintln!("{}", redact(&d.to_string()));
             if std::env::var_os("GITHUB_ACTIONS").is_some() {
                 for one in &d.0 {
-                    println!("{}", one.to_github_annotation());
+                    println!("{}", redact(&one.to_github_annotation()));
                 }
             }
         }
-        None => eprintln!("error: {}", chain_text(err)),
+        None => eprintln!("error: {}", redact(&chain_text(err))),
     }
 }
 

@@ -411,7 +411,8 @@ fn swap_in(state: &State, dir: &Path, filter: &Filter) -> io::Result<usize> {
         if let Some(p) = full.parent() {
             fs::create_dir_all(p)?;
         }
-        fs::write(full, text)?;
+        // Decrypted SOPS values become `<sops:FILE#KEY>`: never on disk.
+        fs::write(full, crate::secrets::mask::redact(text).as_bytes())?;
     }
     let staged = staging.keep();
     if fs::symlink_metadata(dir).is_ok() {

@@ -815,6 +815,68 @@ async fn secret_values_and_the_token_appear_nowhere() {
 }
 
 #[tokio::test]
+async fn sops_age_key_input_plans_and_deploys_without_printing_values_or_the_key() {
+    let Some(keys) = crate::secrets::Keys::new() else {
+        return;
+    };
+    let key = std::fs::read_to_string(keys.file()).unwrap();
+    let private = key
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_string();
+    let job = Job::new().await;
+    let sim = cluster().await;
+    let secret = keys.encrypt(&format!("DB_PASSWORD: {}\n", crate::secrets::CANARY), &[]);
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/secrets.sops.yaml", &secret);
+        },
+        "secrets",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 12, &base, &head, false),
+            "pr",
+            &[("INPUT_SOPS-AGE-KEY", key.as_str())],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains(&format!("::add-mask::{private}")),
+        "{}",
+        run.log
+    );
+    let everything = visible(&run, &job.fake, 12);
+    assert!(everything.contains("web-secrets"), "{everything}");
+    assert!(!everything.contains("not compared"), "{everything}");
+    crate::secrets::assert_clean("pull request", &everything);
+    assert!(!everything.contains(&private), "the key leaked");
+
+    // Merged: the deploy decrypts with the input and applies the Secret.
+    job.origin.git(&["merge", "-q", "--ff-only", "pr"]);
+    let payload = push_payload(Some(&base), &head);
+    let run = job
+        .deploy_push(&sim, &payload, &[("INPUT_SOPS-AGE-KEY", key.as_str())])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let applied = sim
+        .get("", "Secret", "web-staging", "web-secrets")
+        .expect("applied");
+    assert!(applied["data"]["DB_PASSWORD"].is_string());
+    let everything = visible(&run, &job.fake, 0);
+    crate::secrets::assert_clean("deploy", &everything);
+    for run in job.fake.check_runs() {
+        crate::secrets::assert_clean("check run", &run.to_string());
+    }
+    for (deployment, statuses) in job.fake.deployments() {
+        crate::secrets::assert_clean("deployment", &format!("{deployment}{statuses:?}"));
+    }
+}
+
+#[tokio::test]
 async fn push_deploys_with_the_kubeconfig_input_and_masks_its_secrets() {
     let job = Job::new().await;
     let sim = cluster().await;

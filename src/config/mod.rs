@@ -155,17 +155,23 @@ pub struct ReleaseSpec {
     pub env_config: Node,
     /// `services/<app>/<env>/version`, if present.
     pub env_version: Option<Node>,
+    /// `services/<app>/secrets.sops.yaml`, if present.
+    pub app_secrets: Option<Node>,
+    /// `services/<app>/<env>/secrets.sops.yaml`, if present.
+    pub env_secrets: Option<Node>,
 }
 
 impl ReleaseSpec {
     /// The service inputs' git ids; equal keys mean equal service values.
     /// `None` in the work tree, where nothing is hashed.
-    pub fn service_key(&self) -> Option<[Option<gix::ObjectId>; 4]> {
+    pub fn service_key(&self) -> Option<[Option<gix::ObjectId>; 6]> {
         let ids = [
             self.app_config.id,
             self.app_version.as_ref().and_then(|n| n.id),
             self.env_config.id,
             self.env_version.as_ref().and_then(|n| n.id),
+            self.app_secrets.as_ref().and_then(|n| n.id),
+            self.env_secrets.as_ref().and_then(|n| n.id),
         ];
         self.app_config.id.map(|_| ids)
     }
@@ -448,6 +454,8 @@ fn load_app(
             app_version: app_version.clone(),
             env_config,
             env_version: env_file("version"),
+            app_secrets: file(crate::secrets::VALUES_FILE),
+            env_secrets: env_file(crate::secrets::VALUES_FILE),
         });
     }
     Ok(())
@@ -491,6 +499,9 @@ pub struct ServiceValues {
     pub default_namespace: String,
     /// The chart to render with (`chart:` value or the default chart).
     pub chart: String,
+    /// (path, encrypted text) of the app and env `secrets.sops.yaml`, in
+    /// merge order; decrypted by the render stage, not here.
+    pub secret_files: Vec<(String, String)>,
 }
 
 /// Reads and merges one release's config and version files.
@@ -533,6 +544,16 @@ pub fn load_service(
             .help("write the image tag (e.g. 1.4.2) into one of those files"),
         );
     }
+    let mut secret_files = Vec::new();
+    for node in [&spec.app_secrets, &spec.env_secrets].into_iter().flatten() {
+        match String::from_utf8(reader.read(node)?) {
+            Ok(text) => secret_files.push((node.path.clone(), text)),
+            Err(_) => problems.push(Diagnostic::new(
+                Location::file(&node.path),
+                "file is not UTF-8 text",
+            )),
+        }
+    }
     let mut values = app_values;
     merge_into(&mut values, env_values);
     let chart = match values.get("chart") {
@@ -552,6 +573,7 @@ pub fn load_service(
             version: version.unwrap_or_default(),
             chart,
             inputs,
+            secret_files,
             default_namespace: settings.namespace_for(&spec.app, &spec.env),
         })
         .map_err(Error::from)

@@ -65,6 +65,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../charts/service/templates/pdb.yaml"),
     ),
     (
+        "templates/secret.yaml",
+        include_str!("../../charts/service/templates/secret.yaml"),
+    ),
+    (
         "templates/service.yaml",
         include_str!("../../charts/service/templates/service.yaml"),
     ),

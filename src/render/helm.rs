@@ -257,5 +257,6 @@ pub fn render(
         resources,
         key,
         inputs,
+        sealed: Vec::new(),
     })
 }

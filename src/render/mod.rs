@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use crate::config::{self, Filter, Layout, ReleaseSpec, ServiceValues};
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::resource::{self, Origin, Resource, ResourceId};
+use crate::secrets::{self, Need, Sealed};
 use crate::source::{self, Snapshot};
 use crate::yaml;
 
@@ -75,7 +76,7 @@ pub struct Release {
 /// What decides a release's output; equal keys give equal output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseKey {
-    service: [Option<gix::ObjectId>; 4],
+    service: [Option<gix::ObjectId>; 6],
     settings: Option<gix::ObjectId>,
     chart: String,
 }
@@ -92,6 +93,9 @@ pub struct Rendered {
     /// (path, text) of the service files it was made from, to point errors
     /// in rendered fields at the user's line (see `validate`).
     pub inputs: Vec<(String, String)>,
+    /// SOPS files of this release that were not decrypted (a plan without
+    /// keys): their values are placeholders.
+    pub sealed: Vec<crate::secrets::Sealed>,
 }
 
 /// Everything rendered at one revision.
@@ -119,15 +123,25 @@ impl State {
 /// # Errors
 /// [`Error::Invalid`] listing every problem found; nothing is partial.
 pub fn render(snapshot: &Snapshot, filter: &Filter) -> Result<State, Error> {
+    render_with(snapshot, filter, Need::Required)
+}
+
+/// [`render`], where SOPS files that no key here opens may be left as
+/// placeholders (`Need::Optional`: rendering for review, never to apply).
+///
+/// # Errors
+/// As [`render`].
+pub fn render_with(snapshot: &Snapshot, filter: &Filter, need: Need) -> Result<State, Error> {
     let reader = snapshot.reader();
     let layout = Layout::load(&reader, &snapshot.root(), filter)?;
     let mut charts = ChartCache::default();
     let specs: Vec<&ReleaseSpec> = layout.releases.iter().collect();
-    let rendered = render_specs(snapshot, &layout, &specs, &mut charts);
+    let rendered = render_specs(snapshot, &layout, &specs, &mut charts, need);
     let sourced = render_sources(
         snapshot,
         &layout,
         &layout.sources.iter().collect::<Vec<_>>(),
+        need,
     );
     let releases = merge_results(rendered, sourced)?;
     check_duplicates(&releases)?;
@@ -440,16 +454,16 @@ pub fn compare_with(
 
     let mut charts = ChartCache::default();
     let base_releases = merge_results(
-        render_specs(base, &base_layout, &base_todo, &mut charts),
-        render_sources(base, &base_layout, &base_sources_todo),
+        render_specs(base, &base_layout, &base_todo, &mut charts, Need::Optional),
+        render_sources(base, &base_layout, &base_sources_todo, Need::Optional),
     )
     .map_err(|e| prefix_revision(e, base.label()))?;
     // The base must be valid as `render --rev` would find it: a plan from
     // a broken base is no plan.
     check_duplicates(&base_releases).map_err(|e| prefix_revision(e.into(), base.label()))?;
     let head_releases = merge_results(
-        render_specs(head, &head_layout, &head_todo, &mut charts),
-        render_sources(head, &head_layout, &head_sources_todo),
+        render_specs(head, &head_layout, &head_todo, &mut charts, Need::Optional),
+        render_sources(head, &head_layout, &head_sources_todo, Need::Optional),
     )?;
     check_duplicates(&head_releases)?;
     // The same app in the other environments is the usual collision: render
@@ -471,12 +485,13 @@ pub fn compare_with(
     let sibling_releases = if siblings.is_empty() {
         Vec::new()
     } else {
-        render_specs(head, &head_layout, &siblings, &mut charts)?
+        render_specs(head, &head_layout, &siblings, &mut charts, Need::Optional)?
     };
     check_shared_clusters(
         head_releases.iter().chain(&sibling_releases),
         &head_layout.settings,
     )?;
+    notes.extend(sealed_notes(&base_releases, &head_releases));
     Ok(Comparison {
         base: State {
             label: base.label().to_string(),
@@ -493,6 +508,30 @@ pub fn compare_with(
         unchanged,
         notes,
     })
+}
+
+/// One note per SOPS file that changed but could not be decrypted here:
+/// its values are placeholders, so the plan cannot say which keys changed.
+fn sealed_notes(base: &[Rendered], head: &[Rendered]) -> Vec<String> {
+    let base_digests: HashMap<&str, &str> = base
+        .iter()
+        .flat_map(|r| &r.sealed)
+        .map(|s| (s.path.as_str(), s.digest.as_str()))
+        .collect();
+    let mut notes: Vec<String> = head
+        .iter()
+        .flat_map(|r| &r.sealed)
+        .filter(|s| base_digests.get(s.path.as_str()) != Some(&s.digest.as_str()))
+        .map(|s| {
+            format!(
+                "{} changed, but its values were not compared: {} (a pull request from a fork gets no secrets); the keys of the Secrets it feeds are shown as changed",
+                s.path, s.why
+            )
+        })
+        .collect();
+    notes.sort();
+    notes.dedup();
+    notes
 }
 
 /// Problems at the base revision say so, since the files may differ at head.
@@ -567,13 +606,14 @@ fn render_sources(
     snapshot: &Snapshot,
     layout: &Layout,
     specs: &[&config::sources::SourceSpec],
+    need: Need,
 ) -> Result<Vec<Rendered>, Error> {
     let root = snapshot.root();
     let results: Vec<Result<Result<Rendered, Diagnostics>, source::Error>> = specs
         .par_iter()
         .map_init(
             || snapshot.reader(),
-            |reader, spec| sources::render(reader, &root, spec, &layout.settings.sources),
+            |reader, spec| sources::render(reader, &root, spec, &layout.settings.sources, need),
         )
         .collect();
     let mut problems = Diagnostics::default();
@@ -587,27 +627,80 @@ fn render_sources(
     problems.into_result(out).map_err(Error::from)
 }
 
+/// Decrypts a release's `secrets.sops.yaml` files (app, then env) and
+/// merges them under `values.secrets`.
+fn open_secrets(sv: &mut ServiceValues, need: Need) -> Result<Vec<Sealed>, config::Error> {
+    if sv.secret_files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut problems = Diagnostics::default();
+    let mut merged = match sv.values.remove("secrets") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let mut sealed = Vec::new();
+    for (path, text) in &sv.secret_files {
+        match secrets::open_values(path, text, need) {
+            Ok(opened) => {
+                if let Value::Object(m) = opened.value {
+                    config::merge_into(&mut merged, m);
+                }
+                sealed.extend(opened.sealed);
+            }
+            Err(d) => problems.push(d),
+        }
+    }
+    sv.values.insert("secrets".into(), Value::Object(merged));
+    problems.into_result(sealed).map_err(config::Error::from)
+}
+
+/// A hash of a release's encrypted files (never of plaintext): changes
+/// whenever one is edited, so pods restart for new secrets.
+fn secrets_revision(files: &[(String, String)]) -> String {
+    use sha2::Digest as _;
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut h = sha2::Sha256::new();
+    for (path, text) in files {
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Renders the given releases of one snapshot.
 fn render_specs(
     snapshot: &Snapshot,
     layout: &Layout,
     specs: &[&ReleaseSpec],
     charts: &mut ChartCache,
+    need: Need,
 ) -> Result<Vec<Rendered>, Error> {
     let mut problems = Diagnostics::default();
-    let services: Vec<Result<ServiceValues, config::Error>> = specs
+    type Loaded = Result<(ServiceValues, Vec<Sealed>), config::Error>;
+    let services: Vec<Loaded> = specs
         .par_iter()
         .map_init(
             || snapshot.reader(),
-            |reader, spec| config::load_service(reader, spec, &layout.settings),
+            |reader, spec| {
+                let mut sv = config::load_service(reader, spec, &layout.settings)?;
+                let sealed = open_secrets(&mut sv, need)?;
+                Ok((sv, sealed))
+            },
         )
         .collect();
 
     let mut by_name: HashMap<String, Option<Arc<Engine>>> = HashMap::new();
     let mut jobs = Vec::with_capacity(specs.len());
-    for (spec, sv) in specs.iter().zip(services) {
-        let sv = match sv {
-            Ok(sv) => sv,
+    for (spec, loaded) in specs.iter().zip(services) {
+        let (sv, sealed) = match loaded {
+            Ok(x) => x,
             Err(config::Error::Invalid(d)) => {
                 problems.extend(d.0);
                 continue;
@@ -626,7 +719,7 @@ fn render_specs(
             by_name.insert(sv.chart.clone(), chart);
         }
         match by_name.get(&sv.chart).cloned().flatten() {
-            Some(chart) => jobs.push((*spec, sv, chart)),
+            Some(chart) => jobs.push((*spec, sv, chart, sealed)),
             None => {
                 if layout.charts.contains_key(&sv.chart) || sv.chart == chart::BUILTIN_NAME {
                     continue; // the chart itself is broken; already reported
@@ -657,7 +750,7 @@ fn render_specs(
     let total = std::sync::atomic::AtomicU64::new(0);
     let rendered: Vec<Result<Rendered, Diagnostics>> = jobs
         .into_par_iter()
-        .map(|(spec, sv, engine)| match &*engine {
+        .map(|(spec, sv, engine, sealed)| match &*engine {
             Engine::Handlebars(chart) => {
                 let rendered = render_release(spec, sv, chart, layout.settings_id, &layout.settings.limits);
                 // Every release's text counts against one total per revision.
@@ -672,10 +765,11 @@ fn render_specs(
                     .help("raise `limits.totalBytes` in kdeploy.yaml, or render fewer releases at once with --env/--app")
                     .into());
                 }
-                rendered.map(|(r, _)| r)
+                rendered.map(|(r, _)| Rendered { sealed, ..r })
             }
             Engine::Helm(chart) => {
                 helm::render(spec, sv, chart, &layout.settings.helm, layout.settings_id)
+                    .map(|r| Rendered { sealed, ..r })
             }
         })
         .collect();
@@ -740,6 +834,7 @@ fn render_release(
 ) -> Result<(Rendered, u64), Diagnostics> {
     let mut problems = Diagnostics::default();
     let mut values = chart.defaults.clone();
+    let secrets_revision = secrets_revision(&sv.secret_files);
     let inputs = sv.inputs;
     let default_namespace = sv.default_namespace;
     config::merge_into(&mut values, sv.values);
@@ -784,6 +879,7 @@ fn render_release(
             ("version", &release.version),
             ("namespace", &release.namespace),
             ("name", &release.app),
+            ("secretsRevision", &secrets_revision),
         ]),
     );
     ctx.insert(
@@ -830,6 +926,7 @@ fn render_release(
             resources,
             key,
             inputs,
+            sealed: Vec::new(),
         },
         bytes,
     ))

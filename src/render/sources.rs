@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::secrets::{self, Need, Sealed};
 use crate::source::{self, Node, Reader};
 use crate::yaml;
 
@@ -59,7 +60,7 @@ fn key_of(ids: Vec<Option<gix::ObjectId>>, kind: &str) -> Option<ReleaseKey> {
         .map(|b| format!("{b:02x}"))
         .collect();
     Some(ReleaseKey {
-        service: [None; 4],
+        service: [None; 6],
         settings: None,
         chart: format!("{kind}:{digest}"),
     })
@@ -98,6 +99,7 @@ fn finish(
         resources,
         key,
         inputs: Vec::new(),
+        sealed: Vec::new(),
     })
 }
 
@@ -108,16 +110,28 @@ fn finish(
 pub fn render_raw(
     reader: &Reader<'_>,
     spec: &SourceSpec,
+    need: Need,
 ) -> Result<Result<Rendered, Diagnostics>, source::Error> {
     let release = release_of(spec, "raw");
     let mut problems = Diagnostics::default();
     let mut objects = Vec::new();
+    let mut sealed = Vec::new();
     for file in files(reader, &spec.dir)? {
-        let name = file.name().to_string();
-        if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
+        if !is_manifest(file.name()) {
             continue;
         }
-        let text = reader.read_text(&file)?;
+        let mut text = reader.read_text(&file)?;
+        match secrets::open_manifests(&file.path, &text, need) {
+            Ok(Some((plain, s))) => {
+                text = plain;
+                sealed.extend(s);
+            }
+            Ok(None) => {}
+            Err(d) => {
+                problems.push(d);
+                continue;
+            }
+        }
         for doc in yaml::split_documents(&text) {
             if yaml::is_blank(doc.text) {
                 continue;
@@ -148,7 +162,7 @@ pub fn render_raw(
         }
     }
     let key = key_of(vec![spec.dir.id], "raw");
-    Ok(finish(release, objects, key, problems))
+    Ok(finish(release, objects, key, problems).map(|r| Rendered { sealed, ..r }))
 }
 
 /// Paths a kustomization refers to, relative to its directory.
@@ -282,12 +296,16 @@ fn resolve_kustomize(
     Ok(())
 }
 
-/// Writes `nodes` (files, and directories with everything below) into `dest`.
-fn materialize(
+/// The files of `nodes` (files, and directories with everything below)
+/// with their content, SOPS files decrypted (in memory).
+fn gather(
     reader: &Reader<'_>,
     nodes: &BTreeMap<String, Node>,
-    dest: &Path,
-) -> Result<(), source::Error> {
+    need: Need,
+    sealed: &mut Vec<Sealed>,
+    problems: &mut Diagnostics,
+) -> Result<Vec<(String, Vec<u8>, bool)>, source::Error> {
+    let mut out = Vec::new();
     for node in nodes.values() {
         let list = if node.is_dir {
             files(reader, node)?
@@ -295,14 +313,55 @@ fn materialize(
             vec![node.clone()]
         };
         for f in list {
-            let target = dest.join(&f.path);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io_err(&f.path, e))?;
+            let bytes = reader.read(&f)?;
+            let text = std::str::from_utf8(&bytes).ok();
+            let opened = match text {
+                Some(t) if is_manifest(f.name()) => secrets::open_manifests(&f.path, t, need)
+                    .unwrap_or_else(|d| {
+                        problems.push(d);
+                        None
+                    }),
+                _ => None,
+            };
+            match opened {
+                Some((plain, s)) => {
+                    sealed.extend(s);
+                    out.push((f.path.clone(), plain.into_bytes(), true));
+                }
+                None => out.push((f.path.clone(), bytes, false)),
             }
-            std::fs::write(&target, reader.read(&f)?).map_err(|e| io_err(&f.path, e))?;
         }
     }
+    Ok(out)
+}
+
+fn is_manifest(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
+}
+
+/// Writes gathered files into `dest`.
+fn materialize(files: &[(String, Vec<u8>, bool)], dest: &Path) -> Result<(), source::Error> {
+    for (path, bytes, _) in files {
+        let target = dest.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(path, e))?;
+        }
+        std::fs::write(&target, bytes).map_err(|e| io_err(path, e))?;
+    }
     Ok(())
+}
+
+/// Where kustomize's copy goes: a private directory, in memory (`/dev/shm`)
+/// when it holds decrypted files, so plaintext never reaches a disk.
+fn private_dir(decrypted: bool) -> std::io::Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if decrypted
+        && shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix("kdeploy-").tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    tempfile::tempdir()
 }
 
 pub(super) fn io_err(path: &str, e: std::io::Error) -> source::Error {
@@ -404,6 +463,7 @@ pub fn render_kustomize(
     root: &Node,
     spec: &SourceSpec,
     settings: &SourcesSettings,
+    need: Need,
 ) -> Result<Result<Rendered, Diagnostics>, source::Error> {
     let release = release_of(spec, "kustomize");
     let mut problems = Diagnostics::default();
@@ -413,8 +473,15 @@ pub fn render_kustomize(
         return Ok(Err(problems));
     }
     let key = key_of(seen.values().map(|n| n.id).collect(), "kustomize");
-    let tmp = tempfile::tempdir().map_err(|e| io_err(&spec.dir.path, e))?;
-    materialize(reader, &seen, tmp.path())?;
+    let mut sealed = Vec::new();
+    let gathered = gather(reader, &seen, need, &mut sealed, &mut problems)?;
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    let tmp = private_dir(gathered.iter().any(|(_, _, decrypted)| *decrypted))
+        .map_err(|e| io_err(&spec.dir.path, e))?;
+    materialize(&gathered, tmp.path())?;
+    drop(gathered);
     let command = settings.kustomize_command.as_deref().unwrap_or("kubectl");
     let (program, args): (&str, Vec<&str>) = if Path::new(command)
         .file_name()
@@ -434,6 +501,7 @@ pub fn render_kustomize(
             return Ok(Err(problems));
         }
     };
+    drop(tmp);
     let mut objects = Vec::new();
     super::parse_documents(
         &output,
@@ -442,7 +510,7 @@ pub fn render_kustomize(
         &mut objects,
         &mut problems,
     );
-    Ok(finish(release, objects, key, problems))
+    Ok(finish(release, objects, key, problems).map(|r| Rendered { sealed, ..r }))
 }
 
 /// The cache key of a source release: the git ids of everything it reads
@@ -479,10 +547,11 @@ pub fn render(
     root: &Node,
     spec: &SourceSpec,
     settings: &SourcesSettings,
+    need: Need,
 ) -> Result<Result<Rendered, Diagnostics>, source::Error> {
     match spec.kind {
-        Kind::Raw => render_raw(reader, spec),
-        Kind::Kustomize => render_kustomize(reader, root, spec, settings),
+        Kind::Raw => render_raw(reader, spec, need),
+        Kind::Kustomize => render_kustomize(reader, root, spec, settings, need),
     }
 }
 

@@ -1,0 +1,232 @@
+//! The process's list of secret values and the redaction every output goes
+//! through, the way GitHub's runner masks `::add-mask::` values in its log.
+//!
+//! A decrypted value is registered here the moment sops returns it, with
+//! the place it came from; every sink (stdout and stderr, the job summary
+//! and outputs, GitHub API bodies, the output directory) replaces each
+//! occurrence with `<sops:FILE#KEY>`. Secret `data` is also redacted by
+//! structure (see `plan::redact_secret`); this catches a value that a chart
+//! copied elsewhere (a ConfigMap, an env value, an error snippet).
+//!
+//! A process-wide registry rather than a value passed around: the sinks are
+//! many and far from the decryption, and one that forgot the list would
+//! leak. Values are only ever added.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+use std::sync::{Arc, RwLock};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
+use serde_json::Value;
+
+/// Shorter values are not searched for in free text: "1" or "yes" would
+/// redact half of every plan. Secret data is redacted by structure anyway.
+pub const MIN_LEN: usize = 4;
+
+#[derive(Default)]
+struct Registry {
+    needles: Vec<String>,
+    labels: Vec<String>,
+    matcher: Option<Arc<AhoCorasick>>,
+}
+
+static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
+    needles: Vec::new(),
+    labels: Vec::new(),
+    matcher: None,
+});
+
+/// Registers a secret value (each line of it, and its base64 form, since
+/// Secret `data` holds that) to be replaced by `<sops:{origin}>`.
+pub fn register(value: &str, origin: &str) {
+    let label = format!("<sops:{}>", label_text(origin));
+    let mut forms: Vec<String> = value
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() >= MIN_LEN)
+        .map(str::to_string)
+        .collect();
+    if value.len() >= MIN_LEN {
+        forms.push(value.to_string());
+        forms.push(base64::engine::general_purpose::STANDARD.encode(value));
+    }
+    if forms.is_empty() {
+        return;
+    }
+    let Ok(mut reg) = REGISTRY.write() else {
+        return;
+    };
+    let mut added = false;
+    for form in forms {
+        if !reg.needles.contains(&form) {
+            reg.needles.push(form);
+            reg.labels.push(label.clone());
+            added = true;
+        }
+    }
+    if added {
+        reg.matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&reg.needles)
+            .ok()
+            .map(Arc::new);
+    }
+}
+
+/// Only characters that are safe in a YAML plain scalar and a log line.
+fn label_text(origin: &str) -> String {
+    origin
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._/-#".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The values registered so far (each line and form), for `::add-mask::`.
+pub fn values() -> Vec<String> {
+    REGISTRY
+        .read()
+        .map(|r| r.needles.clone())
+        .unwrap_or_default()
+}
+
+fn snapshot() -> Option<(Arc<AhoCorasick>, Vec<String>)> {
+    let reg = REGISTRY.read().ok()?;
+    reg.matcher.clone().map(|m| (m, reg.labels.clone()))
+}
+
+/// `text` with every registered value replaced by where it came from.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let Some((matcher, labels)) = snapshot() else {
+        return Cow::Borrowed(text);
+    };
+    if !matcher.is_match(text) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for m in matcher.find_iter(text) {
+        out.push_str(&text[last..m.start()]);
+        out.push_str(&labels[m.pattern().as_usize()]);
+        last = m.end();
+    }
+    out.push_str(&text[last..]);
+    Cow::Owned(out)
+}
+
+/// Redacts every string (and map key) inside a JSON value, in place.
+pub fn redact_value(value: &mut Value) {
+    if snapshot().is_none() {
+        return;
+    }
+    walk(value);
+}
+
+fn walk(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            if let Cow::Owned(r) = redact(s) {
+                *s = r;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(walk),
+        Value::Object(map) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                let Some(mut v) = map.remove(&key) else {
+                    continue;
+                };
+                walk(&mut v);
+                map.insert(redact(&key).into_owned(), v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A writer that redacts what passes through it, line by line (a value is
+/// never split across two writes of the inner writer). Flushes whole lines;
+/// the rest on `flush` or drop.
+pub struct MaskingWriter<W: Write> {
+    inner: W,
+    pending: Vec<u8>,
+}
+
+impl<W: Write> MaskingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        MaskingWriter {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, upto: usize) -> io::Result<()> {
+        let chunk: Vec<u8> = self.pending.drain(..upto).collect();
+        let text = String::from_utf8_lossy(&chunk);
+        self.inner.write_all(redact(&text).as_bytes())
+    }
+}
+
+impl<W: Write> Write for MaskingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if let Some(pos) = self.pending.iter().rposition(|b| *b == b'\n') {
+            self.emit(pos + 1)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let n = self.pending.len();
+            self.emit(n)?;
+        }
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for MaskingWriter<W> {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_values_are_replaced_everywhere() {
+        register("unit-CANARY-xyzzy", "services/a/secrets.sops.yaml#PW");
+        register("ab", "short");
+        let text = "url: postgres://u:unit-CANARY-xyzzy@db and ab";
+        assert_eq!(
+            redact(text),
+            "url: postgres://u:<sops:services/a/secrets.sops.yaml#PW>@db and ab"
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode("unit-CANARY-xyzzy");
+        assert!(!redact(&format!("data: {b64}")).contains(&b64));
+        let mut v = serde_json::json!({"a": ["x unit-CANARY-xyzzy"], "unit-CANARY-xyzzy": 1});
+        redact_value(&mut v);
+        assert!(!v.to_string().contains("unit-CANARY"), "{v}");
+
+        let mut out = Vec::new();
+        {
+            let mut w = MaskingWriter::new(&mut out);
+            // Split in the middle of the value: still caught.
+            w.write_all(b"one unit-CANA").unwrap();
+            w.write_all(b"RY-xyzzy two\nlast unit-CANARY-xyzzy")
+                .unwrap();
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("CANARY"), "{out}");
+        assert!(out.ends_with("last <sops:services/a/secrets.sops.yaml#PW>"));
+    }
+}
