@@ -85,6 +85,9 @@ pub enum Command {
     /// Print the environments a change touches, with their kubeconfig contexts, as
     /// JSON: a workflow's matrix of deploy jobs (one per environment and cluster).
     Environments(EnvironmentsArgs),
+    /// Resolve every image the work tree renders to a digest and write the
+    /// image lock (images.lock.yaml); rendering then deploys those digests.
+    Lock(LockArgs),
     /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
@@ -105,6 +108,18 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `kdeploy lock`.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// Which releases' images (the others' entries are kept).
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Only check that the lock has every rendered image and nothing else
+    /// (no network); exit 1 when it does not.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `kdeploy init`.
@@ -519,6 +534,28 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             } else {
                 Outcome::Exit(code)
             })
+        }
+        Command::Lock(args) => {
+            let filter = args.selection.filter()?;
+            let report = block_on(crate::lock::command(
+                &args.selection.repo,
+                &filter,
+                args.check,
+            ))?;
+            for line in &report.lines {
+                writeln!(out, "{line}")?;
+            }
+            if report.failed > 0 {
+                anyhow::bail!(
+                    "{} image(s) did not resolve; the lock was not changed",
+                    report.failed
+                );
+            }
+            if args.check && report.out_of_date {
+                writeln!(out, "the image lock is out of date: run `kdeploy lock`")?;
+                return Ok(Outcome::Differences);
+            }
+            Ok(Outcome::Clean)
         }
         Command::Bench(args) => {
             bench::run(&args, out)?;

@@ -35,6 +35,7 @@ async fn cleanup(client: &kube::Client) {
         "shop-staging",
         "shop-production",
         "kdeploy-system",
+        "api-staging",
     ] {
         let _ = ns.delete(name, &Default::default()).await;
     }
@@ -221,4 +222,34 @@ async fn an_immutable_selector_change_on_a_real_cluster() {
     let _ = namespaces
         .delete("kdeploy-e2e-immut", &Default::default())
         .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: KDEPLOY_E2E=1 KUBECONFIG=... cargo test --test tests e2e -- --ignored"]
+async fn sops_secrets_reach_a_real_cluster_decrypted() {
+    let Some(client) = real_cluster().await else {
+        return;
+    };
+    let Some(keys) = crate::secrets::Keys::new() else {
+        return;
+    };
+    cleanup(&client).await;
+    let repo = crate::util::Repo::with_app();
+    repo.write(
+        "services/api/secrets.sops.yaml",
+        &keys.encrypt(&format!("DB_PASSWORD: {}\n", crate::secrets::CANARY), &[]),
+    );
+    repo.commit("secrets");
+    let key = std::fs::read_to_string(keys.file()).unwrap();
+    kdeploy::secrets::sops::set_age_key(key);
+    let staging = kdeploy::config::Filter::new(Some("staging"), None).unwrap();
+    let (reports, out) = deploy_head(&client, &repo, &staging, &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    crate::secrets::assert_clean("apply output", &out);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "api-staging");
+    let secret = secrets.get("api-secrets").await.expect("the Secret exists");
+    let data = secret.data.expect("data");
+    assert_eq!(data["DB_PASSWORD"].0, crate::secrets::CANARY.as_bytes());
+    cleanup(&client).await;
 }

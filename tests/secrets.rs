@@ -474,3 +474,48 @@ fn encrypted_manifests_in_kustomize_overlays_are_decrypted_before_the_build() {
     assert!(!r.stdout.contains("ENC["), "{}", r.stdout);
     assert_clean("kustomize render", &r.stdout);
 }
+
+/// Decrypting 100 `secrets.sops.yaml` files (one per app, one environment):
+/// the render with them against the same render with plain config. Run by
+/// hand: `cargo test --release --test tests measure_decrypting -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run by hand with --ignored --nocapture"]
+fn measure_decrypting_100_sops_files() {
+    let Some(keys) = Keys::new() else { return };
+    let plain = Repo::new();
+    let sealed = Repo::new();
+    for i in 0..100 {
+        // A file of its own each: equal files are decrypted once.
+        let secret = keys.encrypt(
+            &format!("DB_PASSWORD: measured-value-{i:04}\nAPI_KEY: measured-key-{i:04}\n"),
+            &[],
+        );
+        for repo in [&plain, &sealed] {
+            repo.write(
+                &format!("services/app{i}/config.yaml"),
+                "image: ghcr.io/example/app\n",
+            )
+            .write(&format!("services/app{i}/version"), "1.0.0\n")
+            .write(&format!("services/app{i}/production/config.yaml"), "");
+        }
+        sealed.write(
+            &format!("services/app{i}/production/secrets.sops.yaml"),
+            &secret,
+        );
+    }
+    plain.commit("plain");
+    sealed.commit("sops");
+    let time = |repo: &Repo| {
+        let started = std::time::Instant::now();
+        let r = run(repo.path(), Some(&keys.file()), &["render", "--stdout"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        started.elapsed()
+    };
+    let (a, b) = (time(&plain), time(&sealed));
+    println!(
+        "render of 100 releases: {a:?} without secrets, {b:?} with 100 secrets.sops.yaml ({:?} for decryption, {:?} per file on {} cores)",
+        b.saturating_sub(a),
+        b.saturating_sub(a) / 100,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}

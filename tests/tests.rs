@@ -15,6 +15,7 @@ mod faults;
 mod hostile;
 mod init;
 mod lint;
+mod lock;
 mod plan;
 mod properties;
 mod render;

@@ -203,6 +203,10 @@ pub struct Layout {
     pub skipped_apps: Vec<Node>,
     /// Releases of raw and Kustomize sources.
     pub sources: Vec<sources::SourceSpec>,
+    /// (path, text) of the image lock (`images.lockFile`), if present.
+    pub lock_file: Option<(String, String)>,
+    /// Its blob id: a release's output depends on it too.
+    pub lock_id: Option<gix::ObjectId>,
 }
 
 /// True for a DNS-1123 label: what Kubernetes accepts as a namespace name.
@@ -231,6 +235,8 @@ impl Layout {
             releases: Vec::new(),
             skipped_apps: Vec::new(),
             sources: Vec::new(),
+            lock_file: None,
+            lock_id: None,
         }
     }
 
@@ -285,6 +291,13 @@ impl Layout {
                 _ => (Settings::default(), None, false),
             };
         reader.snapshot().set_file_limit(settings.limits.file_bytes);
+        let (lock_file, lock_id) = match reader.find(root, &settings.images.lock_file)? {
+            Some(node) if !node.is_dir => {
+                let text = reader.read_text(&node)?;
+                (Some((node.path.clone(), text)), node.id)
+            }
+            _ => (None, None),
+        };
 
         let charts = match find_dir(reader, root, &settings.charts)? {
             Some(dir) => reader
@@ -370,6 +383,8 @@ impl Layout {
                 releases,
                 skipped_apps,
                 sources,
+                lock_file,
+                lock_id,
             })
             .map_err(Error::from)
     }

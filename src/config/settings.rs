@@ -41,6 +41,47 @@ pub struct Settings {
     pub helm: HelmSettings,
     /// Bounds on what the config repo can make kdeploy spend.
     pub limits: Limits,
+    /// Image digests (`kdeploy lock`).
+    pub images: ImagesSettings,
+}
+
+/// `images:` in kdeploy.yaml: the image lock (kbld's job).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ImagesSettings {
+    /// The lock file at the repo root (default `images.lock.yaml`).
+    pub lock_file: String,
+    /// An image that is neither locked nor pinned by digest is an error.
+    pub require_lock: bool,
+    /// Registries (`host[:port]`) spoken to over plain HTTP, e.g. a local one.
+    pub insecure_registries: Vec<String>,
+    /// Pod specs of custom kinds, as JSON pointers (`/spec/template/spec`),
+    /// whose containers' images are locked like a Deployment's.
+    pub pod_specs: Vec<PodSpecPath>,
+}
+
+impl Default for ImagesSettings {
+    fn default() -> Self {
+        ImagesSettings {
+            lock_file: "images.lock.yaml".into(),
+            require_lock: false,
+            insecure_registries: Vec::new(),
+            pod_specs: Vec::new(),
+        }
+    }
+}
+
+/// Where a custom kind keeps a pod spec.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpecPath {
+    /// API group (empty for the core group).
+    #[serde(default)]
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+    /// JSON pointer to the pod spec.
+    pub pointer: String,
 }
 
 /// Bounds on what a config repo can make kdeploy spend (`limits:` in
@@ -182,6 +223,7 @@ impl Default for Settings {
             sources: Default::default(),
             helm: Default::default(),
             limits: Limits::default(),
+            images: ImagesSettings::default(),
         }
     }
 }
@@ -205,8 +247,7 @@ impl Settings {
 pub const SETTINGS_FILE: &str = "kdeploy.yaml";
 
 /// Every top-level key of kdeploy.yaml, for help texts.
-const SETTINGS_KEYS: &str =
-    "charts, services, output, defaultChart, plan, environments, sources, helm, limits";
+const SETTINGS_KEYS: &str = "charts, services, output, defaultChart, namespace, plan, environments, sources, helm, limits, images";
 
 /// Parses kdeploy.yaml, reporting every problem at once in the user's words
 /// (keys and YAML types, not Rust types) at the line of the offending key.
@@ -262,6 +303,23 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                         .help(
                             "use {app} and {env}, e.g. \"{app}-{env}\" (the default) or \"{app}\"",
                         ),
+                    );
+                }
+                let lock = &settings.images.lock_file;
+                let plain = !lock.is_empty()
+                    && !lock.starts_with('/')
+                    && lock
+                        .split('/')
+                        .all(|c| !c.is_empty() && c != "." && c != ".." && c != ".git")
+                    && (lock.ends_with(".yaml") || lock.ends_with(".yml"));
+                if !plain {
+                    let at = index.iter().find(|l| l.path == ["images", "lockFile"]);
+                    problems.push(
+                        Diagnostic::new(
+                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            format!("`images.lockFile`: `{lock}` is not a YAML file path inside the repo"),
+                        )
+                        .help("use a relative path without `..`, e.g. images.lock.yaml (the default)"),
                     );
                 }
                 for (key, template) in &settings.helm.set {

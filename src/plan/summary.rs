@@ -70,6 +70,42 @@ fn split_image(image: &str) -> (&str, &str) {
     }
 }
 
+/// `1.4.2@sha256:…` -> (`1.4.2`, digest); a digest alone has no tag.
+fn tag_and_digest(t: &str) -> (&str, Option<&str>) {
+    match t.split_once('@') {
+        Some((tag, digest)) => (tag, Some(digest)),
+        None if t.starts_with("sha256:") => ("", Some(t)),
+        None => (t, None),
+    }
+}
+
+fn short_digest(d: &str) -> String {
+    format!("{}…", d.chars().take(19).collect::<String>())
+}
+
+/// One image change in reviewer's words: a tag bump, a digest that moved
+/// under the same tag (an image lock refreshed), or a pin added or dropped.
+fn image_change(name: &str, x: &str, y: &str) -> String {
+    let ((rx, tx), (ry, ty)) = (split_image(x), split_image(y));
+    if rx != ry {
+        return format!("image {name}: {x} → {y}");
+    }
+    let ((tag_x, dx), (tag_y, dy)) = (tag_and_digest(tx), tag_and_digest(ty));
+    match (dx, dy) {
+        (Some(a), Some(b)) if tag_x == tag_y => format!(
+            "image {name}: {tag_y} digest {} → {}",
+            short_digest(a),
+            short_digest(b)
+        ),
+        (None, Some(b)) if tag_x == tag_y => {
+            format!("image {name}: {tag_y} pinned to {}", short_digest(b))
+        }
+        (Some(_), None) if tag_x == tag_y => format!("image {name}: {tag_y} no longer pinned"),
+        (_, Some(b)) => format!("image {name}: {tag_x} → {tag_y} ({})", short_digest(b)),
+        (_, None) => format!("image {name}: {tag_x} → {tag_y}"),
+    }
+}
+
 fn env_map(c: &Value) -> BTreeMap<String, String> {
     c["env"]
         .as_array()
@@ -199,12 +235,7 @@ fn changed(old: &Resource, new: &Resource) -> String {
         if let (Some(x), Some(y)) = (before["image"].as_str(), c["image"].as_str())
             && x != y
         {
-            let ((rx, tx), (ry, ty)) = (split_image(x), split_image(y));
-            parts.push(if rx == ry {
-                format!("image {name}: {tx} → {ty}")
-            } else {
-                format!("image {name}: {x} → {y}")
-            });
+            parts.push(image_change(name, x, y));
         }
         let (ex, ey) = (env_map(before), env_map(c));
         for (k, v) in &ey {
@@ -334,6 +365,29 @@ mod tests {
             object,
             origin: Origin::default(),
         }
+    }
+
+    #[test]
+    fn image_changes_name_tags_digests_and_pins() {
+        let d1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let d2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+        let at = |t: &str, d: &str| format!("ghcr.io/x/api:{t}@{d}");
+        assert_eq!(
+            image_change("api", &at("1.0", d1), &at("1.0", d2)),
+            "image api: 1.0 digest sha256:111111111111… → sha256:222222222222…"
+        );
+        assert_eq!(
+            image_change("api", "ghcr.io/x/api:1.0", &at("1.0", d1)),
+            "image api: 1.0 pinned to sha256:111111111111…"
+        );
+        assert_eq!(
+            image_change("api", &at("1.0", d1), &at("1.1", d2)),
+            "image api: 1.0 → 1.1 (sha256:222222222222…)"
+        );
+        assert_eq!(
+            image_change("api", "ghcr.io/x/api:1.0", "ghcr.io/x/api:1.1"),
+            "image api: 1.0 → 1.1"
+        );
     }
 
     fn deploy(image: &str, replicas: i64, level: &str, memory: &str, checksum: &str) -> Resource {

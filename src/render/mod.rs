@@ -123,15 +123,30 @@ impl State {
 /// # Errors
 /// [`Error::Invalid`] listing every problem found; nothing is partial.
 pub fn render(snapshot: &Snapshot, filter: &Filter) -> Result<State, Error> {
-    render_with(snapshot, filter, Need::Required)
+    render_with(snapshot, filter, Need::Required, Images::Locked)
+}
+
+/// Whether rendered images are replaced by their locked digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Images {
+    /// As deployed: `reference@digest` from the image lock (the default).
+    Locked,
+    /// As the templates wrote them, for `kdeploy lock` to resolve.
+    AsWritten,
 }
 
 /// [`render`], where SOPS files that no key here opens may be left as
-/// placeholders (`Need::Optional`: rendering for review, never to apply).
+/// placeholders (`Need::Optional`: rendering for review, never to apply),
+/// and images may be left as written.
 ///
 /// # Errors
 /// As [`render`].
-pub fn render_with(snapshot: &Snapshot, filter: &Filter, need: Need) -> Result<State, Error> {
+pub fn render_with(
+    snapshot: &Snapshot,
+    filter: &Filter,
+    need: Need,
+    images: Images,
+) -> Result<State, Error> {
     let reader = snapshot.reader();
     let layout = Layout::load(&reader, &snapshot.root(), filter)?;
     let mut charts = ChartCache::default();
@@ -143,7 +158,10 @@ pub fn render_with(snapshot: &Snapshot, filter: &Filter, need: Need) -> Result<S
         &layout.sources.iter().collect::<Vec<_>>(),
         need,
     );
-    let releases = merge_results(rendered, sourced)?;
+    let mut releases = merge_results(rendered, sourced)?;
+    if images == Images::Locked {
+        pin_images(&mut releases, &layout, true)?;
+    }
     check_duplicates(&releases)?;
     check_shared_clusters(&releases, &layout.settings)?;
     Ok(State {
@@ -152,6 +170,20 @@ pub fn render_with(snapshot: &Snapshot, filter: &Filter, need: Need) -> Result<S
         settings: layout.settings,
         releases,
     })
+}
+
+/// Replaces locked images by their digests (see [`crate::lock`]).
+/// `enforce: false` (a plan's base, which is history) lets unlocked images
+/// through whatever `images.requireLock` says.
+fn pin_images(releases: &mut [Rendered], layout: &Layout, enforce: bool) -> Result<(), Error> {
+    let lock = match &layout.lock_file {
+        Some((path, text)) => Some(crate::lock::Lock::parse(path, text)?),
+        None => None,
+    };
+    let mut settings = layout.settings.images.clone();
+    settings.require_lock &= enforce;
+    crate::lock::pin(releases, lock.as_ref(), &settings)?;
+    Ok(())
 }
 
 /// Joins chart and source releases, every problem of both reported.
@@ -303,7 +335,9 @@ pub fn compare_with(
             config::SETTINGS_FILE
         ));
     }
+    // The image lock changes every release's output, like kdeploy.yaml.
     let settings_same = base_shallow.settings_id == head_shallow.settings_id
+        && base_shallow.lock_id == head_shallow.lock_id
         && base.commit().is_some()
         && head.commit().is_some();
     let charts_same = |name: &str| {
@@ -453,18 +487,21 @@ pub fn compare_with(
     unchanged.sort();
 
     let mut charts = ChartCache::default();
-    let base_releases = merge_results(
+    let mut base_releases = merge_results(
         render_specs(base, &base_layout, &base_todo, &mut charts, Need::Optional),
         render_sources(base, &base_layout, &base_sources_todo, Need::Optional),
     )
     .map_err(|e| prefix_revision(e, base.label()))?;
+    pin_images(&mut base_releases, &base_layout, false)
+        .map_err(|e| prefix_revision(e, base.label()))?;
     // The base must be valid as `render --rev` would find it: a plan from
     // a broken base is no plan.
     check_duplicates(&base_releases).map_err(|e| prefix_revision(e.into(), base.label()))?;
-    let head_releases = merge_results(
+    let mut head_releases = merge_results(
         render_specs(head, &head_layout, &head_todo, &mut charts, Need::Optional),
         render_sources(head, &head_layout, &head_sources_todo, Need::Optional),
     )?;
+    pin_images(&mut head_releases, &head_layout, true)?;
     check_duplicates(&head_releases)?;
     // The same app in the other environments is the usual collision: render
     // those releases too (only for this check) when they were skipped.

@@ -1,0 +1,229 @@
+//! Resolving image references to digests through the OCI distribution API,
+//! with `oci-client`: a manifest HEAD (GET when the registry sends no
+//! `Docker-Content-Digest`) accepting OCI indexes and Docker manifest lists,
+//! so a multi-arch tag resolves to its index digest as `docker pull` and
+//! kbld do. Anonymous access, the bearer-token flow (`WWW-Authenticate:
+//! Bearer realm=…`) and credentials from the Docker config (`docker login`,
+//! `docker/login-action`, credential helpers) come from the crate.
+
+use std::time::Duration;
+
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+/// Why a reference did not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reference does not parse.
+    #[error("`{reference}` is not an image reference: {detail}")]
+    Invalid {
+        /// The reference.
+        reference: String,
+        /// The parser's words.
+        detail: String,
+    },
+    /// The registry has no such repository or tag.
+    #[error("{reference}: the registry {registry} has no such image (manifest unknown)")]
+    NotFound {
+        /// The reference.
+        reference: String,
+        /// Its registry.
+        registry: String,
+    },
+    /// Credentials are missing or refused.
+    #[error(
+        "{reference}: the registry {registry} refused access ({detail}); log in with `docker login {registry}` (in Actions: docker/login-action), which writes the Docker config kdeploy reads"
+    )]
+    Unauthorized {
+        /// The reference.
+        reference: String,
+        /// Its registry.
+        registry: String,
+        /// What the registry said.
+        detail: String,
+    },
+    /// Anything else: the registry is down, unreachable, or answered oddly.
+    #[error("{reference}: the registry {registry} failed: {detail}")]
+    Failed {
+        /// The reference.
+        reference: String,
+        /// Its registry.
+        registry: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// A registry client for one run.
+pub struct Registry {
+    client: Client,
+}
+
+impl Registry {
+    /// A client; `insecure` registries (`host[:port]`) are spoken to over
+    /// plain HTTP.
+    pub fn new(insecure: &[String]) -> Registry {
+        // reqwest is built without a crypto provider: use ring, as kube does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let protocol = if insecure.is_empty() {
+            oci_client::client::ClientProtocol::Https
+        } else {
+            oci_client::client::ClientProtocol::HttpsExcept(insecure.to_vec())
+        };
+        let config = oci_client::client::ClientConfig {
+            protocol,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        Registry {
+            client: Client::new(config),
+        }
+    }
+
+    /// The digest `reference` resolves to (`sha256:…`), retried on
+    /// transport errors, 429 and 5xx.
+    ///
+    /// # Errors
+    /// [`Error`], naming the reference and its registry.
+    pub async fn digest(&self, reference: &str) -> Result<String, Error> {
+        let parsed: Reference = reference.parse().map_err(|e| Error::Invalid {
+            reference: reference.to_string(),
+            detail: format!("{e}"),
+        })?;
+        let registry = parsed.resolve_registry().to_string();
+        let auth = credentials(parsed.registry());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.client.fetch_manifest_digest(&parsed, &auth).await {
+                Ok(digest) => return Ok(digest),
+                Err(e) if attempt < 3 && transient(&e) => {
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(explain(reference, &registry, e)),
+            }
+        }
+    }
+}
+
+fn transient(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::RequestError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 429 || *code >= 500,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == OciErrorCode::Toomanyrequests),
+        _ => false,
+    }
+}
+
+fn explain(reference: &str, registry: &str, e: OciDistributionError) -> Error {
+    let (reference, registry) = (reference.to_string(), registry.to_string());
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound {
+            reference,
+            registry,
+        },
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) =>
+        {
+            Error::NotFound {
+                reference,
+                registry,
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => Error::NotFound {
+            reference,
+            registry,
+        },
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope
+                .errors
+                .iter()
+                .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) =>
+        {
+            Error::Unauthorized {
+                reference,
+                registry,
+                detail: envelope
+                    .errors
+                    .iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }
+        }
+        OciDistributionError::UnauthorizedError { .. } => Error::Unauthorized {
+            reference,
+            registry,
+            detail: "401 Unauthorized".into(),
+        },
+        OciDistributionError::AuthenticationFailure(detail) => Error::Unauthorized {
+            reference,
+            registry,
+            detail,
+        },
+        OciDistributionError::RequestError(e) => Error::Failed {
+            reference,
+            registry,
+            detail: transport_detail(&e),
+        },
+        other => Error::Failed {
+            reference,
+            registry,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// reqwest's error and its causes (`error sending request` alone says
+/// nothing about a refused connection).
+fn transport_detail(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Credentials for `registry` from the Docker config, else anonymous.
+fn credentials(registry: &str) -> RegistryAuth {
+    // `docker login` stores Docker Hub under its v1 index URL.
+    let keys: &[&str] = if registry == "docker.io" || registry == "index.docker.io" {
+        &[
+            "https://index.docker.io/v1/",
+            "docker.io",
+            "index.docker.io",
+        ]
+    } else {
+        &[registry]
+    };
+    for key in keys {
+        match docker_credential::get_credential(key) {
+            Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
+                return RegistryAuth::Basic(u, p);
+            }
+            Ok(docker_credential::DockerCredential::IdentityToken(t)) => {
+                return RegistryAuth::Bearer(t);
+            }
+            Err(_) => {}
+        }
+    }
+    RegistryAuth::Anonymous
+}
