@@ -706,3 +706,315 @@ fn a_helm_charts_values_schema_points_at_the_users_line() {
         "{err}"
     );
 }
+
+/// A chart repository served over HTTP on loopback (Python's http.server)
+/// holding `redis-1.0.0.tgz`, packaged and indexed by Helm's SDK.
+struct ChartRepo {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Drop for ChartRepo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const DEP_CHART: &str = "apiVersion: v2\nname: redis\nversion: 1.0.0\n";
+const DEP_TEMPLATE: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-redis\ndata:\n  port: \"6379\"\n";
+
+/// Packages the dependency chart into `dest` with Helm's SDK.
+fn package_dependency(py: &std::path::Path, dest: &std::path::Path) {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("redis/templates")).unwrap();
+    std::fs::write(src.path().join("redis/Chart.yaml"), DEP_CHART).unwrap();
+    std::fs::write(src.path().join("redis/templates/cm.yaml"), DEP_TEMPLATE).unwrap();
+    let ok = Command::new(py)
+        .args([
+            "-c",
+            "import sys, helm_python; helm_python.package(sys.argv[1], destination=sys.argv[2])",
+        ])
+        .arg(src.path().join("redis"))
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+impl ChartRepo {
+    fn start(py: &std::path::Path) -> ChartRepo {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        package_dependency(py, dir.path());
+        let ok = Command::new(py)
+            .args(["-c", "import sys, helm_python; helm_python.repo_index_generate(sys.argv[1], base_url=sys.argv[2])"])
+            .arg(dir.path())
+            .arg(&url)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let child = Command::new(py)
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ChartRepo {
+            child,
+            _dir: dir,
+            url,
+        }
+    }
+}
+
+/// An umbrella chart `shop` depending on `redis` from `repository`, with
+/// the Chart.lock `helm dependency update` writes (Helm's SDK), and one
+/// release of it.
+fn umbrella_repo(
+    helm: &std::path::Path,
+    py: &std::path::Path,
+    repository: &str,
+    settings: &str,
+) -> Repo {
+    let chart_yaml = format!(
+        "apiVersion: v2\nname: shop\nversion: 0.1.0\ndependencies:\n  - name: redis\n    version: 1.0.0\n    repository: {repository}\n"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("Chart.yaml"), &chart_yaml).unwrap();
+    let out = Command::new(py)
+        .args([
+            "-c",
+            "import sys, helm_python; helm_python.dependency_update(sys.argv[1], plain_http=True)",
+        ])
+        .arg(scratch.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lock = std::fs::read_to_string(scratch.path().join("Chart.lock")).unwrap();
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        &format!("helm:\n  binary: {}\n{settings}", helm.display()),
+    )
+    .write("charts/shop/Chart.yaml", &chart_yaml)
+    .write("charts/shop/Chart.lock", &lock)
+    .write(
+        "charts/shop/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
+    )
+    .write("services/shop/config.yaml", "chart: shop\n")
+    .write("services/shop/version", "1\n")
+    .write("services/shop/prod/config.yaml", "");
+    repo.commit("umbrella");
+    repo
+}
+
+fn render_with_cache(repo: &Repo, cache: &std::path::Path) -> crate::util::Run {
+    Command::new(env!("CARGO_BIN_EXE_kdeploy"))
+        .args(["render", "--stdout"])
+        .current_dir(repo.path())
+        .env("KDEPLOY_CACHE_DIR", cache)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn remote_helm_dependencies_are_fetched_by_helm_cached_by_lock_and_explained() {
+    let Some((_keep, helm)) = helm() else { return };
+    let (py, _) = python().unwrap();
+    let charts = ChartRepo::start(&py);
+    let repo = umbrella_repo(&helm, &py, &charts.url, "");
+    // And a service naming the repository's chart directly.
+    repo.write(
+        "services/direct/config.yaml",
+        &format!(
+            "chart: redis\nchartRepository: {}\nchartVersion: 1.0.0\n",
+            charts.url
+        ),
+    )
+    .write("services/direct/version", "1\n")
+    .write("services/direct/prod/config.yaml", "");
+    repo.commit("direct");
+    let cache = tempfile::tempdir().unwrap();
+
+    let r = render_with_cache(&repo, cache.path());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("name: shop-prod-redis"), "{}", r.stdout);
+    assert!(r.stdout.contains("name: direct-prod-redis"), "{}", r.stdout);
+    assert!(
+        std::fs::read_dir(cache.path().join("helm-dependencies"))
+            .unwrap()
+            .count()
+            == 1
+    );
+
+    // The repository goes away: the caches (keyed by Chart.lock, and by
+    // reference and version) serve.
+    let url = charts.url.clone();
+    drop(charts);
+    let r = render_with_cache(&repo, cache.path());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("name: shop-prod-redis"), "{}", r.stdout);
+    assert!(r.stdout.contains("name: direct-prod-redis"), "{}", r.stdout);
+    repo.remove("services/direct");
+    repo.commit("no direct");
+
+    // Nothing cached and the repository down: named, with what to vendor.
+    let empty = tempfile::tempdir().unwrap();
+    let r = render_with_cache(&repo, empty.path());
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains(&format!(
+            "charts/shop/Chart.yaml: cannot fetch the chart's dependencies redis 1.0.0 from {url}"
+        )) && r
+            .stderr
+            .contains("vendor them (`helm dependency build charts/shop`"),
+        "{}",
+        r.stderr
+    );
+
+    // Chart.yaml changed without `helm dependency update`.
+    let text = repo
+        .read("charts/shop/Chart.yaml")
+        .replace("version: 1.0.0", "version: 1.0.1");
+    repo.write("charts/shop/Chart.yaml", &text);
+    repo.commit("bump without lock");
+    let r = render_with_cache(&repo, empty.path());
+    assert!(
+        r.stderr.contains(
+            "charts/shop/Chart.lock: Chart.lock does not match the dependencies in Chart.yaml"
+        ) && r
+            .stderr
+            .contains("run `helm dependency update charts/shop`"),
+        "{}",
+        r.stderr
+    );
+
+    // No lock at all, and a file:// dependency: refused before any fetch.
+    repo.remove("charts/shop/Chart.lock");
+    repo.commit("no lock");
+    let r = render_with_cache(&repo, empty.path());
+    assert!(
+        r.stderr
+            .contains("has remote dependencies (redis) but no Chart.lock"),
+        "{}",
+        r.stderr
+    );
+    repo.write(
+        "charts/shop/Chart.yaml",
+        "apiVersion: v2\nname: shop\nversion: 0.1.0\ndependencies:\n  - name: secrets\n    version: 1.0.0\n    repository: file:///etc\n",
+    );
+    repo.commit("file dep");
+    let r = render_with_cache(&repo, empty.path());
+    assert!(
+        r.stderr.contains("dependency `secrets` comes from `file:///etc`, outside what kdeploy copies of the chart"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn oci_helm_dependencies_come_from_a_registry() {
+    let Some((_keep, helm)) = helm() else { return };
+    let Some(registry) = crate::lock::Registry::start() else {
+        return;
+    };
+    let (py, _) = python().unwrap();
+    // Push the dependency chart to the loopback registry with Helm's SDK.
+    let dir = tempfile::tempdir().unwrap();
+    package_dependency(&py, dir.path());
+    let out = Command::new(&py)
+        .args([
+            "-c",
+            "import sys, helm_python; helm_python.push(sys.argv[1], sys.argv[2], plain_http=True)",
+        ])
+        .arg(dir.path().join("redis-1.0.0.tgz"))
+        .arg(format!("oci://{}/charts", registry.host))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let repo = umbrella_repo(
+        &helm,
+        &py,
+        &format!("oci://{}/charts", registry.host),
+        &format!("images:\n  insecureRegistries: [\"{}\"]\n", registry.host),
+    );
+    // A service may also name the registry's chart directly, pinned.
+    repo.write(
+        "services/cache/config.yaml",
+        &format!(
+            "chart: oci://{}/charts/redis\nchartVersion: 1.0.0\n",
+            registry.host
+        ),
+    )
+    .write("services/cache/version", "7\n")
+    .write("services/cache/prod/config.yaml", "");
+    repo.commit("direct");
+    let cache = tempfile::tempdir().unwrap();
+    let r = render_with_cache(&repo, cache.path());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("name: shop-prod-redis"), "{}", r.stdout);
+    assert!(r.stdout.contains("name: cache-prod-redis"), "{}", r.stdout);
+    assert!(r.stdout.contains("with chart redis"), "{}", r.stdout);
+
+    // Unpinned, and a version the registry does not have.
+    repo.write(
+        "services/cache/config.yaml",
+        &format!("chart: oci://{}/charts/redis\n", registry.host),
+    );
+    repo.commit("unpinned");
+    let r = render_with_cache(&repo, cache.path());
+    assert!(
+        r.stderr.contains(&format!("services/cache/prod/config.yaml: remote chart `oci://{}/charts/redis` needs `chartVersion`", registry.host)),
+        "{}",
+        r.stderr
+    );
+    repo.write(
+        "services/cache/config.yaml",
+        &format!(
+            "chart: oci://{}/charts/redis\nchartVersion: 9.9.9\n",
+            registry.host
+        ),
+    );
+    repo.commit("missing version");
+    let r = render_with_cache(&repo, cache.path());
+    assert!(
+        r.stderr.contains(&format!(
+            "services/cache/prod/config.yaml: cannot pull the chart oci://{}/charts/redis version 9.9.9",
+            registry.host
+        )),
+        "{}",
+        r.stderr
+    );
+}

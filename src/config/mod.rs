@@ -517,6 +517,95 @@ pub struct ServiceValues {
     /// (path, encrypted text) of the app and env `secrets.sops.yaml`, in
     /// merge order; decrypted by the render stage, not here.
     pub secret_files: Vec<(String, String)>,
+    /// A Helm chart from a registry or chart repository, when `chart:` is
+    /// `oci://…` or `chartRepository:` is set (`chart` is then its key).
+    pub remote_chart: Option<RemoteChart>,
+}
+
+/// A Helm chart a service names directly, pulled by helm at a fixed version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChart {
+    /// `oci://host/path/name`, or the chart's name in `repository`.
+    pub reference: String,
+    /// The HTTP chart repository (`chartRepository:`), for non-OCI charts.
+    pub repository: Option<String>,
+    /// `chartVersion:`, required: a remote chart is pinned.
+    pub version: String,
+}
+
+impl RemoteChart {
+    /// The name releases are grouped by: reference, repository and version.
+    pub fn key(&self) -> String {
+        match &self.repository {
+            Some(r) => format!("{r}#{}@{}", self.reference, self.version),
+            None => format!("{}@{}", self.reference, self.version),
+        }
+    }
+}
+
+/// Takes `chartVersion` and `chartRepository` out of the values and makes
+/// the remote chart they describe with `chart`, if any.
+fn remote_chart(
+    values: &mut Map<String, Value>,
+    chart: &str,
+    path: &str,
+    problems: &mut Diagnostics,
+) -> Option<RemoteChart> {
+    let mut take = |key: &str| match values.remove(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            problems.push(Diagnostic::new(
+                Location::file(path),
+                format!("`{key}` must be a string, found {}", type_name(&other)),
+            ));
+            None
+        }
+    };
+    let version = take("chartVersion");
+    let repository = take("chartRepository");
+    let remote = chart.starts_with("oci://") || repository.is_some();
+    if !remote {
+        if version.is_some() {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(path),
+                    format!("`chartVersion` is set, but chart `{chart}` is a chart of this repo"),
+                )
+                .help("chartVersion pins a remote chart: `chart: oci://…` or `chartRepository: https://…`"),
+            );
+        }
+        return None;
+    }
+    if let Some(r) = &repository
+        && !(r.starts_with("https://") || r.starts_with("http://"))
+    {
+        problems.push(
+            Diagnostic::new(
+                Location::file(path),
+                format!(
+                    "`chartRepository` must be an http(s):// chart repository URL, found `{r}`"
+                ),
+            )
+            .help("for a registry, write the chart as `chart: oci://host/path/name` instead"),
+        );
+        return None;
+    }
+    let Some(version) = version.filter(|v| !v.trim().is_empty()) else {
+        problems.push(
+            Diagnostic::new(
+                Location::file(path),
+                format!("remote chart `{chart}` needs `chartVersion`"),
+            )
+            .help("pin the version every render uses, e.g. `chartVersion: 1.2.3`"),
+        );
+        return None;
+    };
+    Some(RemoteChart {
+        reference: chart.to_string(),
+        repository,
+        version,
+    })
 }
 
 /// Reads and merges one release's config and version files.
@@ -582,8 +671,11 @@ pub fn load_service(
             String::new()
         }
     };
+    let remote = remote_chart(&mut values, &chart, &spec.env_config.path, &mut problems);
+    let chart = remote.as_ref().map_or(chart, RemoteChart::key);
     problems
         .into_result(ServiceValues {
+            remote_chart: remote,
             values,
             version: version.unwrap_or_default(),
             chart,

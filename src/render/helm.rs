@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::config::ServiceValues;
 use crate::diag::{Diagnostic, Diagnostics, Location};
-use crate::source::{self, Node, Reader};
+use crate::source::{Node, Reader};
 
 use crate::config::HelmSettings;
 
@@ -60,11 +60,19 @@ pub struct HelmChart {
 }
 
 impl HelmChart {
-    /// Writes the chart directory (recursively) from the snapshot.
+    /// Writes the chart directory (recursively) from the snapshot, then
+    /// fetches its remote dependencies ([`super::helm_deps`]) unless they
+    /// are vendored or cached.
     ///
     /// # Errors
-    /// Read or write failures.
-    pub fn load(reader: &Reader<'_>, node: &Node) -> Result<HelmChart, source::Error> {
+    /// Read or write failures; dependencies that cannot be had, as a
+    /// diagnostic naming the chart.
+    pub fn load(
+        reader: &Reader<'_>,
+        node: &Node,
+        settings: &HelmSettings,
+        insecure: &[String],
+    ) -> Result<HelmChart, super::Error> {
         let tmp = tempfile::tempdir().map_err(|e| super::sources::io_err(&node.path, e))?;
         for f in super::sources::files(reader, node)? {
             let rel = f
@@ -79,11 +87,68 @@ impl HelmChart {
             std::fs::write(&target, reader.read(&f)?)
                 .map_err(|e| super::sources::io_err(&f.path, e))?;
         }
-        let root = tmp.path().join(node.name());
+        HelmChart::finish(
+            tmp,
+            node.name(),
+            &node.path,
+            node.id.map(|id| format!("helm:{id}")),
+            settings,
+            insecure,
+        )
+    }
+
+    /// A chart pulled from a registry or chart repository (cached), copied
+    /// into a directory of its own.
+    ///
+    /// # Errors
+    /// The pull failed and nothing is cached, as a diagnostic.
+    pub fn remote(
+        remote: &crate::config::RemoteChart,
+        settings: &HelmSettings,
+        insecure: &[String],
+    ) -> Result<HelmChart, super::Error> {
+        let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
+        let pulled = super::helm_deps::pull(remote, settings.binary(), timeout, &|r| {
+            plain_http(r, insecure)
+        })
+        .map_err(|d| super::Error::Invalid(d.into()))?;
+        let name = pulled
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::tempdir().map_err(|e| super::sources::io_err(&remote.key(), e))?;
+        copy_dir(&pulled, &tmp.path().join(&name))
+            .map_err(|e| super::sources::io_err(&remote.key(), e))?;
+        HelmChart::finish(
+            tmp,
+            &name,
+            &remote.key(),
+            Some(format!("helm-remote:{}", remote.key())),
+            settings,
+            insecure,
+        )
+    }
+
+    /// Fetches dependencies and reads the schema of a chart at `tmp/name`.
+    fn finish(
+        tmp: tempfile::TempDir,
+        name: &str,
+        dir: &str,
+        key: Option<String>,
+        settings: &HelmSettings,
+        insecure: &[String],
+    ) -> Result<HelmChart, super::Error> {
+        let root = tmp.path().join(name);
+        let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
+        if let Err(d) = super::helm_deps::ensure(&root, dir, settings.binary(), timeout, &|r| {
+            plain_http(r, insecure)
+        }) {
+            return Err(super::Error::Invalid(d.into()));
+        }
         let schema = std::fs::read_to_string(root.join("values.schema.json"))
             .ok()
             .map(|text| {
-                let path = format!("{}/values.schema.json", node.path);
+                let path = format!("{dir}/values.schema.json");
                 let defaults = std::fs::read_to_string(root.join("values.yaml"))
                     .ok()
                     .and_then(|t| crate::yaml::parse(&t).ok())
@@ -95,9 +160,9 @@ impl HelmChart {
                 (super::schema::ValuesSchema::compile(&text, &path), defaults)
             });
         Ok(HelmChart {
-            name: node.name().to_string(),
-            dir: node.path.clone(),
-            key: node.id.map(|id| format!("helm:{id}")),
+            name: name.to_string(),
+            dir: dir.to_string(),
+            key,
             schema,
             tmp,
         })
@@ -106,6 +171,30 @@ impl HelmChart {
     fn chart_path(&self) -> PathBuf {
         self.tmp.path().join(&self.name)
     }
+}
+
+/// True for an `oci://` repository on a registry of `images.insecureRegistries`.
+fn plain_http(repository: &str, insecure: &[String]) -> bool {
+    repository.strip_prefix("oci://").is_some_and(|r| {
+        let host = r.split('/').next().unwrap_or(r);
+        insecure.iter().any(|i| i == host)
+    })
+}
+
+/// Copies a directory tree (a pulled chart; no links are followed).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks once per process that `binary` is Helm 3 or newer.

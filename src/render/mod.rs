@@ -11,6 +11,7 @@
 pub mod budget;
 pub mod chart;
 pub mod helm;
+pub mod helm_deps;
 pub mod helpers;
 pub mod schema;
 pub mod sources;
@@ -602,7 +603,21 @@ impl ChartCache {
         snapshot: &Snapshot,
         layout: &Layout,
         name: &str,
+        remote: Option<&config::RemoteChart>,
     ) -> Result<Option<Arc<Engine>>, Error> {
+        if let Some(remote) = remote {
+            let key = format!("remote:{}", remote.key());
+            if let Some(c) = self.by_key.get(&key) {
+                return Ok(Some(c.clone()));
+            }
+            let engine = Arc::new(Engine::Helm(Box::new(helm::HelmChart::remote(
+                remote,
+                &layout.settings.helm,
+                &layout.settings.images.insecure_registries,
+            )?)));
+            self.by_key.insert(key, engine.clone());
+            return Ok(Some(engine));
+        }
         let node = layout.charts.get(name);
         let key = match node {
             Some(n) => n.id.map(|id| id.to_string()),
@@ -620,7 +635,12 @@ impl ChartCache {
                     None => String::new(),
                 };
                 if helm::is_helm_chart(&meta) {
-                    Engine::Helm(Box::new(helm::HelmChart::load(&reader, n)?))
+                    Engine::Helm(Box::new(helm::HelmChart::load(
+                        &reader,
+                        n,
+                        &layout.settings.helm,
+                        &layout.settings.images.insecure_registries,
+                    )?))
                 } else {
                     Engine::Handlebars(Box::new(Chart::load(&reader, n).map_err(|e| match e {
                         chart::LoadError::Source(s) => Error::Source(s),
@@ -745,10 +765,15 @@ fn render_specs(
             Err(config::Error::Source(e)) => return Err(e.into()),
         };
         if !by_name.contains_key(&sv.chart) {
-            let chart = match charts.get(snapshot, layout, &sv.chart) {
+            let chart = match charts.get(snapshot, layout, &sv.chart, sv.remote_chart.as_ref()) {
                 Ok(c) => c,
                 Err(Error::Invalid(d)) => {
-                    problems.extend(d.0);
+                    // A remote chart's problem points at the config naming it.
+                    problems.extend(d.0.into_iter().map(|mut p| {
+                        p.location
+                            .get_or_insert_with(|| Location::file(&spec.env_config.path));
+                        p
+                    }));
                     None
                 }
                 Err(e) => return Err(e),
@@ -758,7 +783,10 @@ fn render_specs(
         match by_name.get(&sv.chart).cloned().flatten() {
             Some(chart) => jobs.push((*spec, sv, chart, sealed)),
             None => {
-                if layout.charts.contains_key(&sv.chart) || sv.chart == chart::BUILTIN_NAME {
+                if layout.charts.contains_key(&sv.chart)
+                    || sv.chart == chart::BUILTIN_NAME
+                    || sv.remote_chart.is_some()
+                {
                     continue; // the chart itself is broken; already reported
                 }
                 let known: Vec<&str> = layout.charts.keys().map(String::as_str).collect();
