@@ -88,6 +88,14 @@ pub enum Command {
     /// Resolve every image the work tree renders to a digest and write the
     /// image lock (images.lock.yaml); rendering then deploys those digests.
     Lock(LockArgs),
+    /// Image automation: `images update` writes the versions the image
+    /// policies of kdeploy.yaml choose from the registries' tags.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// Write one release's version file (`services/APP/ENV/version`), checked
+    /// against the app's image policy pattern: the step an app's CI runs after
+    /// pushing an image.
+    SetVersion(SetVersionArgs),
     /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
@@ -108,6 +116,39 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `kdeploy images …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ImagesCommand {
+    /// Evaluate the image policies and write the chosen tags into the
+    /// version files of the work tree, one line per change.
+    Update(ImagesUpdateArgs),
+}
+
+/// `kdeploy images update`.
+#[derive(Debug, Clone, Args)]
+pub struct ImagesUpdateArgs {
+    /// Which apps and environments.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Print what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `kdeploy set-version`.
+#[derive(Debug, Clone, Args)]
+pub struct SetVersionArgs {
+    /// The app.
+    pub app: String,
+    /// The environment.
+    pub env: String,
+    /// The version (an image tag).
+    pub version: String,
+    /// The config repo directory.
+    #[arg(long, default_value = ".", value_name = "PATH")]
+    pub repo: PathBuf,
 }
 
 /// `kdeploy lock`.
@@ -534,6 +575,44 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             } else {
                 Outcome::Exit(code)
             })
+        }
+        Command::Images(ImagesCommand::Update(args)) => {
+            let filter = args.selection.filter()?;
+            let outcome = block_on(crate::images::update::update(
+                &args.selection.repo,
+                &filter,
+                args.dry_run,
+            ))?;
+            for c in &outcome.changes {
+                writeln!(
+                    out,
+                    "{}{c}",
+                    if args.dry_run { "would set " } else { "set " }
+                )?;
+            }
+            for n in &outcome.notices {
+                writeln!(out, "  {n}")?;
+            }
+            if outcome.changes.is_empty() {
+                writeln!(out, "no version changes")?;
+            }
+            Ok(Outcome::Clean)
+        }
+        Command::SetVersion(args) => {
+            match crate::images::update::set_version(
+                &args.repo,
+                &args.app,
+                &args.env,
+                &args.version,
+            )? {
+                Some(c) => writeln!(out, "set {c}")?,
+                None => writeln!(
+                    out,
+                    "{}/{} is already at {}",
+                    args.app, args.env, args.version
+                )?,
+            }
+            Ok(Outcome::Clean)
         }
         Command::Lock(args) => {
             let filter = args.selection.filter()?;

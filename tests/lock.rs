@@ -18,6 +18,8 @@ pub struct Registry {
     _dir: tempfile::TempDir,
     /// `127.0.0.1:PORT`.
     pub host: String,
+    /// `user:password` when it wants basic auth.
+    creds: Option<String>,
 }
 
 impl Drop for Registry {
@@ -54,6 +56,19 @@ fn http_status(host: &str, path: &str) -> Option<u16> {
 impl Registry {
     /// Starts a registry, or `None` (with a note) when the tools are missing.
     pub fn start() -> Option<Registry> {
+        Registry::start_with(None)
+    }
+
+    /// A registry that wants `user`/`password` (htpasswd basic auth).
+    pub fn with_basic_auth(user: &str, password: &str) -> Option<Registry> {
+        if !have("htpasswd") {
+            eprintln!("skipped: htpasswd is not installed (.ci/run installs apache2-utils)");
+            return None;
+        }
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Option<Registry> {
         for tool in ["docker-registry", "skopeo"] {
             if !have(tool) {
                 eprintln!("skipped: {tool} is not installed (.ci/run installs it from Debian)");
@@ -63,14 +78,23 @@ impl Registry {
         let dir = tempfile::tempdir().ok()?;
         let host = format!("127.0.0.1:{}", free_port());
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .ok()?;
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let out = Command::new("htpasswd")
+                .args(["-nbB", user, password])
+                .output()
+                .ok()?;
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).ok()?;
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kdeploy-tests\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, text).ok()?;
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -82,9 +106,10 @@ impl Registry {
             child,
             _dir: dir,
             host,
+            creds: auth.map(|(u, p)| format!("{u}:{p}")),
         };
         for _ in 0..100 {
-            if http_status(&registry.host, "/v2/") == Some(200) {
+            if matches!(http_status(&registry.host, "/v2/"), Some(200 | 401)) {
                 return Some(registry);
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -99,8 +124,14 @@ impl Registry {
         let layout = tempfile::tempdir().unwrap();
         write_layout(layout.path(), tag, seed, multi);
         let dest = format!("docker://{}/{repo}:{tag}", self.host);
+        let creds: Vec<String> = self
+            .creds
+            .iter()
+            .map(|c| format!("--dest-creds={c}"))
+            .collect();
         let out = Command::new("skopeo")
             .args(["copy", "--all", "--dest-tls-verify=false", "--quiet"])
+            .args(&creds)
             .arg(format!("oci:{}:{tag}", layout.path().display()))
             .arg(&dest)
             .output()
@@ -112,6 +143,7 @@ impl Registry {
         );
         let raw = Command::new("skopeo")
             .args(["inspect", "--raw", "--tls-verify=false"])
+            .args(self.creds.iter().map(|c| format!("--creds={c}")))
             .arg(&dest)
             .output()
             .expect("skopeo runs");
@@ -211,16 +243,23 @@ fn repo_for(registry: &Registry, extra_settings: &str) -> Repo {
 }
 
 fn kdeploy(repo: &Repo, args: &[&str]) -> crate::util::Run {
+    kdeploy_with(repo, args, None)
+}
+
+/// Runs kdeploy with a HOME of its own and, when given, a Docker config
+/// directory (as `docker login` leaves it).
+pub fn kdeploy_with(repo: &Repo, args: &[&str], docker_config: Option<&Path>) -> crate::util::Run {
     let home = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_kdeploy"))
-        .args(args)
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kdeploy"));
+    c.args(args)
         .current_dir(repo.path())
         .env("HOME", home.path())
         .env_remove("DOCKER_CONFIG")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kdeploy runs")
-        .into()
+        .env("NO_COLOR", "1");
+    if let Some(d) = docker_config {
+        c.env("DOCKER_CONFIG", d);
+    }
+    c.output().expect("kdeploy runs").into()
 }
 
 #[test]
@@ -389,4 +428,43 @@ fn measure_locking_1000_images() {
     println!(
         "kdeploy lock: 1,000 references resolved and written in {took:?} (process, render included)"
     );
+}
+
+#[test]
+fn credentials_come_from_the_docker_config_and_refusals_are_explained() {
+    let Some(registry) = Registry::with_basic_auth("ci-user", "CANARY-registry-pass") else {
+        return;
+    };
+    let digest = registry.push("example/api", "1.0.0", "auth", false);
+    let repo = repo_for(&registry, "");
+    repo.remove("services/web");
+    repo.commit("api only");
+
+    // No credentials: the registry's refusal, and what to do.
+    let run = kdeploy(&repo, &["lock"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains(&format!("the registry {} refused access", registry.host))
+            && run.stdout.contains("docker login"),
+        "{}",
+        run.stdout
+    );
+
+    // What `docker login` writes: an `auths` entry with base64 user:password.
+    use base64::Engine as _;
+    let docker = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("ci-user:CANARY-registry-pass");
+    std::fs::write(
+        docker.path().join("config.json"),
+        format!(
+            "{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}",
+            registry.host
+        ),
+    )
+    .unwrap();
+    let run = kdeploy_with(&repo, &["lock"], Some(docker.path()));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(repo.read("images.lock.yaml").contains(&digest));
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains("CANARY-registry-pass"));
 }

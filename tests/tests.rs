@@ -13,6 +13,7 @@ mod event;
 mod example;
 mod faults;
 mod hostile;
+mod images;
 mod init;
 mod lint;
 mod lock;

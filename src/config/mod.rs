@@ -70,6 +70,11 @@ impl Filter {
         self.env.as_ref().is_none_or(|g| g.is_match(env))
     }
 
+    /// True when the app is selected (`--app`).
+    pub fn matches_app(&self, app: &str) -> bool {
+        self.app.as_ref().is_none_or(|g| g.is_match(app))
+    }
+
     /// True when the release (env, app) is selected.
     pub fn matches(&self, env: &str, app: &str) -> bool {
         self.env.as_ref().is_none_or(|g| g.is_match(env))

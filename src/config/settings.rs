@@ -45,9 +45,11 @@ pub struct Settings {
     pub images: ImagesSettings,
 }
 
-/// `images:` in kdeploy.yaml: the image lock (kbld's job).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+/// `images:` in kdeploy.yaml: the image lock (kbld's job) and, under an
+/// app's name, the image policy that picks its versions (Flux's
+/// ImagePolicy). Setting names are camelCase and app names DNS labels, so
+/// the two never collide.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImagesSettings {
     /// The lock file at the repo root (default `images.lock.yaml`).
     pub lock_file: String,
@@ -58,6 +60,8 @@ pub struct ImagesSettings {
     /// Pod specs of custom kinds, as JSON pointers (`/spec/template/spec`),
     /// whose containers' images are locked like a Deployment's.
     pub pod_specs: Vec<PodSpecPath>,
+    /// Image policies by app.
+    pub policies: BTreeMap<String, ImagePolicy>,
 }
 
 impl Default for ImagesSettings {
@@ -67,8 +71,128 @@ impl Default for ImagesSettings {
             require_lock: false,
             insecure_registries: Vec::new(),
             pod_specs: Vec::new(),
+            policies: BTreeMap::new(),
         }
     }
+}
+
+/// The fixed keys of `images:`; every other key is an app's policy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ImagesFixed {
+    lock_file: Option<String>,
+    #[serde(default)]
+    require_lock: bool,
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+    #[serde(default)]
+    pod_specs: Vec<PodSpecPath>,
+}
+
+impl<'de> Deserialize<'de> for ImagesSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut map = Map::<String, Value>::deserialize(d)?;
+        let app_keys: Vec<String> = map
+            .keys()
+            .filter(|k| {
+                k.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && !k.contains(char::is_uppercase)
+            })
+            .cloned()
+            .collect();
+        let mut policies = BTreeMap::new();
+        for app in app_keys {
+            let Some(v) = map.remove(&app) else { continue };
+            if !super::is_dns_label(&app) {
+                return Err(D::Error::custom(format!(
+                    "`{app}` is neither a setting of `images` nor an app name (a DNS-1123 label)"
+                )));
+            }
+            let policy: ImagePolicy = serde_path_to_error::deserialize(v).map_err(|e| {
+                let at = e.path().to_string();
+                let at = if at == "." {
+                    String::new()
+                } else {
+                    format!(".{at}")
+                };
+                D::Error::custom(format!("`images.{app}{at}`: {}", e.inner()))
+            })?;
+            policies.insert(app, policy);
+        }
+        let fixed: ImagesFixed =
+            serde_json::from_value(Value::Object(map)).map_err(D::Error::custom)?;
+        Ok(ImagesSettings {
+            lock_file: fixed.lock_file.unwrap_or_else(|| "images.lock.yaml".into()),
+            require_lock: fixed.require_lock,
+            insecure_registries: fixed.insecure_registries,
+            pod_specs: fixed.pod_specs,
+            policies,
+        })
+    }
+}
+
+/// An app's image policy, with Flux's ImagePolicy semantics: which tags of
+/// `repository` qualify (`filterTags`), which of them wins (`policy`), and
+/// which environments' version files it may write.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImagePolicy {
+    /// `ghcr.io/acme/shop`.
+    pub repository: String,
+    /// Environments whose version files the policy writes.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// A regular expression tags must match, and what to order them by.
+    #[serde(default)]
+    pub filter_tags: Option<FilterTags>,
+    /// How the newest qualifying tag is chosen.
+    pub policy: PolicyChoice,
+}
+
+/// Flux's `filterTags`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterTags {
+    /// A regular expression (named groups allowed) a tag must match.
+    pub pattern: String,
+    /// What to order by, from the groups (`$ts`); default the whole tag.
+    #[serde(default)]
+    pub extract: Option<String>,
+}
+
+/// Flux's policies.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum PolicyChoice {
+    /// The last tag in alphabetical order (`asc`) or the first (`desc`).
+    Alphabetical {
+        /// Which end wins.
+        #[serde(default)]
+        order: Order,
+    },
+    /// The largest number (`asc`) or the smallest (`desc`).
+    Numerical {
+        /// Which end wins.
+        #[serde(default)]
+        order: Order,
+    },
+    /// The highest version in a range (`>=1.2.0 <2`, `^1.2`, `~1.2`, `1.x`, `||`).
+    Semver {
+        /// The range.
+        range: String,
+    },
+}
+
+/// Sort order of a policy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Ascending: the last wins.
+    #[default]
+    Asc,
+    /// Descending: the first wins.
+    Desc,
 }
 
 /// Where a custom kind keeps a pod spec.

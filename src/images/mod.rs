@@ -3,7 +3,9 @@
 //! digest ([`registry`]). Shared by the lock (`kdeploy lock`) and, later,
 //! image automation.
 
+pub mod policy;
 pub mod registry;
+pub mod update;
 
 use serde_json::Value;
 

@@ -108,6 +108,55 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Every tag of `repository` (`host/path`), page by page (`n` and
+    /// `last`, as the distribution API paginates), retried like [`Registry::digest`].
+    ///
+    /// # Errors
+    /// [`Error`], naming the repository and its registry.
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, Error> {
+        // 100 is what Docker Hub and GHCR serve per page anyway.
+        const PAGE: usize = 100;
+        let parsed: Reference = repository.parse().map_err(|e| Error::Invalid {
+            reference: repository.to_string(),
+            detail: format!("{e}"),
+        })?;
+        let registry = parsed.resolve_registry().to_string();
+        let auth = credentials(parsed.registry());
+        let mut out = std::collections::BTreeSet::new();
+        let mut last: Option<String> = None;
+        loop {
+            let mut attempt = 0;
+            let page = loop {
+                attempt += 1;
+                match self
+                    .client
+                    .list_tags(&parsed, &auth, Some(PAGE), last.as_deref())
+                    .await
+                {
+                    Ok(page) => break page,
+                    Err(e) if attempt < 3 && transient(&e) => {
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    }
+                    Err(e) => return Err(explain(repository, &registry, e)),
+                }
+            };
+            let n = page.tags.len();
+            let before = out.len();
+            last = page.tags.iter().max().cloned();
+            out.extend(page.tags);
+            // A full page may have a next one (`n` and `last`, as the
+            // distribution spec paginates). A registry that does not
+            // paginate (Distribution 2.8) sends everything, ignoring `n`:
+            // more than a page, or nothing new, ends the listing.
+            if n != PAGE || out.len() == before {
+                break;
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
 fn transient(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::RequestError(_) => true,

@@ -1,0 +1,359 @@
+//! Version files written from image policies (`kdeploy images update`) and
+//! by hand or an app's CI (`kdeploy set-version`): the work tree's
+//! `services/<app>/<env>/version` files, never anything else.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use futures::StreamExt as _;
+
+use super::policy::{self, Compiled};
+use super::registry::Registry;
+use crate::config::{Filter, ImagePolicy, Layout, SETTINGS_FILE};
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::source::{Revision, Snapshot};
+
+/// One version file changed (or, with `--dry-run`, that would change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// App.
+    pub app: String,
+    /// Environment; `None` for the app-level version file.
+    pub env: Option<String>,
+    /// The file written, relative to the repo.
+    pub file: String,
+    /// The version before.
+    pub from: Option<String>,
+    /// The version now.
+    pub to: String,
+    /// Why: the policy and what it chose from.
+    pub why: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} → {} ({})",
+            self.app,
+            self.env.as_deref().unwrap_or("(all environments)"),
+            self.from.as_deref().unwrap_or("(none)"),
+            self.to,
+            self.why
+        )
+    }
+}
+
+/// What `images update` did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Version files changed.
+    pub changes: Vec<Change>,
+    /// Policies that chose nothing, or kept the current version.
+    pub notices: Vec<String>,
+}
+
+/// A tag Docker and OCI accept: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn is_valid_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// The work tree's layout (kdeploy.yaml and releases), and the text of
+/// kdeploy.yaml for pointing at lines.
+fn open(repo: &Path, filter: &Filter) -> anyhow::Result<(Layout, String)> {
+    let snapshot = Snapshot::open(repo, &Revision::parse(None))?;
+    let reader = snapshot.reader();
+    let layout =
+        Layout::load(&reader, &snapshot.root(), filter).map_err(crate::render::Error::from)?;
+    let text = std::fs::read_to_string(repo.join(SETTINGS_FILE)).unwrap_or_default();
+    Ok((layout, text))
+}
+
+/// Compiles the policies of the selected apps; problems at their lines.
+fn compile_all(
+    layout: &Layout,
+    settings_text: &str,
+    filter: &Filter,
+) -> Result<BTreeMap<String, (ImagePolicy, Compiled)>, Diagnostics> {
+    let index = crate::yaml::index(settings_text).unwrap_or_default();
+    let mut problems = Diagnostics::default();
+    let mut out = BTreeMap::new();
+    for (app, p) in &layout.settings.images.policies {
+        if !filter.matches_app(app) {
+            continue;
+        }
+        match policy::compile(p) {
+            Ok(c) => {
+                out.insert(app.clone(), (p.clone(), c));
+            }
+            Err(e) => {
+                let at = index
+                    .iter()
+                    .find(|l| l.path.len() == 2 && l.path[0] == "images" && l.path[1] == *app);
+                problems.push(
+                    Diagnostic::new(
+                        Location::at(SETTINGS_FILE, at.map(|l| l.line), at.map(|l| l.column)),
+                        format!("image policy of `{app}`: {e}"),
+                    )
+                    .help("policies follow Flux's ImagePolicy: see README, Image automation"),
+                );
+            }
+        }
+    }
+    problems.into_result(out)
+}
+
+/// Where an app's (or app and env's) version lives, and what it is now.
+struct Target {
+    file: String,
+    current: Option<String>,
+}
+
+fn target(repo: &Path, layout: &Layout, app: &str, env: Option<&str>) -> Option<Target> {
+    let spec = layout
+        .releases
+        .iter()
+        .find(|s| s.app == app && env.is_none_or(|e| s.env == e))?;
+    let app_dir = spec
+        .app_config
+        .path
+        .strip_suffix("/config.yaml")
+        .unwrap_or(&spec.app_config.path)
+        .to_string();
+    let read = |p: &str| {
+        std::fs::read_to_string(repo.join(p))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    };
+    let app_file = format!("{app_dir}/version");
+    match env {
+        Some(_) => {
+            let file = format!("{}/version", spec.env_dir());
+            let current = read(&file).or_else(|| read(&app_file));
+            Some(Target { file, current })
+        }
+        None => Some(Target {
+            current: read(&app_file),
+            file: app_file,
+        }),
+    }
+}
+
+/// Writes a version file of the work tree (never through a link).
+fn write_version(repo: &Path, file: &str, version: &str) -> anyhow::Result<()> {
+    let path = repo.join(file);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!(
+            "{file} is a symbolic link; kdeploy writes version files only as plain files"
+        );
+    }
+    std::fs::write(&path, format!("{version}\n"))
+        .map_err(|e| anyhow::anyhow!("cannot write {file}: {e}"))
+}
+
+/// `kdeploy images update`: evaluates the selected apps' policies against
+/// their registries and writes the chosen tags (unless `dry_run`).
+///
+/// # Errors
+/// Invalid policies (at their kdeploy.yaml line), registry failures
+/// (nothing is written then), unwritable files.
+pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Result<Outcome> {
+    let (layout, text) = open(repo, filter)?;
+    let policies = compile_all(&layout, &text, filter)?;
+    let registry = Registry::new(&layout.settings.images.insecure_registries);
+    let repositories: Vec<String> = policies
+        .values()
+        .map(|(p, _)| p.repository.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let fetched: Vec<(String, Result<Vec<String>, super::registry::Error>)> =
+        futures::stream::iter(repositories)
+            .map(|r| {
+                let registry = &registry;
+                async move {
+                    let tags = registry.tags(&r).await;
+                    (r, tags)
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+    let mut tags = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (r, t) in fetched {
+        match t {
+            Ok(t) => {
+                tags.insert(r, t);
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    if !failures.is_empty() {
+        failures.sort();
+        anyhow::bail!(
+            "cannot list tags; no version file was changed:\n  {}",
+            failures.join("\n  ")
+        );
+    }
+    let mut outcome = Outcome::default();
+    let mut writes = Vec::new();
+    for (app, (p, compiled)) in &policies {
+        let available = tags
+            .get(&p.repository)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let envs: Vec<Option<&str>> = if p.environments.is_empty() {
+            vec![None]
+        } else {
+            p.environments
+                .iter()
+                .filter(|e| filter.matches_env(e))
+                .map(|e| Some(e.as_str()))
+                .collect()
+        };
+        for env in envs {
+            let Some(t) = target(repo, &layout, app, env) else {
+                outcome.notices.push(format!(
+                    "{app} {}: no such release in services/; the policy's environment is skipped",
+                    env.unwrap_or("(app)")
+                ));
+                continue;
+            };
+            let where_ = env.unwrap_or("(all environments)");
+            let Some(chosen) = compiled.select(available) else {
+                outcome.notices.push(format!(
+                    "{app} {where_}: none of the {} tags of {} qualifies under {}; unchanged",
+                    available.len(),
+                    p.repository,
+                    compiled.describe()
+                ));
+                continue;
+            };
+            if !is_valid_tag(chosen) {
+                anyhow::bail!(
+                    "{app} {where_}: the policy chose `{chosen}`, which is not a valid image tag; no version file was changed"
+                );
+            }
+            if t.current.as_deref() == Some(chosen) {
+                outcome
+                    .notices
+                    .push(format!("{app} {where_}: {chosen} is current"));
+                continue;
+            }
+            let change = Change {
+                app: app.clone(),
+                env: env.map(str::to_string),
+                file: t.file.clone(),
+                from: t.current.clone(),
+                to: chosen.to_string(),
+                why: format!(
+                    "{}, newest of {} tags of {}",
+                    compiled.describe(),
+                    available.len(),
+                    p.repository
+                ),
+            };
+            writes.push((t.file, chosen.to_string()));
+            outcome.changes.push(change);
+        }
+    }
+    if !dry_run {
+        for (file, version) in writes {
+            write_version(repo, &file, &version)?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// `kdeploy set-version APP ENV VERSION`: writes one version file, after
+/// checking the version is a tag and passes the app's policy pattern.
+///
+/// # Errors
+/// Unknown release, invalid tag, a version the policy would never choose.
+pub fn set_version(
+    repo: &Path,
+    app: &str,
+    env: &str,
+    version: &str,
+) -> anyhow::Result<Option<Change>> {
+    let filter = Filter::default();
+    let (layout, text) = open(repo, &filter)?;
+    if !is_valid_tag(version) {
+        anyhow::bail!(
+            "`{version}` is not a valid image tag: letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`"
+        );
+    }
+    if !layout.releases.iter().any(|s| s.app == app && s.env == env) {
+        let known: Vec<String> = layout
+            .releases
+            .iter()
+            .map(|s| format!("{}/{}", s.app, s.env))
+            .collect();
+        anyhow::bail!(
+            "there is no release {app}/{env} (services/{app}/{env}/config.yaml); releases: {}",
+            known.join(", ")
+        );
+    }
+    let policies = compile_all(&layout, &text, &Filter::new(None, Some(app))?)?;
+    let why = match policies.get(app) {
+        Some((p, compiled)) => {
+            if !compiled.admits(version) {
+                let pattern = p
+                    .filter_tags
+                    .as_ref()
+                    .map(|f| f.pattern.as_str())
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "`{version}` does not match the image policy of `{app}` (filterTags.pattern `{pattern}` in {SETTINGS_FILE}); its automation would never choose it"
+                );
+            }
+            format!(
+                "set by hand; passes the policy's pattern ({})",
+                compiled.describe()
+            )
+        }
+        None => "set by hand".to_string(),
+    };
+    let Some(t) = target(repo, &layout, app, Some(env)) else {
+        anyhow::bail!("there is no release {app}/{env}");
+    };
+    if t.current.as_deref() == Some(version) {
+        return Ok(None);
+    }
+    write_version(repo, &t.file, version)?;
+    Ok(Some(Change {
+        app: app.to_string(),
+        env: Some(env.to_string()),
+        file: t.file,
+        from: t.current,
+        to: version.to_string(),
+        why,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_tags() {
+        for ok in [
+            "1.4.2",
+            "v1_abc1234_2026-01-02T10.00.00Z".replace(':', ".").as_str(),
+            "latest",
+            "_x",
+        ] {
+            assert!(is_valid_tag(ok), "{ok}");
+        }
+        for bad in ["", "-x", ".x", "a b", "a:b", &"x".repeat(129)] {
+            assert!(!is_valid_tag(bad), "{bad}");
+        }
+    }
+}
