@@ -96,6 +96,9 @@ pub enum Command {
     /// against the app's image policy pattern: the step an app's CI runs after
     /// pushing an image.
     SetVersion(SetVersionArgs),
+    /// Promote: copy each app's version from one environment to another in
+    /// the work tree, then show the plan it causes.
+    Promote(PromoteArgs),
     /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
@@ -135,6 +138,26 @@ pub struct ImagesUpdateArgs {
     /// Print what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `kdeploy promote`.
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    /// The environment whose versions are copied.
+    #[arg(long, value_name = "ENV")]
+    pub from: String,
+    /// The environment that receives them.
+    #[arg(long, value_name = "ENV")]
+    pub to: String,
+    /// Only apps matching this glob.
+    #[arg(long, value_name = "GLOB")]
+    pub app: Option<String>,
+    /// Print what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The config repo directory.
+    #[arg(long, default_value = ".", value_name = "PATH")]
+    pub repo: PathBuf,
 }
 
 /// `kdeploy set-version`.
@@ -595,6 +618,43 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             }
             if outcome.changes.is_empty() {
                 writeln!(out, "no version changes")?;
+            }
+            Ok(Outcome::Clean)
+        }
+        Command::Promote(args) => {
+            let filter = crate::config::Filter::new(None, args.app.as_deref())?;
+            let changes =
+                crate::promote::versions(&args.repo, &args.from, &args.to, &filter, args.dry_run)?;
+            if changes.is_empty() {
+                writeln!(
+                    out,
+                    "{} already runs what {} runs: nothing to promote",
+                    args.to, args.from
+                )?;
+                return Ok(Outcome::Clean);
+            }
+            for c in &changes {
+                writeln!(
+                    out,
+                    "{}{c}",
+                    if args.dry_run { "would set " } else { "set " }
+                )?;
+            }
+            if !args.dry_run {
+                // The plan the promotion causes: HEAD against the work tree.
+                let change = ChangeArgs {
+                    selection: Selection {
+                        repo: args.repo.clone(),
+                        env: Some(args.to.clone()),
+                        app: args.app.clone(),
+                    },
+                    base: "HEAD".into(),
+                    head: ".".into(),
+                    config: None,
+                };
+                let (_, plan) = change.plan(3)?;
+                writeln!(out)?;
+                report::text_with(&plan, color, true, out)?;
             }
             Ok(Outcome::Clean)
         }

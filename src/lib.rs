@@ -38,6 +38,7 @@ pub mod init;
 pub mod lock;
 pub mod output;
 pub mod plan;
+pub mod promote;
 pub mod render;
 pub mod report;
 pub mod resource;

@@ -218,3 +218,65 @@ fn bad_policies_and_registries_are_named_and_nothing_is_written() {
         run.stderr
     );
 }
+
+#[test]
+fn promote_copies_versions_and_shows_the_plan_it_causes() {
+    let repo = Repo::with_app();
+    repo.write("services/api/staging/version", "1.1.0\n");
+    repo.commit("staging runs 1.1.0");
+    let run = kdeploy(
+        &repo,
+        &[
+            "promote",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("would set api production 1.0.0 → 1.1.0 (promoted from staging)"),
+        "{}",
+        run.stdout
+    );
+    assert!(!repo.path().join("services/api/production/version").exists());
+
+    let run = kdeploy(
+        &repo,
+        &["promote", "--from", "staging", "--to", "production"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(repo.read("services/api/production/version"), "1.1.0\n");
+    assert!(
+        run.stdout
+            .contains("~ apps/Deployment api-production/api [api] image api: 1.0.0 → 1.1.0"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("== staging =="), "{}", run.stdout);
+
+    let again = kdeploy(
+        &repo,
+        &["promote", "--from", "staging", "--to", "production"],
+    );
+    assert!(
+        again
+            .stdout
+            .contains("production already runs what staging runs"),
+        "{}",
+        again.stdout
+    );
+    let same = kdeploy(&repo, &["promote", "--from", "staging", "--to", "staging"]);
+    assert_eq!(same.code, 2);
+    let unknown = kdeploy(&repo, &["promote", "--from", "staging", "--to", "prod"]);
+    assert!(
+        unknown.stderr.contains(
+            "no selected app has an environment `prod`; environments: production, staging"
+        ),
+        "{}",
+        unknown.stderr
+    );
+}

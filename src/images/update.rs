@@ -65,7 +65,7 @@ pub fn is_valid_tag(tag: &str) -> bool {
 
 /// The work tree's layout (kdeploy.yaml and releases), and the text of
 /// kdeploy.yaml for pointing at lines.
-fn open(repo: &Path, filter: &Filter) -> anyhow::Result<(Layout, String)> {
+pub(crate) fn open(repo: &Path, filter: &Filter) -> anyhow::Result<(Layout, String)> {
     let snapshot = Snapshot::open(repo, &Revision::parse(None))?;
     let reader = snapshot.reader();
     let layout =
@@ -146,7 +146,7 @@ fn target(repo: &Path, layout: &Layout, app: &str, env: Option<&str>) -> Option<
 }
 
 /// Writes a version file of the work tree (never through a link).
-fn write_version(repo: &Path, file: &str, version: &str) -> anyhow::Result<()> {
+pub(crate) fn write_version(repo: &Path, file: &str, version: &str) -> anyhow::Result<()> {
     let path = repo.join(file);
     if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
         anyhow::bail!(
