@@ -16,6 +16,7 @@ use crate::config::{Filter, ImagesSettings};
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::images::{self, registry};
 use crate::render::{self, Rendered};
+use crate::resource::Origin;
 use crate::secrets::Need;
 use crate::source::{Revision, Snapshot};
 use crate::yaml;
@@ -136,32 +137,44 @@ pub struct Use {
     pub at: String,
 }
 
+/// Calls `f` with every unpinned image of `releases`, with the id and
+/// origin of the resource holding it.
+fn each_unpinned(
+    releases: &mut [Rendered],
+    settings: &ImagesSettings,
+    mut f: impl FnMut(&str, &Origin, images::ImageField<'_>),
+) {
+    for r in releases.iter_mut() {
+        for res in &mut r.resources {
+            let id = res.id.to_string();
+            let origin = &res.origin;
+            images::for_each_image(
+                &mut res.object,
+                &res.id.group,
+                &res.id.kind,
+                &settings.pod_specs,
+                |field| {
+                    if !images::is_pinned(field.image) {
+                        f(&id, origin, field);
+                    }
+                },
+            );
+        }
+    }
+}
+
 /// Every unpinned image reference of `releases`, with where each is used.
 pub fn references(
     releases: &mut [Rendered],
     settings: &ImagesSettings,
 ) -> BTreeMap<String, Vec<Use>> {
     let mut out: BTreeMap<String, Vec<Use>> = BTreeMap::new();
-    for r in releases.iter_mut() {
-        let release = format!("{}/{}", r.release.env, r.release.app);
-        for res in &mut r.resources {
-            let id = res.id.to_string();
-            images::for_each_image(
-                &mut res.object,
-                &res.id.group,
-                &res.id.kind,
-                &settings.pod_specs,
-                |f| {
-                    if !images::is_pinned(f.image) {
-                        out.entry(f.image.clone()).or_default().push(Use {
-                            release: release.clone(),
-                            at: format!("{id} {}", f.container),
-                        });
-                    }
-                },
-            );
-        }
-    }
+    each_unpinned(releases, settings, |id, origin, f| {
+        out.entry(f.image.clone()).or_default().push(Use {
+            release: format!("{}/{}", origin.env, origin.app),
+            at: format!("{id} {}", f.container),
+        });
+    });
     out
 }
 
@@ -177,37 +190,24 @@ pub fn pin(
 ) -> Result<(), Diagnostics> {
     let mut problems = Diagnostics::default();
     let lock_path = lock.map_or(settings.lock_file.as_str(), |l| l.path.as_str());
-    for r in releases.iter_mut() {
-        for res in &mut r.resources {
-            let id = res.id.to_string();
-            let origin = &res.origin;
-            images::for_each_image(
-                &mut res.object,
-                &res.id.group,
-                &res.id.kind,
-                &settings.pod_specs,
-                |f| {
-                    if images::is_pinned(f.image) {
-                        return;
-                    }
-                    if let Some(digest) = lock.and_then(|l| l.entries.get(f.image.as_str())) {
-                        *f.image = format!("{}@{digest}", f.image);
-                    } else if settings.require_lock {
-                        problems.push(
-                        Diagnostic::new(
-                            Location::at(&origin.file, Some(origin.line), None),
-                            format!(
-                                "image `{}` ({id} {}, release {}/{}) is not in {lock_path}, and `images.requireLock` is set",
-                                f.image, f.container, origin.env, origin.app
-                            ),
-                        )
-                        .help(format!("run `kdeploy lock` and commit {lock_path} (or pin the image by digest)")),
-                    );
-                    }
-                },
+    each_unpinned(releases, settings, |id, origin, f| {
+        if let Some(digest) = lock.and_then(|l| l.entries.get(f.image.as_str())) {
+            *f.image = format!("{}@{digest}", f.image);
+        } else if settings.require_lock {
+            problems.push(
+                Diagnostic::new(
+                    Location::at(&origin.file, Some(origin.line), None),
+                    format!(
+                        "image `{}` ({id} {}, release {}/{}) is not in {lock_path}, and `images.requireLock` is set",
+                        f.image, f.container, origin.env, origin.app
+                    ),
+                )
+                .help(format!(
+                    "run `kdeploy lock` and commit {lock_path} (or pin the image by digest)"
+                )),
             );
         }
-    }
+    });
     problems.into_result(())
 }
 

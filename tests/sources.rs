@@ -834,6 +834,14 @@ fn umbrella_repo(
     repo
 }
 
+/// Commits a service `app` (env `prod`) whose config names a remote chart.
+fn direct_service(repo: &Repo, app: &str, config: &str) {
+    repo.write(&format!("services/{app}/config.yaml"), config)
+        .write(&format!("services/{app}/version"), "1\n")
+        .write(&format!("services/{app}/prod/config.yaml"), "");
+    repo.commit("direct");
+}
+
 fn render_with_cache(repo: &Repo, cache: &std::path::Path) -> crate::util::Run {
     Command::new(env!("CARGO_BIN_EXE_kdeploy"))
         .args(["render", "--stdout"])
@@ -852,16 +860,14 @@ fn remote_helm_dependencies_are_fetched_by_helm_cached_by_lock_and_explained() {
     let charts = ChartRepo::start(&py);
     let repo = umbrella_repo(&helm, &py, &charts.url, "");
     // And a service naming the repository's chart directly.
-    repo.write(
-        "services/direct/config.yaml",
+    direct_service(
+        &repo,
+        "direct",
         &format!(
             "chart: redis\nchartRepository: {}\nchartVersion: 1.0.0\n",
             charts.url
         ),
-    )
-    .write("services/direct/version", "1\n")
-    .write("services/direct/prod/config.yaml", "");
-    repo.commit("direct");
+    );
     let cache = tempfile::tempdir().unwrap();
 
     let r = render_with_cache(&repo, cache.path());
@@ -971,16 +977,14 @@ fn oci_helm_dependencies_come_from_a_registry() {
         &format!("images:\n  insecureRegistries: [\"{}\"]\n", registry.host),
     );
     // A service may also name the registry's chart directly, pinned.
-    repo.write(
-        "services/cache/config.yaml",
+    direct_service(
+        &repo,
+        "cache",
         &format!(
             "chart: oci://{}/charts/redis\nchartVersion: 1.0.0\n",
             registry.host
         ),
-    )
-    .write("services/cache/version", "7\n")
-    .write("services/cache/prod/config.yaml", "");
-    repo.commit("direct");
+    );
     let cache = tempfile::tempdir().unwrap();
     let r = render_with_cache(&repo, cache.path());
     assert_eq!(r.code, 0, "{}", r.stderr);
