@@ -188,6 +188,9 @@ pub fn pin(
     lock: Option<&Lock>,
     settings: &ImagesSettings,
 ) -> Result<(), Diagnostics> {
+    if lock.is_none_or(|l| l.entries.is_empty()) && !settings.require_lock {
+        return Ok(()); // nothing to pin: no walk over every resource
+    }
     let mut problems = Diagnostics::default();
     let lock_path = lock.map_or(settings.lock_file.as_str(), |l| l.path.as_str());
     each_unpinned(releases, settings, |id, origin, f| {

@@ -24,11 +24,13 @@ use serde_json::Value;
 /// redact half of every plan. Secret data is redacted by structure anyway.
 pub const MIN_LEN: usize = 4;
 
+/// The values, their labels, and the automaton over them (rebuilt when a
+/// value is added; shared with readers without copying).
 #[derive(Default)]
 struct Registry {
     needles: Vec<String>,
     labels: Vec<String>,
-    matcher: Option<Arc<AhoCorasick>>,
+    matcher: Option<(Arc<AhoCorasick>, Arc<Vec<String>>)>,
 }
 
 static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
@@ -66,11 +68,12 @@ pub fn register(value: &str, origin: &str) {
         }
     }
     if added {
+        let labels = Arc::new(reg.labels.clone());
         reg.matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&reg.needles)
             .ok()
-            .map(Arc::new);
+            .map(|m| (Arc::new(m), labels));
     }
 }
 
@@ -96,9 +99,8 @@ pub fn values() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn snapshot() -> Option<(Arc<AhoCorasick>, Vec<String>)> {
-    let reg = REGISTRY.read().ok()?;
-    reg.matcher.clone().map(|m| (m, reg.labels.clone()))
+fn snapshot() -> Option<(Arc<AhoCorasick>, Arc<Vec<String>>)> {
+    REGISTRY.read().ok()?.matcher.clone()
 }
 
 /// `text` with every registered value replaced by where it came from.
