@@ -519,3 +519,35 @@ fn measure_decrypting_100_sops_files() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 }
+
+#[test]
+fn a_sops_that_hangs_is_stopped_and_named() {
+    let Some(keys) = Keys::new() else { return };
+    let repo = Repo::with_app();
+    repo.write(
+        "services/api/secrets.sops.yaml",
+        &keys.encrypt(&format!("DB_PASSWORD: {CANARY}\n"), &[]),
+    );
+    repo.commit("secrets");
+    // Stands for a key service named in the metadata that never answers.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("sops");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out: Run = Command::new(env!("CARGO_BIN_EXE_kdeploy"))
+        .args(["validate"])
+        .current_dir(repo.path())
+        .env("KDEPLOY_SOPS", &fake)
+        .env("KDEPLOY_SOPS_TIMEOUT", "1")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("services/api/secrets.sops.yaml: sops failed: sops did not finish within 1s"),
+        "{}",
+        out.stderr
+    );
+}

@@ -15,6 +15,16 @@ const CODE_MAC_MISMATCH: i32 = 51;
 const CODE_MAC_NOT_FOUND: i32 = 52;
 const CODE_COULD_NOT_RETRIEVE_KEY: i32 = 128;
 
+/// How long one decryption may take: `KDEPLOY_SOPS_TIMEOUT` seconds (the
+/// runner's setting, as `KDEPLOY_SOPS`), else 60.
+fn timeout() -> std::time::Duration {
+    let secs = std::env::var("KDEPLOY_SOPS_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
+
 /// The age key given to the action (`sops-age-key`), passed to sops as
 /// `SOPS_AGE_KEY` without being put in the process environment.
 static AGE_KEY: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
@@ -119,18 +129,37 @@ fn run(text: &str, format: &str) -> Result<String, Failure> {
         let _ = std::io::copy(&mut stderr, &mut std::io::sink());
         s
     });
-    let mut out = String::new();
-    let read = stdout.read_to_string(&mut out);
-    let status = child
-        .wait()
-        .map_err(|e| Failure::Other(format!("waiting for sops: {e}")))?;
+    let out_thread = std::thread::spawn(move || {
+        let mut out = String::new();
+        let read = stdout.read_to_string(&mut out);
+        read.map(|_| out)
+    });
+    // A file's metadata names its key services (a KMS, a Vault address):
+    // one that does not answer must not hold the run.
+    let started = std::time::Instant::now();
+    let limit = timeout();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Failure::Other(format!(
+                    "sops did not finish within {}s (a key service named in the file's metadata did not answer) and was stopped",
+                    limit.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(e) => return Err(Failure::Other(format!("waiting for sops: {e}"))),
+        }
+    };
     let _ = writer.join();
+    let read = out_thread.join().unwrap_or_else(|_| Ok(String::new()));
     let err = err_thread.join().unwrap_or_default();
     if status.success() {
-        return read
-            .map(|_| out)
-            .map_err(|_| Failure::Other("sops printed text that is not UTF-8".into()));
+        return read.map_err(|_| Failure::Other("sops printed text that is not UTF-8".into()));
     }
+    let out = read.unwrap_or_default();
     // Plaintext never leaves this function on failure.
     drop(out);
     Err(match status.code() {
