@@ -255,7 +255,11 @@ pub fn release_text(r: &Rendered) -> String {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&yaml::to_canonical(&res.object));
+        // Decrypted SOPS values never reach the output, however short.
+        match crate::secrets::mask::redact_secret_fields(&res.object) {
+            Some(redacted) => out.push_str(&yaml::to_canonical(&redacted)),
+            None => out.push_str(&yaml::to_canonical(&res.object)),
+        }
     }
     out
 }

@@ -112,7 +112,7 @@ fn repo_with_secrets(keys: &Keys) -> (Repo, String, String) {
     repo.write(
         "services/api/secrets.sops.yaml",
         &keys.encrypt(
-            &format!("DB_PASSWORD: {CANARY}\nAPI_KEY: shared-key-0001\n"),
+            &format!("DB_PASSWORD: {CANARY}\nAPI_KEY: shared-key-0001\nPIN: \"042\"\n"),
             &[],
         ),
     )
@@ -178,6 +178,12 @@ async fn sops_values_deploy_decrypted_and_appear_nowhere_else() {
     let gen_text = repo.read("_gen/production/api/resources.yaml");
     assert!(
         gen_text.contains("DB_PASSWORD: <sops:services/api/secrets.sops.yaml#DB_PASSWORD>"),
+        "{gen_text}"
+    );
+    // Too short to search for in free text, but never written as data.
+    assert!(
+        gen_text.contains("PIN: <sops:services/api/secrets.sops.yaml#PIN>")
+            && !gen_text.contains("MDQy"),
         "{gen_text}"
     );
     assert_clean("_gen", &gen_text);

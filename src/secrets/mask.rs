@@ -31,18 +31,26 @@ struct Registry {
     needles: Vec<String>,
     labels: Vec<String>,
     matcher: Option<(Arc<AhoCorasick>, Arc<Vec<String>>)>,
+    /// Every form of every value, however short, for whole-field matches
+    /// (Secret data in rendered output).
+    exact: Option<std::collections::HashMap<String, String>>,
 }
 
 static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
     needles: Vec::new(),
     labels: Vec::new(),
     matcher: None,
+    exact: None,
 });
 
 /// Registers a secret value (each line of it, and its base64 form, since
 /// Secret `data` holds that) to be replaced by `<sops:{origin}>`.
 pub fn register(value: &str, origin: &str) {
     let label = format!("<sops:{}>", label_text(origin));
+    if value.is_empty() {
+        return;
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(value);
     let mut forms: Vec<String> = value
         .lines()
         .map(str::trim)
@@ -51,14 +59,16 @@ pub fn register(value: &str, origin: &str) {
         .collect();
     if value.len() >= MIN_LEN {
         forms.push(value.to_string());
-        forms.push(base64::engine::general_purpose::STANDARD.encode(value));
-    }
-    if forms.is_empty() {
-        return;
+        forms.push(b64.clone());
     }
     let Ok(mut reg) = REGISTRY.write() else {
         return;
     };
+    let exact = reg.exact.get_or_insert_with(Default::default);
+    exact
+        .entry(value.to_string())
+        .or_insert_with(|| label.clone());
+    exact.entry(b64).or_insert_with(|| label.clone());
     let mut added = false;
     for form in forms {
         if !reg.needles.contains(&form) {
@@ -91,12 +101,29 @@ fn label_text(origin: &str) -> String {
         .collect()
 }
 
-/// The values registered so far (each line and form), for `::add-mask::`.
-pub fn values() -> Vec<String> {
-    REGISTRY
-        .read()
-        .map(|r| r.needles.clone())
-        .unwrap_or_default()
+/// A core Secret with each `data`/`stringData` value that is a registered
+/// value (of any length, plain or base64) replaced by where it came from;
+/// `None` when nothing in it is registered. Free-text redaction skips short
+/// values; a whole Secret field never is.
+pub fn redact_secret_fields(object: &Value) -> Option<Value> {
+    if object["kind"] != "Secret" || object["apiVersion"] != "v1" {
+        return None;
+    }
+    let reg = REGISTRY.read().ok()?;
+    let exact = reg.exact.as_ref()?;
+    let mut out = object.clone();
+    let mut changed = false;
+    for field in ["data", "stringData"] {
+        if let Some(map) = out.get_mut(field).and_then(Value::as_object_mut) {
+            for v in map.values_mut() {
+                if let Some(label) = v.as_str().and_then(|s| exact.get(s)) {
+                    *v = Value::String(label.clone());
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed.then_some(out)
 }
 
 fn snapshot() -> Option<(Arc<AhoCorasick>, Arc<Vec<String>>)> {
@@ -208,6 +235,11 @@ mod tests {
     fn registered_values_are_replaced_everywhere() {
         register("unit-CANARY-xyzzy", "services/a/secrets.sops.yaml#PW");
         register("ab", "short");
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "data": {"S": base64::engine::general_purpose::STANDARD.encode("ab"), "O": "b3RoZXI="}});
+        let redacted = redact_secret_fields(&secret).expect("a registered field");
+        assert_eq!(redacted["data"]["S"], "<sops:short>");
+        assert_eq!(redacted["data"]["O"], "b3RoZXI=");
         let text = "url: postgres://u:unit-CANARY-xyzzy@db and ab";
         assert_eq!(
             redact(text),
