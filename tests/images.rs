@@ -327,3 +327,47 @@ fn measure_policies_for_1000_apps_against_1000_tags() {
     );
     println!("images update --dry-run: 1,000 policies over 1,000 tags in {took:?} (whole process)");
 }
+
+#[test]
+fn a_repo_that_locks_images_gets_the_bumped_image_locked_too() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let host = registry.host.clone();
+    registry.push("example/api", "1.0.0", "one", false);
+    let bumped = registry.push("example/api", "1.2.0", "two", false);
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        &format!(
+            "images:\n  insecureRegistries: [\"{host}\"]\n  requireLock: true\n  api:\n    repository: {host}/example/api\n    environments: [staging]\n    policy: {{semver: {{range: '^1'}}}}\n"
+        ),
+    )
+    .write("services/api/config.yaml", &format!("image: {host}/example/api\n"))
+    .write("services/api/version", "1.0.0\n")
+    .write("services/api/staging/config.yaml", "")
+    .write("services/api/production/config.yaml", "");
+    assert_eq!(kdeploy(&repo, &["lock"]).code, 0);
+    repo.commit("locked");
+
+    let run = kdeploy(&repo, &["images", "update"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(repo.read("services/api/staging/version"), "1.2.0\n");
+    assert!(
+        repo.read("images.lock.yaml")
+            .contains(&format!("\"{host}/example/api:1.2.0\": {bumped}")),
+        "{}",
+        repo.read("images.lock.yaml")
+    );
+    assert!(run.stdout.contains("(new)"), "{}", run.stdout);
+    // Production still runs 1.0.0: its entry stays, and the lock is complete.
+    assert_eq!(kdeploy(&repo, &["lock", "--check"]).code, 0);
+    let render = kdeploy(&repo, &["render", "--stdout", "--env", "staging"]);
+    assert!(
+        render
+            .stdout
+            .contains(&format!("example/api:1.2.0@{bumped}")),
+        "{}",
+        render.stdout
+    );
+}

@@ -264,12 +264,58 @@ pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Resu
             outcome.changes.push(change);
         }
     }
-    if !dry_run {
-        for (file, version) in writes {
-            write_version(repo, &file, &version)?;
+    if dry_run || writes.is_empty() {
+        return Ok(outcome);
+    }
+    let before: Vec<(String, Option<String>)> = writes
+        .iter()
+        .map(|(file, _)| (file.clone(), std::fs::read_to_string(repo.join(file)).ok()))
+        .collect();
+    for (file, version) in &writes {
+        write_version(repo, file, version)?;
+    }
+    // A repo that locks images gets the bumped images locked in the same
+    // change; if they do not resolve, the version files go back as they were.
+    let locks = layout.settings.images.require_lock
+        || repo.join(&layout.settings.images.lock_file).is_file();
+    if locks && let Err(e) = relock(repo, &outcome.changes, &mut outcome.notices).await {
+        for (file, text) in before {
+            let path = repo.join(&file);
+            let _ = match text {
+                Some(t) => std::fs::write(&path, t),
+                None => std::fs::remove_file(&path),
+            };
         }
+        return Err(e.context("the new versions were not written"));
     }
     Ok(outcome)
+}
+
+/// Refreshes the image lock for the releases `changes` touched.
+async fn relock(repo: &Path, changes: &[Change], notes: &mut Vec<String>) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in changes {
+        if !seen.insert((c.app.clone(), c.env.clone())) {
+            continue;
+        }
+        let filter = Filter::new(c.env.as_deref(), Some(&c.app))?;
+        let report = crate::lock::command(repo, &filter, false).await?;
+        if report.failed > 0 {
+            anyhow::bail!(
+                "the image lock could not be refreshed for {}:\n{}",
+                c.app,
+                report.lines.join("\n")
+            );
+        }
+        notes.extend(
+            report
+                .lines
+                .into_iter()
+                .filter(|l| !l.contains("(unchanged)"))
+                .map(|l| l.trim().to_string()),
+        );
+    }
+    Ok(())
 }
 
 /// `kdeploy set-version APP ENV VERSION`: writes one version file, after
