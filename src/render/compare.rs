@@ -1,0 +1,380 @@
+//! Two revisions rendered for a plan: only releases whose inputs (service
+//! files, chart tree, kdeploy.yaml, image lock) differ are rendered, at
+//! both revisions; the rest are listed as unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rayon::prelude::*;
+
+use super::{
+    ChartCache, Error, Rendered, State, check_duplicates, check_shared_clusters, merge_results,
+    pin_images, render_sources, render_specs, sources,
+};
+use crate::config::{self, Filter, Layout, ReleaseSpec};
+use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::secrets::Need;
+use crate::source::{self, Snapshot};
+
+/// Two revisions rendered for comparison. Releases whose inputs are the same
+/// git objects at both revisions are listed in `unchanged` and not rendered.
+#[derive(Debug)]
+pub struct Comparison {
+    /// The base revision, holding only releases that may differ.
+    pub base: State,
+    /// The head revision, holding only releases that may differ.
+    pub head: State,
+    /// (env, app) of releases skipped because their inputs are identical.
+    pub unchanged: Vec<(String, String)>,
+    /// What a reader of the plan must know about how it was made (a base
+    /// rendered with the head's kdeploy.yaml).
+    pub notes: Vec<String>,
+}
+
+/// Renders `base` and `head`, re-rendering only releases whose inputs
+/// (service files, chart tree, kdeploy.yaml) differ between the two.
+///
+/// Duplicate resource ids are checked among the rendered releases only; a
+/// full [`render`] (as apply does) checks all of them.
+///
+/// # Errors
+/// Problems at either revision, each naming its file.
+pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comparison, Error> {
+    compare_with(base, head, filter, None)
+}
+
+/// Settings given for both revisions (`--config FILE`) in place of each
+/// revision's own kdeploy.yaml.
+#[derive(Debug, Clone)]
+pub struct GivenSettings {
+    /// The parsed settings.
+    pub settings: config::Settings,
+    /// The file's blob id, so that releases are still compared by inputs.
+    pub id: Option<gix::ObjectId>,
+}
+
+impl GivenSettings {
+    /// Reads and parses `path` (a file of the work tree).
+    ///
+    /// # Errors
+    /// Unreadable file or invalid settings, naming the file.
+    pub fn read(path: &std::path::Path) -> Result<GivenSettings, Error> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(
+                Diagnostic::new(Location::file(&shown), format!("cannot read it: {e}")).into(),
+            )
+        })?;
+        let (settings, problems) = config::parse_settings(&text, &shown);
+        if !problems.is_empty() {
+            return Err(Error::Invalid(Diagnostics(problems)));
+        }
+        let id = gix::objs::compute_hash(
+            gix::hash::Kind::Sha1,
+            gix::objs::Kind::Blob,
+            text.as_bytes(),
+        )
+        .ok();
+        Ok(GivenSettings { settings, id })
+    }
+}
+
+/// [`compare`], with `given` settings for both revisions when set.
+///
+/// # Errors
+/// As [`compare`].
+pub fn compare_with(
+    base: &Snapshot,
+    head: &Snapshot,
+    filter: &Filter,
+    given_settings: Option<&GivenSettings>,
+) -> Result<Comparison, Error> {
+    let base_reader = base.reader();
+    let head_reader = head.reader();
+    // First only list apps, so that apps whose tree is identical at both
+    // revisions are never read.
+    type Given<'a> = Option<(&'a config::Settings, Option<gix::ObjectId>)>;
+    let load = |reader: &source::Reader<'_>,
+                snap: &Snapshot,
+                expand: &dyn Fn(&source::Node) -> bool,
+                given: Given<'_>| {
+        if snap.is_empty() {
+            Ok(Layout::empty())
+        } else {
+            Layout::load_as(reader, &snap.root(), filter, expand, given)
+        }
+    };
+    let forced: Given<'_> = given_settings.map(|g| (&g.settings, g.id));
+    let head_shallow = load(&head_reader, head, &|_| false, forced)?;
+    let mut base_shallow = load(&base_reader, base, &|_| false, forced)
+        .map_err(|e| prefix_revision(e.into(), base.label()))?;
+    // A base from before kdeploy.yaml existed (the adoption pull request,
+    // older history) is read with the head's settings: with the defaults it
+    // would render other charts and namespaces, and the plan would delete
+    // what the repository really deploys.
+    let mut notes = Vec::new();
+    let inherit = forced.is_none()
+        && !base.is_empty()
+        && !base_shallow.settings_file
+        && head_shallow.settings_file;
+    let given: Given<'_> = if inherit {
+        Some((&head_shallow.settings, head_shallow.settings_id))
+    } else {
+        forced
+    };
+    if inherit {
+        base_shallow = load(&base_reader, base, &|_| false, given)
+            .map_err(|e| prefix_revision(e.into(), base.label()))?;
+        notes.push(format!(
+            "the base {} has no {}: it was rendered with the head's",
+            base.label(),
+            config::SETTINGS_FILE
+        ));
+    }
+    // The image lock changes every release's output, like kdeploy.yaml.
+    let settings_same = base_shallow.settings_id == head_shallow.settings_id
+        && base_shallow.lock_id == head_shallow.lock_id
+        && base.commit().is_some()
+        && head.commit().is_some();
+    let charts_same = |name: &str| {
+        let b = base_shallow.charts.get(name).map(|n| n.id);
+        let h = head_shallow.charts.get(name).map(|n| n.id);
+        match (b, h) {
+            (Some(Some(b)), Some(Some(h))) => b == h,
+            (None, None) => true, // both use the built-in chart
+            _ => false,
+        }
+    };
+    let all_charts_same = base_shallow.charts.len() == head_shallow.charts.len()
+        && base_shallow.charts.keys().all(|name| charts_same(name));
+    let base_app_ids: HashMap<&str, Option<gix::ObjectId>> = base_shallow
+        .skipped_apps
+        .iter()
+        .map(|n| (n.name(), n.id))
+        .collect();
+    let same_app = |node: &source::Node| {
+        settings_same
+            && all_charts_same
+            && node.id.is_some()
+            && base_app_ids.get(node.name()) == Some(&node.id)
+    };
+    let head_layout = load(&head_reader, head, &|n| !same_app(n), forced)?;
+    let head_app_ids: HashMap<&str, Option<gix::ObjectId>> = head_shallow
+        .skipped_apps
+        .iter()
+        .map(|n| (n.name(), n.id))
+        .collect();
+    let base_layout = load(
+        &base_reader,
+        base,
+        &|n| {
+            !(settings_same
+                && all_charts_same
+                && n.id.is_some()
+                && head_app_ids.get(n.name()) == Some(&n.id))
+        },
+        given,
+    )
+    .map_err(|e| prefix_revision(e.into(), base.label()))?;
+
+    // Identical app trees (same settings and charts): unchanged, unread.
+    let mut unchanged = Vec::new();
+    for app in &head_layout.skipped_apps {
+        for env in config::env_names(&head_reader, app, filter)? {
+            unchanged.push((env, app.name().to_string()));
+        }
+    }
+
+    let base_specs: BTreeMap<(&str, &str), &ReleaseSpec> = base_layout
+        .releases
+        .iter()
+        .map(|r| ((r.env.as_str(), r.app.as_str()), r))
+        .collect();
+    let mut head_todo = Vec::new();
+    let mut same_inputs = Vec::new();
+    for spec in &head_layout.releases {
+        let key = (spec.env.as_str(), spec.app.as_str());
+        let same_service = settings_same
+            && base_specs.get(&key).is_some_and(|b| {
+                b.service_key().is_some() && b.service_key() == spec.service_key()
+            });
+        if same_service {
+            same_inputs.push(spec);
+        } else {
+            head_todo.push(spec);
+        }
+    }
+    // Same service files: the chart name is the same at both revisions, so
+    // the release is unchanged unless that chart's tree changed.
+    if all_charts_same {
+        unchanged.extend(same_inputs.iter().map(|s| (s.env.clone(), s.app.clone())));
+    } else {
+        let chart_of = same_inputs
+            .par_iter()
+            .map_init(
+                || head.reader(),
+                |reader, spec| {
+                    config::load_service(reader, spec, &head_layout.settings).map(|sv| sv.chart)
+                },
+            )
+            .collect::<Vec<_>>();
+        for (spec, chart) in same_inputs.iter().zip(chart_of) {
+            match chart {
+                Ok(name) if charts_same(&name) => {
+                    unchanged.push((spec.env.clone(), spec.app.clone()))
+                }
+                _ => head_todo.push(spec),
+            }
+        }
+    }
+    unchanged.sort();
+    let skip: std::collections::HashSet<(&str, &str)> = unchanged
+        .iter()
+        .map(|(e, a)| (e.as_str(), a.as_str()))
+        .collect();
+    let base_todo: Vec<&ReleaseSpec> = base_layout
+        .releases
+        .iter()
+        .filter(|r| !skip.contains(&(r.env.as_str(), r.app.as_str())))
+        .collect();
+    head_todo.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
+
+    // Raw and Kustomize sources: unchanged when everything they read is.
+    let key_of =
+        |reader: &source::Reader<'_>, snap: &Snapshot, spec: &config::sources::SourceSpec| {
+            if snap.commit().is_some() && settings_same {
+                sources::key(reader, &snap.root(), spec)
+            } else {
+                Ok(None)
+            }
+        };
+    let mut base_sources_todo = Vec::new();
+    let mut head_sources_todo = Vec::new();
+    for spec in &head_layout.sources {
+        let same = base_layout
+            .sources
+            .iter()
+            .find(|b| b.env == spec.env && b.app == spec.app && b.kind == spec.kind);
+        let unchanged_source = match same {
+            Some(b) => {
+                let hk = key_of(&head_reader, head, spec)?;
+                hk.is_some() && hk == key_of(&base_reader, base, b)?
+            }
+            None => false,
+        };
+        if unchanged_source {
+            unchanged.push((spec.env.clone(), spec.app.clone()));
+        } else {
+            head_sources_todo.push(spec);
+            if let Some(b) = same {
+                base_sources_todo.push(b);
+            }
+        }
+    }
+    for b in &base_layout.sources {
+        if !head_layout
+            .sources
+            .iter()
+            .any(|h| h.env == b.env && h.app == b.app && h.kind == b.kind)
+        {
+            base_sources_todo.push(b);
+        }
+    }
+    unchanged.sort();
+
+    let mut charts = ChartCache::default();
+    let mut base_releases = merge_results(
+        render_specs(base, &base_layout, &base_todo, &mut charts, Need::Optional),
+        render_sources(base, &base_layout, &base_sources_todo, Need::Optional),
+    )
+    .map_err(|e| prefix_revision(e, base.label()))?;
+    pin_images(&mut base_releases, &base_layout, false)
+        .map_err(|e| prefix_revision(e, base.label()))?;
+    // The base must be valid as `render --rev` would find it: a plan from
+    // a broken base is no plan.
+    check_duplicates(&base_releases).map_err(|e| prefix_revision(e.into(), base.label()))?;
+    let mut head_releases = merge_results(
+        render_specs(head, &head_layout, &head_todo, &mut charts, Need::Optional),
+        render_sources(head, &head_layout, &head_sources_todo, Need::Optional),
+    )?;
+    pin_images(&mut head_releases, &head_layout, true)?;
+    check_duplicates(&head_releases)?;
+    // The same app in the other environments is the usual collision: render
+    // those releases too (only for this check) when they were skipped.
+    let changed_apps: std::collections::HashSet<&str> = head_releases
+        .iter()
+        .map(|r| r.release.app.as_str())
+        .collect();
+    let siblings: Vec<&ReleaseSpec> = head_layout
+        .releases
+        .iter()
+        .filter(|s| {
+            changed_apps.contains(s.app.as_str())
+                && !head_releases
+                    .iter()
+                    .any(|r| r.release.env == s.env && r.release.app == s.app)
+        })
+        .collect();
+    let sibling_releases = if siblings.is_empty() {
+        Vec::new()
+    } else {
+        render_specs(head, &head_layout, &siblings, &mut charts, Need::Optional)?
+    };
+    check_shared_clusters(
+        head_releases.iter().chain(&sibling_releases),
+        &head_layout.settings,
+    )?;
+    notes.extend(sealed_notes(&base_releases, &head_releases));
+    Ok(Comparison {
+        base: State {
+            label: base.label().to_string(),
+            commit: base.commit(),
+            settings: base_layout.settings,
+            releases: base_releases,
+        },
+        head: State {
+            label: head.label().to_string(),
+            commit: head.commit(),
+            settings: head_layout.settings,
+            releases: head_releases,
+        },
+        unchanged,
+        notes,
+    })
+}
+
+/// One note per SOPS file that changed but could not be decrypted here:
+/// its values are placeholders, so the plan cannot say which keys changed.
+fn sealed_notes(base: &[Rendered], head: &[Rendered]) -> Vec<String> {
+    let base_digests: HashMap<&str, &str> = base
+        .iter()
+        .flat_map(|r| &r.sealed)
+        .map(|s| (s.path.as_str(), s.digest.as_str()))
+        .collect();
+    let mut notes: Vec<String> = head
+        .iter()
+        .flat_map(|r| &r.sealed)
+        .filter(|s| base_digests.get(s.path.as_str()) != Some(&s.digest.as_str()))
+        .map(|s| {
+            format!(
+                "{} changed, but its values were not compared: {} (a pull request from a fork gets no secrets); the keys of the Secrets it feeds are shown as changed",
+                s.path, s.why
+            )
+        })
+        .collect();
+    notes.sort();
+    notes.dedup();
+    notes
+}
+
+/// Problems at the base revision say so, since the files may differ at head.
+fn prefix_revision(e: Error, label: &str) -> Error {
+    match e {
+        Error::Invalid(mut d) => {
+            for p in &mut d.0 {
+                p.message = format!("at base revision {label}: {}", p.message);
+            }
+            Error::Invalid(d)
+        }
+        other => other,
+    }
+}
