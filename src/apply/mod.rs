@@ -10,25 +10,28 @@
 //! is ever deleted, and kdeploy adds no labels to the user's objects.
 
 mod environments;
+mod kinds;
 pub mod lease;
 pub mod live;
 pub mod owners;
 mod preflight;
+mod prune;
 pub mod record;
 pub mod replace;
 mod rollback;
 
 pub use environments::{apply_states, deploy_environments};
+use kinds::{Kinds, api_for};
 use preflight::{ensure_namespace, namespace_created_by_plan, preflight, wait_established};
+use prune::delete_entries;
 use rollback::{rollback, secret_values};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
-use kube::core::GroupVersion;
-use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::discovery::{ApiResource, Scope};
 use serde::Serialize;
 
 use crate::resource::{self, Resource, ResourceId};
@@ -355,122 +358,6 @@ pub fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
         other => other.to_string(),
-    }
-}
-
-/// Discovery, per group/version, refreshed after CRDs are established.
-struct Kinds {
-    client: kube::Client,
-    by_gv: HashMap<(String, String), Vec<(ApiResource, ApiCapabilities)>>,
-}
-
-impl Kinds {
-    fn new(client: kube::Client) -> Kinds {
-        Kinds {
-            client,
-            by_gv: HashMap::new(),
-        }
-    }
-
-    async fn resolve(
-        &mut self,
-        api_version: &str,
-        kind: &str,
-        opts: &Options,
-    ) -> Result<Option<(ApiResource, ApiCapabilities)>, kube::Error> {
-        let (group, version) = resource::split_api_version(api_version);
-        let key = (group.to_string(), version.to_string());
-        if !self.by_gv.contains_key(&key) {
-            let gv = GroupVersion::gv(group, version);
-            let client = self.client.clone();
-            let found = with_retry(opts, || kube::discovery::pinned_group(&client, &gv)).await;
-            let list = match found {
-                Ok(g) => g.versioned_resources(version),
-                Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-                Err(e) => return Err(e),
-            };
-            self.by_gv.insert(key.clone(), list);
-        }
-        Ok(self.by_gv[&key]
-            .iter()
-            .find(|(ar, _)| ar.kind == kind)
-            .cloned())
-    }
-
-    fn forget(&mut self, group: &str) {
-        self.by_gv.retain(|(g, _), _| g != group);
-    }
-}
-
-fn api_for(
-    client: &kube::Client,
-    ar: &ApiResource,
-    caps: &ApiCapabilities,
-    namespace: Option<&str>,
-) -> Api<DynamicObject> {
-    match (&caps.scope, namespace) {
-        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, ar),
-        _ => Api::all_with(client.clone(), ar),
-    }
-}
-
-/// Deletes what the previous state had and the head has not, in reverse
-/// apply order; stops at the first failure.
-#[allow(clippy::too_many_arguments)]
-async fn delete_entries(
-    client: &kube::Client,
-    kinds: &mut Kinds,
-    to_delete: Vec<&Entry>,
-    opts: &Options,
-    report: &mut Report,
-    to_track: &mut Vec<crate::wait::Target>,
-    global_timeout: Duration,
-) {
-    let mut deletions = to_delete;
-    deletions.sort_by_key(|e| std::cmp::Reverse(resource::kind_rank(&e.id().group, &e.kind)));
-    let mut dp = DeleteParams {
-        propagation_policy: Some(opts.propagation.clone()),
-        ..DeleteParams::default()
-    };
-    dp.dry_run = opts.dry_run;
-    for e in deletions {
-        let id = e.id();
-        let resolved = kinds.resolve(&e.api_version, &e.kind, opts).await;
-        let result = match resolved {
-            Ok(Some((ar, caps))) => {
-                let api = api_for(client, &ar, &caps, id.namespace.as_deref());
-                if opts.wait.is_some() && !opts.dry_run {
-                    to_track.push(crate::wait::Target {
-                        id: id.clone(),
-                        app: e.app.clone(),
-                        api: ar.clone(),
-                        namespaced: matches!(caps.scope, Scope::Namespaced),
-                        timeout: global_timeout,
-                        deleted: true,
-                    });
-                }
-                match with_retry(opts, || api.delete(&id.name, &dp)).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                    Err(e) => Err(api_message(&e)),
-                }
-            }
-            // The kind is gone (its CRD was deleted): so are its objects.
-            Ok(None) => Ok(()),
-            Err(err) => Err(api_message(&err)),
-        };
-        match result {
-            Ok(()) => report.deleted.push(id.to_string()),
-            Err(error) => {
-                report.failed.push(Failure {
-                    app: e.app.clone(),
-                    id: id.to_string(),
-                    source: format!("deploy record of app {}", e.app),
-                    error,
-                });
-                break;
-            }
-        }
     }
 }
 
