@@ -318,12 +318,15 @@ pub async fn command(repo: &Path, filter: &Filter, check: bool) -> anyhow::Resul
     let registry = registry::Registry::new(&settings.insecure_registries);
     let resolved = resolve(&registry, refs.keys().cloned(), &previous, CONCURRENCY).await;
     let mut next = previous.clone();
+    // One line per reference, in reference order.
+    let mut lines: BTreeMap<String, String> = BTreeMap::new();
     if filter.is_all() {
         next.entries.retain(|r, _| refs.contains_key(r));
         for r in previous.entries.keys().filter(|r| !refs.contains_key(*r)) {
-            report
-                .lines
-                .push(format!("  removed  {r} (no rendered resource uses it)"));
+            lines.insert(
+                r.clone(),
+                format!("  removed  {r} (no rendered resource uses it)"),
+            );
         }
     }
     for r in &resolved {
@@ -334,11 +337,10 @@ pub async fn command(repo: &Path, filter: &Filter, check: bool) -> anyhow::Resul
                     Some(b) if b == digest => "unchanged".to_string(),
                     Some(b) => format!("changed from {}", short(b)),
                 };
-                report.lines.push(format!(
-                    "  locked   {} {} ({what})",
-                    r.reference,
-                    short(digest)
-                ));
+                lines.insert(
+                    r.reference.clone(),
+                    format!("  locked   {} {} ({what})", r.reference, short(digest)),
+                );
                 next.entries.insert(r.reference.clone(), digest.clone());
             }
             Err(e) => {
@@ -351,11 +353,11 @@ pub async fn command(repo: &Path, filter: &Filter, check: bool) -> anyhow::Resul
                     .first()
                     .map(|u| format!(" (used by {}: {})", u.release, u.at))
                     .unwrap_or_default();
-                report.lines.push(format!("  failed   {e}{first}"));
+                lines.insert(r.reference.clone(), format!("  failed   {e}{first}"));
             }
         }
     }
-    report.lines.sort_by(|a, b| a[11..].cmp(&b[11..]));
+    report.lines = lines.into_values().collect();
     if report.failed == 0 && next != previous {
         write_atomically(&path, &next.to_text())
             .with_context(|| format!("cannot write {}", settings.lock_file))?;

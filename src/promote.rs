@@ -8,17 +8,6 @@ use std::path::Path;
 use crate::config::Filter;
 use crate::images::update::{self, Change};
 
-/// The version a release runs: its env `version`, else its app `version`.
-fn effective(repo: &Path, app_dir: &str, env_dir: &str) -> Option<String> {
-    let read = |p: String| {
-        std::fs::read_to_string(repo.join(p))
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-    };
-    read(format!("{env_dir}/version")).or_else(|| read(format!("{app_dir}/version")))
-}
-
 /// Copies versions from `from` to `to` for the apps `filter` selects that
 /// have both environments. Returns what changed (or would, with `dry_run`).
 ///
@@ -34,7 +23,8 @@ pub fn versions(
     if from == to {
         anyhow::bail!("--from and --to are both `{from}`: nothing to promote");
     }
-    let (layout, _) = update::open(repo, filter)?;
+    let tree = update::WorkTree::open(repo, filter)?;
+    let layout = &tree.layout;
     for env in [from, to] {
         if !layout.releases.iter().any(|s| s.env == env) {
             let mut known: Vec<&str> = layout.releases.iter().map(|s| s.env.as_str()).collect();
@@ -55,19 +45,14 @@ pub fn versions(
         else {
             continue;
         };
-        let app_dir = source
-            .app_config
-            .path
-            .strip_suffix("/config.yaml")
-            .unwrap_or(&source.app_config.path);
-        let Some(version) = effective(repo, app_dir, source.env_dir()) else {
+        let Some(version) = tree.version(source) else {
             continue;
         };
-        let current = effective(repo, app_dir, target.env_dir());
+        let current = tree.version(target);
         if current.as_deref() == Some(version.as_str()) {
             continue;
         }
-        let file = format!("{}/version", target.env_dir());
+        let file = update::env_version_file(target);
         if !dry_run {
             update::write_version(repo, &file, &version)?;
         }

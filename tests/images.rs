@@ -371,3 +371,32 @@ fn a_repo_that_locks_images_gets_the_bumped_image_locked_too() {
         render.stdout
     );
 }
+
+#[test]
+fn version_files_are_read_inside_the_repo_only() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("version");
+    std::fs::write(&secret, "OUTSIDE-CANARY-7d1\n").unwrap();
+    let repo = Repo::with_app();
+    std::os::unix::fs::symlink(&secret, repo.path().join("services/api/staging/version")).unwrap();
+    for args in [
+        &[
+            "promote",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--dry-run",
+        ][..],
+        &["set-version", "api", "staging", "1.2.3"][..],
+    ] {
+        let run = kdeploy(&repo, args);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(!all.contains("OUTSIDE-CANARY"), "{args:?}: {all}");
+        assert_ne!(run.code, 0, "{args:?}: {all}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "OUTSIDE-CANARY-7d1\n"
+    );
+}

@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 
 use super::policy::{self, Compiled};
 use super::registry::Registry;
-use crate::config::{Filter, ImagePolicy, Layout, SETTINGS_FILE};
+use crate::config::{Filter, ImagePolicy, Layout, ReleaseSpec, SETTINGS_FILE};
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::source::{Revision, Snapshot};
 
@@ -63,15 +63,63 @@ pub fn is_valid_tag(tag: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// The work tree's layout (kdeploy.yaml and releases), and the text of
-/// kdeploy.yaml for pointing at lines.
-pub(crate) fn open(repo: &Path, filter: &Filter) -> anyhow::Result<(Layout, String)> {
-    let snapshot = Snapshot::open(repo, &Revision::parse(None))?;
-    let reader = snapshot.reader();
-    let layout =
-        Layout::load(&reader, &snapshot.root(), filter).map_err(crate::render::Error::from)?;
-    let text = std::fs::read_to_string(repo.join(SETTINGS_FILE)).unwrap_or_default();
-    Ok((layout, text))
+/// The work tree as kdeploy reads it: the snapshot (whose reader refuses
+/// links out of the repo), its layout, and kdeploy.yaml's text for lines.
+pub(crate) struct WorkTree {
+    snapshot: Snapshot,
+    /// Settings and releases.
+    pub(crate) layout: Layout,
+    settings_text: String,
+}
+
+impl WorkTree {
+    /// Opens `repo`'s work tree with the releases `filter` selects.
+    ///
+    /// # Errors
+    /// An unreadable or invalid layout.
+    pub(crate) fn open(repo: &Path, filter: &Filter) -> anyhow::Result<WorkTree> {
+        let snapshot = Snapshot::open(repo, &Revision::parse(None))?;
+        let reader = snapshot.reader();
+        let root = snapshot.root();
+        let layout = Layout::load(&reader, &root, filter).map_err(crate::render::Error::from)?;
+        let settings_text = match reader.child(&root, SETTINGS_FILE)? {
+            Some(node) if !node.is_dir => reader.read_text(&node)?,
+            _ => String::new(),
+        };
+        drop(reader);
+        Ok(WorkTree {
+            snapshot,
+            layout,
+            settings_text,
+        })
+    }
+
+    /// The version `spec` runs (its env `version`, else its app `version`),
+    /// read as the renderer reads it.
+    pub(crate) fn version(&self, spec: &ReleaseSpec) -> Option<String> {
+        self.read_version(spec.env_version.as_ref())
+            .or_else(|| self.read_version(spec.app_version.as_ref()))
+    }
+
+    fn read_version(&self, node: Option<&crate::source::Node>) -> Option<String> {
+        let text = self.snapshot.reader().read_text(node?).ok()?;
+        Some(text.trim().to_string()).filter(|t| !t.is_empty())
+    }
+}
+
+/// `services/<app>/version` of a release.
+fn app_version_file(spec: &ReleaseSpec) -> String {
+    let app_dir = spec
+        .app_config
+        .path
+        .strip_suffix("/config.yaml")
+        .unwrap_or(&spec.app_config.path);
+    format!("{app_dir}/version")
+}
+
+/// `services/<app>/<env>/version` of a release.
+pub(crate) fn env_version_file(spec: &ReleaseSpec) -> String {
+    format!("{}/version", spec.env_dir())
 }
 
 /// Compiles the policies of the selected apps; problems at their lines.
@@ -114,35 +162,22 @@ struct Target {
     current: Option<String>,
 }
 
-fn target(repo: &Path, layout: &Layout, app: &str, env: Option<&str>) -> Option<Target> {
-    let spec = layout
+fn target(tree: &WorkTree, app: &str, env: Option<&str>) -> Option<Target> {
+    let spec = tree
+        .layout
         .releases
         .iter()
         .find(|s| s.app == app && env.is_none_or(|e| s.env == e))?;
-    let app_dir = spec
-        .app_config
-        .path
-        .strip_suffix("/config.yaml")
-        .unwrap_or(&spec.app_config.path)
-        .to_string();
-    let read = |p: &str| {
-        std::fs::read_to_string(repo.join(p))
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-    };
-    let app_file = format!("{app_dir}/version");
-    match env {
-        Some(_) => {
-            let file = format!("{}/version", spec.env_dir());
-            let current = read(&file).or_else(|| read(&app_file));
-            Some(Target { file, current })
-        }
-        None => Some(Target {
-            current: read(&app_file),
-            file: app_file,
-        }),
-    }
+    Some(match env {
+        Some(_) => Target {
+            file: env_version_file(spec),
+            current: tree.version(spec),
+        },
+        None => Target {
+            file: app_version_file(spec),
+            current: tree.read_version(spec.app_version.as_ref()),
+        },
+    })
 }
 
 /// Writes a version file of the work tree (never through a link).
@@ -164,8 +199,9 @@ pub(crate) fn write_version(repo: &Path, file: &str, version: &str) -> anyhow::R
 /// Invalid policies (at their kdeploy.yaml line), registry failures
 /// (nothing is written then), unwritable files.
 pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Result<Outcome> {
-    let (layout, text) = open(repo, filter)?;
-    let policies = compile_all(&layout, &text, filter)?;
+    let tree = WorkTree::open(repo, filter)?;
+    let layout = &tree.layout;
+    let policies = compile_all(layout, &tree.settings_text, filter)?;
     let registry = Registry::new(&layout.settings.images.insecure_registries);
     let repositories: Vec<String> = policies
         .values()
@@ -219,7 +255,7 @@ pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Resu
                 .collect()
         };
         for env in envs {
-            let Some(t) = target(repo, &layout, app, env) else {
+            let Some(t) = target(&tree, app, env) else {
                 outcome.notices.push(format!(
                     "{app} {}: no such release in services/; the policy's environment is skipped",
                     env.unwrap_or("(app)")
@@ -330,7 +366,8 @@ pub fn set_version(
     version: &str,
 ) -> anyhow::Result<Option<Change>> {
     let filter = Filter::default();
-    let (layout, text) = open(repo, &filter)?;
+    let tree = WorkTree::open(repo, &filter)?;
+    let layout = &tree.layout;
     if !is_valid_tag(version) {
         anyhow::bail!(
             "`{version}` is not a valid image tag: letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`"
@@ -347,7 +384,7 @@ pub fn set_version(
             known.join(", ")
         );
     }
-    let policies = compile_all(&layout, &text, &Filter::new(None, Some(app))?)?;
+    let policies = compile_all(layout, &tree.settings_text, &Filter::new(None, Some(app))?)?;
     let why = match policies.get(app) {
         Some((p, compiled)) => {
             if !compiled.admits(version) {
@@ -367,7 +404,7 @@ pub fn set_version(
         }
         None => "set by hand".to_string(),
     };
-    let Some(t) = target(repo, &layout, app, Some(env)) else {
+    let Some(t) = target(&tree, app, Some(env)) else {
         anyhow::bail!("there is no release {app}/{env}");
     };
     if t.current.as_deref() == Some(version) {

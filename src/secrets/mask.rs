@@ -34,6 +34,8 @@ struct Registry {
     /// Every form of every value, however short, for whole-field matches
     /// (Secret data in rendered output).
     exact: Option<std::collections::HashMap<String, String>>,
+    /// Values were added since `matcher` was built.
+    dirty: bool,
 }
 
 static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
@@ -41,6 +43,7 @@ static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
     labels: Vec::new(),
     matcher: None,
     exact: None,
+    dirty: false,
 });
 
 /// Registers a secret value (each line of it, and its base64 form, since
@@ -78,12 +81,9 @@ pub fn register(value: &str, origin: &str) {
         }
     }
     if added {
-        let labels = Arc::new(reg.labels.clone());
-        reg.matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(&reg.needles)
-            .ok()
-            .map(|m| (Arc::new(m), labels));
+        // Built on the next read: decrypting a file registers many values.
+        reg.matcher = None;
+        reg.dirty = true;
     }
 }
 
@@ -127,7 +127,23 @@ pub fn redact_secret_fields(object: &Value) -> Option<Value> {
 }
 
 fn snapshot() -> Option<(Arc<AhoCorasick>, Arc<Vec<String>>)> {
-    REGISTRY.read().ok()?.matcher.clone()
+    {
+        let reg = REGISTRY.read().ok()?;
+        if !reg.dirty {
+            return reg.matcher.clone();
+        }
+    }
+    let mut reg = REGISTRY.write().ok()?;
+    if reg.dirty {
+        let labels = Arc::new(reg.labels.clone());
+        reg.matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&reg.needles)
+            .ok()
+            .map(|m| (Arc::new(m), labels));
+        reg.dirty = false;
+    }
+    reg.matcher.clone()
 }
 
 /// `text` with every registered value replaced by where it came from.

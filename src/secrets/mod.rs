@@ -91,9 +91,8 @@ pub fn open_values(path: &str, text: &str, need: Need) -> Result<Opened, Diagnos
     if !has_metadata(&encrypted) {
         return Err(not_encrypted(path));
     }
-    let mut opened = open_docs(path, text, vec![encrypted], need)?;
+    let (mut opened, sealed) = open_docs(path, text, vec![encrypted], need)?;
     let value = opened.pop().unwrap_or(Value::Null);
-    let sealed = sealed_of(path, text, &value, need)?;
     match value {
         Value::Object(_) => Ok(Opened { value, sealed }),
         Value::Null => Ok(Opened {
@@ -148,11 +147,7 @@ pub fn open_manifests(
             Ok(None)
         };
     }
-    let opened = open_docs(path, text, docs, need)?;
-    let sealed = match opened.first() {
-        Some(first) => sealed_of(path, text, first, need)?,
-        None => None,
-    };
+    let (opened, sealed) = open_docs(path, text, docs, need)?;
     let text = opened
         .iter()
         .map(yaml::to_canonical)
@@ -161,13 +156,14 @@ pub fn open_manifests(
     Ok(Some((text, sealed)))
 }
 
-/// Decrypts (or, when allowed, seals) the documents of one file.
+/// Decrypts (or, when allowed, seals) the documents of one file; the file
+/// is reported as [`Sealed`] when its values are placeholders.
 fn open_docs(
     path: &str,
     text: &str,
     encrypted: Vec<Value>,
     need: Need,
-) -> Result<Vec<Value>, Diagnostic> {
+) -> Result<(Vec<Value>, Option<Sealed>), Diagnostic> {
     match sops::decrypt(text, format_of(path)) {
         Ok(plain) => {
             let decrypted = parse_plain(path, &plain)?;
@@ -179,36 +175,25 @@ fn open_docs(
                 };
                 register(enc, dec, &prefix);
             }
-            Ok(decrypted)
+            Ok((decrypted, None))
         }
-        Err(failure) => match (failure, need) {
-            (sops::Failure::NoKey(_) | sops::Failure::Missing(_), Need::Optional) => {
-                Ok(encrypted.into_iter().map(placeholders).collect())
-            }
-            (failure, _) => Err(explain(path, failure)),
-        },
+        Err(failure) => {
+            let why = match (&failure, need) {
+                (sops::Failure::NoKey(_), Need::Optional) => "no key in this job opens it",
+                (sops::Failure::Missing(_), Need::Optional) => "sops is not installed here",
+                _ => return Err(explain(path, failure)),
+            };
+            let sealed = Sealed {
+                path: path.to_string(),
+                digest: short_hash(text),
+                why: why.to_string(),
+            };
+            Ok((
+                encrypted.into_iter().map(placeholders).collect(),
+                Some(sealed),
+            ))
+        }
     }
-}
-
-/// Marks the result as sealed when its values are placeholders.
-fn sealed_of(
-    path: &str,
-    text: &str,
-    value: &Value,
-    need: Need,
-) -> Result<Option<Sealed>, Diagnostic> {
-    if need == Need::Required || !contains_placeholder(value) {
-        return Ok(None);
-    }
-    let why = match sops::decrypt(text, format_of(path)) {
-        Err(sops::Failure::Missing(_)) => "sops is not installed here",
-        _ => "no key in this job opens it",
-    };
-    Ok(Some(Sealed {
-        path: path.to_string(),
-        digest: short_hash(text),
-        why: why.to_string(),
-    }))
 }
 
 const PLACEHOLDER_PREFIX: &str = "sopsNotDecrypted";
@@ -218,15 +203,6 @@ const PLACEHOLDER_PREFIX: &str = "sopsNotDecrypted";
 /// base64 (so it passes where Secret `data` is expected).
 fn placeholder(ciphertext: &str) -> String {
     format!("{PLACEHOLDER_PREFIX}{}", short_hash(ciphertext))
-}
-
-fn contains_placeholder(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.starts_with(PLACEHOLDER_PREFIX),
-        Value::Array(a) => a.iter().any(contains_placeholder),
-        Value::Object(m) => m.values().any(contains_placeholder),
-        _ => false,
-    }
 }
 
 fn short_hash(text: &str) -> String {
@@ -365,7 +341,6 @@ mod tests {
         assert!(a.starts_with(PLACEHOLDER_PREFIX));
         assert_eq!(a.len() % 4, 0, "valid base64 length: {a}");
         assert_eq!(placeholders(doc)["A"], p["A"]);
-        assert!(contains_placeholder(&p));
     }
 
     #[test]
