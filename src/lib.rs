@@ -39,6 +39,7 @@ pub mod lock;
 pub mod output;
 pub mod plan;
 pub mod promote;
+pub mod publish;
 pub mod render;
 pub mod report;
 pub mod resource;

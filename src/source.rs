@@ -412,7 +412,7 @@ pub fn resolve_commit(repo: &gix::Repository, spec: &str) -> Result<ObjectId, Er
 }
 
 /// Path of `dir` relative to the repository's work tree, `/`-separated.
-fn prefix_in_repo(repo: &gix::Repository, dir: &Path) -> String {
+pub fn prefix_in_repo(repo: &gix::Repository, dir: &Path) -> String {
     let (Some(workdir), Ok(dir)) = (repo.workdir(), dir.canonicalize()) else {
         return String::new();
     };

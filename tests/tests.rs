@@ -19,6 +19,7 @@ mod lint;
 mod lock;
 mod plan;
 mod properties;
+mod publish;
 mod render;
 mod secrets;
 mod shared_cluster;

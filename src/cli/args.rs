@@ -134,6 +134,37 @@ pub struct ImagesUpdateArgs {
     /// Print what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Where the change goes.
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+/// `--pr` / `--push`: publish a change through the GitHub API instead of
+/// leaving it in the work tree.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct PublishArgs {
+    /// Commit the change on a branch `kdeploy/…` and open (or update) a pull
+    /// request with the plan as its body, one per release; needs
+    /// GITHUB_TOKEN and GITHUB_REPOSITORY. The work tree is left as it was.
+    #[arg(long, conflicts_with = "push")]
+    pub pr: bool,
+    /// Commit the change onto the checked-out branch through the GitHub API
+    /// (only as a fast-forward); for environments that deploy every new tag.
+    #[arg(long)]
+    pub push: bool,
+}
+
+impl PublishArgs {
+    /// The chosen way, if any.
+    pub fn how(&self) -> Option<crate::publish::Publish> {
+        if self.pr {
+            Some(crate::publish::Publish::PullRequest)
+        } else if self.push {
+            Some(crate::publish::Publish::Push)
+        } else {
+            None
+        }
+    }
 }
 
 /// `kdeploy promote`.
@@ -154,6 +185,9 @@ pub struct PromoteArgs {
     /// The config repo directory.
     #[arg(long, default_value = ".", value_name = "PATH")]
     pub repo: PathBuf,
+    /// Where the change goes.
+    #[command(flatten)]
+    pub publish: PublishArgs,
 }
 
 /// `kdeploy set-version`.
@@ -168,6 +202,9 @@ pub struct SetVersionArgs {
     /// The config repo directory.
     #[arg(long, default_value = ".", value_name = "PATH")]
     pub repo: PathBuf,
+    /// Where the change goes.
+    #[command(flatten)]
+    pub publish: PublishArgs,
 }
 
 /// `kdeploy lock`.

@@ -4,33 +4,97 @@
 use std::io::Write;
 
 use super::{
-    ChangeArgs, ImagesUpdateArgs, LockArgs, Outcome, PromoteArgs, Selection, SetVersionArgs,
-    block_on,
+    ImagesUpdateArgs, LockArgs, Outcome, PromoteArgs, PublishArgs, SetVersionArgs, block_on,
 };
 use crate::report;
 
-/// `kdeploy images update`: one line per version file changed, then notices.
+/// `kdeploy images update`: one line per version file changed, then notices;
+/// with `--pr`/`--push`, one line per pull request or commit.
 pub(super) fn update(args: &ImagesUpdateArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let filter = args.selection.filter()?;
+    let how = publishing(args.publish, args.dry_run)?;
     let outcome = block_on(crate::images::update::update(
         &args.selection.repo,
         &filter,
-        args.dry_run,
+        args.dry_run || how.is_some(),
     ))?;
     for c in &outcome.changes {
-        writeln!(
-            out,
-            "{}{c}",
-            if args.dry_run { "would set " } else { "set " }
-        )?;
+        writeln!(out, "{}{c}", verb(args.dry_run, how))?;
     }
     for n in &outcome.notices {
         writeln!(out, "  {n}")?;
     }
     if outcome.changes.is_empty() {
         writeln!(out, "no version changes")?;
+        return Ok(Outcome::Clean);
+    }
+    if let Some(how) = how {
+        publish_changes(
+            &args.selection.repo,
+            how,
+            &outcome.changes,
+            "version",
+            false,
+            out,
+        )?;
     }
     Ok(Outcome::Clean)
+}
+
+/// `--pr`/`--push`, refused together with `--dry-run`.
+fn publishing(args: PublishArgs, dry_run: bool) -> anyhow::Result<Option<crate::publish::Publish>> {
+    let how = args.how();
+    if how.is_some() && dry_run {
+        anyhow::bail!("--dry-run writes nothing, so it cannot be combined with --pr or --push");
+    }
+    Ok(how)
+}
+
+fn verb(dry_run: bool, how: Option<crate::publish::Publish>) -> &'static str {
+    match (dry_run, how) {
+        (true, _) => "would set ",
+        (false, Some(_)) => "propose ",
+        (false, None) => "set ",
+    }
+}
+
+/// Stages `changes` as change sets and publishes them: per release for a
+/// pull request, in one commit for a push.
+fn publish_changes(
+    repo: &std::path::Path,
+    how: crate::publish::Publish,
+    changes: &[crate::images::update::Change],
+    kind: &str,
+    show_plan: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use crate::publish::{self, Grouping, Publish};
+    let credentials = publish::Credentials::from_env(|k| std::env::var(k).ok())?;
+    let github_ref = std::env::var("GITHUB_REF").ok();
+    let grouping = match how {
+        Publish::PullRequest if kind == "version" => Grouping::PerRelease,
+        _ => Grouping::Together,
+    };
+    // One runtime for all of it: the API client lives inside it.
+    block_on(async {
+        let remote = publish::Remote::open(
+            repo,
+            &credentials,
+            github_ref.as_deref(),
+            crate::github::RetryPolicy::default(),
+        )?;
+        let sets = publish::stage(repo, changes, grouping, kind).await?;
+        for set in &sets {
+            if show_plan {
+                writeln!(out)?;
+                report::text_with(&set.plan, false, true, out)?;
+                writeln!(out)?;
+            }
+            let done = publish::publish(&remote, how, set).await?;
+            writeln!(out, "{}: {done}", set.title)?;
+        }
+        Ok(())
+    })
 }
 
 /// `kdeploy promote`: the versions copied, then the plan they cause.
@@ -39,9 +103,15 @@ pub(super) fn promote(
     color: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
+    let how = publishing(args.publish, args.dry_run)?;
     let filter = crate::config::Filter::new(None, args.app.as_deref())?;
-    let changes =
-        crate::promote::versions(&args.repo, &args.from, &args.to, &filter, args.dry_run)?;
+    let changes = crate::promote::versions(
+        &args.repo,
+        &args.from,
+        &args.to,
+        &filter,
+        args.dry_run || how.is_some(),
+    )?;
     if changes.is_empty() {
         writeln!(
             out,
@@ -51,25 +121,19 @@ pub(super) fn promote(
         return Ok(Outcome::Clean);
     }
     for c in &changes {
-        writeln!(
-            out,
-            "{}{c}",
-            if args.dry_run { "would set " } else { "set " }
-        )?;
+        writeln!(out, "{}{c}", verb(args.dry_run, how))?;
     }
-    if !args.dry_run {
+    if let Some(how) = how {
+        let kind = format!(
+            "promote/{}-to-{}",
+            crate::publish::branch_part(&args.from),
+            crate::publish::branch_part(&args.to)
+        );
+        publish_changes(&args.repo, how, &changes, &kind, true, out)?;
+    } else if !args.dry_run {
         // The plan the promotion causes: HEAD against the work tree.
-        let change = ChangeArgs {
-            selection: Selection {
-                repo: args.repo.clone(),
-                env: Some(args.to.clone()),
-                app: args.app.clone(),
-            },
-            base: "HEAD".into(),
-            head: ".".into(),
-            config: None,
-        };
-        let (_, plan) = change.plan(3)?;
+        let filter = crate::config::Filter::new(Some(&args.to), args.app.as_deref())?;
+        let plan = crate::publish::plan_work_tree(&args.repo, &filter, 3)?;
         writeln!(out)?;
         report::text_with(&plan, color, true, out)?;
     }
@@ -78,8 +142,21 @@ pub(super) fn promote(
 
 /// `kdeploy set-version`.
 pub(super) fn set_version(args: &SetVersionArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    match crate::images::update::set_version(&args.repo, &args.app, &args.env, &args.version)? {
-        Some(c) => writeln!(out, "set {c}")?,
+    let how = args.publish.how();
+    let change = crate::images::update::set_version(
+        &args.repo,
+        &args.app,
+        &args.env,
+        &args.version,
+        how.is_none(),
+    )?;
+    match change {
+        Some(c) => {
+            writeln!(out, "{}{c}", verb(false, how))?;
+            if let Some(how) = how {
+                publish_changes(&args.repo, how, &[c], "version", false, out)?;
+            }
+        }
         None => writeln!(
             out,
             "{}/{} is already at {}",

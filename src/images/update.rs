@@ -328,7 +328,11 @@ pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Resu
 }
 
 /// Refreshes the image lock for the releases `changes` touched.
-async fn relock(repo: &Path, changes: &[Change], notes: &mut Vec<String>) -> anyhow::Result<()> {
+pub(crate) async fn relock(
+    repo: &Path,
+    changes: &[Change],
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for c in changes {
         if !seen.insert((c.app.clone(), c.env.clone())) {
@@ -354,7 +358,8 @@ async fn relock(repo: &Path, changes: &[Change], notes: &mut Vec<String>) -> any
     Ok(())
 }
 
-/// `kdeploy set-version APP ENV VERSION`: writes one version file, after
+/// `kdeploy set-version APP ENV VERSION`: writes one version file (unless
+/// `write` is false: the change is returned for publishing), after
 /// checking the version is a tag and passes the app's policy pattern.
 ///
 /// # Errors
@@ -364,6 +369,7 @@ pub fn set_version(
     app: &str,
     env: &str,
     version: &str,
+    write: bool,
 ) -> anyhow::Result<Option<Change>> {
     let filter = Filter::default();
     let tree = WorkTree::open(repo, &filter)?;
@@ -410,7 +416,9 @@ pub fn set_version(
     if t.current.as_deref() == Some(version) {
         return Ok(None);
     }
-    write_version(repo, &t.file, version)?;
+    if write {
+        write_version(repo, &t.file, version)?;
+    }
     Ok(Some(Change {
         app: app.to_string(),
         env: Some(env.to_string()),

@@ -13,6 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::Value;
 
+mod git;
+
+pub use git::{Commit, PullRequest};
+
 /// The error returned by API calls.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -220,6 +224,11 @@ impl GitHub {
         })
     }
 
+    /// `owner/name`.
+    pub fn repo(&self) -> &str {
+        &self.repo
+    }
+
     /// Sends a request with retries; returns status, headers and JSON body.
     async fn send(
         &self,
@@ -282,7 +291,7 @@ impl GitHub {
                 _ => {
                     let message = serde_json::from_str::<Value>(&text)
                         .ok()
-                        .and_then(|v| v["message"].as_str().map(str::to_string))
+                        .and_then(|v| error_message(&v))
                         .unwrap_or_else(|| text.chars().take(200).collect());
                     return Err(Error::Status {
                         method: method.name(),
@@ -404,6 +413,21 @@ impl GitHub {
         let path = format!("/repos/{}/deployments/{id}/statuses", self.repo);
         self.send(Method::Post, &path, Some(body)).await.map(|_| ())
     }
+}
+
+/// GitHub's `message`, with the `errors[].message` a 422 carries ("A pull
+/// request already exists for …"), which say more than "Validation Failed".
+fn error_message(v: &Value) -> Option<String> {
+    let message = v["message"].as_str()?.to_string();
+    let details: Vec<&str> = v["errors"]
+        .as_array()
+        .map(|es| es.iter().filter_map(|e| e["message"].as_str()).collect())
+        .unwrap_or_default();
+    Some(if details.is_empty() {
+        message
+    } else {
+        format!("{message}: {}", details.join("; "))
+    })
 }
 
 fn id_of(v: &Value, path: &str) -> Result<u64, Error> {

@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use serde_json::{Value, json};
 
+mod git;
+
 /// The repository the fake serves, as in the octokit/webhooks payloads.
 pub const REPO: &str = "Codertocat/Hello-World";
 const REPO_ID: u64 = 186853002;
@@ -76,6 +78,14 @@ struct Inner {
     check_runs: BTreeMap<u64, Value>,
     deployments: BTreeMap<u64, (Value, Vec<Value>)>,
     page_size: usize,
+    /// Commits, trees, refs and pull requests.
+    git: git::Git,
+    /// Paths (substrings) whose writes answer 403, for a token that lacks
+    /// one permission.
+    denied: Vec<(&'static str, &'static str)>,
+    /// `POST /pulls` answers 403 as when the repository does not let
+    /// Actions open pull requests.
+    no_pull_creation: bool,
 }
 
 /// A running fake.
@@ -126,6 +136,7 @@ impl FakeGitHub {
                     &format!("{prefix}/repos/{{owner}}/{{repo}}/deployments/{{id}}/statuses"),
                     axum::routing::post(create_deployment_status),
                 );
+            app = git::routes(app, prefix);
         }
         let app = app
             .fallback(not_found)
@@ -153,6 +164,18 @@ impl FakeGitHub {
     /// Makes every write answer 403, as for a read-only token.
     pub fn read_only(&self) {
         self.lock().read_only = true;
+    }
+
+    /// Makes writes to paths containing `path` answer 403 naming
+    /// `permission` (`contents=write`), as for a token without it.
+    pub fn deny(&self, path: &'static str, permission: &'static str) {
+        self.lock().denied.push((path, permission));
+    }
+
+    /// Makes `POST /pulls` answer as GitHub does when the repository's
+    /// Actions settings do not allow creating pull requests.
+    pub fn forbid_pull_creation(&self) {
+        self.lock().no_pull_creation = true;
     }
 
     /// Comments on issue `number`, oldest first: (id, body).
@@ -266,6 +289,18 @@ async fn record(
         return json_response(f.status, f.body, &f.headers);
     }
     let writes = parts.method != Method::GET;
+    let denied = lock(&state)
+        .denied
+        .iter()
+        .find(|(p, _)| parts.uri.path().contains(p))
+        .map(|(_, perm)| *perm);
+    if let (true, Some(permission)) = (writes, denied) {
+        return json_response(
+            403,
+            json!({"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest", "status": "403"}),
+            &[("x-accepted-github-permissions", permission.to_string())],
+        );
+    }
     if writes && lock(&state).read_only {
         // GitHub names the permission sets that would have allowed the call.
         let path = parts.uri.path();
@@ -273,6 +308,10 @@ async fn record(
             "checks=write"
         } else if path.contains("/deployments") {
             "deployments=write"
+        } else if path.contains("/git/") {
+            "contents=write"
+        } else if path.contains("/pulls") {
+            "pull_requests=write"
         } else {
             "issues=write; pull_requests=write"
         };
