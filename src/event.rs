@@ -7,6 +7,7 @@
 //! test merge commit); for a push `before`/`after`. Commits missing from a
 //! shallow clone are fetched from `origin` with the `git` CLI.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -57,6 +58,9 @@ pub enum Error {
 #[derive(Debug, Deserialize)]
 struct Sha {
     sha: String,
+    /// The branch name (`main`).
+    #[serde(default, rename = "ref")]
+    branch: Option<String>,
     repo: Option<RepoRef>,
 }
 
@@ -91,6 +95,15 @@ struct PushPayload {
 }
 
 #[derive(Debug, Deserialize)]
+struct RepositoryDispatchPayload {
+    /// The `event_type` the sender chose.
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    client_payload: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
 struct DispatchPayload {
     #[serde(rename = "ref")]
     git_ref: Option<String>,
@@ -118,6 +131,8 @@ pub enum Event {
         target: bool,
         /// Closed with a merge.
         merged: bool,
+        /// The branch the PR would merge into (`main`).
+        base_ref: Option<String>,
     },
     /// `push`: deploy `after`, compared with `before`.
     Push {
@@ -136,6 +151,16 @@ pub enum Event {
         base: Option<String>,
         /// The `head` input, if given.
         head: Option<String>,
+        /// Every input, as text (booleans and numbers too).
+        inputs: BTreeMap<String, String>,
+    },
+    /// `repository_dispatch`: another repository's CI asks for something,
+    /// e.g. `{app, env, version}` after pushing an image.
+    RepositoryDispatch {
+        /// The sender's `event_type`.
+        event_type: String,
+        /// `client_payload`'s scalar fields, as text.
+        payload: BTreeMap<String, String>,
     },
     /// Anything else: kdeploy does nothing.
     Unsupported(String),
@@ -195,6 +220,7 @@ impl Event {
                     from_fork,
                     target: name == "pull_request_target",
                     merged: p.pull_request.merged.unwrap_or(false),
+                    base_ref: p.pull_request.base.branch,
                 }
             }
             "push" => {
@@ -216,14 +242,38 @@ impl Event {
                         .map(str::to_string)
                 };
                 Event::WorkflowDispatch {
-                    git_ref: p.git_ref,
+                    git_ref: p.git_ref.clone(),
                     base: input("base"),
                     head: input("head"),
+                    inputs: scalars(p.inputs.as_ref()),
+                }
+            }
+            "repository_dispatch" => {
+                let p: RepositoryDispatchPayload =
+                    serde_json::from_slice(payload).map_err(malformed)?;
+                Event::RepositoryDispatch {
+                    event_type: p.action.unwrap_or_default(),
+                    payload: scalars(p.client_payload.as_ref()),
                 }
             }
             other => Event::Unsupported(other.to_string()),
         })
     }
+}
+
+/// The scalar fields of a JSON object as text; nested values are left out.
+fn scalars(map: Option<&serde_json::Map<String, serde_json::Value>>) -> BTreeMap<String, String> {
+    map.into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(_) | serde_json::Value::Number(_) => v.to_string(),
+                _ => return None,
+            };
+            Some((k.clone(), text))
+        })
+        .collect()
 }
 
 /// The two commits a run compares.
@@ -410,6 +460,9 @@ pub fn resolve(
             };
             Ok(Revisions { base, head })
         }
+        Event::RepositoryDispatch { .. } => Err(Error::Invalid(
+            "repository_dispatch names no revisions to compare; it runs `mode: images`".into(),
+        )),
         Event::Unsupported(name) => Err(Error::Invalid(format!("event `{name}` is not handled"))),
     }
 }

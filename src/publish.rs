@@ -328,6 +328,31 @@ pub async fn publish(remote: &Remote, how: Publish, set: &ChangeSet) -> anyhow::
     }
 }
 
+/// Stages `changes` and publishes them, `kind` naming the branch
+/// (`version`: one PR per release; anything else: one PR or commit for
+/// all). Stops at the first failure; what was published before stays.
+///
+/// # Errors
+/// As [`stage`] and [`publish`].
+pub async fn changes(
+    remote: &Remote,
+    repo: &Path,
+    how: Publish,
+    changes: &[Change],
+    kind: &str,
+) -> anyhow::Result<Vec<(ChangeSet, Outcome)>> {
+    let grouping = match how {
+        Publish::PullRequest if kind == "version" => Grouping::PerRelease,
+        _ => Grouping::Together,
+    };
+    let mut done = Vec::new();
+    for set in stage(repo, changes, grouping, kind).await? {
+        let outcome = publish(remote, how, &set).await?;
+        done.push((set, outcome));
+    }
+    Ok(done)
+}
+
 /// A branch name part from free text (`api`, `prod*` → `prod_`).
 pub fn branch_part(s: &str) -> String {
     s.chars()

@@ -59,10 +59,13 @@ fn pull_request_payloads() {
             from_fork,
             merged,
             target,
+            base_ref,
         } = e
         else {
             panic!("{file}: not a pull request");
         };
+        // The branch the PR merges into, for branch-bound environments.
+        assert_eq!(base_ref.as_deref(), Some("master"), "{file}");
         assert!(!target, "{file}: a pull_request event");
         assert_eq!(number, 2, "{file}");
         assert_eq!(a, action, "{file}");
@@ -132,6 +135,36 @@ fn workflow_dispatch_has_no_sha() {
         ),
         "{e:?}"
     );
+    // The inputs come along for `mode: images` (app, env, version).
+    let Event::WorkflowDispatch { inputs, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(
+        inputs.get("name").map(String::as_str),
+        Some("Mona the Octocat")
+    );
+}
+
+#[test]
+fn repository_dispatch_carries_its_client_payload() {
+    // The shape GitHub documents for the Actions event: `action` is the
+    // sender's event_type; nested values are not inputs.
+    let e = Event::parse(
+        "repository_dispatch",
+        br#"{"action":"set-version","branch":"main","client_payload":{"app":"api","env":"staging","version":"1.4.2","unit":false,"nested":{"x":1}},"repository":{"full_name":"o/r"}}"#,
+    )
+    .unwrap();
+    let Event::RepositoryDispatch {
+        event_type,
+        payload,
+    } = e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(event_type, "set-version");
+    assert_eq!(payload.get("version").map(String::as_str), Some("1.4.2"));
+    assert_eq!(payload.get("unit").map(String::as_str), Some("false"));
+    assert!(!payload.contains_key("nested"));
 }
 
 #[test]

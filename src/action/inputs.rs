@@ -72,7 +72,7 @@ pub const INPUTS: &[Input] = &[
     Input {
         name: "mode",
         default: "auto",
-        description: "auto (plan on pull_request and workflow_dispatch, apply on push), plan, or apply.",
+        description: "auto (plan on pull_request and workflow_dispatch, apply on push), plan, apply, images (version bumps: `images update`, or `set-version` from a dispatch's app/env/version), or promote (`promote-from` to `promote-to`).",
     },
     Input {
         name: "working-directory",
@@ -108,6 +108,21 @@ pub const INPUTS: &[Input] = &[
         name: "context-lines",
         default: "3",
         description: "Lines of context around each change in diffs.",
+    },
+    Input {
+        name: "publish",
+        default: "pr",
+        description: "Images and promote: `pr` opens or updates a pull request per change (needs `contents: write` and `pull-requests: write`), `push` commits onto the checked-out branch (`contents: write`).",
+    },
+    Input {
+        name: "promote-from",
+        default: "",
+        description: "Promote: the environment whose versions are copied (else the dispatch's `from`).",
+    },
+    Input {
+        name: "promote-to",
+        default: "",
+        description: "Promote: the environment that receives them (else the dispatch's `to`).",
     },
     Input {
         name: "kubeconfig",
@@ -217,8 +232,12 @@ pub fn inputs_help() -> String {
 pub enum Mode {
     /// Plan and report (pull requests).
     Plan,
-    /// Deploy (pushes). Not implemented in this version: plans and says so.
+    /// Deploy (pushes).
     Apply,
+    /// Version bumps: image policies, or one version from a dispatch.
+    Images,
+    /// Copy versions from one environment to another.
+    Promote,
 }
 
 /// The action's inputs, validated.
@@ -241,6 +260,10 @@ pub struct Inputs {
     pub(crate) environment_url: Option<String>,
     /// Plan `pull_request_target` events whose head is another repository.
     pub(crate) allow_pull_request_target: bool,
+    /// How `images` and `promote` publish.
+    pub(crate) publish: crate::publish::Publish,
+    pub(crate) promote_from: Option<String>,
+    pub(crate) promote_to: Option<String>,
 }
 
 /// The value of a parsed input, or its default with the problem recorded.
@@ -300,12 +323,25 @@ impl Inputs {
             None | Some("auto") => None,
             Some("plan") => Some(Mode::Plan),
             Some("apply") => Some(Mode::Apply),
+            Some("images") => Some(Mode::Images),
+            Some("promote") => Some(Mode::Promote),
             Some(other) => take(
                 p,
                 Err(anyhow::anyhow!(
-                    "input `mode` must be auto, plan or apply, got `{other}`"
+                    "input `mode` must be auto, plan, apply, images or promote, got `{other}`"
                 )),
                 None,
+            ),
+        };
+        let publish = match env.input("publish").map(str::trim) {
+            None | Some("pr") => crate::publish::Publish::PullRequest,
+            Some("push") => crate::publish::Publish::Push,
+            Some(other) => take(
+                p,
+                Err(anyhow::anyhow!(
+                    "input `publish` must be pr or push, got `{other}`"
+                )),
+                crate::publish::Publish::PullRequest,
             ),
         };
         let workflow = env.var("GITHUB_WORKFLOW").unwrap_or("kdeploy");
@@ -379,6 +415,9 @@ impl Inputs {
             github_deployments,
             environment_url: env.input("environment-url").map(str::to_string),
             allow_pull_request_target,
+            publish,
+            promote_from: env.input("promote-from").map(str::to_string),
+            promote_to: env.input("promote-to").map(str::to_string),
         };
         problems.into_result(inputs).map_err(anyhow::Error::from)
     }

@@ -19,6 +19,7 @@ use crate::plan::{self, Plan};
 use crate::source::Snapshot;
 use crate::{comment, render, report};
 
+mod automation;
 mod inputs;
 
 pub use inputs::{ActionEnv, INPUTS, Input, Inputs, Mode, inputs_help};
@@ -251,9 +252,25 @@ async fn run_steps(
         }
         runner.warning("`pull_request_target` runs with this repository's token and secrets; kdeploy renders the pull request's files, so use it only for pull requests from this repository (prefer `pull_request`)")?;
     }
+    let workspace = PathBuf::from(env.var("GITHUB_WORKSPACE").unwrap_or("."));
+    let repo_dir = workspace.join(&inputs.working_directory);
+    if env.var("GITHUB_ACTIONS") == Some("true") {
+        // The container runs as another user than the one owning the checkout.
+        let _ = std::process::Command::new("git")
+            .args(["config", "--global", "--add", "safe.directory"])
+            .arg(&workspace)
+            .status();
+    }
+    if let Some(mode @ (Mode::Images | Mode::Promote)) = inputs.mode {
+        return automation::run(&mut runner, &inputs, &event, mode, &repo_dir, retry).await;
+    }
     let mode = match (&event, inputs.mode) {
         (Event::Unsupported(name), _) => {
-            runner.notice(&format!("kdeploy does nothing on `{name}` events (it handles pull_request, push and workflow_dispatch)"))?;
+            runner.notice(&format!("kdeploy does nothing on `{name}` events (it handles pull_request, push and workflow_dispatch; `mode: images` and `mode: promote` run on any)"))?;
+            return Ok(0);
+        }
+        (Event::RepositoryDispatch { event_type, .. }, _) => {
+            runner.notice(&format!("repository_dispatch `{event_type}`: set `mode: images` to turn a dispatched {{app, env, version}} into a version change"))?;
             return Ok(0);
         }
         (Event::PullRequest { action, .. }, _) if action == "closed" => {
@@ -270,16 +287,6 @@ async fn run_steps(
         (Event::Push { .. }, None) => Mode::Apply,
         (_, None) => Mode::Plan,
     };
-
-    let workspace = PathBuf::from(env.var("GITHUB_WORKSPACE").unwrap_or("."));
-    let repo_dir = workspace.join(&inputs.working_directory);
-    if env.var("GITHUB_ACTIONS") == Some("true") {
-        // The container runs as another user than the one owning the checkout.
-        let _ = std::process::Command::new("git")
-            .args(["config", "--global", "--add", "safe.directory"])
-            .arg(&workspace)
-            .status();
-    }
 
     runner.group("Resolve revisions")?;
     // A checkout with `persist-credentials: false` cannot fetch what it

@@ -68,33 +68,28 @@ fn publish_changes(
     show_plan: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    use crate::publish::{self, Grouping, Publish};
+    use crate::publish;
     let credentials = publish::Credentials::from_env(|k| std::env::var(k).ok())?;
     let github_ref = std::env::var("GITHUB_REF").ok();
-    let grouping = match how {
-        Publish::PullRequest if kind == "version" => Grouping::PerRelease,
-        _ => Grouping::Together,
-    };
     // One runtime for all of it: the API client lives inside it.
-    block_on(async {
+    let done = block_on(async {
         let remote = publish::Remote::open(
             repo,
             &credentials,
             github_ref.as_deref(),
             crate::github::RetryPolicy::default(),
         )?;
-        let sets = publish::stage(repo, changes, grouping, kind).await?;
-        for set in &sets {
-            if show_plan {
-                writeln!(out)?;
-                report::text_with(&set.plan, false, true, out)?;
-                writeln!(out)?;
-            }
-            let done = publish::publish(&remote, how, set).await?;
-            writeln!(out, "{}: {done}", set.title)?;
+        publish::changes(&remote, repo, how, changes, kind).await
+    })?;
+    for (set, outcome) in &done {
+        if show_plan {
+            writeln!(out)?;
+            report::text_with(&set.plan, false, true, out)?;
+            writeln!(out)?;
         }
-        Ok(())
-    })
+        writeln!(out, "{}: {outcome}", set.title)?;
+    }
+    Ok(())
 }
 
 /// `kdeploy promote`: the versions copied, then the plan they cause.

@@ -1,0 +1,189 @@
+//! `mode: images` and `mode: promote`: the action edits the config repo
+//! instead of deploying it. A schedule runs the image policies; a
+//! `repository_dispatch` (client payload `{app, env, version}`) or a
+//! `workflow_dispatch` with those inputs sets one version; promotion copies
+//! versions between environments. Each change is published as a pull
+//! request (one per release) or a commit, through the API.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::{Inputs, Mode, Runner};
+use crate::config::Filter;
+use crate::event::Event;
+use crate::github::RetryPolicy;
+use crate::images::update::Change;
+use crate::publish::{self, Credentials, Outcome, Publish, Remote};
+
+/// The dispatch's fields: a `repository_dispatch` client payload or
+/// `workflow_dispatch` inputs.
+fn dispatch_fields(event: &Event) -> BTreeMap<String, String> {
+    match event {
+        Event::RepositoryDispatch { payload, .. } => payload.clone(),
+        Event::WorkflowDispatch { inputs, .. } => inputs.clone(),
+        _ => BTreeMap::new(),
+    }
+    .into_iter()
+    .map(|(k, v)| (k, v.trim().to_string()))
+    .filter(|(_, v)| !v.is_empty())
+    .collect()
+}
+
+/// Runs `mode` (images or promote); returns the exit code.
+///
+/// # Errors
+/// Missing token, invalid dispatch fields, registry and API failures.
+pub(super) async fn run(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    event: &Event,
+    mode: Mode,
+    repo_dir: &Path,
+    retry: RetryPolicy,
+) -> anyhow::Result<u8> {
+    if let Event::PullRequest { .. } = event {
+        anyhow::bail!(
+            "`mode: images` and `mode: promote` change the repository; run them on schedule, workflow_dispatch or repository_dispatch, not on pull requests"
+        );
+    }
+    let env = runner.env;
+    let credentials = Credentials::from_env(|k| match k {
+        "GITHUB_TOKEN" => inputs.token.clone(),
+        _ => env.var(k).map(str::to_string),
+    })?;
+    let remote = Remote::open(repo_dir, &credentials, env.var("GITHUB_REF"), retry)?;
+    let fields = dispatch_fields(event);
+    let filter = Filter::new(inputs.environments.as_deref(), inputs.apps.as_deref())
+        .context("invalid `environments`/`apps` glob")?;
+
+    runner.group("Version changes")?;
+    let (changes, kind) = match mode {
+        Mode::Promote => {
+            let field = |input: &Option<String>, key: &str| {
+                input
+                    .clone()
+                    .or_else(|| fields.get(key).cloned())
+                    .with_context(|| format!("`mode: promote` needs the input `promote-{key}` (or a dispatch field `{key}`)"))
+            };
+            let (from, to) = (
+                field(&inputs.promote_from, "from")?,
+                field(&inputs.promote_to, "to")?,
+            );
+            let app_filter = Filter::new(None, inputs.apps.as_deref())?;
+            let changes = crate::promote::versions(repo_dir, &from, &to, &app_filter, true)?;
+            let kind = format!(
+                "promote/{}-to-{}",
+                publish::branch_part(&from),
+                publish::branch_part(&to)
+            );
+            (changes, kind)
+        }
+        _ if fields.contains_key("version") => {
+            let get = |k: &str| {
+                fields.get(k).cloned().with_context(|| {
+                    format!("the dispatch has a `version` but no `{k}`: send {{\"app\", \"env\", \"version\"}}")
+                })
+            };
+            let (app, env_name, version) = (get("app")?, get("env")?, get("version")?);
+            let change =
+                crate::images::update::set_version(repo_dir, &app, &env_name, &version, false)?;
+            if change.is_none() {
+                runner.line(&format!("{app}/{env_name} is already at {version}"))?;
+            }
+            (change.into_iter().collect(), "version".to_string())
+        }
+        _ => {
+            let outcome = crate::images::update::update(repo_dir, &filter, true).await?;
+            for n in &outcome.notices {
+                runner.line(&format!("  {n}"))?;
+            }
+            (outcome.changes, "version".to_string())
+        }
+    };
+    for c in &changes {
+        runner.line(&format!("propose {c}"))?;
+    }
+    runner.end_group()?;
+    if changes.is_empty() {
+        runner.notice("no version changes")?;
+        runner.summary("### kdeploy: no version changes\n")?;
+        runner.outputs(&[
+            ("has-changes", "false".into()),
+            ("pull-requests", "[]".into()),
+        ])?;
+        return Ok(0);
+    }
+
+    runner.group("Publish")?;
+    let done = publish::changes(&remote, repo_dir, inputs.publish, &changes, &kind).await?;
+    let mut pulls = Vec::new();
+    let mut commit = String::new();
+    for (set, outcome) in &done {
+        runner.line(&format!("{}: {outcome}", set.title))?;
+        match outcome {
+            Outcome::Opened(pr) | Outcome::Updated(pr) | Outcome::Unchanged(pr) => {
+                pulls.push(serde_json::json!({
+                    "number": pr.number,
+                    "url": pr.html_url,
+                    "title": set.title,
+                    "outcome": match outcome {
+                        Outcome::Opened(_) => "opened",
+                        Outcome::Updated(_) => "updated",
+                        _ => "unchanged",
+                    },
+                }));
+            }
+            Outcome::Pushed { commit: c, .. } => commit.clone_from(c),
+        }
+    }
+    runner.end_group()?;
+    runner.summary(&summary(&changes, &done, inputs.publish))?;
+    runner.outputs(&[
+        ("has-changes", "true".into()),
+        ("pull-requests", serde_json::Value::Array(pulls).to_string()),
+        ("commit", commit),
+    ])?;
+    Ok(0)
+}
+
+fn summary(changes: &[Change], done: &[(publish::ChangeSet, Outcome)], how: Publish) -> String {
+    let mut out = String::from(
+        "### kdeploy: version changes\n\n| App | Environment | From | To | Why |\n|---|---|---|---|---|\n",
+    );
+    for c in changes {
+        out.push_str(&format!(
+            "| {} | {} | {} | `{}` | {} |\n",
+            c.app,
+            c.env.as_deref().unwrap_or("(all)"),
+            c.from
+                .as_deref()
+                .map_or("(none)".into(), |v| format!("`{v}`")),
+            c.to,
+            c.why.replace('|', "\\|")
+        ));
+    }
+    out.push('\n');
+    for (set, outcome) in done {
+        let line = match outcome {
+            Outcome::Opened(pr) => {
+                format!("- opened [#{}]({}): {}", pr.number, pr.html_url, set.title)
+            }
+            Outcome::Updated(pr) => {
+                format!("- updated [#{}]({}): {}", pr.number, pr.html_url, set.title)
+            }
+            Outcome::Unchanged(pr) => format!(
+                "- [#{}]({}) already proposes this: {}",
+                pr.number, pr.html_url, set.title
+            ),
+            Outcome::Pushed { branch, commit } => format!("- pushed `{commit}` to `{branch}`"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if how == Publish::Push {
+        out.push_str("\nA push made with the workflow's `GITHUB_TOKEN` starts no other workflow: deploy it in this job, or publish with a GitHub App token.\n");
+    }
+    out
+}
