@@ -173,6 +173,19 @@ fn non_zero(sha: String) -> Option<String> {
 }
 
 impl Event {
+    /// The branch the run deploys from or plans into: a push's branch, a
+    /// pull request's base branch, a dispatch's branch. `None` for tags.
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            Event::Push { git_ref, .. } => git_ref.strip_prefix("refs/heads/"),
+            Event::PullRequest { base_ref, .. } => base_ref.as_deref(),
+            Event::WorkflowDispatch { git_ref, .. } => {
+                git_ref.as_deref()?.strip_prefix("refs/heads/")
+            }
+            Event::RepositoryDispatch { .. } | Event::Unsupported(_) => None,
+        }
+    }
+
     /// Reads `GITHUB_EVENT_NAME`'s payload from `path`.
     ///
     /// # Errors
@@ -326,6 +339,36 @@ impl FetchAuth {
     }
 }
 
+/// Makes sure commit `sha` is in the checkout at `workdir`, fetching it
+/// from `origin` (with `auth` when the checkout has no credentials) if not.
+///
+/// # Errors
+/// No repository, or a commit that is neither there nor fetchable.
+pub fn ensure_commit(
+    workdir: &Path,
+    sha: &str,
+    auth: Option<&FetchAuth>,
+) -> Result<ObjectId, Error> {
+    let repo = gix::discover(workdir)
+        .map_err(|e| Error::Invalid(format!("{} is not a git checkout: {e}", workdir.display())))?;
+    let top = repo.workdir().unwrap_or(workdir).to_path_buf();
+    let git = Git {
+        dir: &top,
+        auth: auth.filter(|_| !has_own_credentials(&top)),
+    };
+    git.ensure_commit(&repo, sha)
+}
+
+/// The checkout's own credentials win: two Authorization headers are
+/// refused, so the token is added only where there are none.
+fn has_own_credentials(top: &Path) -> bool {
+    Command::new("git")
+        .args(["config", "--get-regexp", r"^http\..*extraheader$"])
+        .current_dir(top)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Runs git in a checkout, with `auth` (when the checkout has no
 /// credentials of its own) on every fetch.
 struct Git<'a> {
@@ -414,14 +457,7 @@ pub fn resolve(
     let repo = gix::discover(workdir)
         .map_err(|e| Error::Invalid(format!("{} is not a git checkout: {e}", workdir.display())))?;
     let top = repo.workdir().unwrap_or(workdir).to_path_buf();
-    // The checkout's own credentials win: two Authorization headers are
-    // refused, so the token is added only where there are none.
-    let own_credentials = auth.is_some()
-        && Command::new("git")
-            .args(["config", "--get-regexp", r"^http\..*extraheader$"])
-            .current_dir(&top)
-            .output()
-            .is_ok_and(|o| o.status.success());
+    let own_credentials = auth.is_some() && has_own_credentials(&top);
     let git = Git {
         dir: &top,
         auth: auth.filter(|_| !own_credentials),

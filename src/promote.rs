@@ -67,3 +67,162 @@ pub fn versions(
     }
     Ok(changes)
 }
+
+/// The branches of two environments bound to branches
+/// (`environments.<env>.branch`): promoting between them moves a branch
+/// instead of copying version files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branches {
+    /// The source environment's branch.
+    pub from: String,
+    /// The target environment's branch.
+    pub to: String,
+}
+
+/// The branches `from` and `to` deploy from, when both are bound to
+/// different branches; `None` when neither is (or both share one).
+///
+/// # Errors
+/// Only one of them bound: a promotion could not mean one thing.
+pub fn bound_branches(repo: &Path, from: &str, to: &str) -> anyhow::Result<Option<Branches>> {
+    let snapshot = crate::source::Snapshot::open(repo, &crate::source::Revision::parse(None))?;
+    let settings = crate::config::head_settings(&snapshot);
+    match (settings.branch_of(from), settings.branch_of(to)) {
+        (None, None) => Ok(None),
+        (Some(a), Some(b)) if a == b => Ok(None),
+        (Some(a), Some(b)) => Ok(Some(Branches {
+            from: a.to_string(),
+            to: b.to_string(),
+        })),
+        (a, b) => {
+            let (bound, env, free) = match (a, b) {
+                (Some(a), _) => (a, from, to),
+                (_, Some(b)) => (b, to, from),
+                _ => unreachable!("one of them is bound"),
+            };
+            anyhow::bail!(
+                "{env} deploys from branch {bound} (environments.{env}.branch) but {free} is bound to no branch: bind both, and promotion fast-forwards one branch to the other, or neither, and it copies version files"
+            )
+        }
+    }
+}
+
+/// What a promotion between branches found and did.
+pub struct BranchPromotion {
+    /// The branches.
+    pub branches: Branches,
+    /// The source branch's commit.
+    pub from_sha: String,
+    /// The target branch's commit before.
+    pub to_sha: String,
+    /// The target environment's plan, target branch → source branch.
+    pub plan: crate::plan::Plan,
+    /// What was done (nothing for a dry run or an up-to-date target).
+    pub outcome: Option<BranchOutcome>,
+}
+
+/// A branch promotion's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BranchOutcome {
+    /// The target branch now points at the source commit.
+    FastForwarded,
+    /// A pull request between the branches.
+    PullRequest(crate::publish::Outcome),
+}
+
+/// Promotes `to_env` by moving its branch to `from`'s commit: a
+/// fast-forward through the API (refused, with the reason, when the target
+/// has commits the source lacks), or with `pr` a pull request between the
+/// branches whose body is the plan. `dry_run` only plans.
+///
+/// # Errors
+/// Missing branches, unfetchable commits, render errors, refusals.
+#[allow(clippy::too_many_arguments)]
+pub async fn branches(
+    gh: &crate::github::GitHub,
+    repo: &Path,
+    branches: Branches,
+    to_env: &str,
+    apps: Option<&str>,
+    pr: bool,
+    dry_run: bool,
+    auth: Option<&crate::event::FetchAuth>,
+) -> anyhow::Result<BranchPromotion> {
+    use anyhow::Context as _;
+    let tip = |name: String| async move {
+        gh.branch(&name)
+            .await?
+            .with_context(|| format!("there is no branch {name} in {}", gh.repo()))
+    };
+    let from_sha = tip(branches.from.clone()).await?;
+    let to_sha = tip(branches.to.clone()).await?;
+    let open = |sha: &str| -> anyhow::Result<crate::source::Snapshot> {
+        let id = crate::event::ensure_commit(repo, sha, auth)?;
+        Ok(crate::source::Snapshot::at_commit(
+            gix::discover(repo)?,
+            repo,
+            id,
+            sha,
+        )?)
+    };
+    let (base, head) = (open(&to_sha)?, open(&from_sha)?);
+    let filter = Filter::new(Some(to_env), apps)?;
+    let cmp = crate::render::compare_with(&base, &head, &filter, None)?;
+    crate::validate::check_for_plan(&cmp.head)?;
+    let plan = crate::plan::plan(&cmp, &cmp.head.settings.plan, 3);
+    let mut promotion = BranchPromotion {
+        branches,
+        from_sha,
+        to_sha,
+        plan,
+        outcome: None,
+    };
+    if dry_run || promotion.from_sha == promotion.to_sha {
+        return Ok(promotion);
+    }
+    let (from, to) = (&promotion.branches.from, &promotion.branches.to);
+    promotion.outcome = Some(if pr {
+        let title = format!("Promote {from} to {to}");
+        let marker = format!("<!-- kdeploy:promote/{from}-to-{to} -->");
+        let body = format!(
+            "Fast-forwards `{to}` to `{from}` ({}): what {to_env} deploys once merged.\n\n{}",
+            &promotion.from_sha[..promotion.from_sha.len().min(12)],
+            crate::report::markdown(&promotion.plan, &marker, 60_000)
+        );
+        let outcome = match gh.open_pull(from, to).await? {
+            Some(open) if open.body.as_deref() == Some(body.as_str()) => {
+                crate::publish::Outcome::Unchanged(open)
+            }
+            Some(open) => crate::publish::Outcome::Updated(
+                gh.update_pull(open.number, &title, &body)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            e.explain("cannot update the pull request", "pull-requests: write")
+                        )
+                    })?,
+            ),
+            None => crate::publish::Outcome::Opened(
+                gh.create_pull(&title, from, to, &body).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        e.explain("cannot open the pull request", "pull-requests: write")
+                    )
+                })?,
+            ),
+        };
+        BranchOutcome::PullRequest(outcome)
+    } else {
+        match gh.update_branch(to, &promotion.from_sha, false).await {
+            Ok(()) => BranchOutcome::FastForwarded,
+            Err(e) if e.status() == Some(422) => anyhow::bail!(
+                "cannot fast-forward {to} to {from}: {to} has commits that {from} does not ({e}); nothing was changed: merge {to} into {from} first, or open a pull request with --pr"
+            ),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    e.explain(&format!("cannot move branch {to}"), "contents: write")
+                ));
+            }
+        }
+    });
+    Ok(promotion)
+}

@@ -342,7 +342,19 @@ async fn action(
     payload: &serde_json::Value,
     inputs: &[(&str, &str)],
 ) -> (u8, String, String, String) {
-    let work = crate::util::shallow_clone(origin, "main");
+    action_on(gh, origin, "main", event, payload, inputs).await
+}
+
+/// [`action`] in a clone of `branch`.
+async fn action_on(
+    gh: &FakeGitHub,
+    origin: &Repo,
+    branch: &str,
+    event: &str,
+    payload: &serde_json::Value,
+    inputs: &[(&str, &str)],
+) -> (u8, String, String, String) {
+    let work = crate::util::shallow_clone(origin, branch);
     let runner = tempfile::tempdir().expect("temp");
     let path = |name: &str| runner.path().join(name).display().to_string();
     std::fs::write(path("event.json"), payload.to_string()).expect("event");
@@ -352,7 +364,7 @@ async fn action(
         ("GITHUB_WORKSPACE".into(), work.path().display().to_string()),
         ("GITHUB_API_URL".into(), gh.url.clone()),
         ("GITHUB_REPOSITORY".into(), REPO.into()),
-        ("GITHUB_REF".into(), "refs/heads/main".into()),
+        ("GITHUB_REF".into(), format!("refs/heads/{branch}")),
         ("GITHUB_STEP_SUMMARY".into(), path("summary.md")),
         ("GITHUB_OUTPUT".into(), path("output")),
         ("RUNNER_TEMP".into(), runner.path().display().to_string()),
@@ -502,4 +514,171 @@ async fn the_action_promotes_by_workflow_dispatch_with_a_push() {
     .await;
     assert_ne!(code, 0);
     assert!(log.contains("nothing to promote"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branch_bound_environments_deploy_from_their_branch_and_promote_by_fast_forward() {
+    let gh = FakeGitHub::start().await;
+    let sim = crate::k8s_sim::Sim::start().await;
+    let kubeconfig = sim.kubeconfig();
+    let origin = Repo::with_app();
+    origin.write(
+        "kdeploy.yaml",
+        "environments:\n  staging: {branch: main}\n  production: {branch: production}\n",
+    );
+    let first = origin.commit("apps");
+    origin.git(&["branch", "production"]);
+    origin.write("services/api/version", "1.1.0\n");
+    let second = origin.commit("api 1.1.0 everywhere");
+    let main = pushed(&gh, &origin);
+    gh.push_branch(origin.path(), "production");
+    let deploy = [
+        ("INPUT_MODE", "apply"),
+        ("INPUT_KUBECONFIG", kubeconfig.as_str()),
+        ("INPUT_TIMEOUT", "0"),
+        ("INPUT_GITHUB-DEPLOYMENTS", "false"),
+    ];
+    let image = |ns: &str| {
+        sim.get("apps", "Deployment", ns, "api")
+            .map(|d| d["spec"]["template"]["spec"]["containers"][0]["image"].to_string())
+    };
+
+    // A push to main deploys staging, never production.
+    let push = serde_json::json!({"ref": "refs/heads/main", "before": first, "after": second});
+    let (code, log, ..) = action(&gh, &origin, "push", &push, &deploy).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("branch main deploys only staging"), "{log}");
+    assert_eq!(
+        image("api-staging").as_deref(),
+        Some("\"ghcr.io/example/api:1.1.0\"")
+    );
+    assert_eq!(image("api-production"), None, "{log}");
+    // A push to a branch no environment is bound to deploys nothing.
+    let push = serde_json::json!({"ref": "refs/heads/feature", "before": first, "after": second});
+    let (code, log, ..) = action(&gh, &origin, "push", &push, &deploy).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("left out: production, staging"), "{log}");
+    assert_eq!(image("api-production"), None, "{log}");
+
+    // Promotion plans production from its branch to main's commit ...
+    let dry = kdeploy(
+        &gh,
+        origin.path(),
+        &[
+            "promote",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout.contains("image api: 1.0.0 → 1.1.0"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("api-production"), "{}", dry.stdout);
+    assert!(!dry.stdout.contains("api-staging"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("would fast-forward production to main"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(gh.branch("production"), Some(first.clone()));
+    // ... and fast-forwards it.
+    let run = kdeploy(
+        &gh,
+        origin.path(),
+        &["promote", "--from", "staging", "--to", "production"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("fast-forwarded production to main"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(gh.branch("production"), Some(main.clone()));
+    // The push that follows deploys production only.
+    origin.git(&["checkout", "-q", "production"]);
+    origin.git(&["merge", "-q", "--ff-only", "main"]);
+    origin.git(&["checkout", "-q", "main"]);
+    let push =
+        serde_json::json!({"ref": "refs/heads/production", "before": first, "after": second});
+    let (code, log, ..) = action_on(&gh, &origin, "production", "push", &push, &deploy).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("branch production deploys only production"),
+        "{log}"
+    );
+    assert_eq!(
+        image("api-production").as_deref(),
+        Some("\"ghcr.io/example/api:1.1.0\"")
+    );
+
+    // A hotfix on production: the next promotion is not a fast-forward.
+    origin.git(&["checkout", "-q", "production"]);
+    origin.write("services/api/production/config.yaml", "replicas: 4\n");
+    let hotfix = origin.commit("hotfix");
+    gh.push_branch(origin.path(), "production");
+    origin.git(&["checkout", "-q", "main"]);
+    origin.write("services/api/version", "1.2.0\n");
+    origin.commit("api 1.2.0");
+    gh.push_branch(origin.path(), "main");
+    let refused = kdeploy(
+        &gh,
+        origin.path(),
+        &["promote", "--from", "staging", "--to", "production"],
+    )
+    .await;
+    assert_eq!(refused.code, 2, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(
+            "cannot fast-forward production to main: production has commits that main does not"
+        ) && refused.stderr.contains("Update is not a fast forward")
+            && refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(gh.branch("production"), Some(hotfix));
+    // With --pr: a pull request between the branches, the plan as body.
+    let pr = kdeploy(
+        &gh,
+        origin.path(),
+        &["promote", "--from", "staging", "--to", "production", "--pr"],
+    )
+    .await;
+    assert_eq!(pr.code, 0, "{}{}", pr.stdout, pr.stderr);
+    let pulls = gh.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        ("main", "production")
+    );
+    assert_eq!(pulls[0].title, "Promote main to production");
+    assert!(
+        pulls[0].body.contains("api-production"),
+        "{}",
+        pulls[0].body
+    );
+
+    // One environment bound and the other not: refused with the reason.
+    origin.write(
+        "kdeploy.yaml",
+        "environments:\n  production: {branch: production}\n",
+    );
+    let half = kdeploy(
+        &gh,
+        origin.path(),
+        &["promote", "--from", "staging", "--to", "production"],
+    )
+    .await;
+    assert!(
+        half.stderr.contains("production deploys from branch production (environments.production.branch) but staging is bound to no branch"),
+        "{}",
+        half.stderr
+    );
 }

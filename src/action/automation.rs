@@ -71,6 +71,12 @@ pub(super) async fn run(
                 field(&inputs.promote_from, "from")?,
                 field(&inputs.promote_to, "to")?,
             );
+            if from != to
+                && let Some(b) = crate::promote::bound_branches(repo_dir, &from, &to)?
+            {
+                runner.end_group()?;
+                return promote_branches(runner, inputs, &remote, b, &to, repo_dir).await;
+            }
             let app_filter = Filter::new(None, inputs.apps.as_deref())?;
             let changes = crate::promote::versions(repo_dir, &from, &to, &app_filter, true)?;
             let kind = format!(
@@ -144,6 +150,81 @@ pub(super) async fn run(
         ("has-changes", "true".into()),
         ("pull-requests", serde_json::Value::Array(pulls).to_string()),
         ("commit", commit),
+    ])?;
+    Ok(0)
+}
+
+/// Promotion between branch-bound environments: `publish: push`
+/// fast-forwards the target branch, `publish: pr` opens a PR between them.
+async fn promote_branches(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    remote: &Remote,
+    branches: crate::promote::Branches,
+    to_env: &str,
+    repo_dir: &Path,
+) -> anyhow::Result<u8> {
+    use crate::promote::BranchOutcome;
+    let auth = match (&inputs.token, runner.env.var("GITHUB_SERVER_URL")) {
+        (Some(token), Some(server)) => Some(crate::event::FetchAuth {
+            server_url: server.to_string(),
+            token: token.clone(),
+        }),
+        _ => None,
+    };
+    runner.group("Promote")?;
+    let p = crate::promote::branches(
+        &remote.gh,
+        repo_dir,
+        branches,
+        to_env,
+        inputs.apps.as_deref(),
+        inputs.publish == Publish::PullRequest,
+        false,
+        auth.as_ref(),
+    )
+    .await?;
+    let mut text = Vec::new();
+    crate::report::text_with(&p.plan, false, true, &mut text)?;
+    runner.log.write_all(&text)?;
+    runner.end_group()?;
+    let (from, to) = (&p.branches.from, &p.branches.to);
+    let (line, pulls) = match &p.outcome {
+        None => (
+            format!("{to} is already at {from}: nothing to promote"),
+            vec![],
+        ),
+        Some(BranchOutcome::FastForwarded) => (
+            format!("fast-forwarded `{to}` to `{from}` (`{}`)", p.from_sha),
+            vec![],
+        ),
+        Some(BranchOutcome::PullRequest(o)) => {
+            let pr = match o {
+                Outcome::Opened(pr) | Outcome::Updated(pr) | Outcome::Unchanged(pr) => Some(
+                    serde_json::json!({"number": pr.number, "url": pr.html_url, "title": pr.title}),
+                ),
+                Outcome::Pushed { .. } => None,
+            };
+            (o.to_string(), pr.into_iter().collect())
+        }
+    };
+    runner.line(&line)?;
+    runner.summary(&format!(
+        "### kdeploy: promote {from} → {to}\n\n{line}\n\n{}",
+        crate::report::markdown(&p.plan, "<!-- kdeploy:promote -->", 60_000)
+    ))?;
+    let moved = matches!(p.outcome, Some(BranchOutcome::FastForwarded));
+    runner.outputs(&[
+        ("has-changes", (p.from_sha != p.to_sha).to_string()),
+        ("pull-requests", serde_json::Value::Array(pulls).to_string()),
+        (
+            "commit",
+            if moved {
+                p.from_sha.clone()
+            } else {
+                String::new()
+            },
+        ),
     ])?;
     Ok(0)
 }

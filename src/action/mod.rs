@@ -327,6 +327,10 @@ async fn run_steps(
         None => Snapshot::empty(),
     };
     let head = open(revs.head)?;
+    // Environments bound to a branch deploy from that branch only.
+    let scope = crate::config::head_settings(&head).branch_scope(event.branch());
+    describe_scope(&mut runner, &scope, event.branch())?;
+    let filter = filter.scoped(scope);
     let marker = report::comment_marker(&inputs.comment_id);
     let outcome = render::compare(&base, &head, &filter).and_then(|cmp| {
         crate::validate::check_for_plan(&cmp.head).map_err(render::Error::Invalid)?;
@@ -421,6 +425,30 @@ async fn run_steps(
     .await
 }
 
+/// Says which environments the branch leaves in or out, when any is bound.
+fn describe_scope(
+    runner: &mut Runner<'_>,
+    scope: &crate::config::BranchScope,
+    branch: Option<&str>,
+) -> std::io::Result<()> {
+    use crate::config::BranchScope;
+    let branch = branch.unwrap_or("(no branch)");
+    let list = |envs: &std::collections::BTreeSet<String>| {
+        envs.iter().cloned().collect::<Vec<_>>().join(", ")
+    };
+    match scope {
+        BranchScope::Any => Ok(()),
+        BranchScope::Only(envs) => runner.line(&format!(
+            "branch {branch} deploys only {} (environments.<env>.branch in kdeploy.yaml)",
+            list(envs)
+        )),
+        BranchScope::Except(envs) => runner.line(&format!(
+            "left out: {} (bound to other branches by environments.<env>.branch; {branch} is not theirs)",
+            list(envs)
+        )),
+    }
+}
+
 /// Values of these kubeconfig keys are secrets the runner must mask.
 const KUBECONFIG_SECRETS: &[&str] = &[
     "token:",
@@ -496,7 +524,6 @@ async fn deploy(
         .map_or_else(|| head_state.label.clone(), |c| c.to_string());
     // Feedback on GitHub: a check run and a deployment per environment,
     // started before anything changes in the cluster.
-    let selected = Filter::new(inputs.environments.as_deref(), None)?;
     let mut envs: std::collections::BTreeSet<String> = head_state
         .releases
         .iter()
@@ -505,7 +532,7 @@ async fn deploy(
     if let Some(b) = &base_state {
         envs.extend(b.releases.iter().map(|r| r.release.env.clone()));
     }
-    envs.retain(|e| selected.matches_env(e));
+    envs.retain(|e| filter.matches_env(e));
     let gh = match (&inputs.token, runner.env.var("GITHUB_API_URL")) {
         (Some(token), Some(api)) if head_state.commit.is_some() => {
             GitHub::new(api, token, &repository, retry).ok()

@@ -99,6 +99,11 @@ pub(super) fn promote(
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
     let how = publishing(args.publish, args.dry_run)?;
+    if args.from != args.to
+        && let Some(b) = crate::promote::bound_branches(&args.repo, &args.from, &args.to)?
+    {
+        return promote_branches(args, b, color, out);
+    }
     let filter = crate::config::Filter::new(None, args.app.as_deref())?;
     let changes = crate::promote::versions(
         &args.repo,
@@ -131,6 +136,75 @@ pub(super) fn promote(
         let plan = crate::publish::plan_work_tree(&args.repo, &filter, 3)?;
         writeln!(out)?;
         report::text_with(&plan, color, true, out)?;
+    }
+    Ok(Outcome::Clean)
+}
+
+/// `kdeploy promote` between environments bound to branches: the plan of
+/// the target environment from its branch to the source branch, then a
+/// fast-forward (or with `--pr` a pull request between the branches).
+fn promote_branches(
+    args: &PromoteArgs,
+    branches: crate::promote::Branches,
+    color: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    use crate::promote::BranchOutcome;
+    let credentials = crate::publish::Credentials::from_env(|k| std::env::var(k).ok())?;
+    let promotion = block_on(async {
+        let gh = crate::github::GitHub::new(
+            &credentials.api_url,
+            &credentials.token,
+            &credentials.repository,
+            crate::github::RetryPolicy::default(),
+        )?;
+        crate::promote::branches(
+            &gh,
+            &args.repo,
+            branches,
+            &args.to,
+            args.app.as_deref(),
+            args.publish.pr,
+            args.dry_run,
+            None,
+        )
+        .await
+    })?;
+    let b = &promotion.branches;
+    let short = |s: &str| s[..s.len().min(12)].to_string();
+    writeln!(
+        out,
+        "{} deploys from {} ({}); {} from {} ({})",
+        args.to,
+        b.to,
+        short(&promotion.to_sha),
+        args.from,
+        b.from,
+        short(&promotion.from_sha)
+    )?;
+    if promotion.from_sha == promotion.to_sha {
+        writeln!(out, "{} is already at {}: nothing to promote", b.to, b.from)?;
+        return Ok(Outcome::Clean);
+    }
+    writeln!(out)?;
+    report::text_with(&promotion.plan, color, true, out)?;
+    writeln!(out)?;
+    match &promotion.outcome {
+        None => writeln!(
+            out,
+            "would fast-forward {} to {} (run without --dry-run, or with --pr for a pull request)",
+            b.to, b.from
+        )?,
+        Some(BranchOutcome::FastForwarded) => writeln!(
+            out,
+            "fast-forwarded {} to {} ({}): the push to {} deploys {}",
+            b.to,
+            b.from,
+            short(&promotion.from_sha),
+            b.to,
+            args.to
+        )?,
+        Some(BranchOutcome::PullRequest(o)) => writeln!(out, "{o}")?,
     }
     Ok(Outcome::Clean)
 }

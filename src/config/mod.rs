@@ -42,6 +42,8 @@ impl From<Diagnostics> for Error {
 pub struct Filter {
     env: Option<globset::GlobMatcher>,
     app: Option<globset::GlobMatcher>,
+    /// Environments allowed by the branch a run is on.
+    scope: settings::BranchScope,
 }
 
 impl Filter {
@@ -57,17 +59,25 @@ impl Filter {
         Ok(Filter {
             env: compile(env)?,
             app: compile(app)?,
+            scope: settings::BranchScope::Any,
         })
+    }
+
+    /// This filter, also restricted to the environments `scope` allows.
+    #[must_use]
+    pub fn scoped(mut self, scope: settings::BranchScope) -> Filter {
+        self.scope = scope;
+        self
     }
 
     /// True when no glob restricts the selection.
     pub fn is_all(&self) -> bool {
-        self.env.is_none() && self.app.is_none()
+        self.env.is_none() && self.app.is_none() && self.scope == settings::BranchScope::Any
     }
 
-    /// True when the environment is selected (`--env`).
+    /// True when the environment is selected (`--env`, and its branch).
     pub fn matches_env(&self, env: &str) -> bool {
-        self.env.as_ref().is_none_or(|g| g.is_match(env))
+        self.env.as_ref().is_none_or(|g| g.is_match(env)) && self.scope.allows(env)
     }
 
     /// True when the app is selected (`--app`).
@@ -77,8 +87,22 @@ impl Filter {
 
     /// True when the release (env, app) is selected.
     pub fn matches(&self, env: &str, app: &str) -> bool {
-        self.env.as_ref().is_none_or(|g| g.is_match(env))
-            && self.app.as_ref().is_none_or(|g| g.is_match(app))
+        self.matches_env(env) && self.app.as_ref().is_none_or(|g| g.is_match(app))
+    }
+}
+
+/// A snapshot's `kdeploy.yaml` settings, read before anything is rendered
+/// (to choose what to render); defaults when it is missing or invalid, whose
+/// problems the render that follows reports at their lines.
+pub fn head_settings(snapshot: &crate::source::Snapshot) -> Settings {
+    let reader = snapshot.reader();
+    let root = snapshot.root();
+    match reader.child(&root, SETTINGS_FILE) {
+        Ok(Some(node)) if !node.is_dir => reader
+            .read_text(&node)
+            .map(|text| parse_settings(&text, &node.path).0)
+            .unwrap_or_default(),
+        _ => Settings::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! these (render, plan, apply); they live here, with the config model, so
 //! that the model depends on no stage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -275,10 +275,69 @@ impl Limits {
 pub struct EnvironmentSettings {
     /// The kubeconfig context of the environment's cluster (overridden by `--context`).
     pub context: Option<String>,
+    /// The branch the environment deploys from (`production`): the action
+    /// deploys it on a push to that branch only, and plans it on pull
+    /// requests into that branch only.
+    pub branch: Option<String>,
     /// The Kubernetes version of the environment's cluster (`"1.31"`):
     /// plans warn about API versions it no longer serves. Default: the
     /// newest kdeploy knows.
     pub kubernetes_version: Option<KubeVersion>,
+}
+
+/// The environments a run on one branch may touch, from
+/// `environments.<env>.branch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BranchScope {
+    /// No environment is bound to a branch: any.
+    #[default]
+    Any,
+    /// The environments bound to this branch, and only them.
+    Only(BTreeSet<String>),
+    /// Every environment but these (bound to other branches).
+    Except(BTreeSet<String>),
+}
+
+impl BranchScope {
+    /// True when `env` may be planned or deployed.
+    pub fn allows(&self, env: &str) -> bool {
+        match self {
+            BranchScope::Any => true,
+            BranchScope::Only(envs) => envs.contains(env),
+            BranchScope::Except(envs) => !envs.contains(env),
+        }
+    }
+}
+
+impl Settings {
+    /// The environments a push to (or pull request into) `branch` deploys:
+    /// those bound to it when there are any; otherwise those bound to no
+    /// branch. `None` (a tag, a detached run) counts as no bound branch.
+    pub fn branch_scope(&self, branch: Option<&str>) -> BranchScope {
+        let bound: BTreeMap<&str, &str> = self
+            .environments
+            .iter()
+            .filter_map(|(env, s)| Some((env.as_str(), s.branch.as_deref()?)))
+            .collect();
+        if bound.is_empty() {
+            return BranchScope::Any;
+        }
+        let here: BTreeSet<String> = bound
+            .iter()
+            .filter(|(_, b)| Some(**b) == branch)
+            .map(|(e, _)| (*e).to_string())
+            .collect();
+        if here.is_empty() {
+            BranchScope::Except(bound.keys().map(|e| (*e).to_string()).collect())
+        } else {
+            BranchScope::Only(here)
+        }
+    }
+
+    /// The branch `env` deploys from, if bound.
+    pub fn branch_of(&self, env: &str) -> Option<&str> {
+        self.environments.get(env)?.branch.as_deref()
+    }
 }
 
 /// A Kubernetes minor version, `1.31`.
