@@ -63,9 +63,118 @@ pub fn versions(
             from: current,
             to: version,
             why: format!("promoted from {from}"),
+            edit: None,
         });
     }
     Ok(changes)
+}
+
+/// Copies config keys (`image.tag`, dotted) from `from`'s effective config
+/// (app config merged with env config) into `to`'s env `config.yaml`, where
+/// they differ, keeping the file's comments and layout. Returns the changes
+/// (each carrying the file's new text) and notices for keys `from` lacks.
+///
+/// # Errors
+/// Unreadable or unparsable configs, keys that are not scalars, files that
+/// cannot be edited safely, unwritable files.
+pub fn keys(
+    repo: &Path,
+    from: &str,
+    to: &str,
+    filter: &Filter,
+    keys: &[String],
+    dry_run: bool,
+) -> anyhow::Result<(Vec<Change>, Vec<String>)> {
+    use serde_json::Value;
+    let tree = update::WorkTree::open(repo, filter)?;
+    let parse = |node: &crate::source::Node| -> anyhow::Result<serde_json::Map<String, Value>> {
+        let text = tree.read(node)?;
+        match serde_norway::from_str::<Value>(&text) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(Value::Null) => Ok(serde_json::Map::new()),
+            Ok(_) => anyhow::bail!("{} is not a mapping", node.path),
+            Err(e) => anyhow::bail!("{}: {e}", node.path),
+        }
+    };
+    let get = |map: &serde_json::Map<String, Value>, key: &[String]| -> Option<Value> {
+        let mut at = map.get(key.first()?)?;
+        for k in &key[1..] {
+            at = at.get(k)?;
+        }
+        Some(at.clone())
+    };
+    let paths: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            let path: Vec<String> = k.split('.').map(str::to_string).collect();
+            if path.iter().any(String::is_empty) {
+                anyhow::bail!("--keys: `{k}` is not a dotted key like image.tag");
+            }
+            Ok(path)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut changes = Vec::new();
+    let mut notices = Vec::new();
+    for source in tree.layout.releases.iter().filter(|s| s.env == from) {
+        let Some(target) = tree
+            .layout
+            .releases
+            .iter()
+            .find(|s| s.env == to && s.app == source.app)
+        else {
+            continue;
+        };
+        let app = parse(&source.app_config)?;
+        let effective =
+            |env: &crate::source::Node| -> anyhow::Result<serde_json::Map<String, Value>> {
+                let mut merged = app.clone();
+                crate::config::merge_into(&mut merged, parse(env)?);
+                Ok(merged)
+            };
+        let (src, dst) = (
+            effective(&source.env_config)?,
+            effective(&target.env_config)?,
+        );
+        let file = target.env_config.path.clone();
+        let mut text = tree.read(&target.env_config)?;
+        let before = changes.len();
+        for (key, path) in keys.iter().zip(&paths) {
+            let Some(value) = get(&src, path) else {
+                notices.push(format!(
+                    "{} {from}: `{key}` is not set; {to} keeps its own",
+                    source.app
+                ));
+                continue;
+            };
+            if value.is_object() || value.is_array() {
+                anyhow::bail!(
+                    "`{key}` of {} {from} is a map or list ({} over {}); --keys copies single values: name the keys below it (`{key}.NAME`)",
+                    source.app,
+                    source.env_config.path,
+                    source.app_config.path
+                );
+            }
+            let current = get(&dst, path);
+            if current.as_ref() == Some(&value) {
+                continue;
+            }
+            text = crate::config::edit::set_scalar(&text, path, &value, &file)?;
+            let show = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            changes.push(Change {
+                app: source.app.clone(),
+                env: Some(to.to_string()),
+                file: file.clone(),
+                from: current.as_ref().map(show),
+                to: show(&value),
+                why: format!("{key} promoted from {from}"),
+                edit: Some(text.clone()),
+            });
+        }
+        if !dry_run && changes.len() > before {
+            update::write_file(repo, &file, &text)?;
+        }
+    }
+    Ok((changes, notices))
 }
 
 /// The branches of two environments bound to branches

@@ -532,7 +532,10 @@ async fn stage_one(
     touched: &[String],
 ) -> anyhow::Result<(Vec<(String, String)>, Plan)> {
     for c in group {
-        crate::images::update::write_version(repo, &c.file, &c.to)?;
+        match &c.edit {
+            Some(text) => crate::images::update::write_file(repo, &c.file, text)?,
+            None => crate::images::update::write_version(repo, &c.file, &c.to)?,
+        }
     }
     if relock {
         let mut notes = Vec::new();

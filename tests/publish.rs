@@ -682,3 +682,108 @@ async fn branch_bound_environments_deploy_from_their_branch_and_promote_by_fast_
         half.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_keys_copies_config_values_keeping_the_file_as_written() {
+    let gh = FakeGitHub::start().await;
+    let repo = Repo::with_app();
+    repo.write(
+        "services/api/staging/config.yaml",
+        "replicas: 2\nenv:\n  LOG_LEVEL: debug\n  FEATURE_X: \"on\"\n",
+    )
+    .write(
+        "services/api/production/config.yaml",
+        "# production: keep an eye on cost\nreplicas: 3  # HA\nenv:\n  LOG_LEVEL: warn\n",
+    );
+    repo.commit("configs");
+    pushed(&gh, &repo);
+    let args = [
+        "promote",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        "--keys",
+        "env.FEATURE_X,replicas,port",
+    ];
+    let dry: Vec<&str> = args.iter().copied().chain(["--dry-run"]).collect();
+    let run = kdeploy(&gh, repo.path(), &dry).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("would set api production (none) → on (env.FEATURE_X promoted from staging)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("would set api production 3 → 2 (replicas promoted from staging)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("api staging: `port` is not set; production keeps its own"),
+        "{}",
+        run.stdout
+    );
+
+    let run = kdeploy(&gh, repo.path(), &args).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // Comments and the key that was not promoted stay as written.
+    assert_eq!(
+        repo.read("services/api/production/config.yaml"),
+        "# production: keep an eye on cost\nreplicas: 2  # HA\nenv:\n  FEATURE_X: 'on'\n  LOG_LEVEL: warn\n"
+    );
+    assert!(run.stdout.contains("replicas"), "{}", run.stdout);
+
+    // As a pull request, with the version files, the work tree untouched.
+    repo.git(&["checkout", "--", "."]);
+    repo.write("services/api/staging/version", "1.1.0\n");
+    repo.commit("staging runs 1.1.0");
+    pushed(&gh, &repo);
+    let pr: Vec<&str> = args.iter().copied().chain(["--pr"]).collect();
+    let run = kdeploy(&gh, repo.path(), &pr).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let tip = gh
+        .branch("kdeploy/promote/staging-to-production")
+        .expect("branch");
+    let files = gh.files_at(&tip);
+    assert_eq!(files["services/api/production/version"], "1.1.0\n");
+    assert!(files["services/api/production/config.yaml"].contains("replicas: 2  # HA"));
+    let pulls = gh.pulls();
+    assert_eq!(pulls[0].title, "kdeploy: 3 version changes");
+    assert!(
+        pulls[0]
+            .body
+            .contains("| api | production | `3` | `2` | replicas promoted from staging |"),
+        "{}",
+        pulls[0].body
+    );
+    assert_eq!(
+        repo.read("services/api/production/config.yaml"),
+        "# production: keep an eye on cost\nreplicas: 3  # HA\nenv:\n  LOG_LEVEL: warn\n"
+    );
+
+    // A key that is a map is refused, naming the file and line.
+    let run = kdeploy(
+        &gh,
+        repo.path(),
+        &[
+            "promote",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--keys",
+            "env",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("`env` of api staging is a map or list (services/api/staging/config.yaml over services/api/config.yaml)"),
+        "{}",
+        run.stderr
+    );
+}

@@ -74,11 +74,32 @@ pub(super) async fn run(
             if from != to
                 && let Some(b) = crate::promote::bound_branches(repo_dir, &from, &to)?
             {
+                if !inputs.promote_keys.is_empty() {
+                    anyhow::bail!(
+                        "`promote-keys` does not apply between environments bound to branches ({} and {}): the whole branch is promoted",
+                        b.from,
+                        b.to
+                    );
+                }
                 runner.end_group()?;
                 return promote_branches(runner, inputs, &remote, b, &to, repo_dir).await;
             }
             let app_filter = Filter::new(None, inputs.apps.as_deref())?;
-            let changes = crate::promote::versions(repo_dir, &from, &to, &app_filter, true)?;
+            let mut changes = crate::promote::versions(repo_dir, &from, &to, &app_filter, true)?;
+            if !inputs.promote_keys.is_empty() {
+                let (keys, notices) = crate::promote::keys(
+                    repo_dir,
+                    &from,
+                    &to,
+                    &app_filter,
+                    &inputs.promote_keys,
+                    true,
+                )?;
+                for n in notices {
+                    runner.line(&format!("  {n}"))?;
+                }
+                changes.extend(keys);
+            }
             let kind = format!(
                 "promote/{}-to-{}",
                 publish::branch_part(&from),

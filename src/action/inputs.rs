@@ -125,6 +125,11 @@ pub const INPUTS: &[Input] = &[
         description: "Promote: the environment that receives them (else the dispatch's `to`).",
     },
     Input {
+        name: "promote-keys",
+        default: "",
+        description: "Promote: config keys (dotted, comma-separated, e.g. `image.tag,replicas`) also copied into the target environment's config.yaml.",
+    },
+    Input {
         name: "kubeconfig",
         default: "",
         description: "Apply: kubeconfig file path or content (e.g. a secret). Default: KUBECONFIG, ~/.kube/config, in-cluster. Secret values are masked.",
@@ -264,6 +269,7 @@ pub struct Inputs {
     pub(crate) publish: crate::publish::Publish,
     pub(crate) promote_from: Option<String>,
     pub(crate) promote_to: Option<String>,
+    pub(crate) promote_keys: Vec<String>,
 }
 
 /// The value of a parsed input, or its default with the problem recorded.
@@ -418,6 +424,15 @@ impl Inputs {
             publish,
             promote_from: env.input("promote-from").map(str::to_string),
             promote_to: env.input("promote-to").map(str::to_string),
+            promote_keys: env
+                .input("promote-keys")
+                .map(|v| {
+                    v.split(',')
+                        .map(|k| k.trim().to_string())
+                        .filter(|k| !k.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         problems.into_result(inputs).map_err(anyhow::Error::from)
     }

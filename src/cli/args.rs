@@ -179,6 +179,11 @@ pub struct PromoteArgs {
     /// Only apps matching this glob.
     #[arg(long, value_name = "GLOB")]
     pub app: Option<String>,
+    /// Also copy these config keys (dotted, comma-separated: image.tag,replicas)
+    /// from the source environment's effective config into the target's
+    /// config.yaml, keeping its comments.
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub keys: Vec<String>,
     /// Print what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,

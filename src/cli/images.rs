@@ -102,16 +102,37 @@ pub(super) fn promote(
     if args.from != args.to
         && let Some(b) = crate::promote::bound_branches(&args.repo, &args.from, &args.to)?
     {
+        if !args.keys.is_empty() {
+            anyhow::bail!(
+                "--keys does not apply between environments bound to branches ({} and {}): the whole branch is promoted",
+                b.from,
+                b.to
+            );
+        }
         return promote_branches(args, b, color, out);
     }
     let filter = crate::config::Filter::new(None, args.app.as_deref())?;
-    let changes = crate::promote::versions(
+    let mut changes = crate::promote::versions(
         &args.repo,
         &args.from,
         &args.to,
         &filter,
         args.dry_run || how.is_some(),
     )?;
+    if !args.keys.is_empty() {
+        let (keys, notices) = crate::promote::keys(
+            &args.repo,
+            &args.from,
+            &args.to,
+            &filter,
+            &args.keys,
+            args.dry_run || how.is_some(),
+        )?;
+        for n in notices {
+            writeln!(out, "  {n}")?;
+        }
+        changes.extend(keys);
+    }
     if changes.is_empty() {
         writeln!(
             out,

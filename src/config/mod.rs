@@ -15,6 +15,7 @@ use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::source::{self, Node, Reader};
 use crate::yaml;
 
+pub mod edit;
 mod settings;
 pub mod sources;
 

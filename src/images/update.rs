@@ -28,6 +28,9 @@ pub struct Change {
     pub to: String,
     /// Why: the policy and what it chose from.
     pub why: String,
+    /// The file's whole new text, for a change that is not a version file
+    /// (a config key promoted); `None`: `to` is the version written.
+    pub edit: Option<String>,
 }
 
 impl std::fmt::Display for Change {
@@ -99,6 +102,11 @@ impl WorkTree {
     pub(crate) fn version(&self, spec: &ReleaseSpec) -> Option<String> {
         self.read_version(spec.env_version.as_ref())
             .or_else(|| self.read_version(spec.app_version.as_ref()))
+    }
+
+    /// A file's text, read as the renderer reads it (inside the repo only).
+    pub(crate) fn read(&self, node: &crate::source::Node) -> anyhow::Result<String> {
+        Ok(self.snapshot.reader().read_text(node)?)
     }
 
     fn read_version(&self, node: Option<&crate::source::Node>) -> Option<String> {
@@ -182,14 +190,18 @@ fn target(tree: &WorkTree, app: &str, env: Option<&str>) -> Option<Target> {
 
 /// Writes a version file of the work tree (never through a link).
 pub(crate) fn write_version(repo: &Path, file: &str, version: &str) -> anyhow::Result<()> {
+    write_file(repo, file, &format!("{version}\n"))
+}
+
+/// Writes a file of the work tree kdeploy edits (never through a link).
+pub(crate) fn write_file(repo: &Path, file: &str, text: &str) -> anyhow::Result<()> {
     let path = repo.join(file);
     if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
         anyhow::bail!(
-            "{file} is a symbolic link; kdeploy writes version files only as plain files"
+            "{file} is a symbolic link; kdeploy writes the files it edits only as plain files"
         );
     }
-    std::fs::write(&path, format!("{version}\n"))
-        .map_err(|e| anyhow::anyhow!("cannot write {file}: {e}"))
+    std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {file}: {e}"))
 }
 
 /// `kdeploy images update`: evaluates the selected apps' policies against
@@ -295,6 +307,7 @@ pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Resu
                     available.len(),
                     p.repository
                 ),
+                edit: None,
             };
             writes.push((t.file, chosen.to_string()));
             outcome.changes.push(change);
@@ -426,6 +439,7 @@ pub fn set_version(
         from: t.current,
         to: version.to_string(),
         why,
+        edit: None,
     }))
 }
 
