@@ -28,7 +28,7 @@ fn policies(host: &str, web_pattern: &str) -> String {
     )
 }
 
-fn config_repo(host: &str) -> Repo {
+pub fn config_repo(host: &str) -> Repo {
     let repo = Repo::new();
     repo.write("kdeploy.yaml", &policies(host, WEB_PATTERN))
         .write(

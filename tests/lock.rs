@@ -29,7 +29,7 @@ impl Drop for Registry {
     }
 }
 
-fn have(cmd: &str) -> bool {
+pub fn have(cmd: &str) -> bool {
     Command::new(cmd)
         .arg("--version")
         .stdout(Stdio::null())
@@ -38,7 +38,7 @@ fn have(cmd: &str) -> bool {
         .is_ok()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -69,30 +69,45 @@ impl Registry {
     }
 
     fn start_with(auth: Option<(&str, &str)>) -> Option<Registry> {
+        let dir = tempfile::tempdir().ok()?;
+        let auth = match auth {
+            Some((user, password)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-nbB", user, password])
+                    .output()
+                    .ok()?;
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, &out.stdout).ok()?;
+                Some((
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: kdeploy-tests\n    path: {}\n",
+                        file.display()
+                    ),
+                    format!("{user}:{password}"),
+                ))
+            }
+            None => None,
+        };
+        Registry::serve(dir, auth)
+    }
+
+    /// Starts a registry with `auth` (its config section, and the
+    /// `user:password` skopeo pushes with), in `dir`.
+    pub fn serve(dir: tempfile::TempDir, auth: Option<(String, String)>) -> Option<Registry> {
         for tool in ["docker-registry", "skopeo"] {
             if !have(tool) {
                 eprintln!("skipped: {tool} is not installed (.ci/run installs it from Debian)");
                 return None;
             }
         }
-        let dir = tempfile::tempdir().ok()?;
         let host = format!("127.0.0.1:{}", free_port());
         let config = dir.path().join("config.yml");
         let mut text = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
             dir.path().join("data").display()
         );
-        if let Some((user, password)) = auth {
-            let out = Command::new("htpasswd")
-                .args(["-nbB", user, password])
-                .output()
-                .ok()?;
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, &out.stdout).ok()?;
-            text.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: kdeploy-tests\n    path: {}\n",
-                file.display()
-            ));
+        if let Some((section, _)) = &auth {
+            text.push_str(section);
         }
         std::fs::write(&config, text).ok()?;
         let child = Command::new("docker-registry")
@@ -106,7 +121,7 @@ impl Registry {
             child,
             _dir: dir,
             host,
-            creds: auth.map(|(u, p)| format!("{u}:{p}")),
+            creds: auth.map(|(_, creds)| creds),
         };
         for _ in 0..100 {
             if matches!(http_status(&registry.host, "/v2/"), Some(200 | 401)) {

@@ -24,4 +24,5 @@ mod render;
 mod secrets;
 mod shared_cluster;
 mod sources;
+mod token_auth;
 mod wait;
