@@ -103,6 +103,63 @@ fn token(
     format!("{signing_input}.{}", b64url(signature.as_ref()))
 }
 
+/// What the token server knows.
+struct Issuer {
+    key: ring::signature::EcdsaKeyPair,
+    cert: Vec<u8>,
+    /// The `Authorization` header the right credentials make.
+    expected: String,
+    user: String,
+    requests: Arc<Mutex<Vec<TokenRequest>>>,
+}
+
+/// `GET /token?service=…&scope=…`: a token granting what is asked, for the
+/// right credentials; 401 otherwise.
+async fn issue(
+    axum::extract::State(issuer): axum::extract::State<Arc<Issuer>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(issuer.expected.as_str());
+    let scopes: Vec<String> = query
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let service_ok = query.iter().any(|(k, v)| k == "service" && v == SERVICE);
+    issuer
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(TokenRequest {
+            scopes: scopes.clone(),
+            authorized,
+        });
+    if !authorized || !service_ok {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"details": "incorrect username or password"})),
+        );
+    }
+    // Grant what is asked: `repository:NAME:pull,push`.
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let (kind, rest) = s.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let jwt = token(&issuer.key, &issuer.cert, &issuer.user, &access);
+    (
+        axum::http::StatusCode::OK,
+        axum::Json(
+            json!({"token": jwt, "access_token": jwt, "expires_in": 300, "issued_at": "2026-11-27T10:00:00Z"}),
+        ),
+    )
+}
+
 impl TokenRegistry {
     /// Starts the token server and the registry wanting `user`/`password`,
     /// or `None` (with a note) when a tool is missing.
@@ -131,54 +188,16 @@ impl TokenRegistry {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
-        let state = Arc::new((key, cert_der, expected, user.to_string(), requests.clone()));
-        let app = axum::Router::new().route(
-            "/token",
-            axum::routing::get(
-                |axum::extract::State(state): axum::extract::State<
-                    Arc<(ring::signature::EcdsaKeyPair, Vec<u8>, String, String, Arc<Mutex<Vec<TokenRequest>>>)>,
-                >,
-                 headers: axum::http::HeaderMap,
-                 axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>| async move {
-                    let (key, cert, expected, user, requests) = &*state;
-                    let authorized = headers
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        == Some(expected.as_str());
-                    let scopes: Vec<String> = query
-                        .iter()
-                        .filter(|(k, _)| k == "scope")
-                        .map(|(_, v)| v.clone())
-                        .collect();
-                    let service_ok = query.iter().any(|(k, v)| k == "service" && v == SERVICE);
-                    requests
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(TokenRequest { scopes: scopes.clone(), authorized });
-                    if !authorized || !service_ok {
-                        return (
-                            axum::http::StatusCode::UNAUTHORIZED,
-                            axum::Json(json!({"details": "incorrect username or password"})),
-                        );
-                    }
-                    // Grant what is asked: `repository:NAME:pull,push`.
-                    let access: Vec<serde_json::Value> = scopes
-                        .iter()
-                        .filter_map(|s| {
-                            let (kind, rest) = s.split_once(':')?;
-                            let (name, actions) = rest.rsplit_once(':')?;
-                            Some(json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
-                        })
-                        .collect();
-                    let jwt = token(key, cert, user, &access);
-                    (
-                        axum::http::StatusCode::OK,
-                        axum::Json(json!({"token": jwt, "access_token": jwt, "expires_in": 300, "issued_at": "2026-11-27T10:00:00Z"})),
-                    )
-                },
-            ),
-        )
-        .with_state(state);
+        let state = Arc::new(Issuer {
+            key,
+            cert: cert_der,
+            expected,
+            user: user.to_string(),
+            requests: requests.clone(),
+        });
+        let app = axum::Router::new()
+            .route("/token", axum::routing::get(issue))
+            .with_state(state);
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
         listener.set_nonblocking(true).ok()?;
         std::thread::spawn(move || {
