@@ -787,3 +787,70 @@ async fn promote_keys_copies_config_values_keeping_the_file_as_written() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_update_opens_a_pull_request_per_release_from_the_real_registry() {
+    let Some(registry) = crate::lock::Registry::start() else {
+        return;
+    };
+    let host = registry.host.clone();
+    for tag in ["1.0.0", "1.2.0", "2.0.0"] {
+        registry.push("example/api", tag, "api", false);
+    }
+    registry.push(
+        "example/web",
+        "v1_abc1234_2026-01-02T10.00.00Z",
+        "web",
+        false,
+    );
+    let gh = FakeGitHub::start().await;
+    let repo = crate::images::config_repo(&host);
+    pushed(&gh, &repo);
+
+    let run = kdeploy(&gh, repo.path(), &["images", "update", "--pr"]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let mut heads: Vec<String> = gh.pulls().into_iter().map(|p| p.head).collect();
+    heads.sort();
+    assert_eq!(
+        heads,
+        [
+            "kdeploy/version/api/staging",
+            "kdeploy/version/web/production",
+            "kdeploy/version/web/staging"
+        ]
+    );
+    let tip = gh.branch("kdeploy/version/api/staging").expect("branch");
+    let files = gh.files_at(&tip);
+    assert_eq!(files["services/api/staging/version"], "1.2.0\n");
+    assert!(!files.contains_key("services/web/staging/version"));
+    assert!(!repo.path().join("services/api/staging/version").exists());
+
+    // Nothing new in the registry: no commit, no pull request.
+    let again = kdeploy(&gh, repo.path(), &["images", "update", "--pr"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        again.stdout.matches("already proposes this").count(),
+        3,
+        "{}",
+        again.stdout
+    );
+    assert_eq!(gh.pulls().len(), 3);
+    assert_eq!(gh.branch("kdeploy/version/api/staging"), Some(tip));
+    // A new tag: the same pull request moves on.
+    registry.push("example/api", "1.3.0", "api", false);
+    let newer = kdeploy(
+        &gh,
+        repo.path(),
+        &["images", "update", "--pr", "--app", "api"],
+    )
+    .await;
+    assert!(
+        newer
+            .stdout
+            .contains("api: 1.0.0 → 1.3.0 in staging: updated pull request #"),
+        "{}{}",
+        newer.stdout,
+        newer.stderr
+    );
+    assert_eq!(gh.pulls().len(), 3);
+}
