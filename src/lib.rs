@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod comment;
 pub mod config;
 pub mod diag;
+pub mod drift;
 pub mod event;
 pub mod feedback;
 pub mod github;

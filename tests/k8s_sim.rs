@@ -9,7 +9,8 @@
 //!   `force`, conflicts between managers, `dryRun=All`), DELETE;
 //! - `resourceVersion` (one counter), `uid`, `creationTimestamp`,
 //!   `generation` bumped when anything outside metadata/status changes,
-//!   `managedFields`; namespaced objects need an existing namespace;
+//!   `managedFields` (`fieldsV1` per apply manager; a forced apply takes
+//!   over the fields it changes); namespaced objects need an existing namespace;
 //! - CRDs become Established; errors are `Status` objects (404, 409, 422);
 //! - faults: a status for the next N matching requests, latency.
 
@@ -918,21 +919,24 @@ fn resource(
                     json!({}),
                 );
             };
-            if let Some(r) = validate(&t.kind, name, &applied) {
-                return r;
-            }
             if let Some(r) = namespace_missing(inner, t) {
                 return r;
             }
             let existing = inner.objects.get(&key(name)).cloned();
+            // The API server validates the object the apply results in: a
+            // partial configuration (`spec.replicas` alone) is fine for an
+            // object that exists.
             match existing {
                 None => {
+                    if let Some(r) = validate(&t.kind, name, &applied) {
+                        return r;
+                    }
                     let mut object = applied.clone();
-                    object["metadata"]["managedFields"] = managed_fields(&[manager.as_str()]);
+                    let mut appl = BTreeMap::new();
+                    appl.insert(manager, applied);
+                    object["metadata"]["managedFields"] = managed_fields(&appl);
                     let stored = finalize_new(inner, object, &t.kind, &t.namespace);
                     if !dry_run {
-                        let mut appl = BTreeMap::new();
-                        appl.insert(manager, applied);
                         created(inner, t, name, stored.clone(), appl);
                     }
                     ok(201, stored)
@@ -956,13 +960,18 @@ fn resource(
                         remove_owned(&mut object, previous, &applied);
                     }
                     merge(&mut object, &applied);
+                    if let Some(r) = validate(&t.kind, name, &object) {
+                        return r;
+                    }
                     if let Some(r) = immutable(&t.kind, name, &existing.object, &object) {
                         return r;
                     }
                     let mut appl = existing.applied.clone();
+                    if force {
+                        transfer(&mut appl, &manager, &applied);
+                    }
                     appl.insert(manager.clone(), applied);
-                    let managers: Vec<&str> = appl.keys().map(String::as_str).collect();
-                    object["metadata"]["managedFields"] = managed_fields(&managers);
+                    object["metadata"]["managedFields"] = managed_fields(&appl);
                     let updated = update(inner, &existing.object, object);
                     if !dry_run {
                         inner.put(
@@ -1018,13 +1027,70 @@ fn created(
     );
 }
 
-fn managed_fields(managers: &[&str]) -> Value {
+/// `managedFields` with each apply manager's `fieldsV1`: the fields of its
+/// applied configuration (`{"f:spec": {"f:replicas": {}}}`). Lists are
+/// owned whole, as atomic lists are; the API server tracks the items of
+/// associative lists (`k:{"name":…}`) separately, which this does not.
+fn managed_fields(applied: &BTreeMap<String, Value>) -> Value {
     Value::Array(
-        managers
+        applied
             .iter()
-            .map(|m| json!({"manager": m, "operation": "Apply", "apiVersion": "v1", "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}}))
+            .map(|(m, cfg)| {
+                let mut paths = Vec::new();
+                leaves(cfg, String::new(), &mut paths);
+                let mut fields = json!({});
+                for (path, _) in paths {
+                    if [".apiVersion", ".kind", ".metadata.name", ".metadata.namespace"]
+                        .contains(&path.as_str())
+                    {
+                        continue;
+                    }
+                    let mut at = &mut fields;
+                    for part in path.trim_start_matches('.').split('.') {
+                        at = &mut at[format!("f:{part}")];
+                        if at.is_null() {
+                            *at = json!({});
+                        }
+                    }
+                }
+                json!({"manager": m, "operation": "Apply", "apiVersion": "v1", "time": now(), "fieldsType": "FieldsV1", "fieldsV1": fields})
+            })
             .collect(),
     )
+}
+
+/// A forced apply takes the fields it sets to another value away from the
+/// other managers (they stop owning them), as the API server does.
+fn transfer(applied: &mut BTreeMap<String, Value>, manager: &str, new: &Value) {
+    let mut mine = Vec::new();
+    leaves(new, String::new(), &mut mine);
+    for (_, cfg) in applied.iter_mut().filter(|(m, _)| *m != manager) {
+        let mut theirs = Vec::new();
+        leaves(cfg, String::new(), &mut theirs);
+        for (path, value) in &mine {
+            if theirs.iter().any(|(p, v)| p == path && v != value) {
+                let parts: Vec<&str> = path.trim_start_matches('.').split('.').collect();
+                remove_path(cfg, &parts);
+            }
+        }
+    }
+}
+
+fn remove_path(v: &mut Value, parts: &[&str]) {
+    let Some((first, rest)) = parts.split_first() else {
+        return;
+    };
+    let Some(map) = v.as_object_mut() else {
+        return;
+    };
+    if rest.is_empty() {
+        map.remove(*first);
+    } else if let Some(child) = map.get_mut(*first) {
+        remove_path(child, rest);
+        if child.as_object().is_some_and(serde_json::Map::is_empty) {
+            map.remove(*first);
+        }
+    }
 }
 
 /// Bumps resourceVersion, and generation when anything outside metadata

@@ -7,6 +7,7 @@ mod util;
 
 mod action;
 mod apply;
+mod drift;
 mod e2e;
 
 mod event;

@@ -11,20 +11,20 @@ use super::{Options, with_retry};
 use crate::resource;
 
 /// Discovery, per group/version, refreshed after CRDs are established.
-pub(super) struct Kinds {
+pub(crate) struct Kinds {
     client: kube::Client,
     by_gv: HashMap<(String, String), Vec<(ApiResource, ApiCapabilities)>>,
 }
 
 impl Kinds {
-    pub(super) fn new(client: kube::Client) -> Kinds {
+    pub(crate) fn new(client: kube::Client) -> Kinds {
         Kinds {
             client,
             by_gv: HashMap::new(),
         }
     }
 
-    pub(super) async fn resolve(
+    pub(crate) async fn resolve(
         &mut self,
         api_version: &str,
         kind: &str,
@@ -54,7 +54,7 @@ impl Kinds {
     }
 }
 
-pub(super) fn api_for(
+pub(crate) fn api_for(
     client: &kube::Client,
     ar: &ApiResource,
     caps: &ApiCapabilities,

@@ -21,7 +21,7 @@ pub mod replace;
 mod rollback;
 
 pub use environments::{apply_states, deploy_environments};
-use kinds::{Kinds, api_for};
+pub(crate) use kinds::{Kinds, api_for};
 use preflight::{ensure_namespace, namespace_created_by_plan, preflight, wait_established};
 use prune::delete_entries;
 use rollback::{rollback, secret_values};
@@ -335,7 +335,7 @@ fn retryable(e: &kube::Error) -> bool {
 
 /// Runs `f` again with jittered exponential backoff after a broken
 /// response body.
-async fn with_retry<T, F, Fut>(opts: &Options, mut f: F) -> Result<T, kube::Error>
+pub(crate) async fn with_retry<T, F, Fut>(opts: &Options, mut f: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,

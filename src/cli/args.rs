@@ -76,6 +76,10 @@ pub enum Command {
     Apply(Box<ApplyArgs>),
     /// Show how the cluster differs from the head revision (live vs server-side dry run).
     Diff(DiffArgs),
+    /// Drift: compare every resource in each environment's deploy record with
+    /// the cluster (fields changed by other managers, deleted resources, with
+    /// --unmanaged objects kdeploy did not create). Exit 0 in sync, 2 drift, 1 error.
+    Drift(DriftArgs),
     /// Wait for what an earlier `apply --report` applied and deleted to be ready or gone.
     Wait(WaitArgs),
     /// Print the environments a change touches, with their kubeconfig contexts, as
@@ -517,6 +521,32 @@ pub struct DiffArgs {
     pub cluster: ClusterArgs,
 }
 
+/// `kdeploy drift`.
+#[derive(Debug, Clone, Args)]
+pub struct DriftArgs {
+    /// Repository and environments.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Compare with this revision instead of the commit each record says was deployed.
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
+    /// Also report objects in the managed namespaces that kdeploy did not create.
+    #[arg(long)]
+    pub unmanaged: bool,
+    /// Re-apply what drifted (missing or changed resources; never deletes).
+    #[arg(long)]
+    pub repair: bool,
+    /// Namespace of the deploy records.
+    #[arg(long, default_value = "kdeploy-system", value_name = "NS")]
+    pub record_namespace: String,
+    /// Also write the reports as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
 /// `kdeploy wait`.
 #[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
@@ -582,6 +612,7 @@ impl Cli {
     pub fn error_code(&self) -> u8 {
         match &self.command {
             Command::Plan(p) if p.detailed_exitcode => 1,
+            Command::Drift(_) => 1,
             _ => 2,
         }
     }

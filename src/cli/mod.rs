@@ -53,6 +53,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Diff(args) => block_on(run_diff(&args, out)),
+        Command::Drift(args) => block_on(run_drift(&args, out)),
         Command::Wait(args) => block_on(run_wait(&args, out)),
         Command::Apply(args) => block_on(run_apply(&args, out)),
         Command::Action => {
@@ -167,6 +168,53 @@ async fn run_diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
         Outcome::Clean
     } else {
         Outcome::Differences
+    })
+}
+
+async fn run_drift(args: &DriftArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let filter = args.selection.filter()?;
+    let access = args.cluster.access();
+    let scope = crate::drift::Scope {
+        repo: &args.selection.repo,
+        filter: &filter,
+        access: &access,
+        rev: args.rev.as_deref(),
+        fetch: None,
+    };
+    let settings = crate::drift::Settings {
+        unmanaged: args.unmanaged,
+        repair: args.repair,
+    };
+    let opts = crate::apply::Options {
+        record_namespace: args.record_namespace.clone(),
+        ..crate::apply::Options::default()
+    };
+    let reports = crate::drift::check(&scope, &settings, &opts).await?;
+    if reports.is_empty() {
+        writeln!(
+            out,
+            "no deploy record of a selected environment in {}: nothing deployed to compare",
+            args.record_namespace
+        )?;
+        return Ok(Outcome::Clean);
+    }
+    for (i, r) in reports.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        crate::drift::text(r, out)?;
+    }
+    if let Some(path) = &args.json {
+        let mut json = serde_json::to_value(&reports)?;
+        crate::secrets::mask::redact_value(&mut json);
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    // Repaired drift is drift that was there: the run still says so.
+    Ok(if reports.iter().all(crate::drift::Report::in_sync) {
+        Outcome::Clean
+    } else {
+        Outcome::Changes
     })
 }
 

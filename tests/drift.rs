@@ -1,0 +1,155 @@
+//! `kdeploy drift` against the Kubernetes simulator: a deploy, then a field
+//! changed by another field manager, a deleted resource, an object kdeploy
+//! did not create, repair, and the exit codes (0 in sync, 2 drift, 1 error).
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::json;
+
+use crate::k8s_sim::Sim;
+use crate::util::{Repo, Run};
+
+async fn kdeploy(repo: &Repo, kubeconfig: &str, args: &[&str]) -> Run {
+    let path = repo.path().to_path_buf();
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--kubeconfig".to_string(), kubeconfig.to_string()]);
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        crate::util::kdeploy(&path, &refs)
+    })
+    .await
+    .expect("joins")
+}
+
+fn deployments() -> kube::discovery::ApiResource {
+    kube::discovery::ApiResource {
+        group: "apps".into(),
+        version: "v1".into(),
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        plural: "deployments".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_found_attributed_and_repaired() {
+    let sim = Sim::start().await;
+    let (dir, kc) = sim.kubeconfig_file();
+    let repo = Repo::with_app();
+    repo.commit("apps");
+    let deploy = kdeploy(&repo, &kc, &["apply", "--env", "staging"]).await;
+    assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
+
+    let clean = kdeploy(&repo, &kc, &["drift"]).await;
+    assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
+    assert!(
+        clean.stdout.contains("staging: in sync ("),
+        "{}",
+        clean.stdout
+    );
+
+    // Someone scales by hand with a forced server-side apply: the field
+    // now belongs to that manager.
+    let client = sim.client().await;
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "api-staging", &deployments());
+    let patch = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}, "spec": {"replicas": 7}});
+    api.patch(
+        "api",
+        &PatchParams::apply("kubectl").force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .expect("scaled");
+    // And deletes the Service; and adds a ConfigMap of their own.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "api-staging");
+    services
+        .delete("api", &Default::default())
+        .await
+        .expect("deleted");
+    sim.insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "debug-flags", "namespace": "api-staging"}, "data": {"x": "1"}}));
+
+    let drift = kdeploy(
+        &repo,
+        &kc,
+        &[
+            "drift",
+            "--unmanaged",
+            "--json",
+            &dir.path().join("drift.json").display().to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(drift.code, 2, "{}{}", drift.stdout, drift.stderr);
+    let out = &drift.stdout;
+    assert!(out.contains("staging: drift in 2 of "), "{out}");
+    assert!(
+        out.contains("  changed    apps/Deployment api-staging/api [api] by kubectl (Apply)"),
+        "{out}"
+    );
+    assert!(out.contains("spec.replicas: 2 → 7"), "{out}");
+    assert!(
+        out.contains("  missing    Service api-staging/api [api]: deleted from the cluster"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  unmanaged  ConfigMap api-staging/debug-flags: not deployed by kdeploy"),
+        "{out}"
+    );
+    assert!(out.contains("-  replicas: 7\n+  replicas: 2"), "{out}");
+    assert!(!out.contains("kube-root-ca.crt"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("drift.json")).expect("json"))
+            .expect("parses");
+    assert_eq!(json[0]["environment"], "staging");
+    assert_eq!(json[0]["findings"][1]["kind"], "changed");
+    assert_eq!(json[0]["findings"][1]["managers"][0], "kubectl (Apply)");
+
+    // Repair re-applies what drifted; the unmanaged object stays.
+    let repair = kdeploy(&repo, &kc, &["drift", "--repair"]).await;
+    assert_eq!(repair.code, 2, "{}{}", repair.stdout, repair.stderr);
+    assert!(
+        repair
+            .stdout
+            .contains("  repaired   apps/Deployment api-staging/api"),
+        "{}",
+        repair.stdout
+    );
+    assert!(
+        repair
+            .stdout
+            .contains("  repaired   Service api-staging/api"),
+        "{}",
+        repair.stdout
+    );
+    let after = kdeploy(&repo, &kc, &["drift"]).await;
+    assert_eq!(after.code, 0, "{}{}", after.stdout, after.stderr);
+    assert!(
+        sim.get("", "ConfigMap", "api-staging", "debug-flags")
+            .is_some()
+    );
+    let replicas = sim
+        .get("apps", "Deployment", "api-staging", "api")
+        .expect("deployment")["spec"]["replicas"]
+        .clone();
+    assert_eq!(replicas, json!(2));
+
+    // An environment never deployed has nothing to compare; a cluster that
+    // cannot be reached is an error (exit 1).
+    let none = kdeploy(&repo, &kc, &["drift", "--env", "production"]).await;
+    assert_eq!(none.code, 0, "{}", none.stderr);
+    assert!(
+        none.stdout
+            .contains("no deploy record of a selected environment"),
+        "{}",
+        none.stdout
+    );
+    let bad = dir.path().join("bad");
+    std::fs::write(
+        &bad,
+        sim.kubeconfig().replace(&sim.url, "http://127.0.0.1:9"),
+    )
+    .expect("write");
+    let down = kdeploy(&repo, &bad.display().to_string(), &["drift"]).await;
+    assert_eq!(down.code, 1, "{}{}", down.stdout, down.stderr);
+}
