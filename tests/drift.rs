@@ -153,3 +153,102 @@ async fn drift_is_found_attributed_and_repaired() {
     let down = kdeploy(&repo, &bad.display().to_string(), &["drift"]).await;
     assert_eq!(down.code, 1, "{}{}", down.stdout, down.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_action_keeps_a_check_run_and_one_issue_per_environment() {
+    let sim = Sim::start().await;
+    let (_dir, kc) = sim.kubeconfig_file();
+    let gh = crate::fake_github::FakeGitHub::start().await;
+    let repo = Repo::with_app();
+    let head = repo.commit("apps");
+    let deploy = kdeploy(&repo, &kc, &["apply", "--env", "staging"]).await;
+    assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
+    let kubeconfig = sim.kubeconfig();
+    let inputs = [
+        ("INPUT_MODE", "drift"),
+        ("INPUT_KUBECONFIG", kubeconfig.as_str()),
+        ("GITHUB_SHA", head.as_str()),
+        ("GITHUB_SERVER_URL", "https://github.com"),
+        ("GITHUB_RUN_ID", "42"),
+    ];
+    let event = json!({"schedule": "17 * * * *"});
+    let run = || crate::publish::action_on(&gh, &repo, "main", "schedule", &event, &inputs);
+
+    let (code, log, summary, outputs) = run().await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        summary.contains("In sync: the 5 resources deployed from"),
+        "{summary}"
+    );
+    assert!(outputs.contains("[]"), "{outputs}");
+    let checks = gh.check_runs();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0]["name"], "kdeploy drift");
+    assert_eq!(checks[0]["conclusion"], "success");
+    assert!(gh.issues().is_empty());
+
+    // Someone scales by hand: a failed check, and an issue saying what.
+    let client = sim.client().await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "api-staging", &deployments());
+    let patch = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}, "spec": {"replicas": 7}});
+    api.patch(
+        "api",
+        &PatchParams::apply("kubectl").force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .expect("scaled");
+    let (code, log, summary, outputs) = run().await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("::warning::staging has drifted"), "{log}");
+    assert!(outputs.contains(r#"["staging"]"#), "{outputs}");
+    assert!(
+        summary.contains("| changed | `apps/Deployment api-staging/api` | api | spec.replicas: 2 → 7 (by kubectl (Apply)) |"),
+        "{summary}"
+    );
+    let check = gh.check_runs().pop().expect("check run");
+    assert_eq!(
+        (
+            check["conclusion"].as_str(),
+            check["output"]["title"].as_str()
+        ),
+        (Some("failure"), Some("Drift in staging"))
+    );
+    let issues = gh.issues();
+    assert_eq!(issues.len(), 1, "{log}");
+    assert_eq!(
+        (issues[0].title.as_str(), issues[0].state.as_str()),
+        ("Drift in staging", "open")
+    );
+    assert!(
+        issues[0].body.contains("spec.replicas: 2 → 7"),
+        "{}",
+        issues[0].body
+    );
+    // Still drifted on the next run: the same issue, no second one.
+    let (_, log, ..) = run().await;
+    assert!(!log.contains("opened issue"), "{log}");
+    assert_eq!(gh.issues().len(), 1);
+
+    // Repaired: the next run closes the issue with a comment.
+    let mut repair = inputs.to_vec();
+    repair.push(("INPUT_DRIFT-REPAIR", "true"));
+    let (code, log, ..) =
+        crate::publish::action_on(&gh, &repo, "main", "schedule", &event, &repair).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("repaired   apps/Deployment api-staging/api"),
+        "{log}"
+    );
+    let (_, log, ..) = run().await;
+    assert!(log.contains("is in sync"), "{log}");
+    let issues = gh.issues();
+    assert_eq!(issues[0].state, "closed", "{log}");
+    let comments = gh.comments(issues[0].number);
+    assert!(
+        comments[0]
+            .1
+            .starts_with("The drift is gone: staging matches what was deployed"),
+        "{comments:?}"
+    );
+}

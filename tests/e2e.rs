@@ -253,3 +253,67 @@ async fn sops_secrets_reach_a_real_cluster_decrypted() {
     assert_eq!(data["DB_PASSWORD"].0, crate::secrets::CANARY.as_bytes());
     cleanup(&client).await;
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: KDEPLOY_E2E=1 KUBECONFIG=... cargo test --test tests e2e -- --ignored"]
+async fn drift_on_a_real_cluster_is_attributed_and_repaired() {
+    let Some(client) = real_cluster().await else {
+        return;
+    };
+    cleanup(&client).await;
+    let repo = crate::util::Repo::with_app();
+    repo.commit("apps");
+    let dir = repo.path().to_path_buf();
+    let run = move |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        async move {
+            tokio::task::spawn_blocking(move || crate::util::kdeploy(&dir, args))
+                .await
+                .expect("joins")
+        }
+    };
+    let deploy = run(&["apply", "--env", "staging"]).await;
+    assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
+    assert_eq!(run(&["drift", "--env", "staging"]).await.code, 0);
+    // `kubectl scale` writes through the scale subresource as manager
+    // "kubectl" (an Update): the API server's own managedFields.
+    let out = std::process::Command::new("kubectl")
+        .args([
+            "-n",
+            "api-staging",
+            "scale",
+            "deployment/api",
+            "--replicas=5",
+        ])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drift = run(&["drift", "--env", "staging"]).await;
+    assert_eq!(drift.code, 2, "{}{}", drift.stdout, drift.stderr);
+    assert!(
+        drift
+            .stdout
+            .contains("changed    apps/Deployment api-staging/api [api] by kubectl"),
+        "{}",
+        drift.stdout
+    );
+    assert!(
+        drift.stdout.contains("spec.replicas: 2 → 5"),
+        "{}",
+        drift.stdout
+    );
+    let repair = run(&["drift", "--env", "staging", "--repair"]).await;
+    assert!(
+        repair
+            .stdout
+            .contains("repaired   apps/Deployment api-staging/api"),
+        "{}",
+        repair.stdout
+    );
+    assert_eq!(run(&["drift", "--env", "staging"]).await.code, 0);
+    cleanup(&client).await;
+}

@@ -1070,7 +1070,7 @@ fn action_inputs_and_payloads_are_all_reported() {
         env: &bad,
         code: 2,
         says: &[
-            "input `mode` must be auto, plan, apply, images or promote, got `sometimes`",
+            "input `mode` must be auto, plan, apply, images, promote or drift, got `sometimes`",
             "input `comment` must be true or false, got `maybe`",
             "input `timeout` must be a duration",
             "input `max-comment-parts` must be a number",

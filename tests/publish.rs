@@ -346,7 +346,7 @@ async fn action(
 }
 
 /// [`action`] in a clone of `branch`.
-async fn action_on(
+pub(crate) async fn action_on(
     gh: &FakeGitHub,
     origin: &Repo,
     branch: &str,

@@ -72,7 +72,7 @@ pub const INPUTS: &[Input] = &[
     Input {
         name: "mode",
         default: "auto",
-        description: "auto (plan on pull_request and workflow_dispatch, apply on push), plan, apply, images (version bumps: `images update`, or `set-version` from a dispatch's app/env/version), or promote (`promote-from` to `promote-to`).",
+        description: "auto (plan on pull_request and workflow_dispatch, apply on push), plan, apply, images (version bumps: `images update`, or `set-version` from a dispatch's app/env/version), promote (`promote-from` to `promote-to`), or drift (compare each deployed environment with its cluster; a check run and an issue per drifted environment).",
     },
     Input {
         name: "working-directory",
@@ -128,6 +128,16 @@ pub const INPUTS: &[Input] = &[
         name: "promote-keys",
         default: "",
         description: "Promote: config keys (dotted, comma-separated, e.g. `image.tag,replicas`) also copied into the target environment's config.yaml.",
+    },
+    Input {
+        name: "drift-unmanaged",
+        default: "false",
+        description: "Drift: also report objects in the managed namespaces that kdeploy did not create.",
+    },
+    Input {
+        name: "drift-repair",
+        default: "false",
+        description: "Drift: re-apply what drifted (missing or changed resources; nothing is deleted).",
     },
     Input {
         name: "kubeconfig",
@@ -243,6 +253,8 @@ pub enum Mode {
     Images,
     /// Copy versions from one environment to another.
     Promote,
+    /// Compare deployed environments with their clusters.
+    Drift,
 }
 
 /// The action's inputs, validated.
@@ -270,6 +282,8 @@ pub struct Inputs {
     pub(crate) promote_from: Option<String>,
     pub(crate) promote_to: Option<String>,
     pub(crate) promote_keys: Vec<String>,
+    pub(crate) drift_unmanaged: bool,
+    pub(crate) drift_repair: bool,
 }
 
 /// The value of a parsed input, or its default with the problem recorded.
@@ -331,10 +345,11 @@ impl Inputs {
             Some("apply") => Some(Mode::Apply),
             Some("images") => Some(Mode::Images),
             Some("promote") => Some(Mode::Promote),
+            Some("drift") => Some(Mode::Drift),
             Some(other) => take(
                 p,
                 Err(anyhow::anyhow!(
-                    "input `mode` must be auto, plan, apply, images or promote, got `{other}`"
+                    "input `mode` must be auto, plan, apply, images, promote or drift, got `{other}`"
                 )),
                 None,
             ),
@@ -368,6 +383,8 @@ impl Inputs {
         let rollback = flag("rollback-on-failure", false);
         let github_deployments = flag("github-deployments", true);
         let allow_pull_request_target = flag("allow-pull-request-target", false);
+        let drift_unmanaged = flag("drift-unmanaged", false);
+        let drift_repair = flag("drift-repair", false);
         let max_comment_parts = take(
             p,
             parse_number("max-comment-parts", env.input("max-comment-parts"), 3),
@@ -424,6 +441,8 @@ impl Inputs {
             publish,
             promote_from: env.input("promote-from").map(str::to_string),
             promote_to: env.input("promote-to").map(str::to_string),
+            drift_unmanaged,
+            drift_repair,
             promote_keys: env
                 .input("promote-keys")
                 .map(|v| {

@@ -20,6 +20,7 @@ use crate::source::Snapshot;
 use crate::{comment, render, report};
 
 mod automation;
+mod drift;
 mod inputs;
 
 pub use inputs::{ActionEnv, INPUTS, Input, Inputs, Mode, inputs_help};
@@ -263,6 +264,9 @@ async fn run_steps(
     }
     if let Some(mode @ (Mode::Images | Mode::Promote)) = inputs.mode {
         return automation::run(&mut runner, &inputs, &event, mode, &repo_dir, retry).await;
+    }
+    if inputs.mode == Some(Mode::Drift) {
+        return drift::run(&mut runner, &inputs, &repo_dir, retry).await;
     }
     let mode = match (&event, inputs.mode) {
         (Event::Unsupported(name), _) => {

@@ -14,8 +14,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 mod git;
+mod issues;
 
 pub use git::{Commit, PullRequest};
+pub use issues::Issue;
 
 /// The error returned by API calls.
 #[derive(Debug, thiserror::Error)]

@@ -421,7 +421,7 @@ async fn create_pull(State(state): State<Shared>, bytes: Bytes) -> Response {
             json!([{"resource": "PullRequest", "code": "custom", "message": format!("No commits between {base} and {head}")}]),
         );
     }
-    let number = inner.git.pulls.keys().last().copied().unwrap_or(0) + 1;
+    let number = super::issues::next_number(&inner);
     let pr = json!({
         "id": 2_000_000 + number, "node_id": format!("PR_{number}"), "number": number, "state": "open",
         "locked": false, "draft": false, "merged": false,
@@ -522,6 +522,26 @@ impl FakeGitHub {
     /// Every pull request, by number.
     pub fn pulls(&self) -> Vec<Pull> {
         pulls_of(&self.lock())
+    }
+}
+
+impl Inner {
+    /// The numbers of every pull request.
+    pub(super) fn git_pull_numbers(&self) -> Vec<u64> {
+        self.git.pulls.keys().copied().collect()
+    }
+
+    /// Pull requests as the issues API lists them (with `pull_request`).
+    pub(super) fn git_pulls_as_issues(&self) -> Vec<(u64, Value)> {
+        self.git
+            .pulls
+            .iter()
+            .map(|(n, p)| {
+                let mut i = p.clone();
+                i["pull_request"] = json!({"url": p["url"], "html_url": p["html_url"]});
+                (*n, i)
+            })
+            .collect()
     }
 }
 

@@ -16,6 +16,7 @@ use axum::routing::{get, patch};
 use serde_json::{Value, json};
 
 mod git;
+mod issues;
 
 /// The repository the fake serves, as in the octokit/webhooks payloads.
 pub const REPO: &str = "Codertocat/Hello-World";
@@ -86,6 +87,8 @@ struct Inner {
     /// `POST /pulls` answers 403 as when the repository does not let
     /// Actions open pull requests.
     no_pull_creation: bool,
+    /// Issues by number.
+    issues: BTreeMap<u64, Value>,
 }
 
 /// A running fake.
@@ -137,6 +140,7 @@ impl FakeGitHub {
                     axum::routing::post(create_deployment_status),
                 );
             app = git::routes(app, prefix);
+            app = issues::routes(app, prefix);
         }
         let app = app
             .fallback(not_found)
@@ -312,6 +316,10 @@ async fn record(
             "contents=write"
         } else if path.contains("/pulls") {
             "pull_requests=write"
+        } else if path.ends_with("/issues")
+            || path.contains("/issues/") && !path.contains("/comments")
+        {
+            "issues=write"
         } else {
             "issues=write; pull_requests=write"
         };
