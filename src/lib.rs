@@ -37,6 +37,7 @@ pub mod github;
 pub mod images;
 pub mod init;
 pub mod lock;
+pub mod order;
 pub mod output;
 pub mod plan;
 pub mod promote;

@@ -375,7 +375,7 @@ pub fn plan_work_tree(repo: &Path, filter: &Filter, context: usize) -> anyhow::R
     let base = Snapshot::open(repo, &Revision::parse(Some("HEAD")))?;
     let head = Snapshot::open(repo, &Revision::parse(None))?;
     let cmp = crate::render::compare_with(&base, &head, filter, None)?;
-    crate::validate::check_for_plan(&cmp.head)?;
+    crate::validate::check_for_plan(&cmp)?;
     Ok(crate::plan::plan(&cmp, &cmp.head.settings.plan, context))
 }
 

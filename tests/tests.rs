@@ -18,6 +18,7 @@ mod images;
 mod init;
 mod lint;
 mod lock;
+mod order;
 mod plan;
 mod properties;
 mod publish;

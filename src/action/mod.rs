@@ -337,7 +337,7 @@ async fn run_steps(
     let filter = filter.scoped(scope);
     let marker = report::comment_marker(&inputs.comment_id);
     let outcome = render::compare(&base, &head, &filter).and_then(|cmp| {
-        crate::validate::check_for_plan(&cmp.head).map_err(render::Error::Invalid)?;
+        crate::validate::check_for_plan(&cmp).map_err(render::Error::Invalid)?;
         Ok(cmp)
     });
     runner.end_group()?;

@@ -34,7 +34,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::discovery::{ApiResource, Scope};
 use serde::Serialize;
 
-use crate::resource::{self, Resource, ResourceId};
+use crate::resource::{Resource, ResourceId};
 use record::{Entry, Record};
 
 /// The field manager kdeploy applies as.
@@ -584,19 +584,21 @@ async fn apply_held(
         }
     }
 
-    let mut groups: BTreeMap<u8, Vec<&Resource>> = BTreeMap::new();
+    // Change groups (kdeploy.io/group, apply-after) order stages; the kind
+    // order holds within each. Validation refused bad groups before this.
+    let stages = crate::order::stages(&target.head).unwrap_or_default();
+    let mut groups: BTreeMap<(usize, u8), Vec<&Resource>> = BTreeMap::new();
     for r in to_apply {
-        groups
-            .entry(resource::kind_rank(&r.id.group, &r.id.kind))
-            .or_default()
-            .push(r);
+        groups.entry(stages.key(r)).or_default().push(r);
     }
     let mut params = PatchParams::apply(FIELD_MANAGER);
     if opts.force_conflicts {
         params = params.force();
     }
     params.dry_run = opts.dry_run;
-    let group_list: Vec<(u8, Vec<&Resource>)> = groups.into_iter().collect();
+    let group_list: Vec<((usize, u8), Vec<&Resource>)> = groups.into_iter().collect();
+    // Resources marked kdeploy.io/wait in the stage being applied.
+    let mut stage_waits: Vec<crate::wait::Target> = Vec::new();
     if opts.delete_first {
         delete_entries(
             client,
@@ -640,6 +642,16 @@ async fn apply_held(
             }
         }
         let params = &params;
+        for (r, ar, caps) in jobs.iter().filter(|(r, _, _)| crate::order::waits(r)) {
+            let explicit = opts.wait.clone().unwrap_or_default();
+            stage_waits.extend(crate::wait::Target::applied(
+                r,
+                ar,
+                matches!(caps.scope, Scope::Namespaced),
+                Some(&explicit),
+                global_timeout.max(explicit.timeout),
+            ));
+        }
         for (r, ar, caps) in &jobs {
             to_track.extend(crate::wait::Target::applied(
                 r,
@@ -707,6 +719,42 @@ async fn apply_held(
             }
             kinds.forget(r.object["spec"]["group"].as_str().unwrap_or(""));
         }
+        // The stage ends: what it marked kdeploy.io/wait must be ready
+        // before the next stage starts.
+        let stage_ends = group_list
+            .get(i + 1)
+            .is_none_or(|((next, _), _)| *next != group_list[i].0.0);
+        if stage_ends && !stage_waits.is_empty() && !opts.dry_run && report.failed.is_empty() {
+            let waits = std::mem::take(&mut stage_waits);
+            let mut progress = Vec::new();
+            let w = opts.wait.clone().unwrap_or_default();
+            let w = crate::wait::Options {
+                redact: secret_values(&target.head),
+                ..w
+            };
+            for t in crate::wait::track(client, waits, &w, &mut progress).await {
+                if !t.ok() {
+                    report.failed.push(Failure {
+                        app: t.app.clone(),
+                        id: t.id.clone(),
+                        source: "kdeploy.io/wait".into(),
+                        error: format!(
+                            "not ready ({:?}{}), so the stages after it were not applied{}",
+                            t.state,
+                            if t.timed_out { ", timed out" } else { "" },
+                            t.details
+                                .first()
+                                .map(|d| format!(": {d}"))
+                                .unwrap_or_default()
+                        ),
+                    });
+                }
+                report.tracked.push(t);
+            }
+            report
+                .progress
+                .push_str(&String::from_utf8_lossy(&progress));
+        }
     }
 
     if report.failed.is_empty() && !opts.delete_first {
@@ -737,8 +785,13 @@ async fn apply_held(
             redact: secret_values(&target.head),
             ..w.clone()
         };
-        report.tracked = crate::wait::track(client, to_track, &w, &mut progress).await;
-        report.progress = String::from_utf8_lossy(&progress).into_owned();
+        // Stages already waited for are not tracked twice.
+        to_track.retain(|t| !report.tracked.iter().any(|d| d.id == t.id.to_string()));
+        let tracked = crate::wait::track(client, to_track, &w, &mut progress).await;
+        report.tracked.extend(tracked);
+        report
+            .progress
+            .push_str(&String::from_utf8_lossy(&progress));
     }
 
     if !report.succeeded()

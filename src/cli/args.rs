@@ -372,7 +372,7 @@ impl ChangeArgs {
         };
         let cmp = render::compare_with(&base, &head, &filter, given.as_ref())?;
         self.selection.ensure_matches(&[&head, &base])?;
-        crate::validate::check_for_plan(&cmp.head)?;
+        crate::validate::check_for_plan(&cmp)?;
         let plan = plan::plan(&cmp, &cmp.head.settings.plan, context);
         Ok((cmp, plan))
     }

@@ -67,6 +67,31 @@ pub struct Change {
     pub summary: String,
 }
 
+/// The stage order of each environment that uses change groups
+/// (`kdeploy.io/group`), so a reviewer sees what runs before what.
+fn order_notes(state: &crate::render::State) -> Vec<String> {
+    let mut by_env: std::collections::BTreeMap<&str, Vec<&Resource>> =
+        std::collections::BTreeMap::new();
+    for r in &state.releases {
+        by_env
+            .entry(r.release.env.as_str())
+            .or_default()
+            .extend(r.resources.iter());
+    }
+    by_env
+        .into_iter()
+        .filter_map(|(env, resources)| {
+            let stages = crate::order::stages(&resources).ok()?;
+            stages.is_used().then(|| {
+                format!(
+                    "{env} applies in stages (kdeploy.io/group, kdeploy.io/apply-after): {}",
+                    stages.describe()
+                )
+            })
+        })
+        .collect()
+}
+
 /// The changes between two states.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -345,6 +370,8 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
         });
     }
     changes.sort_by_key(apply_order);
+    let mut notes = cmp.notes.clone();
+    notes.extend(order_notes(&cmp.head));
     Plan {
         base: cmp.base.label.clone(),
         head: cmp.head.label.clone(),
@@ -353,7 +380,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
         unchanged_releases: cmp.unchanged.len(),
         hidden_resources: hidden,
         ignored_fields: settings.ignore_fields.len(),
-        notes: cmp.notes.clone(),
+        notes,
         dirs: cmp
             .head
             .releases

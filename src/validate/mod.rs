@@ -417,16 +417,52 @@ pub fn validate_with(state: &State, removed_api_errors: bool) -> (Diagnostics, S
 /// # Errors
 /// Every schema problem found.
 pub fn check(state: &State) -> Result<Summary, Diagnostics> {
-    let (problems, summary) = validate(state);
+    let (mut problems, summary) = validate(state);
+    problems.extend(ordering(state, &|_| true).0);
     problems.into_result(summary)
+}
+
+/// The ordering annotations of each environment (`kdeploy.io/group`,
+/// `kdeploy.io/apply-after`): cycles always, groups nobody declares where
+/// `complete(env)` says every release of it was rendered.
+pub fn ordering(state: &State, complete: &dyn Fn(&str) -> bool) -> Diagnostics {
+    let mut by_env: std::collections::BTreeMap<&str, Vec<&Resource>> =
+        std::collections::BTreeMap::new();
+    for r in &state.releases {
+        by_env
+            .entry(r.release.env.as_str())
+            .or_default()
+            .extend(r.resources.iter());
+    }
+    let mut problems = Diagnostics::default();
+    for (env, resources) in by_env {
+        let Err(found) = crate::order::stages(&resources) else {
+            continue;
+        };
+        for p in found {
+            if !complete(env) && !p.certain {
+                continue;
+            }
+            problems.push(
+                Diagnostic::new(Location::file(&p.file), format!("{env}: {}", p.message))
+                    .help("name groups declared with kdeploy.io/group in the same environment, without cycles"),
+            );
+        }
+    }
+    problems
 }
 
 /// [`check`] for a plan: removed API versions become plan warnings.
 ///
 /// # Errors
 /// Every other schema problem found.
-pub fn check_for_plan(state: &State) -> Result<Summary, Diagnostics> {
-    let (problems, summary) = validate_with(state, false);
+pub fn check_for_plan(cmp: &crate::render::Comparison) -> Result<Summary, Diagnostics> {
+    let (mut problems, summary) = validate_with(&cmp.head, false);
+    // Environments with unchanged (unrendered) releases may declare groups
+    // this plan cannot see: only their cycles are certain.
+    let partial: std::collections::BTreeSet<&str> =
+        cmp.unchanged.iter().map(|(env, _)| env.as_str()).collect();
+    problems.extend(ordering(&cmp.head, &|env| !partial.contains(env)).0);
     problems.into_result(summary)
 }
 
