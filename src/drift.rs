@@ -269,7 +269,8 @@ pub async fn detect(
     };
     let mut errors = Vec::new();
     let mut to_repair: Vec<&Resource> = Vec::new();
-    for (id, entry) in &record.entries {
+    // Hooks run and finish (and may be cleaned up): not drift.
+    for (id, entry) in record.entries.iter().filter(|(_, e)| !e.hook) {
         let Some(r) = by_id.get(id) else {
             report.notes.push(format!(
                 "{id} is in the record but {} does not render it: not compared",

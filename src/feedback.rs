@@ -226,6 +226,12 @@ pub fn output(
             r.not_attempted.join(", ")
         );
     }
+    if !r.hooks.is_empty() {
+        let _ = writeln!(summary, "\nDeploy hooks:");
+        for h in &r.hooks {
+            let _ = writeln!(summary, "- {h}");
+        }
+    }
     let _ = writeln!(
         summary,
         "\n{} resources unchanged. Previous state: {:?}.",

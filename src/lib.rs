@@ -34,6 +34,7 @@ pub mod drift;
 pub mod event;
 pub mod feedback;
 pub mod github;
+pub mod hooks;
 pub mod images;
 pub mod init;
 pub mod lock;

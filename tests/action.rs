@@ -1095,6 +1095,7 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         tracked: vec![],
         progress: String::new(),
         rollback: None,
+        hooks: Vec::new(),
     };
     let config = |app: &str| Some(format!("services/{app}/production/config.yaml"));
     feedback

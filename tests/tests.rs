@@ -13,6 +13,7 @@ mod e2e;
 mod event;
 mod example;
 mod faults;
+mod hooks;
 mod hostile;
 mod images;
 mod init;

@@ -108,6 +108,9 @@ pub async fn apply_states(
                 "  adopted  {id} (removed from the record of the environment it came from)"
             )?;
         }
+        for h in &report.hooks {
+            writeln!(out, "  hook     {h}")?;
+        }
         for f in &report.failed {
             writeln!(out, "  FAILED   {} ({}): {}", f.id, f.source, f.error)?;
         }

@@ -10,6 +10,7 @@
 //! is ever deleted, and kdeploy adds no labels to the user's objects.
 
 mod environments;
+mod hooks;
 mod kinds;
 pub mod lease;
 pub mod live;
@@ -210,6 +211,9 @@ pub struct Report {
     pub progress: String,
     /// What a rollback did, when one ran.
     pub rollback: Option<Rollback>,
+    /// Deploy hooks run, one line each (`pre-deploy batch/Job shop/migrate: complete (2.1s)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
 }
 
 /// A rollback after a failed deploy.
@@ -429,6 +433,37 @@ async fn apply_held(
     started_at: String,
     owners: &owners::Owners,
 ) -> Result<Report, Error> {
+    // Hooks are run, not applied with the rest; Helm hooks of events kdeploy
+    // has no moment for (pre-delete, …) are left out.
+    use crate::hooks::{Phase, Role, role};
+    let hooks: Vec<&Resource> = target
+        .head
+        .iter()
+        .copied()
+        .filter(|r| matches!(role(r), Role::Hook(_)))
+        .collect();
+    let plain = Target {
+        env: target.env.clone(),
+        repository: target.repository.clone(),
+        head_commit: target.head_commit.clone(),
+        head: target
+            .head
+            .iter()
+            .copied()
+            .filter(|r| role(r) == Role::Resource)
+            .collect(),
+        base: target.base.as_ref().map(|(c, b)| {
+            (
+                c.clone(),
+                b.iter()
+                    .copied()
+                    .filter(|r| role(r) == Role::Resource)
+                    .collect(),
+            )
+        }),
+        in_scope: target.in_scope,
+    };
+    let target = &plain;
     // Read the record under the lease: it is what the last run finished.
     let existing = record::read(client, &opts.record_namespace, &target.env).await?;
     if let Some(r) = &existing
@@ -514,7 +549,7 @@ async fn apply_held(
     let to_delete: Vec<&Entry> = if opts.prune {
         previous
             .values()
-            .filter(|e| (target.in_scope)(&e.app) && !head_entries.contains_key(&e.id()))
+            .filter(|e| !e.hook && (target.in_scope)(&e.app) && !head_entries.contains_key(&e.id()))
             .filter(|e| match owners.owner(&e.id()) {
                 Some(other) => {
                     kept.push(format!("{} (also in the deploy record of {other})", e.id()));
@@ -549,7 +584,30 @@ async fn apply_held(
         tracked: Vec::new(),
         progress: String::new(),
         rollback: None,
+        hooks: Vec::new(),
     };
+    // A hook runs when its release changes: any of its resources, or the
+    // hook itself (it is recorded for that).
+    let mut changed_apps: std::collections::BTreeSet<&str> = to_apply
+        .iter()
+        .map(|r| r.origin.app.as_str())
+        .chain(to_delete.iter().map(|e| e.app.as_str()))
+        .collect();
+    for h in &hooks {
+        if opts.sync
+            || previous
+                .get(&h.id)
+                .is_none_or(|p| p.hash != Entry::of(h).hash)
+        {
+            changed_apps.insert(h.origin.app.as_str());
+        }
+    }
+    let (pre, post): (Vec<&Resource>, Vec<&Resource>) = hooks
+        .iter()
+        .copied()
+        .filter(|h| changed_apps.contains(h.origin.app.as_str()))
+        .partition(|h| crate::hooks::phase(h) == Some(Phase::PreDeploy));
+    let mut pre_done = pre.is_empty();
     let mut to_track: Vec<crate::wait::Target> = Vec::new();
     let global_timeout = opts.wait.as_ref().map(|w| w.timeout).unwrap_or_default();
 
@@ -611,7 +669,22 @@ async fn apply_held(
         )
         .await;
     }
-    for (i, (_, group)) in group_list.iter().enumerate() {
+    for (i, ((_, rank), group)) in group_list.iter().enumerate() {
+        // Pre-deploy hooks run once config and Services are written, before
+        // the first workload changes.
+        if !pre_done && *rank >= 10 && report.failed.is_empty() {
+            pre_done = true;
+            hooks::run(
+                client,
+                kinds,
+                &pre,
+                Phase::PreDeploy,
+                opts,
+                secret_values(&target.head),
+                &mut report,
+            )
+            .await;
+        }
         if !report.failed.is_empty() {
             report.not_attempted.extend(
                 group_list[i..]
@@ -757,6 +830,19 @@ async fn apply_held(
         }
     }
 
+    // No workload in this deploy: pre-deploy hooks run after the rest.
+    if !pre_done && report.failed.is_empty() {
+        hooks::run(
+            client,
+            kinds,
+            &pre,
+            Phase::PreDeploy,
+            opts,
+            secret_values(&target.head),
+            &mut report,
+        )
+        .await;
+    }
     if report.failed.is_empty() && !opts.delete_first {
         delete_entries(
             client,
@@ -793,6 +879,24 @@ async fn apply_held(
             .progress
             .push_str(&String::from_utf8_lossy(&progress));
     }
+    // Post-deploy hooks (integration tests, cache warm-up) once the rest
+    // is written and, when waiting, ready; a failure fails the deploy.
+    if report.succeeded() {
+        hooks::run(
+            client,
+            kinds,
+            &post,
+            Phase::PostDeploy,
+            opts,
+            secret_values(&target.head),
+            &mut report,
+        )
+        .await;
+    } else {
+        report
+            .not_attempted
+            .extend(post.iter().map(|h| h.id.to_string()));
+    }
 
     if !report.succeeded()
         && opts.rollback
@@ -822,6 +926,8 @@ async fn apply_held(
             entries.clear();
         }
         entries.extend(head_entries);
+        // Hooks are recorded (a change to one runs it) but never pruned.
+        entries.extend(hooks.iter().map(|h| (h.id.clone(), Entry::of(h))));
         let new = Record {
             repository: target.repository.clone(),
             commit: target.head_commit.clone(),

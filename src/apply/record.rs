@@ -31,6 +31,9 @@ pub struct Entry {
     pub app: String,
     /// Content hash of the applied object.
     pub hash: String,
+    /// A deploy hook: recorded so that a change to it runs it, never pruned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hook: bool,
 }
 
 impl Entry {
@@ -55,6 +58,7 @@ impl Entry {
             name: r.id.name.clone(),
             app: r.origin.app.clone(),
             hash: content_hash(&r.object),
+            hook: crate::hooks::phase(r).is_some(),
         }
     }
 }

@@ -354,6 +354,15 @@ pub fn validate_with(state: &State, removed_api_errors: bool) -> (Diagnostics, S
                 );
                 continue;
             }
+            if let Some(p) = crate::hooks::problem(res) {
+                problems.push(
+                    Diagnostic::new(
+                        Location::file(&res.origin.file),
+                        format!("{p} ({}/{})", release.release.env, release.release.app),
+                    )
+                    .help("see README, Deploy hooks"),
+                );
+            }
             let typed = check_builtin(&res.api_version, &res.id.kind, &res.object);
             let builtin = typed.is_some();
             let found = typed.or_else(|| {
