@@ -317,3 +317,67 @@ async fn drift_on_a_real_cluster_is_attributed_and_repaired() {
     assert_eq!(run(&["drift", "--env", "staging"]).await.code, 0);
     cleanup(&client).await;
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: KDEPLOY_E2E=1 KUBECONFIG=... cargo test --test tests e2e -- --ignored"]
+async fn hooks_and_change_groups_on_a_real_cluster() {
+    let Some(client) = real_cluster().await else {
+        return;
+    };
+    cleanup(&client).await;
+    let job = |name: &str, annotations: &str, command: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations:\n{annotations}spec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: {name}\n          image: busybox:1.36\n          command: [\"sh\", \"-c\", \"{command}\"]\n"
+        )
+    };
+    let repo = crate::util::Repo::new();
+    repo.write("kdeploy.yaml", "sources:\n  raw: [\"manifests/{env}/{app}\"]\n")
+        .write(
+            "manifests/staging/shop/namespace.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+        )
+        .write(
+            "manifests/staging/shop/migrate.yaml",
+            &job("migrate", "    kdeploy.io/hook: pre-deploy\n", "echo migrated"),
+        )
+        .write(
+            "manifests/staging/shop/seed.yaml",
+            &job("seed", "    kdeploy.io/group: seed\n    kdeploy.io/wait: \"true\"\n", "true"),
+        )
+        .write(
+            "manifests/staging/shop/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-seed\n  namespace: shop\n  annotations:\n    kdeploy.io/apply-after: seed\ndata:\n  ready: \"yes\"\n",
+        );
+    repo.commit("shop");
+    let opts = kdeploy::apply::Options {
+        wait: Some(kdeploy::wait::Options {
+            timeout: std::time::Duration::from_secs(180),
+            ..Default::default()
+        }),
+        ..fast()
+    };
+    let all = kdeploy::config::Filter::default();
+    let (reports, out) = deploy_head(&client, &repo, &all, &opts).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(
+        out.contains("hook     pre-deploy batch/Job shop/migrate: complete"),
+        "{out}"
+    );
+    // A failing pre-deploy hook fails the deploy; the record stays.
+    repo.write(
+        "manifests/staging/shop/migrate.yaml",
+        &job("migrate", "    kdeploy.io/hook: pre-deploy\n", "exit 3"),
+    )
+    .write(
+        "manifests/staging/shop/config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-seed\n  namespace: shop\n  annotations:\n    kdeploy.io/apply-after: seed\ndata:\n  ready: \"again\"\n",
+    );
+    repo.commit("failing migration");
+    let (reports, out) = deploy_head(&client, &repo, &all, &opts).await;
+    assert!(!reports[0].succeeded(), "{out}");
+    assert!(
+        out.contains("the workloads were not changed") || out.contains("pre-deploy hook"),
+        "{out}"
+    );
+    cleanup(&client).await;
+}
