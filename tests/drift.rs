@@ -252,3 +252,67 @@ async fn the_scheduled_action_keeps_a_check_run_and_one_issue_per_environment() 
         "{comments:?}"
     );
 }
+
+/// Drift detection of 1,000 recorded resources against the simulator (on
+/// loopback, no added latency). Run by hand:
+/// `cargo test --release --test tests measure_drift -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand with --ignored --nocapture"]
+async fn measure_drift_of_1000_recorded_resources() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    let repo = Repo::new();
+    repo.write("kdeploy.yaml", "sources:\n  raw: [\"manifests/{env}/{app}\"]\n");
+    for app in 0..100 {
+        let mut text = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app{app}\n");
+        for i in 0..9 {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-{i}\n  namespace: app{app}\ndata:\n  key: value-{i}\n"
+            ));
+        }
+        repo.write(&format!("manifests/staging/app{app}/all.yaml"), &text);
+    }
+    repo.commit("1,000 resources");
+    let (reports, out) = crate::apply::deploy_head(
+        &client,
+        &repo,
+        &kdeploy::config::Filter::default(),
+        &crate::apply::fast(),
+    )
+    .await;
+    assert!(reports[0].succeeded(), "{out}");
+    let filter = kdeploy::config::Filter::default();
+    let access = kdeploy::cluster::Access {
+        kubeconfig: Some(sim.kubeconfig()),
+        context: None,
+    };
+    let scope = kdeploy::drift::Scope {
+        repo: repo.path(),
+        filter: &filter,
+        access: &access,
+        rev: None,
+        fetch: None,
+    };
+    let opts = kdeploy::apply::Options::default();
+    for unmanaged in [false, true] {
+        sim.clear_requests();
+        let started = std::time::Instant::now();
+        let found = kdeploy::drift::check(
+            &scope,
+            &kdeploy::drift::Settings {
+                unmanaged,
+                repair: false,
+            },
+            &opts,
+        )
+        .await
+        .expect("checks");
+        eprintln!(
+            "drift of {} recorded resources (unmanaged: {unmanaged}): {:?}, {} requests, in sync: {}",
+            found[0].checked,
+            started.elapsed(),
+            sim.requests().len(),
+            found[0].in_sync()
+        );
+    }
+}
