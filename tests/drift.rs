@@ -262,7 +262,10 @@ async fn measure_drift_of_1000_recorded_resources() {
     let sim = Sim::start().await;
     let client = sim.client().await;
     let repo = Repo::new();
-    repo.write("kdeploy.yaml", "sources:\n  raw: [\"manifests/{env}/{app}\"]\n");
+    repo.write(
+        "kdeploy.yaml",
+        "sources:\n  raw: [\"manifests/{env}/{app}\"]\n",
+    );
     for app in 0..100 {
         let mut text = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app{app}\n");
         for i in 0..9 {

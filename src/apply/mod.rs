@@ -19,21 +19,23 @@ mod preflight;
 mod prune;
 pub mod record;
 pub mod replace;
+mod report;
 mod rollback;
+mod write;
 
 pub use environments::{apply_states, deploy_environments};
 pub(crate) use kinds::{Kinds, api_for};
-use preflight::{ensure_namespace, namespace_created_by_plan, preflight, wait_established};
+use preflight::{ensure_namespace, preflight};
 use prune::delete_entries;
+pub use report::{Failure, PreviousFrom, Report, Rollback, Step};
 use rollback::{rollback, secret_values};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, PropagationPolicy};
 use kube::discovery::{ApiResource, Scope};
-use serde::Serialize;
 
 use crate::resource::{Resource, ResourceId};
 use record::{Entry, Record};
@@ -122,136 +124,6 @@ pub struct Target<'a> {
     pub base: Option<(String, Vec<&'a Resource>)>,
     /// Which apps are in scope (`--app`); others in the record are kept.
     pub in_scope: &'a (dyn Fn(&str) -> bool + Sync),
-}
-
-/// Where the previous state came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PreviousFrom {
-    /// The in-cluster deploy record.
-    Record,
-    /// The base revision.
-    Base,
-    /// Nothing: a first deploy.
-    Nothing,
-}
-
-/// A resource that failed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    /// `apps/Deployment shop/api`.
-    pub id: String,
-    /// The app it belongs to (empty when none).
-    pub app: String,
-    /// The template or file it came from.
-    pub source: String,
-    /// The API server's message.
-    pub error: String,
-}
-
-/// A step of a deploy that can fail after the cluster was changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    /// Applying or deleting a resource.
-    Apply,
-    /// Waiting for readiness.
-    Wait,
-    /// Writing the deploy record.
-    Record,
-}
-
-/// What an apply did; written as JSON by `--report`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// RFC 3339 start time.
-    pub started_at: String,
-    /// RFC 3339 end time.
-    pub ended_at: String,
-    /// Environment.
-    pub environment: String,
-    /// Repository identity.
-    pub repository: String,
-    /// The commit the previous state came from, if any.
-    pub base: Option<String>,
-    /// The commit deployed.
-    pub head: String,
-    /// Where the previous state came from.
-    pub previous: PreviousFrom,
-    /// Whether writes were server-side dry runs.
-    pub dry_run: bool,
-    /// Applied resources, in order.
-    pub applied: Vec<String>,
-    /// Deleted resources.
-    pub deleted: Vec<String>,
-    /// Failed resources with the API server's message.
-    pub failed: Vec<Failure>,
-    /// Resources not attempted because an earlier group failed.
-    pub not_attempted: Vec<String>,
-    /// Resources whose content was unchanged and so not sent.
-    pub unchanged: usize,
-    /// Whether the deploy record was updated.
-    pub record_written: bool,
-    /// The step that failed, when one did: `apply` (a resource), `wait`
-    /// (readiness) or `record` (the deploy record after everything else).
-    pub failed_step: Option<Step>,
-    /// Resources gone from this environment that were not deleted because
-    /// another environment's record on the same cluster lists them.
-    pub kept: Vec<String>,
-    /// Resources moved from another environment's record (`--adopt-from`).
-    pub adopted: Vec<String>,
-    /// Resources deleted and created again because an immutable field
-    /// changed (`kdeploy.io/update-strategy: replace`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replaced: Vec<String>,
-    /// Readiness of what was applied and deleted (with `wait`).
-    pub tracked: Vec<crate::wait::Tracked>,
-    /// Progress lines of the tracking, one per change of state.
-    #[serde(skip)]
-    pub progress: String,
-    /// What a rollback did, when one ran.
-    pub rollback: Option<Rollback>,
-    /// Deploy hooks run, one line each (`pre-deploy batch/Job shop/migrate: complete (2.1s)`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub hooks: Vec<String>,
-}
-
-/// A rollback after a failed deploy.
-#[derive(Debug, Clone, Serialize)]
-pub struct Rollback {
-    /// Resources put back to their previous content.
-    pub restored: Vec<String>,
-    /// Resources the failed deploy created, deleted again.
-    pub deleted: Vec<String>,
-    /// Failures of the rollback itself.
-    pub failed: Vec<Failure>,
-    /// Readiness of what the rollback restored.
-    pub tracked: Vec<crate::wait::Tracked>,
-    /// Why it could not run at all, if so.
-    pub skipped: Option<String>,
-}
-
-impl Rollback {
-    /// True when the previous state is back and ready.
-    pub fn succeeded(&self) -> bool {
-        self.skipped.is_none()
-            && self.failed.is_empty()
-            && self.tracked.iter().all(crate::wait::Tracked::ok)
-    }
-}
-
-impl Report {
-    /// True when nothing failed (and, with `wait`, everything is ready).
-    pub fn succeeded(&self) -> bool {
-        self.failed.is_empty()
-            && self.not_attempted.is_empty()
-            && self.tracked.iter().all(crate::wait::Tracked::ok)
-    }
-
-    /// True when tracking ran out of time (and nothing else failed).
-    pub fn timed_out(&self) -> bool {
-        self.failed.is_empty() && self.tracked.iter().any(|t| t.timed_out)
-    }
 }
 
 /// The step an error that stopped a deploy belongs to, for reports:
@@ -607,7 +479,7 @@ async fn apply_held(
         .copied()
         .filter(|h| changed_apps.contains(h.origin.app.as_str()))
         .partition(|h| crate::hooks::phase(h) == Some(Phase::PreDeploy));
-    let mut pre_done = pre.is_empty();
+    let pre_done = pre.is_empty();
     let mut to_track: Vec<crate::wait::Target> = Vec::new();
     let global_timeout = opts.wait.as_ref().map(|w| w.timeout).unwrap_or_default();
 
@@ -642,21 +514,6 @@ async fn apply_held(
         }
     }
 
-    // Change groups (kdeploy.io/group, apply-after) order stages; the kind
-    // order holds within each. Validation refused bad groups before this.
-    let stages = crate::order::stages(&target.head).unwrap_or_default();
-    let mut groups: BTreeMap<(usize, u8), Vec<&Resource>> = BTreeMap::new();
-    for r in to_apply {
-        groups.entry(stages.key(r)).or_default().push(r);
-    }
-    let mut params = PatchParams::apply(FIELD_MANAGER);
-    if opts.force_conflicts {
-        params = params.force();
-    }
-    params.dry_run = opts.dry_run;
-    let group_list: Vec<((usize, u8), Vec<&Resource>)> = groups.into_iter().collect();
-    // Resources marked kdeploy.io/wait in the stage being applied.
-    let mut stage_waits: Vec<crate::wait::Target> = Vec::new();
     if opts.delete_first {
         delete_entries(
             client,
@@ -669,167 +526,16 @@ async fn apply_held(
         )
         .await;
     }
-    for (i, ((_, rank), group)) in group_list.iter().enumerate() {
-        // Pre-deploy hooks run once config and Services are written, before
-        // the first workload changes.
-        if !pre_done && *rank >= 10 && report.failed.is_empty() {
-            pre_done = true;
-            hooks::run(
-                client,
-                kinds,
-                &pre,
-                Phase::PreDeploy,
-                opts,
-                secret_values(&target.head),
-                &mut report,
-            )
-            .await;
-        }
-        if !report.failed.is_empty() {
-            report.not_attempted.extend(
-                group_list[i..]
-                    .iter()
-                    .flat_map(|(_, g)| g.iter().map(|r| r.id.to_string())),
-            );
-            break;
-        }
-        let mut jobs = Vec::new();
-        for r in group {
-            match kinds.resolve(&r.api_version, &r.id.kind, opts).await {
-                Ok(Some((ar, caps))) => jobs.push((*r, ar, caps)),
-                Ok(None) => report.failed.push(Failure {
-                    app: r.origin.app.clone(),
-                    id: r.id.to_string(),
-                    source: r.origin.file.clone(),
-                    error: format!(
-                        "kind {} is not served by the cluster (its CRD is not Established?)",
-                        r.id.kind
-                    ),
-                }),
-                Err(e) => report.failed.push(Failure {
-                    app: r.origin.app.clone(),
-                    id: r.id.to_string(),
-                    source: r.origin.file.clone(),
-                    error: api_message(&e),
-                }),
-            }
-        }
-        let params = &params;
-        for (r, ar, caps) in jobs.iter().filter(|(r, _, _)| crate::order::waits(r)) {
-            let explicit = opts.wait.clone().unwrap_or_default();
-            stage_waits.extend(crate::wait::Target::applied(
-                r,
-                ar,
-                matches!(caps.scope, Scope::Namespaced),
-                Some(&explicit),
-                global_timeout.max(explicit.timeout),
-            ));
-        }
-        for (r, ar, caps) in &jobs {
-            to_track.extend(crate::wait::Target::applied(
-                r,
-                ar,
-                matches!(caps.scope, Scope::Namespaced),
-                opts.wait.as_ref(),
-                global_timeout,
-            ));
-        }
-        let results: Vec<(&Resource, Result<(), kube::Error>)> = futures::stream::iter(jobs)
-            .map(|(r, ar, caps)| async move {
-                let api = api_for(client, &ar, &caps, r.id.namespace.as_deref());
-                let obj: Result<DynamicObject, _> = serde_json::from_value(r.object.clone());
-                let result = match obj {
-                    Ok(obj) => {
-                        let patch = Patch::Apply(&obj);
-                        with_retry(opts, || api.patch(&r.id.name, params, &patch))
-                            .await
-                            .map(|_| ())
-                    }
-                    Err(e) => Err(kube::Error::SerdeError(e)),
-                };
-                (r, result)
-            })
-            .buffered(opts.concurrency.max(1))
-            .collect()
-            .await;
-        for (r, result) in results {
-            match result {
-                Ok(()) => report.applied.push(r.id.to_string()),
-                // A dry run cannot create the namespace the plan creates, so
-                // the server cannot validate what goes into it: say so
-                // instead of failing (the weakness of `kubectl diff`).
-                Err(kube::Error::Api(s))
-                    if opts.dry_run && s.code == 404 && namespace_created_by_plan(target, r) =>
-                {
-                    report.applied.push(format!(
-                        "{} (in a namespace the plan creates: not validated by the server)",
-                        r.id
-                    ));
-                }
-                Err(e) => report.failed.push(Failure {
-                    app: r.origin.app.clone(),
-                    id: r.id.to_string(),
-                    source: r.origin.file.clone(),
-                    error: api_message(&e),
-                }),
-            }
-        }
-        // Custom resources of a new CRD need it Established and rediscovered.
-        for r in group
-            .iter()
-            .filter(|r| r.id.kind == "CustomResourceDefinition" && !opts.dry_run)
-        {
-            if report.failed.iter().any(|f| f.id == r.id.to_string()) {
-                continue;
-            }
-            if let Err(e) = wait_established(client, &r.id.name, opts).await {
-                report.failed.push(Failure {
-                    app: r.origin.app.clone(),
-                    id: r.id.to_string(),
-                    source: r.origin.file.clone(),
-                    error: e,
-                });
-            }
-            kinds.forget(r.object["spec"]["group"].as_str().unwrap_or(""));
-        }
-        // The stage ends: what it marked kdeploy.io/wait must be ready
-        // before the next stage starts.
-        let stage_ends = group_list
-            .get(i + 1)
-            .is_none_or(|((next, _), _)| *next != group_list[i].0.0);
-        if stage_ends && !stage_waits.is_empty() && !opts.dry_run && report.failed.is_empty() {
-            let waits = std::mem::take(&mut stage_waits);
-            let mut progress = Vec::new();
-            let w = opts.wait.clone().unwrap_or_default();
-            let w = crate::wait::Options {
-                redact: secret_values(&target.head),
-                ..w
-            };
-            for t in crate::wait::track(client, waits, &w, &mut progress).await {
-                if !t.ok() {
-                    report.failed.push(Failure {
-                        app: t.app.clone(),
-                        id: t.id.clone(),
-                        source: "kdeploy.io/wait".into(),
-                        error: format!(
-                            "not ready ({:?}{}), so the stages after it were not applied{}",
-                            t.state,
-                            if t.timed_out { ", timed out" } else { "" },
-                            t.details
-                                .first()
-                                .map(|d| format!(": {d}"))
-                                .unwrap_or_default()
-                        ),
-                    });
-                }
-                report.tracked.push(t);
-            }
-            report
-                .progress
-                .push_str(&String::from_utf8_lossy(&progress));
-        }
-    }
-
+    let writes = write::Writes {
+        client,
+        target,
+        opts,
+        pre: &pre,
+        global_timeout,
+    };
+    // Always written; the pre-deploy hooks may have run in between.
+    let ran_pre = write::stages(&writes, kinds, to_apply, &mut report, &mut to_track).await;
+    let pre_done = pre_done || ran_pre;
     // No workload in this deploy: pre-deploy hooks run after the rest.
     if !pre_done && report.failed.is_empty() {
         hooks::run(
