@@ -80,26 +80,6 @@ pub struct Settings {
     pub repair: bool,
 }
 
-/// Server-owned fields, left out of both sides.
-fn strip(mut v: Value) -> Value {
-    if let Some(m) = v.as_object_mut() {
-        m.remove("status");
-    }
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        for f in [
-            "managedFields",
-            "resourceVersion",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "selfLink",
-        ] {
-            meta.remove(f);
-        }
-    }
-    v
-}
-
 /// Leaf paths where `a` and `b` differ: `spec.replicas`,
 /// `spec.template.spec.containers[0].image`.
 fn differing(a: &Value, b: &Value, at: &str, out: &mut Vec<(String, Value, Value)>) {
@@ -337,7 +317,10 @@ pub async fn detect(
                 continue;
             }
         };
-        let (a, b) = (strip(live.clone()), strip(would));
+        let (a, b) = (
+            crate::apply::live::strip(live.clone()),
+            crate::apply::live::strip(would),
+        );
         let mut diffs = Vec::new();
         differing(&a, &b, "", &mut diffs);
         if diffs.is_empty() {

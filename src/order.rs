@@ -96,6 +96,17 @@ impl Stages {
     }
 }
 
+/// A state's resources by environment: groups are per environment.
+pub fn by_env(state: &crate::render::State) -> BTreeMap<&str, Vec<&Resource>> {
+    let mut out: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
+    for r in &state.releases {
+        out.entry(r.release.env.as_str())
+            .or_default()
+            .extend(r.resources.iter());
+    }
+    out
+}
+
 /// Orders one environment's resources by their groups.
 ///
 /// # Errors

@@ -122,6 +122,21 @@ impl Remote {
         }
     }
 
+    /// The checked-out commit as GitHub has it, and a tree of it with the
+    /// change set's files written over it.
+    async fn tree(&self, set: &ChangeSet) -> anyhow::Result<(github::Commit, String)> {
+        let base = self.base().await?;
+        let files: Vec<(String, String)> = set
+            .files
+            .iter()
+            .map(|(f, c)| (self.git_path(f), c.clone()))
+            .collect();
+        let tree = self.gh.create_tree(&base.tree, &files).await.map_err(|e| {
+            anyhow::anyhow!(e.explain("cannot commit the change", "contents: write"))
+        })?;
+        Ok((base, tree))
+    }
+
     /// The checked-out commit as GitHub has it.
     async fn base(&self) -> anyhow::Result<github::Commit> {
         self.gh.commit(&self.head).await?.with_context(|| {
@@ -209,16 +224,7 @@ fn explain_pull_refusal(e: &github::Error) -> String {
 /// created by this call is deleted again when its PR cannot be opened.
 pub async fn pull_request(remote: &Remote, set: &ChangeSet) -> anyhow::Result<Outcome> {
     let gh = &remote.gh;
-    let base = remote.base().await?;
-    let files: Vec<(String, String)> = set
-        .files
-        .iter()
-        .map(|(f, c)| (remote.git_path(f), c.clone()))
-        .collect();
-    let tree = gh
-        .create_tree(&base.tree, &files)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.explain("cannot commit the change", "contents: write")))?;
+    let (base, tree) = remote.tree(set).await?;
     let branch = format!("kdeploy/{}", set.key);
     let existing = gh.branch(&branch).await?;
     let current_tree = match &existing {
@@ -282,19 +288,10 @@ pub async fn pull_request(remote: &Remote, set: &ChangeSet) -> anyhow::Result<Ou
 /// API errors, explained; a branch that is no longer at the checkout.
 pub async fn push(remote: &Remote, set: &ChangeSet) -> anyhow::Result<Outcome> {
     let gh = &remote.gh;
-    let base = remote.base().await?;
-    let files: Vec<(String, String)> = set
-        .files
-        .iter()
-        .map(|(f, c)| (remote.git_path(f), c.clone()))
-        .collect();
+    let (base, tree) = remote.tree(set).await?;
     let commit_err = |e: github::Error| {
         anyhow::anyhow!(e.explain("cannot commit the change", "contents: write"))
     };
-    let tree = gh
-        .create_tree(&base.tree, &files)
-        .await
-        .map_err(commit_err)?;
     let message = format!("{}\n\n{}", set.title, set.message);
     let commit = gh
         .create_commit(&message, &tree, std::slice::from_ref(&base.sha))
@@ -382,21 +379,27 @@ pub fn plan_work_tree(repo: &Path, filter: &Filter, context: usize) -> anyhow::R
 /// GitHub's cap on a PR body is 65,536 characters.
 const BODY_LIMIT: usize = 60_000;
 
-/// A PR body: the changes in words, then the plan.
-fn body(changes: &[Change], plan: &Plan, marker: &str) -> String {
+/// The changes as a markdown table (PR bodies, job summaries).
+pub fn table(changes: &[Change]) -> String {
     let mut out = String::from("| App | Environment | From | To | Why |\n|---|---|---|---|---|\n");
     for c in changes {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | `{}` | {} |\n",
             c.app,
             c.env.as_deref().unwrap_or("(all)"),
             c.from
                 .as_deref()
                 .map_or("(none)".into(), |v| format!("`{v}`")),
-            format_args!("`{}`", c.to),
+            c.to,
             c.why.replace('|', "\\|")
         ));
     }
+    out
+}
+
+/// A PR body: the changes in words, then the plan.
+fn body(changes: &[Change], plan: &Plan, marker: &str) -> String {
+    let mut out = table(changes);
     out.push('\n');
     out.push_str(&crate::report::markdown(
         plan,

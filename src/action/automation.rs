@@ -251,21 +251,10 @@ async fn promote_branches(
 }
 
 fn summary(changes: &[Change], done: &[(publish::ChangeSet, Outcome)], how: Publish) -> String {
-    let mut out = String::from(
-        "### kdeploy: version changes\n\n| App | Environment | From | To | Why |\n|---|---|---|---|---|\n",
+    let mut out = format!(
+        "### kdeploy: version changes\n\n{}",
+        publish::table(changes)
     );
-    for c in changes {
-        out.push_str(&format!(
-            "| {} | {} | {} | `{}` | {} |\n",
-            c.app,
-            c.env.as_deref().unwrap_or("(all)"),
-            c.from
-                .as_deref()
-                .map_or("(none)".into(), |v| format!("`{v}`")),
-            c.to,
-            c.why.replace('|', "\\|")
-        ));
-    }
     out.push('\n');
     for (set, outcome) in done {
         let line = match outcome {

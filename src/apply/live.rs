@@ -22,7 +22,7 @@ pub struct LiveDiff {
 }
 
 /// Fields the server owns; comparing them would show noise.
-fn strip(mut v: Value) -> Value {
+pub(crate) fn strip(mut v: Value) -> Value {
     if let Some(m) = v.as_object_mut() {
         m.remove("status");
     }

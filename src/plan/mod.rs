@@ -70,15 +70,7 @@ pub struct Change {
 /// The stage order of each environment that uses change groups
 /// (`kdeploy.io/group`), so a reviewer sees what runs before what.
 fn order_notes(state: &crate::render::State) -> Vec<String> {
-    let mut by_env: std::collections::BTreeMap<&str, Vec<&Resource>> =
-        std::collections::BTreeMap::new();
-    for r in &state.releases {
-        by_env
-            .entry(r.release.env.as_str())
-            .or_default()
-            .extend(r.resources.iter());
-    }
-    by_env
+    crate::order::by_env(state)
         .into_iter()
         .filter_map(|(env, resources)| {
             let stages = crate::order::stages(&resources).ok()?;

@@ -435,16 +435,8 @@ pub fn check(state: &State) -> Result<Summary, Diagnostics> {
 /// `kdeploy.io/apply-after`): cycles always, groups nobody declares where
 /// `complete(env)` says every release of it was rendered.
 pub fn ordering(state: &State, complete: &dyn Fn(&str) -> bool) -> Diagnostics {
-    let mut by_env: std::collections::BTreeMap<&str, Vec<&Resource>> =
-        std::collections::BTreeMap::new();
-    for r in &state.releases {
-        by_env
-            .entry(r.release.env.as_str())
-            .or_default()
-            .extend(r.resources.iter());
-    }
     let mut problems = Diagnostics::default();
-    for (env, resources) in by_env {
+    for (env, resources) in crate::order::by_env(state) {
         let Err(found) = crate::order::stages(&resources) else {
             continue;
         };
