@@ -63,6 +63,14 @@ async fn set_version_opens_one_pull_request_per_release_and_keeps_it_current() {
         "{}",
         first.stdout
     );
+    // Seven calls open it: base commit, tree, branch lookup, commit,
+    // branch, PR lookup, PR.
+    let calls: Vec<String> = gh
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path.split('?').next().unwrap_or("")))
+        .collect();
+    assert_eq!(calls.len(), 7, "{calls:#?}");
     // The work tree is left as it was: the change lives on the branch.
     assert!(!repo.path().join("services/api/staging/version").exists());
     let pulls = gh.pulls();
@@ -116,6 +124,12 @@ async fn set_version_opens_one_pull_request_per_release_and_keeps_it_current() {
         again.stdout
     );
     assert_eq!(gh.branch("kdeploy/version/api/staging"), Some(tip.clone()));
+    // Five calls find nothing to do; the only write is the (idempotent) tree.
+    let rerun: Vec<String> = gh.requests()[7..]
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(rerun, ["GET", "POST", "GET", "GET", "GET"], "{rerun:?}");
     // A newer version updates the same PR.
     let newer = kdeploy(
         &gh,

@@ -321,6 +321,17 @@ fn parse_timeout(v: Option<&str>) -> anyhow::Result<Option<crate::wait::Options>
     }))
 }
 
+/// A comma-separated input, trimmed, empty items dropped.
+fn comma_list(v: Option<&str>) -> Vec<String> {
+    v.map(|v| {
+        v.split(',')
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn parse_number(name: &str, v: Option<&str>, default: usize) -> anyhow::Result<usize> {
     v.map_or(Ok(default), |v| {
         v.trim()
@@ -421,15 +432,7 @@ impl Inputs {
                     .to_string(),
                 wait: wait.map(|w| crate::wait::Options {
                     load_balancers,
-                    ready_condition_kinds: env
-                        .input("wait-for-ready")
-                        .map(|v| {
-                            v.split(',')
-                                .map(|k| k.trim().to_string())
-                                .filter(|k| !k.is_empty())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    ready_condition_kinds: comma_list(env.input("wait-for-ready")),
                     ..w
                 }),
                 rollback,
@@ -443,15 +446,7 @@ impl Inputs {
             promote_to: env.input("promote-to").map(str::to_string),
             drift_unmanaged,
             drift_repair,
-            promote_keys: env
-                .input("promote-keys")
-                .map(|v| {
-                    v.split(',')
-                        .map(|k| k.trim().to_string())
-                        .filter(|k| !k.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            promote_keys: comma_list(env.input("promote-keys")),
         };
         problems.into_result(inputs).map_err(anyhow::Error::from)
     }
