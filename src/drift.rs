@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt as _;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::Value;
@@ -222,6 +223,78 @@ fn is_default(kind: &str, object: &Value) -> bool {
         || (kind == "Secret" && object["type"] == "kubernetes.io/service-account-token")
 }
 
+/// One recorded resource against the cluster: missing, changed (with the
+/// managers that own the changed fields), or `None` when in sync.
+async fn compare(
+    api: &Api<DynamicObject>,
+    r: &Resource,
+    app: &str,
+    dry: &PatchParams,
+    opts: &Options,
+) -> Result<Option<Finding>, String> {
+    let id = &r.id;
+    let live = match with_retry(opts, || api.get_opt(&id.name)).await {
+        Ok(Some(l)) => serde_json::to_value(l).unwrap_or(Value::Null),
+        Ok(None) => Value::Null,
+        Err(kube::Error::Api(s)) if s.code == 404 => Value::Null,
+        Err(e) => return Err(api_message(&e)),
+    };
+    if live.is_null() {
+        return Ok(Some(Finding {
+            kind: Kind::Missing,
+            id: id.to_string(),
+            app: Some(app.to_string()),
+            fields: vec![],
+            managers: vec![],
+            diff: String::new(),
+        }));
+    }
+    let obj: DynamicObject = serde_json::from_value(r.object.clone()).map_err(|e| e.to_string())?;
+    let patch = Patch::Apply(&obj);
+    let would = with_retry(opts, || api.patch(&id.name, dry, &patch))
+        .await
+        .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+        .map_err(|e| api_message(&e))?;
+    let (a, b) = (
+        crate::apply::live::strip(live.clone()),
+        crate::apply::live::strip(would),
+    );
+    let mut diffs = Vec::new();
+    differing(&a, &b, "", &mut diffs);
+    if diffs.is_empty() {
+        return Ok(None);
+    }
+    let secret = id.kind == "Secret" && id.group.is_empty();
+    let paths: Vec<String> = diffs.iter().map(|(p, _, _)| p.clone()).collect();
+    let fields = diffs
+        .iter()
+        .map(|(p, live, want)| {
+            if secret {
+                format!("{p} (value not shown)")
+            } else {
+                format!("{p}: {} → {}", show(want), show(live))
+            }
+        })
+        .collect();
+    let (mut x, mut y) = (a.clone(), b.clone());
+    crate::plan::redact_secret(&mut x, Some(&b), false);
+    crate::plan::redact_secret(&mut y, Some(&a), true);
+    let diff =
+        similar::TextDiff::from_lines(crate::yaml::to_canonical(&x), crate::yaml::to_canonical(&y))
+            .unified_diff()
+            .context_radius(2)
+            .header(&format!("live {id}"), &format!("deployed {id}"))
+            .to_string();
+    Ok(Some(Finding {
+        kind: Kind::Changed,
+        id: id.to_string(),
+        app: Some(app.to_string()),
+        fields,
+        managers: managers_of(&live, &paths),
+        diff,
+    }))
+}
+
 /// Compares `env`'s record with the cluster; `desired` is the state the
 /// record's commit renders for it.
 ///
@@ -249,6 +322,9 @@ pub async fn detect(
     };
     let mut errors = Vec::new();
     let mut to_repair: Vec<&Resource> = Vec::new();
+    // Kinds first (discovery is cached per group/version), then the reads
+    // and dry runs, several at a time as the apply path writes.
+    let mut jobs = Vec::new();
     // Hooks run and finish (and may be cleaned up): not drift.
     for (id, entry) in record.entries.iter().filter(|(_, e)| !e.hook) {
         let Some(r) = by_id.get(id) else {
@@ -259,105 +335,40 @@ pub async fn detect(
             continue;
         };
         report.checked += 1;
-        let (ar, caps) = match kinds.resolve(&entry.api_version, &entry.kind, opts).await {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                report.findings.push(Finding {
-                    kind: Kind::Missing,
-                    id: id.to_string(),
-                    app: Some(entry.app.clone()),
-                    fields: vec![format!(
-                        "the cluster no longer serves {}",
-                        entry.api_version
-                    )],
-                    managers: vec![],
-                    diff: String::new(),
-                });
-                continue;
-            }
-            Err(e) => {
-                errors.push(format!("{id}: {}", api_message(&e)));
-                continue;
-            }
-        };
-        let api: Api<DynamicObject> = api_for(client, &ar, &caps, id.namespace.as_deref());
-        let live = match with_retry(opts, || api.get_opt(&id.name)).await {
-            Ok(Some(l)) => serde_json::to_value(l).unwrap_or(Value::Null),
-            Ok(None) => Value::Null,
-            Err(kube::Error::Api(s)) if s.code == 404 => Value::Null,
-            Err(e) => {
-                errors.push(format!("{id}: {}", api_message(&e)));
-                continue;
-            }
-        };
-        if live.is_null() {
-            report.findings.push(Finding {
+        match kinds.resolve(&entry.api_version, &entry.kind, opts).await {
+            Ok(Some((ar, caps))) => jobs.push((*r, entry.app.as_str(), ar, caps)),
+            Ok(None) => report.findings.push(Finding {
                 kind: Kind::Missing,
                 id: id.to_string(),
                 app: Some(entry.app.clone()),
-                fields: vec![],
+                fields: vec![format!(
+                    "the cluster no longer serves {}",
+                    entry.api_version
+                )],
                 managers: vec![],
                 diff: String::new(),
-            });
-            to_repair.push(r);
-            continue;
+            }),
+            Err(e) => errors.push(format!("{id}: {}", api_message(&e))),
         }
-        let obj: DynamicObject = match serde_json::from_value(r.object.clone()) {
-            Ok(o) => o,
-            Err(e) => {
-                errors.push(format!("{id}: {e}"));
-                continue;
+    }
+    let dry = &dry;
+    let compared: Vec<(&Resource, Result<Option<Finding>, String>)> = futures::stream::iter(jobs)
+        .map(|(r, app, ar, caps)| async move {
+            let api: Api<DynamicObject> = api_for(client, &ar, &caps, r.id.namespace.as_deref());
+            (r, compare(&api, r, app, dry, opts).await)
+        })
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    for (r, result) in compared {
+        match result {
+            Ok(Some(finding)) => {
+                report.findings.push(finding);
+                to_repair.push(r);
             }
-        };
-        let patch = Patch::Apply(&obj);
-        let would = match with_retry(opts, || api.patch(&id.name, &dry, &patch)).await {
-            Ok(d) => serde_json::to_value(d).unwrap_or(Value::Null),
-            Err(e) => {
-                errors.push(format!("{id}: {}", api_message(&e)));
-                continue;
-            }
-        };
-        let (a, b) = (
-            crate::apply::live::strip(live.clone()),
-            crate::apply::live::strip(would),
-        );
-        let mut diffs = Vec::new();
-        differing(&a, &b, "", &mut diffs);
-        if diffs.is_empty() {
-            continue;
+            Ok(None) => {}
+            Err(e) => errors.push(format!("{}: {e}", r.id)),
         }
-        let secret = id.kind == "Secret" && id.group.is_empty();
-        let paths: Vec<String> = diffs.iter().map(|(p, _, _)| p.clone()).collect();
-        let fields = diffs
-            .iter()
-            .map(|(p, live, want)| {
-                if secret {
-                    format!("{p} (value not shown)")
-                } else {
-                    format!("{p}: {} → {}", show(want), show(live))
-                }
-            })
-            .collect();
-        let (mut x, mut y) = (a.clone(), b.clone());
-        crate::plan::redact_secret(&mut x, Some(&b), false);
-        crate::plan::redact_secret(&mut y, Some(&a), true);
-        let diff = similar::TextDiff::from_lines(
-            crate::yaml::to_canonical(&x),
-            crate::yaml::to_canonical(&y),
-        )
-        .unified_diff()
-        .context_radius(2)
-        .header(&format!("live {id}"), &format!("deployed {id}"))
-        .to_string();
-        report.findings.push(Finding {
-            kind: Kind::Changed,
-            id: id.to_string(),
-            app: Some(entry.app.clone()),
-            fields,
-            managers: managers_of(&live, &paths),
-            diff,
-        });
-        to_repair.push(r);
     }
     if settings.unmanaged {
         unmanaged(client, record, &mut kinds, opts, &mut report, &mut errors).await;
