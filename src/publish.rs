@@ -516,6 +516,9 @@ pub async fn stage(
             .collect::<Vec<_>>()
             .join("\n");
         let marker = format!("<!-- kdeploy:{key} -->");
+        // The plan's head is this change, not a work tree the reader never saw.
+        let mut plan = plan;
+        plan.head = format!("kdeploy/{key}");
         sets.push(ChangeSet {
             body: body(&group, &plan, &marker),
             key,
