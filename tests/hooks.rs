@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use kdeploy::config::Filter;
 
-use crate::apply::{deploy_head, fast};
+use crate::apply::deploy_head;
 use crate::k8s_sim::{Behaviour, Sim};
+use crate::order::waiting;
 use crate::util::Repo;
 
 fn job(name: &str, hook: &str) -> String {
@@ -73,18 +74,6 @@ fn repo() -> Repo {
     );
     repo.commit("shop");
     repo
-}
-
-fn waiting() -> kdeploy::apply::Options {
-    kdeploy::apply::Options {
-        wait: Some(kdeploy::wait::Options {
-            timeout: Duration::from_secs(20),
-            failure_threshold: 2,
-            pod_check: Duration::from_millis(40),
-            ..Default::default()
-        }),
-        ..fast()
-    }
 }
 
 #[tokio::test]

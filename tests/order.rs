@@ -138,7 +138,9 @@ fn a_plan_names_the_stage_order() {
     );
 }
 
-fn waiting() -> kdeploy::apply::Options {
+/// Apply options that wait (briefly) for readiness, as hooks and
+/// `kdeploy.io/wait` stages do.
+pub fn waiting() -> kdeploy::apply::Options {
     kdeploy::apply::Options {
         wait: Some(kdeploy::wait::Options {
             timeout: Duration::from_secs(20),
