@@ -298,27 +298,7 @@ pub async fn branches(
             &promotion.from_sha[..promotion.from_sha.len().min(12)],
             crate::report::markdown(&promotion.plan, &marker, 60_000)
         );
-        let outcome = match gh.open_pull(from, to).await? {
-            Some(open) if open.body.as_deref() == Some(body.as_str()) => {
-                crate::publish::Outcome::Unchanged(open)
-            }
-            Some(open) => crate::publish::Outcome::Updated(
-                gh.update_pull(open.number, &title, &body)
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            e.explain("cannot update the pull request", "pull-requests: write")
-                        )
-                    })?,
-            ),
-            None => crate::publish::Outcome::Opened(
-                gh.create_pull(&title, from, to, &body).await.map_err(|e| {
-                    anyhow::anyhow!(
-                        e.explain("cannot open the pull request", "pull-requests: write")
-                    )
-                })?,
-            ),
-        };
+        let outcome = crate::publish::open_or_update(gh, from, to, &title, &body, false).await?;
         BranchOutcome::PullRequest(outcome)
     } else {
         match gh.update_branch(to, &promotion.from_sha, false).await {

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use crate::config::Filter;
 use crate::github::{self, GitHub, PullRequest, RetryPolicy};
-use crate::images::update::Change;
+use crate::images::update::{Change, Saved};
 use crate::plan::Plan;
 use crate::source::{Revision, Snapshot};
 
@@ -249,36 +249,54 @@ pub async fn pull_request(remote: &Remote, set: &ChangeSet) -> anyhow::Result<Ou
             anyhow::anyhow!(e.explain(&format!("cannot write branch {branch}"), "contents: write"))
         })?;
     }
-    let open = gh.open_pull(&branch, &remote.branch).await?;
-    let result = match open {
-        Some(pr) if pr.title == set.title && pr.body.as_deref() == Some(set.body.as_str()) => {
-            Ok(if moved {
-                Outcome::Updated(pr)
-            } else {
-                Outcome::Unchanged(pr)
-            })
-        }
-        Some(pr) => gh
-            .update_pull(pr.number, &set.title, &set.body)
-            .await
-            .map(Outcome::Updated)
-            .map_err(|e| e.explain("cannot update the pull request", "pull-requests: write")),
-        None => gh
-            .create_pull(&set.title, &branch, &remote.branch, &set.body)
-            .await
-            .map(Outcome::Opened)
-            .map_err(|e| explain_pull_refusal(&e)),
-    };
+    let result = open_or_update(gh, &branch, &remote.branch, &set.title, &set.body, moved).await;
     match result {
         Ok(o) => Ok(o),
-        Err(message) => {
+        Err(e) => {
             // Nothing half-done: a branch nobody will review goes again.
             if existing.is_none() && moved {
                 let _ = gh.delete_branch(&branch).await;
             }
-            Err(anyhow::anyhow!(message))
+            Err(e)
         }
     }
+}
+
+/// The pull request from `head` into `base` with this title and body:
+/// opened, updated, or left as it is (`moved`: its branch got a new
+/// commit, so an unchanged text still counts as updated).
+///
+/// # Errors
+/// API errors, explained (the permission, or the repository setting, that
+/// refused it).
+pub async fn open_or_update(
+    gh: &GitHub,
+    head: &str,
+    base: &str,
+    title: &str,
+    body: &str,
+    moved: bool,
+) -> anyhow::Result<Outcome> {
+    let outcome = match gh.open_pull(head, base).await? {
+        Some(pr) if pr.title == title && pr.body.as_deref() == Some(body) => {
+            if moved {
+                Outcome::Updated(pr)
+            } else {
+                Outcome::Unchanged(pr)
+            }
+        }
+        Some(pr) => {
+            Outcome::Updated(gh.update_pull(pr.number, title, body).await.map_err(|e| {
+                anyhow::anyhow!(e.explain("cannot update the pull request", "pull-requests: write"))
+            })?)
+        }
+        None => Outcome::Opened(
+            gh.create_pull(title, head, base, body)
+                .await
+                .map_err(|e| anyhow::anyhow!(explain_pull_refusal(&e)))?,
+        ),
+    };
+    Ok(outcome)
 }
 
 /// Publishes `set` as one commit on the checked-out branch. Refuses, with
@@ -408,33 +426,6 @@ fn body(changes: &[Change], plan: &Plan, marker: &str) -> String {
     ));
     out.push_str("\n\n<sub>Opened by kdeploy; it updates this pull request when the version changes again.</sub>\n");
     out
-}
-
-/// Files as they are now, to put back.
-struct Saved(Vec<(String, Option<String>)>);
-
-impl Saved {
-    fn take(repo: &Path, files: impl IntoIterator<Item = String>) -> Saved {
-        Saved(
-            files
-                .into_iter()
-                .map(|f| {
-                    let text = std::fs::read_to_string(repo.join(&f)).ok();
-                    (f, text)
-                })
-                .collect(),
-        )
-    }
-
-    fn restore(&self, repo: &Path) {
-        for (file, text) in &self.0 {
-            let path = repo.join(file);
-            let _ = match text {
-                Some(t) => std::fs::write(&path, t),
-                None => std::fs::remove_file(&path),
-            };
-        }
-    }
 }
 
 /// How version changes are grouped into change sets.

@@ -115,6 +115,33 @@ impl WorkTree {
     }
 }
 
+/// Files as they are now, to put back.
+pub(crate) struct Saved(Vec<(String, Option<String>)>);
+
+impl Saved {
+    pub(crate) fn take(repo: &Path, files: impl IntoIterator<Item = String>) -> Saved {
+        Saved(
+            files
+                .into_iter()
+                .map(|f| {
+                    let text = std::fs::read_to_string(repo.join(&f)).ok();
+                    (f, text)
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn restore(&self, repo: &Path) {
+        for (file, text) in &self.0 {
+            let path = repo.join(file);
+            let _ = match text {
+                Some(t) => std::fs::write(&path, t),
+                None => std::fs::remove_file(&path),
+            };
+        }
+    }
+}
+
 /// `services/<app>/version` of a release.
 fn app_version_file(spec: &ReleaseSpec) -> String {
     let app_dir = spec
@@ -316,10 +343,7 @@ pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Resu
     if dry_run || writes.is_empty() {
         return Ok(outcome);
     }
-    let before: Vec<(String, Option<String>)> = writes
-        .iter()
-        .map(|(file, _)| (file.clone(), std::fs::read_to_string(repo.join(file)).ok()))
-        .collect();
+    let before = Saved::take(repo, writes.iter().map(|(file, _)| file.clone()));
     for (file, version) in &writes {
         write_version(repo, file, version)?;
     }
@@ -328,13 +352,7 @@ pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Resu
     let locks = layout.settings.images.require_lock
         || repo.join(&layout.settings.images.lock_file).is_file();
     if locks && let Err(e) = relock(repo, &outcome.changes, &mut outcome.notices).await {
-        for (file, text) in before {
-            let path = repo.join(&file);
-            let _ = match text {
-                Some(t) => std::fs::write(&path, t),
-                None => std::fs::remove_file(&path),
-            };
-        }
+        before.restore(repo);
         return Err(e.context("the new versions were not written"));
     }
     Ok(outcome)
