@@ -111,23 +111,9 @@ mod tests {
     use super::*;
 
     fn job(annotations: serde_json::Value) -> Resource {
-        Resource {
-            id: crate::resource::ResourceId {
-                group: "batch".into(),
-                kind: "Job".into(),
-                namespace: Some("ns".into()),
-                name: "j".into(),
-            },
-            api_version: "batch/v1".into(),
-            object: serde_json::json!({"metadata": {"name": "j", "annotations": annotations}}),
-            origin: crate::resource::Origin {
-                env: "staging".into(),
-                app: "app".into(),
-                file: "x.yaml".into(),
-                document: 0,
-                line: 1,
-            },
-        }
+        Resource::for_tests(
+            serde_json::json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "ns", "annotations": annotations}}),
+        )
     }
 
     #[test]

@@ -241,24 +241,9 @@ mod tests {
     use super::*;
 
     fn res(name: &str, kind: &str, annotations: serde_json::Value) -> Resource {
-        let object = serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "ns", "annotations": annotations}});
-        Resource {
-            id: ResourceId {
-                group: String::new(),
-                kind: kind.into(),
-                namespace: Some("ns".into()),
-                name: name.into(),
-            },
-            api_version: "v1".into(),
-            object,
-            origin: crate::resource::Origin {
-                env: "staging".into(),
-                app: "app".into(),
-                file: "x.yaml".into(),
-                document: 0,
-                line: 1,
-            },
-        }
+        Resource::for_tests(
+            serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "ns", "annotations": annotations}}),
+        )
     }
 
     #[test]

@@ -64,6 +64,33 @@ pub struct Resource {
     pub origin: Origin,
 }
 
+#[cfg(test)]
+impl Resource {
+    /// A resource of `object` as unit tests need one: identity read from
+    /// its apiVersion, kind and metadata, rendered by `x.yaml` for staging/app.
+    pub(crate) fn for_tests(object: Value) -> Resource {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let api_version = text(&object["apiVersion"]);
+        Resource {
+            id: ResourceId {
+                group: split_api_version(&api_version).0.to_string(),
+                kind: text(&object["kind"]),
+                namespace: object["metadata"]["namespace"].as_str().map(str::to_string),
+                name: text(&object["metadata"]["name"]),
+            },
+            api_version,
+            object,
+            origin: Origin {
+                env: "staging".into(),
+                app: "app".into(),
+                file: "x.yaml".into(),
+                document: 0,
+                line: 1,
+            },
+        }
+    }
+}
+
 /// Built-in kinds that live outside namespaces, by (group, kind).
 const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("", "Namespace"),

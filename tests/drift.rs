@@ -30,6 +30,22 @@ fn deployments() -> kube::discovery::ApiResource {
     }
 }
 
+/// Someone scales api-staging's Deployment by hand, as
+/// `kubectl apply --server-side --force-conflicts` would: the field now
+/// belongs to the manager "kubectl".
+async fn scale_by_hand(client: &kube::Client, replicas: i64) {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "api-staging", &deployments());
+    let patch = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}, "spec": {"replicas": replicas}});
+    api.patch(
+        "api",
+        &PatchParams::apply("kubectl").force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .expect("scaled");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_found_attributed_and_repaired() {
     let sim = Sim::start().await;
@@ -50,16 +66,7 @@ async fn drift_is_found_attributed_and_repaired() {
     // Someone scales by hand with a forced server-side apply: the field
     // now belongs to that manager.
     let client = sim.client().await;
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "api-staging", &deployments());
-    let patch = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}, "spec": {"replicas": 7}});
-    api.patch(
-        "api",
-        &PatchParams::apply("kubectl").force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .expect("scaled");
+    scale_by_hand(&client, 7).await;
     // And deletes the Service; and adds a ConfigMap of their own.
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(client.clone(), "api-staging");
@@ -188,16 +195,7 @@ async fn the_scheduled_action_keeps_a_check_run_and_one_issue_per_environment() 
     assert!(gh.issues().is_empty());
 
     // Someone scales by hand: a failed check, and an issue saying what.
-    let client = sim.client().await;
-    let api: Api<DynamicObject> = Api::namespaced_with(client, "api-staging", &deployments());
-    let patch = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}, "spec": {"replicas": 7}});
-    api.patch(
-        "api",
-        &PatchParams::apply("kubectl").force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .expect("scaled");
+    scale_by_hand(&sim.client().await, 7).await;
     let (code, log, summary, outputs) = run().await;
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("::warning::staging has drifted"), "{log}");
