@@ -607,7 +607,9 @@ pub async fn check(
                 .get(&env)
                 .and_then(|e| e.context.clone());
             let here = scope.access.context.is_some() || env_context == context;
-            if !here || !scope.filter.matches_env(&env) {
+            // A preview renders from its pull request's head, not from
+            // here; its next push redeploys it.
+            if !here || !scope.filter.matches_env(&env) || record.preview.is_some() {
                 continue;
             }
             record

@@ -39,6 +39,7 @@ pub mod images;
 pub mod init;
 pub mod lock;
 pub mod order;
+pub mod preview;
 pub mod output;
 pub mod plan;
 pub mod promote;

@@ -314,7 +314,7 @@ fn hidden_note(plan: &Plan) -> Option<String> {
 }
 
 /// Text that markdown shows as written (`*`, `_`, `<`, backticks...).
-fn escape_markdown(s: &str) -> String {
+pub(crate) fn escape_markdown(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         if matches!(

@@ -62,96 +62,10 @@ pub async fn apply_states(
                 )
             }),
             in_scope: &in_scope,
+            preview: None,
         };
         let report = apply(client, &target, opts).await?;
-        let from = match report.previous {
-            PreviousFrom::Record => format!(
-                "the deploy record (commit {})",
-                report.base.as_deref().unwrap_or("?")
-            ),
-            PreviousFrom::Base => format!(
-                "the base revision {}",
-                report.base.as_deref().unwrap_or("?")
-            ),
-            PreviousFrom::Nothing => "nothing (first deploy)".to_string(),
-        };
-        writeln!(
-            out,
-            "{env}: previous state from {from}; {} applied, {} deleted, {} unchanged{}",
-            report.applied.len(),
-            report.deleted.len(),
-            report.unchanged,
-            if report.dry_run {
-                " (server-side dry run)"
-            } else {
-                ""
-            }
-        )?;
-        for id in &report.replaced {
-            writeln!(
-                out,
-                "  replaced {id} (an immutable field changed: deleted, then applied)"
-            )?;
-        }
-        for id in &report.applied {
-            writeln!(out, "  applied  {id}")?;
-        }
-        for id in &report.deleted {
-            writeln!(out, "  deleted  {id}")?;
-        }
-        for id in &report.kept {
-            writeln!(out, "  kept     {id}")?;
-        }
-        for id in &report.adopted {
-            writeln!(
-                out,
-                "  adopted  {id} (removed from the record of the environment it came from)"
-            )?;
-        }
-        for h in &report.hooks {
-            writeln!(out, "  hook     {h}")?;
-        }
-        for f in &report.failed {
-            writeln!(out, "  FAILED   {} ({}): {}", f.id, f.source, f.error)?;
-        }
-        for id in &report.not_attempted {
-            writeln!(out, "  skipped  {id} (not attempted after the failure)")?;
-        }
-        if !report.tracked.is_empty() {
-            writeln!(out, "{env}: waiting for {} resources", report.tracked.len())?;
-            out.write_all(report.progress.as_bytes())?;
-            crate::wait::write_table(&report.tracked, out)?;
-        }
-        if let Some(rb) = &report.rollback {
-            match &rb.skipped {
-                Some(why) => writeln!(out, "{env}: rollback not possible: {why}")?,
-                None => {
-                    writeln!(
-                        out,
-                        "{env}: rolled back: {} restored, {} created resources deleted{}",
-                        rb.restored.len(),
-                        rb.deleted.len(),
-                        if rb.succeeded() {
-                            "; the previous state is ready"
-                        } else {
-                            "; the ROLLBACK FAILED too"
-                        }
-                    )?;
-                    for f in &rb.failed {
-                        writeln!(out, "  rollback FAILED {}: {}", f.id, f.error)?;
-                    }
-                    for t in rb.tracked.iter().filter(|t| !t.ok()) {
-                        writeln!(out, "  rollback not ready {}: {:?}", t.id, t.state)?;
-                    }
-                }
-            }
-        }
-        if !report.succeeded() {
-            writeln!(
-                out,
-                "{env}: deploy failed; the record was not updated, so the next run retries the same change"
-            )?;
-        }
+        describe(&report, out)?;
         reports.push(report);
     }
     Ok(reports)
@@ -234,7 +148,9 @@ pub async fn deploy_environments(
         let records = record::list(client, &opts.record_namespace, opts).await?;
         for (env, rec) in records {
             let ours = rec.repository.is_empty() || rec.repository == repository;
-            if done.contains(&env) || !ours || !selected.matches_env(&env) {
+            // A preview is not in the config repo by name; its pull
+            // request's closing removes it (`kdeploy preview`).
+            if done.contains(&env) || !ours || !selected.matches_env(&env) || rec.preview.is_some() {
                 continue;
             }
             writeln!(
@@ -249,6 +165,7 @@ pub async fn deploy_environments(
                 head: Vec::new(),
                 base: None,
                 in_scope: &in_scope,
+                preview: None,
             };
             let report = apply(client, &target, opts).await?;
             for id in &report.deleted {
@@ -267,6 +184,104 @@ pub async fn deploy_environments(
             done.insert(env);
             reports.push(report);
         }
+    }
+    Ok(())
+}
+
+/// Prints what a deploy of one environment did: the counts, every resource
+/// applied, deleted or failed, readiness and any rollback.
+///
+/// # Errors
+/// Writing to `out`.
+pub fn describe(report: &Report, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let env = &report.environment;
+    let from = match report.previous {
+        PreviousFrom::Record => format!(
+            "the deploy record (commit {})",
+            report.base.as_deref().unwrap_or("?")
+        ),
+        PreviousFrom::Base => format!(
+            "the base revision {}",
+            report.base.as_deref().unwrap_or("?")
+        ),
+        PreviousFrom::Nothing => "nothing (first deploy)".to_string(),
+    };
+    writeln!(
+        out,
+        "{env}: previous state from {from}; {} applied, {} deleted, {} unchanged{}",
+        report.applied.len(),
+        report.deleted.len(),
+        report.unchanged,
+        if report.dry_run {
+            " (server-side dry run)"
+        } else {
+            ""
+        }
+    )?;
+    for id in &report.replaced {
+        writeln!(
+            out,
+            "  replaced {id} (an immutable field changed: deleted, then applied)"
+        )?;
+    }
+    for id in &report.applied {
+        writeln!(out, "  applied  {id}")?;
+    }
+    for id in &report.deleted {
+        writeln!(out, "  deleted  {id}")?;
+    }
+    for id in &report.kept {
+        writeln!(out, "  kept     {id}")?;
+    }
+    for id in &report.adopted {
+        writeln!(
+            out,
+            "  adopted  {id} (removed from the record of the environment it came from)"
+        )?;
+    }
+    for h in &report.hooks {
+        writeln!(out, "  hook     {h}")?;
+    }
+    for f in &report.failed {
+        writeln!(out, "  FAILED   {} ({}): {}", f.id, f.source, f.error)?;
+    }
+    for id in &report.not_attempted {
+        writeln!(out, "  skipped  {id} (not attempted after the failure)")?;
+    }
+    if !report.tracked.is_empty() {
+        writeln!(out, "{env}: waiting for {} resources", report.tracked.len())?;
+        out.write_all(report.progress.as_bytes())?;
+        crate::wait::write_table(&report.tracked, out)?;
+    }
+    if let Some(rb) = &report.rollback {
+        match &rb.skipped {
+            Some(why) => writeln!(out, "{env}: rollback not possible: {why}")?,
+            None => {
+                writeln!(
+                    out,
+                    "{env}: rolled back: {} restored, {} created resources deleted{}",
+                    rb.restored.len(),
+                    rb.deleted.len(),
+                    if rb.succeeded() {
+                        "; the previous state is ready"
+                    } else {
+                        "; the ROLLBACK FAILED too"
+                    }
+                )?;
+                for f in &rb.failed {
+                    writeln!(out, "  rollback FAILED {}: {}", f.id, f.error)?;
+                }
+                for t in rb.tracked.iter().filter(|t| !t.ok()) {
+                    writeln!(out, "  rollback not ready {}: {:?}", t.id, t.state)?;
+                }
+            }
+        }
+    }
+    if !report.succeeded() {
+        writeln!(
+            out,
+            "{env}: deploy failed; the record was not updated, so the next run retries the same change"
+        )?;
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ mod report;
 mod rollback;
 mod write;
 
-pub use environments::{apply_states, deploy_environments};
+pub use environments::{apply_states, deploy_environments, describe};
 pub(crate) use kinds::{Kinds, api_for};
 use preflight::{ensure_namespace, preflight};
 use prune::delete_entries;
@@ -124,6 +124,8 @@ pub struct Target<'a> {
     pub base: Option<(String, Vec<&'a Resource>)>,
     /// Which apps are in scope (`--app`); others in the record are kept.
     pub in_scope: &'a (dyn Fn(&str) -> bool + Sync),
+    /// The pull request, when this is a preview (written into the record).
+    pub preview: Option<record::PreviewOf>,
 }
 
 /// The step an error that stopped a deploy belongs to, for reports:
@@ -334,6 +336,7 @@ async fn apply_held(
             )
         }),
         in_scope: target.in_scope,
+        preview: target.preview.clone(),
     };
     let target = &plain;
     // Read the record under the lease: it is what the last run finished.
@@ -639,6 +642,8 @@ async fn apply_held(
             commit: target.head_commit.clone(),
             entries,
             resource_version: None,
+            preview: target.preview.clone(),
+            deployed_at: None,
         };
         // The cluster has changed by now: a failure here is part of the
         // report (the next run applies the same change again), not an error

@@ -80,6 +80,20 @@ pub struct Record {
     pub entries: BTreeMap<ResourceId, Entry>,
     /// The ConfigMap's resourceVersion, for the write precondition.
     pub resource_version: Option<String>,
+    /// Set for a pull request's preview: such records are torn down when the
+    /// pull request closes, never pruned by a deploy of the config repo.
+    pub preview: Option<PreviewOf>,
+    /// When the record was last written (RFC 3339), if it says.
+    pub deployed_at: Option<String>,
+}
+
+/// The pull request a preview's record belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewOf {
+    /// The template in `environments:`.
+    pub template: String,
+    /// The pull request number.
+    pub pull_request: u64,
 }
 
 /// The record's ConfigMap name for an environment.
@@ -162,7 +176,18 @@ fn parse(cm: ConfigMap, namespace: &str, name: &str) -> Result<Record, Error> {
         let e: Entry = serde_json::from_str(line).map_err(|e| malformed(e.to_string()))?;
         entries.insert(e.id(), e);
     }
+    let preview = match (data.get("preview"), data.get("pullRequest")) {
+        (Some(template), Some(n)) => Some(PreviewOf {
+            template: template.clone(),
+            pull_request: n
+                .parse()
+                .map_err(|_| malformed(format!("pullRequest `{n}` is not a number")))?,
+        }),
+        _ => None,
+    };
     Ok(Record {
+        preview,
+        deployed_at: data.get("deployedAt").cloned(),
         repository: data.get("repository").cloned().unwrap_or_default(),
         commit: data
             .get("commit")
@@ -261,6 +286,10 @@ pub async fn write(
         "deployedAt".to_string(),
         k8s_openapi::jiff::Timestamp::now().to_string(),
     );
+    if let Some(p) = &record.preview {
+        data.insert("preview".to_string(), p.template.clone());
+        data.insert("pullRequest".to_string(), p.pull_request.to_string());
+    }
     let lines: Vec<String> = record
         .entries
         .values()

@@ -99,6 +99,11 @@ pub enum Command {
     /// Promote: copy each app's version from one environment to another in
     /// the work tree, then show the plan it causes.
     Promote(PromoteArgs),
+    /// Preview environments: deploy a pull request's head to a namespace of
+    /// its own (`environments.<template>.from` in kdeploy.yaml), remove it,
+    /// or remove the previews of closed pull requests.
+    #[command(subcommand)]
+    Preview(PreviewCommand),
     /// Run as the GitHub Action (reads GITHUB_EVENT_PATH and INPUT_* variables).
     Action,
     /// Measure rendering on a generated config repo of N apps x E environments.
@@ -127,6 +132,93 @@ pub enum ImagesCommand {
     /// Evaluate the image policies and write the chosen tags into the
     /// version files of the work tree, one line per change.
     Update(ImagesUpdateArgs),
+}
+
+/// `kdeploy preview …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PreviewCommand {
+    /// Render the preview of a pull request at a revision and deploy it
+    /// (record `kdeploy-<template>-pr-<n>`), waiting for readiness.
+    Deploy(PreviewDeployArgs),
+    /// Delete everything a pull request's preview deployed, its namespace
+    /// last, and wait until it is gone.
+    Delete(PreviewTarget),
+    /// Remove the previews whose pull request is closed (asks GitHub with
+    /// GITHUB_TOKEN) or that were not deployed for longer than --older-than.
+    Gc(PreviewGcArgs),
+}
+
+/// Which preview, and where.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewTarget {
+    /// The pull request number.
+    #[arg(long, value_name = "N")]
+    pub pr: u64,
+    /// The template in kdeploy.yaml's `environments` (default: the only one).
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+    /// The config repo directory.
+    #[arg(long, default_value = ".", value_name = "PATH")]
+    pub repo: PathBuf,
+    /// Which cluster (default: the template's `context`, else its `from` environment's).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Namespace of the deploy records.
+    #[arg(long, default_value = "kdeploy-system", value_name = "NS")]
+    pub record_namespace: String,
+    /// Repository identity stored in the record (default: GITHUB_REPOSITORY, else the origin URL).
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repository: Option<String>,
+    /// Deadline for readiness (deploy) or deletion (delete).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `kdeploy preview deploy`.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewDeployArgs {
+    /// Which preview.
+    #[command(flatten)]
+    pub target: PreviewTarget,
+    /// The revision to deploy (the pull request's head).
+    #[arg(long, default_value = "HEAD", value_name = "REV")]
+    pub rev: String,
+    /// Only apps matching this glob.
+    #[arg(long, value_name = "GLOB")]
+    pub app: Option<String>,
+    /// Do not wait for readiness.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Write the pull request comment's markdown to this file as well.
+    #[arg(long, value_name = "PATH")]
+    pub comment: Option<PathBuf>,
+}
+
+/// `kdeploy preview gc`.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewGcArgs {
+    /// The config repo directory (for the templates' clusters).
+    #[arg(long, default_value = ".", value_name = "PATH")]
+    pub repo: PathBuf,
+    /// Also remove previews not deployed for this long (e.g. 7d, 36h).
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Which cluster (default: every template's context).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Namespace of the deploy records.
+    #[arg(long, default_value = "kdeploy-system", value_name = "NS")]
+    pub record_namespace: String,
+    /// Repository whose previews to collect, and whose pull requests to ask
+    /// about (default: GITHUB_REPOSITORY, else the origin URL).
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repository: Option<String>,
+    /// Deadline for the deletions.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `kdeploy images update`.

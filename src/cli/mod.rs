@@ -12,6 +12,7 @@ use crate::{bench, output, render, report};
 
 mod args;
 mod images;
+mod preview;
 
 pub use args::*;
 
@@ -67,6 +68,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             })
         }
         Command::Images(ImagesCommand::Update(args)) => images::update(&args, out),
+        Command::Preview(cmd) => block_on(preview::run(&cmd, out)),
         Command::Promote(args) => images::promote(&args, color, out),
         Command::SetVersion(args) => images::set_version(&args, out),
         Command::Lock(args) => images::lock(&args, out),
@@ -262,21 +264,27 @@ async fn run_wait(args: &WaitArgs, out: &mut dyn Write) -> anyhow::Result<Outcom
 
 /// The repository identity kept in deploy records.
 fn repository_identity(args: &ApplyArgs) -> String {
-    if let Some(r) = &args.repository {
-        return r.clone();
+    repository_of(args.repository.as_deref(), &args.selection.repo)
+}
+
+/// The repository identity records carry: the flag's, else
+/// GITHUB_REPOSITORY, else the origin remote's URL, else the directory.
+fn repository_of(given: Option<&str>, repo: &std::path::Path) -> String {
+    if let Some(r) = given {
+        return r.to_string();
     }
     if let Ok(r) = std::env::var("GITHUB_REPOSITORY")
         && !r.is_empty()
     {
         return r;
     }
-    if let Ok(repo) = gix::discover(&args.selection.repo)
-        && let Some(url) = repo.config_snapshot().string("remote.origin.url")
+    if let Ok(git) = gix::discover(repo)
+        && let Some(url) = git.config_snapshot().string("remote.origin.url")
     {
         return url.to_string();
     }
-    std::fs::canonicalize(&args.selection.repo)
-        .unwrap_or_else(|_| args.selection.repo.clone())
+    std::fs::canonicalize(repo)
+        .unwrap_or_else(|_| repo.to_path_buf())
         .display()
         .to_string()
 }

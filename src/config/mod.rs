@@ -16,6 +16,7 @@ use crate::source::{self, Node, Reader};
 use crate::yaml;
 
 pub mod edit;
+pub mod preview;
 mod service;
 mod settings;
 pub mod sources;
@@ -191,6 +192,9 @@ pub struct ReleaseSpec {
     pub app_secrets: Option<Node>,
     /// `services/<app>/<env>/secrets.sops.yaml`, if present.
     pub env_secrets: Option<Node>,
+    /// Set when the release is rendered for a pull request's preview: the
+    /// env's values are laid over, its namespace replaced.
+    pub preview: Option<std::sync::Arc<preview::Overlay>>,
 }
 
 impl ReleaseSpec {
@@ -503,6 +507,7 @@ fn load_app(
             env_version: env_file("version"),
             app_secrets: file(crate::secrets::VALUES_FILE),
             env_secrets: env_file(crate::secrets::VALUES_FILE),
+            preview: None,
         });
     }
     Ok(())

@@ -163,6 +163,13 @@ pub fn load_service(
     }
     let mut values = app_values;
     merge_into(&mut values, env_values);
+    if let Some(preview) = &spec.preview {
+        merge_into(&mut values, preview.values_for(&spec.app));
+        values.insert(
+            "namespace".into(),
+            Value::String(preview.namespace_for(&spec.app)),
+        );
+    }
     let chart = match values.get("chart") {
         None | Some(Value::Null) => settings.default_chart.clone(),
         Some(Value::String(s)) => s.clone(),
@@ -184,7 +191,10 @@ pub fn load_service(
             chart,
             inputs,
             secret_files,
-            default_namespace: settings.namespace_for(&spec.app, &spec.env),
+            default_namespace: match &spec.preview {
+                Some(p) => p.namespace_for(&spec.app),
+                None => settings.namespace_for(&spec.app, &spec.env),
+            },
         })
         .map_err(Error::from)
 }

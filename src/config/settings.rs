@@ -283,6 +283,20 @@ pub struct EnvironmentSettings {
     /// plans warn about API versions it no longer serves. Default: the
     /// newest kdeploy knows.
     pub kubernetes_version: Option<KubeVersion>,
+    /// A preview template (`from: staging`): each pull request gets the
+    /// releases of that environment in a namespace of its own. See
+    /// [`super::preview`].
+    pub from: Option<String>,
+    /// A preview's namespace, with `{pr}` (required), `{app}` and `{env}`.
+    pub namespace: Option<String>,
+    /// Values laid over every release of a preview, with the same placeholders.
+    pub values: Map<String, Value>,
+    /// The address of a preview for the pull request comment (placeholders
+    /// as `namespace`); default: the hosts of its Ingresses and HTTPRoutes.
+    pub url: Option<String>,
+    /// Let a preview deploy cluster-scoped objects (shared with every other
+    /// environment of the cluster); refused by default.
+    pub cluster_scoped: bool,
 }
 
 /// The environments a run on one branch may touch, from
@@ -530,6 +544,7 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                         );
                     }
                 }
+                problems.extend(super::preview::problems(&settings, path, &index));
                 for (key, p) in settings.limits.problems() {
                     let at = index.iter().find(|l| l.path == ["limits", key]);
                     problems.push(

@@ -32,6 +32,12 @@ pub struct PullRequest {
     /// Markdown body.
     #[serde(default)]
     pub body: Option<String>,
+    /// `open` or `closed`.
+    #[serde(default)]
+    pub state: String,
+    /// When it was closed (merged or not), RFC 3339.
+    #[serde(default)]
+    pub closed_at: Option<String>,
 }
 
 fn unexpected(method: &'static str, path: &str, what: &str) -> Error {
@@ -167,6 +173,24 @@ impl GitHub {
     pub async fn delete_branch(&self, name: &str) -> Result<(), Error> {
         let path = format!("/repos/{}/git/refs/heads/{name}", self.repo);
         self.send(Method::Delete, &path, None).await.map(|_| ())
+    }
+
+    /// Pull request `number`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// API errors other than 404.
+    pub async fn pull(&self, number: u64) -> Result<Option<PullRequest>, Error> {
+        let path = format!("/repos/{}/pulls/{number}", self.repo);
+        let Some((_, v)) = found(self.send(Method::Get, &path, None).await)? else {
+            return Ok(None);
+        };
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| Error::Transport {
+                method: "GET",
+                path,
+                detail: format!("unexpected pull request: {e}"),
+            })
     }
 
     /// The open pull request from `head` (a branch of this repository)

@@ -155,6 +155,73 @@ pub fn render_with(
 ) -> Result<State, Error> {
     let reader = snapshot.reader();
     let layout = Layout::load(&reader, &snapshot.root(), filter)?;
+    render_layout(snapshot, layout, need, images)
+}
+
+/// Renders a pull request's preview (see [`config::preview`]): the releases
+/// of the template's `from` environment whose apps `apps` selects, each as
+/// the preview's environment, with the template's values and namespace.
+/// Namespaces hard-coded in templates are left to the caller
+/// ([`crate::preview`] rewrites them).
+///
+/// # Errors
+/// As [`render`]; also when the `from` environment has no releases.
+pub fn render_preview(
+    snapshot: &Snapshot,
+    apps: Option<&str>,
+    template: &str,
+    pr: u64,
+) -> Result<(State, config::preview::Overlay), Error> {
+    let reader = snapshot.reader();
+    // The settings first (their problems reported as any render's), then
+    // the releases of the environment the template copies.
+    let nothing = Filter::new(Some("-"), None)
+        .map_err(|e| Diagnostics::from(Diagnostic::global(e.to_string())))?;
+    let settings = Layout::load(&reader, &snapshot.root(), &nothing)?.settings;
+    let overlay = config::preview::Overlay::new(&settings, template, pr).map_err(Diagnostics::from)?;
+    let overlay = &overlay;
+    let filter = Filter::new(Some(&overlay.from), apps).map_err(|e| {
+        Diagnostics::from(Diagnostic::global(format!("invalid app glob: {e}")))
+    })?;
+    let mut layout = Layout::load(&reader, &snapshot.root(), &filter)?;
+    if layout.releases.is_empty() && layout.sources.is_empty() {
+        return Err(Diagnostics::from(
+            Diagnostic::new(
+                Location::file(config::SETTINGS_FILE),
+                format!(
+                    "preview template `{}` copies environment `{}`, which has no releases{}",
+                    overlay.template,
+                    overlay.from,
+                    apps.map(|a| format!(" of apps matching `{a}`")).unwrap_or_default()
+                ),
+            )
+            .help(format!(
+                "set `environments.{}.from` to an environment with services/<app>/<env>/ directories",
+                overlay.template
+            )),
+        )
+        .into());
+    }
+    let shared = Arc::new(overlay.clone());
+    for spec in &mut layout.releases {
+        spec.env.clone_from(&overlay.env);
+        spec.preview = Some(shared.clone());
+    }
+    for s in &mut layout.sources {
+        s.env.clone_from(&overlay.env);
+        s.namespace = overlay.namespace_for(&s.app);
+    }
+    let state = render_layout(snapshot, layout, Need::Required, Images::Locked)?;
+    Ok((state, overlay.clone()))
+}
+
+/// Renders every release a loaded layout lists.
+fn render_layout(
+    snapshot: &Snapshot,
+    layout: Layout,
+    need: Need,
+    images: Images,
+) -> Result<State, Error> {
     let mut charts = ChartCache::default();
     let specs: Vec<&ReleaseSpec> = layout.releases.iter().collect();
     let rendered = render_specs(snapshot, &layout, &specs, &mut charts, need);
