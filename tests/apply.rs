@@ -298,11 +298,21 @@ async fn removing_an_app_deletes_its_resources_and_nothing_else() {
     sim.clear_requests();
     let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
+    let ns = sim.get("", "Namespace", "", "worker-production");
+    assert_eq!(
+        ns.as_ref().map(|n| n["status"]["phase"].clone()),
+        Some(serde_json::json!("Terminating")),
+        "deleted, the namespace is Terminating until its content is gone"
+    );
+    // The namespace controller's steps: content first, then the namespace.
+    sim.step_controllers();
+    sim.step_controllers();
     assert!(
         sim.get("", "ConfigMap", "worker-production", "hand-made")
             .is_none(),
         "the namespace went, and its content with it"
     );
+    assert!(sim.get("", "Namespace", "", "worker-production").is_none());
     let deleted: Vec<&String> = reports.iter().flat_map(|r| r.deleted.iter()).collect();
     assert!(
         !deleted.is_empty() && deleted.iter().all(|d| d.contains("worker")),

@@ -717,6 +717,39 @@ fn namespace_missing(inner: &Inner, t: &Target) -> Option<Response> {
     })
 }
 
+/// Creating in a namespace being deleted: the API server's
+/// NamespaceLifecycle admission refuses it (updates are still allowed).
+fn namespace_terminating(inner: &Inner, t: &Target, name: &str) -> Option<Response> {
+    if !t.kind.namespaced {
+        return None;
+    }
+    let key = (
+        String::new(),
+        "namespaces".to_string(),
+        String::new(),
+        t.namespace.clone(),
+    );
+    let ns = inner.objects.get(&key)?;
+    if !ns.object["metadata"]["deletionTimestamp"].is_string() {
+        return None;
+    }
+    let what = if t.kind.group.is_empty() {
+        t.kind.plural.clone()
+    } else {
+        format!("{}.{}", t.kind.plural, t.kind.group)
+    };
+    Some(status(
+        403,
+        "Forbidden",
+        format!(
+            "{what} \"{name}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
+            t.namespace
+        ),
+        json!({"name": name, "group": t.kind.group, "kind": t.kind.plural,
+            "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {} is being terminated", t.namespace), "field": "metadata.namespace"}]}),
+    ))
+}
+
 fn resource(
     inner: &mut Inner,
     method: &Method,
@@ -792,23 +825,25 @@ fn resource(
                 }
                 return ok(200, stored.object);
             }
+            if t.kind.kind == "Namespace"
+                && let Some(mut stored) = inner.objects.get(&key(name)).cloned()
+            {
+                // As the API server does: the namespace turns Terminating,
+                // held by the `kubernetes` finalizer until the namespace
+                // controller (`controllers_step`) has deleted its content.
+                if !stored.object["metadata"]["deletionTimestamp"].is_string() {
+                    stored.object["metadata"]["deletionTimestamp"] = json!(now());
+                    stored.object["spec"]["finalizers"] = json!(["kubernetes"]);
+                    stored.object["status"] = json!({"phase": "Terminating"});
+                    inner.resource_version += 1;
+                    stored.object["metadata"]["resourceVersion"] =
+                        json!(inner.resource_version.to_string());
+                    inner.put(key(name), stored.clone());
+                }
+                return ok(200, stored.object);
+            }
             match inner.del(&key(name)) {
                 Some(s) => {
-                    if t.kind.kind == "Namespace" {
-                        // Contents go too, except objects still held by a finalizer.
-                        let inside: Vec<Key> = inner
-                            .objects
-                            .iter()
-                            .filter(|(k, s)| {
-                                k.2 == *name
-                                    && !s.object["metadata"]["deletionTimestamp"].is_string()
-                            })
-                            .map(|(k, _)| k.clone())
-                            .collect();
-                        for k in inside {
-                            inner.del(&k);
-                        }
-                    }
                     if t.kind.kind == "CustomResourceDefinition" {
                         let names = &s.object["spec"]["names"];
                         let plural = names["plural"].as_str().unwrap_or("").to_string();
@@ -839,6 +874,9 @@ fn resource(
                 .unwrap_or_default()
                 .to_string();
             if let Some(r) = namespace_missing(inner, t) {
+                return r;
+            }
+            if let Some(r) = namespace_terminating(inner, t, &name) {
                 return r;
             }
             if inner.objects.contains_key(&key(&name)) {
@@ -923,6 +961,11 @@ fn resource(
                 return r;
             }
             let existing = inner.objects.get(&key(name)).cloned();
+            if existing.is_none()
+                && let Some(r) = namespace_terminating(inner, t, name)
+            {
+                return r;
+            }
             // The API server validates the object the apply results in: a
             // partial configuration (`spec.replicas` alone) is fine for an
             // object that exists.
@@ -1488,6 +1531,13 @@ impl Sim {
         set_status(&mut inner, &key, status);
     }
 
+    /// One step of the simulated controllers, for tests that run none in
+    /// the background (e.g. to let the namespace controller empty and
+    /// remove a Terminating namespace).
+    pub fn step_controllers(&self) {
+        controllers_step(&mut self.lock(), 0);
+    }
+
     /// Starts the simulated controllers: one step every `tick`.
     pub fn run_controllers(&self, tick: Duration) {
         let inner = self.inner.clone();
@@ -1693,6 +1743,30 @@ fn controllers_step(inner: &mut Inner, step: u64) {
             continue;
         };
         let (ns, name) = (key.2.clone(), key.3.clone());
+        // The namespace controller: a Terminating namespace's content is
+        // deleted (objects with finalizers go when those are done), then
+        // the namespace itself.
+        if key.1 == "namespaces" && obj["metadata"]["deletionTimestamp"].is_string() {
+            let inside: Vec<Key> = inner
+                .objects
+                .keys()
+                .filter(|k| k.2 == name)
+                .cloned()
+                .collect();
+            if inside.is_empty() {
+                inner.del(&key);
+            }
+            for k in inside {
+                let held = inner
+                    .objects
+                    .get(&k)
+                    .is_some_and(|s| s.object["metadata"]["deletionTimestamp"].is_string());
+                if !held {
+                    inner.del(&k);
+                }
+            }
+            continue;
+        }
         // Deletions held by a finalizer.
         if obj["metadata"]["deletionTimestamp"].is_string() {
             let left = obj["metadata"]["annotations"]["sim/delete-ticks"]

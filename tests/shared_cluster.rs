@@ -263,7 +263,11 @@ async fn an_environment_gone_from_the_repo_is_pruned_from_its_record() {
         sim.get("apps", "Deployment", "shop-staging", "shop")
             .is_none()
     );
-    assert!(sim.get("", "Namespace", "", "shop-staging").is_none());
+    assert_eq!(
+        sim.get("", "Namespace", "", "shop-staging")
+            .map(|n| n["status"]["phase"].clone()),
+        Some(serde_json::json!("Terminating"))
+    );
     assert!(
         sim.get("apps", "Deployment", "shop-production", "shop")
             .is_some()

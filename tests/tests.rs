@@ -21,6 +21,7 @@ mod lint;
 mod lock;
 mod order;
 mod plan;
+mod preview;
 mod properties;
 mod publish;
 mod render;

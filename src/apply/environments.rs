@@ -150,7 +150,8 @@ pub async fn deploy_environments(
             let ours = rec.repository.is_empty() || rec.repository == repository;
             // A preview is not in the config repo by name; its pull
             // request's closing removes it (`kdeploy preview`).
-            if done.contains(&env) || !ours || !selected.matches_env(&env) || rec.preview.is_some() {
+            if done.contains(&env) || !ours || !selected.matches_env(&env) || rec.preview.is_some()
+            {
                 continue;
             }
             writeln!(

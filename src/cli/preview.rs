@@ -25,7 +25,10 @@ pub async fn run(cmd: &PreviewCommand, out: &mut dyn Write) -> anyhow::Result<Ou
 
 /// Options of a preview's apply: prune, wait, no rollback (the preview is
 /// the pull request's; a failure is reported, not undone).
-pub fn apply_options(record_namespace: &str, wait: Option<std::time::Duration>) -> crate::apply::Options {
+pub fn apply_options(
+    record_namespace: &str,
+    wait: Option<std::time::Duration>,
+) -> crate::apply::Options {
     crate::apply::Options {
         record_namespace: record_namespace.to_string(),
         wait: wait.map(|timeout| crate::wait::Options {
@@ -184,8 +187,8 @@ async fn gc(args: &PreviewGcArgs, out: &mut dyn Write) -> anyhow::Result<Outcome
                     "preview gc asks GitHub about the pull requests of `{repository}`, which is not owner/name: pass --repository OWNER/NAME (or set GITHUB_REPOSITORY)"
                 );
             }
-            let api = std::env::var("GITHUB_API_URL")
-                .unwrap_or_else(|_| "https://api.github.com".into());
+            let api =
+                std::env::var("GITHUB_API_URL").unwrap_or_else(|_| "https://api.github.com".into());
             Some(crate::github::GitHub::new(
                 &api,
                 &token,

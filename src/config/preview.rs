@@ -73,7 +73,10 @@ impl Overlay {
             let known: Vec<&str> = templates(settings).map(|(n, _)| n).collect();
             return Err(Diagnostic::new(
                 Location::file(super::SETTINGS_FILE),
-                format!("`{template}` is not a preview template in {}", super::SETTINGS_FILE),
+                format!(
+                    "`{template}` is not a preview template in {}",
+                    super::SETTINGS_FILE
+                ),
             )
             .help(if known.is_empty() {
                 "declare one: `environments: {preview: {from: staging, namespace: \"pr-{pr}\"}}`"
@@ -138,7 +141,11 @@ pub fn problems(settings: &Settings, path: &str, index: &[Located]) -> Vec<Diagn
             let l = index
                 .iter()
                 .find(|l| l.path == ["environments", name.as_str(), key])
-                .or_else(|| index.iter().find(|l| l.path == ["environments", name.as_str()]));
+                .or_else(|| {
+                    index
+                        .iter()
+                        .find(|l| l.path == ["environments", name.as_str()])
+                });
             Location::at(path, l.map(|l| l.line), l.map(|l| l.column))
         };
         let Some(from) = &e.from else {
@@ -167,7 +174,12 @@ pub fn problems(settings: &Settings, path: &str, index: &[Located]) -> Vec<Diagn
             continue;
         };
         let key = format!("environments.{name}");
-        if from == name || settings.environments.get(from).is_some_and(|f| f.from.is_some()) {
+        if from == name
+            || settings
+                .environments
+                .get(from)
+                .is_some_and(|f| f.from.is_some())
+        {
             out.push(
                 Diagnostic::new(
                     at("from"),
@@ -258,7 +270,10 @@ mod tests {
         let o = Overlay::new(&s, "preview", 42).unwrap();
         assert_eq!(o.env, "preview-pr-42");
         assert_eq!(o.namespace_for("api"), "api-pr-42");
-        assert_eq!(o.url_for("api").as_deref(), Some("https://api-pr-42.example.com"));
+        assert_eq!(
+            o.url_for("api").as_deref(),
+            Some("https://api-pr-42.example.com")
+        );
         let v = Value::Object(o.values_for("api"));
         assert_eq!(v["ingress"]["host"], "api-preview-pr-42.example.com");
         assert_eq!(v["ingress"]["tags"][0], "42");
@@ -271,13 +286,21 @@ mod tests {
         );
         let text: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
         assert!(text.iter().any(|m| m.contains("has no `{pr}`")), "{text:?}");
-        assert!(text.iter().any(|m| m.contains("unknown placeholder `{branch}`")), "{text:?}");
         assert!(
-            text.iter().any(|m| m.contains("only apply to preview templates")),
+            text.iter()
+                .any(|m| m.contains("unknown placeholder `{branch}`")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|m| m.contains("only apply to preview templates")),
             "{text:?}"
         );
         // The namespace problem points at its line.
-        let ns = problems.iter().find(|p| p.message.contains("{pr}")).unwrap();
+        let ns = problems
+            .iter()
+            .find(|p| p.message.contains("{pr}"))
+            .unwrap();
         assert_eq!(ns.location.as_ref().and_then(|l| l.line), Some(4));
     }
 }

@@ -30,9 +30,9 @@ fn is_host(h: &str) -> bool {
 /// A link only when it is a plain http(s) address.
 fn link(url: &str) -> String {
     let plain = (url.starts_with("https://") || url.starts_with("http://"))
-        && !url
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | '`' | '|' | '"'));
+        && !url.chars().any(|c| {
+            c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | '`' | '|' | '"')
+        });
     if plain {
         format!("<{url}>")
     } else {
@@ -64,7 +64,9 @@ pub fn urls(preview: &Preview, app: &str) -> Vec<String> {
             .filter_map(|h| h.as_str())
             .collect();
         for rule in spec["rules"].as_array().into_iter().flatten() {
-            let Some(host) = rule["host"].as_str().filter(|h| is_host(h) && !h.starts_with('*'))
+            let Some(host) = rule["host"]
+                .as_str()
+                .filter(|h| is_host(h) && !h.starts_with('*'))
             else {
                 continue;
             };
@@ -104,7 +106,9 @@ pub fn deployed(preview: &Preview, report: &Report, run_url: Option<&str>) -> St
             .collect::<Vec<_>>()
             .join(", ")
     );
-    out.push_str("| app | namespace | address | resources | status |\n| --- | --- | --- | ---: | --- |\n");
+    out.push_str(
+        "| app | namespace | address | resources | status |\n| --- | --- | --- | ---: | --- |\n",
+    );
     for r in &preview.state.releases {
         let app = &r.release.app;
         let addresses: Vec<String> = urls(preview, app).iter().map(|u| link(u)).collect();
@@ -241,6 +245,9 @@ mod tests {
         assert!(!is_host("evil.com)[x](javascript:alert(1)"));
         assert_eq!(link("https://a.example.com"), "<https://a.example.com>");
         assert_eq!(link("javascript:alert(1)"), "`javascript:alert(1)`");
-        assert_eq!(link("https://a.example.com)[x]("), "`https://a.example.com)[x](`");
+        assert_eq!(
+            link("https://a.example.com)[x]("),
+            "`https://a.example.com)[x](`"
+        );
     }
 }

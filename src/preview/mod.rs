@@ -102,6 +102,9 @@ pub fn isolate(state: &mut State, overlay: &Overlay) -> Result<Vec<String>, Diag
         for mut res in std::mem::take(&mut r.resources) {
             let is_namespace = res.id.group.is_empty() && res.id.kind == "Namespace";
             match &res.id.namespace {
+                // The chart's own Namespace of the release: already the
+                // preview's name, replaced by the preview's (below).
+                _ if is_namespace && res.id.name == ns => continue,
                 _ if is_namespace => {
                     notes.push(format!(
                         "left out {} (rendered for {} from {}): a preview deploys into its own namespace {ns}",
@@ -211,9 +214,9 @@ pub async fn deploy(
     let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
     for ns in preview.namespaces() {
         let listed = existing.as_ref().is_some_and(|r| {
-            r.entries.keys().any(|id| {
-                id.group.is_empty() && id.kind == "Namespace" && id.name == ns
-            })
+            r.entries
+                .keys()
+                .any(|id| id.group.is_empty() && id.kind == "Namespace" && id.name == ns)
         });
         let found = api
             .get_opt(&ns)
@@ -347,8 +350,8 @@ pub struct Collected {
 }
 
 /// Asks GitHub whether a pull request is closed: `None` when it cannot say.
-pub type PullState<'a> = &'a (dyn Fn(u64) -> futures::future::BoxFuture<'a, anyhow::Result<Option<String>>>
-         + Sync);
+pub type PullState<'a> =
+    &'a (dyn Fn(u64) -> futures::future::BoxFuture<'a, anyhow::Result<Option<String>>> + Sync);
 
 /// Removes the previews of this repository whose pull request is closed
 /// (when `pull_state` is given) or that were last deployed longer than
@@ -393,17 +396,12 @@ pub async fn gc(
         {
             let at: Option<k8s_openapi::jiff::Timestamp> =
                 rec.deployed_at.as_deref().and_then(|t| t.parse().ok());
-            let age = at.and_then(|t| {
-                now.duration_since(t)
-                    .try_into()
-                    .ok()
-                    .map(|d: Duration| d.as_secs())
-            });
+            let age: Option<Duration> = at.and_then(|t| now.duration_since(t).try_into().ok());
             match age {
-                Some(secs) if secs > limit.as_secs() => {
+                Some(age) if age > limit => {
                     reason = Some(Reason::Stale(format!(
                         "last deployed {} ago (--older-than {})",
-                        humanize(secs),
+                        humanize(age.as_secs()),
                         humanize(limit.as_secs())
                     )));
                 }

@@ -155,7 +155,7 @@ pub fn render_with(
 ) -> Result<State, Error> {
     let reader = snapshot.reader();
     let layout = Layout::load(&reader, &snapshot.root(), filter)?;
-    render_layout(snapshot, layout, need, images)
+    render_layout(snapshot, layout, need, images, true)
 }
 
 /// Renders a pull request's preview (see [`config::preview`]): the releases
@@ -178,11 +178,11 @@ pub fn render_preview(
     let nothing = Filter::new(Some("-"), None)
         .map_err(|e| Diagnostics::from(Diagnostic::global(e.to_string())))?;
     let settings = Layout::load(&reader, &snapshot.root(), &nothing)?.settings;
-    let overlay = config::preview::Overlay::new(&settings, template, pr).map_err(Diagnostics::from)?;
+    let overlay =
+        config::preview::Overlay::new(&settings, template, pr).map_err(Diagnostics::from)?;
     let overlay = &overlay;
-    let filter = Filter::new(Some(&overlay.from), apps).map_err(|e| {
-        Diagnostics::from(Diagnostic::global(format!("invalid app glob: {e}")))
-    })?;
+    let filter = Filter::new(Some(&overlay.from), apps)
+        .map_err(|e| Diagnostics::from(Diagnostic::global(format!("invalid app glob: {e}"))))?;
     let mut layout = Layout::load(&reader, &snapshot.root(), &filter)?;
     if layout.releases.is_empty() && layout.sources.is_empty() {
         return Err(Diagnostics::from(
@@ -211,7 +211,9 @@ pub fn render_preview(
         s.env.clone_from(&overlay.env);
         s.namespace = overlay.namespace_for(&s.app);
     }
-    let state = render_layout(snapshot, layout, Need::Required, Images::Locked)?;
+    // Every release renders into the same namespace, its Namespace object
+    // too: duplicates are checked once the preview module has isolated it.
+    let state = render_layout(snapshot, layout, Need::Required, Images::Locked, false)?;
     Ok((state, overlay.clone()))
 }
 
@@ -221,6 +223,7 @@ fn render_layout(
     layout: Layout,
     need: Need,
     images: Images,
+    checks: bool,
 ) -> Result<State, Error> {
     let mut charts = ChartCache::default();
     let specs: Vec<&ReleaseSpec> = layout.releases.iter().collect();
@@ -235,8 +238,10 @@ fn render_layout(
     if images == Images::Locked {
         pin_images(&mut releases, &layout, true)?;
     }
-    check_duplicates(&releases)?;
-    check_shared_clusters(&releases, &layout.settings)?;
+    if checks {
+        check_duplicates(&releases)?;
+        check_shared_clusters(&releases, &layout.settings)?;
+    }
     Ok(State {
         label: snapshot.label().to_string(),
         commit: snapshot.commit(),

@@ -163,7 +163,10 @@ pub(super) fn routes(app: Router<Shared>, prefix: &str) -> Router<Shared> {
             patch(update_ref).delete(delete_ref),
         )
         .route(&format!("{repo}/pulls"), get(list_pulls).post(create_pull))
-        .route(&format!("{repo}/pulls/{{number}}"), patch(update_pull))
+        .route(
+            &format!("{repo}/pulls/{{number}}"),
+            get(get_pull).patch(update_pull),
+        )
 }
 
 type RepoPath = Path<(String, String, String)>;
@@ -436,6 +439,17 @@ async fn create_pull(State(state): State<Shared>, bytes: Bytes) -> Response {
     json_response(201, pr, &[])
 }
 
+async fn get_pull(
+    State(state): State<Shared>,
+    Path((_o, _r, number)): Path<(String, String, u64)>,
+) -> Response {
+    let inner = lock(&state);
+    match inner.git.pulls.get(&number) {
+        Some(pr) => json_response(200, pr.clone(), &[]),
+        None => not_found("pulls/pulls#get-a-pull-request"),
+    }
+}
+
 async fn update_pull(
     State(state): State<Shared>,
     Path((_o, _r, number)): Path<(String, String, u64)>,
@@ -517,6 +531,24 @@ impl FakeGitHub {
             .commits
             .get(sha)
             .map(|c| (c.message.clone(), c.parents.clone()))
+    }
+
+    /// A pull request someone opened from `head` (a branch of this
+    /// repository), `open` or `closed` (merged when `merged`).
+    pub fn add_pull(&self, number: u64, head: &str, state: &str, merged: bool) {
+        let closed = (state == "closed").then_some("2026-11-20T10:00:00Z");
+        let pr = json!({
+            "id": 2_000_000 + number, "node_id": format!("PR_{number}"), "number": number,
+            "state": state, "locked": false, "draft": false, "merged": merged,
+            "closed_at": closed, "merged_at": if merged { closed } else { None },
+            "title": format!("Change {number}"), "body": null,
+            "url": format!("https://api.github.com/repos/{REPO}/pulls/{number}"),
+            "html_url": format!("https://github.com/{REPO}/pull/{number}"),
+            "user": {"login": "octocat", "type": "User"},
+            "head": {"label": format!("{}:{head}", owner()), "ref": head, "sha": "0".repeat(40)},
+            "base": {"label": format!("{}:main", owner()), "ref": "main", "sha": "0".repeat(40)},
+        });
+        self.lock().git.pulls.insert(number, pr);
     }
 
     /// Every pull request, by number.
