@@ -23,7 +23,7 @@ fn fast_retry() -> RetryPolicy {
 }
 
 /// A pull request payload for `number` with the given SHAs.
-fn pr_payload(action: &str, number: u64, base: &str, head: &str, fork: bool) -> Value {
+pub(crate) fn pr_payload(action: &str, number: u64, base: &str, head: &str, fork: bool) -> Value {
     let mut p = shared_event("octokit-webhooks/api.github.com/pull_request/opened.payload.json")
         .unwrap_or_else(|| {
             json!({"action": "opened", "number": 2, "pull_request": {
@@ -43,22 +43,22 @@ fn pr_payload(action: &str, number: u64, base: &str, head: &str, fork: bool) -> 
     p
 }
 
-struct Run {
-    code: u8,
-    log: String,
-    summary: String,
-    outputs: String,
+pub(crate) struct Run {
+    pub(crate) code: u8,
+    pub(crate) log: String,
+    pub(crate) summary: String,
+    pub(crate) outputs: String,
 }
 
 /// A CI job: a shallow clone of the PR head, runner files, the fake API.
-struct Job {
-    origin: Repo,
+pub(crate) struct Job {
+    pub(crate) origin: Repo,
     runner: tempfile::TempDir,
-    fake: FakeGitHub,
+    pub(crate) fake: FakeGitHub,
 }
 
 impl Job {
-    async fn new() -> Job {
+    pub(crate) async fn new() -> Job {
         let origin = Repo::with_app();
         origin
             .write("services/web/config.yaml", "image: ghcr.io/example/web\n")
@@ -93,7 +93,7 @@ impl Job {
     }
 
     /// Commits on branch `pr` (created from main when missing).
-    fn pr_commit(&self, edit: impl FnOnce(&Repo), message: &str) -> String {
+    pub(crate) fn pr_commit(&self, edit: impl FnOnce(&Repo), message: &str) -> String {
         let branches = self.origin.git(&["branch", "--list", "pr"]);
         if branches.trim().is_empty() {
             self.origin.git(&["checkout", "-q", "-b", "pr"]);
@@ -106,7 +106,13 @@ impl Job {
         sha
     }
 
-    async fn run(&self, event: &str, payload: &Value, branch: &str, extra: &[(&str, &str)]) -> Run {
+    pub(crate) async fn run(
+        &self,
+        event: &str,
+        payload: &Value,
+        branch: &str,
+        extra: &[(&str, &str)],
+    ) -> Run {
         self.run_until(event, payload, branch, extra, std::future::pending())
             .await
     }
@@ -197,13 +203,13 @@ impl Job {
         (base, head)
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         self.origin.git(&["rev-parse", "main"]).trim().to_string()
     }
 }
 
 /// A simulated cluster whose controllers roll workloads out.
-async fn cluster() -> crate::k8s_sim::Sim {
+pub(crate) async fn cluster() -> crate::k8s_sim::Sim {
     let sim = crate::k8s_sim::Sim::start().await;
     sim.run_controllers(Duration::from_millis(20));
     sim
@@ -215,7 +221,7 @@ fn push_payload(before: Option<&str>, after: &str) -> Value {
         "after": after, "deleted": false})
 }
 
-fn output(outputs: &str, name: &str) -> Option<String> {
+pub(crate) fn output(outputs: &str, name: &str) -> Option<String> {
     let start = outputs.find(&format!("{name}<<"))?;
     let rest = &outputs[start..];
     let (header, body) = rest.split_once('\n')?;

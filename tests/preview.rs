@@ -316,3 +316,224 @@ async fn gc_removes_the_previews_of_closed_pull_requests() {
         stale.stdout
     );
 }
+
+/// The action on a pull request's life: opened (deployed, commented),
+/// synchronize (redeployed, the same comment updated), closed (removed);
+/// and a fork's pull request, which gets no preview.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_deploys_a_preview_per_pull_request_and_removes_it_on_close() {
+    use crate::action::{Job, cluster, output, pr_payload};
+    let job = Job::new().await;
+    job.origin.write(
+        "kdeploy.yaml",
+        "environments:\n  preview:\n    from: staging\n    namespace: \"pr-{pr}\"\n    url: \"https://{app}-pr-{pr}.preview.example.com\"\n",
+    );
+    job.origin.commit("preview template");
+    let sim = cluster().await;
+    let kubeconfig = sim.kubeconfig();
+    let inputs = [
+        ("INPUT_MODE", "preview"),
+        ("INPUT_KUBECONFIG", kubeconfig.as_str()),
+    ];
+    let base = job.base();
+    // The pull request also tries to move its preview elsewhere and allow
+    // cluster-scoped objects: the template is read from the base branch.
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.1.0\n").write(
+                "kdeploy.yaml",
+                "environments:\n  preview:\n    from: staging\n    namespace: \"kube-system-{pr}\"\n    clusterScoped: true\n",
+            );
+        },
+        "bump web",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 7, &base, &head, false),
+            "pr",
+            &inputs,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let web = sim
+        .get("apps", "Deployment", "pr-7", "web")
+        .expect("web in pr-7");
+    assert!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .is_some_and(|i| i.ends_with(":1.1.0")),
+        "{web}"
+    );
+    assert!(sim.get("", "Namespace", "", "kube-system-7").is_none());
+    assert_eq!(
+        output(&run.outputs, "preview-environment").as_deref(),
+        Some("preview-pr-7")
+    );
+    assert!(
+        output(&run.outputs, "preview-urls")
+            .is_some_and(|u| u.contains("https://web-pr-7.preview.example.com")),
+        "{}",
+        run.outputs
+    );
+    let comments = job.fake.comments(7);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    let (id, body) = &comments[0];
+    assert!(
+        body.contains("### kdeploy preview `preview-pr-7`: ready"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<https://web-pr-7.preview.example.com>"),
+        "{body}"
+    );
+    assert!(body.contains(&head[..12]), "{body}");
+
+    // The next push redeploys and updates the same comment.
+    let next = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.2.0\n");
+        },
+        "web 1.2.0",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("synchronize", 7, &base, &next, false),
+            "pr",
+            &inputs,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let comments = job.fake.comments(7);
+    assert_eq!(comments.len(), 1);
+    assert_eq!(&comments[0].0, id);
+    assert!(comments[0].1.contains(&next[..12]), "{}", comments[0].1);
+
+    // Closed: everything goes, namespace included, and the comment says so.
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("closed", 7, &base, &next, false),
+            "pr",
+            &inputs,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        sim.get("", "Namespace", "", "pr-7").is_none(),
+        "{}",
+        run.log
+    );
+    assert!(sim.get("apps", "Deployment", "pr-7", "web").is_none());
+    let comments = job.fake.comments(7);
+    assert_eq!(comments.len(), 1);
+    assert!(
+        comments[0]
+            .1
+            .contains("### kdeploy preview `preview-pr-7`: removed")
+            && comments[0].1.contains("namespace `pr-7` included"),
+        "{}",
+        comments[0].1
+    );
+
+    // A fork's pull request: no preview, and it says why.
+    let fork = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "9.9.9\n");
+        },
+        "fork change",
+    );
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 8, &base, &fork, true),
+            "pr",
+            &inputs,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(sim.get("", "Namespace", "", "pr-8").is_none());
+    assert!(
+        run.summary.contains("comes from the fork"),
+        "{}",
+        run.summary
+    );
+    assert!(run.log.contains("no preview"), "{}", run.log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_preview_says_what_failed_in_its_comment() {
+    let (sim, _dir, kc, repo) = setup().await;
+    sim.behave(
+        "Deployment",
+        "pr-9",
+        "api",
+        crate::k8s_sim::Behaviour::CrashLoopOomKilled,
+    );
+    let comment = repo.path().join("comment.md");
+    let comment_arg = comment.display().to_string();
+    let run = kdeploy(
+        &repo,
+        &kc,
+        &[
+            "preview",
+            "deploy",
+            "--pr",
+            "9",
+            "--app",
+            "api",
+            "--comment",
+            &comment_arg,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let text = std::fs::read_to_string(&comment).expect("comment written");
+    assert!(
+        text.contains("### kdeploy preview `preview-pr-9`: **failed**"),
+        "{text}"
+    );
+    assert!(text.contains("| api | `pr-9` |"), "{text}");
+    assert!(text.contains(":x: 1 not ready"), "{text}");
+    assert!(
+        text.contains("- :x: `apps/Deployment pr-9/api`: "),
+        "{text}"
+    );
+    assert!(text.contains("OOMKilled"), "{text}");
+    // The record was not written: the next push retries the whole preview.
+    assert!(
+        sim.get("", "ConfigMap", "kdeploy-system", "kdeploy-preview-pr-9")
+            .is_none()
+    );
+    // It may: the namespace is this preview's, if unrecorded.
+    let again = kdeploy(
+        &repo,
+        &kc,
+        &[
+            "preview",
+            "deploy",
+            "--pr",
+            "9",
+            "--app",
+            "api",
+            "--timeout",
+            "2s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!again.stderr.contains("is not preview"), "{}", again.stderr);
+    // Closing the pull request removes the namespace all the same.
+    let run = kdeploy(&repo, &kc, &["preview", "delete", "--pr", "9"], &[]).await;
+    ok(&run);
+    assert!(
+        run.stdout
+            .contains("no deploy finished); deleted its namespace(s) pr-9"),
+        "{}",
+        run.stdout
+    );
+    assert!(sim.get("", "Namespace", "", "pr-9").is_none());
+    assert!(sim.get("apps", "Deployment", "pr-9", "api").is_none());
+}

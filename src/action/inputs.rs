@@ -72,7 +72,7 @@ pub const INPUTS: &[Input] = &[
     Input {
         name: "mode",
         default: "auto",
-        description: "auto (plan on pull_request and workflow_dispatch, apply on push), plan, apply, images (version bumps: `images update`, or `set-version` from a dispatch's app/env/version), promote (`promote-from` to `promote-to`), or drift (compare each deployed environment with its cluster; a check run and an issue per drifted environment).",
+        description: "auto (plan on pull_request and workflow_dispatch, apply on push), plan, apply, images (version bumps: `images update`, or `set-version` from a dispatch's app/env/version), promote (`promote-from` to `promote-to`), drift (compare each deployed environment with its cluster; a check run and an issue per drifted environment), or preview (on pull_request: deploy the head to its own namespace, remove it on close; on a schedule: remove the previews of closed pull requests).",
     },
     Input {
         name: "working-directory",
@@ -138,6 +138,16 @@ pub const INPUTS: &[Input] = &[
         name: "drift-repair",
         default: "false",
         description: "Drift: re-apply what drifted (missing or changed resources; nothing is deleted).",
+    },
+    Input {
+        name: "preview-template",
+        default: "",
+        description: "Preview: the template in kdeploy.yaml's `environments` (one with `from:`), read from the base branch; default: the only one.",
+    },
+    Input {
+        name: "preview-older-than",
+        default: "",
+        description: "Preview, on a schedule or dispatch (garbage collection): also remove previews not deployed for this long (e.g. `7d`); previews of closed pull requests always go.",
     },
     Input {
         name: "kubeconfig",
@@ -255,6 +265,8 @@ pub enum Mode {
     Promote,
     /// Compare deployed environments with their clusters.
     Drift,
+    /// Preview environments per pull request.
+    Preview,
 }
 
 /// The action's inputs, validated.
@@ -284,6 +296,8 @@ pub struct Inputs {
     pub(crate) promote_keys: Vec<String>,
     pub(crate) drift_unmanaged: bool,
     pub(crate) drift_repair: bool,
+    pub(crate) preview_template: Option<String>,
+    pub(crate) preview_older_than: Option<std::time::Duration>,
 }
 
 /// The value of a parsed input, or its default with the problem recorded.
@@ -357,10 +371,11 @@ impl Inputs {
             Some("images") => Some(Mode::Images),
             Some("promote") => Some(Mode::Promote),
             Some("drift") => Some(Mode::Drift),
+            Some("preview") => Some(Mode::Preview),
             Some(other) => take(
                 p,
                 Err(anyhow::anyhow!(
-                    "input `mode` must be auto, plan, apply, images, promote or drift, got `{other}`"
+                    "input `mode` must be auto, plan, apply, images, promote, drift or preview, got `{other}`"
                 )),
                 None,
             ),
@@ -396,6 +411,17 @@ impl Inputs {
         let allow_pull_request_target = flag("allow-pull-request-target", false);
         let drift_unmanaged = flag("drift-unmanaged", false);
         let drift_repair = flag("drift-repair", false);
+        let preview_older_than = take(
+            p,
+            env.input("preview-older-than")
+                .map(|v| {
+                    humantime::parse_duration(v.trim()).map_err(|e| {
+                        anyhow::anyhow!("input `preview-older-than`: `{v}` is not a duration ({e}); use e.g. 7d or 36h")
+                    })
+                })
+                .transpose(),
+            None,
+        );
         let max_comment_parts = take(
             p,
             parse_number("max-comment-parts", env.input("max-comment-parts"), 3),
@@ -446,6 +472,8 @@ impl Inputs {
             promote_to: env.input("promote-to").map(str::to_string),
             drift_unmanaged,
             drift_repair,
+            preview_template: env.input("preview-template").map(|t| t.trim().to_string()),
+            preview_older_than,
             promote_keys: comma_list(env.input("promote-keys")),
         };
         problems.into_result(inputs).map_err(anyhow::Error::from)

@@ -22,6 +22,7 @@ use crate::{comment, render, report};
 mod automation;
 mod drift;
 mod inputs;
+mod preview;
 
 pub use inputs::{ActionEnv, INPUTS, Input, Inputs, Mode, inputs_help};
 
@@ -267,6 +268,9 @@ async fn run_steps(
     }
     if inputs.mode == Some(Mode::Drift) {
         return drift::run(&mut runner, &inputs, &repo_dir, retry).await;
+    }
+    if inputs.mode == Some(Mode::Preview) {
+        return preview::run(&mut runner, &inputs, &event, &repo_dir, retry).await;
     }
     let mode = match (&event, inputs.mode) {
         (Event::Unsupported(name), _) => {

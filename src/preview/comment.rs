@@ -139,19 +139,25 @@ pub fn deployed(preview: &Preview, report: &Report, run_url: Option<&str>) -> St
             r.resources.len(),
         );
     }
-    for f in &report.failed {
-        let _ = write!(out, "\n- :x: `{}`: {}", f.id, md(&f.error));
-    }
+    let mut problems: Vec<String> = report
+        .failed
+        .iter()
+        .map(|f| format!("- :x: `{}`: {}", f.id, md(&f.error)))
+        .collect();
     for t in report.tracked.iter().filter(|t| !t.ok()) {
         let why = match &t.state {
             crate::wait::State::Failed(s) | crate::wait::State::Waiting(s) => s.clone(),
             crate::wait::State::Ready => String::new(),
         };
-        let _ = write!(out, "\n- :x: `{}`: {}", t.id, md(&why));
+        problems.push(format!("- :x: `{}`: {}", t.id, md(&why)));
+        problems.extend(t.details.iter().take(5).map(|d| format!("  - {}", md(d))));
+    }
+    if !problems.is_empty() {
+        let _ = write!(out, "\n{}\n", problems.join("\n"));
     }
     let _ = write!(
         out,
-        "\n\n{} applied, {} unchanged, {} deleted. The preview is removed when the pull request closes.",
+        "\n{} applied, {} unchanged, {} deleted. The preview is removed when the pull request closes.",
         report.applied.len(),
         report.unchanged,
         report.deleted.len()
@@ -186,9 +192,38 @@ pub fn fork(template: &str, env: &str, repo: &str) -> String {
 }
 
 /// The comment once the pull request closed and the preview was removed.
-pub fn removed(template: &str, removed: &Removed, namespaces: &[String]) -> String {
+pub fn removed(template: &str, removed: &Removed) -> String {
     let mut out = format!("{}\n", marker(template));
+    let quoted = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let namespaces: Vec<String> = removed
+        .report
+        .iter()
+        .flat_map(|r| r.deleted.iter())
+        .filter_map(|id| id.strip_prefix("Namespace ").map(str::to_string))
+        .collect();
     match &removed.report {
+        None if !removed.left.is_empty() => {
+            let _ = write!(
+                out,
+                "### kdeploy preview `{}`: **removal failed**\n\nNamespace {} was deleted but is still there (a finalizer of something in it?). Re-run this job, or `kdeploy preview gc`, once it is unblocked.\n",
+                removed.env,
+                quoted(&removed.left)
+            );
+        }
+        None if !removed.namespaces.is_empty() => {
+            let _ = write!(
+                out,
+                "### kdeploy preview `{}`: removed\n\nThe pull request is closed. No deploy of the preview had finished, so its namespace {} was deleted with everything in it, and waited for until gone.\n",
+                removed.env,
+                quoted(&removed.namespaces)
+            );
+        }
         None => {
             let _ = write!(
                 out,
@@ -205,14 +240,7 @@ pub fn removed(template: &str, removed: &Removed, namespaces: &[String]) -> Stri
                 if namespaces.is_empty() {
                     String::new()
                 } else {
-                    format!(
-                        " (namespace {} included)",
-                        namespaces
-                            .iter()
-                            .map(|n| format!("`{n}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
+                    format!(" (namespace {} included)", quoted(&namespaces))
                 }
             );
         }

@@ -65,6 +65,10 @@ impl Preview {
 /// Renders pull request `pr`'s preview of `template` at `snapshot` and
 /// keeps it in its namespace (see [`isolate`]); validated like any state.
 ///
+/// The template comes from `trusted` settings when given: the action
+/// passes the base branch's, so a pull request cannot widen what its own
+/// preview may do (its namespace, cluster-scoped objects, its cluster).
+///
 /// # Errors
 /// Render problems, a template that does not exist, cluster-scoped objects
 /// the template does not allow, and anything [`crate::validate::check`] finds.
@@ -73,8 +77,9 @@ pub fn render(
     template: &str,
     pr: u64,
     apps: Option<&str>,
+    trusted: Option<&crate::config::Settings>,
 ) -> Result<Preview, render::Error> {
-    let (mut state, overlay) = render::render_preview(snapshot, apps, template, pr)?;
+    let (mut state, overlay) = render::render_preview(snapshot, apps, template, pr, trusted)?;
     let notes = isolate(&mut state, &overlay)?;
     crate::validate::check(&state).map_err(render::Error::Invalid)?;
     Ok(Preview {
@@ -181,6 +186,13 @@ fn namespace_object(ns: &str, overlay: &Overlay, app: &str) -> Resource {
     }
 }
 
+/// The Namespace [`isolate`] adds (annotated), not one a chart renders.
+fn is_own_namespace(r: &Resource) -> bool {
+    r.id.group.is_empty()
+        && r.id.kind == "Namespace"
+        && r.object["metadata"]["annotations"][ANNOTATION].is_string()
+}
+
 /// The error when a preview's namespace exists but is not the preview's.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -222,7 +234,15 @@ pub async fn deploy(
             .get_opt(&ns)
             .await
             .with_context(|| format!("cannot read namespace {ns}"))?;
-        if found.is_some() && !listed {
+        // Made by an earlier deploy of this preview that did not finish.
+        let mark = format!("{}/{}", preview.overlay.template, preview.overlay.pr);
+        let annotated = found.as_ref().is_some_and(|n| {
+            n.metadata.annotations.as_ref().is_some_and(|a| {
+                a.get(ANNOTATION) == Some(&mark)
+                    && a.get(REPOSITORY_ANNOTATION).map(String::as_str) == Some(repository)
+            })
+        });
+        if found.is_some() && !listed && !annotated {
             return Err(ForeignNamespace {
                 namespace: ns,
                 env: env.clone(),
@@ -231,6 +251,20 @@ pub async fn deploy(
             .into());
         }
     }
+    // The namespaces say whose preview they are, so that one whose first
+    // deploy never finished (and so has no record) can still be removed.
+    let stamped: Vec<Resource> = preview
+        .state
+        .releases
+        .iter()
+        .flat_map(|r| r.resources.iter())
+        .filter(|r| is_own_namespace(r))
+        .map(|r| {
+            let mut r = r.clone();
+            r.object["metadata"]["annotations"][REPOSITORY_ANNOTATION] = json!(repository);
+            r
+        })
+        .collect();
     let all = |_: &str| true;
     let target = Target {
         env: env.clone(),
@@ -241,6 +275,8 @@ pub async fn deploy(
             .releases
             .iter()
             .flat_map(|r| r.resources.iter())
+            .filter(|r| !is_own_namespace(r))
+            .chain(stamped.iter())
             .collect(),
         base: None,
         in_scope: &all,
@@ -258,51 +294,107 @@ pub async fn deploy(
 pub struct Removed {
     /// The preview's environment.
     pub env: String,
-    /// `None` when there was no record: nothing of the preview was deployed.
+    /// `None` when there was no record: no deploy of the preview finished.
     pub report: Option<Report>,
+    /// Without a record: the preview's namespaces (by their annotation)
+    /// that were deleted and waited for, with what they held.
+    pub namespaces: Vec<String>,
+    /// Without a record: namespaces still there when the wait ended.
+    pub left: Vec<String>,
 }
 
 impl Removed {
     /// True when everything is gone (or there was nothing).
     pub fn succeeded(&self) -> bool {
-        self.report.as_ref().is_none_or(Report::succeeded)
+        self.report.as_ref().is_none_or(Report::succeeded) && self.left.is_empty()
     }
 }
 
-/// Removes the preview `env`: everything its record lists is deleted (its
-/// namespace last), waited for until gone, then the record itself.
+/// The annotation naming the repository whose preview a namespace is.
+pub const REPOSITORY_ANNOTATION: &str = "kdeploy.io/repository";
+
+/// The namespaces annotated as a preview of `repository`, with the
+/// annotation's `template/pr` and their creation time.
+async fn preview_namespaces(
+    client: &kube::Client,
+    repository: &str,
+) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .context("cannot list namespaces")?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|ns| {
+            let a = ns.metadata.annotations.as_ref()?;
+            let of = a.get(ANNOTATION)?.clone();
+            (a.get(REPOSITORY_ANNOTATION).map(String::as_str) == Some(repository)).then(|| {
+                (
+                    ns.metadata.name.clone().unwrap_or_default(),
+                    of,
+                    ns.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.to_string()),
+                )
+            })
+        })
+        .collect())
+}
+
+/// Deletes namespaces and waits until they are gone (their content goes
+/// with them); returns those still there at the deadline.
+async fn delete_namespaces(
+    client: &kube::Client,
+    names: &[String],
+    opts: &Options,
+) -> anyhow::Result<Vec<String>> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    for name in names {
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot delete namespace {name}")),
+        }
+    }
+    let timeout = opts
+        .wait
+        .as_ref()
+        .map_or(Duration::from_secs(600), |w| w.timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut left: Vec<String> = names.to_vec();
+    while !left.is_empty() && tokio::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for name in left {
+            if api.get_opt(&name).await.ok().flatten().is_some() {
+                still.push(name);
+            }
+        }
+        left = still;
+        if !left.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(left)
+}
+
+/// Removes pull request `of`'s preview: everything its record lists is
+/// deleted (its namespace last), waited for until gone, then the record
+/// itself. Without a record (no deploy of it finished), the namespaces
+/// annotated as this preview of `repository` are deleted instead.
 ///
 /// # Errors
 /// API failures before the first delete; a record that is not a preview's.
 pub async fn remove(
     client: &kube::Client,
-    env: &str,
+    of: &PreviewOf,
     repository: &str,
     opts: &Options,
 ) -> anyhow::Result<Removed> {
-    let Some(existing) = record::read(client, &opts.record_namespace, env).await? else {
-        return Ok(Removed {
-            env: env.to_string(),
-            report: None,
-        });
-    };
-    let Some(of) = existing.preview.clone() else {
-        anyhow::bail!(
-            "the deploy record of {env} ({}/{}) is not a preview's; refusing to remove an environment of the config repo (remove its directories instead)",
-            opts.record_namespace,
-            record::name(env)
-        );
-    };
-    let all = |_: &str| true;
-    let target = Target {
-        env: env.to_string(),
-        repository: repository.to_string(),
-        head_commit: existing.commit.clone(),
-        head: Vec::new(),
-        base: None,
-        in_scope: &all,
-        preview: Some(of),
-    };
+    let env = crate::config::preview::env_name(&of.template, of.pull_request);
+    let env = env.as_str();
     // Gone means gone: the deletions (the namespace's finalization too)
     // are waited for whatever the deploy's own setting.
     let opts = Options {
@@ -311,6 +403,43 @@ pub async fn remove(
         wait: Some(opts.wait.clone().unwrap_or_default()),
         ..opts.clone()
     };
+    let Some(existing) = record::read(client, &opts.record_namespace, env).await? else {
+        let mark = format!("{}/{}", of.template, of.pull_request);
+        let namespaces: Vec<String> = preview_namespaces(client, repository)
+            .await?
+            .into_iter()
+            .filter(|(_, m, _)| *m == mark)
+            .map(|(n, _, _)| n)
+            .collect();
+        let left = if opts.dry_run {
+            Vec::new()
+        } else {
+            delete_namespaces(client, &namespaces, &opts).await?
+        };
+        return Ok(Removed {
+            env: env.to_string(),
+            report: None,
+            namespaces,
+            left,
+        });
+    };
+    if existing.preview.is_none() {
+        anyhow::bail!(
+            "the deploy record of {env} ({}/{}) is not a preview's; refusing to remove an environment of the config repo (remove its directories instead)",
+            opts.record_namespace,
+            record::name(env)
+        );
+    }
+    let all = |_: &str| true;
+    let target = Target {
+        env: env.to_string(),
+        repository: repository.to_string(),
+        head_commit: existing.commit.clone(),
+        head: Vec::new(),
+        base: None,
+        in_scope: &all,
+        preview: Some(of.clone()),
+    };
     let report = apply::apply(client, &target, &opts).await?;
     if report.succeeded() && !opts.dry_run {
         record::delete(client, &opts.record_namespace, env, &opts).await?;
@@ -318,6 +447,8 @@ pub async fn remove(
     Ok(Removed {
         env: env.to_string(),
         report: Some(report),
+        namespaces: Vec::new(),
+        left: Vec::new(),
     })
 }
 
@@ -367,12 +498,34 @@ pub async fn gc(
     opts: &Options,
 ) -> anyhow::Result<Vec<Collected>> {
     let now = k8s_openapi::jiff::Timestamp::now();
-    let mut out = Vec::new();
+    // (environment, pull request, when deployed): the records of previews,
+    // then namespaces of previews whose first deploy never finished.
+    let mut found: Vec<(String, PreviewOf, Option<String>)> = Vec::new();
     for (env, rec) in record::list(client, &opts.record_namespace, opts).await? {
-        let Some(of) = &rec.preview else { continue };
-        if !rec.repository.is_empty() && rec.repository != repository {
-            continue;
+        let Some(of) = rec.preview else { continue };
+        if rec.repository.is_empty() || rec.repository == repository {
+            found.push((env, of, rec.deployed_at));
         }
+    }
+    for (_, mark, created) in preview_namespaces(client, repository).await? {
+        let Some((template, pr)) = mark.rsplit_once('/') else {
+            continue;
+        };
+        let Ok(pull_request) = pr.parse() else {
+            continue;
+        };
+        let env = crate::config::preview::env_name(template, pull_request);
+        if !found.iter().any(|(e, _, _)| *e == env) {
+            let of = PreviewOf {
+                template: template.to_string(),
+                pull_request,
+            };
+            found.push((env, of, created));
+        }
+    }
+    let mut out = Vec::new();
+    for (env, of, deployed_at) in found {
+        let of = &of;
         let mut reason = None;
         if let Some(ask) = pull_state {
             match ask(of.pull_request).await? {
@@ -395,7 +548,7 @@ pub async fn gc(
             && let Some(limit) = older_than
         {
             let at: Option<k8s_openapi::jiff::Timestamp> =
-                rec.deployed_at.as_deref().and_then(|t| t.parse().ok());
+                deployed_at.as_deref().and_then(|t| t.parse().ok());
             let age: Option<Duration> = at.and_then(|t| now.duration_since(t).try_into().ok());
             match age {
                 Some(age) if age > limit => {
@@ -414,7 +567,7 @@ pub async fn gc(
             }
         }
         let removed = match (&reason, opts.dry_run) {
-            (Some(_), false) => Some(remove(client, &env, repository, opts).await?),
+            (Some(_), false) => Some(remove(client, of, repository, opts).await?),
             _ => None,
         };
         out.push(Collected {
@@ -424,6 +577,175 @@ pub async fn gc(
         });
     }
     Ok(out)
+}
+
+/// Options of a preview's apply: prune, wait, no rollback (the preview is
+/// the pull request's; a failure is reported, not undone).
+pub fn apply_options(record_namespace: &str, wait: Option<std::time::Duration>) -> Options {
+    Options {
+        record_namespace: record_namespace.to_string(),
+        wait: wait.map(|timeout| crate::wait::Options {
+            timeout,
+            ..crate::wait::Options::default()
+        }),
+        ..Options::default()
+    }
+}
+
+/// The template to use: the one named, else the only one there is.
+///
+/// # Errors
+/// No template, or several and none named.
+pub fn template(settings: &crate::config::Settings, named: Option<&str>) -> anyhow::Result<String> {
+    if let Some(t) = named {
+        return Ok(t.to_string());
+    }
+    let all: Vec<&str> = crate::config::preview::templates(settings)
+        .map(|(n, _)| n)
+        .collect();
+    match all.as_slice() {
+        [one] => Ok((*one).to_string()),
+        [] => anyhow::bail!(
+            "kdeploy.yaml declares no preview template: add one, e.g. `environments: {{preview: {{from: staging, namespace: \"pr-{{pr}}\"}}}}`"
+        ),
+        many => anyhow::bail!(
+            "kdeploy.yaml declares several preview templates ({}): name one with --template",
+            many.join(", ")
+        ),
+    }
+}
+
+/// The kubeconfig context of a template's previews: the flag's, else the
+/// template's `context`, else its `from` environment's.
+pub fn context(
+    settings: &crate::config::Settings,
+    template: &str,
+    given: Option<&str>,
+) -> Option<String> {
+    if let Some(c) = given {
+        return Some(c.to_string());
+    }
+    let t = settings.environments.get(template)?;
+    t.context.clone().or_else(|| {
+        let from = t.from.as_deref()?;
+        settings.environments.get(from)?.context.clone()
+    })
+}
+
+/// Prints what removing a preview did.
+///
+/// # Errors
+/// Writing to `out`.
+pub fn describe_removed(removed: &Removed, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    match &removed.report {
+        None if !removed.left.is_empty() => writeln!(
+            out,
+            "{}: no deploy record; namespace(s) {} deleted but still there at the deadline",
+            removed.env,
+            removed.left.join(", ")
+        ),
+        None if !removed.namespaces.is_empty() => writeln!(
+            out,
+            "{}: no deploy record (no deploy finished); deleted its namespace(s) {} with everything in them, and they are gone",
+            removed.env,
+            removed.namespaces.join(", ")
+        ),
+        None => writeln!(out, "{}: no deploy record; nothing to remove", removed.env),
+        Some(r) => {
+            for id in &r.deleted {
+                writeln!(out, "  deleted  {id}")?;
+            }
+            for f in &r.failed {
+                writeln!(out, "  FAILED   {}: {}", f.id, f.error)?;
+            }
+            for t in r.tracked.iter().filter(|t| !t.ok()) {
+                writeln!(out, "  not gone {}: {:?}", t.id, t.state)?;
+            }
+            if r.succeeded() {
+                writeln!(
+                    out,
+                    "{}: removed ({} deleted and gone; record deleted)",
+                    removed.env,
+                    r.deleted.len()
+                )
+            } else {
+                writeln!(
+                    out,
+                    "{}: removal failed; the record was kept, so running it again retries",
+                    removed.env
+                )
+            }
+        }
+    }
+}
+
+/// [`gc`] on every cluster the templates deploy to (the context given,
+/// else each template's), printing what it does; true when every removal
+/// succeeded. With `gh`, pull requests are asked about; without, only age
+/// counts.
+///
+/// # Errors
+/// Connection, API and GitHub failures.
+pub async fn collect(
+    settings: &crate::config::Settings,
+    access: &crate::cluster::Access,
+    repository: &str,
+    gh: Option<&crate::github::GitHub>,
+    older_than: Option<Duration>,
+    opts: &Options,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<bool> {
+    let mut contexts: Vec<Option<String>> = crate::config::preview::templates(settings)
+        .map(|(t, _)| context(settings, t, access.context.as_deref()))
+        .collect();
+    if contexts.is_empty() {
+        contexts.push(access.context.clone());
+    }
+    contexts.sort();
+    contexts.dedup();
+    let ask = |n: u64| -> futures::future::BoxFuture<'_, anyhow::Result<Option<String>>> {
+        Box::pin(async move {
+            let Some(gh) = gh else {
+                return Ok(Some("open".to_string()));
+            };
+            Ok(gh
+                .pull(n)
+                .await
+                .with_context(|| format!("cannot read pull request #{n}"))?
+                .map(|p| p.state))
+        })
+    };
+    let mut all_ok = true;
+    for context in contexts {
+        let access = crate::cluster::Access {
+            kubeconfig: access.kubeconfig.clone(),
+            context,
+        };
+        let client = crate::cluster::connect(&access).await?;
+        let found = gc(
+            &client,
+            repository,
+            gh.is_some().then_some(&ask as PullState<'_>),
+            older_than,
+            opts,
+        )
+        .await?;
+        for c in &found {
+            match (&c.reason, &c.removed) {
+                (None, _) => writeln!(out, "{}: kept", c.env)?,
+                (Some(why), None) => writeln!(out, "{}: would remove ({why})", c.env)?,
+                (Some(why), Some(removed)) => {
+                    writeln!(out, "{}: removing ({why})", c.env)?;
+                    describe_removed(removed, out)?;
+                    all_ok &= removed.succeeded();
+                }
+            }
+        }
+        if found.is_empty() {
+            writeln!(out, "no previews of {repository} in this cluster")?;
+        }
+    }
+    Ok(all_ok)
 }
 
 fn humanize(secs: u64) -> String {

@@ -161,6 +161,8 @@ pub fn render_with(
 /// Renders a pull request's preview (see [`config::preview`]): the releases
 /// of the template's `from` environment whose apps `apps` selects, each as
 /// the preview's environment, with the template's values and namespace.
+/// The template is read from `trusted` when given (the base branch's
+/// settings, which the pull request cannot change), else from `snapshot`.
 /// Namespaces hard-coded in templates are left to the caller
 /// ([`crate::preview`] rewrites them).
 ///
@@ -171,6 +173,7 @@ pub fn render_preview(
     apps: Option<&str>,
     template: &str,
     pr: u64,
+    trusted: Option<&config::Settings>,
 ) -> Result<(State, config::preview::Overlay), Error> {
     let reader = snapshot.reader();
     // The settings first (their problems reported as any render's), then
@@ -178,8 +181,8 @@ pub fn render_preview(
     let nothing = Filter::new(Some("-"), None)
         .map_err(|e| Diagnostics::from(Diagnostic::global(e.to_string())))?;
     let settings = Layout::load(&reader, &snapshot.root(), &nothing)?.settings;
-    let overlay =
-        config::preview::Overlay::new(&settings, template, pr).map_err(Diagnostics::from)?;
+    let overlay = config::preview::Overlay::new(trusted.unwrap_or(&settings), template, pr)
+        .map_err(Diagnostics::from)?;
     let overlay = &overlay;
     let filter = Filter::new(Some(&overlay.from), apps)
         .map_err(|e| Diagnostics::from(Diagnostic::global(format!("invalid app glob: {e}"))))?;
