@@ -1070,7 +1070,7 @@ fn action_inputs_and_payloads_are_all_reported() {
         env: &bad,
         code: 2,
         says: &[
-            "input `mode` must be auto, plan, apply, images, promote or drift, got `sometimes`",
+            "input `mode` must be auto, plan, apply, images, promote, drift or preview, got `sometimes`",
             "input `comment` must be true or false, got `maybe`",
             "input `timeout` must be a duration",
             "input `max-comment-parts` must be a number",
@@ -1095,6 +1095,77 @@ fn action_inputs_and_payloads_are_all_reported() {
         env: &base,
         code: 2,
         says: &["pull_request"],
+    }
+    .check();
+}
+
+/// Preview templates and flags a pull request (or a typo) could bend: every
+/// one is refused before a cluster is contacted (the kubeconfig points
+/// nowhere), naming the file and line or the flag.
+#[test]
+fn preview_templates_and_flags_are_refused_before_any_cluster() {
+    let nowhere = [("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let shared = repo_with(
+        &[(
+            "kdeploy.yaml",
+            b"environments:\n  preview:\n    from: production\n    namespace: default\n",
+        )],
+        true,
+    );
+    Case {
+        name: "a template namespace every pull request would share",
+        repo: &shared,
+        args: &["preview", "deploy", "--pr", "1"],
+        env: &nowhere,
+        code: 2,
+        says: &[
+            "kdeploy.yaml:4:5",
+            "`environments.preview.namespace`: `default` has no `{pr}`",
+        ],
+    }
+    .check();
+    let ok = repo_with(
+        &[(
+            "kdeploy.yaml",
+            b"environments:\n  preview:\n    from: production\n    namespace: \"pr-{pr}\"\n    values: {host: \"{secret}.example.com\"}\n",
+        )],
+        true,
+    );
+    Case {
+        name: "an unknown placeholder in the template's values",
+        repo: &ok,
+        args: &["preview", "deploy", "--pr", "1"],
+        env: &nowhere,
+        code: 2,
+        says: &["`environments.preview.values.host`: unknown placeholder `{secret}`"],
+    }
+    .check();
+    let fine = repo_with(
+        &[(
+            "kdeploy.yaml",
+            b"environments:\n  preview:\n    from: production\n    namespace: \"pr-{pr}\"\n",
+        )],
+        true,
+    );
+    Case {
+        name: "a template name with a path in it",
+        repo: &fine,
+        args: &["preview", "deploy", "--pr", "1", "--template", "../../etc"],
+        env: &nowhere,
+        code: 2,
+        says: &[
+            "`../../etc` is not a preview template in kdeploy.yaml",
+            "templates there: preview",
+        ],
+    }
+    .check();
+    Case {
+        name: "a pull request number that is not one",
+        repo: &fine,
+        args: &["preview", "deploy", "--pr", "1;rm -rf /"],
+        env: &nowhere,
+        code: 2,
+        says: &["invalid value '1;rm -rf /' for '--pr <N>'"],
     }
     .check();
 }

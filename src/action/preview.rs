@@ -59,7 +59,8 @@ pub(super) async fn run(
             &id.to_string(),
         )?)
     };
-    let trusted = crate::config::head_settings(&open(base_id)?);
+    let trusted = crate::render::settings(&open(base_id)?)
+        .context("the preview template is read from the base branch's kdeploy.yaml")?;
     let template =
         preview::template(&trusted, inputs.preview_template.as_deref()).context("mode: preview")?;
     let env = crate::config::preview::env_name(&template, *number);

@@ -33,7 +33,7 @@ fn access(settings: &Settings, template: &str, t: &PreviewTarget) -> crate::clus
 async fn deploy(args: &PreviewDeployArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let t = &args.target;
     let snapshot = Snapshot::open(&t.repo, &Revision::parse(Some(&args.rev)))?;
-    let settings = crate::config::head_settings(&snapshot);
+    let settings = crate::render::settings(&snapshot)?;
     let template = preview::template(&settings, t.template.as_deref())?;
     let preview = preview::render(&snapshot, &template, t.pr, args.app.as_deref(), None)?;
     for note in &preview.notes {

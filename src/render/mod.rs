@@ -158,6 +158,18 @@ pub fn render_with(
     render_layout(snapshot, layout, need, images, true)
 }
 
+/// The `kdeploy.yaml` settings of `snapshot`, every problem in them an
+/// error (where [`config::head_settings`] falls back to the defaults).
+///
+/// # Errors
+/// The settings' problems, at their lines; read failures.
+pub fn settings(snapshot: &Snapshot) -> Result<config::Settings, Error> {
+    // An environment glob no name matches: only kdeploy.yaml is parsed.
+    let nothing = Filter::new(Some("-"), None)
+        .map_err(|e| Diagnostics::from(Diagnostic::global(e.to_string())))?;
+    Ok(Layout::load(&snapshot.reader(), &snapshot.root(), &nothing)?.settings)
+}
+
 /// Renders a pull request's preview (see [`config::preview`]): the releases
 /// of the template's `from` environment whose apps `apps` selects, each as
 /// the preview's environment, with the template's values and namespace.
@@ -178,9 +190,7 @@ pub fn render_preview(
     let reader = snapshot.reader();
     // The settings first (their problems reported as any render's), then
     // the releases of the environment the template copies.
-    let nothing = Filter::new(Some("-"), None)
-        .map_err(|e| Diagnostics::from(Diagnostic::global(e.to_string())))?;
-    let settings = Layout::load(&reader, &snapshot.root(), &nothing)?.settings;
+    let settings = settings(snapshot)?;
     let overlay = config::preview::Overlay::new(trusted.unwrap_or(&settings), template, pr)
         .map_err(Diagnostics::from)?;
     let overlay = &overlay;
