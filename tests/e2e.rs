@@ -2,7 +2,7 @@
 //! `KDEPLOY_E2E=1` and a `KUBECONFIG` (the project's e2e workflow uses kind):
 //! `KDEPLOY_E2E=1 cargo test --test tests e2e -- --ignored`.
 //! They create and delete the namespaces `<app>-production`, `<app>-staging`,
-//! shop, shop-staging, shop-production and kdeploy-system and the
+//! shop, shop-staging, shop-production, pr-77 and kdeploy-system and the
 //! ServiceMonitor CRD: never point them at a cluster that matters.
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -36,6 +36,7 @@ async fn cleanup(client: &kube::Client) {
         "shop-production",
         "kdeploy-system",
         "api-staging",
+        "pr-77",
     ] {
         let _ = ns.delete(name, &Default::default()).await;
     }
@@ -378,6 +379,55 @@ async fn hooks_and_change_groups_on_a_real_cluster() {
     assert!(
         out.contains("the workloads were not changed") || out.contains("pre-deploy hook"),
         "{out}"
+    );
+    cleanup(&client).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: KDEPLOY_E2E=1 KUBECONFIG=... cargo test --test tests e2e -- --ignored"]
+async fn a_preview_on_a_real_cluster_is_deployed_and_removed_with_its_namespace() {
+    let Some(client) = real_cluster().await else {
+        return;
+    };
+    cleanup(&client).await;
+    let repo = crate::util::Repo::with_app();
+    repo.write(
+        "kdeploy.yaml",
+        "environments:\n  preview:\n    from: staging\n    namespace: \"pr-{pr}\"\n",
+    );
+    repo.commit("apps and a preview template");
+    let dir = repo.path().to_path_buf();
+    let run = move |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        async move {
+            tokio::task::spawn_blocking(move || crate::util::kdeploy(&dir, args))
+                .await
+                .expect("joins")
+        }
+    };
+    // The example image is not pullable on kind: no readiness wait.
+    let deploy = run(&["preview", "deploy", "--pr", "77", "--no-wait"]).await;
+    assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "pr-77");
+    assert!(api.get("api").await.is_ok(), "{}", deploy.stdout);
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let preview_ns = ns.get("pr-77").await.expect("namespace");
+    assert_eq!(
+        preview_ns
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("kdeploy.io/preview")
+            .map(String::as_str),
+        Some("preview/77")
+    );
+    // Removal waits for the API server's namespace finalization.
+    let delete = run(&["preview", "delete", "--pr", "77"]).await;
+    assert_eq!(delete.code, 0, "{}{}", delete.stdout, delete.stderr);
+    assert!(
+        ns.get_opt("pr-77").await.expect("reads").is_none(),
+        "{}",
+        delete.stdout
     );
     cleanup(&client).await;
 }
