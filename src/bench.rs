@@ -21,8 +21,10 @@ use crate::{plan, report};
 
 /// A generated repository and its commits.
 pub struct Synthetic {
-    /// Keeps the repository alive.
-    pub dir: tempfile::TempDir,
+    /// Keeps a temporary repository alive (none when kept with `--keep`).
+    pub temp: Option<tempfile::TempDir>,
+    /// The repository.
+    pub path: std::path::PathBuf,
     /// All releases.
     pub initial: ObjectId,
     /// One app's env config changed.
@@ -114,8 +116,38 @@ pub fn commit_files(
 /// # Errors
 /// When the temporary repository cannot be written.
 pub fn generate(apps: usize, envs: usize, lean: bool) -> anyhow::Result<Synthetic> {
-    let dir = tempfile::tempdir()?;
-    let repo = gix::init(dir.path()).context("failed to create the benchmark repository")?;
+    generate_in(None, apps, envs, lean)
+}
+
+/// [`generate`] into `keep` (a new directory, left in place for measuring
+/// commands against it), else into a temporary directory.
+///
+/// # Errors
+/// When the repository cannot be written, or `keep` exists and is not empty.
+pub fn generate_in(
+    keep: Option<&std::path::Path>,
+    apps: usize,
+    envs: usize,
+    lean: bool,
+) -> anyhow::Result<Synthetic> {
+    let (temp, path) = match keep {
+        Some(p) => {
+            if p.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+                anyhow::bail!(
+                    "{} exists and is not empty; --keep writes a new repository",
+                    p.display()
+                );
+            }
+            std::fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+            (None, p.to_path_buf())
+        }
+        None => {
+            let t = tempfile::tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let repo = gix::init(&path).context("failed to create the benchmark repository")?;
     let mut files = synthetic_files(apps, envs, lean);
     let initial = commit_files(&repo, &files, None, "initial")?;
     let edited = "services/app-0000/staging/config.yaml".to_string();
@@ -131,12 +163,13 @@ pub fn generate(apps: usize, envs: usize, lean: bool) -> anyhow::Result<Syntheti
     // git is available, or timings measure loose-object file access instead.
     let packed = std::process::Command::new("git")
         .args(["repack", "-a", "-d", "-q"])
-        .current_dir(dir.path())
+        .current_dir(&path)
         .status()
         .is_ok_and(|s| s.success());
     Ok(Synthetic {
         packed,
-        dir,
+        temp,
+        path,
         initial,
         one_app,
         chart_change,
@@ -174,7 +207,7 @@ fn time<T>(
 /// When generation or rendering fails.
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let start = Instant::now();
-    let syn = generate(args.apps, args.envs, args.lean)?;
+    let syn = generate_in(args.keep.as_deref(), args.apps, args.envs, args.lean)?;
     writeln!(
         out,
         "generated {} apps x {} envs in {:.0} ms ({} objects, {} threads)",
@@ -188,7 +221,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         },
         rayon::current_num_threads()
     )?;
-    let path = syn.dir.path();
+    let path = syn.path.as_path();
     let filter = Filter::default();
     let open = |id: ObjectId| -> anyhow::Result<Snapshot> {
         let repo = gix::open(path)?;
@@ -197,6 +230,21 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (full_ms, state) = time(args.iterations, || {
         Ok(render::render(&open(syn.initial)?, &filter)?)
     })?;
+    drop(state);
+    // The command as a user runs it (`kdeploy render --rev HEAD --stdout`),
+    // phase by phase, so the benchmark and the command cannot drift apart.
+    let phases = command_phases(path, args.iterations)?;
+    writeln!(
+        out,
+        "render command phases: open {:.1} ms, render {:.1} ms, validate {:.1} ms, serialize {:.1} ms, write {:.1} ms: {:.1} ms",
+        phases.open,
+        phases.render,
+        phases.validate,
+        phases.serialize,
+        phases.write,
+        phases.total()
+    )?;
+    let state = render::render(&open(syn.initial)?, &filter)?;
     let releases = state.releases.len();
     let resources = state.resource_count();
     let bytes: usize = state
@@ -254,7 +302,85 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "bench releases={releases} resources={resources} full_ms={full_ms:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1} plan_one_app_ms={plan_one_ms:.1} plan_chart_ms={plan_chart_ms:.1}"
+        "peak memory (VmHWM of this process): {}",
+        peak_memory().map_or_else(
+            || "unknown".to_string(),
+            |kb| format!("{:.0} MB", kb as f64 / 1024.0)
+        )
+    )?;
+    writeln!(
+        out,
+        "bench releases={releases} resources={resources} full_ms={full_ms:.1} command_ms={:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1} plan_one_app_ms={plan_one_ms:.1} plan_chart_ms={plan_chart_ms:.1}",
+        phases.total()
     )?;
     Ok(())
+}
+
+/// Medians of each phase of `kdeploy render --rev HEAD --stdout`, in ms.
+#[derive(Debug, Default)]
+pub struct Phases {
+    /// Opening the repository and resolving the revision.
+    pub open: f64,
+    /// Rendering every release.
+    pub render: f64,
+    /// The checks run before anything is printed.
+    pub validate: f64,
+    /// Canonical YAML of every release.
+    pub serialize: f64,
+    /// Writing it out (to a discarding writer: the pipe is not measured).
+    pub write: f64,
+}
+
+impl Phases {
+    /// Their sum.
+    pub fn total(&self) -> f64 {
+        self.open + self.render + self.validate + self.serialize + self.write
+    }
+}
+
+/// Times the render command's phases on the repository at `path`, running
+/// the same functions `kdeploy render --stdout` runs.
+///
+/// # Errors
+/// When the repository cannot be read or rendered.
+pub fn command_phases(path: &std::path::Path, iterations: usize) -> anyhow::Result<Phases> {
+    let mut samples: [Vec<Duration>; 5] = Default::default();
+    for _ in 0..iterations.max(1) {
+        let t = Instant::now();
+        let snapshot = Snapshot::open(path, &crate::source::Revision::parse(Some("HEAD")))?;
+        samples[0].push(t.elapsed());
+        let t = Instant::now();
+        let state = render::render(&snapshot, &Filter::default())?;
+        samples[1].push(t.elapsed());
+        let t = Instant::now();
+        crate::validate::check(&state)?;
+        samples[2].push(t.elapsed());
+        let t = Instant::now();
+        let texts = crate::output::release_texts(&state);
+        samples[3].push(t.elapsed());
+        let t = Instant::now();
+        let mut sink = std::io::sink();
+        for text in &texts {
+            sink.write_all(text.as_bytes())?;
+        }
+        samples[4].push(t.elapsed());
+        drop((texts, state, snapshot));
+    }
+    let [open, rendered, validate, serialize, write] = samples.map(median);
+    Ok(Phases {
+        open,
+        render: rendered,
+        validate,
+        serialize,
+        write,
+    })
+}
+
+/// The peak resident memory of this process in KB (Linux's VmHWM).
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

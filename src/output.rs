@@ -247,28 +247,34 @@ fn starts_with_header(path: &Path) -> bool {
 /// The text of one release's manifests: a header, then canonical YAML
 /// documents separated by `---`, in apply order.
 pub fn release_text(r: &Rendered) -> String {
-    let mut out = format!(
+    let out = format!(
         "# Rendered by kdeploy from {} with chart {}. Do not edit: change the config and run `kdeploy render`.\n",
         r.release.dir, r.release.chart
     );
-    for (i, res) in r.resources.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        // Decrypted SOPS values never reach the output, however short.
-        match crate::secrets::mask::redact_secret_fields(&res.object) {
-            Some(redacted) => out.push_str(&yaml::to_canonical(&redacted)),
-            None => out.push_str(&yaml::to_canonical(&res.object)),
-        }
-    }
-    out
+    // Decrypted SOPS values never reach the output, however short.
+    let redacted: Vec<Option<serde_json::Value>> = r
+        .resources
+        .iter()
+        .map(|res| crate::secrets::mask::redact_secret_fields(&res.object))
+        .collect();
+    let objects = r
+        .resources
+        .iter()
+        .zip(&redacted)
+        .map(|(res, red)| red.as_ref().unwrap_or(&res.object));
+    let mut bytes = out.into_bytes();
+    yaml::to_canonical_documents(objects, &mut bytes);
+    // The emitter writes UTF-8 from UTF-8 strings.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Relative path -> content for every release of `state`.
 pub fn files(state: &State) -> BTreeMap<PathBuf, String> {
-    state
+    use rayon::prelude::*;
+    // Each release is serialized on its own: in parallel.
+    let texts: Vec<(PathBuf, String)> = state
         .releases
-        .iter()
+        .par_iter()
         .map(|r| {
             (
                 Path::new(&r.release.env)
@@ -277,7 +283,15 @@ pub fn files(state: &State) -> BTreeMap<PathBuf, String> {
                 release_text(r),
             )
         })
-        .collect()
+        .collect();
+    texts.into_iter().collect()
+}
+
+/// Every release's text (as [`release_text`]) in order, serialized in
+/// parallel: what `kdeploy render --stdout` prints.
+pub fn release_texts(state: &State) -> Vec<String> {
+    use rayon::prelude::*;
+    state.releases.par_iter().map(release_text).collect()
 }
 
 /// The files under `dir` named like outputs (`<env>/<app>/resources.yaml`).

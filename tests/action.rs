@@ -1250,7 +1250,7 @@ async fn workflow_dispatch_plans_between_the_base_and_head_inputs() {
 #[ignore = "measurement; run by hand with --ignored --nocapture"]
 async fn measure_time_to_a_posted_plan_on_3000_releases() {
     let repo = kdeploy::bench::generate(1000, 3, false).expect("generate");
-    let origin = repo.dir.path();
+    let origin = repo.path.as_path();
     let git = |dir: &std::path::Path, args: &[&str]| {
         let ok = std::process::Command::new("git")
             .args(args)

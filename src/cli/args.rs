@@ -669,6 +669,10 @@ pub struct BenchArgs {
     /// also using env vars, ingresses, monitoring and autoscaling.
     #[arg(long)]
     pub lean: bool,
+    /// Write the generated repository here (a new directory) and keep it,
+    /// to measure commands against it (`kdeploy render --repo PATH …`).
+    #[arg(long, value_name = "PATH")]
+    pub keep: Option<PathBuf>,
 }
 
 /// How a successful command ended, mapped to the exit code.

@@ -18,7 +18,6 @@ pub mod fields;
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -35,45 +34,65 @@ pub struct Summary {
     pub skipped: BTreeSet<String>,
 }
 
-/// Field paths of `original` that `round_trip` lost: fields the type does
-/// not have. Nulls are not fields.
-fn unknown_fields(original: &Value, round_trip: &Value, path: &str, out: &mut Vec<String>) {
-    match (original, round_trip) {
-        (Value::Object(o), Value::Object(r)) => {
-            for (k, v) in o {
-                let p = format!("{path}.{k}");
-                match r.get(k) {
-                    None if !v.is_null() => out.push(p),
-                    Some(rv) => unknown_fields(v, rv, &p, out),
-                    None => {}
-                }
-            }
+/// A path serde_ignored reports, as kdeploy writes field paths
+/// (`spec.containers[0].foo`).
+fn field_path(path: &serde_ignored::Path<'_>, out: &mut String) {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => {}
+        Path::Seq { parent, index } => {
+            field_path(parent, out);
+            out.push_str(&format!("[{index}]"));
         }
-        (Value::Array(o), Value::Array(r)) => {
-            for (i, (a, b)) in o.iter().zip(r).enumerate() {
-                unknown_fields(a, b, &format!("{path}[{i}]"), out);
+        Path::Map { parent, key } => {
+            field_path(parent, out);
+            if !out.is_empty() {
+                out.push('.');
             }
+            out.push_str(key);
         }
-        _ => {}
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => {
+            field_path(parent, out);
+        }
     }
 }
 
-fn check_typed<T: DeserializeOwned + Serialize>(object: &Value) -> Vec<String> {
-    match serde_path_to_error::deserialize::<_, T>(object.clone()) {
+/// The value at a serde_ignored path of `object`.
+fn value_of<'a>(object: &'a Value, path: &serde_ignored::Path<'_>) -> Option<&'a Value> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Some(object),
+        Path::Seq { parent, index } => value_of(object, parent)?.get(*index),
+        Path::Map { parent, key } => value_of(object, parent)?.get(key.as_str()),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => value_of(object, parent),
+    }
+}
+
+/// Deserializes `object` into the kind's type, reporting type errors and
+/// the fields the type does not have (nulls are not fields). Reads the
+/// value in place: no copy, no round trip.
+fn check_typed<T: DeserializeOwned>(object: &Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    let mut seen = |path: serde_ignored::Path<'_>| {
+        if value_of(object, &path).is_some_and(|v| !v.is_null()) {
+            let mut p = String::new();
+            field_path(&path, &mut p);
+            unknown.push(format!("{p}: unknown field"));
+        }
+    };
+    let typed: Result<T, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(object, &mut seen));
+    match typed {
         Err(e) => vec![format!(
             "{}: {}",
             e.path(),
             user_words(&e.inner().to_string())
         )],
-        Ok(typed) => {
-            let round_trip = serde_json::to_value(&typed).unwrap_or(Value::Null);
-            let mut unknown = Vec::new();
-            unknown_fields(object, &round_trip, "", &mut unknown);
-            unknown
-                .into_iter()
-                .map(|p| format!("{}: unknown field", p.trim_start_matches('.')))
-                .collect()
-        }
+        Ok(_) => unknown,
     }
 }
 
@@ -320,7 +339,14 @@ pub fn validate_with(state: &State, removed_api_errors: bool) -> (Diagnostics, S
                 .filter(|x| x.id.kind == "CustomResourceDefinition"),
         );
     }
-    for release in &state.releases {
+    // Releases are checked in parallel, their problems kept in order.
+    use rayon::prelude::*;
+    let per_release: Vec<(Diagnostics, Summary)> = state
+        .releases
+        .par_iter()
+        .map(|release| {
+        let mut problems = Diagnostics::default();
+        let mut summary = Summary::default();
         let env_resources = crds
             .get(release.release.env.as_str())
             .map_or(&[][..], Vec::as_slice);
@@ -417,6 +443,13 @@ pub fn validate_with(state: &State, removed_api_errors: bool) -> (Diagnostics, S
                 );
             }
         }
+        (problems, summary)
+        })
+        .collect();
+    for (p, s) in per_release {
+        problems.extend(p.0);
+        summary.checked += s.checked;
+        summary.skipped.extend(s.skipped);
     }
     (problems, summary)
 }
