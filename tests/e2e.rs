@@ -25,6 +25,14 @@ async fn real_cluster() -> Option<kube::Client> {
     )
 }
 
+/// Runs the kdeploy binary in `repo`, off the runtime's threads.
+async fn kdeploy_in(repo: &crate::util::Repo, args: &'static [&'static str]) -> crate::util::Run {
+    let dir = repo.path().to_path_buf();
+    tokio::task::spawn_blocking(move || crate::util::kdeploy(&dir, args))
+        .await
+        .expect("joins")
+}
+
 async fn cleanup(client: &kube::Client) {
     let ns: Api<Namespace> = Api::all(client.clone());
     for name in [
@@ -264,15 +272,7 @@ async fn drift_on_a_real_cluster_is_attributed_and_repaired() {
     cleanup(&client).await;
     let repo = crate::util::Repo::with_app();
     repo.commit("apps");
-    let dir = repo.path().to_path_buf();
-    let run = move |args: &'static [&'static str]| {
-        let dir = dir.clone();
-        async move {
-            tokio::task::spawn_blocking(move || crate::util::kdeploy(&dir, args))
-                .await
-                .expect("joins")
-        }
-    };
+    let run = |args: &'static [&'static str]| kdeploy_in(&repo, args);
     let deploy = run(&["apply", "--env", "staging"]).await;
     assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
     assert_eq!(run(&["drift", "--env", "staging"]).await.code, 0);
@@ -396,15 +396,7 @@ async fn a_preview_on_a_real_cluster_is_deployed_and_removed_with_its_namespace(
         "environments:\n  preview:\n    from: staging\n    namespace: \"pr-{pr}\"\n",
     );
     repo.commit("apps and a preview template");
-    let dir = repo.path().to_path_buf();
-    let run = move |args: &'static [&'static str]| {
-        let dir = dir.clone();
-        async move {
-            tokio::task::spawn_blocking(move || crate::util::kdeploy(&dir, args))
-                .await
-                .expect("joins")
-        }
-    };
+    let run = |args: &'static [&'static str]| kdeploy_in(&repo, args);
     // The example image is not pullable on kind: no readiness wait.
     let deploy = run(&["preview", "deploy", "--pr", "77", "--no-wait"]).await;
     assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);

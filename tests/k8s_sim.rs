@@ -697,16 +697,20 @@ fn not_found(t: &Target, name: &str) -> Response {
     )
 }
 
+/// The key of the namespace a namespaced target is in.
+fn namespace_key(t: &Target) -> Option<Key> {
+    t.kind.namespaced.then(|| {
+        (
+            String::new(),
+            "namespaces".to_string(),
+            String::new(),
+            t.namespace.clone(),
+        )
+    })
+}
+
 fn namespace_missing(inner: &Inner, t: &Target) -> Option<Response> {
-    if !t.kind.namespaced {
-        return None;
-    }
-    let key = (
-        String::new(),
-        "namespaces".to_string(),
-        String::new(),
-        t.namespace.clone(),
-    );
+    let key = namespace_key(t)?;
     (!inner.objects.contains_key(&key)).then(|| {
         status(
             404,
@@ -720,16 +724,7 @@ fn namespace_missing(inner: &Inner, t: &Target) -> Option<Response> {
 /// Creating in a namespace being deleted: the API server's
 /// NamespaceLifecycle admission refuses it (updates are still allowed).
 fn namespace_terminating(inner: &Inner, t: &Target, name: &str) -> Option<Response> {
-    if !t.kind.namespaced {
-        return None;
-    }
-    let key = (
-        String::new(),
-        "namespaces".to_string(),
-        String::new(),
-        t.namespace.clone(),
-    );
-    let ns = inner.objects.get(&key)?;
+    let ns = inner.objects.get(&namespace_key(t)?)?;
     if !ns.object["metadata"]["deletionTimestamp"].is_string() {
         return None;
     }

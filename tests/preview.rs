@@ -192,7 +192,9 @@ async fn a_preview_is_deployed_updated_and_removed() {
             .is_some()
     );
     // Again: nothing left, nothing to do.
-    let again = kdeploy(&repo, &kc, &["preview", "delete", "--pr", "42"], &[]).await;
+    let args = with(&["--timeout", "2s"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = kdeploy(&repo, &kc, &args, &[]).await;
     ok(&again);
     assert!(
         again.stdout.contains("nothing to remove"),
@@ -347,14 +349,13 @@ async fn the_action_deploys_a_preview_per_pull_request_and_removes_it_on_close()
         },
         "bump web",
     );
-    let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 7, &base, &head, false),
-            "pr",
-            &inputs,
-        )
-        .await;
+    let event = |action: &'static str, n: u64, sha: &str, fork: bool| {
+        let payload = pr_payload(action, n, &base, sha, fork);
+        let job = &job;
+        let inputs = &inputs;
+        async move { job.run("pull_request", &payload, "pr", inputs).await }
+    };
+    let run = event("opened", 7, &head, false).await;
     assert_eq!(run.code, 0, "{}", run.log);
     let web = sim
         .get("apps", "Deployment", "pr-7", "web")
@@ -396,14 +397,7 @@ async fn the_action_deploys_a_preview_per_pull_request_and_removes_it_on_close()
         },
         "web 1.2.0",
     );
-    let run = job
-        .run(
-            "pull_request",
-            &pr_payload("synchronize", 7, &base, &next, false),
-            "pr",
-            &inputs,
-        )
-        .await;
+    let run = event("synchronize", 7, &next, false).await;
     assert_eq!(run.code, 0, "{}", run.log);
     let comments = job.fake.comments(7);
     assert_eq!(comments.len(), 1);
@@ -411,14 +405,7 @@ async fn the_action_deploys_a_preview_per_pull_request_and_removes_it_on_close()
     assert!(comments[0].1.contains(&next[..12]), "{}", comments[0].1);
 
     // Closed: everything goes, namespace included, and the comment says so.
-    let run = job
-        .run(
-            "pull_request",
-            &pr_payload("closed", 7, &base, &next, false),
-            "pr",
-            &inputs,
-        )
-        .await;
+    let run = event("closed", 7, &next, false).await;
     assert_eq!(run.code, 0, "{}", run.log);
     assert!(
         sim.get("", "Namespace", "", "pr-7").is_none(),
@@ -444,14 +431,7 @@ async fn the_action_deploys_a_preview_per_pull_request_and_removes_it_on_close()
         },
         "fork change",
     );
-    let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 8, &base, &fork, true),
-            "pr",
-            &inputs,
-        )
-        .await;
+    let run = event("opened", 8, &fork, true).await;
     assert_eq!(run.code, 0, "{}", run.log);
     assert!(sim.get("", "Namespace", "", "pr-8").is_none());
     assert!(
@@ -473,22 +453,14 @@ async fn a_failed_preview_says_what_failed_in_its_comment() {
     );
     let comment = repo.path().join("comment.md");
     let comment_arg = comment.display().to_string();
-    let run = kdeploy(
-        &repo,
-        &kc,
-        &[
-            "preview",
-            "deploy",
-            "--pr",
-            "9",
-            "--app",
-            "api",
-            "--comment",
-            &comment_arg,
-        ],
-        &[],
-    )
-    .await;
+    let api_9 = ["preview", "deploy", "--pr", "9", "--app", "api"];
+    let with = |more: &[&'static str]| -> Vec<String> {
+        api_9.iter().chain(more).map(|a| a.to_string()).collect()
+    };
+    let args = with(&["--comment"]);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push(&comment_arg);
+    let run = kdeploy(&repo, &kc, &args, &[]).await;
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     let text = std::fs::read_to_string(&comment).expect("comment written");
     assert!(

@@ -148,15 +148,9 @@ pub enum PreviewCommand {
     Gc(PreviewGcArgs),
 }
 
-/// Which preview, and where.
+/// Where previews live: the config repo, the cluster, the records.
 #[derive(Debug, Clone, Args)]
-pub struct PreviewTarget {
-    /// The pull request number.
-    #[arg(long, value_name = "N")]
-    pub pr: u64,
-    /// The template in kdeploy.yaml's `environments` (default: the only one).
-    #[arg(long, value_name = "NAME")]
-    pub template: Option<String>,
+pub struct PreviewPlace {
     /// The config repo directory.
     #[arg(long, default_value = ".", value_name = "PATH")]
     pub repo: PathBuf,
@@ -166,12 +160,27 @@ pub struct PreviewTarget {
     /// Namespace of the deploy records.
     #[arg(long, default_value = "kdeploy-system", value_name = "NS")]
     pub record_namespace: String,
-    /// Repository identity stored in the record (default: GITHUB_REPOSITORY, else the origin URL).
+    /// Repository identity of the records, and whose pull requests `gc`
+    /// asks about (default: GITHUB_REPOSITORY, else the origin URL).
     #[arg(long, value_name = "OWNER/NAME")]
     pub repository: Option<String>,
-    /// Deadline for readiness (deploy) or deletion (delete).
+    /// Deadline for readiness (deploy) or deletion (delete, gc).
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+}
+
+/// Which preview, and where.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewTarget {
+    /// The pull request number.
+    #[arg(long, value_name = "N")]
+    pub pr: u64,
+    /// The template in kdeploy.yaml's `environments` (default: the only one).
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+    /// Where.
+    #[command(flatten)]
+    pub place: PreviewPlace,
 }
 
 /// `kdeploy preview deploy`.
@@ -197,28 +206,15 @@ pub struct PreviewDeployArgs {
 /// `kdeploy preview gc`.
 #[derive(Debug, Clone, Args)]
 pub struct PreviewGcArgs {
-    /// The config repo directory (for the templates' clusters).
-    #[arg(long, default_value = ".", value_name = "PATH")]
-    pub repo: PathBuf,
     /// Also remove previews not deployed for this long (e.g. 7d, 36h).
     #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
     pub older_than: Option<std::time::Duration>,
     /// Say what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Which cluster (default: every template's context).
+    /// Where (the cluster: default every template's context).
     #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Namespace of the deploy records.
-    #[arg(long, default_value = "kdeploy-system", value_name = "NS")]
-    pub record_namespace: String,
-    /// Repository whose previews to collect, and whose pull requests to ask
-    /// about (default: GITHUB_REPOSITORY, else the origin URL).
-    #[arg(long, value_name = "OWNER/NAME")]
-    pub repository: Option<String>,
-    /// Deadline for the deletions.
-    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub timeout: std::time::Duration,
+    pub place: PreviewPlace,
 }
 
 /// `kdeploy images update`.

@@ -9,7 +9,9 @@ use crate::config::Settings;
 use crate::preview;
 use crate::source::{Revision, Snapshot};
 
-use super::{Outcome, PreviewCommand, PreviewDeployArgs, PreviewGcArgs, PreviewTarget};
+use super::{
+    Outcome, PreviewCommand, PreviewDeployArgs, PreviewGcArgs, PreviewPlace, PreviewTarget,
+};
 
 /// Runs a `kdeploy preview` subcommand.
 ///
@@ -23,7 +25,7 @@ pub async fn run(cmd: &PreviewCommand, out: &mut dyn Write) -> anyhow::Result<Ou
     }
 }
 
-fn access(settings: &Settings, template: &str, t: &PreviewTarget) -> crate::cluster::Access {
+fn access(settings: &Settings, template: &str, t: &PreviewPlace) -> crate::cluster::Access {
     crate::cluster::Access {
         kubeconfig: t.cluster.kubeconfig.clone(),
         context: preview::context(settings, template, t.cluster.context.as_deref()),
@@ -32,20 +34,23 @@ fn access(settings: &Settings, template: &str, t: &PreviewTarget) -> crate::clus
 
 async fn deploy(args: &PreviewDeployArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let t = &args.target;
-    let snapshot = Snapshot::open(&t.repo, &Revision::parse(Some(&args.rev)))?;
+    let snapshot = Snapshot::open(&t.place.repo, &Revision::parse(Some(&args.rev)))?;
     let settings = crate::render::settings(&snapshot)?;
     let template = preview::template(&settings, t.template.as_deref())?;
     let preview = preview::render(&snapshot, &template, t.pr, args.app.as_deref(), None)?;
     for note in &preview.notes {
         writeln!(out, "note: {note}")?;
     }
-    let client = crate::cluster::connect(&access(&settings, &template, t)).await?;
-    let repository = super::repository_of(t.repository.as_deref(), &t.repo);
+    let client = crate::cluster::connect(&access(&settings, &template, &t.place)).await?;
+    let repository = super::repository_of(t.place.repository.as_deref(), &t.place.repo);
     let head = preview
         .state
         .commit
         .map_or_else(|| preview.state.label.clone(), |c| c.to_string());
-    let opts = preview::apply_options(&t.record_namespace, (!args.no_wait).then_some(t.timeout));
+    let opts = preview::apply_options(
+        &t.place.record_namespace,
+        (!args.no_wait).then_some(t.place.timeout),
+    );
     let report = preview::deploy(&client, &preview, &repository, &head, &opts).await?;
     crate::apply::describe(&report, out)?;
     for r in &preview.state.releases {
@@ -65,15 +70,15 @@ async fn deploy(args: &PreviewDeployArgs, out: &mut dyn Write) -> anyhow::Result
 }
 
 async fn delete(t: &PreviewTarget, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let settings = settings_of(&t.repo);
+    let settings = settings_of(&t.place.repo);
     let template = preview::template(&settings, t.template.as_deref())?;
-    let client = crate::cluster::connect(&access(&settings, &template, t)).await?;
-    let repository = super::repository_of(t.repository.as_deref(), &t.repo);
+    let client = crate::cluster::connect(&access(&settings, &template, &t.place)).await?;
+    let repository = super::repository_of(t.place.repository.as_deref(), &t.place.repo);
     let of = crate::apply::record::PreviewOf {
         template,
         pull_request: t.pr,
     };
-    let opts = preview::apply_options(&t.record_namespace, Some(t.timeout));
+    let opts = preview::apply_options(&t.place.record_namespace, Some(t.place.timeout));
     let removed = preview::remove(&client, &of, &repository, &opts).await?;
     preview::describe_removed(&removed, out)?;
     Ok(if removed.succeeded() {
@@ -91,8 +96,9 @@ fn settings_of(repo: &std::path::Path) -> Settings {
 }
 
 async fn gc(args: &PreviewGcArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let settings = settings_of(&args.repo);
-    let repository = super::repository_of(args.repository.as_deref(), &args.repo);
+    let place = &args.place;
+    let settings = settings_of(&place.repo);
+    let repository = super::repository_of(place.repository.as_deref(), &place.repo);
     let token = ["GITHUB_TOKEN", "GH_TOKEN"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|t| !t.is_empty()));
@@ -125,11 +131,11 @@ async fn gc(args: &PreviewGcArgs, out: &mut dyn Write) -> anyhow::Result<Outcome
     };
     let opts = crate::apply::Options {
         dry_run: args.dry_run,
-        ..preview::apply_options(&args.record_namespace, Some(args.timeout))
+        ..preview::apply_options(&place.record_namespace, Some(place.timeout))
     };
     let failed = !preview::collect(
         &settings,
-        &args.cluster.access(),
+        &place.cluster.access(),
         &repository,
         gh.as_ref(),
         args.older_than,
