@@ -192,9 +192,7 @@ async fn a_preview_is_deployed_updated_and_removed() {
             .is_some()
     );
     // Again: nothing left, nothing to do.
-    let args = with(&["--timeout", "2s"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let again = kdeploy(&repo, &kc, &args, &[]).await;
+    let again = kdeploy(&repo, &kc, &["preview", "delete", "--pr", "42"], &[]).await;
     ok(&again);
     assert!(
         again.stdout.contains("nothing to remove"),
@@ -480,22 +478,9 @@ async fn a_failed_preview_says_what_failed_in_its_comment() {
             .is_none()
     );
     // It may: the namespace is this preview's, if unrecorded.
-    let again = kdeploy(
-        &repo,
-        &kc,
-        &[
-            "preview",
-            "deploy",
-            "--pr",
-            "9",
-            "--app",
-            "api",
-            "--timeout",
-            "2s",
-        ],
-        &[],
-    )
-    .await;
+    let args = with(&["--timeout", "2s"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = kdeploy(&repo, &kc, &args, &[]).await;
     assert!(!again.stderr.contains("is not preview"), "{}", again.stderr);
     // Closing the pull request removes the namespace all the same.
     let run = kdeploy(&repo, &kc, &["preview", "delete", "--pr", "9"], &[]).await;
