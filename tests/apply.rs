@@ -1032,3 +1032,41 @@ async fn an_immutable_field_change_stops_before_writes_unless_replaced() {
         "debug"
     );
 }
+
+#[tokio::test]
+async fn a_namespace_deleted_by_hand_is_applied_again_after_one_list() {
+    let (sim, client, repo) = example_cluster().await;
+    let prod = production();
+    let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    namespaces
+        .delete("web-production", &Default::default())
+        .await
+        .expect("deleted by hand");
+    // The namespace controller: content first, then the namespace.
+    sim.step_controllers();
+    sim.step_controllers();
+    assert!(sim.get("", "Namespace", "", "web-production").is_none());
+    sim.clear_requests();
+    let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(
+        sim.get("", "Namespace", "", "web-production").is_some(),
+        "{out}"
+    );
+    let reads: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/api/v1/namespaces"))
+        .map(|r| r.path)
+        .collect();
+    assert!(reads.iter().any(|p| p == "/api/v1/namespaces"), "{reads:?}");
+    assert!(
+        !reads
+            .iter()
+            .any(|p| p == "/api/v1/namespaces/api-production"),
+        "one LIST, not a GET per namespace: {reads:?}"
+    );
+}

@@ -40,7 +40,10 @@ async fn lease_and_record_calls_are_retried_like_every_other_call() {
             .filter(|r| r.method == "POST" && r.path.contains(part))
             .count()
     };
-    assert_eq!(posts("/leases"), 2, "one 503, then the lease");
+    // One 503 (retried), one 404 (a first deploy: kdeploy-system does not
+    // exist yet, so it is created then), then the lease.
+    assert_eq!(posts("/leases"), 3, "503, 404, then the lease");
+    assert!(sim.get("", "Namespace", "", "kdeploy-system").is_some());
     assert!(posts("/namespaces/kdeploy-system/configmaps") >= 2);
     assert!(
         sim.get("", "ConfigMap", "kdeploy-system", "kdeploy-production")

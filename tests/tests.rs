@@ -7,6 +7,7 @@ mod util;
 
 mod action;
 mod apply;
+mod apply_perf;
 mod drift;
 mod e2e;
 

@@ -137,8 +137,15 @@ pub async fn acquire(
         error,
     };
     let started = std::time::Instant::now();
+    // Most runs find no lease (the last one deleted its own): try to
+    // create it straight away, and read it only when that conflicts.
+    let mut first = true;
     loop {
-        let current = api.get_opt(&name).await.map_err(api_err)?;
+        let current = if std::mem::take(&mut first) {
+            None
+        } else {
+            api.get_opt(&name).await.map_err(api_err)?
+        };
         let attempt = match &current {
             None => api
                 .create(

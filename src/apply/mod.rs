@@ -269,18 +269,24 @@ pub async fn apply(
     let held = if opts.dry_run {
         None
     } else {
-        // kdeploy's own namespace: created once, not written on every run.
-        let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        let exists = with_retry(opts, || ns_api.get_opt(&opts.record_namespace)).await;
-        if !matches!(exists, Ok(Some(_))) {
-            ensure_namespace(client, &opts.record_namespace, opts)
-                .await
-                .map_err(|error| Error::Api {
-                    what: format!("creating namespace {}", opts.record_namespace),
-                    error,
-                })?;
+        let acquire = || lease::acquire(client, &opts.record_namespace, &target.env, &opts.lease);
+        match acquire().await {
+            // kdeploy's own namespace is created once, when the lease
+            // finds it missing, not checked on every run.
+            Err(lease::Error::Api {
+                error: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => {
+                ensure_namespace(client, &opts.record_namespace, opts)
+                    .await
+                    .map_err(|error| Error::Api {
+                        what: format!("creating namespace {}", opts.record_namespace),
+                        error,
+                    })?;
+                Some(acquire().await?)
+            }
+            held => Some(held?),
         }
-        Some(lease::acquire(client, &opts.record_namespace, &target.env, &opts.lease).await?)
     };
     let result = apply_held(
         client,
@@ -393,19 +399,42 @@ async fn apply_held(
     // record-less first deploy from a base revision, or a hand deletion)
     // would make everything in it fail: apply it again.
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    for r in &target.head {
-        let is_ns = r.id.group.is_empty() && r.id.kind == "Namespace";
-        if is_ns && !to_apply.iter().any(|x| x.id == r.id) {
-            let found = with_retry(opts, || ns_api.get_opt(&r.id.name))
-                .await
-                .map_err(|error| Error::Api {
-                    what: format!("reading namespace {}", r.id.name),
-                    error,
-                })?;
-            if found.is_none() {
-                to_apply.push(r);
-                unchanged -= 1;
-            }
+    let kept_namespaces: Vec<&Resource> = target
+        .head
+        .iter()
+        .copied()
+        .filter(|r| r.id.group.is_empty() && r.id.kind == "Namespace")
+        .filter(|r| !to_apply.iter().any(|x| x.id == r.id))
+        .collect();
+    // One LIST instead of one GET per namespace (an environment of 200
+    // apps made 200 requests for a one-app change).
+    let all_namespaces = kube::api::ListParams::default();
+    let present: std::collections::BTreeSet<String> = match kept_namespaces.as_slice() {
+        [] => Default::default(),
+        [one] => with_retry(opts, || ns_api.get_opt(&one.id.name))
+            .await
+            .map_err(|error| Error::Api {
+                what: format!("reading namespace {}", one.id.name),
+                error,
+            })?
+            .map(|_| one.id.name.clone())
+            .into_iter()
+            .collect(),
+        _ => with_retry(opts, || ns_api.list(&all_namespaces))
+            .await
+            .map_err(|error| Error::Api {
+                what: "listing namespaces".into(),
+                error,
+            })?
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect(),
+    };
+    for r in kept_namespaces {
+        if !present.contains(&r.id.name) {
+            to_apply.push(r);
+            unchanged -= 1;
         }
     }
     // Immutable fields: refused before any write, unless replaced.

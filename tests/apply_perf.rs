@@ -1,0 +1,80 @@
+//! Apply figures for issue 16, run by hand (the simulator is not an API
+//! server: these count requests and time round trips, nothing else):
+//! `cargo test --release --test tests measure_apply -- --ignored --nocapture`.
+
+use std::time::{Duration, Instant};
+
+use kdeploy::apply::Options;
+use kdeploy::config::Filter;
+
+use crate::apply::{deploy, fast, state};
+use crate::k8s_sim::Sim;
+use crate::util::Repo;
+
+/// 200 lean apps in one environment: 1,000 resources.
+fn repo() -> Repo {
+    let repo = Repo::new();
+    for (path, text) in kdeploy::bench::synthetic_files(200, 1, true) {
+        repo.write(&path, &text);
+    }
+    repo.commit("200 apps");
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand with --ignored --nocapture"]
+async fn measure_apply_of_1000_resources_with_2ms_latency() {
+    let repo = repo();
+    let head = state(&repo, "HEAD");
+    let resources = head.resource_count();
+    let all = Filter::default();
+    let mut first = Vec::new();
+    for concurrency in [1, 8] {
+        let sim = Sim::start().await;
+        let client = sim.client().await;
+        sim.set_latency(Duration::from_millis(2));
+        let opts = Options {
+            concurrency,
+            ..fast()
+        };
+        let start = Instant::now();
+        let (reports, out) = deploy(&client, &head, None, &all, &opts).await;
+        let took = start.elapsed();
+        assert!(
+            reports.iter().all(kdeploy::apply::Report::succeeded),
+            "{out}"
+        );
+        println!(
+            "first deploy of {resources} resources, {concurrency} write(s) in flight: {:.0} ms, {} requests",
+            took.as_secs_f64() * 1000.0,
+            sim.requests().len()
+        );
+        first.push(took);
+        if concurrency == 8 {
+            // One app's config changes.
+            repo.write("services/app-0007/staging/config.yaml", "replicas: 3\n");
+            repo.commit("one app");
+            let next = state(&repo, "HEAD");
+            sim.clear_requests();
+            let start = Instant::now();
+            let (reports, out) = deploy(&client, &next, Some(&head), &all, &opts).await;
+            assert!(
+                reports.iter().all(kdeploy::apply::Report::succeeded),
+                "{out}"
+            );
+            let requests = sim.requests();
+            println!(
+                "one-app change in an environment of {resources} resources: {:.0} ms, {} requests:",
+                start.elapsed().as_secs_f64() * 1000.0,
+                requests.len()
+            );
+            for r in &requests {
+                println!("  {} {}", r.method, r.path);
+            }
+        }
+    }
+    println!(
+        "first deploy, 8 in flight vs one at a time: {:.1}x",
+        first[0].as_secs_f64() / first[1].as_secs_f64()
+    );
+}
