@@ -1070,3 +1070,32 @@ async fn a_namespace_deleted_by_hand_is_applied_again_after_one_list() {
         "one LIST, not a GET per namespace: {reads:?}"
     );
 }
+
+/// A one-app change costs what it must: discovery in two requests
+/// (aggregated), the records, the lease, one namespace LIST, the dry run
+/// and the apply of the one object, the record and the lease's release.
+#[tokio::test]
+async fn a_one_app_change_makes_ten_requests() {
+    let (sim, client, repo) = example_cluster().await;
+    let prod = production();
+    let base = state(&repo, "HEAD");
+    let (reports, out) = deploy(&client, &base, None, &prod, &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    repo.write(
+        "services/web/production/config.yaml",
+        &repo
+            .read("services/web/production/config.yaml")
+            .replace("replicas: 4", "replicas: 5"),
+    );
+    repo.commit("web: 5 replicas");
+    sim.clear_requests();
+    let (reports, out) = deploy(&client, &state(&repo, "HEAD"), Some(&base), &prod, &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    let requests: Vec<String> = sim
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(requests.len() <= 10, "{requests:#?}");
+    assert_eq!(&requests[..2], ["GET /apis", "GET /api"], "{requests:#?}");
+}

@@ -616,6 +616,15 @@ async fn handle(
             json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kdeploy-sim", "platform": "linux/amd64"}),
         );
     }
+    // Aggregated discovery (apidiscovery.k8s.io/v2, GA in 1.30): every
+    // group's resources in one answer, when the client asks for it.
+    let aggregated = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"));
+    if aggregated && matches!(uri.path(), "/api" | "/apis") {
+        return aggregated_discovery(&inner, uri.path() == "/api");
+    }
     match route(&inner, uri.path()) {
         Route::CoreVersions => ok(
             200,
@@ -681,6 +690,53 @@ async fn handle(
         ),
         Route::Resource(t) => resource(&mut inner, &method, &t, &query, &headers, &body),
     }
+}
+
+/// An `APIGroupDiscoveryList` as the API server serves it at `/api` (the
+/// core group) or `/apis` (every other group), versions in order of
+/// preference.
+fn aggregated_discovery(inner: &Inner, core: bool) -> Response {
+    let mut groups: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
+    for k in inner.kinds.iter().filter(|k| k.group.is_empty() == core) {
+        groups
+            .entry(k.group.clone())
+            .or_default()
+            .entry(k.version.clone())
+            .or_default()
+            .push(json!({
+                "resource": k.plural,
+                "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+                "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": k.kind.to_lowercase(),
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            }));
+    }
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, versions)| {
+            let mut metadata = json!({"creationTimestamp": null});
+            if !g.is_empty() {
+                metadata["name"] = json!(g);
+            }
+            let versions: Vec<Value> = versions
+                .into_iter()
+                .rev()
+                .map(|(v, resources)| json!({"version": v, "resources": resources, "freshness": "Current"}))
+                .collect();
+            json!({"metadata": metadata, "versions": versions})
+        })
+        .collect();
+    let mut response = ok(
+        200,
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}),
+    );
+    response.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        ),
+    );
+    response
 }
 
 fn not_found(t: &Target, name: &str) -> Response {
