@@ -221,14 +221,9 @@ async fn sync_issues(
 ) -> Result<Vec<String>, crate::github::Error> {
     let mut done = Vec::new();
     let open = gh.open_issues().await?;
-    let run_url = match (
-        runner.env.var("GITHUB_SERVER_URL"),
-        runner.env.var("GITHUB_REPOSITORY"),
-        runner.env.var("GITHUB_RUN_ID"),
-    ) {
-        (Some(s), Some(r), Some(id)) => format!(" ([run]({s}/{r}/actions/runs/{id}))"),
-        _ => String::new(),
-    };
+    let run_url = runner
+        .run_url()
+        .map_or_else(String::new, |url| format!(" ([run]({url}))"));
     for r in reports {
         let mark = marker(&r.environment);
         let existing = open

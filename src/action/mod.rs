@@ -56,6 +56,20 @@ impl Runner<'_> {
         self.line(&format!("::warning::{}", escape(s)))
     }
 
+    /// The link to this workflow run, when the runner says which it is.
+    fn run_url(&self) -> Option<String> {
+        match (
+            self.env.var("GITHUB_SERVER_URL"),
+            self.env.var("GITHUB_REPOSITORY"),
+            self.env.var("GITHUB_RUN_ID"),
+        ) {
+            (Some(server), Some(repo), Some(id)) => {
+                Some(format!("{server}/{repo}/actions/runs/{id}"))
+            }
+            _ => None,
+        }
+    }
+
     /// Appends to `$GITHUB_STEP_SUMMARY`, if the runner gave one.
     fn summary(&mut self, markdown: &str) -> anyhow::Result<()> {
         if let Some(path) = self.env.var("GITHUB_STEP_SUMMARY") {
@@ -547,13 +561,7 @@ async fn deploy(
         }
         _ => None,
     };
-    let run_url = match (
-        runner.env.var("GITHUB_SERVER_URL"),
-        runner.env.var("GITHUB_RUN_ID"),
-    ) {
-        (Some(server), Some(id)) => Some(format!("{server}/{repository}/actions/runs/{id}")),
-        _ => None,
-    };
+    let run_url = runner.run_url();
     let mut warnings = Vec::new();
     let mut started = Vec::new();
     if let Some(gh) = &gh {

@@ -65,7 +65,7 @@ pub(super) async fn run(
         preview::template(&trusted, inputs.preview_template.as_deref()).context("mode: preview")?;
     let env = crate::config::preview::env_name(&template, *number);
     let marker = comment::marker(&template);
-    let run_url = run_url(runner);
+    let run_url = runner.run_url();
     let access = crate::cluster::Access {
         kubeconfig: inputs.kubeconfig.clone(),
         context: preview::context(&trusted, &template, inputs.context.as_deref()),
@@ -196,17 +196,6 @@ pub(super) async fn run(
             "::error::the preview deploy failed; see the pull request comment and the job summary",
         )?;
         Ok(1)
-    }
-}
-
-fn run_url(runner: &Runner<'_>) -> Option<String> {
-    match (
-        runner.env.var("GITHUB_SERVER_URL"),
-        runner.env.var("GITHUB_REPOSITORY"),
-        runner.env.var("GITHUB_RUN_ID"),
-    ) {
-        (Some(server), Some(repo), Some(id)) => Some(format!("{server}/{repo}/actions/runs/{id}")),
-        _ => None,
     }
 }
 

@@ -96,6 +96,13 @@ pub struct PreviewOf {
     pub pull_request: u64,
 }
 
+impl PreviewOf {
+    /// `<template>/<n>`: how its namespace's annotation names it.
+    pub fn mark(&self) -> String {
+        format!("{}/{}", self.template, self.pull_request)
+    }
+}
+
 /// The record's ConfigMap name for an environment.
 pub fn name(env: &str) -> String {
     format!("kdeploy-{env}")

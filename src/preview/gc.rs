@@ -40,12 +40,8 @@ pub struct Collected {
     pub removed: Option<Removed>,
 }
 
-/// Asks GitHub whether a pull request is closed: `None` when it cannot say.
-pub type PullState<'a> =
-    &'a (dyn Fn(u64) -> futures::future::BoxFuture<'a, anyhow::Result<Option<String>>> + Sync);
-
 /// Removes the previews of this repository whose pull request is closed
-/// (when `pull_state` is given) or that were last deployed longer than
+/// (when `gh` is given, GitHub is asked) or that were last deployed longer than
 /// `older_than` ago; `dry_run` only says which.
 ///
 /// # Errors
@@ -53,7 +49,7 @@ pub type PullState<'a> =
 pub async fn gc(
     client: &kube::Client,
     repository: &str,
-    pull_state: Option<PullState<'_>>,
+    gh: Option<&crate::github::GitHub>,
     older_than: Option<Duration>,
     opts: &Options,
 ) -> anyhow::Result<Vec<Collected>> {
@@ -87,8 +83,12 @@ pub async fn gc(
     for (env, of, deployed_at) in found {
         let of = &of;
         let mut reason = None;
-        if let Some(ask) = pull_state {
-            match ask(of.pull_request).await? {
+        if let Some(gh) = gh {
+            let pull = gh
+                .pull(of.pull_request)
+                .await
+                .with_context(|| format!("cannot read pull request #{}", of.pull_request))?;
+            match pull.map(|p| p.state) {
                 Some(state) if state == "open" => {}
                 Some(state) => {
                     reason = Some(Reason::Closed(format!(
@@ -163,18 +163,6 @@ pub async fn collect(
     }
     contexts.sort();
     contexts.dedup();
-    let ask = |n: u64| -> futures::future::BoxFuture<'_, anyhow::Result<Option<String>>> {
-        Box::pin(async move {
-            let Some(gh) = gh else {
-                return Ok(Some("open".to_string()));
-            };
-            Ok(gh
-                .pull(n)
-                .await
-                .with_context(|| format!("cannot read pull request #{n}"))?
-                .map(|p| p.state))
-        })
-    };
     let mut all_ok = true;
     for context in contexts {
         let access = crate::cluster::Access {
@@ -182,14 +170,7 @@ pub async fn collect(
             context,
         };
         let client = crate::cluster::connect(&access).await?;
-        let found = gc(
-            &client,
-            repository,
-            gh.is_some().then_some(&ask as PullState<'_>),
-            older_than,
-            opts,
-        )
-        .await?;
+        let found = gc(&client, repository, gh, older_than, opts).await?;
         for c in &found {
             match (&c.reason, &c.removed) {
                 (None, _) => writeln!(out, "{}: kept", c.env)?,

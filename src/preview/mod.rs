@@ -13,7 +13,7 @@
 pub mod comment;
 mod gc;
 
-pub use gc::{Collected, PullState, Reason, collect, gc};
+pub use gc::{Collected, Reason, collect, gc};
 
 use std::time::Duration;
 
@@ -176,7 +176,11 @@ fn namespace_object(ns: &str, overlay: &Overlay, app: &str) -> Resource {
             "kind": "Namespace",
             "metadata": {
                 "name": ns,
-                "annotations": {ANNOTATION: format!("{}/{}", overlay.template, overlay.pr)},
+                "annotations": {ANNOTATION: PreviewOf {
+                    template: overlay.template.clone(),
+                    pull_request: overlay.pr,
+                }
+                .mark()},
             },
         }),
         origin: Origin {
@@ -238,7 +242,7 @@ pub async fn deploy(
             .await
             .with_context(|| format!("cannot read namespace {ns}"))?;
         // Made by an earlier deploy of this preview that did not finish.
-        let mark = format!("{}/{}", preview.overlay.template, preview.overlay.pr);
+        let mark = preview.of().mark();
         let annotated = found.as_ref().is_some_and(|n| {
             n.metadata.annotations.as_ref().is_some_and(|a| {
                 a.get(ANNOTATION) == Some(&mark)
@@ -407,7 +411,7 @@ pub async fn remove(
         ..opts.clone()
     };
     let Some(existing) = record::read(client, &opts.record_namespace, env).await? else {
-        let mark = format!("{}/{}", of.template, of.pull_request);
+        let mark = of.mark();
         let namespaces: Vec<String> = preview_namespaces(client, repository)
             .await?
             .into_iter()
