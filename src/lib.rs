@@ -31,6 +31,7 @@ pub mod comment;
 pub mod config;
 pub mod diag;
 pub mod drift;
+pub mod emit;
 pub mod event;
 pub mod feedback;
 pub mod github;

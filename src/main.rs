@@ -13,10 +13,27 @@ use kdeploy::secrets::mask::redact;
 
 /// Rendering allocates many small values on several threads; mimalloc keeps
 /// that from being a third of the run time as with the system allocator.
+/// Built without transparent huge pages (`no_thp`): with them every touched
+/// 2 MiB of its arenas is resident, 117 MB instead of 90 MB at the peak of
+/// rendering 3,000 releases, for no measurable speed.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc returns freed memory to the system a second after it is freed
+/// (v3's default), longer than most commands run, so what a render frees
+/// still counts in its peak: 88 MB for 3,000 releases, 79 MB with 5 ms.
+/// At 0 ms the madvise calls cost a tenth of the run; 5 ms costs nothing
+/// measurable.
+fn tune_allocator() {
+    // `mi_option_purge_delay`: the same index in mimalloc v2 and v3, which
+    // libmimalloc-sys exports no constant for.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: stores one option value; no other thread runs yet.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 5) };
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse_args();
     let error_code = cli.error_code();
     // Everything printed passes the mask of decrypted SOPS values.

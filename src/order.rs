@@ -24,6 +24,23 @@ fn annotation<'a>(r: &'a Resource, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// What ordering reads of an object: its ordering annotations, in an
+/// otherwise empty object. [`crate::emit`] keeps this of each object once
+/// it is checked and serialized.
+pub fn outline(object: &serde_json::Value) -> serde_json::Value {
+    let kept: serde_json::Map<String, serde_json::Value> = [GROUP, AFTER, WAIT]
+        .into_iter()
+        .filter_map(|k| {
+            let v = object["metadata"]["annotations"].get(k)?;
+            Some((k.to_string(), v.clone()))
+        })
+        .collect();
+    if kept.is_empty() {
+        return serde_json::Value::Object(serde_json::Map::new());
+    }
+    serde_json::json!({"metadata": {"annotations": kept}})
+}
+
 /// The groups a resource waits for.
 fn after(r: &Resource) -> Vec<String> {
     annotation(r, AFTER)

@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::Filter;
-use crate::render::{Rendered, State};
+use crate::render::{Release, Rendered, State};
 use crate::yaml;
 
 /// The file name of each release's manifests.
@@ -264,8 +264,15 @@ pub fn release_text(r: &Rendered) -> String {
         .map(|(res, red)| red.as_ref().unwrap_or(&res.object));
     let mut bytes = out.into_bytes();
     yaml::to_canonical_documents(objects, &mut bytes);
+    // Kept until every release is checked: no growth slack (a third more).
+    bytes.shrink_to_fit();
     // The emitter writes UTF-8 from UTF-8 strings.
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Where a release's text goes, relative to the output directory.
+pub fn path_of(release: &Release) -> PathBuf {
+    Path::new(&release.env).join(&release.app).join(FILE_NAME)
 }
 
 /// Relative path -> content for every release of `state`.
@@ -275,14 +282,7 @@ pub fn files(state: &State) -> BTreeMap<PathBuf, String> {
     let texts: Vec<(PathBuf, String)> = state
         .releases
         .par_iter()
-        .map(|r| {
-            (
-                Path::new(&r.release.env)
-                    .join(&r.release.app)
-                    .join(FILE_NAME),
-                release_text(r),
-            )
-        })
+        .map(|r| (path_of(&r.release), release_text(r)))
         .collect();
     texts.into_iter().collect()
 }
@@ -326,8 +326,11 @@ pub fn existing(dir: &Path) -> io::Result<BTreeMap<PathBuf, String>> {
 
 /// The desired content of `dir`: all rendered files, plus (when filtered)
 /// existing files of releases outside the selection.
-fn desired(state: &State, dir: &Path, filter: &Filter) -> io::Result<BTreeMap<PathBuf, String>> {
-    let mut want = files(state);
+fn desired(
+    mut want: BTreeMap<PathBuf, String>,
+    dir: &Path,
+    filter: &Filter,
+) -> io::Result<BTreeMap<PathBuf, String>> {
     if !filter.is_all() {
         for (path, text) in existing(dir)? {
             let mut parts = path.iter().map(|p| p.to_string_lossy());
@@ -363,12 +366,17 @@ impl std::fmt::Display for Drift {
     }
 }
 
-/// Compares the rendered state with the files in `dir`.
+/// Compares the rendered `files` (as [`files`] makes them) with the files
+/// in `dir`.
 ///
 /// # Errors
 /// When `dir` cannot be read.
-pub fn check(state: &State, dir: &Path, filter: &Filter) -> io::Result<Vec<Drift>> {
-    let want = desired(state, dir, filter)?;
+pub fn check(
+    files: BTreeMap<PathBuf, String>,
+    dir: &Path,
+    filter: &Filter,
+) -> io::Result<Vec<Drift>> {
+    let want = desired(files, dir, filter)?;
     let have = existing(dir)?;
     let mut drift = Vec::new();
     for (path, text) in &want {
@@ -384,14 +392,18 @@ pub fn check(state: &State, dir: &Path, filter: &Filter) -> io::Result<Vec<Drift
     Ok(drift)
 }
 
-/// Writes the rendered state to `target`, replacing it atomically: the new
-/// tree is written beside it and swapped in with renames. Returns the number
-/// of files written.
+/// Writes the rendered `files` (as [`files`] makes them) to `target`,
+/// replacing it atomically: the new tree is written beside it and swapped
+/// in with renames. Returns the number of files written.
 ///
 /// # Errors
 /// When the directory holds files kdeploy did not write, or writing fails;
 /// the directory is then left as it was.
-pub fn write(state: &State, target: &Target, filter: &Filter) -> Result<usize, Error> {
+pub fn write(
+    files: BTreeMap<PathBuf, String>,
+    target: &Target,
+    filter: &Filter,
+) -> Result<usize, Error> {
     let dir = target.dir();
     let io = |source| Error::Io {
         dir: dir.to_path_buf(),
@@ -403,11 +415,11 @@ pub fn write(state: &State, target: &Target, filter: &Filter) -> Result<usize, E
             file,
         });
     }
-    swap_in(state, dir, filter).map_err(io)
+    swap_in(files, dir, filter).map_err(io)
 }
 
-fn swap_in(state: &State, dir: &Path, filter: &Filter) -> io::Result<usize> {
-    let want = desired(state, dir, filter)?;
+fn swap_in(files: BTreeMap<PathBuf, String>, dir: &Path, filter: &Filter) -> io::Result<usize> {
+    let want = desired(files, dir, filter)?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -10,6 +10,7 @@ mod apply;
 mod apply_perf;
 mod drift;
 mod e2e;
+mod emit;
 
 mod event;
 mod example;

@@ -121,25 +121,29 @@ pub(super) async fn stages<'r>(
                 global_timeout,
             ));
         }
-        let results: Vec<(&Resource, Result<(), kube::Error>)> = futures::stream::iter(jobs)
-            .map(|(r, ar, caps)| async move {
-                let api = api_for(client, &ar, &caps, r.id.namespace.as_deref());
-                let obj: Result<DynamicObject, _> = serde_json::from_value(r.object.clone());
-                let result = match obj {
-                    Ok(obj) => {
-                        let patch = Patch::Apply(&obj);
-                        with_retry(opts, || api.patch(&r.id.name, params, &patch))
-                            .await
-                            .map(|_| ())
-                    }
-                    Err(e) => Err(kube::Error::SerdeError(e)),
-                };
-                (r, result)
-            })
-            .buffered(opts.concurrency.max(1))
-            .collect()
-            .await;
-        for (r, result) in results {
+        // Unordered: a slow write must not hold a slot the ones finished
+        // behind it could use; the report keeps the group's order.
+        let mut results: Vec<(usize, &Resource, Result<(), kube::Error>)> =
+            futures::stream::iter(jobs.into_iter().enumerate())
+                .map(|(at, (r, ar, caps))| async move {
+                    let api = api_for(client, &ar, &caps, r.id.namespace.as_deref());
+                    let obj: Result<DynamicObject, _> = serde_json::from_value(r.object.clone());
+                    let result = match obj {
+                        Ok(obj) => {
+                            let patch = Patch::Apply(&obj);
+                            with_retry(opts, || api.patch(&r.id.name, params, &patch))
+                                .await
+                                .map(|_| ())
+                        }
+                        Err(e) => Err(kube::Error::SerdeError(e)),
+                    };
+                    (at, r, result)
+                })
+                .buffer_unordered(opts.concurrency.max(1))
+                .collect()
+                .await;
+        results.sort_by_key(|(at, _, _)| *at);
+        for (_, r, result) in results {
             match result {
                 Ok(()) => report.applied.push(r.id.to_string()),
                 // A dry run cannot create the namespace the plan creates, so

@@ -35,9 +35,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             let filter = args.selection.filter()?;
             let snapshot =
                 Snapshot::open(&args.selection.repo, &Revision::parse(args.rev.as_deref()))?;
-            let state = render::render(&snapshot, &filter)?;
+            let emitted = crate::emit::emit(&snapshot, &filter, crate::emit::Texts::Skip)?;
             args.selection.ensure_matches(&[&snapshot])?;
-            let summary = crate::validate::check(&state)?;
+            let summary = emitted.summary;
             writeln!(out, "{} resources valid", summary.checked)?;
             if !summary.skipped.is_empty() {
                 writeln!(
@@ -376,12 +376,11 @@ fn run_render(args: &RenderArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
     let filter = args.selection.filter()?;
     let rev = Revision::parse(args.rev.as_deref());
     let snapshot = Snapshot::open(&args.selection.repo, &rev)?;
-    let state = render::render(&snapshot, &filter)?;
+    // Checked as plan checks, before anything is printed or written.
+    let mut emitted = crate::emit::emit(&snapshot, &filter, crate::emit::Texts::Keep)?;
     args.selection.ensure_matches(&[&snapshot])?;
-    // The same checks as plan, before anything is printed or written.
-    crate::validate::check(&state)?;
     if args.stdout {
-        for (i, text) in output::release_texts(&state).iter().enumerate() {
+        for (i, text) in emitted.texts.iter().enumerate() {
             if i > 0 {
                 writeln!(out, "---")?;
             }
@@ -389,24 +388,21 @@ fn run_render(args: &RenderArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         }
         // The process ends here: freeing every value one by one would
         // cost a twentieth of the command for nothing.
-        std::mem::forget(state);
+        std::mem::forget(emitted);
         return Ok(Outcome::Clean);
     }
+    let settings = &emitted.state.settings;
     let dir = args
         .out
         .clone()
-        .unwrap_or_else(|| args.selection.repo.join(&state.settings.output));
-    let target = output::Target::resolve(&args.selection.repo, &dir, &state.settings)?;
+        .unwrap_or_else(|| args.selection.repo.join(&settings.output));
+    let target = output::Target::resolve(&args.selection.repo, &dir, settings)?;
+    let releases = emitted.state.releases.len();
     if args.check {
-        let drift = output::check(&state, &dir, &filter)
+        let drift = output::check(emitted.take_files(), &dir, &filter)
             .with_context(|| format!("failed to read {}", dir.display()))?;
         if drift.is_empty() {
-            writeln!(
-                out,
-                "{} is up to date ({} releases)",
-                dir.display(),
-                state.releases.len()
-            )?;
+            writeln!(out, "{} is up to date ({releases} releases)", dir.display())?;
             return Ok(Outcome::Clean);
         }
         writeln!(
@@ -419,11 +415,11 @@ fn run_render(args: &RenderArgs, out: &mut dyn Write) -> anyhow::Result<Outcome>
         }
         return Ok(Outcome::Differences);
     }
-    let n = output::write(&state, &target, &filter)?;
+    let n = output::write(emitted.take_files(), &target, &filter)?;
+    let state = &emitted.state;
     writeln!(
         out,
-        "rendered {} releases ({} resources) at {} into {} ({n} files)",
-        state.releases.len(),
+        "rendered {releases} releases ({} resources) at {} into {} ({n} files)",
         state.resource_count(),
         state.label,
         dir.display()

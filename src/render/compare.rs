@@ -283,8 +283,15 @@ pub fn compare_with(
 
     let mut charts = ChartCache::default();
     let mut base_releases = merge_results(
-        render_specs(base, &base_layout, &base_todo, &mut charts, Need::Optional),
-        render_sources(base, &base_layout, &base_sources_todo, Need::Optional),
+        render_specs(
+            base,
+            &base_layout,
+            &base_todo,
+            &mut charts,
+            Need::Optional,
+            None,
+        ),
+        render_sources(base, &base_layout, &base_sources_todo, Need::Optional, None),
     )
     .map_err(|e| prefix_revision(e, base.label()))?;
     pin_images(&mut base_releases, &base_layout, false)
@@ -293,8 +300,15 @@ pub fn compare_with(
     // a broken base is no plan.
     check_duplicates(&base_releases).map_err(|e| prefix_revision(e.into(), base.label()))?;
     let mut head_releases = merge_results(
-        render_specs(head, &head_layout, &head_todo, &mut charts, Need::Optional),
-        render_sources(head, &head_layout, &head_sources_todo, Need::Optional),
+        render_specs(
+            head,
+            &head_layout,
+            &head_todo,
+            &mut charts,
+            Need::Optional,
+            None,
+        ),
+        render_sources(head, &head_layout, &head_sources_todo, Need::Optional, None),
     )?;
     pin_images(&mut head_releases, &head_layout, true)?;
     check_duplicates(&head_releases)?;
@@ -317,7 +331,14 @@ pub fn compare_with(
     let sibling_releases = if siblings.is_empty() {
         Vec::new()
     } else {
-        render_specs(head, &head_layout, &siblings, &mut charts, Need::Optional)?
+        render_specs(
+            head,
+            &head_layout,
+            &siblings,
+            &mut charts,
+            Need::Optional,
+            None,
+        )?
     };
     check_shared_clusters(
         head_releases.iter().chain(&sibling_releases),

@@ -155,7 +155,34 @@ pub fn render_with(
 ) -> Result<State, Error> {
     let reader = snapshot.reader();
     let layout = Layout::load(&reader, &snapshot.root(), filter)?;
-    render_layout(snapshot, layout, need, images, true)
+    render_layout(snapshot, layout, need, images, true, None)
+}
+
+/// Work done on each release as soon as it has rendered (and its images
+/// are pinned), on the rendering thread: [`crate::emit`] checks and
+/// serializes it there and frees its objects. Problems are reported with
+/// every other release's.
+pub type Finish<'a> =
+    dyn Fn(&mut Rendered, &config::Settings) -> Result<(), Diagnostics> + Sync + 'a;
+
+/// [`render`], with `finish` run on each release as it renders.
+///
+/// # Errors
+/// As [`render`], with the problems `finish` reports.
+pub fn render_finishing(
+    snapshot: &Snapshot,
+    filter: &Filter,
+    finish: &Finish<'_>,
+) -> Result<State, Error> {
+    let layout = Layout::load(&snapshot.reader(), &snapshot.root(), filter)?;
+    render_layout(
+        snapshot,
+        layout,
+        Need::Required,
+        Images::Locked,
+        true,
+        Some(finish),
+    )
 }
 
 /// The `kdeploy.yaml` settings of `snapshot`, every problem in them an
@@ -226,31 +253,55 @@ pub fn render_preview(
     }
     // Every release renders into the same namespace, its Namespace object
     // too: duplicates are checked once the preview module has isolated it.
-    let state = render_layout(snapshot, layout, Need::Required, Images::Locked, false)?;
+    let state = render_layout(
+        snapshot,
+        layout,
+        Need::Required,
+        Images::Locked,
+        false,
+        None,
+    )?;
     Ok((state, overlay.clone()))
 }
 
-/// Renders every release a loaded layout lists.
+/// Renders every release a loaded layout lists, `finish` run on each.
 fn render_layout(
     snapshot: &Snapshot,
     layout: Layout,
     need: Need,
     images: Images,
     checks: bool,
+    finish: Option<&Finish<'_>>,
 ) -> Result<State, Error> {
     let mut charts = ChartCache::default();
+    // Images are pinned as each release renders, before `finish` sees it.
+    let lock = match (&layout.lock_file, images) {
+        (Some((path, text)), Images::Locked) => Some(crate::lock::Lock::parse(path, text)?),
+        _ => None,
+    };
+    let pin_then_finish = |r: &mut Rendered, settings: &config::Settings| {
+        if images == Images::Locked {
+            crate::lock::pin(std::slice::from_mut(r), lock.as_ref(), &settings.images)?;
+        }
+        finish.map_or(Ok(()), |f| f(r, settings))
+    };
     let specs: Vec<&ReleaseSpec> = layout.releases.iter().collect();
-    let rendered = render_specs(snapshot, &layout, &specs, &mut charts, need);
+    let rendered = render_specs(
+        snapshot,
+        &layout,
+        &specs,
+        &mut charts,
+        need,
+        Some(&pin_then_finish),
+    );
     let sourced = render_sources(
         snapshot,
         &layout,
         &layout.sources.iter().collect::<Vec<_>>(),
         need,
+        Some(&pin_then_finish),
     );
-    let mut releases = merge_results(rendered, sourced)?;
-    if images == Images::Locked {
-        pin_images(&mut releases, &layout, true)?;
-    }
+    let releases = merge_results(rendered, sourced)?;
     if checks {
         check_duplicates(&releases)?;
         check_shared_clusters(&releases, &layout.settings)?;
@@ -390,13 +441,18 @@ fn render_sources(
     layout: &Layout,
     specs: &[&config::sources::SourceSpec],
     need: Need,
+    finish: Option<&Finish<'_>>,
 ) -> Result<Vec<Rendered>, Error> {
     let root = snapshot.root();
     let results: Vec<Result<Result<Rendered, Diagnostics>, source::Error>> = specs
         .par_iter()
         .map_init(
             || snapshot.reader(),
-            |reader, spec| sources::render(reader, &root, spec, &layout.settings.sources, need),
+            |reader, spec| {
+                let rendered =
+                    sources::render(reader, &root, spec, &layout.settings.sources, need)?;
+                Ok(rendered.and_then(|r| finished(r, &layout.settings, finish)))
+            },
         )
         .collect();
     let mut problems = Diagnostics::default();
@@ -464,6 +520,7 @@ fn render_specs(
     specs: &[&ReleaseSpec],
     charts: &mut ChartCache,
     need: Need,
+    finish: Option<&Finish<'_>>,
 ) -> Result<Vec<Rendered>, Error> {
     let mut problems = Diagnostics::default();
     type Loaded = Result<(ServiceValues, Vec<Sealed>), config::Error>;
@@ -541,7 +598,8 @@ fn render_specs(
     let total = std::sync::atomic::AtomicU64::new(0);
     let rendered: Vec<Result<Rendered, Diagnostics>> = jobs
         .into_par_iter()
-        .map(|(spec, sv, engine, sealed)| match &*engine {
+        .map(|(spec, sv, engine, sealed)| {
+            let rendered = match &*engine {
             Engine::Handlebars(chart) => {
                 let rendered = render_release(spec, sv, chart, layout.settings_id, &layout.settings.limits);
                 // Every release's text counts against one total per revision.
@@ -562,6 +620,8 @@ fn render_specs(
                 helm::render(spec, sv, chart, &layout.settings.helm, layout.settings_id)
                     .map(|r| Rendered { sealed, ..r })
             }
+            };
+            rendered.and_then(|r| finished(r, &layout.settings, finish))
         })
         .collect();
     let mut out = Vec::with_capacity(rendered.len());
@@ -572,6 +632,18 @@ fn render_specs(
         }
     }
     problems.into_result(out).map_err(Error::from)
+}
+
+/// `r` once `finish` has run on it.
+fn finished(
+    mut r: Rendered,
+    settings: &config::Settings,
+    finish: Option<&Finish<'_>>,
+) -> Result<Rendered, Diagnostics> {
+    if let Some(f) = finish {
+        f(&mut r, settings)?;
+    }
+    Ok(r)
 }
 
 impl Release {

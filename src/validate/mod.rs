@@ -21,8 +21,11 @@ use std::collections::BTreeSet;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use std::collections::HashMap;
+
+use crate::config::Settings;
 use crate::diag::{Diagnostic, Diagnostics, Location};
-use crate::render::State;
+use crate::render::{Rendered, State};
 use crate::resource::Resource;
 
 /// What a validation run covered.
@@ -97,46 +100,60 @@ fn check_typed<T: DeserializeOwned>(object: &Value) -> Vec<String> {
 }
 
 /// The problems of a built-in kind, or `None` when no type is compiled in.
+#[cfg(test)]
 fn check_builtin(api_version: &str, kind: &str, object: &Value) -> Option<Vec<String>> {
+    builtin_checker(api_version, kind).map(|check| check(object))
+}
+
+/// Whether kdeploy checks this kind against a compiled-in type (else a
+/// CRD's schema, when the environment has one).
+pub fn is_builtin(api_version: &str, kind: &str) -> bool {
+    builtin_checker(api_version, kind).is_some()
+}
+
+/// The check of a built-in kind's objects.
+type Checker = fn(&Value) -> Vec<String>;
+
+fn builtin_checker(api_version: &str, kind: &str) -> Option<Checker> {
     use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy, rbac};
     Some(match (api_version, kind) {
-        ("v1", "Namespace") => check_typed::<core::v1::Namespace>(object),
-        ("v1", "ConfigMap") => check_typed::<core::v1::ConfigMap>(object),
-        ("v1", "Secret") => check_typed::<core::v1::Secret>(object),
-        ("v1", "Service") => check_typed::<core::v1::Service>(object),
-        ("v1", "ServiceAccount") => check_typed::<core::v1::ServiceAccount>(object),
-        ("v1", "PersistentVolumeClaim") => check_typed::<core::v1::PersistentVolumeClaim>(object),
-        ("v1", "Pod") => check_typed::<core::v1::Pod>(object),
-        ("v1", "ResourceQuota") => check_typed::<core::v1::ResourceQuota>(object),
-        ("v1", "LimitRange") => check_typed::<core::v1::LimitRange>(object),
-        ("apps/v1", "Deployment") => check_typed::<apps::v1::Deployment>(object),
-        ("apps/v1", "StatefulSet") => check_typed::<apps::v1::StatefulSet>(object),
-        ("apps/v1", "DaemonSet") => check_typed::<apps::v1::DaemonSet>(object),
-        ("batch/v1", "Job") => check_typed::<batch::v1::Job>(object),
-        ("batch/v1", "CronJob") => check_typed::<batch::v1::CronJob>(object),
-        ("autoscaling/v2", "HorizontalPodAutoscaler") => check_typed::<autoscaling::v2::HorizontalPodAutoscaler>(object),
+        ("v1", "Namespace") => check_typed::<core::v1::Namespace>,
+        ("v1", "ConfigMap") => check_typed::<core::v1::ConfigMap>,
+        ("v1", "Secret") => check_typed::<core::v1::Secret>,
+        ("v1", "Service") => check_typed::<core::v1::Service>,
+        ("v1", "ServiceAccount") => check_typed::<core::v1::ServiceAccount>,
+        ("v1", "PersistentVolumeClaim") => check_typed::<core::v1::PersistentVolumeClaim>,
+        ("v1", "Pod") => check_typed::<core::v1::Pod>,
+        ("v1", "ResourceQuota") => check_typed::<core::v1::ResourceQuota>,
+        ("v1", "LimitRange") => check_typed::<core::v1::LimitRange>,
+        ("apps/v1", "Deployment") => check_typed::<apps::v1::Deployment>,
+        ("apps/v1", "StatefulSet") => check_typed::<apps::v1::StatefulSet>,
+        ("apps/v1", "DaemonSet") => check_typed::<apps::v1::DaemonSet>,
+        ("batch/v1", "Job") => check_typed::<batch::v1::Job>,
+        ("batch/v1", "CronJob") => check_typed::<batch::v1::CronJob>,
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => check_typed::<autoscaling::v2::HorizontalPodAutoscaler>,
         // Still served, and still common in charts.
-        ("autoscaling/v1", "HorizontalPodAutoscaler") => check_typed::<autoscaling::v1::HorizontalPodAutoscaler>(object),
-        ("apps/v1", "ReplicaSet") => check_typed::<apps::v1::ReplicaSet>(object),
-        ("v1", "Endpoints") => check_typed::<core::v1::Endpoints>(object),
-        ("v1", "PersistentVolume") => check_typed::<core::v1::PersistentVolume>(object),
-        ("v1", "ReplicationController") => check_typed::<core::v1::ReplicationController>(object),
-        ("discovery.k8s.io/v1", "EndpointSlice") => check_typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(object),
-        ("networking.k8s.io/v1", "IngressClass") => check_typed::<networking::v1::IngressClass>(object),
-        ("storage.k8s.io/v1", "StorageClass") => check_typed::<k8s_openapi::api::storage::v1::StorageClass>(object),
-        ("scheduling.k8s.io/v1", "PriorityClass") => check_typed::<k8s_openapi::api::scheduling::v1::PriorityClass>(object),
-        ("coordination.k8s.io/v1", "Lease") => check_typed::<k8s_openapi::api::coordination::v1::Lease>(object),
-        ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => check_typed::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>(object),
-        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => check_typed::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(object),
-        ("networking.k8s.io/v1", "Ingress") => check_typed::<networking::v1::Ingress>(object),
-        ("networking.k8s.io/v1", "NetworkPolicy") => check_typed::<networking::v1::NetworkPolicy>(object),
-        ("policy/v1", "PodDisruptionBudget") => check_typed::<policy::v1::PodDisruptionBudget>(object),
-        ("rbac.authorization.k8s.io/v1", "Role") => check_typed::<rbac::v1::Role>(object),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => check_typed::<rbac::v1::RoleBinding>(object),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => check_typed::<rbac::v1::ClusterRole>(object),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => check_typed::<rbac::v1::ClusterRoleBinding>(object),
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => check_typed::<autoscaling::v1::HorizontalPodAutoscaler>,
+        ("apps/v1", "ReplicaSet") => check_typed::<apps::v1::ReplicaSet>,
+        ("v1", "Endpoints") => check_typed::<core::v1::Endpoints>,
+        ("v1", "PersistentVolume") => check_typed::<core::v1::PersistentVolume>,
+        ("v1", "ReplicationController") => check_typed::<core::v1::ReplicationController>,
+        ("discovery.k8s.io/v1", "EndpointSlice") => check_typed::<k8s_openapi::api::discovery::v1::EndpointSlice>,
+        ("networking.k8s.io/v1", "IngressClass") => check_typed::<networking::v1::IngressClass>,
+        ("storage.k8s.io/v1", "StorageClass") => check_typed::<k8s_openapi::api::storage::v1::StorageClass>,
+        ("scheduling.k8s.io/v1", "PriorityClass") => check_typed::<k8s_openapi::api::scheduling::v1::PriorityClass>,
+        ("coordination.k8s.io/v1", "Lease") => check_typed::<k8s_openapi::api::coordination::v1::Lease>,
+        ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => check_typed::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>,
+        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => check_typed::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>,
+        ("networking.k8s.io/v1", "Ingress") => check_typed::<networking::v1::Ingress>,
+        ("networking.k8s.io/v1", "NetworkPolicy") => check_typed::<networking::v1::NetworkPolicy>,
+        ("policy/v1", "PodDisruptionBudget") => check_typed::<policy::v1::PodDisruptionBudget>,
+        ("rbac.authorization.k8s.io/v1", "Role") => check_typed::<rbac::v1::Role>,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => check_typed::<rbac::v1::RoleBinding>,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => check_typed::<rbac::v1::ClusterRole>,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => check_typed::<rbac::v1::ClusterRoleBinding>,
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
-            check_typed::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(object)
+            check_typed::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
         }
         _ => return None,
     })
@@ -323,15 +340,22 @@ pub fn validate(state: &State) -> (Diagnostics, Summary) {
     validate_with(state, true)
 }
 
-/// [`validate`]; `removed_api_errors: false` leaves API versions the
-/// cluster no longer serves to the plan, which shows them as `removed-api`
-/// warnings (apply and `kdeploy validate` refuse them).
-pub fn validate_with(state: &State, removed_api_errors: bool) -> (Diagnostics, Summary) {
-    let mut problems = Diagnostics::default();
-    let mut summary = Summary::default();
-    // The CRDs of each environment, gathered once: only custom kinds need them.
-    let mut crds: std::collections::HashMap<&str, Vec<&Resource>> =
-        std::collections::HashMap::new();
+/// Which of a release's checks to run. [`crate::emit`] checks each release
+/// as it renders, when the CRDs of other releases are not known yet, and
+/// custom kinds once every release has rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Every check.
+    All,
+    /// Every check but the schemas of custom kinds.
+    Release,
+    /// Only the schemas (and field rules) of custom kinds.
+    Custom,
+}
+
+/// The CRDs of each environment of `state`: only custom kinds need them.
+fn crds_by_env(state: &State) -> HashMap<&str, Vec<&Resource>> {
+    let mut crds: HashMap<&str, Vec<&Resource>> = HashMap::new();
     for r in &state.releases {
         crds.entry(r.release.env.as_str()).or_default().extend(
             r.resources
@@ -339,117 +363,166 @@ pub fn validate_with(state: &State, removed_api_errors: bool) -> (Diagnostics, S
                 .filter(|x| x.id.kind == "CustomResourceDefinition"),
         );
     }
+    crds
+}
+
+/// [`validate`]; `removed_api_errors: false` leaves API versions the
+/// cluster no longer serves to the plan, which shows them as `removed-api`
+/// warnings (apply and `kdeploy validate` refuse them).
+pub fn validate_with(state: &State, removed_api_errors: bool) -> (Diagnostics, Summary) {
+    validate_pass(state, removed_api_errors, Pass::All)
+}
+
+/// [`validate_with`], one [`Pass`] of it.
+pub fn validate_pass(
+    state: &State,
+    removed_api_errors: bool,
+    pass: Pass,
+) -> (Diagnostics, Summary) {
+    let crds = crds_by_env(state);
     // Releases are checked in parallel, their problems kept in order.
     use rayon::prelude::*;
     let per_release: Vec<(Diagnostics, Summary)> = state
         .releases
         .par_iter()
         .map(|release| {
-        let mut problems = Diagnostics::default();
-        let mut summary = Summary::default();
-        let env_resources = crds
-            .get(release.release.env.as_str())
-            .map_or(&[][..], Vec::as_slice);
-        let target = state
-            .settings
-            .environments
-            .get(&release.release.env)
-            .and_then(|e| e.kubernetes_version)
-            .unwrap_or(crate::plan::warnings::NEWEST);
-        for res in &release.resources {
-            // An apiVersion the cluster no longer serves has no schema to
-            // check against: it is refused outright.
-            if let Some(w) = crate::plan::warnings::api_version(res, target)
-                && w.code == "removed-api"
-            {
-                if !removed_api_errors {
-                    summary
-                        .skipped
-                        .insert(format!("{} ({}, removed)", res.id.kind, res.api_version));
-                    continue;
-                }
-                problems.push(
-                    Diagnostic::new(
-                        Location::file(&res.origin.file),
-                        format!(
-                            "{} in {}/{}: {}",
-                            res.id, release.release.env, release.release.app, w.message
-                        ),
-                    )
-                    .help("set `environments.<env>.kubernetesVersion` in kdeploy.yaml if the cluster is older"),
-                );
-                continue;
-            }
-            if let Some(p) = crate::hooks::problem(res) {
-                problems.push(
-                    Diagnostic::new(
-                        Location::file(&res.origin.file),
-                        format!("{p} ({}/{})", release.release.env, release.release.app),
-                    )
-                    .help("see README, Deploy hooks"),
-                );
-            }
-            let typed = check_builtin(&res.api_version, &res.id.kind, &res.object);
-            let builtin = typed.is_some();
-            let found = typed.or_else(|| {
-                crd_schema(env_resources, &res.api_version, &res.id.kind).map(|schema| {
-                    let mut out = Vec::new();
-                    // metadata is the API server's, not the CRD's.
-                    let mut object = res.object.clone();
-                    if let Some(o) = object.as_object_mut() {
-                        o.remove("metadata");
-                        o.remove("apiVersion");
-                        o.remove("kind");
-                    }
-                    check_schema(&object, schema, "", &mut out);
-                    out
-                })
-            });
-            let mut errors: Vec<(String, Option<String>)> = Vec::new();
-            match found {
-                None => {
-                    summary
-                        .skipped
-                        .insert(format!("{} ({})", res.id.kind, res.api_version));
-                }
-                Some(found) => {
-                    summary.checked += 1;
-                    for e in found {
-                        let value = e
-                            .split_once(':')
-                            .and_then(|(path, _)| value_at(&res.object, path));
-                        errors.push((e, value));
-                    }
-                }
-            }
-            for p in fields::check(res, builtin) {
-                errors.push((format!("{}: {}", p.path, p.message), p.value));
-            }
-            for (e, value) in errors {
-                let at_user = value.as_deref().and_then(|v| user_line(&release.inputs, v));
-                let (location, from) = match at_user {
-                    Some(loc) => (loc, format!(" (rendered by {})", res.origin.file)),
-                    None => (Location::file(&res.origin.file), String::new()),
-                };
-                problems.push(
-                    Diagnostic::new(
-                        location,
-                        format!(
-                            "{} in {}/{} is invalid: {e}{from}",
-                            res.id, release.release.env, release.release.app
-                        ),
-                    )
-                    .help("fix the value in the service config or the chart; `kdeploy validate` checks without planning"),
-                );
-            }
-        }
-        (problems, summary)
+            let env_crds = crds
+                .get(release.release.env.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            validate_release(release, &state.settings, env_crds, removed_api_errors, pass)
         })
         .collect();
+    let mut problems = Diagnostics::default();
+    let mut summary = Summary::default();
     for (p, s) in per_release {
         problems.extend(p.0);
-        summary.checked += s.checked;
-        summary.skipped.extend(s.skipped);
+        summary.add(s);
+    }
+    (problems, summary)
+}
+
+impl Summary {
+    /// Adds what another run covered.
+    pub fn add(&mut self, other: Summary) {
+        self.checked += other.checked;
+        self.skipped.extend(other.skipped);
+    }
+}
+
+/// Validates one release; custom kinds against `env_crds`, the CRDs of its
+/// environment.
+pub fn validate_release(
+    release: &Rendered,
+    settings: &Settings,
+    env_crds: &[&Resource],
+    removed_api_errors: bool,
+    pass: Pass,
+) -> (Diagnostics, Summary) {
+    let mut problems = Diagnostics::default();
+    let mut summary = Summary::default();
+    let target = settings
+        .environments
+        .get(&release.release.env)
+        .and_then(|e| e.kubernetes_version)
+        .unwrap_or(crate::plan::warnings::NEWEST);
+    for res in &release.resources {
+        let checker = builtin_checker(&res.api_version, &res.id.kind);
+        let builtin = checker.is_some();
+        if pass == Pass::Custom && builtin {
+            continue;
+        }
+        // An apiVersion the cluster no longer serves has no schema to
+        // check against: it is refused outright.
+        if let Some(w) = crate::plan::warnings::api_version(res, target)
+            && w.code == "removed-api"
+        {
+            if pass == Pass::Custom {
+                continue; // reported by the release's pass
+            }
+            if !removed_api_errors {
+                summary
+                    .skipped
+                    .insert(format!("{} ({}, removed)", res.id.kind, res.api_version));
+                continue;
+            }
+            problems.push(
+                Diagnostic::new(
+                    Location::file(&res.origin.file),
+                    format!(
+                        "{} in {}/{}: {}",
+                        res.id, release.release.env, release.release.app, w.message
+                    ),
+                )
+                .help("set `environments.<env>.kubernetesVersion` in kdeploy.yaml if the cluster is older"),
+            );
+            continue;
+        }
+        if pass != Pass::Custom
+            && let Some(p) = crate::hooks::problem(res)
+        {
+            problems.push(
+                Diagnostic::new(
+                    Location::file(&res.origin.file),
+                    format!("{p} ({}/{})", release.release.env, release.release.app),
+                )
+                .help("see README, Deploy hooks"),
+            );
+        }
+        if pass == Pass::Release && !builtin {
+            continue; // once every CRD is known
+        }
+        let found = match checker {
+            Some(check) => Some(check(&res.object)),
+            None => crd_schema(env_crds, &res.api_version, &res.id.kind).map(|schema| {
+                let mut out = Vec::new();
+                // metadata is the API server's, not the CRD's.
+                let mut object = res.object.clone();
+                if let Some(o) = object.as_object_mut() {
+                    o.remove("metadata");
+                    o.remove("apiVersion");
+                    o.remove("kind");
+                }
+                check_schema(&object, schema, "", &mut out);
+                out
+            }),
+        };
+        let mut errors: Vec<(String, Option<String>)> = Vec::new();
+        match found {
+            None => {
+                summary
+                    .skipped
+                    .insert(format!("{} ({})", res.id.kind, res.api_version));
+            }
+            Some(found) => {
+                summary.checked += 1;
+                for e in found {
+                    let value = e
+                        .split_once(':')
+                        .and_then(|(path, _)| value_at(&res.object, path));
+                    errors.push((e, value));
+                }
+            }
+        }
+        for p in fields::check(res, builtin) {
+            errors.push((format!("{}: {}", p.path, p.message), p.value));
+        }
+        for (e, value) in errors {
+            let at_user = value.as_deref().and_then(|v| user_line(&release.inputs, v));
+            let (location, from) = match at_user {
+                Some(loc) => (loc, format!(" (rendered by {})", res.origin.file)),
+                None => (Location::file(&res.origin.file), String::new()),
+            };
+            problems.push(
+                Diagnostic::new(
+                    location,
+                    format!(
+                        "{} in {}/{} is invalid: {e}{from}",
+                        res.id, release.release.env, release.release.app
+                    ),
+                )
+                .help("fix the value in the service config or the chart; `kdeploy validate` checks without planning"),
+            );
+        }
     }
     (problems, summary)
 }
