@@ -1,7 +1,8 @@
 //! Property tests of the two entry points a pull request feeds directly:
 //! the YAML reader and the template engine. Generated input must never make
 //! them panic, hang or print a planted secret; what the reader accepts must
-//! survive a round trip through the canonical form.
+//! survive a round trip through the canonical form. And the canonical
+//! writer must write what serde_norway's emitter writes, byte for byte.
 //!
 //! Lean by default (proptest's 256 cases); run longer by hand with
 //! `PROPTEST_CASES=20000 cargo test --release --test tests properties`.
@@ -49,7 +50,119 @@ fn yamlish() -> impl Strategy<Value = String> {
     prop::collection::vec(piece, 0..60).prop_map(|v| v.concat())
 }
 
+/// Strings at the edges of how YAML reads and libyaml writes a scalar.
+fn scalar_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "",
+            "a",
+            "a b",
+            "a:b",
+            "a: b",
+            "a:",
+            "a #b",
+            "a#b",
+            "true",
+            "True",
+            "FALSE",
+            "null",
+            "NULL",
+            "~",
+            "y",
+            "no",
+            "on",
+            "0",
+            "0123",
+            "8080",
+            "-1",
+            "+1",
+            "1.5",
+            "1e3",
+            "0x1F",
+            ".inf",
+            "inf",
+            "nan",
+            "1.2.3",
+            "a-",
+            "-a",
+            "- a",
+            "http://x/y?z=1",
+            "sha256:abc",
+            "a=b+c@d",
+            "$(VAR)",
+            "(x)",
+            " a",
+            "a ",
+            "a  b",
+            "a\tb",
+            "é",
+            "a'b",
+            "a\"b",
+            "a\nb",
+            "a\n",
+            "\na",
+            "a\\b",
+            "a,b",
+            "a[0]",
+            "{a}",
+            "*a",
+            "&a",
+            "!a",
+            "|",
+            ">",
+            "%a",
+            "@a",
+            "`a",
+            "a;b",
+            "a~b",
+            "---",
+            "...",
+        ])
+        .prop_map(str::to_string),
+        "[a-z][a-z0-9 .:/_-]{0,120}",
+        "[a-zA-Z0-9 :#'\"-]{0,20}",
+        "\\PC{0,8}",
+    ]
+}
+
+/// JSON values shaped like manifests: objects of objects, lists, scalars.
+fn manifest_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        scalar_text().prop_map(Value::String),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(Value::from),
+        any::<bool>().prop_map(Value::Bool),
+        Just(Value::Null),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![scalar_text(), "[a-z]{1,3}".prop_map(|s| s.repeat(50))],
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 proptest! {
+    #[test]
+    fn the_canonical_writer_writes_what_the_emitter_writes(
+        docs in prop::collection::vec(
+            prop::collection::btree_map("[a-zA-Z][a-zA-Z0-9./-]{0,20}", manifest_value(), 1..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            1..4,
+        )
+    ) {
+        let mut direct = Vec::new();
+        yaml::to_canonical_documents(&docs, &mut direct);
+        let emitted: Vec<String> = docs.iter().map(yaml::to_canonical).collect();
+        prop_assert_eq!(String::from_utf8_lossy(&direct), emitted.join("---\n"));
+    }
+
     #[test]
     fn the_yaml_reader_never_panics_and_round_trips(text in yamlish()) {
         let _ = yaml::check_depth(&text);

@@ -10,6 +10,7 @@
 
 use serde_json::Value;
 
+mod canonical;
 mod fast;
 
 /// A YAML syntax or type error with its position in the parsed text.
@@ -392,19 +393,18 @@ pub fn to_canonical(value: &Value) -> String {
 }
 
 /// The canonical text of several documents, separated by `---` lines: the
-/// same text as [`to_canonical`] of each joined with `---`, from one
-/// emitter (setting one up per document was a tenth of a large render).
+/// same text as [`to_canonical`] of each joined with `---`. Documents of the
+/// usual shapes are written directly ([`canonical`]); the others by one
+/// emitter per document.
 pub fn to_canonical_documents<'a>(values: impl IntoIterator<Item = &'a Value>, out: &mut Vec<u8>) {
-    use serde::Serialize as _;
-    let mut ser = serde_norway::Serializer::new(&mut *out);
-    for v in values {
-        if let Err(e) = v.serialize(&mut ser) {
-            drop(ser);
-            out.extend_from_slice(format!("# unserializable: {e}\n").as_bytes());
-            return;
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"---\n");
+        }
+        if !canonical::write_document(v, out) {
+            out.extend_from_slice(to_canonical(v).as_bytes());
         }
     }
-    let _ = ser.into_inner();
 }
 
 /// True when the text holds no YAML content (only blanks and comments).

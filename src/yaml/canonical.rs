@@ -1,0 +1,190 @@
+//! Canonical YAML written straight from values, for the shapes rendered
+//! manifests are made of, byte for byte as serde_norway's emitter (libyaml)
+//! writes them.
+//!
+//! The emitter analyses every scalar and keeps a state machine per event; on
+//! a large render that was a fifth of the command. Here a document is
+//! written directly when every scalar is one whose form is certain: keys and
+//! strings that start with a letter and hold only characters that cannot
+//! change how YAML reads them, digit strings and the words YAML reads as
+//! booleans or null (quoted), integers, booleans, null, and strings with
+//! spaces only where no line can reach the emitter's width of 80, where it
+//! would fold them. Any other document (floats, multi-line strings, other
+//! characters, long keys) goes to the emitter whole, so the output is the
+//! emitter's either way; the tests compare the two.
+
+use std::io::Write as _;
+
+use serde_json::{Map, Value};
+
+/// The emitter's preferred line width: a plain scalar with spaces is folded
+/// at a space past this column.
+const WIDTH: usize = 80;
+/// The longest key the emitter writes as a simple `key:`.
+const SIMPLE_KEY: usize = 128;
+
+/// Writes `value` as one document; false (and nothing written) when it has
+/// a shape this writer leaves to the emitter.
+pub(super) fn write_document(value: &Value, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    let done = match value {
+        Value::Object(m) if !m.is_empty() => mapping(m, 0, false, out),
+        _ => false,
+    };
+    if !done {
+        out.truncate(start);
+    }
+    done
+}
+
+/// A block mapping whose keys start at column `indent`; `inline`: the first
+/// key goes where the cursor is (after a sequence's `- `).
+fn mapping(m: &Map<String, Value>, indent: usize, inline: bool, out: &mut Vec<u8>) -> bool {
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 || !inline {
+            spaces(indent, out);
+        }
+        if k.len() > SIMPLE_KEY || !string(k, usize::MAX, true, out) {
+            return false;
+        }
+        out.push(b':');
+        let column = indent + k.len() + 2;
+        let ok = match v {
+            Value::Object(c) if c.is_empty() => {
+                out.extend_from_slice(b" {}\n");
+                true
+            }
+            Value::Array(c) if c.is_empty() => {
+                out.extend_from_slice(b" []\n");
+                true
+            }
+            Value::Object(c) => {
+                out.push(b'\n');
+                mapping(c, indent + 2, false, out)
+            }
+            // A sequence in a mapping is not indented.
+            Value::Array(c) => {
+                out.push(b'\n');
+                sequence(c, indent, false, out)
+            }
+            scalar => {
+                out.push(b' ');
+                self::scalar(scalar, column, out) && {
+                    out.push(b'\n');
+                    true
+                }
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// A block sequence whose `- ` starts at column `indent`.
+fn sequence(items: &[Value], indent: usize, inline: bool, out: &mut Vec<u8>) -> bool {
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 || !inline {
+            spaces(indent, out);
+        }
+        out.extend_from_slice(b"- ");
+        let ok = match v {
+            Value::Object(c) if c.is_empty() => {
+                out.extend_from_slice(b"{}\n");
+                true
+            }
+            Value::Array(c) if c.is_empty() => {
+                out.extend_from_slice(b"[]\n");
+                true
+            }
+            Value::Object(c) => mapping(c, indent + 2, true, out),
+            Value::Array(c) => sequence(c, indent + 2, true, out),
+            scalar => {
+                self::scalar(scalar, indent + 2, out) && {
+                    out.push(b'\n');
+                    true
+                }
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn spaces(n: usize, out: &mut Vec<u8>) {
+    out.resize(out.len() + n, b' ');
+}
+
+/// A scalar starting at `column`.
+fn scalar(v: &Value, column: usize, out: &mut Vec<u8>) -> bool {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            // Floats have forms of their own (`.inf`, exponents): the emitter's.
+            let written = if let Some(u) = n.as_u64() {
+                write!(out, "{u}")
+            } else if let Some(i) = n.as_i64() {
+                write!(out, "{i}")
+            } else {
+                return false;
+            };
+            return written.is_ok();
+        }
+        Value::String(s) => return string(s, column, false, out),
+        Value::Array(_) | Value::Object(_) => return false,
+    }
+    true
+}
+
+/// A string as serde_norway styles it and libyaml writes it, when certain.
+fn string(s: &str, column: usize, key: bool, out: &mut Vec<u8>) -> bool {
+    let b = s.as_bytes();
+    let Some(&first) = b.first() else {
+        // Empty: quoted (it would read as null).
+        if key {
+            return false;
+        }
+        out.extend_from_slice(b"''");
+        return true;
+    };
+    // What YAML 1.2 reads as another type is single-quoted.
+    let quoted = b.iter().all(u8::is_ascii_digit)
+        || matches!(
+            s,
+            "true" | "True" | "TRUE" | "false" | "False" | "FALSE" | "null" | "Null" | "NULL"
+        );
+    if quoted {
+        out.push(b'\'');
+        out.extend_from_slice(b);
+        out.push(b'\'');
+        return true;
+    }
+    if !first.is_ascii_alphabetic() || !plain_safe(b) {
+        return false;
+    }
+    // Keys are never folded; values with spaces are, past the width.
+    if !key && b.contains(&b' ') && column.saturating_add(b.len()) > WIDTH {
+        return false;
+    }
+    out.extend_from_slice(b);
+    true
+}
+
+/// Characters that cannot make a plain scalar (starting with a letter) read
+/// otherwise or need quotes: no `: `, no ` #`, no trailing space, no flow
+/// or quote characters, ASCII only.
+fn plain_safe(b: &[u8]) -> bool {
+    let last = b.len() - 1;
+    b.iter().enumerate().all(|(i, &c)| match c {
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => true,
+        b'-' | b'.' | b'_' | b'/' | b'=' | b'+' | b'@' | b'~' | b'(' | b')' | b'$' | b';' => true,
+        b':' => i < last && b[i + 1] != b' ',
+        b' ' => i < last,
+        _ => false,
+    })
+}
