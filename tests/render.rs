@@ -156,6 +156,24 @@ fn render_writes_gen_and_removes_deleted_apps() {
 }
 
 #[test]
+fn a_filter_matching_nothing_names_the_first_apps_of_a_large_repo() {
+    let repo = Repo::new();
+    for i in 0..25 {
+        repo.write(&format!("services/app-{i:02}/config.yaml"), "image: x\n")
+            .write(&format!("services/app-{i:02}/version"), "1.0\n")
+            .write(&format!("services/app-{i:02}/staging/config.yaml"), "");
+    }
+    let run = repo.kdeploy(&["validate", "--app", "api"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("apps: app-00, app-01,") && run.stderr.contains("app-19 and 5 more"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("app-24"), "{}", run.stderr);
+}
+
+#[test]
 fn render_with_filter_keeps_other_outputs() {
     let repo = Repo::with_app();
     assert_eq!(repo.kdeploy(&["render"]).code, 0);

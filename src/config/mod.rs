@@ -146,10 +146,16 @@ pub fn unmatched(
             .iter()
             .map(|(e, a)| if first { *e } else { *a })
             .collect();
-        if set.is_empty() {
-            "none".to_string()
-        } else {
-            set.into_iter().collect::<Vec<_>>().join(", ")
+        // A repo of a thousand apps would print them all: the first few.
+        const SHOWN: usize = 20;
+        match set.len() {
+            0 => "none".to_string(),
+            n if n > SHOWN => format!(
+                "{} and {} more",
+                set.into_iter().take(SHOWN).collect::<Vec<_>>().join(", "),
+                n - SHOWN
+            ),
+            _ => set.into_iter().collect::<Vec<_>>().join(", "),
         }
     };
     let mut what = Vec::new();
