@@ -7,19 +7,16 @@
 //! written directly when every scalar is one whose form is certain: keys and
 //! strings that start with a letter and hold only characters that cannot
 //! change how YAML reads them, digit strings and the words YAML reads as
-//! booleans or null (quoted), integers, booleans, null, and strings with
-//! spaces only where no line can reach the emitter's width of 80, where it
-//! would fold them. Any other document (floats, multi-line strings, other
-//! characters, long keys) goes to the emitter whole, so the output is the
-//! emitter's either way; the tests compare the two.
+//! booleans or null (quoted), integers, booleans and null. (serde_norway
+//! sets no line width, so long strings are never folded.) Any other document
+//! (floats, multi-line strings, other characters, long keys) goes to the
+//! emitter whole, so the output is the emitter's either way; the tests
+//! compare the two.
 
 use std::io::Write as _;
 
 use serde_json::{Map, Value};
 
-/// The emitter's preferred line width: a plain scalar with spaces is folded
-/// at a space past this column.
-const WIDTH: usize = 80;
 /// The longest key the emitter writes as a simple `key:`.
 const SIMPLE_KEY: usize = 128;
 
@@ -44,20 +41,16 @@ fn mapping(m: &Map<String, Value>, indent: usize, inline: bool, out: &mut Vec<u8
         if i > 0 || !inline {
             spaces(indent, out);
         }
-        if k.len() > SIMPLE_KEY || !string(k, usize::MAX, true, out) {
+        if k.len() > SIMPLE_KEY || !string(k, true, out) {
             return false;
         }
         out.push(b':');
-        let column = indent + k.len() + 2;
+        if let Some(flow) = empty(v) {
+            out.push(b' ');
+            out.extend_from_slice(flow);
+            continue;
+        }
         let ok = match v {
-            Value::Object(c) if c.is_empty() => {
-                out.extend_from_slice(b" {}\n");
-                true
-            }
-            Value::Array(c) if c.is_empty() => {
-                out.extend_from_slice(b" []\n");
-                true
-            }
             Value::Object(c) => {
                 out.push(b'\n');
                 mapping(c, indent + 2, false, out)
@@ -69,7 +62,7 @@ fn mapping(m: &Map<String, Value>, indent: usize, inline: bool, out: &mut Vec<u8
             }
             scalar => {
                 out.push(b' ');
-                self::scalar(scalar, column, out) && {
+                self::scalar(scalar, out) && {
                     out.push(b'\n');
                     true
                 }
@@ -89,19 +82,15 @@ fn sequence(items: &[Value], indent: usize, inline: bool, out: &mut Vec<u8>) -> 
             spaces(indent, out);
         }
         out.extend_from_slice(b"- ");
+        if let Some(flow) = empty(v) {
+            out.extend_from_slice(flow);
+            continue;
+        }
         let ok = match v {
-            Value::Object(c) if c.is_empty() => {
-                out.extend_from_slice(b"{}\n");
-                true
-            }
-            Value::Array(c) if c.is_empty() => {
-                out.extend_from_slice(b"[]\n");
-                true
-            }
             Value::Object(c) => mapping(c, indent + 2, true, out),
             Value::Array(c) => sequence(c, indent + 2, true, out),
             scalar => {
-                self::scalar(scalar, indent + 2, out) && {
+                self::scalar(scalar, out) && {
                     out.push(b'\n');
                     true
                 }
@@ -114,12 +103,21 @@ fn sequence(items: &[Value], indent: usize, inline: bool, out: &mut Vec<u8>) -> 
     true
 }
 
+/// An empty mapping or sequence, written in flow style, with its newline.
+fn empty(v: &Value) -> Option<&'static [u8]> {
+    match v {
+        Value::Object(c) if c.is_empty() => Some(b"{}\n"),
+        Value::Array(c) if c.is_empty() => Some(b"[]\n"),
+        _ => None,
+    }
+}
+
 fn spaces(n: usize, out: &mut Vec<u8>) {
     out.resize(out.len() + n, b' ');
 }
 
-/// A scalar starting at `column`.
-fn scalar(v: &Value, column: usize, out: &mut Vec<u8>) -> bool {
+/// A scalar.
+fn scalar(v: &Value, out: &mut Vec<u8>) -> bool {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -135,14 +133,14 @@ fn scalar(v: &Value, column: usize, out: &mut Vec<u8>) -> bool {
             };
             return written.is_ok();
         }
-        Value::String(s) => return string(s, column, false, out),
+        Value::String(s) => return string(s, false, out),
         Value::Array(_) | Value::Object(_) => return false,
     }
     true
 }
 
 /// A string as serde_norway styles it and libyaml writes it, when certain.
-fn string(s: &str, column: usize, key: bool, out: &mut Vec<u8>) -> bool {
+fn string(s: &str, key: bool, out: &mut Vec<u8>) -> bool {
     let b = s.as_bytes();
     let Some(&first) = b.first() else {
         // Empty: quoted (it would read as null).
@@ -167,10 +165,6 @@ fn string(s: &str, column: usize, key: bool, out: &mut Vec<u8>) -> bool {
     if !first.is_ascii_alphabetic() || !plain_safe(b) {
         return false;
     }
-    // Keys are never folded; values with spaces are, past the width.
-    if !key && b.contains(&b' ') && column.saturating_add(b.len()) > WIDTH {
-        return false;
-    }
     out.extend_from_slice(b);
     true
 }
@@ -187,4 +181,33 @@ fn plain_safe(b: &[u8]) -> bool {
         b' ' => i < last,
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// Long strings with spaces, after plain and quoted keys, in mappings
+    /// and sequences: the same text as the emitter, which sets no width
+    /// (libyaml's default of 80 would fold them).
+    #[test]
+    fn long_spaced_strings_are_the_emitters() {
+        for key in ["a", "8080", "true", "app.kubernetes.io/name"] {
+            for (n, space) in (60..=200).flat_map(|n| (n - 3..n - 1).map(move |p| (n, p))) {
+                let text: String = (0..n).map(|i| if i == space { ' ' } else { 'x' }).collect();
+                for doc in [
+                    json!({ key: text }),
+                    json!({"spec": { key: [text.clone(), {key: text}] }}),
+                ] {
+                    let mut direct = Vec::new();
+                    super::super::to_canonical_documents([&doc], &mut direct);
+                    assert_eq!(
+                        String::from_utf8_lossy(&direct),
+                        super::super::to_canonical(&doc),
+                        "{key} {n}"
+                    );
+                }
+            }
+        }
+    }
 }
