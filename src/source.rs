@@ -364,12 +364,23 @@ impl Snapshot {
         Reader {
             snapshot: self,
             repo: match &self.kind {
-                Kind::Git { repo, .. } => Some(repo.to_thread_local()),
+                Kind::Git { repo, .. } => {
+                    let mut repo = repo.to_thread_local();
+                    // Releases share blobs (the same config or version text
+                    // in many apps): read once per reader, not once per
+                    // release, which costs a file and an inflate each when
+                    // objects are loose.
+                    repo.object_cache_size_if_unset(OBJECT_CACHE);
+                    Some(repo)
+                }
                 Kind::Dir { .. } | Kind::Empty => None,
             },
         }
     }
 }
+
+/// Bytes of decoded objects each reader keeps.
+const OBJECT_CACHE: usize = 2 << 20;
 
 /// Resolves a revision spec to a commit id.
 ///
