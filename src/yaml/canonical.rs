@@ -62,10 +62,7 @@ fn mapping(m: &Map<String, Value>, indent: usize, inline: bool, out: &mut Vec<u8
             }
             scalar => {
                 out.push(b' ');
-                self::scalar(scalar, out) && {
-                    out.push(b'\n');
-                    true
-                }
+                self::scalar(scalar, out)
             }
         };
         if !ok {
@@ -89,12 +86,7 @@ fn sequence(items: &[Value], indent: usize, inline: bool, out: &mut Vec<u8>) -> 
         let ok = match v {
             Value::Object(c) => mapping(c, indent + 2, true, out),
             Value::Array(c) => sequence(c, indent + 2, true, out),
-            scalar => {
-                self::scalar(scalar, out) && {
-                    out.push(b'\n');
-                    true
-                }
-            }
+            scalar => self::scalar(scalar, out),
         };
         if !ok {
             return false;
@@ -116,8 +108,16 @@ fn spaces(n: usize, out: &mut Vec<u8>) {
     out.resize(out.len() + n, b' ');
 }
 
-/// A scalar.
+/// A scalar and its newline.
 fn scalar(v: &Value, out: &mut Vec<u8>) -> bool {
+    let written = scalar_text(v, out);
+    if written {
+        out.push(b'\n');
+    }
+    written
+}
+
+fn scalar_text(v: &Value, out: &mut Vec<u8>) -> bool {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
