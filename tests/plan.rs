@@ -915,3 +915,131 @@ fn an_app_too_large_for_one_part_says_which_piece_each_section_is() {
         );
     }
 }
+
+/// Every resource of each release in `state`, by (env, app).
+fn resources_by_release(
+    state: &render::State,
+) -> std::collections::BTreeMap<(String, String), Vec<(String, serde_json::Value)>> {
+    state
+        .releases
+        .iter()
+        .map(|r| {
+            (
+                (r.release.env.clone(), r.release.app.clone()),
+                r.resources
+                    .iter()
+                    .map(|res| (res.id.to_string(), res.object.clone()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// After a chart change, the head reuses the base's output of the
+/// templates that did not change, and gets exactly what rendering it in
+/// full gives; a changed partial (which any template may include) reuses
+/// nothing.
+#[test]
+fn a_chart_change_reuses_unchanged_templates_and_matches_a_full_render() {
+    let repo = Repo::with_app();
+    for (path, text) in render::chart::BUILTIN {
+        repo.write(&format!("charts/service/{path}"), text);
+    }
+    repo.write("services/web/config.yaml", "image: x/web\nport: 9000\n")
+        .write("services/web/version", "2.0.0\n")
+        .write(
+            "services/web/staging/config.yaml",
+            "ingress:\n  enabled: true\n  host: web.example.com\n",
+        );
+    let base = repo.commit("base");
+    let deployment = "charts/service/templates/deployment.yaml";
+    let text = repo.read(deployment);
+    assert!(
+        text.contains("revisionHistoryLimit: 5"),
+        "the chart changed"
+    );
+    repo.write(
+        deployment,
+        &text.replace("revisionHistoryLimit: 5", "revisionHistoryLimit: 3"),
+    );
+    let head = repo.commit("deployment template");
+    let labels = "charts/service/templates/_labels.yaml";
+    repo.write(labels, &format!("{}tier: web\n", repo.read(labels)));
+    let partial = repo.commit("labels partial");
+
+    let open = |rev: &str| Snapshot::open(repo.path(), &Revision::parse(Some(rev))).expect("opens");
+    for (from, to, reuses) in [(&base, &head, true), (&head, &partial, false)] {
+        let cmp = render::compare(&open(from), &open(to), &Filter::default()).expect("renders");
+        assert_eq!(cmp.head.releases.len(), 3, "every release differs");
+        if reuses {
+            // Three releases, each with templates besides the Deployment's.
+            assert!(cmp.reused_templates >= 6, "{}", cmp.reused_templates);
+        } else {
+            assert_eq!(cmp.reused_templates, 0);
+        }
+        let full = render::render(&open(to), &Filter::default()).expect("renders");
+        assert_eq!(resources_by_release(&cmp.head), resources_by_release(&full));
+        let full_base = render::render(&open(from), &Filter::default()).expect("renders");
+        assert_eq!(
+            resources_by_release(&cmp.base),
+            resources_by_release(&full_base)
+        );
+    }
+    let p = plan_of(&repo, &base, &head);
+    assert_eq!(
+        summary(&p),
+        [
+            "~ production apps/Deployment api-production/api",
+            "~ staging apps/Deployment api-staging/api",
+            "~ staging apps/Deployment web-staging/web",
+        ]
+    );
+}
+
+/// A reused template output is charged what it cost when it rendered: a
+/// release whose changed template pushes it over `limits.templateSteps`
+/// fails at the head as a full render of the head does.
+#[test]
+fn reused_template_output_still_counts_against_the_budget() {
+    let repo = Repo::new();
+    let items: Vec<String> = (0..600).map(|i| i.to_string()).collect();
+    let loop_ = "{{#each values.items}}{{/each}}";
+    repo.write("charts/c/Chart.yaml", "name: c\nversion: 1.0.0\n")
+        .write(
+            "charts/c/values.yaml",
+            &format!("items: [{}]\n", items.join(",")),
+        )
+        .write(
+            "charts/c/templates/a.yaml",
+            &format!("{loop_}\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\n"),
+        )
+        .write(
+            "charts/c/templates/b.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+        )
+        .write(
+            "kdeploy.yaml",
+            "defaultChart: c\nlimits:\n  templateSteps: 1000\n",
+        )
+        .write("services/app/config.yaml", "")
+        .write("services/app/version", "1\n")
+        .write("services/app/prod/config.yaml", "");
+    let base = repo.commit("base");
+    repo.write(
+        "charts/c/templates/b.yaml",
+        &format!("{loop_}\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: b}}\n"),
+    );
+    let head = repo.commit("head");
+    let open = |rev: &str| Snapshot::open(repo.path(), &Revision::parse(Some(rev))).expect("opens");
+    render::render(&open(&base), &Filter::default()).expect("the base is within its budget");
+    let alone = render::render(&open(&head), &Filter::default())
+        .expect_err("the head is over its budget")
+        .to_string();
+    let compared = render::compare(&open(&base), &open(&head), &Filter::default())
+        .expect_err("the head is over its budget")
+        .to_string();
+    for text in [&alone, &compared] {
+        assert!(text.contains("exceeds the limit of 1000 steps"), "{text}");
+    }
+    assert_eq!(alone, compared);
+}

@@ -103,6 +103,33 @@ fn draw(steps: u64, bytes: u64) -> Result<(), Exceeded> {
     })
 }
 
+/// Steps and bytes drawn so far in the current render ((0, 0) outside one).
+pub fn drawn() -> (u64, u64) {
+    BUDGET.with(|cell| {
+        cell.get().map_or((0, 0), |b| {
+            (b.limits.0 - b.steps_left, b.limits.1 - b.bytes_left)
+        })
+    })
+}
+
+/// Draws what a reused template output cost when it rendered, if the budget
+/// covers all of it; otherwise draws nothing and returns false, so that
+/// rendering the template stops where it would have.
+pub fn charge(steps: u64, bytes: u64) -> bool {
+    BUDGET.with(|cell| {
+        let Some(mut b) = cell.get() else {
+            return true;
+        };
+        if b.exceeded.is_some() || steps > b.steps_left || bytes > b.bytes_left {
+            return false;
+        }
+        b.steps_left -= steps;
+        b.bytes_left -= bytes;
+        cell.set(Some(b));
+        true
+    })
+}
+
 /// Draws `steps` steps and `bytes` bytes, as a handlebars error when the
 /// budget is spent (the caller maps it with [`exceeded`]).
 ///

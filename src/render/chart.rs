@@ -108,6 +108,10 @@ pub struct Chart {
     pub schema: Option<super::schema::ValuesSchema>,
     registry: Handlebars<'static>,
     templates: Vec<String>,
+    /// Per template (same order): a digest of its path, its text and every
+    /// partial's, which with the context decides its output (helpers are
+    /// pure). Lets a plan reuse output across revisions ([`super::memo`]).
+    fingerprints: Vec<[u8; 32]>,
     /// Partial name -> file, so errors inside partials name the file.
     partials: BTreeMap<String, String>,
 }
@@ -275,6 +279,7 @@ impl Chart {
             );
         }
         templates.sort();
+        let fingerprints = fingerprints(&templates, &partials, &files);
         registry.register_helper("each", Box::new(super::budget::CountedEach));
         for (file, text) in &files {
             if let Some(d) = partial_fan_out(file, text, &files, &rel) {
@@ -296,6 +301,7 @@ impl Chart {
             schema,
             registry,
             templates,
+            fingerprints,
             partials,
         })
     }
@@ -303,6 +309,11 @@ impl Chart {
     /// Template paths in render order.
     pub fn templates(&self) -> &[String] {
         &self.templates
+    }
+
+    /// Template paths in render order, each with its fingerprint.
+    pub fn templates_with_fingerprints(&self) -> impl Iterator<Item = (&String, &[u8; 32])> {
+        self.templates.iter().zip(&self.fingerprints)
     }
 
     /// Renders one template with `ctx`.
@@ -351,6 +362,42 @@ impl Chart {
             }
         })
     }
+}
+
+/// The fingerprint of each template: sha256 of its path and text, then of
+/// every partial's name and text (any template may include any partial).
+fn fingerprints(
+    templates: &[String],
+    partials: &BTreeMap<String, String>,
+    files: &[(String, String)],
+) -> Vec<[u8; 32]> {
+    use sha2::Digest as _;
+    let text_of = |path: &str| {
+        files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map_or("", |(_, t)| t.as_str())
+    };
+    let mut shared = sha2::Sha256::new();
+    for (name, path) in partials {
+        for part in [name.as_str(), text_of(path)] {
+            shared.update((part.len() as u64).to_le_bytes());
+            shared.update(part.as_bytes());
+        }
+    }
+    let shared = shared.finalize();
+    templates
+        .iter()
+        .map(|path| {
+            let mut h = sha2::Sha256::new();
+            for part in [path.as_str(), text_of(path)] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+            h.update(shared);
+            h.finalize().into()
+        })
+        .collect()
 }
 
 /// Partials named by `{{> name}}` / `{{#> name}}` in a template's text.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use rayon::prelude::*;
 
 use super::{
-    ChartCache, Error, Rendered, State, check_duplicates, check_shared_clusters, merge_results,
-    pin_images, render_sources, render_specs, sources,
+    ChartCache, Error, Hooks, Rendered, State, check_duplicates, check_shared_clusters,
+    merge_results, pin_images, render_sources, render_specs, sources,
 };
 use crate::config::{self, Filter, Layout, ReleaseSpec};
 use crate::diag::{Diagnostic, Diagnostics, Location};
@@ -28,6 +28,9 @@ pub struct Comparison {
     /// What a reader of the plan must know about how it was made (a base
     /// rendered with the head's kdeploy.yaml).
     pub notes: Vec<String>,
+    /// Template outputs the head took from the base instead of rendering
+    /// them ([`super::memo`]).
+    pub reused_templates: usize,
 }
 
 /// Renders `base` and `head`, re-rendering only releases whose inputs
@@ -282,6 +285,8 @@ pub fn compare_with(
     unchanged.sort();
 
     let mut charts = ChartCache::default();
+    // Templates that are the same at both revisions render once.
+    let memo = super::memo::Memo::keeping(head_fingerprints(head, &head_layout, &mut charts));
     let mut base_releases = merge_results(
         render_specs(
             base,
@@ -289,7 +294,10 @@ pub fn compare_with(
             &base_todo,
             &mut charts,
             Need::Optional,
-            None,
+            Hooks {
+                finish: None,
+                memo: Some(super::memo::Use::Record(&memo)),
+            },
         ),
         render_sources(base, &base_layout, &base_sources_todo, Need::Optional, None),
     )
@@ -306,10 +314,15 @@ pub fn compare_with(
             &head_todo,
             &mut charts,
             Need::Optional,
-            None,
+            Hooks {
+                finish: None,
+                memo: Some(super::memo::Use::Reuse(&memo)),
+            },
         ),
         render_sources(head, &head_layout, &head_sources_todo, Need::Optional, None),
     )?;
+    let reused_templates = memo.reused();
+    drop(memo);
     pin_images(&mut head_releases, &head_layout, true)?;
     check_duplicates(&head_releases)?;
     // The same app in the other environments is the usual collision: render
@@ -337,7 +350,7 @@ pub fn compare_with(
             &siblings,
             &mut charts,
             Need::Optional,
-            None,
+            Hooks::default(),
         )?
     };
     check_shared_clusters(
@@ -360,7 +373,46 @@ pub fn compare_with(
         },
         unchanged,
         notes,
+        reused_templates,
     })
+}
+
+/// The fingerprints of the templates of the head's handlebars charts (the
+/// repo's and the built-in), compiled now and kept in `charts` for the
+/// head's render. Helm charts are not opened (their dependencies may need
+/// fetching); a chart that fails to compile is left for the render to report.
+fn head_fingerprints(
+    head: &Snapshot,
+    layout: &config::Layout,
+    charts: &mut ChartCache,
+) -> std::collections::HashSet<[u8; 32]> {
+    let reader = head.reader();
+    let mut names: Vec<&str> = layout
+        .charts
+        .iter()
+        .filter(|(_, node)| {
+            let meta = reader
+                .child(node, "Chart.yaml")
+                .ok()
+                .flatten()
+                .and_then(|f| reader.read_text(&f).ok())
+                .unwrap_or_default();
+            !super::helm::is_helm_chart(&meta)
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !layout.charts.contains_key(super::chart::BUILTIN_NAME) {
+        names.push(super::chart::BUILTIN_NAME);
+    }
+    let mut out = std::collections::HashSet::new();
+    for name in names {
+        if let Ok(Some(engine)) = charts.get(head, layout, name, None)
+            && let super::Engine::Handlebars(chart) = &*engine
+        {
+            out.extend(chart.templates_with_fingerprints().map(|(_, f)| *f));
+        }
+    }
+    out
 }
 
 /// One note per SOPS file that changed but could not be decrypted here:

@@ -16,6 +16,7 @@ mod documents;
 pub mod helm;
 pub mod helm_deps;
 pub mod helpers;
+pub mod memo;
 pub mod schema;
 pub mod sources;
 
@@ -292,7 +293,10 @@ fn render_layout(
         &specs,
         &mut charts,
         need,
-        Some(&pin_then_finish),
+        Hooks {
+            finish: Some(&pin_then_finish),
+            memo: None,
+        },
     );
     let sourced = render_sources(
         snapshot,
@@ -519,6 +523,14 @@ fn secrets_revision(files: &[(String, String)]) -> String {
 /// values few.
 const CHUNK: usize = 256;
 
+/// What [`render_specs`] does besides rendering: work on each finished
+/// release, and template output shared with the other revision of a plan.
+#[derive(Clone, Copy, Default)]
+struct Hooks<'a> {
+    finish: Option<&'a Finish<'a>>,
+    memo: Option<memo::Use<'a>>,
+}
+
 /// Renders the given releases of one snapshot.
 fn render_specs(
     snapshot: &Snapshot,
@@ -526,7 +538,7 @@ fn render_specs(
     specs: &[&ReleaseSpec],
     charts: &mut ChartCache,
     need: Need,
-    finish: Option<&Finish<'_>>,
+    hooks: Hooks<'_>,
 ) -> Result<Vec<Rendered>, Error> {
     let mut run = Run {
         problems: Diagnostics::default(),
@@ -535,7 +547,7 @@ fn render_specs(
         total: std::sync::atomic::AtomicU64::new(0),
     };
     for chunk in specs.chunks(CHUNK) {
-        render_chunk(snapshot, layout, chunk, charts, need, finish, &mut run)?;
+        render_chunk(snapshot, layout, chunk, charts, need, hooks, &mut run)?;
     }
     run.problems.into_result(run.out).map_err(Error::from)
 }
@@ -556,7 +568,7 @@ fn render_chunk(
     specs: &[&ReleaseSpec],
     charts: &mut ChartCache,
     need: Need,
-    finish: Option<&Finish<'_>>,
+    hooks: Hooks<'_>,
     run: &mut Run,
 ) -> Result<(), Error> {
     let Run {
@@ -641,7 +653,7 @@ fn render_chunk(
         .map(|(spec, sv, engine, sealed)| {
             let rendered = match &*engine {
             Engine::Handlebars(chart) => {
-                let rendered = render_release(spec, sv, chart, layout.settings_id, &layout.settings.limits);
+                let rendered = render_release(spec, sv, chart, layout.settings_id, &layout.settings.limits, hooks.memo);
                 // Every release's text counts against one total per revision.
                 if let Ok((_, bytes)) = &rendered
                     && total.fetch_add(*bytes, std::sync::atomic::Ordering::Relaxed) + bytes
@@ -661,7 +673,7 @@ fn render_chunk(
                     .map(|r| Rendered { sealed, ..r })
             }
             };
-            rendered.and_then(|r| finished(r, &layout.settings, finish))
+            rendered.and_then(|r| finished(r, &layout.settings, hooks.finish))
         })
         .collect();
     for r in rendered {
@@ -733,6 +745,7 @@ fn render_release(
     chart: &Chart,
     settings_id: Option<gix::ObjectId>,
     limits: &config::Limits,
+    memo: Option<memo::Use<'_>>,
 ) -> Result<(Rendered, u64), Diagnostics> {
     let mut problems = Diagnostics::default();
     let mut values = chart.defaults.clone();
@@ -790,11 +803,22 @@ fn render_release(
     );
     // `From<Value>` takes the value as is; `Context::wraps` would copy it again.
     let ctx = Value::Object(ctx);
+    let digest = memo.and_then(|_| memo::context_digest(&ctx));
     let ctx = handlebars::Context::from(ctx);
     let mut objects = Vec::new();
     let mut bytes = 0u64;
     let (_, exceeded) = budget::with_budget(limits, || {
-        for template in chart.templates() {
+        for (template, fingerprint) in chart.templates_with_fingerprints() {
+            let key = digest.map(|d| memo::key(fingerprint, &d));
+            if let (Some(memo::Use::Reuse(m)), Some(key)) = (memo, key)
+                && let Some(entry) = m.take(&key)
+                && budget::charge(entry.drawn.0, entry.drawn.1)
+            {
+                bytes += entry.bytes;
+                objects.extend(entry.docs);
+                continue;
+            }
+            let drawn_before = budget::drawn();
             let text = match chart.render_template(template, &ctx) {
                 Ok(t) => t,
                 Err(d) => {
@@ -808,7 +832,22 @@ fn render_release(
                 }
             };
             bytes += text.len() as u64;
+            let (first, problems_before) = (objects.len(), problems.0.len());
             parse_documents(&text, template, &release, &mut objects, &mut problems);
+            if let (Some(memo::Use::Record(m)), Some(key)) = (memo, key)
+                && problems.0.len() == problems_before
+                && m.wants(fingerprint)
+            {
+                let after = budget::drawn();
+                m.record(
+                    key,
+                    memo::Entry {
+                        docs: objects[first..].to_vec(),
+                        bytes: text.len() as u64,
+                        drawn: (after.0 - drawn_before.0, after.1 - drawn_before.1),
+                    },
+                );
+            }
         }
     });
     drop(ctx);
