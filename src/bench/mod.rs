@@ -6,6 +6,8 @@
 //! change. Numbers are medians of several runs; the last line is
 //! machine-readable.
 
+mod helm;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -258,6 +260,26 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "full render: {releases} releases, {resources} resources, {:.1} MB canonical YAML: {full_ms:.1} ms",
         bytes as f64 / 1e6
     )?;
+    let helm_ms = match helm::side_by_side(&open(syn.initial)?, &state) {
+        Ok(h) => {
+            writeln!(
+                out,
+                "helm SDK in one process (helm-python-sdk, the built-in chart in Go templates): {} releases, {} of {} objects equal to kdeploy's: {:.1} ms, {:.1}x the render command's time and {:.1}x the full render's",
+                h.releases,
+                h.equal,
+                h.objects,
+                h.ms,
+                h.ms / phases.total(),
+                h.ms / full_ms
+            )?;
+            Some(h.ms)
+        }
+        Err(e) => {
+            writeln!(out, "helm SDK side by side: not measured: {e:#}")?;
+            None
+        }
+    };
+    drop(state);
     let (one_app_ms, cmp) = time(args.iterations, || {
         Ok(render::compare(
             &open(syn.initial)?,
@@ -280,8 +302,9 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     })?;
     writeln!(
         out,
-        "compare, chart changed: {} releases re-rendered at both revisions: {chart_ms:.1} ms",
-        cmp.head.releases.len()
+        "compare, chart changed: {} releases re-rendered at both revisions, {} template outputs of the base reused: {chart_ms:.1} ms",
+        cmp.head.releases.len(),
+        cmp.reused_templates
     )?;
     let plan_of = |base: ObjectId, head: ObjectId| -> anyhow::Result<plan::Plan> {
         let cmp = render::compare(&open(base)?, &open(head)?, &filter)?;
@@ -311,8 +334,9 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "bench releases={releases} resources={resources} full_ms={full_ms:.1} command_ms={:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1} plan_one_app_ms={plan_one_ms:.1} plan_chart_ms={plan_chart_ms:.1}",
-        phases.total()
+        "bench releases={releases} resources={resources} full_ms={full_ms:.1} command_ms={:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1} plan_one_app_ms={plan_one_ms:.1} plan_chart_ms={plan_chart_ms:.1} helm_ms={}",
+        phases.total(),
+        helm_ms.map_or_else(|| "none".to_string(), |ms| format!("{ms:.1}"))
     )?;
     Ok(())
 }
