@@ -83,6 +83,32 @@ fn scalar_text() -> impl Strategy<Value = String> {
             "inf",
             "nan",
             "1.2.3",
+            "1.2.0",
+            "128Mi",
+            "100m",
+            "0.5",
+            "07",
+            "1.",
+            "1x",
+            "1E5",
+            "3e45",
+            "3e4f",
+            "0o17",
+            "0O17",
+            "0b101",
+            "0X1f",
+            "1_000",
+            "2024-01-01",
+            "12:30",
+            "1.2.0-rc1",
+            "deadbeef",
+            "5ab9c",
+            "/",
+            "/healthz",
+            "/a b",
+            "/a: b",
+            "/#a",
+            "//",
             "a-",
             "-a",
             "- a",
@@ -120,6 +146,8 @@ fn scalar_text() -> impl Strategy<Value = String> {
         ])
         .prop_map(str::to_string),
         "[a-z][a-z0-9 .:/_-]{0,120}",
+        "[0-9][0-9a-fA-FxXoOeE.+_:-]{0,12}",
+        "/[a-z0-9/ ._:#-]{0,20}",
         "[a-zA-Z0-9 :#'\"-]{0,20}",
         "\\PC{0,8}",
     ]
@@ -159,8 +187,10 @@ proptest! {
     ) {
         let mut direct = Vec::new();
         yaml::to_canonical_documents(&docs, &mut direct);
-        let emitted: Vec<String> = docs.iter().map(yaml::to_canonical).collect();
+        let emitted: Vec<String> = docs.iter().map(yaml::emitted_canonical).collect();
         prop_assert_eq!(String::from_utf8_lossy(&direct), emitted.join("---\n"));
+        let one_by_one: Vec<String> = docs.iter().map(yaml::to_canonical).collect();
+        prop_assert_eq!(one_by_one, emitted);
     }
 
     #[test]

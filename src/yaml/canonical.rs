@@ -5,8 +5,9 @@
 //! The emitter analyses every scalar and keeps a state machine per event; on
 //! a large render that was a fifth of the command. Here a document is
 //! written directly when every scalar is one whose form is certain: keys and
-//! strings that start with a letter and hold only characters that cannot
-//! change how YAML reads them, digit strings and the words YAML reads as
+//! strings that start with a letter or `/` and hold only characters that
+//! cannot change how YAML reads them, strings led by a digit that cannot
+//! read as a number (`1.2.0`, `128Mi`), digit strings and the words YAML reads as
 //! booleans or null (quoted), integers, booleans and null. (serde_norway
 //! sets no line width, so long strings are never folded.) Any other document
 //! (floats, multi-line strings, other characters, long keys) goes to the
@@ -162,11 +163,24 @@ fn string(s: &str, key: bool, out: &mut Vec<u8>) -> bool {
         out.push(b'\'');
         return true;
     }
-    if !first.is_ascii_alphabetic() || !plain_safe(b) {
+    let plain_start =
+        first.is_ascii_alphabetic() || first == b'/' || (first.is_ascii_digit() && not_a_number(b));
+    if !plain_start || !plain_safe(b) {
         return false;
     }
     out.extend_from_slice(b);
     true
+}
+
+/// A string led by a digit that no YAML reader takes for a number, and so
+/// is written plain (`1.2.0`, `128Mi`, a hex digest): letters, digits and
+/// dots only, not a float as Rust reads one (what serde_norway checks, e.g.
+/// `1e5`), and no `0x`/`0o`/`0b` prefix. Anything else is the emitter's.
+fn not_a_number(b: &[u8]) -> bool {
+    let radix = b.len() > 1 && b[0] == b'0' && matches!(b[1] | 0x20, b'x' | b'o' | b'b');
+    !radix
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'.')
+        && std::str::from_utf8(b).is_ok_and(|s| s.parse::<f64>().is_err())
 }
 
 /// Characters that cannot make a plain scalar (starting with a letter) read
@@ -203,7 +217,7 @@ mod tests {
                     super::super::to_canonical_documents([&doc], &mut direct);
                     assert_eq!(
                         String::from_utf8_lossy(&direct),
-                        super::super::to_canonical(&doc),
+                        super::super::emitted_canonical(&doc),
                         "{key} {n}"
                     );
                 }

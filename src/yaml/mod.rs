@@ -386,7 +386,21 @@ pub fn parse_as<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ParseEr
 
 /// The canonical text of a value: sorted keys, two-space indent, block
 /// scalars for multi-line strings. Equal values always give equal text.
+/// Values of the usual shapes are written directly ([`canonical`]), the
+/// others by libyaml's emitter: the same text either way.
 pub fn to_canonical(value: &Value) -> String {
+    let mut out = Vec::new();
+    if canonical::write_document(value, &mut out)
+        && let Ok(text) = String::from_utf8(out)
+    {
+        return text;
+    }
+    emitted_canonical(value)
+}
+
+/// [`to_canonical`] by libyaml's emitter alone: the reference the direct
+/// writer is tested against.
+pub fn emitted_canonical(value: &Value) -> String {
     // Serializing a `serde_json::Value` cannot fail: keys are strings and
     // there are no non-finite floats in JSON numbers.
     serde_norway::to_string(value).unwrap_or_else(|e| format!("# unserializable: {e}\n"))
@@ -402,7 +416,7 @@ pub fn to_canonical_documents<'a>(values: impl IntoIterator<Item = &'a Value>, o
             out.extend_from_slice(b"---\n");
         }
         if !canonical::write_document(v, out) {
-            out.extend_from_slice(to_canonical(v).as_bytes());
+            out.extend_from_slice(emitted_canonical(v).as_bytes());
         }
     }
 }
