@@ -11,25 +11,29 @@ use super::Action;
 use crate::resource::Resource;
 
 /// Leaf values by dotted path (`spec.replicas`, `data.KEY`).
-fn leaves(v: &Value, path: &str, out: &mut BTreeMap<String, Value>) {
+fn leaves<'a>(v: &'a Value, path: &mut String, out: &mut BTreeMap<String, &'a Value>) {
+    let parent = path.len();
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, x) in m {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                leaves(x, &p, out);
+                if parent > 0 {
+                    path.push('.');
+                }
+                path.push_str(k);
+                leaves(x, path, out);
+                path.truncate(parent);
             }
         }
         Value::Array(a) if !a.is_empty() => {
             for (i, x) in a.iter().enumerate() {
-                leaves(x, &format!("{path}[{i}]"), out);
+                use std::fmt::Write as _;
+                let _ = write!(path, "[{i}]");
+                leaves(x, path, out);
+                path.truncate(parent);
             }
         }
         _ => {
-            out.insert(path.to_string(), v.clone());
+            out.insert(path.clone(), v);
         }
     }
 }
@@ -199,8 +203,8 @@ fn changed(old: &Resource, new: &Resource) -> String {
     let secret = new.id.group.is_empty() && new.id.kind == "Secret";
     let mut a = BTreeMap::new();
     let mut b = BTreeMap::new();
-    leaves(&old.object, "", &mut a);
-    leaves(&new.object, "", &mut b);
+    leaves(&old.object, &mut String::new(), &mut a);
+    leaves(&new.object, &mut String::new(), &mut b);
     let mut paths: Vec<&String> = a
         .keys()
         .chain(b.keys())
@@ -266,8 +270,9 @@ fn changed(old: &Resource, new: &Resource) -> String {
             }
         }
     }
-    let get =
-        |m: &BTreeMap<String, Value>, p: &str| m.get(p).map(text).unwrap_or_else(|| "none".into());
+    let get = |m: &BTreeMap<String, &Value>, p: &str| {
+        m.get(p).map(|v| text(v)).unwrap_or_else(|| "none".into())
+    };
     if a.get("spec.replicas") != b.get("spec.replicas") {
         parts.push(format!(
             "replicas {} → {}",
@@ -307,7 +312,7 @@ fn changed(old: &Resource, new: &Resource) -> String {
     if !data_removed.is_empty() {
         parts.push(format!("removed keys {}", data_removed.join(", ")));
     }
-    let list = |m: &BTreeMap<String, Value>, pre: &str, suf: &str| -> Vec<String> {
+    let list = |m: &BTreeMap<String, &Value>, pre: &str, suf: &str| -> Vec<String> {
         m.iter()
             .filter(|(k, _)| k.starts_with(pre) && k.ends_with(suf))
             .map(|(_, v)| text(v))

@@ -176,27 +176,30 @@ pub fn check(res: &Resource, builtin: bool) -> Vec<Problem> {
     // A CRD's schema names fields `limits`, `port` or `replicas` with
     // schemas as values: the rules below are for objects, not schemas.
     if builtin && kind != "CustomResourceDefinition" {
-        walk(&res.object, "", &mut push);
+        walk(&res.object, &mut String::new(), &mut push);
     }
     out
 }
 
-/// Fields checked wherever they appear in a built-in object.
-fn walk(v: &Value, path: &str, push: &mut impl FnMut(&str, String, Option<String>)) {
+/// Fields checked wherever they appear in a built-in object. `path` is
+/// one buffer for the whole walk (extended and cut back per field: most
+/// fields need no path at all).
+fn walk(v: &Value, path: &mut String, push: &mut impl FnMut(&str, String, Option<String>)) {
     match v {
         Value::Object(map) => {
             for (key, child) in map {
-                let p = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let parent = path.len();
+                if parent > 0 {
+                    path.push('.');
+                }
+                path.push_str(key);
+                let p = path.as_str();
                 match (key.as_str(), child) {
                     ("replicas" | "minReplicas" | "maxReplicas", Value::Number(n))
                         if n.as_i64().is_some_and(|x| x < 0) =>
                     {
                         push(
-                            &p,
+                            p,
                             format!("must be 0 or more, found {n}"),
                             Some(n.to_string()),
                         );
@@ -205,7 +208,7 @@ fn walk(v: &Value, path: &str, push: &mut impl FnMut(&str, String, Option<String
                         if !n.as_i64().is_some_and(|x| (1..=65535).contains(&x)) =>
                     {
                         push(
-                            &p,
+                            p,
                             format!("must be a port number from 1 to 65535, found {n}"),
                             Some(n.to_string()),
                         );
@@ -214,7 +217,7 @@ fn walk(v: &Value, path: &str, push: &mut impl FnMut(&str, String, Option<String
                         if !n.as_i64().is_some_and(|x| (0..=65535).contains(&x)) =>
                     {
                         push(
-                            &p,
+                            p,
                             format!("must be a port number from 1 to 65535, found {n}"),
                             Some(n.to_string()),
                         );
@@ -241,7 +244,7 @@ fn walk(v: &Value, path: &str, push: &mut impl FnMut(&str, String, Option<String
                     }
                     ("sizeLimit" | "storage", Value::String(s)) if !is_quantity(s) => {
                         push(
-                            &p,
+                            p,
                             format!("`{s}` is not a quantity (e.g. 1Gi)"),
                             Some(s.clone()),
                         );
@@ -257,15 +260,20 @@ fn walk(v: &Value, path: &str, push: &mut impl FnMut(&str, String, Option<String
                                 push(&format!("{p}[{i}].image"), why, Some(image.to_string()));
                             }
                         }
-                        walk(child, &p, push);
+                        walk(child, path, push);
                     }
-                    _ => walk(child, &p, push),
+                    _ => walk(child, path, push),
                 }
+                path.truncate(parent);
             }
         }
         Value::Array(items) => {
+            let parent = path.len();
             for (i, item) in items.iter().enumerate() {
-                walk(item, &format!("{path}[{i}]"), push);
+                use std::fmt::Write as _;
+                let _ = write!(path, "[{i}]");
+                walk(item, path, push);
+                path.truncate(parent);
             }
         }
         _ => {}
