@@ -116,18 +116,11 @@ pub fn drawn() -> (u64, u64) {
 /// covers all of it; otherwise draws nothing and returns false, so that
 /// rendering the template stops where it would have.
 pub fn charge(steps: u64, bytes: u64) -> bool {
-    BUDGET.with(|cell| {
-        let Some(mut b) = cell.get() else {
-            return true;
-        };
-        if b.exceeded.is_some() || steps > b.steps_left || bytes > b.bytes_left {
-            return false;
-        }
-        b.steps_left -= steps;
-        b.bytes_left -= bytes;
-        cell.set(Some(b));
-        true
-    })
+    let fits = BUDGET.with(|cell| {
+        cell.get()
+            .is_none_or(|b| b.exceeded.is_none() && steps <= b.steps_left && bytes <= b.bytes_left)
+    });
+    fits && draw(steps, bytes).is_ok()
 }
 
 /// Draws `steps` steps and `bytes` bytes, as a handlebars error when the

@@ -285,8 +285,13 @@ pub fn compare_with(
     unchanged.sort();
 
     let mut charts = ChartCache::default();
-    // Templates that are the same at both revisions render once.
-    let memo = super::memo::Memo::keeping(head_fingerprints(head, &head_layout, &mut charts));
+    // Templates that are the same at both revisions render once. With the
+    // same settings and charts, a release is re-rendered only because its
+    // own files changed, so its context differs and nothing could be reused:
+    // keep nothing then (a PR touching many apps would copy them all).
+    let reusable = !(settings_same && all_charts_same);
+    let memo = reusable
+        .then(|| super::memo::Memo::keeping(head_fingerprints(head, &head_layout, &mut charts)));
     let mut base_releases = merge_results(
         render_specs(
             base,
@@ -296,7 +301,7 @@ pub fn compare_with(
             Need::Optional,
             Hooks {
                 finish: None,
-                memo: Some(super::memo::Use::Record(&memo)),
+                memo: memo.as_ref().map(super::memo::Use::Record),
             },
         ),
         render_sources(base, &base_layout, &base_sources_todo, Need::Optional, None),
@@ -316,12 +321,12 @@ pub fn compare_with(
             Need::Optional,
             Hooks {
                 finish: None,
-                memo: Some(super::memo::Use::Reuse(&memo)),
+                memo: memo.as_ref().map(super::memo::Use::Reuse),
             },
         ),
         render_sources(head, &head_layout, &head_sources_todo, Need::Optional, None),
     )?;
-    let reused_templates = memo.reused();
+    let reused_templates = memo.as_ref().map_or(0, super::memo::Memo::reused);
     drop(memo);
     pin_images(&mut head_releases, &head_layout, true)?;
     check_duplicates(&head_releases)?;

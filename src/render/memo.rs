@@ -19,12 +19,11 @@ use sha2::Digest as _;
 use crate::resource::Origin;
 
 /// Parsed template output of the base, by [`key`].
-#[derive(Default)]
 pub struct Memo {
     entries: Mutex<HashMap<[u8; 32], Entry>>,
-    /// Fingerprints of the head's templates, when known: only their output
-    /// is worth keeping (a changed template's never is).
-    wanted: Option<HashSet<[u8; 32]>>,
+    /// Fingerprints of the head's templates: only their output is worth
+    /// keeping (a changed template's never is).
+    wanted: HashSet<[u8; 32]>,
     reused: AtomicUsize,
 }
 
@@ -52,14 +51,15 @@ impl Memo {
     /// fingerprints.
     pub fn keeping(fingerprints: HashSet<[u8; 32]>) -> Memo {
         Memo {
-            wanted: Some(fingerprints),
-            ..Memo::default()
+            entries: Mutex::default(),
+            wanted: fingerprints,
+            reused: AtomicUsize::new(0),
         }
     }
 
     /// Whether output of the template with `fingerprint` may be reused.
     pub fn wants(&self, fingerprint: &[u8; 32]) -> bool {
-        self.wanted.as_ref().is_none_or(|w| w.contains(fingerprint))
+        self.wanted.contains(fingerprint)
     }
 
     /// Keeps `entry` under `key`.
@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn an_entry_is_taken_once() {
-        let memo = Memo::default();
+        let memo = Memo::keeping(HashSet::from([[2; 32]]));
+        assert!(memo.wants(&[2; 32]) && !memo.wants(&[3; 32]));
         memo.record(
             [1; 32],
             Entry {
