@@ -5,7 +5,10 @@
 //! reads files. It never checks anything out or writes to the work tree, so a
 //! commit can be rendered while the user has uncommitted edits.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use gix::ObjectId;
 
@@ -223,6 +226,45 @@ pub struct Snapshot {
     commit: Option<ObjectId>,
     /// `limits.fileBytes`, set once `kdeploy.yaml` is read.
     file_limit: std::sync::atomic::AtomicU64,
+    /// Objects any reader has decoded, for every reader.
+    objects: Objects,
+}
+
+/// Trees and blobs decoded once for all reader threads.
+///
+/// Releases read the same objects over and over: the root and `services`
+/// trees on every lookup, an app's tree and its `config.yaml` once per
+/// environment, on whichever thread renders that environment. Loose objects
+/// (a repo right after `git commit`) cost an open, a map and an inflate per
+/// read, and a per-thread cache only catches repeats on the same thread.
+/// Config repos are small (the 3,000-release bench repo is 0.6 MB of
+/// objects), so this keeps all of them up to a bound.
+#[derive(Debug, Default)]
+struct Objects {
+    map: Mutex<HashMap<ObjectId, Arc<[u8]>>>,
+    bytes: AtomicUsize,
+}
+
+/// Bytes of decoded objects [`Objects`] keeps; past it, objects are read
+/// from git each time.
+const SHARED_OBJECT_BYTES: usize = 16 << 20;
+
+impl Objects {
+    fn get(&self, id: &ObjectId) -> Option<Arc<[u8]>> {
+        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(id).cloned()
+    }
+
+    fn keep(&self, id: ObjectId, data: Vec<u8>) -> Arc<[u8]> {
+        let data: Arc<[u8]> = data.into();
+        if self.bytes.load(Ordering::Relaxed) + data.len() <= SHARED_OBJECT_BYTES {
+            let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map.insert(id, Arc::clone(&data)).is_none() {
+                self.bytes.fetch_add(data.len(), Ordering::Relaxed);
+            }
+        }
+        data
+    }
 }
 
 impl Snapshot {
@@ -318,6 +360,7 @@ impl Snapshot {
             label,
             commit,
             file_limit: std::sync::atomic::AtomicU64::new(DEFAULT_FILE_LIMIT),
+            objects: Objects::default(),
         }
     }
 
@@ -364,23 +407,12 @@ impl Snapshot {
         Reader {
             snapshot: self,
             repo: match &self.kind {
-                Kind::Git { repo, .. } => {
-                    let mut repo = repo.to_thread_local();
-                    // Releases share blobs (the same config or version text
-                    // in many apps): read once per reader, not once per
-                    // release, which costs a file and an inflate each when
-                    // objects are loose.
-                    repo.object_cache_size_if_unset(OBJECT_CACHE);
-                    Some(repo)
-                }
+                Kind::Git { repo, .. } => Some(repo.to_thread_local()),
                 Kind::Dir { .. } | Kind::Empty => None,
             },
         }
     }
 }
-
-/// Bytes of decoded objects each reader keeps.
-const OBJECT_CACHE: usize = 2 << 20;
 
 /// Resolves a revision spec to a commit id.
 ///
@@ -484,11 +516,9 @@ impl<'a> Reader<'a> {
         let mut out = Vec::new();
         match (&self.snapshot.kind, &self.repo, dir.id) {
             (Kind::Empty, _, _) => {}
-            (Kind::Git { .. }, Some(repo), Some(id)) => {
-                let tree = repo
-                    .find_tree(id)
-                    .map_err(|e| self.read_error(&dir.path, e))?;
-                let decoded = tree.decode().map_err(|e| self.read_error(&dir.path, e))?;
+            (Kind::Git { .. }, Some(_), Some(id)) => {
+                let data = self.tree_data(&dir.path, id)?;
+                let decoded = self.decode_tree(&dir.path, &data)?;
                 for entry in &decoded.entries {
                     let mode = entry.mode;
                     let path = dir.join(&entry.filename.to_string());
@@ -549,6 +579,27 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// A tree's raw entries, from the shared objects or from git.
+    fn tree_data(&self, path: &str, id: ObjectId) -> Result<Arc<[u8]>, Error> {
+        let objects = &self.snapshot.objects;
+        if let Some(data) = objects.get(&id) {
+            return Ok(data);
+        }
+        let Some(repo) = &self.repo else {
+            return Err(self.read_error(path, std::io::Error::other("no repository")));
+        };
+        let mut tree = repo.find_tree(id).map_err(|e| self.read_error(path, e))?;
+        Ok(objects.keep(id, std::mem::take(&mut tree.data)))
+    }
+
+    fn decode_tree<'d>(&self, path: &str, data: &'d [u8]) -> Result<gix::objs::TreeRef<'d>, Error> {
+        let hash = self
+            .repo
+            .as_ref()
+            .map_or(gix::hash::Kind::Sha1, gix::Repository::object_hash);
+        gix::objs::TreeRef::from_bytes(data, hash).map_err(|e| self.read_error(path, e))
+    }
+
     /// A link in git objects: its blob is the target path, resolved on the
     /// text against the link's directory (git has no file system to ask).
     fn git_link(&self, dir: &Node, path: String, blob: ObjectId) -> Result<Node, Error> {
@@ -582,7 +633,7 @@ impl<'a> Reader<'a> {
         path: &str,
         hops: usize,
     ) -> Result<Option<(ObjectId, bool)>, &'static str> {
-        let (Some(repo), Some(root)) = (&self.repo, self.snapshot.root().id) else {
+        let (Some(_), Some(root)) = (&self.repo, self.snapshot.root().id) else {
             return Ok(None);
         };
         if hops >= MAX_LINK_HOPS {
@@ -594,10 +645,10 @@ impl<'a> Reader<'a> {
             if !current.1 {
                 return Ok(None);
             }
-            let Ok(tree) = repo.find_tree(current.0) else {
+            let Ok(data) = self.tree_data(&walked, current.0) else {
                 return Ok(None);
             };
-            let Ok(decoded) = tree.decode() else {
+            let Ok(decoded) = self.decode_tree(&walked, &data) else {
                 return Ok(None);
             };
             let Some(entry) = decoded.entries.iter().find(|e| e.filename == part) else {
@@ -701,6 +752,12 @@ impl<'a> Reader<'a> {
         match (&self.snapshot.kind, &self.repo, file.id) {
             // The object header gives the size without inflating the blob.
             (Kind::Git { .. }, Some(repo), Some(id)) => {
+                if let Some(data) = self.snapshot.objects.get(&id) {
+                    if data.len() as u64 > limit {
+                        return Err(too_large(data.len() as u64));
+                    }
+                    return Ok(data.to_vec());
+                }
                 let size = repo
                     .find_header(id)
                     .map_err(|e| self.read_error(&file.path, e))?
@@ -735,8 +792,11 @@ impl<'a> Reader<'a> {
         let Some(repo) = &self.repo else {
             return Err(self.read_error(path, std::io::Error::other("no repository")));
         };
+        if let Some(data) = self.snapshot.objects.get(&id) {
+            return Ok(data.to_vec());
+        }
         let mut blob = repo.find_blob(id).map_err(|e| self.read_error(path, e))?;
-        Ok(blob.take_data())
+        Ok(self.snapshot.objects.keep(id, blob.take_data()).to_vec())
     }
 
     /// The contents of a file as UTF-8 text.

@@ -15,6 +15,7 @@
 //! and at the template otherwise.
 
 pub mod fields;
+mod image_ref;
 
 use std::collections::BTreeSet;
 
