@@ -251,14 +251,20 @@ const SHARED_OBJECT_BYTES: usize = 16 << 20;
 
 impl Objects {
     fn get(&self, id: &ObjectId) -> Option<Arc<[u8]>> {
-        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(id).cloned()
     }
 
     fn keep(&self, id: ObjectId, data: Vec<u8>) -> Arc<[u8]> {
         let data: Arc<[u8]> = data.into();
         if self.bytes.load(Ordering::Relaxed) + data.len() <= SHARED_OBJECT_BYTES {
-            let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = self
+                .map
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if map.insert(id, Arc::clone(&data)).is_none() {
                 self.bytes.fetch_add(data.len(), Ordering::Relaxed);
             }

@@ -216,6 +216,140 @@ proptest! {
     }
 }
 
+/// A value written as block YAML the way templates write it, with the
+/// freedoms YAML allows: indentation width, sequences indented or not under
+/// their key, scalars plain (as they are, valid or not), single- or
+/// double-quoted, comments, blank lines and trailing spaces.
+fn block_text(v: &Value, choices: &[u8]) -> String {
+    let mut out = String::new();
+    let mut pick = choices.iter().cycle().copied();
+    write_block(v, 0, &mut pick, &mut out);
+    out
+}
+
+fn write_scalar(v: &Value, pick: &mut impl Iterator<Item = u8>) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Array(_) => return "[]".into(),
+        Value::Object(_) => return "{}".into(),
+        other => other.to_string(),
+    };
+    let mut out = match pick.next().unwrap_or(0) % 6 {
+        0 => format!("'{}'", text.replace('\'', "''")),
+        1 => serde_json::to_string(&text).unwrap_or_default(),
+        2 => format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")),
+        _ => text,
+    };
+    match pick.next().unwrap_or(0) % 8 {
+        0 => out.push_str(" # note"),
+        1 => out.push_str("  "),
+        _ => {}
+    }
+    out
+}
+
+fn write_block(v: &Value, indent: usize, pick: &mut impl Iterator<Item = u8>, out: &mut String) {
+    let step = 1 + usize::from(pick.next().unwrap_or(1) % 4);
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, item) in map {
+                if pick.next().unwrap_or(0).is_multiple_of(9) {
+                    out.push_str(&" ".repeat(indent + 1));
+                    out.push_str("# comment\n\n");
+                }
+                out.push_str(&" ".repeat(indent));
+                let key = if pick.next().unwrap_or(0).is_multiple_of(7) {
+                    format!("'{}'", k.replace('\'', "''"))
+                } else {
+                    k.clone()
+                };
+                match item {
+                    // A list of scalars, sometimes in flow style (`[ALL]`,
+                    // `toJson`'s `["a","b"]`).
+                    Value::Array(list)
+                        if !list.is_empty()
+                            && list.iter().all(|i| !i.is_array() && !i.is_object())
+                            && pick.next().unwrap_or(0).is_multiple_of(3) =>
+                    {
+                        let items: Vec<String> = list
+                            .iter()
+                            .map(|i| {
+                                write_scalar(i, pick)
+                                    .trim_end_matches(" # note")
+                                    .trim_end()
+                                    .to_string()
+                            })
+                            .collect();
+                        let sep = if pick.next().unwrap_or(0).is_multiple_of(2) {
+                            ","
+                        } else {
+                            ", "
+                        };
+                        out.push_str(&format!("{key}: [{}]\n", items.join(sep)));
+                    }
+                    Value::Array(list) if !list.is_empty() => {
+                        out.push_str(&format!("{key}:\n"));
+                        let same = pick.next().unwrap_or(0).is_multiple_of(3);
+                        write_block(item, if same { indent } else { indent + step }, pick, out);
+                    }
+                    Value::Object(m) if !m.is_empty() => {
+                        out.push_str(&format!("{key}:\n"));
+                        write_block(item, indent + step, pick, out);
+                    }
+                    _ => out.push_str(&format!("{key}: {}\n", write_scalar(item, pick))),
+                }
+            }
+        }
+        Value::Array(list) if !list.is_empty() => {
+            for item in list {
+                out.push_str(&" ".repeat(indent));
+                match item {
+                    Value::Object(m) if !m.is_empty() => {
+                        // `- key: value`: the rest of the mapping at the key's column.
+                        out.push_str("- ");
+                        let mut inner = String::new();
+                        write_block(item, indent + 2, pick, &mut inner);
+                        out.push_str(inner.trim_start_matches(' '));
+                    }
+                    Value::Array(l) if !l.is_empty() => {
+                        out.push_str("-\n");
+                        write_block(item, indent + step, pick, out);
+                    }
+                    _ => out.push_str(&format!("- {}\n", write_scalar(item, pick))),
+                }
+            }
+        }
+        _ => out.push_str(&format!(
+            "{}{}\n",
+            " ".repeat(indent),
+            write_scalar(v, pick)
+        )),
+    }
+}
+
+proptest! {
+    /// Whichever path reads a text (line by line, parser events, serde),
+    /// what it accepts is serde_norway's value for that text.
+    #[test]
+    fn the_yaml_reader_reads_what_serde_norway_reads(
+        value in prop::collection::btree_map("[a-zA-Z][a-zA-Z0-9./-]{0,12}", manifest_value(), 1..6),
+        choices in prop::collection::vec(any::<u8>(), 1..64),
+        noise in yamlish(),
+    ) {
+        let value = Value::Object(value.into_iter().collect());
+        for text in [block_text(&value, &choices), noise] {
+            // Blank text is null by our rule, before any parser sees it.
+            if yaml::is_blank(&text) {
+                continue;
+            }
+            if let Ok(ours) = yaml::parse(&text) {
+                let theirs: Result<Value, _> = serde_norway::from_str(&text);
+                prop_assert_eq!(Some(&ours), theirs.as_ref().ok(), "{:?}", text);
+            }
+        }
+    }
+}
+
 /// Template text made of handlebars constructs, including the costly ones.
 fn template() -> impl Strategy<Value = String> {
     let piece = prop_oneof![

@@ -94,7 +94,8 @@ fn is_path_component(part: &str) -> bool {
             i += 1;
         }
         let separator = &b[start..i];
-        let allowed = matches!(separator, b"." | b"_" | b"__") || separator.iter().all(|&c| c == b'-');
+        let allowed =
+            matches!(separator, b"." | b"_" | b"__") || separator.iter().all(|&c| c == b'-');
         if !allowed {
             return false;
         }
@@ -185,9 +186,24 @@ mod tests {
     /// input reaches hosts, ports, separators, tags and digests.
     fn imageish() -> impl Strategy<Value = String> {
         let piece = prop_oneof![
-            Just("a"), Just("z9"), Just("A"), Just("0"), Just("."), Just("_"), Just("__"),
-            Just("-"), Just("--"), Just(":"), Just("/"), Just("@"), Just("5000"),
-            Just("localhost"), Just("ghcr.io"), Just("é"), Just(" "), Just("sha256:"),
+            Just("a"),
+            Just("z9"),
+            Just("A"),
+            Just("0"),
+            Just("."),
+            Just("_"),
+            Just("__"),
+            Just("-"),
+            Just("--"),
+            Just(":"),
+            Just("/"),
+            Just("@"),
+            Just("5000"),
+            Just("localhost"),
+            Just("ghcr.io"),
+            Just("é"),
+            Just(" "),
+            Just("sha256:"),
             Just("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
         ];
         prop::collection::vec(piece, 1..14).prop_map(|p| p.concat())

@@ -137,7 +137,7 @@ fn walk(text: &str, duplicate: &mut bool) -> Option<Value> {
 
 /// A plain scalar resolved as serde_norway resolves it; `None` where
 /// serde_json would not hold it as such (128-bit ints, inf, NaN).
-fn plain(s: String) -> Option<Value> {
+pub(super) fn plain(s: String) -> Option<Value> {
     match s.as_str() {
         "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
         "true" | "True" | "TRUE" => return Some(Value::Bool(true)),

@@ -10,6 +10,7 @@
 
 use serde_json::Value;
 
+mod block;
 mod canonical;
 mod fast;
 
@@ -354,8 +355,11 @@ pub fn parse(text: &str) -> Result<Value, ParseError> {
     if is_blank(text) {
         return Ok(Value::Null);
     }
-    // The fast path stops by itself at MAX_DEPTH; the depth check (one more
-    // pass over the text) is needed only before the other parsers.
+    // Both fast paths stop by themselves at MAX_DEPTH; the depth check (one
+    // more pass over the text) is needed only before the other parsers.
+    if let Some(value) = block::parse(text) {
+        return Ok(value);
+    }
     match fast::outcome(text) {
         fast::Outcome::Value(value) => return Ok(value),
         fast::Outcome::Duplicate => {
