@@ -88,9 +88,15 @@ fn check_typed<T: DeserializeOwned>(object: &Value) -> Vec<String> {
             unknown.push(format!("{p}: unknown field"));
         }
     };
-    let typed: Result<T, _> =
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(object, &mut seen));
-    match typed {
+    if T::deserialize(serde_ignored::Deserializer::new(object, &mut seen)).is_ok() {
+        return unknown;
+    }
+    // Again with the path tracked, which only the message needs: most
+    // objects are valid and pay for one pass without it.
+    let mut ignore = |_: serde_ignored::Path<'_>| {};
+    let tracked: Result<T, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(object, &mut ignore));
+    match tracked {
         Err(e) => vec![format!(
             "{}: {}",
             e.path(),

@@ -199,11 +199,9 @@ fn key_of(content: &str) -> Option<(String, &str)> {
             (key, after.strip_prefix(':')?)
         }
         _ => {
-            let colon = content
-                .find(": ")
-                .or_else(|| content.ends_with(':').then(|| content.len() - 1))?;
+            let colon = key_colon(content)?;
             let key = &content[..colon];
-            if !plain_start(key) || key.ends_with(' ') || key.contains(" #") {
+            if !plain_start(key) || key.ends_with(' ') || comment_start(key).is_some() {
                 return None;
             }
             // Keys are strings; `1:` or `true:` keep serde_norway's spelling.
@@ -217,6 +215,33 @@ fn key_of(content: &str) -> Option<(String, &str)> {
         return None;
     }
     Some((key, after.trim_start_matches(' ')))
+}
+
+/// The first `:` followed by a space or the end: where a plain key ends.
+/// (A byte search: `str::find(": ")` set up a substring searcher per line.)
+fn key_colon(s: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s[from..].find(':') {
+        let at = from + i;
+        if matches!(s.as_bytes().get(at + 1), None | Some(b' ')) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Where a ` #` comment starts in a plain scalar's line.
+fn comment_start(s: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s[from..].find('#') {
+        let at = from + i;
+        if at > 0 && s.as_bytes()[at - 1] == b' ' {
+            return Some(at - 1);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// A plain scalar may start here: not with an indicator, and `-` only
@@ -246,11 +271,11 @@ fn scalar(rest: &str) -> Option<Value> {
             if !plain_start(rest) {
                 return None;
             }
-            let text = match rest.find(" #") {
+            let text = match comment_start(rest) {
                 Some(i) => rest[..i].trim_end_matches(' '),
                 None => rest,
             };
-            if text.contains(": ") || text.ends_with(':') {
+            if key_colon(text).is_some() {
                 return None;
             }
             plain(text.to_string())
