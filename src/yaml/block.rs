@@ -118,14 +118,9 @@ impl<'a> Reader<'a> {
                 let deeper = next.indent;
                 self.block(deeper)
             }
+            // `key:` then `- item` lines at the key's indentation.
             Some(next) if key && next.indent == indent && is_entry(next.content) => {
-                self.depth += 1;
-                if self.depth > MAX_DEPTH {
-                    return None;
-                }
-                let value = self.sequence(indent);
-                self.depth -= 1;
-                value
+                self.block(indent)
             }
             _ => Some(Value::Null),
         }
