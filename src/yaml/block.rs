@@ -96,15 +96,20 @@ impl<'a> Reader<'a> {
 
     /// The block node whose first line is the current one, at `indent`.
     fn block(&mut self, indent: usize) -> Option<Value> {
+        if is_entry(self.peek()?.content) {
+            self.deeper(|r| r.sequence(indent))
+        } else {
+            self.deeper(|r| r.mapping(indent, None))
+        }
+    }
+
+    /// `read` one level deeper, refused past [`MAX_DEPTH`].
+    fn deeper(&mut self, read: impl FnOnce(&mut Self) -> Option<Value>) -> Option<Value> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return None;
         }
-        let value = if is_entry(self.peek()?.content) {
-            self.sequence(indent)
-        } else {
-            self.mapping(indent)
-        };
+        let value = read(self);
         self.depth -= 1;
         value
     }
@@ -140,13 +145,14 @@ impl<'a> Reader<'a> {
                 items.push(self.nested(indent, false)?);
             } else if is_entry(rest) {
                 return None; // `- - x`
-            } else if key_of(rest).is_some() {
-                // `- key: value` opens a mapping at the key's column.
+            } else if let Some(entry) = key_of(rest) {
+                // `- key: value` opens a mapping at the key's column; its
+                // first key is already read.
                 self.lines[self.at] = Line {
                     indent: column,
                     content: rest,
                 };
-                items.push(self.block(column)?);
+                items.push(self.deeper(|r| r.mapping(column, Some(entry)))?);
             } else {
                 // A deeper line after it (a multi-line plain scalar, or an
                 // error) stops the loop below.
@@ -160,7 +166,9 @@ impl<'a> Reader<'a> {
         Some(Value::Array(items))
     }
 
-    fn mapping(&mut self, indent: usize) -> Option<Value> {
+    /// A block mapping at `indent`; `first` is its first line's entry when
+    /// the caller has read it already.
+    fn mapping(&mut self, indent: usize, mut first: Option<(String, &'a str)>) -> Option<Value> {
         let mut map = Map::new();
         while let Some(line) = self.peek() {
             if line.indent != indent {
@@ -169,7 +177,10 @@ impl<'a> Reader<'a> {
                 }
                 break;
             }
-            let (key, rest) = key_of(line.content)?;
+            let (key, rest) = match first.take() {
+                Some(entry) => entry,
+                None => key_of(line.content)?,
+            };
             self.at += 1;
             let value = if rest.is_empty() || rest.starts_with('#') {
                 self.nested(indent, true)?
