@@ -38,6 +38,68 @@ fn leaves<'a>(v: &'a Value, path: &mut String, out: &mut BTreeMap<String, &'a Va
     }
 }
 
+/// Each side's leaf at a path, `None` where that side has none there.
+type Sides<'a> = (Option<&'a Value>, Option<&'a Value>);
+
+/// The leaves that differ between `a` and `b`, by dotted path: what
+/// [`leaves`] of both sides and a comparison per path give, without
+/// flattening the parts that are equal (most of a changed object: this
+/// was most of a plan's summary work when a chart change touched every
+/// release).
+fn differing<'a>(
+    a: Option<&'a Value>,
+    b: Option<&'a Value>,
+    path: &mut String,
+    out: &mut BTreeMap<String, Sides<'a>>,
+) {
+    if a == b {
+        return;
+    }
+    let parent = path.len();
+    match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) if !x.is_empty() && !y.is_empty() => {
+            let only_y = y.keys().filter(|k| !x.contains_key(*k));
+            for k in x.keys().chain(only_y) {
+                if parent > 0 {
+                    path.push('.');
+                }
+                path.push_str(k);
+                differing(x.get(k), y.get(k), path, out);
+                path.truncate(parent);
+            }
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) if !x.is_empty() && !y.is_empty() => {
+            for i in 0..x.len().max(y.len()) {
+                use std::fmt::Write as _;
+                let _ = write!(path, "[{i}]");
+                differing(x.get(i), y.get(i), path, out);
+                path.truncate(parent);
+            }
+        }
+        _ => {
+            // A leaf against anything else, or a side missing: every leaf
+            // of each side; equal pairs are possible only where odd keys
+            // make two shapes spell one path.
+            let mut here: BTreeMap<String, Sides<'a>> = BTreeMap::new();
+            for (first, v) in [(true, a), (false, b)] {
+                let mut at = BTreeMap::new();
+                if let Some(v) = v {
+                    leaves(v, path, &mut at);
+                }
+                for (p, v) in at {
+                    let entry = here.entry(p).or_insert((None, None));
+                    if first {
+                        entry.0 = Some(v);
+                    } else {
+                        entry.1 = Some(v);
+                    }
+                }
+            }
+            out.extend(here.into_iter().filter(|(_, (x, y))| x != y));
+        }
+    }
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -201,17 +263,14 @@ pub fn describe(action: Action, old: Option<&Resource>, new: Option<&Resource>) 
 
 fn changed(old: &Resource, new: &Resource) -> String {
     let secret = new.id.group.is_empty() && new.id.kind == "Secret";
-    let mut a = BTreeMap::new();
-    let mut b = BTreeMap::new();
-    leaves(&old.object, &mut String::new(), &mut a);
-    leaves(&new.object, &mut String::new(), &mut b);
-    let mut paths: Vec<&String> = a
-        .keys()
-        .chain(b.keys())
-        .filter(|p| a.get(*p) != b.get(*p))
-        .collect();
-    paths.sort();
-    paths.dedup();
+    let mut diff = BTreeMap::new();
+    differing(
+        Some(&old.object),
+        Some(&new.object),
+        &mut String::new(),
+        &mut diff,
+    );
+    let paths: Vec<&String> = diff.keys().collect();
     if paths.is_empty() {
         return "no field changes".into();
     }
@@ -270,15 +329,9 @@ fn changed(old: &Resource, new: &Resource) -> String {
             }
         }
     }
-    let get = |m: &BTreeMap<String, &Value>, p: &str| {
-        m.get(p).map(|v| text(v)).unwrap_or_else(|| "none".into())
-    };
-    if a.get("spec.replicas") != b.get("spec.replicas") {
-        parts.push(format!(
-            "replicas {} → {}",
-            get(&a, "spec.replicas"),
-            get(&b, "spec.replicas")
-        ));
+    let shown = |v: Option<&Value>| v.map(text).unwrap_or_else(|| "none".into());
+    if let Some((x, y)) = diff.get("spec.replicas") {
+        parts.push(format!("replicas {} → {}", shown(*x), shown(*y)));
     }
     // ConfigMap and Secret keys: values for ConfigMaps, names only for Secrets.
     let mut data_changed = Vec::new();
@@ -287,7 +340,7 @@ fn changed(old: &Resource, new: &Resource) -> String {
     for p in &paths {
         for prefix in ["data.", "stringData.", "binaryData."] {
             if let Some(key) = p.strip_prefix(prefix) {
-                match (a.get(*p), b.get(*p)) {
+                match diff[*p] {
                     (Some(x), Some(y)) if !secret => {
                         data_changed.push(format!("{key}: {} → {}", text(x), text(y)));
                     }
@@ -318,11 +371,22 @@ fn changed(old: &Resource, new: &Resource) -> String {
             .map(|(_, v)| text(v))
             .collect()
     };
+    // Whole lists, so only when one of their leaves changed.
+    let mut all = None;
     for (pre, suf, word) in [
         ("spec.rules[", ".host", "hosts"),
         ("spec.ports[", ".port", "ports"),
     ] {
-        let (x, y) = (list(&a, pre, suf), list(&b, pre, suf));
+        if !paths.iter().any(|p| p.starts_with(pre) && p.ends_with(suf)) {
+            continue;
+        }
+        let (a, b) = all.get_or_insert_with(|| {
+            let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+            leaves(&old.object, &mut String::new(), &mut a);
+            leaves(&new.object, &mut String::new(), &mut b);
+            (a, b)
+        });
+        let (x, y) = (list(a, pre, suf), list(b, pre, suf));
         if x != y {
             parts.push(format!("{word} {} → {}", x.join(", "), y.join(", ")));
         }
@@ -356,7 +420,53 @@ fn changed(old: &Resource, new: &Resource) -> String {
 mod tests {
     use super::*;
     use crate::resource::{Origin, ResourceId};
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// Small objects from few keys, so that two of them share much.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (0i64..3).prop_map(Value::from),
+            prop::sample::select(vec!["x", "y", ""]).prop_map(Value::from),
+            Just(json!({})),
+            Just(json!([])),
+        ];
+        leaf.prop_recursive(4, 40, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec!["a", "b", "c", "data", "spec"]),
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The walk that skips equal parts finds what comparing every leaf
+        /// of both sides finds.
+        #[test]
+        fn differing_leaves_are_those_of_a_full_comparison(a in value(), b in value()) {
+            let (mut x, mut y) = (BTreeMap::new(), BTreeMap::new());
+            leaves(&a, &mut String::new(), &mut x);
+            leaves(&b, &mut String::new(), &mut y);
+            let full: BTreeMap<String, Sides<'_>> = x
+                .keys()
+                .chain(y.keys())
+                .filter(|p| x.get(*p) != y.get(*p))
+                .map(|p| (p.clone(), (x.get(p).copied(), y.get(p).copied())))
+                .collect();
+            let mut walked = BTreeMap::new();
+            differing(Some(&a), Some(&b), &mut String::new(), &mut walked);
+            prop_assert_eq!(walked, full);
+        }
+    }
 
     fn res(kind: &str, group: &str, object: Value) -> Resource {
         Resource {
