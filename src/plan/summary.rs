@@ -78,8 +78,8 @@ fn differing<'a>(
         }
         _ => {
             // A leaf against anything else, or a side missing: every leaf
-            // of each side; equal pairs are possible only where odd keys
-            // make two shapes spell one path.
+            // of each side (a pair forms only where both are leaves here,
+            // and those differ).
             let mut here: BTreeMap<String, Sides<'a>> = BTreeMap::new();
             for (first, v) in [(true, a), (false, b)] {
                 let mut at = BTreeMap::new();
@@ -95,7 +95,7 @@ fn differing<'a>(
                     }
                 }
             }
-            out.extend(here.into_iter().filter(|(_, (x, y))| x != y));
+            out.extend(here);
         }
     }
 }
