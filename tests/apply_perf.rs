@@ -11,6 +11,10 @@ use crate::apply::{deploy, fast, state};
 use crate::k8s_sim::Sim;
 use crate::util::Repo;
 
+/// Writes in flight, measured in turn: one at a time first, the ratios
+/// against it.
+const IN_FLIGHT: [usize; 3] = [1, 8, 16];
+
 /// 200 lean apps in one environment: 1,000 resources.
 fn repo() -> Repo {
     let repo = Repo::new();
@@ -29,7 +33,7 @@ async fn measure_apply_of_1000_resources_with_2ms_latency() {
     let resources = head.resource_count();
     let all = Filter::default();
     let mut first = Vec::new();
-    for concurrency in [1, 8, 16] {
+    for concurrency in IN_FLIGHT {
         let sim = Sim::start().await;
         let client = sim.client().await;
         sim.set_latency(Duration::from_millis(2));
@@ -73,7 +77,7 @@ async fn measure_apply_of_1000_resources_with_2ms_latency() {
             }
         }
     }
-    for (took, n) in first.iter().zip([1, 8, 16]).skip(1) {
+    for (took, n) in first.iter().zip(IN_FLIGHT).skip(1) {
         println!(
             "first deploy, {n} in flight vs one at a time: {:.1}x",
             first[0].as_secs_f64() / took.as_secs_f64()

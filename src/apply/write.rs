@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, Scope};
 
 use super::hooks;
 use super::preflight::{namespace_created_by_plan, wait_established};
 use super::rollback::secret_values;
-use super::{FIELD_MANAGER, Failure, Kinds, Options, Report, Target, api_message, with_retry};
+use super::{
+    FIELD_MANAGER, Failure, Kinds, Options, Report, Target, api_for, api_message, with_retry,
+};
 use crate::hooks::Phase;
 use crate::resource::Resource;
 
@@ -224,12 +226,8 @@ async fn apply_one(
     params: &PatchParams,
     opts: &Options,
 ) -> Result<(), kube::Error> {
-    let namespace = match caps.scope {
-        Scope::Namespaced => r.id.namespace.as_deref(),
-        Scope::Cluster => None,
-    };
-    let request =
-        kube::core::Request::new(<DynamicObject as kube::Resource>::url_path(ar, namespace));
+    let api = api_for(client, ar, caps, r.id.namespace.as_deref());
+    let request = kube::core::Request::new(api.resource_url());
     let patch = Patch::Apply(&r.object);
     with_retry(opts, || async {
         let req = request
