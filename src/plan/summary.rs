@@ -537,6 +537,49 @@ mod tests {
     }
 
     #[test]
+    fn host_and_port_lists_are_whole_when_one_changes() {
+        let ing = |second: &str| {
+            res(
+                "Ingress",
+                "networking.k8s.io",
+                json!({"spec": {"rules": [{"host": "a.example.com"}, {"host": second}]}}),
+            )
+        };
+        assert_eq!(
+            describe(
+                Action::Changed,
+                Some(&ing("b.example.com")),
+                Some(&ing("c.example.com"))
+            ),
+            "hosts a.example.com, b.example.com → a.example.com, c.example.com"
+        );
+        let svc = |port: i64, name: &str| {
+            res(
+                "Service",
+                "",
+                json!({"spec": {"ports": [{"name": name, "port": port}]}}),
+            )
+        };
+        assert_eq!(
+            describe(
+                Action::Changed,
+                Some(&svc(80, "http")),
+                Some(&svc(8080, "http"))
+            ),
+            "ports 80 → 8080"
+        );
+        // A port's name alone: no list, the path instead.
+        assert_eq!(
+            describe(
+                Action::Changed,
+                Some(&svc(80, "http")),
+                Some(&svc(80, "web"))
+            ),
+            "also spec.ports[0].name"
+        );
+    }
+
+    #[test]
     fn secrets_name_keys_never_values() {
         let a = res(
             "Secret",
