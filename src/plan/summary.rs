@@ -482,6 +482,11 @@ mod tests {
         }
     }
 
+    /// The summary of `a` changing into `b`.
+    fn change(a: &Resource, b: &Resource) -> String {
+        describe(Action::Changed, Some(a), Some(b))
+    }
+
     #[test]
     fn image_changes_name_tags_digests_and_pins() {
         let d1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -522,14 +527,11 @@ mod tests {
         let a = deploy("ghcr.io/x/api:1.4.2", 2, "info", "256Mi", "a");
         let b = deploy("ghcr.io/x/api:2.4.0", 3, "debug", "512Mi", "b");
         assert_eq!(
-            describe(Action::Changed, Some(&a), Some(&b)),
+            change(&a, &b),
             "image api: 1.4.2 → 2.4.0; env LOG_LEVEL: info → debug; limits.memory 256Mi → 512Mi; replicas 2 → 3"
         );
         let c = deploy("ghcr.io/x/api:1.4.2", 2, "info", "256Mi", "b");
-        assert_eq!(
-            describe(Action::Changed, Some(&a), Some(&c)),
-            "annotations only (checksum/env)"
-        );
+        assert_eq!(change(&a, &c), "annotations only (checksum/env)");
         assert_eq!(
             describe(Action::Added, None, Some(&a)),
             "new: image ghcr.io/x/api:1.4.2, 2 replicas"
@@ -546,11 +548,7 @@ mod tests {
             )
         };
         assert_eq!(
-            describe(
-                Action::Changed,
-                Some(&ing("b.example.com")),
-                Some(&ing("c.example.com"))
-            ),
+            change(&ing("b.example.com"), &ing("c.example.com")),
             "hosts a.example.com, b.example.com → a.example.com, c.example.com"
         );
         let svc = |port: i64, name: &str| {
@@ -561,20 +559,12 @@ mod tests {
             )
         };
         assert_eq!(
-            describe(
-                Action::Changed,
-                Some(&svc(80, "http")),
-                Some(&svc(8080, "http"))
-            ),
+            change(&svc(80, "http"), &svc(8080, "http")),
             "ports 80 → 8080"
         );
         // A port's name alone: no list, the path instead.
         assert_eq!(
-            describe(
-                Action::Changed,
-                Some(&svc(80, "http")),
-                Some(&svc(80, "web"))
-            ),
+            change(&svc(80, "http"), &svc(80, "web")),
             "also spec.ports[0].name"
         );
     }
@@ -591,7 +581,7 @@ mod tests {
             "",
             json!({"data": {"password": "bmV3", "token": "eQ=="}}),
         );
-        let s = describe(Action::Changed, Some(&a), Some(&b));
+        let s = change(&a, &b);
         assert_eq!(
             s,
             "changed keys password; added keys token; removed keys old"
@@ -599,9 +589,6 @@ mod tests {
         assert!(!s.contains("c2VjcmV0") && !s.contains("bmV3"));
         let cm_a = res("ConfigMap", "", json!({"data": {"LEVEL": "info"}}));
         let cm_b = res("ConfigMap", "", json!({"data": {"LEVEL": "debug"}}));
-        assert_eq!(
-            describe(Action::Changed, Some(&cm_a), Some(&cm_b)),
-            "data LEVEL: info → debug"
-        );
+        assert_eq!(change(&cm_a, &cm_b), "data LEVEL: info → debug");
     }
 }
