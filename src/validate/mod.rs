@@ -93,10 +93,7 @@ fn check_typed<T: DeserializeOwned>(object: &Value) -> Vec<String> {
     }
     // Again with the path tracked, which only the message needs: most
     // objects are valid and pay for one pass without it.
-    let mut ignore = |_: serde_ignored::Path<'_>| {};
-    let tracked: Result<T, _> =
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(object, &mut ignore));
-    match tracked {
+    match serde_path_to_error::deserialize::<_, T>(object) {
         Err(e) => vec![format!(
             "{}: {}",
             e.path(),
