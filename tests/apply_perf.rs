@@ -12,8 +12,8 @@ use crate::k8s_sim::Sim;
 use crate::util::Repo;
 
 /// Writes in flight, measured in turn: one at a time first, the ratios
-/// against it.
-const IN_FLIGHT: [usize; 3] = [1, 8, 16];
+/// against it; 8, the default before it was 16; the default.
+const IN_FLIGHT: [usize; 3] = [1, 8, kdeploy::apply::DEFAULT_CONCURRENCY];
 
 /// 200 lean apps in one environment: 1,000 resources.
 fn repo() -> Repo {
@@ -54,7 +54,7 @@ async fn measure_apply_of_1000_resources_with_2ms_latency() {
             sim.requests().len()
         );
         first.push(took);
-        if concurrency == 8 {
+        if concurrency == kdeploy::apply::DEFAULT_CONCURRENCY {
             // One app's config changes.
             repo.write("services/app-0007/staging/config.yaml", "replicas: 3\n");
             repo.commit("one app");

@@ -43,6 +43,12 @@ use record::{Entry, Record};
 /// The field manager kdeploy applies as.
 pub const FIELD_MANAGER: &str = "kdeploy";
 
+/// Writes in flight by default. A write waits on a round trip, not on CPU;
+/// Argo CD's sync runs up to 20 at once (`--kubectl-parallelism-limit`),
+/// and the API server's fair queuing shares a priority level among clients,
+/// so 16 from one deploy neither crowds out controllers nor idles on latency.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
 /// How to apply.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -94,7 +100,7 @@ impl Default for Options {
             prune: true,
             create_namespace: false,
             force_conflicts: true,
-            concurrency: 8,
+            concurrency: DEFAULT_CONCURRENCY,
             record_namespace: "kdeploy-system".into(),
             force_record: false,
             propagation: PropagationPolicy::Background,

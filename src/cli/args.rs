@@ -564,7 +564,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
     /// Writes in flight at once within one ordering group.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(long, default_value_t = crate::apply::DEFAULT_CONCURRENCY, value_name = "N")]
     pub concurrency: usize,
     /// Namespace of the deploy records and leases.
     #[arg(long, default_value = "kdeploy-system", value_name = "NS")]
