@@ -306,8 +306,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         cmp.head.releases.len(),
         cmp.reused_templates
     )?;
+    // As `kdeploy plan` does: the head is validated before it is planned.
     let plan_of = |base: ObjectId, head: ObjectId| -> anyhow::Result<plan::Plan> {
+        crate::validate::forget_shapes();
         let cmp = render::compare(&open(base)?, &open(head)?, &filter)?;
+        crate::validate::check_for_plan(&cmp).map_err(|d| anyhow::anyhow!("{d}"))?;
         Ok(plan::plan(&cmp, &cmp.head.settings.plan, 3))
     };
     let (plan_one_ms, p) = time(args.iterations, || plan_of(syn.initial, syn.one_app))?;
@@ -374,6 +377,7 @@ impl Phases {
 pub fn command_phases(path: &std::path::Path, iterations: usize) -> anyhow::Result<Phases> {
     let mut samples: [Vec<Duration>; 6] = Default::default();
     for _ in 0..iterations.max(1) {
+        crate::validate::forget_shapes();
         let t = Instant::now();
         let snapshot = Snapshot::open(path, &crate::source::Revision::parse(Some("HEAD")))?;
         samples[0].push(t.elapsed());

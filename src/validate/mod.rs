@@ -4,8 +4,8 @@
 //! Built-in kinds are checked against the Kubernetes API types compiled into
 //! kdeploy (k8s-openapi, Kubernetes 1.37): a value of the wrong type fails
 //! deserialization (the field path comes from `serde_path_to_error`), and a
-//! field the type does not know is found by comparing the object with its
-//! typed round trip. Custom resources are checked against the
+//! field the type does not know is one `serde_ignored` reports; an object
+//! shaped like one already found clean skips the types ([`shape`]). Custom resources are checked against the
 //! `openAPIV3Schema` of a CustomResourceDefinition in the same state; kinds
 //! with no schema at hand are skipped and listed. [`fields`] adds the rules
 //! the API server enforces beyond types (names, quantities, ports, images).
@@ -16,6 +16,7 @@
 
 pub mod fields;
 mod image_ref;
+mod shape;
 
 use std::collections::BTreeSet;
 
@@ -338,6 +339,12 @@ fn crd_schema<'a>(crds: &[&'a Resource], api_version: &str, kind: &str) -> Optio
     })
 }
 
+/// Forgets the shapes found clean ([`shape`]), so that a benchmark's
+/// every run starts as the command's process does.
+pub fn forget_shapes() {
+    shape::forget();
+}
+
 /// Validates every resource of `state`. Problems name the release, the
 /// resource, the source file and the field path.
 pub fn validate(state: &State) -> (Diagnostics, Summary) {
@@ -476,7 +483,12 @@ pub fn validate_release(
             continue; // once every CRD is known
         }
         let found = match checker {
-            Some(check) => Some(check(&res.object)),
+            Some(check) => Some(shape::checked(
+                &res.api_version,
+                &res.id.kind,
+                &res.object,
+                check,
+            )),
             None => crd_schema(env_crds, &res.api_version, &res.id.kind).map(|schema| {
                 let mut out = Vec::new();
                 // metadata is the API server's, not the CRD's.
