@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use gix::ObjectId;
 
+mod loose;
+
 /// Which state of the config repo to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revision {
@@ -410,12 +412,14 @@ impl Snapshot {
 
     /// A reader for the current thread (gitoxide repositories are per-thread).
     pub fn reader(&self) -> Reader<'_> {
+        let repo = match &self.kind {
+            Kind::Git { repo, .. } => Some(repo.to_thread_local()),
+            Kind::Dir { .. } | Kind::Empty => None,
+        };
         Reader {
             snapshot: self,
-            repo: match &self.kind {
-                Kind::Git { repo, .. } => Some(repo.to_thread_local()),
-                Kind::Dir { .. } | Kind::Empty => None,
-            },
+            loose: repo.as_ref().map(loose::objects_dir),
+            repo,
         }
     }
 }
@@ -482,6 +486,8 @@ pub fn prefix_in_repo(repo: &gix::Repository, dir: &Path) -> String {
 pub struct Reader<'a> {
     snapshot: &'a Snapshot,
     repo: Option<gix::Repository>,
+    /// The repository's loose object directory, read without gix ([`loose`]).
+    loose: Option<PathBuf>,
 }
 
 impl<'a> Reader<'a> {
@@ -591,11 +597,19 @@ impl<'a> Reader<'a> {
         if let Some(data) = objects.get(&id) {
             return Ok(data);
         }
+        if let Some(loose::Loose::Data(data)) = self.loose(id, gix::objs::Kind::Tree, u64::MAX) {
+            return Ok(objects.keep(id, data));
+        }
         let Some(repo) = &self.repo else {
             return Err(self.read_error(path, std::io::Error::other("no repository")));
         };
         let mut tree = repo.find_tree(id).map_err(|e| self.read_error(path, e))?;
         Ok(objects.keep(id, std::mem::take(&mut tree.data)))
+    }
+
+    /// The object from the loose object directory, when it is read there.
+    fn loose(&self, id: ObjectId, kind: gix::objs::Kind, limit: u64) -> Option<loose::Loose> {
+        loose::read(self.loose.as_deref()?, id, kind, limit)
     }
 
     fn decode_tree<'d>(&self, path: &str, data: &'d [u8]) -> Result<gix::objs::TreeRef<'d>, Error> {
@@ -764,6 +778,13 @@ impl<'a> Reader<'a> {
                     }
                     return Ok(data.to_vec());
                 }
+                match self.loose(id, gix::objs::Kind::Blob, limit) {
+                    Some(loose::Loose::Data(data)) => {
+                        return Ok(self.snapshot.objects.keep(id, data).to_vec());
+                    }
+                    Some(loose::Loose::TooLarge(size)) => return Err(too_large(size)),
+                    None => {}
+                }
                 let size = repo
                     .find_header(id)
                     .map_err(|e| self.read_error(&file.path, e))?
@@ -800,6 +821,9 @@ impl<'a> Reader<'a> {
         };
         if let Some(data) = self.snapshot.objects.get(&id) {
             return Ok(data.to_vec());
+        }
+        if let Some(loose::Loose::Data(data)) = self.loose(id, gix::objs::Kind::Blob, u64::MAX) {
+            return Ok(self.snapshot.objects.keep(id, data).to_vec());
         }
         let mut blob = repo.find_blob(id).map_err(|e| self.read_error(path, e))?;
         Ok(self.snapshot.objects.keep(id, blob.take_data()).to_vec())
