@@ -53,6 +53,9 @@ fn after(r: &Resource) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// How a stage names its resources that are in no group.
+const UNGROUPED: &str = "(ungrouped)";
+
 /// True when the resource asks later stages to wait for its readiness.
 pub fn waits(r: &Resource) -> bool {
     annotation(r, WAIT) == Some("true")
@@ -130,9 +133,15 @@ pub fn by_env(state: &crate::render::State) -> BTreeMap<&str, Vec<&Resource>> {
 /// Every group named in `apply-after` that no resource declares, and every
 /// cycle, naming the resources and files involved.
 pub fn stages(resources: &[&Resource]) -> Result<Stages, Vec<Problem>> {
+    // Each object's annotations are read once: the objects are many and
+    // cold in memory, and each read walks three maps.
+    let marks: Vec<(Option<&str>, Vec<String>)> = resources
+        .iter()
+        .map(|r| (annotation(r, GROUP), after(r)))
+        .collect();
     let mut members: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
-    for r in resources {
-        if let Some(g) = annotation(r, GROUP) {
+    for (r, (group, _)) in resources.iter().zip(&marks) {
+        if let Some(g) = group {
             members.entry(g.to_string()).or_default().push(r);
         }
     }
@@ -141,9 +150,9 @@ pub fn stages(resources: &[&Resource]) -> Result<Stages, Vec<Problem>> {
         .keys()
         .map(|g| (g.clone(), BTreeSet::new()))
         .collect();
-    for r in resources {
-        for dep in after(r) {
-            if !members.contains_key(&dep) {
+    for (r, (group, after)) in resources.iter().zip(&marks) {
+        for dep in after {
+            if !members.contains_key(dep) {
                 let known: Vec<&str> = members.keys().map(String::as_str).collect();
                 problems.push(Problem {
                     file: r.origin.file.clone(),
@@ -156,7 +165,7 @@ pub fn stages(resources: &[&Resource]) -> Result<Stages, Vec<Problem>> {
                 });
                 continue;
             }
-            if let Some(g) = annotation(r, GROUP) {
+            if let Some(g) = *group {
                 if g == dep {
                     problems.push(Problem {
                         file: r.origin.file.clone(),
@@ -168,7 +177,7 @@ pub fn stages(resources: &[&Resource]) -> Result<Stages, Vec<Problem>> {
                     });
                     continue;
                 }
-                deps.entry(g.to_string()).or_default().insert(dep);
+                deps.entry(g.to_string()).or_default().insert(dep.clone());
             }
         }
     }
@@ -222,32 +231,35 @@ pub fn stages(resources: &[&Resource]) -> Result<Stages, Vec<Problem>> {
         return Err(problems);
     }
     let mut out = Stages::default();
-    for r in resources {
-        let s = match annotation(r, GROUP) {
+    for (r, (group, after)) in resources.iter().zip(&marks) {
+        let group = *group;
+        let s = match group {
             Some(g) => stage.get(g).copied().unwrap_or(0),
             // An ungrouped resource with apply-after comes after its groups.
-            None => after(r)
+            None => after
                 .iter()
                 .filter_map(|d| stage.get(d))
                 .map(|s| s + 1)
                 .max()
                 .unwrap_or(0),
         };
-        out.used |= annotation(r, GROUP).is_some() || !after(r).is_empty();
-        out.by_id.insert(r.id.clone(), s);
+        out.used |= group.is_some() || !after.is_empty();
+        // `of` answers 0 for a resource not kept: most are in stage 0.
+        if s > 0 {
+            out.by_id.insert(r.id.clone(), s);
+        }
         if out.groups.len() <= s {
             out.groups.resize(s + 1, BTreeSet::new());
         }
         // Namespaces and CRDs always go first: not a stage of their own.
         let first = crate::resource::kind_rank(&r.id.group, &r.id.kind) <= 1;
-        match annotation(r, GROUP) {
-            Some(g) => {
-                out.groups[s].insert(g.to_string());
-            }
-            None if !first => {
-                out.groups[s].insert("(ungrouped)".to_string());
-            }
-            None => {}
+        let name = match group {
+            Some(g) => g,
+            None if !first => UNGROUPED,
+            None => continue,
+        };
+        if !out.groups[s].contains(name) {
+            out.groups[s].insert(name.to_string());
         }
     }
     Ok(out)
