@@ -210,6 +210,8 @@ enum Kind {
     Git {
         repo: Box<gix::ThreadSafeRepository>,
         tree: ObjectId,
+        /// Its loose objects, read without gix ([`loose`]).
+        loose: loose::Dirs,
     },
     Dir {
         root: PathBuf,
@@ -354,6 +356,7 @@ impl Snapshot {
         let label = commit.to_hex_with_len(12).to_string();
         Ok(Snapshot::new(
             Kind::Git {
+                loose: loose::Dirs::of(&repo),
                 repo: Box::new(repo.into_sync()),
                 tree,
             },
@@ -412,14 +415,14 @@ impl Snapshot {
 
     /// A reader for the current thread (gitoxide repositories are per-thread).
     pub fn reader(&self) -> Reader<'_> {
-        let repo = match &self.kind {
-            Kind::Git { repo, .. } => Some(repo.to_thread_local()),
-            Kind::Dir { .. } | Kind::Empty => None,
+        let (repo, loose) = match &self.kind {
+            Kind::Git { repo, loose, .. } => (Some(repo.to_thread_local()), Some(loose)),
+            Kind::Dir { .. } | Kind::Empty => (None, None),
         };
         Reader {
             snapshot: self,
-            loose: repo.as_ref().map(loose::objects_dir),
             repo,
+            loose,
         }
     }
 }
@@ -486,8 +489,8 @@ pub fn prefix_in_repo(repo: &gix::Repository, dir: &Path) -> String {
 pub struct Reader<'a> {
     snapshot: &'a Snapshot,
     repo: Option<gix::Repository>,
-    /// The repository's loose object directory, read without gix ([`loose`]).
-    loose: Option<PathBuf>,
+    /// The repository's loose objects, read without gix ([`loose`]).
+    loose: Option<&'a loose::Dirs>,
 }
 
 impl<'a> Reader<'a> {
@@ -609,7 +612,7 @@ impl<'a> Reader<'a> {
 
     /// The object from the loose object directory, when it is read there.
     fn loose(&self, id: ObjectId, kind: gix::objs::Kind, limit: u64) -> Option<loose::Loose> {
-        loose::read(self.loose.as_deref()?, id, kind, limit)
+        self.loose?.read(id, kind, limit)
     }
 
     fn decode_tree<'d>(&self, path: &str, data: &'d [u8]) -> Result<gix::objs::TreeRef<'d>, Error> {

@@ -31,14 +31,47 @@ pub(super) enum Loose {
     TooLarge(u64),
 }
 
-/// The repository's loose object directory.
-pub(super) fn objects_dir(repo: &gix::Repository) -> PathBuf {
-    repo.objects.store_ref().path().to_path_buf()
+/// A repository's loose object directory and which of its 256 fan-out
+/// directories exist, listed once: a packed repository has none, and its
+/// reads then try no file.
+#[derive(Debug)]
+pub(super) struct Dirs {
+    objects: PathBuf,
+    present: [bool; 256],
+}
+
+impl Dirs {
+    /// The loose object directories of `repo`.
+    pub(super) fn of(repo: &gix::Repository) -> Dirs {
+        let objects = repo.objects.store_ref().path().to_path_buf();
+        let mut present = [false; 256];
+        for entry in std::fs::read_dir(&objects).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if let Some(byte) = name
+                .to_str()
+                .filter(|n| n.len() == 2)
+                .and_then(|n| u8::from_str_radix(n, 16).ok())
+            {
+                present[usize::from(byte)] = true;
+            }
+        }
+        Dirs { objects, present }
+    }
+
+    /// The loose object `id` of `kind`, when it is there and well formed
+    /// and no larger than `limit` (else its size).
+    pub(super) fn read(&self, id: ObjectId, kind: Kind, limit: u64) -> Option<Loose> {
+        let first = *id.as_bytes().first()?;
+        if !self.present[usize::from(first)] {
+            return None;
+        }
+        read(&self.objects, id, kind, limit)
+    }
 }
 
 /// The loose object `id` of `kind` from `objects`, when it is there and
 /// well formed and no larger than `limit` (else its size).
-pub(super) fn read(objects: &Path, id: ObjectId, kind: Kind, limit: u64) -> Option<Loose> {
+fn read(objects: &Path, id: ObjectId, kind: Kind, limit: u64) -> Option<Loose> {
     let hex = id.to_hex().to_string();
     let path = objects.join(&hex[..2]).join(&hex[2..]);
     let file = std::fs::File::open(path).ok()?;
@@ -129,7 +162,16 @@ mod tests {
             return;
         };
         let repo = gix::open(dir.path()).expect("open");
-        let objects = objects_dir(&repo);
+        let dirs = Dirs::of(&repo);
+        let hex = id.to_hex().to_string();
+        let byte = u8::from_str_radix(&hex[..2], 16).expect("hex");
+        assert_eq!(
+            dirs.present.iter().filter(|p| **p).count(),
+            1,
+            "only the blob's fan-out directory"
+        );
+        assert!(dirs.present[usize::from(byte)]);
+        let objects = dirs.objects.clone();
         let from_gix = repo.find_blob(id).expect("blob").data.clone();
         match read(&objects, id, Kind::Blob, 1 << 20) {
             Some(Loose::Data(data)) => assert_eq!(data, from_gix),
@@ -143,7 +185,6 @@ mod tests {
         // Another kind, a missing object, a corrupt file: gix decides.
         assert!(read(&objects, id, Kind::Tree, 1 << 20).is_none());
         assert!(read(&objects, ObjectId::null(id.kind()), Kind::Blob, 1 << 20).is_none());
-        let hex = id.to_hex().to_string();
         let path = objects.join(&hex[..2]).join(&hex[2..]);
         let mut bytes = std::fs::read(&path).expect("object");
         bytes.truncate(bytes.len() / 2);
