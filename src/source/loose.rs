@@ -37,14 +37,15 @@ pub(super) enum Loose {
 #[derive(Debug)]
 pub(super) struct Dirs {
     objects: PathBuf,
-    present: [bool; 256],
+    /// One bit per first byte of an object id.
+    present: [u64; 4],
 }
 
 impl Dirs {
     /// The loose object directories of `repo`.
     pub(super) fn of(repo: &gix::Repository) -> Dirs {
         let objects = repo.objects.store_ref().path().to_path_buf();
-        let mut present = [false; 256];
+        let mut present = [0u64; 4];
         for entry in std::fs::read_dir(&objects).into_iter().flatten().flatten() {
             let name = entry.file_name();
             if let Some(byte) = name
@@ -52,7 +53,7 @@ impl Dirs {
                 .filter(|n| n.len() == 2)
                 .and_then(|n| u8::from_str_radix(n, 16).ok())
             {
-                present[usize::from(byte)] = true;
+                present[usize::from(byte / 64)] |= 1 << (byte % 64);
             }
         }
         Dirs { objects, present }
@@ -62,7 +63,7 @@ impl Dirs {
     /// and no larger than `limit` (else its size).
     pub(super) fn read(&self, id: ObjectId, kind: Kind, limit: u64) -> Option<Loose> {
         let first = *id.as_bytes().first()?;
-        if !self.present[usize::from(first)] {
+        if self.present[usize::from(first / 64)] & (1 << (first % 64)) == 0 {
             return None;
         }
         read(&self.objects, id, kind, limit)
@@ -166,11 +167,11 @@ mod tests {
         let hex = id.to_hex().to_string();
         let byte = u8::from_str_radix(&hex[..2], 16).expect("hex");
         assert_eq!(
-            dirs.present.iter().filter(|p| **p).count(),
+            dirs.present.iter().map(|w| w.count_ones()).sum::<u32>(),
             1,
             "only the blob's fan-out directory"
         );
-        assert!(dirs.present[usize::from(byte)]);
+        assert_ne!(dirs.present[usize::from(byte / 64)] & (1 << (byte % 64)), 0);
         let objects = dirs.objects.clone();
         let from_gix = repo.find_blob(id).expect("blob").data.clone();
         match read(&objects, id, Kind::Blob, 1 << 20) {
