@@ -5,9 +5,10 @@
 //! kdeploy (k8s-openapi, Kubernetes 1.37): a value of the wrong type fails
 //! deserialization (the field path comes from `serde_path_to_error`), and a
 //! field the type does not know is one `serde_ignored` reports; an object
-//! shaped like one already found clean skips the types ([`shape`]). Custom resources are checked against the
-//! `openAPIV3Schema` of a CustomResourceDefinition in the same state; kinds
-//! with no schema at hand are skipped and listed. [`fields`] adds the rules
+//! shaped like one already found clean skips the types ([`shape`]). Custom
+//! resources are checked against the `openAPIV3Schema` of a
+//! CustomResourceDefinition in the same state; kinds with no schema at hand
+//! are skipped and listed. [`fields`] adds the rules
 //! the API server enforces beyond types (names, quantities, ports, images).
 //!
 //! A problem in a rendered field is reported at the user's line when the

@@ -185,9 +185,9 @@ mod tests {
         out
     }
 
-    /// Leaf values the typed check reads differently: timestamps valid and
-    /// not, base64 canonical and not, plain words of base64's alphabet,
-    /// names, signs, and integers at every type bound.
+    /// Texts the typed check reads differently: timestamps valid and not,
+    /// base64 canonical and not, plain words of base64's alphabet, names,
+    /// signs.
     const TEXTS: &[&str] = &[
         "2024-01-01T00:00:00Z",
         "2024-13-01T00:00:00Z",
@@ -209,6 +209,8 @@ mod tests {
         "\u{2212}002024-01-01T00:00:00Z",
     ];
 
+    /// Every leaf: the texts, integers at each type bound, floats,
+    /// booleans and null.
     fn leaves() -> Vec<Value> {
         let numbers = [
             0i64,
