@@ -795,7 +795,7 @@ impl<'a> Reader<'a> {
                 if size > limit {
                     return Err(too_large(size));
                 }
-                self.read_blob(&file.path, id)
+                self.gix_blob(repo, &file.path, id)
             }
             // One open, reading at most one byte past the limit.
             (Kind::Dir { root, .. }, _, _) => {
@@ -828,6 +828,12 @@ impl<'a> Reader<'a> {
         if let Some(loose::Loose::Data(data)) = self.loose(id, gix::objs::Kind::Blob, u64::MAX) {
             return Ok(self.snapshot.objects.keep(id, data).to_vec());
         }
+        self.gix_blob(repo, path, id)
+    }
+
+    /// A blob read by gix, once the shared objects and the loose directory
+    /// have been asked, and kept for the other threads.
+    fn gix_blob(&self, repo: &gix::Repository, path: &str, id: ObjectId) -> Result<Vec<u8>, Error> {
         let mut blob = repo.find_blob(id).map_err(|e| self.read_error(path, e))?;
         Ok(self.snapshot.objects.keep(id, blob.take_data()).to_vec())
     }

@@ -8,8 +8,8 @@
 //! shaped like one already found clean skips the types ([`shape`]). Custom
 //! resources are checked against the `openAPIV3Schema` of a
 //! CustomResourceDefinition in the same state; kinds with no schema at hand
-//! are skipped and listed. [`fields`] adds the rules
-//! the API server enforces beyond types (names, quantities, ports, images).
+//! are skipped and listed. [`fields`] adds the rules the API server enforces
+//! beyond types (names, quantities, ports, images).
 //!
 //! A problem in a rendered field is reported at the user's line when the
 //! offending value was written in the release's `config.yaml` or `version`,
