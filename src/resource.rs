@@ -36,6 +36,43 @@ impl fmt::Display for ResourceId {
     }
 }
 
+/// A resource id with its hash, computed once. Checks across releases and
+/// the plan look up every id of every release; hashing an id's four strings,
+/// read cold from memory, on each lookup, insert and table growth was most of
+/// their time. Ids are compared only when their hashes are equal.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedId<'a> {
+    hash: u64,
+    /// The id.
+    pub id: &'a ResourceId,
+}
+
+impl<'a> HashedId<'a> {
+    /// `id` and its hash (a fixed hasher: equal ids, equal hashes).
+    pub fn new(id: &'a ResourceId) -> HashedId<'a> {
+        use std::hash::BuildHasher as _;
+        let state = foldhash::fast::FixedState::with_seed(0x6b64_6570_6c6f_79);
+        HashedId {
+            hash: state.hash_one(id),
+            id,
+        }
+    }
+}
+
+impl std::hash::Hash for HashedId<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for HashedId<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.id == other.id
+    }
+}
+
+impl Eq for HashedId<'_> {}
+
 /// Where a resource was produced, so errors and annotations can point at it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Origin {
@@ -182,6 +219,33 @@ pub fn kind_rank(group: &str, kind: &str) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashed_ids_are_equal_only_when_the_ids_are() {
+        let id = |ns: Option<&str>, name: &str| ResourceId {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            namespace: ns.map(str::to_string),
+            name: name.into(),
+        };
+        let (a, a2, b, c) = (
+            id(Some("shop"), "api"),
+            id(Some("shop"), "api"),
+            id(Some("shop"), "web"),
+            id(None, "api"),
+        );
+        assert_eq!(HashedId::new(&a), HashedId::new(&a2));
+        assert_ne!(HashedId::new(&a), HashedId::new(&b));
+        assert_ne!(HashedId::new(&a), HashedId::new(&c));
+        // Two ids whose hashes collide are still two ids.
+        let (x, y) = (HashedId { hash: 7, id: &a }, HashedId { hash: 7, id: &b });
+        assert_ne!(x, y);
+        let map: std::collections::HashMap<_, _> = [(x, 1), (y, 2)].into_iter().collect();
+        assert_eq!(
+            (map.len(), map.get(&x), map.get(&y)),
+            (2, Some(&1), Some(&2))
+        );
+    }
 
     #[test]
     fn display_names_group_kind_namespace_name() {

@@ -8,18 +8,39 @@ use rayon::prelude::*;
 use super::{Release, Rendered};
 use crate::config;
 use crate::diag::{Diagnostic, Diagnostics, Location};
-use crate::resource::{Resource, ResourceId};
+use crate::resource::{HashedId, Resource};
+
+/// A map keyed by ids hashed once ([`HashedId`]).
+type ById<'a, V> = HashMap<HashedId<'a>, V, foldhash::fast::RandomState>;
+
+/// The hashed ids of each release's resources, in order, hashed in parallel.
+fn hashed<'a>(releases: &[&'a Rendered]) -> Vec<Vec<HashedId<'a>>> {
+    releases
+        .par_iter()
+        .map(|r| {
+            r.resources
+                .iter()
+                .map(|res| HashedId::new(&res.id))
+                .collect()
+        })
+        .collect()
+}
 
 /// Two releases of one environment must not produce the same object.
 ///
 /// `releases` are sorted by environment; each environment is checked on its
 /// own, in parallel.
 pub(super) fn check_duplicates(releases: &[Rendered]) -> Result<(), Diagnostics> {
-    let problems: Vec<Diagnostic> = releases
-        .chunk_by(|a, b| a.release.env == b.release.env)
-        .collect::<Vec<_>>()
+    let ids = hashed(&releases.iter().collect::<Vec<_>>());
+    let mut envs = Vec::new();
+    let mut start = 0;
+    for chunk in releases.chunk_by(|a, b| a.release.env == b.release.env) {
+        envs.push(start..start + chunk.len());
+        start += chunk.len();
+    }
+    let problems: Vec<Diagnostic> = envs
         .into_par_iter()
-        .flat_map_iter(duplicates_in_env)
+        .flat_map_iter(|range| duplicates_in_env(&releases[range.clone()], &ids[range]))
         .collect();
     Diagnostics(problems).into_result(())
 }
@@ -38,26 +59,30 @@ pub(super) fn check_shared_clusters<'a>(
             .get(env)
             .and_then(|e| e.context.as_deref())
     };
-    // cluster -> env -> releases
-    let mut groups: BTreeMap<Option<&str>, BTreeMap<&str, Vec<&Rendered>>> = BTreeMap::new();
-    for r in releases {
+    let releases: Vec<&Rendered> = releases.into_iter().collect();
+    // cluster -> env -> releases (by index)
+    let mut groups: BTreeMap<Option<&str>, BTreeMap<&str, Vec<usize>>> = BTreeMap::new();
+    for (i, r) in releases.iter().enumerate() {
         groups
             .entry(context(&r.release.env))
             .or_default()
             .entry(&r.release.env)
             .or_default()
-            .push(r);
+            .push(i);
     }
+    if groups.values().all(|envs| envs.len() < 2) {
+        return Ok(());
+    }
+    let ids = hashed(&releases);
     let mut problems = Diagnostics::default();
     for (cluster, envs) in groups.into_iter().filter(|(_, e)| e.len() > 1) {
-        let mut seen: HashMap<&ResourceId, &Release, foldhash::fast::RandomState> =
-            HashMap::default();
+        let mut seen: ById<'_, &Release> = HashMap::default();
         for env in envs.values() {
-            let mut first_in_env: HashMap<&ResourceId, &Release, foldhash::fast::RandomState> =
-                HashMap::default();
-            for r in env {
-                for res in &r.resources {
-                    match seen.get(&res.id) {
+            let mut first_in_env: ById<'_, &Release> = HashMap::default();
+            for &i in env {
+                let r = releases[i];
+                for (res, key) in r.resources.iter().zip(&ids[i]) {
+                    match seen.get(key) {
                         Some(other) if other.env != r.release.env => {
                             let why = match cluster {
                                 Some(c) => format!("both use the kubeconfig context `{c}`"),
@@ -75,7 +100,7 @@ pub(super) fn check_shared_clusters<'a>(
                             );
                         }
                         _ => {
-                            first_in_env.entry(&res.id).or_insert(&r.release);
+                            first_in_env.entry(*key).or_insert(&r.release);
                         }
                     }
                 }
@@ -87,14 +112,14 @@ pub(super) fn check_shared_clusters<'a>(
 }
 
 /// The duplicate resources among the releases of one environment.
-fn duplicates_in_env(releases: &[Rendered]) -> Vec<Diagnostic> {
+fn duplicates_in_env<'a>(releases: &'a [Rendered], ids: &[Vec<HashedId<'a>>]) -> Vec<Diagnostic> {
     let count = releases.iter().map(|r| r.resources.len()).sum();
-    let mut seen: HashMap<&ResourceId, (&Release, &Resource), foldhash::fast::RandomState> =
+    let mut seen: ById<'a, (&Release, &Resource)> =
         HashMap::with_capacity_and_hasher(count, Default::default());
     let mut problems = Vec::new();
-    for r in releases {
-        for res in &r.resources {
-            if let Some((first, first_res)) = seen.get(&res.id) {
+    for (r, keys) in releases.iter().zip(ids) {
+        for (res, key) in r.resources.iter().zip(keys) {
+            if let Some((first, first_res)) = seen.get(key) {
                 problems.push(
                     Diagnostic::new(
                         Location::file(&r.release.dir),
@@ -111,7 +136,7 @@ fn duplicates_in_env(releases: &[Rendered]) -> Vec<Diagnostic> {
                     .help("give one of them another name or namespace"),
                 );
             } else {
-                seen.insert(&res.id, (&r.release, res));
+                seen.insert(*key, (&r.release, res));
             }
         }
     }
