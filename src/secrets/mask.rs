@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, Write};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
@@ -64,9 +64,7 @@ pub fn register(value: &str, origin: &str) {
         forms.push(value.to_string());
         forms.push(b64.clone());
     }
-    let Ok(mut reg) = REGISTRY.write() else {
-        return;
-    };
+    let mut reg = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
     let exact = reg.exact.get_or_insert_with(Default::default);
     exact
         .entry(value.to_string())
@@ -109,7 +107,7 @@ pub fn redact_secret_fields(object: &Value) -> Option<Value> {
     if object["kind"] != "Secret" || object["apiVersion"] != "v1" {
         return None;
     }
-    let reg = REGISTRY.read().ok()?;
+    let reg = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
     let exact = reg.exact.as_ref()?;
     let mut out = object.clone();
     let mut changed = false;
@@ -128,12 +126,12 @@ pub fn redact_secret_fields(object: &Value) -> Option<Value> {
 
 fn snapshot() -> Option<(Arc<AhoCorasick>, Arc<Vec<String>>)> {
     {
-        let reg = REGISTRY.read().ok()?;
+        let reg = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
         if !reg.dirty {
             return reg.matcher.clone();
         }
     }
-    let mut reg = REGISTRY.write().ok()?;
+    let mut reg = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
     if reg.dirty {
         let labels = Arc::new(reg.labels.clone());
         reg.matcher = AhoCorasick::builder()
@@ -221,6 +219,19 @@ impl<W: Write> MaskingWriter<W> {
 
 impl<W: Write> Write for MaskingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Nothing registered: whole lines go straight through, uncopied
+        // (`render --stdout` prints megabytes). A partial line still waits,
+        // since a value registered before it ends must be masked in it.
+        if self.pending.is_empty() && snapshot().is_none() {
+            match buf.iter().rposition(|b| *b == b'\n') {
+                Some(pos) => {
+                    self.inner.write_all(&buf[..=pos])?;
+                    self.pending.extend_from_slice(&buf[pos + 1..]);
+                }
+                None => self.pending.extend_from_slice(buf),
+            }
+            return Ok(buf.len());
+        }
         self.pending.extend_from_slice(buf);
         if let Some(pos) = self.pending.iter().rposition(|b| *b == b'\n') {
             self.emit(pos + 1)?;
