@@ -6,14 +6,14 @@
 //! Secret values are replaced by markers here, before any text exists, so
 //! no report can leak them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::render::{Comparison, State};
-use crate::resource::{self, Origin, Resource, ResourceId};
+use crate::resource::{self, HashedId, Origin, Resource, ResourceId};
 use crate::yaml;
 
 pub mod summary;
@@ -70,10 +70,10 @@ pub struct Change {
 /// The stage order of each environment that uses change groups
 /// (`kdeploy.io/group`), so a reviewer sees what runs before what.
 fn order_notes(state: &crate::render::State) -> Vec<String> {
-    crate::order::by_env(state)
-        .into_iter()
+    let envs: Vec<_> = crate::order::by_env(state).into_iter().collect();
+    envs.par_iter()
         .filter_map(|(env, resources)| {
-            let stages = crate::order::stages(&resources).ok()?;
+            let stages = crate::order::stages(resources).ok()?;
             stages.is_used().then(|| {
                 format!(
                     "{env} applies in stages (kdeploy.io/group, kdeploy.io/apply-after): {}",
@@ -247,18 +247,23 @@ fn unified(old: &str, new: &str, id: &ResourceId, context: usize) -> String {
         .to_string()
 }
 
-/// Every resource of a state, keyed by (env, id).
-fn index(state: &State) -> BTreeMap<(&str, &ResourceId), &Resource> {
-    state
+/// Every resource of a state, keyed by (env, id), ids hashed in parallel
+/// ([`HashedId`]). Its order is arbitrary: changes are sorted afterwards.
+fn index(state: &State) -> Index<'_> {
+    let keyed: Vec<Vec<((&str, HashedId<'_>), &Resource)>> = state
         .releases
-        .iter()
-        .flat_map(|r| {
+        .par_iter()
+        .map(|r| {
             r.resources
                 .iter()
-                .map(move |res| ((r.release.env.as_str(), &res.id), res))
+                .map(|res| ((r.release.env.as_str(), HashedId::new(&res.id)), res))
+                .collect()
         })
-        .collect()
+        .collect();
+    keyed.into_iter().flatten().collect()
 }
+
+type Index<'a> = HashMap<(&'a str, HashedId<'a>), &'a Resource, foldhash::fast::RandomState>;
 
 enum Outcome {
     Unchanged,
@@ -278,7 +283,8 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
             .and_then(|e| e.kubernetes_version)
             .unwrap_or(warnings::NEWEST)
     };
-    let contents = warnings::Contents::of(base.iter().map(|((env, _), r)| (*env, *r)));
+    // Only deletions read it (a Namespace's or CRD's cascade).
+    let contents = std::cell::OnceCell::new();
     // Canonical text and diffs dominate when many releases change: compare
     // resources in parallel.
     let head_entries: Vec<_> = head.iter().collect();
@@ -357,7 +363,11 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
             id: old.id.clone(),
             diff: unified(&old_text, "", &old.id, context),
             origin: old.origin.clone(),
-            warnings: contents.cascade(key.0, old).into_iter().collect(),
+            warnings: contents
+                .get_or_init(|| warnings::Contents::of(base.iter().map(|((env, _), r)| (*env, *r))))
+                .cascade(key.0, old)
+                .into_iter()
+                .collect(),
             summary: summary::describe(Action::Deleted, Some(old), None),
         });
     }
