@@ -51,7 +51,7 @@ impl<'a> HashedId<'a> {
     /// `id` and its hash (a fixed hasher: equal ids, equal hashes).
     pub fn new(id: &'a ResourceId) -> HashedId<'a> {
         use std::hash::BuildHasher as _;
-        let state = foldhash::fast::FixedState::with_seed(0x6b64_6570_6c6f_79);
+        let state = foldhash::fast::FixedState::with_seed(0x006b_6465_706c_6f79);
         HashedId {
             hash: state.hash_one(id),
             id,

@@ -121,8 +121,12 @@ fn run_plan(args: &PlanArgs, color: bool, out: &mut dyn Write) -> anyhow::Result
             out.write_all(body.as_bytes())?;
         }
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &report::json(&plan))?;
-            writeln!(out)?;
+            // serde_json writes token by token: buffered, the masking writer
+            // sees whole blocks.
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut *out);
+            serde_json::to_writer_pretty(&mut buffered, &report::json(&plan))?;
+            writeln!(buffered)?;
+            buffered.flush()?;
         }
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {

@@ -210,6 +210,26 @@ impl<W: Write> MaskingWriter<W> {
         }
     }
 
+    /// With nothing registered, the whole lines of `buf` (up to `last`, its
+    /// last newline) go to the inner writer uncopied (`render --stdout`
+    /// prints megabytes), each line within one write. The partial line
+    /// still waits: a value registered before it ends must be masked in it.
+    fn pass(&mut self, buf: &[u8], last: usize) -> io::Result<()> {
+        let mut lines = &buf[..=last];
+        if !self.pending.is_empty() {
+            let first = lines.iter().position(|b| *b == b'\n').unwrap_or(last);
+            self.pending.extend_from_slice(&lines[..=first]);
+            self.inner.write_all(&self.pending)?;
+            self.pending.clear();
+            lines = &lines[first + 1..];
+        }
+        if !lines.is_empty() {
+            self.inner.write_all(lines)?;
+        }
+        self.pending.extend_from_slice(&buf[last + 1..]);
+        Ok(())
+    }
+
     fn emit(&mut self, upto: usize) -> io::Result<()> {
         let chunk: Vec<u8> = self.pending.drain(..upto).collect();
         let text = String::from_utf8_lossy(&chunk);
@@ -219,23 +239,17 @@ impl<W: Write> MaskingWriter<W> {
 
 impl<W: Write> Write for MaskingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Nothing registered: whole lines go straight through, uncopied
-        // (`render --stdout` prints megabytes). A partial line still waits,
-        // since a value registered before it ends must be masked in it.
-        if self.pending.is_empty() && snapshot().is_none() {
-            match buf.iter().rposition(|b| *b == b'\n') {
-                Some(pos) => {
-                    self.inner.write_all(&buf[..=pos])?;
-                    self.pending.extend_from_slice(&buf[pos + 1..]);
-                }
-                None => self.pending.extend_from_slice(buf),
-            }
+        let Some(last) = buf.iter().rposition(|b| *b == b'\n') else {
+            self.pending.extend_from_slice(buf);
+            return Ok(buf.len());
+        };
+        if snapshot().is_none() {
+            self.pass(buf, last)?;
             return Ok(buf.len());
         }
         self.pending.extend_from_slice(buf);
-        if let Some(pos) = self.pending.iter().rposition(|b| *b == b'\n') {
-            self.emit(pos + 1)?;
-        }
+        let upto = self.pending.len() - (buf.len() - last - 1);
+        self.emit(upto)?;
         Ok(buf.len())
     }
 
@@ -257,6 +271,45 @@ impl<W: Write> Drop for MaskingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmasked_lines_pass_whole_and_partial_lines_wait() {
+        /// Records each write it is given.
+        #[derive(Default)]
+        struct Writes(Vec<Vec<u8>>);
+        impl Write for Writes {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.push(buf.to_vec());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut inner = Writes::default();
+        let mut w = MaskingWriter::new(&mut inner);
+        for piece in ["one ", "li", "ne\ntwo\nthr", "ee\n", "\n", "four"] {
+            let last = piece.bytes().rposition(|b| b == b'\n');
+            match last {
+                Some(last) => w.pass(piece.as_bytes(), last).unwrap(),
+                None => w.pending.extend_from_slice(piece.as_bytes()),
+            }
+        }
+        assert_eq!(w.pending, b"four");
+        drop(w);
+        let writes: Vec<String> = inner
+            .0
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert_eq!(writes.concat(), "one line\ntwo\nthree\n\nfour");
+        // Every write but the last (the flush at drop) ends a line, and a
+        // line is never split across two writes.
+        assert_eq!(
+            writes[..writes.len() - 1],
+            ["one line\n", "two\n", "three\n", "\n"]
+        );
+    }
 
     #[test]
     fn registered_values_are_replaced_everywhere() {
