@@ -72,9 +72,11 @@ const DRIVER: &str = include_str!("helm_side.py");
 /// What Helm did with the releases of a state.
 #[derive(Debug)]
 pub struct Figure {
-    /// Time of Helm's render loop, in ms (the process start and the
-    /// transfer of values and output are not counted).
+    /// Time of Helm's render loop, in ms, the median of `runs` loops (the
+    /// process start and the transfer of values and output are not counted).
     pub ms: f64,
+    /// Loops timed.
+    pub runs: usize,
     /// Releases rendered.
     pub releases: usize,
     /// Objects kdeploy rendered for them.
@@ -85,11 +87,11 @@ pub struct Figure {
 }
 
 /// Renders `state`'s releases (rendered by kdeploy from `snapshot` with the
-/// built-in chart) with Helm's SDK and compares the output.
+/// built-in chart) with Helm's SDK `runs` times and compares the output.
 ///
 /// # Errors
 /// When python3 or helm-python-sdk is missing, or Helm fails: the reason.
-pub fn side_by_side(snapshot: &Snapshot, state: &State) -> anyhow::Result<Figure> {
+pub fn side_by_side(snapshot: &Snapshot, state: &State, runs: usize) -> anyhow::Result<Figure> {
     let reader = snapshot.reader();
     let layout = Layout::load(&reader, &snapshot.root(), &Filter::default())?;
     let defaults = chart::Chart::builtin()
@@ -132,7 +134,8 @@ pub fn side_by_side(snapshot: &Snapshot, state: &State) -> anyhow::Result<Figure
         }
         std::fs::write(file, text)?;
     }
-    let request = json!({"chart": dir.path(), "releases": releases});
+    let runs = runs.max(1);
+    let request = json!({"chart": dir.path(), "releases": releases, "runs": runs});
     let mut child = Command::new("python3")
         .args(["-c", DRIVER])
         .stdin(Stdio::piped())
@@ -160,6 +163,7 @@ pub fn side_by_side(snapshot: &Snapshot, state: &State) -> anyhow::Result<Figure
         serde_json::from_slice(&out.stdout).context("unreadable answer from helm_side.py")?;
     let mut figure = Figure {
         ms: answer.ms,
+        runs,
         releases: order.len(),
         objects: 0,
         equal: 0,
