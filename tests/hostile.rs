@@ -197,6 +197,12 @@ fn yaml_mistakes_name_the_line_and_the_cause() {
             "command: \"abc\n",
             &[&format!("{CFG}:"), "invalid YAML"],
         ),
+        (
+            // libyaml-safer panicked on it; the process died with 101.
+            "a tag before a comma in a flow list",
+            "env:\n  A: \"1\"\nargs: [!x,b]\n",
+            &[&format!("{CFG}:3:"), "invalid YAML"],
+        ),
     ];
     for (name, text, says) in cases {
         render_fails(name, &env_config(text), says);
