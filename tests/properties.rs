@@ -36,6 +36,9 @@ fn yamlish() -> impl Strategy<Value = String> {
         Just("&a ".to_string()),
         Just("*a".to_string()),
         Just("!!str ".to_string()),
+        // A tag right before a comma made libyaml-safer panic.
+        Just("!".to_string()),
+        Just(",".to_string()),
         Just("---\n".to_string()),
         Just("|\n".to_string()),
         Just(">-\n".to_string()),
