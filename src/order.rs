@@ -116,15 +116,20 @@ impl Stages {
     }
 }
 
-/// A state's resources by environment: groups are per environment.
-pub fn by_env(state: &crate::render::State) -> BTreeMap<&str, Vec<&Resource>> {
-    let mut out: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
+/// Each environment of a state ordered by its groups (groups are per
+/// environment): environments in name order, ordered in parallel.
+pub fn stages_by_env(state: &crate::render::State) -> Vec<(&str, Result<Stages, Vec<Problem>>)> {
+    use rayon::prelude::*;
+    let mut envs: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
     for r in &state.releases {
-        out.entry(r.release.env.as_str())
+        envs.entry(r.release.env.as_str())
             .or_default()
             .extend(r.resources.iter());
     }
-    out
+    let envs: Vec<(&str, Vec<&Resource>)> = envs.into_iter().collect();
+    envs.par_iter()
+        .map(|(env, resources)| (*env, stages(resources)))
+        .collect()
 }
 
 /// Orders one environment's resources by their groups.

@@ -70,10 +70,10 @@ pub struct Change {
 /// The stage order of each environment that uses change groups
 /// (`kdeploy.io/group`), so a reviewer sees what runs before what.
 fn order_notes(state: &crate::render::State) -> Vec<String> {
-    let envs: Vec<_> = crate::order::by_env(state).into_iter().collect();
-    envs.par_iter()
-        .filter_map(|(env, resources)| {
-            let stages = crate::order::stages(resources).ok()?;
+    crate::order::stages_by_env(state)
+        .into_iter()
+        .filter_map(|(env, stages)| {
+            let stages = stages.ok()?;
             stages.is_used().then(|| {
                 format!(
                     "{env} applies in stages (kdeploy.io/group, kdeploy.io/apply-after): {}",

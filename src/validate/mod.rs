@@ -557,28 +557,23 @@ pub fn check(state: &State) -> Result<Summary, Diagnostics> {
 /// The ordering annotations of each environment (`kdeploy.io/group`,
 /// `kdeploy.io/apply-after`): cycles always, groups nobody declares where
 /// `complete(env)` says every release of it was rendered.
-pub fn ordering(state: &State, complete: &(dyn Fn(&str) -> bool + Sync)) -> Diagnostics {
-    // Environments are ordered on their own: in parallel, reported in order.
-    let envs: Vec<(&str, Vec<&crate::resource::Resource>)> =
-        crate::order::by_env(state).into_iter().collect();
-    use rayon::prelude::*;
-    let found: Vec<Vec<Diagnostic>> = envs
-        .par_iter()
-        .map(|(env, resources)| {
-            let Err(found) = crate::order::stages(resources) else {
-                return Vec::new();
-            };
-            found
-                .into_iter()
-                .filter(|p| complete(env) || p.certain)
-                .map(|p| {
-                    Diagnostic::new(Location::file(&p.file), format!("{env}: {}", p.message))
-                        .help("name groups declared with kdeploy.io/group in the same environment, without cycles")
-                })
-                .collect()
-        })
-        .collect();
-    Diagnostics(found.into_iter().flatten().collect())
+pub fn ordering(state: &State, complete: &dyn Fn(&str) -> bool) -> Diagnostics {
+    let mut problems = Diagnostics::default();
+    for (env, stages) in crate::order::stages_by_env(state) {
+        let Err(found) = stages else {
+            continue;
+        };
+        for p in found {
+            if !complete(env) && !p.certain {
+                continue;
+            }
+            problems.push(
+                Diagnostic::new(Location::file(&p.file), format!("{env}: {}", p.message))
+                    .help("name groups declared with kdeploy.io/group in the same environment, without cycles"),
+            );
+        }
+    }
+    problems
 }
 
 /// [`check`] for a plan: removed API versions become plan warnings.
