@@ -250,17 +250,18 @@ fn unified(old: &str, new: &str, id: &ResourceId, context: usize) -> String {
 /// Every resource of a state, keyed by (env, id), ids hashed in parallel
 /// ([`HashedId`]). Its order is arbitrary: changes are sorted afterwards.
 fn index(state: &State) -> Index<'_> {
-    let keyed: Vec<Vec<((&str, HashedId<'_>), &Resource)>> = state
-        .releases
-        .par_iter()
-        .map(|r| {
+    let releases: Vec<&crate::render::Rendered> = state.releases.iter().collect();
+    let ids = crate::render::hashed_ids(&releases);
+    releases
+        .iter()
+        .zip(ids)
+        .flat_map(|(r, ids)| {
             r.resources
                 .iter()
-                .map(|res| ((r.release.env.as_str(), HashedId::new(&res.id)), res))
-                .collect()
+                .zip(ids)
+                .map(|(res, id)| ((r.release.env.as_str(), id), res))
         })
-        .collect();
-    keyed.into_iter().flatten().collect()
+        .collect()
 }
 
 type Index<'a> = HashMap<(&'a str, HashedId<'a>), &'a Resource, foldhash::fast::RandomState>;

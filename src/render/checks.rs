@@ -13,8 +13,9 @@ use crate::resource::{HashedId, Resource};
 /// A map keyed by ids hashed once ([`HashedId`]).
 type ById<'a, V> = HashMap<HashedId<'a>, V, foldhash::fast::RandomState>;
 
-/// The hashed ids of each release's resources, in order, hashed in parallel.
-fn hashed<'a>(releases: &[&'a Rendered]) -> Vec<Vec<HashedId<'a>>> {
+/// The hashed ids of each release's resources, in order, hashed in parallel
+/// (the plan's index uses them too).
+pub fn hashed_ids<'a>(releases: &[&'a Rendered]) -> Vec<Vec<HashedId<'a>>> {
     releases
         .par_iter()
         .map(|r| {
@@ -31,7 +32,7 @@ fn hashed<'a>(releases: &[&'a Rendered]) -> Vec<Vec<HashedId<'a>>> {
 /// `releases` are sorted by environment; each environment is checked on its
 /// own, in parallel.
 pub(super) fn check_duplicates(releases: &[Rendered]) -> Result<(), Diagnostics> {
-    let ids = hashed(&releases.iter().collect::<Vec<_>>());
+    let ids = hashed_ids(&releases.iter().collect::<Vec<_>>());
     let mut envs = Vec::new();
     let mut start = 0;
     for chunk in releases.chunk_by(|a, b| a.release.env == b.release.env) {
@@ -73,7 +74,7 @@ pub(super) fn check_shared_clusters<'a>(
     if groups.values().all(|envs| envs.len() < 2) {
         return Ok(());
     }
-    let ids = hashed(&releases);
+    let ids = hashed_ids(&releases);
     let mut problems = Diagnostics::default();
     for (cluster, envs) in groups.into_iter().filter(|(_, e)| e.len() > 1) {
         let mut seen: ById<'_, &Release> = HashMap::default();

@@ -33,6 +33,7 @@ use crate::secrets::{self, Need, Sealed};
 use crate::source::{self, Snapshot};
 
 pub use chart::Chart;
+pub use checks::hashed_ids;
 use checks::{check_duplicates, check_shared_clusters};
 pub use compare::{Comparison, GivenSettings, compare, compare_with};
 use documents::{parse_documents, resources_of};
