@@ -353,6 +353,24 @@ proptest! {
     }
 }
 
+/// Template text that compiles: whole constructs, includes among them.
+fn balanced_template() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("{{include \"p\"}}".to_string()),
+        Just("{{nindent 2 (include \"p\")}}".to_string()),
+        Just("{{#if values.flag}}{{include \"p\"}}{{/if}}".to_string()),
+        Just("{{#each values.items}}{{include \"p\"}}{{/each}}".to_string()),
+        Just("{{#each values.items}}- {{this}}\n{{/each}}".to_string()),
+        Just("{{> p}}".to_string()),
+        Just("{{values.long}}".to_string()),
+        Just("{{replace \"a\" values.long values.long}}".to_string()),
+        Just("{{values.missing}}".to_string()),
+        Just("\n".to_string()),
+        "[a-z: ]{1,8}",
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+}
+
 /// Template text made of handlebars constructs, including the costly ones.
 fn template() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
@@ -415,5 +433,39 @@ proptest! {
             Ok(text) => prop_assert!(text.len() as u64 <= limits.release_bytes),
             Err(d) => prop_assert!(!d.to_string().contains(CANARY), "error quotes a value: {}", d),
         }
+    }
+
+    #[test]
+    fn shared_includes_render_and_run_out_of_budget_as_unshared_ones_do(
+        main in balanced_template(),
+        partial in balanced_template(),
+        steps in 0u64..400,
+        bytes in 0u64..40_000,
+    ) {
+        let files = vec![
+            ("c/Chart.yaml".to_string(), "name: c\nversion: 1\n".to_string()),
+            ("c/values.yaml".to_string(), "items: [1, 2, 3]\nflag: true\nsecret: s\nlong: aaaa\n".to_string()),
+            ("c/templates/_p.yaml".to_string(), partial),
+            ("c/templates/main.yaml".to_string(), main),
+        ];
+        let Ok(chart) = Chart::from_files("c", "c", None, files) else {
+            return Ok(());
+        };
+        let ctx = handlebars::Context::from(Value::Object(
+            [("values".to_string(), Value::Object(chart.defaults.clone()))].into_iter().collect(),
+        ));
+        let limits = Limits { template_steps: steps, release_bytes: bytes, ..Limits::default() };
+        // A release renders several templates: here the same one three times.
+        let release = || {
+            (0..3)
+                .map(|_| chart.render_template("c/templates/main.yaml", &ctx).map_err(|d| d.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let unshared = budget::with_budget(&limits, release);
+        let shared = budget::with_budget(&limits, || {
+            let _shared = chart.sharing_includes(&ctx);
+            release()
+        });
+        prop_assert_eq!(shared, unshared);
     }
 }

@@ -316,6 +316,15 @@ impl Chart {
         self.templates.iter().zip(&self.fingerprints)
     }
 
+    /// Renders each partial that templates rendered with `ctx` include
+    /// once, while the guard lives ([`helpers::sharing_includes`]).
+    pub fn sharing_includes<'a>(
+        &self,
+        ctx: &'a handlebars::Context,
+    ) -> helpers::SharedIncludes<'a> {
+        helpers::sharing_includes(ctx, &self.registry)
+    }
+
     /// Renders one template with `ctx`.
     ///
     /// # Errors
@@ -541,6 +550,55 @@ mod tests {
             chart.render_template("c/templates/y.yaml", &ctx).unwrap(),
             "m:\n  a: 1\n  b: 2\nn: 1\n"
         );
+    }
+
+    #[test]
+    fn shared_includes_belong_to_the_context_they_rendered_with() {
+        let files = vec![
+            ("c/Chart.yaml".into(), "name: c\nversion: 1.0.0\n".into()),
+            ("c/templates/_p.yaml".into(), "a: {{values.a}}\n".into()),
+            (
+                "c/templates/y.yaml".into(),
+                "m:{{nindent 2 (include \"p\")}}\n".into(),
+            ),
+        ];
+        let chart = Chart::from_files("c", "c", None, files).unwrap();
+        let one = handlebars::Context::from(serde_json::json!({"values": {"a": 1}}));
+        let two = handlebars::Context::from(serde_json::json!({"values": {"a": 2}}));
+        let shared = chart.sharing_includes(&one);
+        let texts =
+            [&one, &two, &one].map(|ctx| chart.render_template("c/templates/y.yaml", ctx).unwrap());
+        drop(shared);
+        assert_eq!(texts, ["m:\n  a: 1\n", "m:\n  a: 2\n", "m:\n  a: 1\n"]);
+    }
+
+    #[test]
+    fn an_include_that_runs_out_of_budget_leaves_no_depth_behind() {
+        // It used to count itself one level deep before drawing its step:
+        // after 32 releases ran out at an include on one thread, every
+        // include there failed as nested too deep.
+        let files = vec![
+            ("c/Chart.yaml".into(), "name: c\nversion: 1.0.0\n".into()),
+            ("c/templates/_p.yaml".into(), "a: 1\n".into()),
+            ("c/templates/y.yaml".into(), "{{include \"p\"}}".into()),
+        ];
+        let chart = Chart::from_files("c", "c", None, files).unwrap();
+        let ctx = handlebars::Context::from(serde_json::json!({}));
+        let spent = crate::config::Limits {
+            template_steps: 0,
+            ..crate::config::Limits::default()
+        };
+        for _ in 0..40 {
+            let (result, exceeded) = super::super::budget::with_budget(&spent, || {
+                chart.render_template("c/templates/y.yaml", &ctx)
+            });
+            assert!(result.is_err() && exceeded.is_some());
+        }
+        let (result, _) =
+            super::super::budget::with_budget(&crate::config::Limits::default(), || {
+                chart.render_template("c/templates/y.yaml", &ctx)
+            });
+        assert_eq!(result.unwrap(), "a: 1\n");
     }
 
     #[test]

@@ -809,6 +809,7 @@ fn render_release(
     let mut objects = Vec::new();
     let mut bytes = 0u64;
     let (_, exceeded) = budget::with_budget(limits, || {
+        let _shared = chart.sharing_includes(&ctx);
         for (template, fingerprint) in chart.templates_with_fingerprints() {
             let key = digest.map(|d| memo::key(fingerprint, &d));
             if let (Some(memo::Use::Reuse(m)), Some(key)) = (memo, key)
