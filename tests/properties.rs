@@ -353,6 +353,60 @@ proptest! {
     }
 }
 
+/// Documents split as the line walk `split_documents` used to be: every
+/// line checked in turn. The reference for its vectorized search.
+fn split_by_walking_lines(text: &str) -> Vec<yaml::Document<'_>> {
+    let mut docs = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0usize, 1usize, 0usize);
+    for (line_no, line) in (1usize..).zip(text.split_inclusive('\n')) {
+        let content = line.trim_end_matches(['\n', '\r']);
+        if content == "---"
+            || content.starts_with("--- ")
+            || content.starts_with("---\t")
+            || content == "..."
+        {
+            docs.push(yaml::Document {
+                text: &text[start..offset],
+                first_line: start_line,
+                index: docs.len(),
+            });
+            let rest = content.get(3..).unwrap_or("").trim();
+            if content.starts_with("--- ") && !rest.is_empty() && !rest.starts_with('#') {
+                (start, start_line) = (offset + 4, line_no);
+            } else {
+                (start, start_line) = (offset + line.len(), line_no + 1);
+            }
+        }
+        offset += line.len();
+    }
+    docs.push(yaml::Document {
+        text: &text[start..],
+        first_line: start_line,
+        index: docs.len(),
+    });
+    docs
+}
+
+/// Streams with separators and things that look like them.
+fn stream() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("---".to_string()),
+        Just("--- ".to_string()),
+        Just("---\t".to_string()),
+        Just("...".to_string()),
+        Just("-".to_string()),
+        Just(".".to_string()),
+        Just("#".to_string()),
+        Just(" ".to_string()),
+        Just("\n".to_string()),
+        Just("\r\n".to_string()),
+        Just("\r".to_string()),
+        Just("a: 1".to_string()),
+        Just("é".to_string()),
+    ];
+    prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+}
+
 /// Template text that compiles: whole constructs, includes among them.
 fn balanced_template() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
@@ -369,6 +423,13 @@ fn balanced_template() -> impl Strategy<Value = String> {
         "[a-z: ]{1,8}",
     ];
     prop::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #[test]
+    fn documents_split_where_a_walk_over_every_line_splits_them(text in stream()) {
+        prop_assert_eq!(yaml::split_documents(&text), split_by_walking_lines(&text));
+    }
 }
 
 /// Template text made of handlebars constructs, including the costly ones.

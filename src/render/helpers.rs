@@ -420,9 +420,13 @@ fn sha256sum(a: &[Arg<'_>]) -> Result<Value, String> {
     count(a, 1, "sha256sum VALUE")?;
     // Maps and lists hash their canonical JSON, so key order never matters.
     let digest = sha2::Sha256::digest(as_text(arg(a, 0)?).as_bytes());
-    Ok(Value::String(
-        digest.iter().map(|b| format!("{b:02x}")).collect(),
-    ))
+    // Into one string: a `format!` per byte allocated 32 strings per call.
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}"); // writing to a String cannot fail
+    }
+    Ok(Value::String(hex))
 }
 
 fn map_str(a: &[Arg<'_>], f: fn(&str) -> String) -> Result<Value, String> {

@@ -23,7 +23,12 @@ pub(super) fn parse(text: &str) -> Option<Value> {
         return None;
     }
     let mut lines = Vec::new();
-    for line in text.split('\n') {
+    // As `text.split('\n')`, with a vectorized search for line ends.
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len()));
+    let mut start = 0;
+    for end in ends {
+        let line = &text[start..end];
+        start = end + 1;
         let content = line.trim_start_matches(' ');
         let indent = line.len() - content.len();
         let content = content.trim_end_matches(' ');
@@ -54,10 +59,12 @@ pub(super) fn parse(text: &str) -> Option<Value> {
 /// other YAML line breaks (NEL, LS, PS), a byte-order mark and what libyaml
 /// refuses as control characters all go to the full parser.
 fn plain_characters(text: &str) -> bool {
-    if text
-        .bytes()
-        .all(|b| b == b'\n' || (b' '..=b'~').contains(&b))
-    {
+    // Without an early exit per byte, the check of each chunk vectorizes.
+    if text.as_bytes().chunks(64).all(|chunk| {
+        chunk.iter().fold(true, |ok, &b| {
+            ok & (b == b'\n' || (b' '..=b'~').contains(&b))
+        })
+    }) {
         return true;
     }
     text.chars().all(|c| {
@@ -205,9 +212,12 @@ fn key_of(content: &str) -> Option<(String, &str)> {
             (key, after.strip_prefix(':')?)
         }
         _ => {
-            let colon = key_colon(content)?;
+            // A comment before the colon leaves no key.
+            let Some(Mark::Colon(colon)) = first_mark(content) else {
+                return None;
+            };
             let key = &content[..colon];
-            if !plain_start(key) || key.ends_with(' ') || comment_start(key).is_some() {
+            if !plain_start(key) || key.ends_with(' ') {
                 return None;
             }
             // Keys are strings; `1:` or `true:` keep serde_norway's spelling.
@@ -223,31 +233,27 @@ fn key_of(content: &str) -> Option<(String, &str)> {
     Some((key, after.trim_start_matches(' ')))
 }
 
-/// The first `:` followed by a space or the end: where a plain key ends.
-/// (A byte search: `str::find(": ")` set up a substring searcher per line.)
-fn key_colon(s: &str) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = s[from..].find(':') {
-        let at = from + i;
-        if matches!(s.as_bytes().get(at + 1), None | Some(b' ')) {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
+/// What ends a plain scalar's text on its line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mark {
+    /// A `:` followed by a space or the end: where a plain key ends.
+    Colon(usize),
+    /// A ` #`: where a comment starts (the space's index).
+    Comment(usize),
 }
 
-/// Where a ` #` comment starts in a plain scalar's line.
-fn comment_start(s: &str) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = s[from..].find('#') {
-        let at = from + i;
-        if at > 0 && s.as_bytes()[at - 1] == b' ' {
-            return Some(at - 1);
+/// The first [`Mark`] in `s`. One vectorized pass finds both kinds: the
+/// two separate searches it replaces were 8% of `kdeploy render`, most of
+/// it in setting up a search per short line.
+fn first_mark(s: &str) -> Option<Mark> {
+    let b = s.as_bytes();
+    memchr::memchr2_iter(b':', b'#', b).find_map(|at| {
+        if b[at] == b':' {
+            matches!(b.get(at + 1), None | Some(b' ')).then_some(Mark::Colon(at))
+        } else {
+            (at > 0 && b[at - 1] == b' ').then(|| Mark::Comment(at - 1))
         }
-        from = at + 1;
-    }
-    None
+    })
 }
 
 /// A plain scalar may start here: not with an indicator, and `-` only
@@ -277,13 +283,12 @@ fn scalar(rest: &str) -> Option<Value> {
             if !plain_start(rest) {
                 return None;
             }
-            let text = match comment_start(rest) {
-                Some(i) => rest[..i].trim_end_matches(' '),
+            // A colon before any comment makes it a mapping.
+            let text = match first_mark(rest) {
+                Some(Mark::Colon(_)) => return None,
+                Some(Mark::Comment(i)) => rest[..i].trim_end_matches(' '),
                 None => rest,
             };
-            if key_colon(text).is_some() {
-                return None;
-            }
             plain(text.to_string())
         }
     }

@@ -483,34 +483,52 @@ pub struct Document<'a> {
 /// its own, errors keep exact lines, and one bad document does not hide the
 /// others.
 pub fn split_documents(text: &str) -> Vec<Document<'_>> {
+    let bytes = text.as_bytes();
+    // Only lines starting with `---` or `...` can be separators: find those
+    // (a vectorized search) instead of walking every line.
+    let mut candidates: Vec<usize> = Vec::new();
+    if bytes.starts_with(b"---") || bytes.starts_with(b"...") {
+        candidates.push(0);
+    }
+    for marker in [&b"\n---"[..], &b"\n..."[..]] {
+        candidates.extend(memchr::memmem::find_iter(bytes, marker).map(|i| i + 1));
+    }
+    candidates.sort_unstable();
     let mut docs = Vec::new();
     let mut start = 0usize;
     let mut start_line = 1usize;
-    let mut offset = 0usize;
-    for (line_no, line) in (1usize..).zip(text.split_inclusive('\n')) {
+    let (mut counted_to, mut line_no) = (0usize, 1usize);
+    for offset in candidates {
+        let end = memchr::memchr(b'\n', &bytes[offset..]).map_or(bytes.len(), |i| offset + i + 1);
+        let line = &text[offset..end];
         let content = line.trim_end_matches(['\n', '\r']);
         let is_sep = content == "---"
             || content.starts_with("--- ")
             || content.starts_with("---\t")
             || content == "...";
-        if is_sep {
-            docs.push(Document {
-                text: &text[start..offset],
-                first_line: start_line,
-                index: docs.len(),
-            });
-            // A "--- value" line carries content; keep it after the marker.
-            let rest = content.get(3..).unwrap_or("").trim();
-            let inline = content.starts_with("--- ") && !rest.is_empty() && !rest.starts_with('#');
-            if inline {
-                start = offset + 4;
-                start_line = line_no;
-            } else {
-                start = offset + line.len();
-                start_line = line_no + 1;
-            }
+        if !is_sep {
+            continue;
         }
-        offset += line.len();
+        line_no += bytes[counted_to..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        counted_to = offset;
+        docs.push(Document {
+            text: &text[start..offset],
+            first_line: start_line,
+            index: docs.len(),
+        });
+        // A "--- value" line carries content; keep it after the marker.
+        let rest = content.get(3..).unwrap_or("").trim();
+        let inline = content.starts_with("--- ") && !rest.is_empty() && !rest.starts_with('#');
+        if inline {
+            start = offset + 4;
+            start_line = line_no;
+        } else {
+            start = offset + line.len();
+            start_line = line_no + 1;
+        }
     }
     docs.push(Document {
         text: &text[start..],
