@@ -37,7 +37,9 @@ const MAX_BYTES: usize = 32 << 20;
 
 #[derive(Default)]
 struct Memo {
-    clean: HashSet<Box<[u8]>>,
+    /// A shape is a kilobyte or so: SipHash over it was a third of the
+    /// lookup. foldhash is seeded per process, and the set is bounded.
+    clean: HashSet<Box<[u8]>, foldhash::fast::RandomState>,
     bytes: usize,
 }
 
