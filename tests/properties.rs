@@ -407,6 +407,13 @@ fn stream() -> impl Strategy<Value = String> {
     prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
 }
 
+proptest! {
+    #[test]
+    fn documents_split_where_a_walk_over_every_line_splits_them(text in stream()) {
+        prop_assert_eq!(yaml::split_documents(&text), split_by_walking_lines(&text));
+    }
+}
+
 /// Template text that compiles: whole constructs, includes among them.
 fn balanced_template() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
@@ -423,13 +430,6 @@ fn balanced_template() -> impl Strategy<Value = String> {
         "[a-z: ]{1,8}",
     ];
     prop::collection::vec(piece, 0..12).prop_map(|v| v.concat())
-}
-
-proptest! {
-    #[test]
-    fn documents_split_where_a_walk_over_every_line_splits_them(text in stream()) {
-        prop_assert_eq!(yaml::split_documents(&text), split_by_walking_lines(&text));
-    }
 }
 
 /// Template text made of handlebars constructs, including the costly ones.
@@ -461,6 +461,27 @@ fn template() -> impl Strategy<Value = String> {
 
 const CANARY: &str = "CANARY-prop-5e1d";
 
+/// Chart `c` with template `main`, partial `p` and `values.yaml`, and the
+/// context a release renders it with; `None` when it does not compile.
+fn chart_of(main: String, partial: String, values: String) -> Option<(Chart, handlebars::Context)> {
+    let files = vec![
+        (
+            "c/Chart.yaml".to_string(),
+            "name: c\nversion: 1\n".to_string(),
+        ),
+        ("c/values.yaml".to_string(), values),
+        ("c/templates/_p.yaml".to_string(), partial),
+        ("c/templates/main.yaml".to_string(), main),
+    ];
+    let chart = Chart::from_files("c", "c", None, files).ok()?;
+    let ctx = handlebars::Context::from(Value::Object(
+        [("values".to_string(), Value::Object(chart.defaults.clone()))]
+            .into_iter()
+            .collect(),
+    ));
+    Some((chart, ctx))
+}
+
 proptest! {
     // Fewer cases than the reader: each renders a chart. PROPTEST_CASES
     // raises it as for the others.
@@ -474,18 +495,9 @@ proptest! {
             "items: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nflag: true\nsecret: {CANARY}\nlong: {}\n",
             "a".repeat(2000)
         );
-        let files = vec![
-            ("c/Chart.yaml".to_string(), "name: c\nversion: 1\n".to_string()),
-            ("c/values.yaml".to_string(), values),
-            ("c/templates/_p.yaml".to_string(), partial),
-            ("c/templates/main.yaml".to_string(), main),
-        ];
-        let Ok(chart) = Chart::from_files("c", "c", None, files) else {
+        let Some((chart, ctx)) = chart_of(main, partial, values) else {
             return Ok(()); // a syntax error, reported as such
         };
-        let ctx = handlebars::Context::from(Value::Object(
-            [("values".to_string(), Value::Object(chart.defaults.clone()))].into_iter().collect(),
-        ));
         let limits = Limits { template_steps: 20_000, release_bytes: 1 << 20, ..Limits::default() };
         let started = std::time::Instant::now();
         let (result, _) = budget::with_budget(&limits, || chart.render_template("c/templates/main.yaml", &ctx));
@@ -503,18 +515,10 @@ proptest! {
         steps in 0u64..400,
         bytes in 0u64..40_000,
     ) {
-        let files = vec![
-            ("c/Chart.yaml".to_string(), "name: c\nversion: 1\n".to_string()),
-            ("c/values.yaml".to_string(), "items: [1, 2, 3]\nflag: true\nsecret: s\nlong: aaaa\n".to_string()),
-            ("c/templates/_p.yaml".to_string(), partial),
-            ("c/templates/main.yaml".to_string(), main),
-        ];
-        let Ok(chart) = Chart::from_files("c", "c", None, files) else {
+        let values = "items: [1, 2, 3]\nflag: true\nsecret: s\nlong: aaaa\n".to_string();
+        let Some((chart, ctx)) = chart_of(main, partial, values) else {
             return Ok(());
         };
-        let ctx = handlebars::Context::from(Value::Object(
-            [("values".to_string(), Value::Object(chart.defaults.clone()))].into_iter().collect(),
-        ));
         let limits = Limits { template_steps: steps, release_bytes: bytes, ..Limits::default() };
         // A release renders several templates: here the same one three times.
         let release = || {
