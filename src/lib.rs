@@ -52,4 +52,5 @@ pub mod secrets;
 pub mod source;
 pub mod validate;
 pub mod wait;
+pub mod workflow;
 pub mod yaml;

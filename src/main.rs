@@ -51,7 +51,15 @@ fn main() -> ExitCode {
     let error_code = cli.error_code();
     // Everything printed passes the mask of decrypted SOPS values.
     let mut stdout = kdeploy::secrets::mask::MaskingWriter::new(std::io::stdout().lock());
-    let result = cli::run(cli, &mut stdout);
+    // In a workflow, repository text printed to the log cannot start a
+    // workflow command; the action prints its own through its guard.
+    let result = if runner_reads(&std::io::stdout()) && !matches!(cli.command, cli::Command::Action)
+    {
+        let mut guarded = kdeploy::workflow::Guard::new(&mut stdout);
+        cli::run(cli, &mut guarded)
+    } else {
+        cli::run(cli, &mut stdout)
+    };
     drop(stdout);
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
@@ -64,6 +72,21 @@ fn main() -> ExitCode {
             ExitCode::from(error_code)
         }
     }
+}
+
+/// Whether the GitHub Actions runner reads what is written to `stream` as
+/// its log (not redirected to a file, whose bytes must stay exact).
+fn runner_reads(stream: &impl std::os::fd::AsFd) -> bool {
+    if std::env::var_os("GITHUB_ACTIONS").is_none() {
+        return false;
+    }
+    let regular_file = stream
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.file_type().is_file());
+    !regular_file
 }
 
 /// `kdeploy plan | head` closes the pipe early; that is not an error.
@@ -85,14 +108,23 @@ fn report(err: &anyhow::Error) {
     });
     match diagnostics {
         Some(d) => {
-            eprintln!("{}", redact(&d.to_string()));
+            eprintln!("{}", for_stderr(&redact(&d.to_string())));
             if std::env::var_os("GITHUB_ACTIONS").is_some() {
                 for one in &d.0 {
                     println!("{}", redact(&one.to_github_annotation()));
                 }
             }
         }
-        None => eprintln!("error: {}", redact(&chain_text(err))),
+        None => eprintln!("error: {}", for_stderr(&redact(&chain_text(err)))),
+    }
+}
+
+/// Error text for stderr, which the runner reads as its log too.
+fn for_stderr(text: &str) -> std::borrow::Cow<'_, str> {
+    if runner_reads(&std::io::stderr()) {
+        kdeploy::workflow::neutralize(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 

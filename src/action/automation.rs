@@ -5,6 +5,7 @@
 //! versions between environments. Each change is published as a pull
 //! request (one per release) or a commit, through the API.
 
+use std::io::Write as _;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -4,6 +4,7 @@
 //! and to one issue per environment: opened when it drifts, kept current
 //! while it does, closed (with a comment) once it no longer does.
 
+use std::io::Write as _;
 use std::path::Path;
 
 use super::{Inputs, Runner};

@@ -30,30 +30,47 @@ pub use inputs::{ActionEnv, INPUTS, Input, Inputs, Mode, inputs_help};
 pub const SUMMARY_LIMIT: usize = 1024 * 1024;
 
 /// Workflow commands and files of the runner.
+/// Everything written to `log` passes [`crate::workflow::Guard`]: repository
+/// text cannot start a workflow command; kdeploy's own go through
+/// [`Runner::command`].
 struct Runner<'a> {
     env: &'a ActionEnv,
-    log: &'a mut dyn Write,
+    log: crate::workflow::Guard<&'a mut dyn Write>,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    fn new(env: &'a ActionEnv, log: &'a mut dyn Write) -> Self {
+        Runner {
+            env,
+            log: crate::workflow::Guard::new(log),
+        }
+    }
+
+    /// Text for the log; a line of it that looks like a workflow command is
+    /// neutralized.
     fn line(&mut self, s: &str) -> std::io::Result<()> {
         writeln!(self.log, "{s}")
     }
 
+    /// One of kdeploy's own workflow commands (data already escaped).
+    fn command(&mut self, s: &str) -> std::io::Result<()> {
+        self.log.command(s)
+    }
+
     fn group(&mut self, title: &str) -> std::io::Result<()> {
-        self.line(&format!("::group::{title}"))
+        self.command(&format!("::group::{}", escape(title)))
     }
 
     fn end_group(&mut self) -> std::io::Result<()> {
-        self.line("::endgroup::")
+        self.command("::endgroup::")
     }
 
     fn notice(&mut self, s: &str) -> std::io::Result<()> {
-        self.line(&format!("::notice::{}", escape(s)))
+        self.command(&format!("::notice::{}", escape(s)))
     }
 
     fn warning(&mut self, s: &str) -> std::io::Result<()> {
-        self.line(&format!("::warning::{}", escape(s)))
+        self.command(&format!("::warning::{}", escape(s)))
     }
 
     /// The link to this workflow run, when the runner says which it is.
@@ -176,9 +193,9 @@ fn error_class(e: &anyhow::Error) -> &'static str {
 fn report_failure(env: &ActionEnv, log: &mut dyn Write, e: &anyhow::Error) -> anyhow::Result<()> {
     let class = error_class(e);
     let message = format!("{e:#}");
-    let mut runner = Runner { env, log };
+    let mut runner = Runner::new(env, log);
     if !e.chain().any(|c| c.is::<Diagnostics>()) {
-        runner.line(&format!(
+        runner.command(&format!(
             "::error title=kdeploy ({class})::{}",
             escape(&message)
         ))?;
@@ -219,9 +236,9 @@ async fn run_steps(
     cancel: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<u8> {
     let inputs = Inputs::read(env)?;
-    let mut runner = Runner { env, log };
+    let mut runner = Runner::new(env, log);
     if let Some(token) = &inputs.token {
-        runner.line(&format!("::add-mask::{token}"))?;
+        runner.command(&format!("::add-mask::{token}"))?;
     }
     if let Some(k) = &inputs.kubeconfig {
         mask_kubeconfig(&mut runner, k)?;
@@ -230,7 +247,7 @@ async fn run_steps(
         // Masked in the runner's log first, then in everything kdeploy
         // prints; sops gets it as SOPS_AGE_KEY, no other process does.
         for line in key.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            runner.line(&format!("::add-mask::{line}"))?;
+            runner.command(&format!("::add-mask::{line}"))?;
             crate::secrets::mask::register(line, "sops-age-key");
         }
         crate::secrets::sops::set_age_key(key.trim().to_string());
@@ -354,7 +371,12 @@ async fn run_steps(
     describe_scope(&mut runner, &scope, event.branch())?;
     let filter = filter.scoped(scope);
     let marker = report::comment_marker(&inputs.comment_id);
-    let outcome = render::compare(&base, &head, &filter).and_then(|cmp| {
+    // A pull request's head is the author's; a pushed branch was merged.
+    let policy_from = match event {
+        Event::Push { .. } => render::PolicyFrom::Own,
+        _ => render::PolicyFrom::Base,
+    };
+    let outcome = render::compare_with(&base, &head, &filter, None, policy_from).and_then(|cmp| {
         crate::validate::check_for_plan(&cmp).map_err(render::Error::Invalid)?;
         Ok(cmp)
     });
@@ -363,7 +385,7 @@ async fn run_steps(
         Ok(cmp) => cmp,
         Err(render::Error::Invalid(problems)) => {
             for p in &problems.0 {
-                runner.line(&prefixed_annotation(p, &inputs.working_directory))?;
+                runner.command(&prefixed_annotation(p, &inputs.working_directory))?;
             }
             let body = error_markdown(&marker, head.label(), &problems);
             runner.summary(&body)?;
@@ -372,7 +394,7 @@ async fn run_steps(
                 ("error", "render failed".into()),
             ])?;
             post_comment(&mut runner, &event, &inputs, retry, &marker, &[body]).await?;
-            runner.line(&format!(
+            runner.command(&format!(
                 "::error::rendering failed with {} problem(s); see the annotations",
                 problems.0.len()
             ))?;
@@ -488,7 +510,7 @@ fn mask_kubeconfig(runner: &mut Runner<'_>, kubeconfig: &str) -> std::io::Result
         if let Some(key) = KUBECONFIG_SECRETS.iter().find(|k| t.starts_with(**k)) {
             let value = t[key.len()..].trim().trim_matches('"').trim_matches('\'');
             if !value.is_empty() {
-                runner.line(&format!("::add-mask::{value}"))?;
+                runner.command(&format!("::add-mask::{value}"))?;
             }
         }
     }
@@ -520,7 +542,7 @@ async fn deploy(
         Ok(s) => s,
         Err(render::Error::Invalid(problems)) => {
             for p in &problems.0 {
-                runner.line(&prefixed_annotation(p, &inputs.working_directory))?;
+                runner.command(&prefixed_annotation(p, &inputs.working_directory))?;
             }
             runner.end_group()?;
             return Ok(2);
@@ -648,7 +670,7 @@ async fn deploy(
         runner.warning(w)?;
     }
     if cancelled {
-        runner.line("::error::cancelled during the deploy; what was applied so far stays, the next run finishes the change")?;
+        runner.command("::error::cancelled during the deploy; what was applied so far stays, the next run finishes the change")?;
         return Ok(130);
     }
     let reports = result?;
@@ -700,7 +722,7 @@ async fn deploy(
     if ok {
         Ok(0)
     } else {
-        runner.line("::error::deploy failed; see the job summary. The deploy record was not updated, so a re-run retries the change")?;
+        runner.command("::error::deploy failed; see the job summary. The deploy record was not updated, so a re-run retries the change")?;
         Ok(1)
     }
 }

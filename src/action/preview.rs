@@ -9,6 +9,7 @@
 //! what its own preview may do. A pull request from a fork gets no preview
 //! (its run has no cluster credentials).
 
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -102,7 +103,7 @@ pub(super) async fn run(
             if removed.succeeded() {
                 return Ok(0);
             }
-            runner.line("::error::the preview could not be removed completely; see the job summary. Its record was kept, so a re-run (or `kdeploy preview gc`) retries")?;
+            runner.command("::error::the preview could not be removed completely; see the job summary. Its record was kept, so a re-run (or `kdeploy preview gc`) retries")?;
             return Ok(1);
         }
         other => {
@@ -137,13 +138,13 @@ pub(super) async fn run(
         Ok(p) => p,
         Err(crate::render::Error::Invalid(problems)) => {
             for p in &problems.0 {
-                runner.line(&prefixed_annotation(p, &inputs.working_directory))?;
+                runner.command(&prefixed_annotation(p, &inputs.working_directory))?;
             }
             let body =
                 comment::not_deployed(&template, &env, &problems.to_string(), run_url.as_deref());
             runner.summary(&body)?;
             post(runner, inputs, *number, &marker, &body, retry).await?;
-            runner.line(&format!(
+            runner.command(&format!(
                 "::error::the preview could not be rendered ({} problem(s)); see the annotations",
                 problems.0.len()
             ))?;
@@ -192,7 +193,7 @@ pub(super) async fn run(
     if report.succeeded() {
         Ok(0)
     } else {
-        runner.line(
+        runner.command(
             "::error::the preview deploy failed; see the pull request comment and the job summary",
         )?;
         Ok(1)
@@ -283,7 +284,7 @@ async fn collect(
     if ok {
         Ok(0)
     } else {
-        runner.line("::error::some previews could not be removed; their records were kept, so the next run retries")?;
+        runner.command("::error::some previews could not be removed; their records were kept, so the next run retries")?;
         Ok(1)
     }
 }

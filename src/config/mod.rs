@@ -16,6 +16,7 @@ use crate::source::{self, Node, Reader};
 use crate::yaml;
 
 pub mod edit;
+pub mod policy;
 pub mod preview;
 mod service;
 mod settings;
@@ -249,11 +250,19 @@ pub struct Layout {
     pub lock_file: Option<(String, String)>,
     /// Its blob id: a release's output depends on it too.
     pub lock_id: Option<gix::ObjectId>,
+    /// Runner-policy keys ([`policy::KEYS`]) this revision's kdeploy.yaml
+    /// set otherwise than the policy imposed on it (a pull request's head).
+    pub policy_overridden: Vec<&'static str>,
 }
 
 /// True for a DNS-1123 label: what Kubernetes accepts as a namespace name.
 pub fn is_dns_label(s: &str) -> bool {
     s.len() <= 63 && is_dns_label_any_length(s)
+}
+
+/// True for a DNS-1123 subdomain: dot-separated labels, at most 253 bytes.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// A DNS-1123 label without its length limit: one part of a subdomain.
@@ -279,6 +288,7 @@ impl Layout {
             sources: Vec::new(),
             lock_file: None,
             lock_id: None,
+            policy_overridden: Vec::new(),
         }
     }
 
@@ -304,12 +314,15 @@ impl Layout {
         filter: &Filter,
         expand: &dyn Fn(&Node) -> bool,
     ) -> Result<Layout, Error> {
-        Layout::load_as(reader, root, filter, expand, None)
+        Layout::load_as(reader, root, filter, expand, None, None)
     }
 
     /// Like [`Layout::load_with`], with `settings` (and their blob id) in
     /// place of the revision's own `kdeploy.yaml` when given: a base that
-    /// predates kdeploy.yaml is read with the head's.
+    /// predates kdeploy.yaml is read with the head's. `policy`, when given,
+    /// replaces the runner-policy part of whichever settings are used
+    /// before anything else is read (a pull request's head is read under
+    /// its base's limits).
     ///
     /// # Errors
     /// As [`Layout::load`].
@@ -319,6 +332,7 @@ impl Layout {
         filter: &Filter,
         expand: &dyn Fn(&Node) -> bool,
         settings: Option<(&Settings, Option<gix::ObjectId>)>,
+        policy: Option<&policy::RunnerPolicy>,
     ) -> Result<Layout, Error> {
         let mut problems = Diagnostics::default();
         let (settings, settings_id, settings_file) =
@@ -332,6 +346,8 @@ impl Layout {
                 }
                 _ => (Settings::default(), None, false),
             };
+        let mut settings = settings;
+        let policy_overridden = policy.map_or_else(Vec::new, |p| p.impose(&mut settings));
         reader.snapshot().set_file_limit(settings.limits.file_bytes);
         let (lock_file, lock_id) = match reader.find(root, &settings.images.lock_file)? {
             Some(node) if !node.is_dir => {
@@ -427,6 +443,7 @@ impl Layout {
                 sources,
                 lock_file,
                 lock_id,
+                policy_overridden,
             })
             .map_err(Error::from)
     }

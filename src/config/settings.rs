@@ -519,6 +519,26 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                         .help("use a relative path without `..`, e.g. images.lock.yaml (the default)"),
                     );
                 }
+                for (keys, program) in [
+                    (["helm", "binary"], &settings.helm.binary),
+                    (["sources", "kustomizeCommand"], &settings.sources.kustomize_command),
+                ] {
+                    let Some(program) = program else { continue };
+                    if super::policy::is_program_name(program) {
+                        continue;
+                    }
+                    let at = index.iter().find(|l| l.path == keys);
+                    problems.push(
+                        Diagnostic::new(
+                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            format!(
+                                "`{}`: `{program}` is not a program name: executables are found on the runner's PATH, never by a path (a path could name a file of the repository)",
+                                keys.join(".")
+                            ),
+                        )
+                        .help("write a bare name such as `helm` or `kustomize`; a runner that needs another executable sets KDEPLOY_HELM or KDEPLOY_KUSTOMIZE to its absolute path"),
+                    );
+                }
                 for (key, template) in &settings.helm.set {
                     let at = index
                         .iter()

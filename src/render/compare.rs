@@ -10,6 +10,7 @@ use super::{
     ChartCache, Error, Hooks, Rendered, State, check_duplicates, check_shared_clusters,
     merge_results, pin_images, render_sources, render_specs, sources,
 };
+use crate::config::policy::RunnerPolicy;
 use crate::config::{self, Filter, Layout, ReleaseSpec};
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::secrets::Need;
@@ -42,7 +43,17 @@ pub struct Comparison {
 /// # Errors
 /// Problems at either revision, each naming its file.
 pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comparison, Error> {
-    compare_with(base, head, filter, None)
+    compare_with(base, head, filter, None, PolicyFrom::Base)
+}
+
+/// Which revision's kdeploy.yaml supplies runner policy
+/// ([`crate::config::policy`]) to a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyFrom {
+    /// The base: a pull request's plan (the head is the author's).
+    Base,
+    /// Each revision its own: a push to a branch, already merged.
+    Own,
 }
 
 /// Settings given for both revisions (`--config FILE`) in place of each
@@ -81,7 +92,8 @@ impl GivenSettings {
     }
 }
 
-/// [`compare`], with `given` settings for both revisions when set.
+/// [`compare`], with `given` settings for both revisions when set, and
+/// runner policy from `policy_from`.
 ///
 /// # Errors
 /// As [`compare`].
@@ -90,6 +102,7 @@ pub fn compare_with(
     head: &Snapshot,
     filter: &Filter,
     given_settings: Option<&GivenSettings>,
+    policy_from: PolicyFrom,
 ) -> Result<Comparison, Error> {
     let base_reader = base.reader();
     let head_reader = head.reader();
@@ -99,22 +112,41 @@ pub fn compare_with(
     let load = |reader: &source::Reader<'_>,
                 snap: &Snapshot,
                 expand: &dyn Fn(&source::Node) -> bool,
-                given: Given<'_>| {
+                given: Given<'_>,
+                policy: Option<&RunnerPolicy>| {
         if snap.is_empty() {
             Ok(Layout::empty())
         } else {
-            Layout::load_as(reader, &snap.root(), filter, expand, given)
+            Layout::load_as(reader, &snap.root(), filter, expand, given, policy)
         }
     };
     let forced: Given<'_> = given_settings.map(|g| (&g.settings, g.id));
-    let head_shallow = load(&head_reader, head, &|_| false, forced)?;
-    let mut base_shallow = load(&base_reader, base, &|_| false, forced)
+    let mut base_shallow = load(&base_reader, base, &|_| false, forced, None)
         .map_err(|e| prefix_revision(e.into(), base.label()))?;
+    // Runner policy (programs, limits, registries in clear, what a plan
+    // hides) comes from the base, never the head: a pull request changes
+    // what is deployed, not what runs or what its own plan shows. Settings
+    // the runner gave (`--config`) are the runner's own.
+    let policy = (forced.is_none() && policy_from == PolicyFrom::Base && !base.is_empty()).then(|| {
+        if base_shallow.settings_file {
+            RunnerPolicy::of(&base_shallow.settings)
+        } else {
+            RunnerPolicy::default()
+        }
+    });
+    let head_shallow = load(&head_reader, head, &|_| false, forced, policy.as_ref())?;
     // A base from before kdeploy.yaml existed (the adoption pull request,
     // older history) is read with the head's settings: with the defaults it
     // would render other charts and namespaces, and the plan would delete
     // what the repository really deploys.
     let mut notes = Vec::new();
+    if !head_shallow.policy_overridden.is_empty() {
+        notes.push(format!(
+            "the head changes runner policy in {} ({}): a plan uses its base's (the head's takes effect once merged)",
+            config::SETTINGS_FILE,
+            head_shallow.policy_overridden.join(", ")
+        ));
+    }
     let inherit = forced.is_none()
         && !base.is_empty()
         && !base_shallow.settings_file
@@ -125,7 +157,7 @@ pub fn compare_with(
         forced
     };
     if inherit {
-        base_shallow = load(&base_reader, base, &|_| false, given)
+        base_shallow = load(&base_reader, base, &|_| false, given, policy.as_ref())
             .map_err(|e| prefix_revision(e.into(), base.label()))?;
         notes.push(format!(
             "the base {} has no {}: it was rendered with the head's",
@@ -160,7 +192,7 @@ pub fn compare_with(
             && node.id.is_some()
             && base_app_ids.get(node.name()) == Some(&node.id)
     };
-    let head_layout = load(&head_reader, head, &|n| !same_app(n), forced)?;
+    let head_layout = load(&head_reader, head, &|n| !same_app(n), forced, policy.as_ref())?;
     let head_app_ids: HashMap<&str, Option<gix::ObjectId>> = head_shallow
         .skipped_apps
         .iter()
@@ -176,6 +208,7 @@ pub fn compare_with(
                 && head_app_ids.get(n.name()) == Some(&n.id))
         },
         given,
+        policy.as_ref(),
     )
     .map_err(|e| prefix_revision(e.into(), base.label()))?;
 

@@ -23,8 +23,14 @@ use crate::config::HelmSettings;
 use super::{Release, ReleaseKey, Rendered};
 
 impl HelmSettings {
-    fn binary(&self) -> &str {
-        self.binary.as_deref().unwrap_or("helm")
+    /// The helm program: the runner's `KDEPLOY_HELM` (an absolute path is
+    /// allowed there), else `helm.binary` (a name on PATH), else `helm`.
+    fn binary(&self) -> String {
+        std::env::var("KDEPLOY_HELM")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .or_else(|| self.binary.clone())
+            .unwrap_or_else(|| "helm".into())
     }
 }
 
@@ -108,7 +114,7 @@ impl HelmChart {
         insecure: &[String],
     ) -> Result<HelmChart, super::Error> {
         let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
-        let pulled = super::helm_deps::pull(remote, settings.binary(), timeout, &|r| {
+        let pulled = super::helm_deps::pull(remote, &settings.binary(), timeout, &|r| {
             plain_http(r, insecure)
         })
         .map_err(|d| super::Error::Invalid(d.into()))?;
@@ -140,7 +146,7 @@ impl HelmChart {
     ) -> Result<HelmChart, super::Error> {
         let root = tmp.path().join(name);
         let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
-        if let Err(d) = super::helm_deps::ensure(&root, dir, settings.binary(), timeout, &|r| {
+        if let Err(d) = super::helm_deps::ensure(&root, dir, &settings.binary(), timeout, &|r| {
             plain_http(r, insecure)
         }) {
             return Err(super::Error::Invalid(d.into()));
@@ -207,8 +213,8 @@ fn check_version(binary: &str, timeout: std::time::Duration) -> Result<(), Strin
     map.entry(binary.to_string())
         .or_insert_with(|| {
             let dir = std::env::temp_dir();
-            let out = super::sources::run_renderer(binary, &["version", "--short"], &dir, timeout)
-                .map_err(|e| format!("{e}\nkdeploy renders Helm charts with the `helm` executable (3.x or 4.x); install it or set helm.binary in kdeploy.yaml"))?;
+            let out = super::sources::run_renderer(binary, &["version", "--short"], &dir, timeout, 64 * 1024)
+                .map_err(|e| format!("{e}\nkdeploy renders Helm charts with the `helm` executable (3.x or 4.x); install it, or name another program on PATH with helm.binary in kdeploy.yaml"))?;
             let v = out.trim().trim_start_matches('v');
             match v.split('.').next().and_then(|m| m.parse::<u32>().ok()) {
                 Some(major) if major >= 3 => Ok(()),
@@ -240,13 +246,15 @@ fn set_path(map: &mut Map<String, Value>, path: &str, value: Value) {
     }
 }
 
-/// Renders one release with `helm template`.
+/// Renders one release with `helm template`; helm may print at most
+/// `release_bytes` (the release limit, as a handlebars chart's output).
 pub fn render(
     spec: &crate::config::ReleaseSpec,
     sv: ServiceValues,
     chart: &HelmChart,
     settings: &HelmSettings,
     settings_id: Option<gix::ObjectId>,
+    release_bytes: u64,
 ) -> Result<Rendered, Diagnostics> {
     let mut values = sv.values;
     let inputs = sv.inputs;
@@ -254,7 +262,7 @@ pub fn render(
     let namespace = super::release_namespace(&values, spec, &sv.default_namespace)?;
     let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
     let fail = |msg: String| Diagnostics::from(Diagnostic::new(Location::file(&chart.dir), msg));
-    check_version(settings.binary(), timeout).map_err(fail)?;
+    check_version(&settings.binary(), timeout).map_err(fail)?;
     set_path(
         &mut values,
         settings.version_key.as_deref().unwrap_or("tag"),
@@ -266,6 +274,14 @@ pub fn render(
         .unwrap_or("{app}-{env}")
         .replace("{app}", &spec.app)
         .replace("{env}", &spec.env);
+    // The name reaches helm's command line: a name such as
+    // `--post-renderer=./x` must never be read as an option.
+    if !crate::config::is_dns_subdomain(&name) || name.len() > 53 {
+        return Err(fail(format!(
+            "`helm.releaseName` gives `{name}` for {}/{}, which is not a Helm release name (lowercase letters, digits, `-` and `.`, at most 53 characters, starting and ending with a letter or digit)",
+            spec.env, spec.app
+        )));
+    }
     for (path, template) in &settings.set {
         let value = template
             .replace("{app}", &spec.app)
@@ -299,17 +315,19 @@ pub fn render(
     )
     .map_err(|e| fail(e.to_string()))?;
     let chart_path = chart.chart_path();
+    // Options first, then `--`: what follows is never read as an option.
     let args = [
         "template",
-        name.as_str(),
-        chart_path.to_str().unwrap_or_default(),
         "--namespace",
         namespace.as_str(),
         "-f",
         values_file.to_str().unwrap_or_default(),
         "--include-crds",
+        "--",
+        name.as_str(),
+        chart_path.to_str().unwrap_or_default(),
     ];
-    let output = super::sources::run_renderer(settings.binary(), &args, work.path(), timeout)
+    let output = super::sources::run_renderer(&settings.binary(), &args, work.path(), timeout, release_bytes)
         .map_err(|e| {
             fail(format!(
                 "helm could not render {} for {}/{}: {e}",

@@ -122,12 +122,13 @@ pub fn ensure(
         return Ok(());
     }
     let root_text = root.to_string_lossy().into_owned();
-    let mut args = vec!["dependency", "build", root_text.as_str()];
+    let mut args = vec!["dependency", "build"];
     if missing.iter().any(|d| plain_http(&d.repository)) {
         args.push("--plain-http");
     }
+    args.extend(["--", root_text.as_str()]);
     let work = root.parent().unwrap_or(root);
-    if let Err(e) = super::sources::run_renderer(helm, &args, work, timeout) {
+    if let Err(e) = super::sources::run_renderer(helm, &args, work, timeout, 1 << 20) {
         let e = e.replace(&root_text, dir);
         if e.contains("out of sync") {
             return Err(Diagnostic::new(
@@ -254,22 +255,19 @@ pub fn pull(
         .tempdir_in(&parent)
         .map_err(|e| Diagnostic::global(format!("cannot write to {}: {e}", parent.display())))?;
     let untar = staging.path().to_string_lossy().into_owned();
-    let mut args = vec![
-        "pull",
-        remote.reference.as_str(),
-        "--version",
-        remote.version.as_str(),
-        "--untar",
-        "--untar-dir",
-        untar.as_str(),
-    ];
-    if let Some(r) = &remote.repository {
-        args.extend(["--repo", r.as_str()]);
+    // Values from the repository are joined to their options (`--version=…`)
+    // and the reference comes after `--`: none can be read as an option.
+    let version = format!("--version={}", remote.version);
+    let repo = remote.repository.as_ref().map(|r| format!("--repo={r}"));
+    let mut args = vec!["pull", version.as_str(), "--untar", "--untar-dir", untar.as_str()];
+    if let Some(r) = &repo {
+        args.push(r.as_str());
     }
     if plain_http(&remote.reference) {
         args.push("--plain-http");
     }
-    if let Err(e) = super::sources::run_renderer(helm, &args, staging.path(), timeout) {
+    args.extend(["--", remote.reference.as_str()]);
+    if let Err(e) = super::sources::run_renderer(helm, &args, staging.path(), timeout, 64 * 1024) {
         return Err(Diagnostic::global(format!(
             "cannot pull the chart {} version {}{} (nothing cached in {}): {e}",
             remote.reference,

@@ -9,6 +9,7 @@
 //! or the cluster.
 
 pub mod budget;
+pub mod process_time;
 pub mod chart;
 mod checks;
 mod compare;
@@ -35,7 +36,7 @@ use crate::source::{self, Snapshot};
 pub use chart::Chart;
 pub use checks::hashed_ids;
 use checks::{check_duplicates, check_shared_clusters};
-pub use compare::{Comparison, GivenSettings, compare, compare_with};
+pub use compare::{Comparison, GivenSettings, PolicyFrom, compare, compare_with};
 use documents::{parse_documents, resources_of};
 
 /// The error returned by [`render`] and [`compare`].
@@ -225,7 +226,16 @@ pub fn render_preview(
     let overlay = &overlay;
     let filter = Filter::new(Some(&overlay.from), apps)
         .map_err(|e| Diagnostics::from(Diagnostic::global(format!("invalid app glob: {e}"))))?;
-    let mut layout = Layout::load(&reader, &snapshot.root(), &filter)?;
+    // The pull request's head renders under the base's runner policy.
+    let policy = trusted.map(config::policy::RunnerPolicy::of);
+    let mut layout = Layout::load_as(
+        &reader,
+        &snapshot.root(),
+        &filter,
+        &|_| true,
+        None,
+        policy.as_ref(),
+    )?;
     if layout.releases.is_empty() && layout.sources.is_empty() {
         return Err(Diagnostics::from(
             Diagnostic::new(
@@ -455,7 +465,14 @@ fn render_sources(
             || snapshot.reader(),
             |reader, spec| {
                 let rendered =
-                    sources::render(reader, &root, spec, &layout.settings.sources, need)?;
+                    sources::render(
+                        reader,
+                        &root,
+                        spec,
+                        &layout.settings.sources,
+                        layout.settings.limits.release_bytes,
+                        need,
+                    )?;
                 Ok(rendered.and_then(|r| finished(r, &layout.settings, finish)))
             },
         )
@@ -670,7 +687,14 @@ fn render_chunk(
                 rendered.map(|(r, _)| Rendered { sealed, ..r })
             }
             Engine::Helm(chart) => {
-                helm::render(spec, sv, chart, &layout.settings.helm, layout.settings_id)
+                helm::render(
+                    spec,
+                    sv,
+                    chart,
+                    &layout.settings.helm,
+                    layout.settings_id,
+                    layout.settings.limits.release_bytes,
+                )
                     .map(|r| Rendered { sealed, ..r })
             }
             };

@@ -375,16 +375,39 @@ pub(super) fn io_err(path: &str, e: std::io::Error) -> source::Error {
 /// The most a renderer process may print: the ceiling of `limits.releaseBytes`.
 const MAX_RENDERER_OUTPUT: u64 = 256 << 20;
 
-/// Runs a renderer process: no inherited secrets (a clean environment with
-/// only PATH and a temporary HOME), a timeout, stderr kept for errors.
+/// Runs a renderer process: the program found on the runner's PATH (never
+/// a file of the repository), no inherited secrets (a clean environment
+/// with only PATH and a temporary HOME), a timeout within the run's total
+/// ([`super::process_time`]), at most `max_output` bytes read (a release's
+/// `limits.releaseBytes`), stderr kept for errors.
 pub fn run_renderer(
     program: &str,
     args: &[&str],
     dir: &Path,
     timeout: Duration,
+    max_output: u64,
+) -> Result<String, String> {
+    let max_output = max_output.min(MAX_RENDERER_OUTPUT);
+    let timeout = super::process_time::timeout(timeout)?;
+    let resolved = crate::config::policy::resolve_program(program).ok_or_else(|| {
+        format!("cannot find the program `{program}` on PATH; install it (a runner that keeps it elsewhere sets KDEPLOY_HELM or KDEPLOY_KUSTOMIZE to its absolute path)")
+    })?;
+    let started = std::time::Instant::now();
+    let result = run_resolved(&resolved, program, args, dir, timeout, max_output);
+    super::process_time::charge(started.elapsed());
+    result
+}
+
+fn run_resolved(
+    resolved: &Path,
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    timeout: Duration,
+    max_output: u64,
 ) -> Result<String, String> {
     use std::io::Read as _;
-    let mut child = std::process::Command::new(program)
+    let mut child = std::process::Command::new(resolved)
         .args(args)
         .current_dir(dir)
         .env_clear()
@@ -394,9 +417,7 @@ pub fn run_renderer(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            format!("cannot run `{program}`: {e}; install it or set its path in kdeploy.yaml")
-        })?;
+        .map_err(|e| format!("cannot run `{program}`: {e}; install it"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut stderr = child.stderr.take().ok_or("no stderr")?;
     // Output is bounded: past the ceiling the renderer is stopped rather
@@ -405,8 +426,8 @@ pub fn run_renderer(
     let flag = too_much.clone();
     let out_thread = std::thread::spawn(move || {
         let mut s = String::new();
-        let _ = stdout.take(MAX_RENDERER_OUTPUT + 1).read_to_string(&mut s);
-        if s.len() as u64 > MAX_RENDERER_OUTPUT {
+        let _ = stdout.take(max_output + 1).read_to_string(&mut s);
+        if s.len() as u64 > max_output {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         s
@@ -425,7 +446,7 @@ pub fn run_renderer(
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "`{program}` wrote more than {MAX_RENDERER_OUTPUT} bytes and was stopped"
+                    "`{program}` wrote more than {max_output} bytes (`limits.releaseBytes`) and was stopped"
                 ));
             }
             Ok(None) if started.elapsed() > timeout => {
@@ -463,6 +484,7 @@ pub fn render_kustomize(
     root: &Node,
     spec: &SourceSpec,
     settings: &SourcesSettings,
+    max_output: u64,
     need: Need,
 ) -> Result<Result<Rendered, Diagnostics>, source::Error> {
     let release = release_of(spec, "kustomize");
@@ -482,7 +504,11 @@ pub fn render_kustomize(
         .map_err(|e| io_err(&spec.dir.path, e))?;
     materialize(&gathered, tmp.path())?;
     drop(gathered);
-    let command = settings.kustomize_command.as_deref().unwrap_or("kubectl");
+    let runner_choice = std::env::var("KDEPLOY_KUSTOMIZE").ok();
+    let command = runner_choice
+        .as_deref()
+        .or(settings.kustomize_command.as_deref())
+        .unwrap_or("kubectl");
     let (program, args): (&str, Vec<&str>) = if Path::new(command)
         .file_name()
         .is_some_and(|n| n == "kustomize")
@@ -491,7 +517,7 @@ pub fn render_kustomize(
     } else {
         (command, vec!["kustomize", &spec.dir.path])
     };
-    let output = match run_renderer(program, &args, tmp.path(), settings.timeout()) {
+    let output = match run_renderer(program, &args, tmp.path(), settings.timeout(), max_output) {
         Ok(o) => o,
         Err(e) => {
             problems.push(Diagnostic::new(
@@ -538,7 +564,8 @@ pub fn key(
     })
 }
 
-/// Renders one source release.
+/// Renders one source release; a Kustomize build may print `max_output`
+/// bytes (the release limit).
 ///
 /// # Errors
 /// Read failures; problems with the input are diagnostics.
@@ -547,11 +574,12 @@ pub fn render(
     root: &Node,
     spec: &SourceSpec,
     settings: &SourcesSettings,
+    max_output: u64,
     need: Need,
 ) -> Result<Result<Rendered, Diagnostics>, source::Error> {
     match spec.kind {
         Kind::Raw => render_raw(reader, spec, need),
-        Kind::Kustomize => render_kustomize(reader, root, spec, settings, need),
+        Kind::Kustomize => render_kustomize(reader, root, spec, settings, max_output, need),
     }
 }
 
