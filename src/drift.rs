@@ -632,7 +632,7 @@ pub async fn check(
                         format!("{env} was deployed from {}", record.commit)
                     })?;
                     Some(Snapshot::at_commit(
-                        gix::discover(scope.repo)?,
+                        crate::source::discover(scope.repo)?,
                         scope.repo,
                         id,
                         &record.commit,

@@ -349,7 +349,7 @@ pub fn ensure_commit(
     sha: &str,
     auth: Option<&FetchAuth>,
 ) -> Result<ObjectId, Error> {
-    let repo = gix::discover(workdir)
+    let repo = crate::source::discover(workdir)
         .map_err(|e| Error::Invalid(format!("{} is not a git checkout: {e}", workdir.display())))?;
     let top = repo.workdir().unwrap_or(workdir).to_path_buf();
     let git = Git {
@@ -362,11 +362,52 @@ pub fn ensure_commit(
 /// The checkout's own credentials win: two Authorization headers are
 /// refused, so the token is added only where there are none.
 fn has_own_credentials(top: &Path) -> bool {
-    Command::new("git")
+    git_command(top)
         .args(["config", "--get-regexp", r"^http\..*extraheader$"])
-        .current_dir(top)
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// git, confined to the checkout at `top`: no system or global config, no
+/// hooks, no fsmonitor, ssh and credential helpers as the runner has them
+/// and never from config, no submodules, no `ext::` transport, no prompt.
+/// The checkout's own `.git/config` is the runner's (actions/checkout wrote
+/// it), but its programs are switched off all the same.
+fn git_command(top: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-c")
+        .arg(format!("safe.directory={}", top.display()))
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.sshCommand=ssh",
+            "-c",
+            "core.askPass=",
+            "-c",
+            "credential.helper=",
+            "-c",
+            "protocol.ext.allow=never",
+            "-c",
+            "submodule.recurse=false",
+            "-c",
+            "fetch.recurseSubmodules=false",
+        ])
+        .current_dir(top)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS");
+    cmd
+}
+
+/// Whether `rev` is a full object id (SHA-1 or SHA-256), the only thing
+/// kdeploy fetches: a name from a payload could be read as an option.
+fn is_full_object_id(rev: &str) -> bool {
+    matches!(rev.len(), 40 | 64) && rev.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Runs git in a checkout, with `auth` (when the checkout has no
@@ -378,10 +419,8 @@ struct Git<'a> {
 
 impl Git<'_> {
     fn run(&self, args: &[&str]) -> Result<String, String> {
-        let mut cmd = Command::new("git");
-        cmd.args(args)
-            .current_dir(self.dir)
-            .env("GIT_TERMINAL_PROMPT", "0");
+        let mut cmd = git_command(self.dir);
+        cmd.args(args);
         if let Some(auth) = self.auth {
             cmd.envs(auth.env());
         }
@@ -399,7 +438,21 @@ impl Git<'_> {
         if let Ok(id) = crate::source::resolve_commit(repo, sha) {
             return Ok(id);
         }
-        self.run(&["fetch", "--no-tags", "--quiet", "--depth=1", "origin", sha])
+        if !is_full_object_id(sha) {
+            return Err(Error::Invalid(format!(
+                "`{sha}` is not a commit of the checkout, and kdeploy fetches only full commit ids (40 hexadecimal digits); pass the full SHA, or fetch the branch in the checkout step"
+            )));
+        }
+        self.run(&[
+            "fetch",
+            "--no-tags",
+            "--quiet",
+            "--depth=1",
+            "--no-recurse-submodules",
+            "--end-of-options",
+            "origin",
+            sha,
+        ])
             .map_err(|detail| Error::Fetch {
                 sha: sha.to_string(),
                 detail,
@@ -428,6 +481,8 @@ impl Git<'_> {
                 "--no-tags",
                 "--quiet",
                 deepen,
+                "--no-recurse-submodules",
+                "--end-of-options",
                 "origin",
                 &one.to_string(),
                 &two.to_string(),
@@ -454,7 +509,7 @@ pub fn resolve(
     github_sha: Option<&str>,
     auth: Option<&FetchAuth>,
 ) -> Result<Revisions, Error> {
-    let repo = gix::discover(workdir)
+    let repo = crate::source::discover(workdir)
         .map_err(|e| Error::Invalid(format!("{} is not a git checkout: {e}", workdir.display())))?;
     let top = repo.workdir().unwrap_or(workdir).to_path_buf();
     let own_credentials = auth.is_some() && has_own_credentials(&top);

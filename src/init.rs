@@ -189,12 +189,10 @@ pub fn run(repo: &Path, start: &Start, out: &mut dyn Write) -> anyhow::Result<()
     };
     for (path, text) in &files {
         let target = repo.join(path);
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        if let Err(e) = std::fs::write(&target, text) {
+        let rel = path.as_str();
+        if let Err(e) = crate::repo_write::write(repo, rel, text.as_bytes()) {
             remove_all(&written);
-            return Err(e).with_context(|| format!("writing {path}"));
+            return Err(e).with_context(|| format!("writing {rel}"));
         }
         written.push(target);
     }

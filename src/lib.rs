@@ -46,6 +46,7 @@ pub mod preview;
 pub mod promote;
 pub mod publish;
 pub mod render;
+pub mod repo_write;
 pub mod report;
 pub mod resource;
 pub mod secrets;

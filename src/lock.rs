@@ -273,18 +273,9 @@ pub async fn command(repo: &Path, filter: &Filter, check: bool) -> anyhow::Resul
         render::render_with(&snapshot, filter, Need::Optional, render::Images::AsWritten)?;
     let settings = state.settings.images.clone();
     let refs = references(&mut state.releases, &settings);
-    let path = repo.join(&settings.lock_file);
-    let previous = match std::fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_symlink() => anyhow::bail!(
-            "{} is a symbolic link; kdeploy writes the lock only as a plain file in the repo: remove the link",
-            settings.lock_file
-        ),
-        Ok(_) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", settings.lock_file))?;
-            Lock::parse(&settings.lock_file, &text)?
-        }
-        Err(_) => Lock {
+    let previous = match crate::repo_write::read(repo, &settings.lock_file)? {
+        Some(text) => Lock::parse(&settings.lock_file, &text)?,
+        None => Lock {
             path: settings.lock_file.clone(),
             ..Default::default()
         },
@@ -359,7 +350,7 @@ pub async fn command(repo: &Path, filter: &Filter, check: bool) -> anyhow::Resul
     }
     report.lines = lines.into_values().collect();
     if report.failed == 0 && next != previous {
-        write_atomically(&path, &next.to_text())
+        crate::repo_write::write(repo, &settings.lock_file, next.to_text().as_bytes())
             .with_context(|| format!("cannot write {}", settings.lock_file))?;
     }
     Ok(report)
@@ -371,14 +362,6 @@ const CONCURRENCY: usize = 16;
 /// `sha256:0123456789ab…` for reports.
 fn short(digest: &str) -> String {
     format!("{}…", digest.chars().take(19).collect::<String>())
-}
-
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -268,7 +268,7 @@ pub async fn branches(
     let open = |sha: &str| -> anyhow::Result<crate::source::Snapshot> {
         let id = crate::event::ensure_commit(repo, sha, auth)?;
         Ok(crate::source::Snapshot::at_commit(
-            gix::discover(repo)?,
+            crate::source::discover(repo)?,
             repo,
             id,
             sha,

@@ -85,7 +85,7 @@ impl Remote {
         github_ref: Option<&str>,
         retry: RetryPolicy,
     ) -> anyhow::Result<Remote> {
-        let repo = gix::discover(dir)
+        let repo = crate::source::discover(dir)
             .with_context(|| format!("{} is not in a git repository", dir.display()))?;
         let head = repo
             .head_id()

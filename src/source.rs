@@ -306,7 +306,7 @@ impl Snapshot {
             }
             Revision::Commit(spec) => spec,
         };
-        let repo = gix::discover(dir).map_err(|e| Error::NotARepository {
+        let repo = discover(dir).map_err(|e| Error::NotARepository {
             path: dir.to_path_buf(),
             rev: spec.clone(),
             source: Box::new(e),
@@ -846,3 +846,49 @@ impl<'a> Reader<'a> {
         String::from_utf8(self.read(file)?).map_err(|e| self.read_error(&file.path, e))
     }
 }
+/// Why [`discover`] found no repository to use.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    /// gitoxide found none.
+    #[error(transparent)]
+    Git(#[from] Box<gix::Error>),
+    /// What looks like a repository is a directory inside a checkout.
+    #[error(
+        "{} looks like a git repository inside the checkout at {}: kdeploy reads the checkout's own .git, never one committed inside it (its config could run programs); point at the checkout",
+        found.display(),
+        checkout.display()
+    )]
+    Planted {
+        /// The directory that looks like a bare repository.
+        found: PathBuf,
+        /// The checkout around it.
+        checkout: PathBuf,
+    },
+}
+
+/// The git repository of the checkout holding `dir`, as git finds it, but
+/// never a bare repository lying inside another checkout: a pull request
+/// can commit `HEAD`, `config` and `objects/` into a directory, and the
+/// `config` of such a repository (`core.sshCommand`, `core.fsmonitor`)
+/// would run programs of its choosing.
+///
+/// # Errors
+/// No repository, or a planted one.
+pub fn discover(dir: &Path) -> Result<gix::Repository, DiscoverError> {
+    let repo = gix::discover(dir).map_err(Box::new)?;
+    if repo.workdir().is_none() {
+        let found = std::fs::canonicalize(repo.git_dir()).unwrap_or_else(|_| repo.git_dir().to_path_buf());
+        if let Some(checkout) = found
+            .ancestors()
+            .skip(1)
+            .find(|a| a.join(".git").exists())
+        {
+            return Err(DiscoverError::Planted {
+                found: found.clone(),
+                checkout: checkout.to_path_buf(),
+            });
+        }
+    }
+    Ok(repo)
+}
+

@@ -355,7 +355,7 @@ async fn run_steps(
         .context("invalid `environments`/`apps` glob")?;
     let open = |id| -> anyhow::Result<Snapshot> {
         Ok(Snapshot::at_commit(
-            gix::discover(&repo_dir)?,
+            crate::source::discover(&repo_dir)?,
             &repo_dir,
             id,
             &id.to_string(),

@@ -54,7 +54,7 @@ pub(super) async fn run(
     let base_id = event::ensure_commit(repo_dir, base_sha, auth.as_ref())?;
     let open = |id| -> anyhow::Result<Snapshot> {
         Ok(Snapshot::at_commit(
-            gix::discover(repo_dir)?,
+            crate::source::discover(repo_dir)?,
             repo_dir,
             id,
             &id.to_string(),

@@ -287,7 +287,7 @@ fn repository_of(given: Option<&str>, repo: &std::path::Path) -> String {
     {
         return r;
     }
-    if let Ok(git) = gix::discover(repo)
+    if let Ok(git) = crate::source::discover(repo)
         && let Some(url) = git.config_snapshot().string("remote.origin.url")
     {
         return url.to_string();

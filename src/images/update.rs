@@ -124,7 +124,7 @@ impl Saved {
             files
                 .into_iter()
                 .map(|f| {
-                    let text = std::fs::read_to_string(repo.join(&f)).ok();
+                    let text = crate::repo_write::read(repo, &f).ok().flatten();
                     (f, text)
                 })
                 .collect(),
@@ -133,10 +133,9 @@ impl Saved {
 
     pub(crate) fn restore(&self, repo: &Path) {
         for (file, text) in &self.0 {
-            let path = repo.join(file);
             let _ = match text {
-                Some(t) => std::fs::write(&path, t),
-                None => std::fs::remove_file(&path),
+                Some(t) => crate::repo_write::write(repo, file, t.as_bytes()),
+                None => crate::repo_write::remove(repo, file),
             };
         }
     }
@@ -222,13 +221,7 @@ pub(crate) fn write_version(repo: &Path, file: &str, version: &str) -> anyhow::R
 
 /// Writes a file of the work tree kdeploy edits (never through a link).
 pub(crate) fn write_file(repo: &Path, file: &str, text: &str) -> anyhow::Result<()> {
-    let path = repo.join(file);
-    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-        anyhow::bail!(
-            "{file} is a symbolic link; kdeploy writes the files it edits only as plain files"
-        );
-    }
-    std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {file}: {e}"))
+    Ok(crate::repo_write::write(repo, file, text.as_bytes())?)
 }
 
 /// `kdeploy images update`: evaluates the selected apps' policies against
