@@ -38,7 +38,8 @@ fn part_of(body: &str, marker: &str) -> Option<usize> {
     )
 }
 
-/// Makes the comments on PR `number` carrying `marker` equal to `parts`.
+/// Makes the comments on PR `number` carrying `marker`, written by this
+/// token's identity, equal to `parts`.
 ///
 /// # Errors
 /// API errors (a 403 means the token cannot write comments).
@@ -48,10 +49,19 @@ pub async fn sync(
     marker: &str,
     parts: &[String],
 ) -> Result<Synced, github::Error> {
+    // Only this token's own comments are kdeploy's: anyone can write the
+    // marker into a comment, and such a comment is neither edited nor
+    // deleted.
+    let own = gh.own_login().await?;
     let mut existing: Vec<(usize, github::Comment)> = gh
         .list_comments(number)
         .await?
         .into_iter()
+        .filter(|c| {
+            c.user
+                .as_ref()
+                .is_some_and(|u| u.login.eq_ignore_ascii_case(&own))
+        })
         .filter_map(|c| part_of(c.body.as_deref().unwrap_or(""), marker).map(|n| (n, c)))
         .collect();
     existing.sort_by_key(|(n, c)| (*n, c.id));

@@ -237,11 +237,13 @@ impl Default for Limits {
 
 impl Limits {
     /// The highest value each limit may be set to, by key.
+    /// What a standard runner (7 GB of memory, minutes per job) holds:
+    /// rendered objects take about five times their text in memory.
     pub const CEILINGS: [(&'static str, u64); 4] = [
-        ("fileBytes", 64 << 20),
-        ("releaseBytes", 256 << 20),
-        ("totalBytes", 8 << 30),
-        ("templateSteps", 100_000_000),
+        ("fileBytes", 32 << 20),
+        ("releaseBytes", 64 << 20),
+        ("totalBytes", 1 << 30),
+        ("templateSteps", 50_000_000),
     ];
 
     fn values(&self) -> [u64; 4] {
@@ -440,6 +442,9 @@ impl Settings {
     }
 }
 
+/// The longest `helm.timeoutSeconds` / `sources.timeoutSeconds`.
+pub const MAX_TIMEOUT_SECONDS: u64 = 600;
+
 /// The settings file name at the config repo root.
 pub const SETTINGS_FILE: &str = "kdeploy.yaml";
 
@@ -565,6 +570,26 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                     }
                 }
                 problems.extend(super::preview::problems(&settings, path, &index));
+                for (keys, secs) in [
+                    (["helm", "timeoutSeconds"], settings.helm.timeout_seconds),
+                    (["sources", "timeoutSeconds"], settings.sources.timeout_seconds),
+                ] {
+                    let Some(secs) = secs.filter(|s| *s == 0 || *s > MAX_TIMEOUT_SECONDS)
+                    else {
+                        continue;
+                    };
+                    let at = index.iter().find(|l| l.path == keys);
+                    problems.push(
+                        Diagnostic::new(
+                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            format!(
+                                "`{}` is {secs}; it must be between 1 and {MAX_TIMEOUT_SECONDS}",
+                                keys.join(".")
+                            ),
+                        )
+                        .help("one process may run minutes, not hours; the run's total for helm, kustomize and sops is the runner's (KDEPLOY_PROCESS_SECONDS)"),
+                    );
+                }
                 for (key, p) in settings.limits.problems() {
                     let at = index.iter().find(|l| l.path == ["limits", key]);
                     problems.push(

@@ -130,6 +130,8 @@ pub struct GitHub {
     client: octocrab::Octocrab,
     repo: String,
     retry: RetryPolicy,
+    /// [`GitHub::own_login`], once asked.
+    login: std::sync::OnceLock<String>,
 }
 
 /// An issue or PR comment (the fields kdeploy uses).
@@ -143,7 +145,24 @@ pub struct Comment {
     /// Link for humans.
     #[serde(default)]
     pub html_url: Option<String>,
+    /// Who wrote it (GitHub sends `null` for a deleted account).
+    #[serde(default)]
+    pub user: Option<Author>,
 }
+
+/// The author of a comment.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Author {
+    /// `octocat`, `github-actions[bot]`.
+    pub login: String,
+    /// `User`, `Bot`, `Organization`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+/// The login of `GITHUB_TOKEN`'s comments: an installation token of the
+/// GitHub Actions app, which `GET /user` does not answer.
+pub const ACTIONS_BOT: &str = "github-actions[bot]";
 
 enum Method {
     Get,
@@ -223,12 +242,47 @@ impl GitHub {
             client,
             repo: repo.to_string(),
             retry,
+            login: std::sync::OnceLock::new(),
         })
     }
 
     /// `owner/name`.
     pub fn repo(&self) -> &str {
         &self.repo
+    }
+
+    /// The login whose comments are this token's: `GET /user` for a user's
+    /// token; an installation token (GitHub answers 403 "Resource not
+    /// accessible by integration" there) is `KDEPLOY_COMMENT_AUTHOR` when
+    /// the runner names its app's bot (`my-app[bot]`), else
+    /// `github-actions[bot]`. Asked once per client.
+    ///
+    /// # Errors
+    /// API errors other than that 403.
+    pub async fn own_login(&self) -> Result<String, Error> {
+        if let Some(login) = self.login.get() {
+            return Ok(login.clone());
+        }
+        let login = match self.send(Method::Get, "/user", None).await {
+            Ok((_, v)) => v["login"]
+                .as_str()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| Error::Transport {
+                    method: "GET",
+                    path: "/user".into(),
+                    detail: "the answer names no login".into(),
+                })?,
+            Err(Error::Status {
+                status: 401 | 403, ..
+            }) => std::env::var("KDEPLOY_COMMENT_AUTHOR")
+                .ok()
+                .filter(|l| !l.trim().is_empty())
+                .map_or_else(|| ACTIONS_BOT.to_string(), |l| l.trim().to_string()),
+            Err(e) => return Err(e),
+        };
+        let _ = self.login.set(login.clone());
+        Ok(login)
     }
 
     /// Sends a request with retries; returns status, headers and JSON body.

@@ -55,9 +55,16 @@ pub enum Error {
     },
 }
 
+/// The most pages of tags listed for one repository (100 tags each).
+const MAX_TAG_PAGES: usize = 500;
+/// The most time spent listing the tags of one repository.
+const MAX_TAG_LISTING: Duration = Duration::from_secs(120);
+
 /// A registry client for one run.
 pub struct Registry {
     client: Client,
+    /// Registries spoken to over plain HTTP.
+    insecure: Vec<String>,
 }
 
 impl Registry {
@@ -79,7 +86,21 @@ impl Registry {
         };
         Registry {
             client: Client::new(config),
+            insecure: insecure.to_vec(),
         }
+    }
+
+    /// The runner's credentials for `registry`, unless it is spoken to in
+    /// clear and the runner did not allow that: which registries are plain
+    /// HTTP is the repository's to say (`images.insecureRegistries`), but a
+    /// password sent over plain HTTP is readable on the way, so it goes
+    /// only to a loopback address or a registry the runner lists in
+    /// `KDEPLOY_INSECURE_REGISTRIES` (comma-separated `host:port`).
+    fn auth_for(&self, registry: &str) -> RegistryAuth {
+        if self.insecure.iter().any(|i| i == registry) && !clear_credentials_allowed(registry) {
+            return RegistryAuth::Anonymous;
+        }
+        credentials(registry)
     }
 
     /// The digest `reference` resolves to (`sha256:…`), retried on
@@ -93,7 +114,7 @@ impl Registry {
             detail: format!("{e}"),
         })?;
         let registry = parsed.resolve_registry().to_string();
-        let auth = credentials(parsed.registry());
+        let auth = self.auth_for(parsed.registry());
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -122,10 +143,23 @@ impl Registry {
             detail: format!("{e}"),
         })?;
         let registry = parsed.resolve_registry().to_string();
-        let auth = credentials(parsed.registry());
+        let auth = self.auth_for(parsed.registry());
         let mut out = std::collections::BTreeSet::new();
         let mut last: Option<String> = None;
-        loop {
+        let started = std::time::Instant::now();
+        for pages in 1.. {
+            // A registry can paginate forever (a repository the policy
+            // names is the pull request's choice): bounded in pages and time.
+            if pages > MAX_TAG_PAGES || started.elapsed() > MAX_TAG_LISTING {
+                return Err(Error::Failed {
+                    reference: repository.to_string(),
+                    registry,
+                    detail: format!(
+                        "listing tags took more than {MAX_TAG_PAGES} pages or {}s; kdeploy stops there (narrow the repository, or prune its tags)",
+                        MAX_TAG_LISTING.as_secs()
+                    ),
+                });
+            }
             let mut attempt = 0;
             let page = loop {
                 attempt += 1;
@@ -252,6 +286,23 @@ fn transport_detail(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Credentials for `registry` from the Docker config, else anonymous.
+/// See [`Registry::auth_for`].
+fn clear_credentials_allowed(registry: &str) -> bool {
+    let host = registry
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(registry, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback
+        || std::env::var("KDEPLOY_INSECURE_REGISTRIES").is_ok_and(|list| {
+            list.split(',').map(str::trim).any(|r| r == registry)
+        })
+}
+
 fn credentials(registry: &str) -> RegistryAuth {
     // `docker login` stores Docker Hub under its v1 index URL.
     let keys: &[&str] = if registry == "docker.io" || registry == "index.docker.io" {

@@ -151,6 +151,22 @@ impl HelmChart {
         }) {
             return Err(super::Error::Invalid(d.into()));
         }
+        // Helm follows a schema's `$ref` to any URL or file while it
+        // validates values: no plan may make it reach beyond the chart.
+        let reaches = super::helm_schemas::reaches(&root);
+        if !reaches.is_empty() {
+            let problems = reaches.into_iter().map(|r| {
+                Diagnostic::new(
+                    Location::file(format!("{dir}/{}", r.schema)),
+                    format!(
+                        "`{}` `{}` reaches outside the chart: Helm would fetch or read it while validating values",
+                        r.keyword, r.target
+                    ),
+                )
+                .help("keep values schemas self-contained: copy the definitions under `$defs` and refer to them as `#/$defs/…`; `$schema` may name only a published JSON Schema draft")
+            });
+            return Err(super::Error::Invalid(Diagnostics(problems.collect())));
+        }
         let schema = std::fs::read_to_string(root.join("values.schema.json"))
             .ok()
             .map(|text| {

@@ -16,6 +16,7 @@ mod compare;
 mod documents;
 pub mod helm;
 pub mod helm_deps;
+pub mod helm_schemas;
 pub mod helpers;
 pub mod memo;
 pub mod schema;

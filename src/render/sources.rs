@@ -189,7 +189,11 @@ fn kustomization_refs(k: &Value) -> Vec<String> {
     ] {
         refs.extend(strings(&k[field]));
     }
-    for field in ["patches", "patchesJson6902"] {
+    // Files kustomize reads that kubectl and kustomize also accept as URLs.
+    if let Some(path) = k["openapi"]["path"].as_str() {
+        refs.push(path.to_string());
+    }
+    for field in ["patches", "patchesJson6902", "replacements"] {
         for p in k[field].as_array().into_iter().flatten() {
             if let Some(path) = p["path"].as_str() {
                 refs.push(path.to_string());
@@ -209,6 +213,37 @@ fn kustomization_refs(k: &Value) -> Vec<String> {
         }
     }
     refs
+}
+
+/// Whether kustomize would take `r` as a remote location and fetch it
+/// (`https://…`, `HTTPS://…`, `git::…`, `git@host:…`, `gh:…`,
+/// `host.tld/org/repo//path?ref=…`): kustomize tries a reference as a
+/// repository URL before it looks for a local directory, so a local
+/// directory of the same name does not make it safe. Erring on the side of
+/// refusing: a local path never needs a scheme, a `//`, a query, or a dot
+/// in its first component.
+fn is_remote_reference(r: &str) -> bool {
+    let lower = r.trim().to_ascii_lowercase();
+    let first = lower.split('/').next().unwrap_or("");
+    lower.contains("://")
+        || lower.contains("//")
+        || lower.contains('?')
+        || lower.starts_with("git@")
+        || lower.starts_with("git::")
+        || lower.starts_with("gh:")
+        || first.contains(':')
+        || (lower.contains('/') && looks_like_host(first))
+}
+
+/// `github.com`, `gitlab.example.org`: a first path component kustomize
+/// would read as a host.
+fn looks_like_host(first: &str) -> bool {
+    let labels: Vec<&str> = first.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| !l.is_empty())
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
 }
 
 fn normalize(base: &str, rel: &str) -> Option<String> {
@@ -263,11 +298,7 @@ fn resolve_kustomize(
         }
     };
     for r in kustomization_refs(&k) {
-        if r.contains("://")
-            || r.starts_with("github.com/")
-            || r.starts_with("git@")
-            || r.contains("?ref=")
-        {
+        if is_remote_reference(&r) {
             problems.push(
                 Diagnostic::new(Location::file(&kfile.path), format!("remote kustomize reference `{r}` is not allowed"))
                     .help("rendering never uses the network: vendor the base into the repository and refer to it by path"),
@@ -373,7 +404,7 @@ pub(super) fn io_err(path: &str, e: std::io::Error) -> source::Error {
 }
 
 /// The most a renderer process may print: the ceiling of `limits.releaseBytes`.
-const MAX_RENDERER_OUTPUT: u64 = 256 << 20;
+const MAX_RENDERER_OUTPUT: u64 = 64 << 20;
 
 /// Runs a renderer process: the program found on the runner's PATH (never
 /// a file of the repository), no inherited secrets (a clean environment
@@ -590,6 +621,29 @@ mod tests {
     #[test]
     fn kustomization_references() {
         let k: Value = yaml::parse("resources: [../../base, svc.yaml]\npatches:\n- path: patch.yaml\nconfigMapGenerator:\n- name: c\n  files: [app.properties, key=conf/x.txt]\n").unwrap();
+        for remote in [
+            "https://github.com/x/y",
+            "HTTPS://github.com/x/y",
+            "GitHub.com/org/repo",
+            "git::https://example.com/r",
+            "git@github.com:org/repo",
+            "gh:org/repo",
+            "example.com/org/repo//deploy?ref=v1",
+            "../base?ref=main",
+        ] {
+            assert!(is_remote_reference(remote), "{remote}");
+        }
+        for local in [
+            "../../base",
+            "svc.yaml",
+            "./patch.yaml",
+            "conf/x.txt",
+            "..",
+            "base",
+            "v1.2/x.yaml",
+        ] {
+            assert!(!is_remote_reference(local), "{local}");
+        }
         assert_eq!(
             kustomization_refs(&k),
             [

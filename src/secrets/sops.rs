@@ -85,7 +85,9 @@ pub fn decrypt(text: &str, format: &str) -> Result<String, Failure> {
     if let Some(hit) = cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
         return hit;
     }
+    let started = std::time::Instant::now();
     let result = run(text, format);
+    crate::render::process_time::charge(started.elapsed());
     if let Ok(mut c) = cache().lock() {
         c.insert(key, result.clone());
     }
@@ -93,6 +95,7 @@ pub fn decrypt(text: &str, format: &str) -> Result<String, Failure> {
 }
 
 fn run(text: &str, format: &str) -> Result<String, Failure> {
+    crate::render::process_time::timeout(timeout()).map_err(Failure::Other)?;
     let mut command = Command::new(program());
     command
         .args(["decrypt", "--input-type", format, "--output-type", format])
@@ -137,7 +140,7 @@ fn run(text: &str, format: &str) -> Result<String, Failure> {
     // A file's metadata names its key services (a KMS, a Vault address):
     // one that does not answer must not hold the run.
     let started = std::time::Instant::now();
-    let limit = timeout();
+    let limit = crate::render::process_time::timeout(timeout()).map_err(Failure::Other)?;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,

@@ -89,6 +89,9 @@ struct Inner {
     no_pull_creation: bool,
     /// Issues by number.
     issues: BTreeMap<u64, Value>,
+    /// The token is a user's (`GET /user` answers this login, comments
+    /// are theirs); `None` is an installation token (`GITHUB_TOKEN`).
+    user_login: Option<String>,
 }
 
 /// A running fake.
@@ -123,6 +126,7 @@ impl FakeGitHub {
                     &format!("{prefix}/repos/{{owner}}/{{repo}}/issues/comments/{{id}}"),
                     patch(update_comment).delete(delete_comment),
                 )
+                .route(&format!("{prefix}/user"), get(authenticated_user))
                 .route(
                     &format!("{prefix}/repos/{{owner}}/{{repo}}/check-runs"),
                     axum::routing::post(create_check_run),
@@ -212,12 +216,24 @@ impl FakeGitHub {
         self.lock().requests.clone()
     }
 
-    /// Adds a comment by someone else.
+    /// Adds a comment by someone else (a person, `octocat`).
     pub fn add_comment(&self, number: u64, body: &str) {
+        self.add_comment_by(number, body, "octocat", "User");
+    }
+
+    /// Adds a comment by `login` (of `kind` `User` or `Bot`).
+    pub fn add_comment_by(&self, number: u64, body: &str, login: &str, kind: &str) {
         let mut inner = self.lock();
         let c = new_comment(&mut inner, number, body);
         let id = c["id"].as_u64().unwrap_or(0);
+        let mut c = c;
+        c["user"] = json!({"login": login, "id": 583231, "type": kind, "site_admin": false});
         inner.comments.insert(id, c);
+    }
+
+    /// Makes the token a user's (a personal access token of `login`).
+    pub fn as_user(&self, login: &str) {
+        self.lock().user_login = Some(login.to_string());
     }
 }
 
@@ -344,16 +360,37 @@ async fn not_found() -> Response {
     )
 }
 
+/// `GET /user`: the login of a user's token; an installation token gets
+/// the 403 GitHub answers there.
+async fn authenticated_user(State(state): State<Shared>) -> Response {
+    match lock(&state).user_login.clone() {
+        Some(login) => json_response(
+            200,
+            json!({"login": login, "id": 583231, "type": "User", "site_admin": false}),
+            &[],
+        ),
+        None => json_response(
+            403,
+            json!({"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest/users/users#get-the-authenticated-user", "status": "403"}),
+            &[],
+        ),
+    }
+}
+
 fn new_comment(inner: &mut Inner, number: u64, body: &str) -> Value {
     inner.next_id += 1;
     let id = inner.next_id;
+    let author = match &inner.user_login {
+        Some(login) => json!({"login": login, "id": 583231, "type": "User", "site_admin": false}),
+        None => json!({"login": "github-actions[bot]", "id": 41898282, "type": "Bot", "site_admin": false}),
+    };
     json!({
         "url": format!("https://api.github.com/repos/{REPO}/issues/comments/{id}"),
         "html_url": format!("https://github.com/{REPO}/pull/{number}#issuecomment-{id}"),
         "issue_url": format!("https://api.github.com/repos/{REPO}/issues/{number}"),
         "id": id,
         "node_id": format!("IC_kwDO{id}"),
-        "user": {"login": "github-actions[bot]", "id": 41898282, "type": "Bot", "site_admin": false},
+        "user": author,
         "created_at": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-01T00:00:00Z",
         "author_association": "NONE",
