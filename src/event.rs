@@ -453,10 +453,10 @@ impl Git<'_> {
             "origin",
             sha,
         ])
-            .map_err(|detail| Error::Fetch {
-                sha: sha.to_string(),
-                detail,
-            })?;
+        .map_err(|detail| Error::Fetch {
+            sha: sha.to_string(),
+            detail,
+        })?;
         // Objects fetched by another process: reopen to see the new pack.
         let fresh = gix::open(repo.git_dir())
             .map_err(|e| Error::Invalid(format!("cannot reopen the repository: {e}")))?;

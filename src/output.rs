@@ -158,17 +158,6 @@ impl Target {
                 protected.push((fixed.to_string(), format!("the source directory {pattern}")));
             }
         }
-        // `.github/workflows`, `.git/hooks`: what runs next is kept in
-        // hidden directories; rendered output never goes there.
-        if let Some(hidden) = rel
-            .iter()
-            .find(|c| c.to_string_lossy().starts_with('.'))
-        {
-            return Err(Error::Protected {
-                dir: dir.to_path_buf(),
-                what: format!("a hidden directory ({})", hidden.to_string_lossy()),
-            });
-        }
         for (path, what) in protected {
             let path = Path::new(path.trim_matches('/'));
             if rel.starts_with(path) || path.starts_with(&rel) {
@@ -177,6 +166,14 @@ impl Target {
                     what,
                 });
             }
+        }
+        // `.github/workflows`, `.git/hooks`: what runs next is kept in
+        // hidden directories; rendered output never goes there.
+        if let Some(hidden) = rel.iter().find(|c| c.to_string_lossy().starts_with('.')) {
+            return Err(Error::Protected {
+                dir: dir.to_path_buf(),
+                what: format!("a hidden directory ({})", hidden.to_string_lossy()),
+            });
         }
         match fs::symlink_metadata(dir) {
             Ok(m) if !m.is_dir() => Err(Error::NotADirectory {

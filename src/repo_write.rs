@@ -16,13 +16,17 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The path leaves the repo or is not a plain relative path.
-    #[error("{path}: kdeploy writes only relative paths inside the config repo (no `..`, no absolute path)")]
+    #[error(
+        "{path}: kdeploy writes only relative paths inside the config repo (no `..`, no absolute path)"
+    )]
     Outside {
         /// The path as given.
         path: String,
     },
     /// A component of the path is a symbolic link or not a directory.
-    #[error("{path}: `{component}` is {what}; kdeploy writes files only through plain directories of the repo, so that nothing outside it can be reached")]
+    #[error(
+        "{path}: `{component}` is {what}; kdeploy writes files only through plain directories of the repo, so that nothing outside it can be reached"
+    )]
     Link {
         /// The path as given.
         path: String,
@@ -193,6 +197,9 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         write(repo.path(), "a/b/c.yaml", b"ok").unwrap();
-        assert_eq!(std::fs::read(repo.path().join("a/b/c.yaml")).unwrap(), b"ok");
+        assert_eq!(
+            std::fs::read(repo.path().join("a/b/c.yaml")).unwrap(),
+            b"ok"
+        );
     }
 }

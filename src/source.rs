@@ -877,12 +877,9 @@ pub enum DiscoverError {
 pub fn discover(dir: &Path) -> Result<gix::Repository, DiscoverError> {
     let repo = gix::discover(dir).map_err(Box::new)?;
     if repo.workdir().is_none() {
-        let found = std::fs::canonicalize(repo.git_dir()).unwrap_or_else(|_| repo.git_dir().to_path_buf());
-        if let Some(checkout) = found
-            .ancestors()
-            .skip(1)
-            .find(|a| a.join(".git").exists())
-        {
+        let found =
+            std::fs::canonicalize(repo.git_dir()).unwrap_or_else(|_| repo.git_dir().to_path_buf());
+        if let Some(checkout) = found.ancestors().skip(1).find(|a| a.join(".git").exists()) {
             return Err(DiscoverError::Planted {
                 found: found.clone(),
                 checkout: checkout.to_path_buf(),
@@ -891,4 +888,3 @@ pub fn discover(dir: &Path) -> Result<gix::Repository, DiscoverError> {
     }
     Ok(repo)
 }
-

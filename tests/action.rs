@@ -590,13 +590,25 @@ async fn server_errors_and_rate_limits_are_retried() {
         .await;
     assert_eq!(run.code, 0, "{}", run.log);
     assert_eq!(job.fake.comments(5).len(), 1, "{}", run.log);
-    let gets = job
+    // The first call (who the token is) meets the 502 and the 429, then
+    // gets GitHub's 403 for an installation token; the list follows.
+    let gets: Vec<String> = job
         .fake
         .requests()
         .iter()
         .filter(|r| r.method == "GET")
-        .count();
-    assert_eq!(gets, 3, "502, 429, then the list succeeds");
+        .map(|r| r.path.split('?').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        gets,
+        [
+            "/user",
+            "/user",
+            "/user",
+            "/repos/Codertocat/Hello-World/issues/5/comments"
+        ],
+        "502, 429, then the answers"
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "retry-after honoured"

@@ -749,7 +749,7 @@ fn settings_problems_are_all_listed_in_the_users_words() {
             "kdeploy.yaml:1:1: `plan`: found the number `3`, expected a map",
             "kdeploy.yaml:2:1: `chartz`: unknown key",
             "allowed keys: charts, services, output, defaultChart, namespace, plan, environments, sources, helm, limits, images",
-            "kdeploy.yaml:4:3: `limits.fileBytes` is 99999999999; it must be between 1 and 67108864",
+            "kdeploy.yaml:4:3: `limits.fileBytes` is 99999999999; it must be between 1 and 33554432",
             "kdeploy.yaml:6:3: `helm.timeoutSeconds`: found the string \"soon\", expected a whole number",
             "4 problems found",
         ],

@@ -183,13 +183,17 @@ fn secret_values_never_appear_in_any_output() {
 
 #[test]
 fn ignored_resources_and_fields_are_hidden_and_said_so() {
+    // Noise rules are runner policy: they hide only from the base on.
     let repo = Repo::with_app();
-    let base = repo.commit("base");
     repo.write(
         "kdeploy.yaml",
         "plan:\n  ignoreResources: ['policy:PodDisruptionBudget:*:*']\n  ignoreFields:\n    - path: /spec/replicas\n      kinds: [Deployment]\n",
-    )
-    .write("services/api/production/config.yaml", "replicas: 9\npdb:\n  maxUnavailable: 2\n");
+    );
+    let base = repo.commit("base");
+    repo.write(
+        "services/api/production/config.yaml",
+        "replicas: 9\npdb:\n  maxUnavailable: 2\n",
+    );
     let head = repo.commit("noise");
     let p = plan_of(&repo, &base, &head);
     assert!(!p.has_changes(), "{:?}", summary(&p));

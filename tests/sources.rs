@@ -276,7 +276,7 @@ fn a_missing_helm_binary_is_a_clear_error() {
     repo.commit("helm");
     let err = render_at(&repo, "HEAD").unwrap_err().to_string();
     assert!(err.contains("cannot run `/nonexistent/helm`"), "{err}");
-    assert!(err.contains("set helm.binary in kdeploy.yaml"), "{err}");
+    assert!(err.contains("helm.binary in kdeploy.yaml"), "{err}");
 }
 
 fn kustomize_repo(kubectl: &std::path::Path) -> Repo {

@@ -5,8 +5,8 @@
 //! versions between environments. Each change is published as a pull
 //! request (one per release) or a commit, through the API.
 
-use std::io::Write as _;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;

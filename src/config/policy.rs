@@ -82,9 +82,7 @@ impl RunnerPolicy {
     }
 }
 
-/// Whether `name` may name an executable in kdeploy.yaml: a bare program
-/// name looked up on the runner's PATH, never a path (a path could point
-/// into the repository, at a script the pull request adds).
+/// Whether `name` is a bare program name (looked up on PATH).
 pub fn is_program_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -94,15 +92,56 @@ pub fn is_program_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
 }
 
-/// The program `name` resolves to on the runner's `PATH`, skipping
-/// relative entries (`.` or an empty entry would find a file of the
-/// repository, which is the working directory of some runs). An absolute
-/// `name` is the runner's own choice (an environment variable) and is
-/// taken as it is.
+/// Which programs an executable setting of kdeploy.yaml may name: helm
+/// (`helm`, `helm3`, `helm-4.0`) for `helm.binary`, kubectl or kustomize
+/// for `sources.kustomizeCommand`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `helm.binary`.
+    Helm,
+    /// `sources.kustomizeCommand`.
+    Kustomize,
+}
+
+/// Whether `value` may stand in kdeploy.yaml for `program`: a bare name on
+/// PATH or an absolute path, whose file name is that program's. Never a
+/// relative path (it would name a file of the repository) nor another
+/// program (`bash` given `kustomize DIR` runs a file of the repository).
+pub fn is_program_setting(value: &str, program: Program) -> bool {
+    let path = std::path::Path::new(value);
+    let plain_path = path.is_absolute()
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+    if !(is_program_name(value) || plain_path) {
+        return false;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    is_program_name(&name)
+        && match program {
+            Program::Helm => name.starts_with("helm"),
+            Program::Kustomize => name == "kubectl" || name == "kustomize",
+        }
+}
+
+/// The program `name` resolves to: a bare name on the runner's `PATH`,
+/// skipping relative entries (`.` or an empty entry would find a file of
+/// the repository, the working directory of some runs); an absolute path
+/// as it is, unless it lies inside the checkout (`GITHUB_WORKSPACE`).
 pub fn resolve_program(name: &str) -> Option<std::path::PathBuf> {
     let path = std::path::Path::new(name);
     if path.is_absolute() {
-        return Some(path.to_path_buf());
+        let inside_checkout = std::env::var_os("GITHUB_WORKSPACE").is_some_and(|ws| {
+            let ws = std::fs::canonicalize(&ws).unwrap_or_else(|_| ws.into());
+            std::fs::canonicalize(path).is_ok_and(|p| p.starts_with(&ws))
+        });
+        return (!inside_checkout).then(|| path.to_path_buf());
     }
     if !is_program_name(name) {
         return None;
@@ -140,12 +179,28 @@ mod tests {
     }
 
     #[test]
-    fn program_names_are_names_not_paths() {
-        for ok in ["helm", "helm3", "kubectl", "kustomize", "helm-4.0"] {
-            assert!(is_program_name(ok), "{ok}");
+    fn executable_settings_name_their_program_never_a_file_of_the_repo() {
+        for ok in ["helm", "helm3", "helm-4.0", "/usr/local/bin/helm"] {
+            assert!(is_program_setting(ok, Program::Helm), "{ok}");
         }
-        for bad in ["./x", "bin/helm", "/usr/bin/helm", "..", "-x", "", "a b", "~/x"] {
-            assert!(!is_program_name(bad), "{bad}");
+        for ok in ["kubectl", "kustomize", "/opt/k/kubectl"] {
+            assert!(is_program_setting(ok, Program::Kustomize), "{ok}");
+        }
+        for bad in [
+            "./helm",
+            "bin/helm",
+            "/x/../helm",
+            "bash",
+            "python3",
+            "-helm",
+            "",
+            "helm x",
+            "~/helm",
+        ] {
+            assert!(!is_program_setting(bad, Program::Helm), "{bad}");
+        }
+        for bad in ["bash", "sh", "kustomize.sh", "./kubectl", "tools/kustomize"] {
+            assert!(!is_program_setting(bad, Program::Kustomize), "{bad}");
         }
     }
 }

@@ -524,12 +524,20 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                         .help("use a relative path without `..`, e.g. images.lock.yaml (the default)"),
                     );
                 }
-                for (keys, program) in [
-                    (["helm", "binary"], &settings.helm.binary),
-                    (["sources", "kustomizeCommand"], &settings.sources.kustomize_command),
+                for (keys, program, kind) in [
+                    (
+                        ["helm", "binary"],
+                        &settings.helm.binary,
+                        super::policy::Program::Helm,
+                    ),
+                    (
+                        ["sources", "kustomizeCommand"],
+                        &settings.sources.kustomize_command,
+                        super::policy::Program::Kustomize,
+                    ),
                 ] {
                     let Some(program) = program else { continue };
-                    if super::policy::is_program_name(program) {
+                    if super::policy::is_program_setting(program, kind) {
                         continue;
                     }
                     let at = index.iter().find(|l| l.path == keys);
@@ -537,11 +545,15 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                         Diagnostic::new(
                             Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
                             format!(
-                                "`{}`: `{program}` is not a program name: executables are found on the runner's PATH, never by a path (a path could name a file of the repository)",
-                                keys.join(".")
+                                "`{}`: `{program}` is not {}: an executable setting names that program, on the runner's PATH or by an absolute path, never a relative path (it would name a file of the repository)",
+                                keys.join("."),
+                                match kind {
+                                    super::policy::Program::Helm => "helm",
+                                    super::policy::Program::Kustomize => "kubectl or kustomize",
+                                }
                             ),
                         )
-                        .help("write a bare name such as `helm` or `kustomize`; a runner that needs another executable sets KDEPLOY_HELM or KDEPLOY_KUSTOMIZE to its absolute path"),
+                        .help("write `helm`, `kubectl` or `kustomize` (or an absolute path to one); a runner that needs another executable sets KDEPLOY_HELM or KDEPLOY_KUSTOMIZE"),
                     );
                 }
                 for (key, template) in &settings.helm.set {
@@ -572,10 +584,12 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                 problems.extend(super::preview::problems(&settings, path, &index));
                 for (keys, secs) in [
                     (["helm", "timeoutSeconds"], settings.helm.timeout_seconds),
-                    (["sources", "timeoutSeconds"], settings.sources.timeout_seconds),
+                    (
+                        ["sources", "timeoutSeconds"],
+                        settings.sources.timeout_seconds,
+                    ),
                 ] {
-                    let Some(secs) = secs.filter(|s| *s == 0 || *s > MAX_TIMEOUT_SECONDS)
-                    else {
+                    let Some(secs) = secs.filter(|s| *s == 0 || *s > MAX_TIMEOUT_SECONDS) else {
                         continue;
                     };
                     let at = index.iter().find(|l| l.path == keys);

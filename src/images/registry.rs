@@ -298,9 +298,8 @@ fn clear_credentials_allowed(registry: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     loopback
-        || std::env::var("KDEPLOY_INSECURE_REGISTRIES").is_ok_and(|list| {
-            list.split(',').map(str::trim).any(|r| r == registry)
-        })
+        || std::env::var("KDEPLOY_INSECURE_REGISTRIES")
+            .is_ok_and(|list| list.split(',').map(str::trim).any(|r| r == registry))
 }
 
 fn credentials(registry: &str) -> RegistryAuth {

@@ -127,13 +127,14 @@ pub fn compare_with(
     // hides) comes from the base, never the head: a pull request changes
     // what is deployed, not what runs or what its own plan shows. Settings
     // the runner gave (`--config`) are the runner's own.
-    let policy = (forced.is_none() && policy_from == PolicyFrom::Base && !base.is_empty()).then(|| {
-        if base_shallow.settings_file {
-            RunnerPolicy::of(&base_shallow.settings)
-        } else {
-            RunnerPolicy::default()
-        }
-    });
+    let policy =
+        (forced.is_none() && policy_from == PolicyFrom::Base && !base.is_empty()).then(|| {
+            if base_shallow.settings_file {
+                RunnerPolicy::of(&base_shallow.settings)
+            } else {
+                RunnerPolicy::default()
+            }
+        });
     let head_shallow = load(&head_reader, head, &|_| false, forced, policy.as_ref())?;
     // A base from before kdeploy.yaml existed (the adoption pull request,
     // older history) is read with the head's settings: with the defaults it
@@ -192,7 +193,13 @@ pub fn compare_with(
             && node.id.is_some()
             && base_app_ids.get(node.name()) == Some(&node.id)
     };
-    let head_layout = load(&head_reader, head, &|n| !same_app(n), forced, policy.as_ref())?;
+    let head_layout = load(
+        &head_reader,
+        head,
+        &|n| !same_app(n),
+        forced,
+        policy.as_ref(),
+    )?;
     let head_app_ids: HashMap<&str, Option<gix::ObjectId>> = head_shallow
         .skipped_apps
         .iter()

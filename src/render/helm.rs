@@ -343,13 +343,19 @@ pub fn render(
         name.as_str(),
         chart_path.to_str().unwrap_or_default(),
     ];
-    let output = super::sources::run_renderer(&settings.binary(), &args, work.path(), timeout, release_bytes)
-        .map_err(|e| {
-            fail(format!(
-                "helm could not render {} for {}/{}: {e}",
-                chart.dir, spec.env, spec.app
-            ))
-        })?;
+    let output = super::sources::run_renderer(
+        &settings.binary(),
+        &args,
+        work.path(),
+        timeout,
+        release_bytes,
+    )
+    .map_err(|e| {
+        fail(format!(
+            "helm could not render {} for {}/{}: {e}",
+            chart.dir, spec.env, spec.app
+        ))
+    })?;
     let release = Release::of(spec, &chart.name, sv.version, namespace);
     let mut problems = Diagnostics::default();
     let mut objects = Vec::new();

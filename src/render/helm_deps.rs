@@ -259,7 +259,13 @@ pub fn pull(
     // and the reference comes after `--`: none can be read as an option.
     let version = format!("--version={}", remote.version);
     let repo = remote.repository.as_ref().map(|r| format!("--repo={r}"));
-    let mut args = vec!["pull", version.as_str(), "--untar", "--untar-dir", untar.as_str()];
+    let mut args = vec![
+        "pull",
+        version.as_str(),
+        "--untar",
+        "--untar-dir",
+        untar.as_str(),
+    ];
     if let Some(r) = &repo {
         args.push(r.as_str());
     }

@@ -43,7 +43,9 @@ fn walk_dir(root: &Path, dir: &Path, out: &mut Vec<Reach>, depth: usize) {
         return;
     };
     for entry in entries.flatten() {
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         let path = entry.path();
         let rel = path
             .strip_prefix(root)
@@ -94,12 +96,13 @@ fn walk_archive(label: &str, reader: impl std::io::Read, out: &mut Vec<Reach>, d
 }
 
 /// Metaschemas Helm's loader knows without fetching them.
+/// (Named with `http://` or `https://`, with or without a final `#`.)
 const METASCHEMAS: &[&str] = &[
-    "http://json-schema.org/draft-04/schema",
-    "http://json-schema.org/draft-06/schema",
-    "http://json-schema.org/draft-07/schema",
-    "https://json-schema.org/draft/2019-09/schema",
-    "https://json-schema.org/draft/2020-12/schema",
+    "json-schema.org/draft-04/schema",
+    "json-schema.org/draft-06/schema",
+    "json-schema.org/draft-07/schema",
+    "json-schema.org/draft/2019-09/schema",
+    "json-schema.org/draft/2020-12/schema",
 ];
 
 fn check_schema(label: &str, text: &[u8], out: &mut Vec<Reach>) {
@@ -140,8 +143,11 @@ fn check_schema(label: &str, text: &[u8], out: &mut Vec<Reach>) {
 
 fn reaches_out(keyword: &str, target: &str) -> bool {
     if keyword == "$schema" {
-        let bare = target.trim_end_matches('#');
-        return !METASCHEMAS.contains(&bare);
+        let bare = target
+            .strip_prefix("https://")
+            .or_else(|| target.strip_prefix("http://"))
+            .map(|t| t.trim_end_matches('#'));
+        return !bare.is_some_and(|b| METASCHEMAS.contains(&b));
     }
     !target.starts_with('#')
 }

@@ -9,7 +9,6 @@
 //! or the cluster.
 
 pub mod budget;
-pub mod process_time;
 pub mod chart;
 mod checks;
 mod compare;
@@ -19,6 +18,7 @@ pub mod helm_deps;
 pub mod helm_schemas;
 pub mod helpers;
 pub mod memo;
+pub mod process_time;
 pub mod schema;
 pub mod sources;
 
@@ -465,15 +465,14 @@ fn render_sources(
         .map_init(
             || snapshot.reader(),
             |reader, spec| {
-                let rendered =
-                    sources::render(
-                        reader,
-                        &root,
-                        spec,
-                        &layout.settings.sources,
-                        layout.settings.limits.release_bytes,
-                        need,
-                    )?;
+                let rendered = sources::render(
+                    reader,
+                    &root,
+                    spec,
+                    &layout.settings.sources,
+                    layout.settings.limits.release_bytes,
+                    need,
+                )?;
                 Ok(rendered.and_then(|r| finished(r, &layout.settings, finish)))
             },
         )

@@ -382,7 +382,9 @@ fn new_comment(inner: &mut Inner, number: u64, body: &str) -> Value {
     let id = inner.next_id;
     let author = match &inner.user_login {
         Some(login) => json!({"login": login, "id": 583231, "type": "User", "site_admin": false}),
-        None => json!({"login": "github-actions[bot]", "id": 41898282, "type": "Bot", "site_admin": false}),
+        None => {
+            json!({"login": "github-actions[bot]", "id": 41898282, "type": "Bot", "site_admin": false})
+        }
     };
     json!({
         "url": format!("https://api.github.com/repos/{REPO}/issues/comments/{id}"),
