@@ -383,7 +383,7 @@ fn git_command(top: &Path) -> Command {
             "-c",
             "core.fsmonitor=false",
             "-c",
-            "core.sshCommand=ssh",
+            "core.sshCommand=ssh -o BatchMode=yes",
             "-c",
             "core.askPass=",
             "-c",

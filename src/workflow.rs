@@ -31,8 +31,7 @@ pub fn neutralize(text: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(text.len() + 16);
     let mut at_line_start = true;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in text.char_indices() {
         if c == '\n' || c == '\r' {
             out.push(c);
             at_line_start = true;

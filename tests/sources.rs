@@ -27,7 +27,7 @@ fn python() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// A `helm` executable backed by helm-python-sdk, or `None` (with a note).
-fn helm() -> Option<(tempfile::TempDir, PathBuf)> {
+pub(crate) fn helm() -> Option<(tempfile::TempDir, PathBuf)> {
     let (py, _) = python()?;
     let ok = Command::new(&py)
         .args(["-c", "import helm_python"])

@@ -18,6 +18,7 @@ mod example;
 mod faults;
 mod hooks;
 mod hostile;
+mod hostile_pr;
 mod images;
 mod init;
 mod lint;

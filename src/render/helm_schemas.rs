@@ -62,10 +62,11 @@ fn walk_dir(root: &Path, dir: &Path, out: &mut Vec<Reach>, depth: usize) {
                 let _ = f.take(MAX_BYTES).read_to_end(&mut text);
                 check_schema(&rel, &text, out);
             }
-        } else if kind.is_file() && name.ends_with(".tgz") {
-            if let Ok(f) = std::fs::File::open(&path) {
-                walk_archive(&rel, f.take(MAX_BYTES), out, 0);
-            }
+        } else if kind.is_file()
+            && name.ends_with(".tgz")
+            && let Ok(f) = std::fs::File::open(&path)
+        {
+            walk_archive(&rel, f.take(MAX_BYTES), out, 0);
         }
     }
 }
