@@ -905,3 +905,26 @@ async fn the_action_log_carries_no_workflow_command_of_the_repository() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_working_directory_outside_the_checkout_is_refused() {
+    let job = crate::action::Job::new().await;
+    for dir in ["../..", "/etc", "services/../../x"] {
+        let run = pr_run(
+            &job,
+            11,
+            |r| {
+                r.write("services/web/version", "1.1.0\n");
+            },
+            &[("INPUT_WORKING-DIRECTORY", dir)],
+        )
+        .await;
+        assert_ne!(run.code, 0, "{dir}: {}", run.log);
+        assert!(
+            run.log
+                .contains("must be a relative path inside the checkout"),
+            "{dir}: {}",
+            run.log
+        );
+    }
+}

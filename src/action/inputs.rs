@@ -311,6 +311,25 @@ fn take<T>(problems: &mut Diagnostics, r: anyhow::Result<T>, default: T) -> T {
     })
 }
 
+/// `working-directory`: a directory of the checkout, never above or
+/// beside it (kdeploy reads and writes inside the checkout only).
+fn parse_working_directory(v: Option<&str>) -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(v.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("."));
+    let inside = dir.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::CurDir | std::path::Component::Normal(_)
+        )
+    });
+    if !inside {
+        bail!(
+            "input `working-directory` is `{}`: it must be a relative path inside the checkout, without `..`",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 fn parse_bool(name: &str, v: Option<&str>, default: bool) -> anyhow::Result<bool> {
     match v.map(str::trim) {
         None => Ok(default),
@@ -437,7 +456,11 @@ impl Inputs {
         let inputs = Inputs {
             token: env.input("github-token").map(str::to_string),
             mode,
-            working_directory: PathBuf::from(env.input("working-directory").unwrap_or(".")),
+            working_directory: take(
+                p,
+                parse_working_directory(env.input("working-directory")),
+                PathBuf::from("."),
+            ),
             environments,
             apps: env.input("apps").map(str::to_string),
             comment,

@@ -326,3 +326,32 @@ fn credentials(registry: &str) -> RegistryAuth {
     }
     RegistryAuth::Anonymous
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_go_in_clear_only_to_loopback_or_where_the_runner_allows() {
+        for local in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "127.0.0.2",
+        ] {
+            assert!(clear_credentials_allowed(local), "{local}");
+        }
+        for remote in [
+            "registry.example:5000",
+            "10.0.0.1:5000",
+            "localhost.evil.example:80",
+        ] {
+            assert!(!clear_credentials_allowed(remote), "{remote}");
+        }
+        let r = Registry::new(&["registry.example:5000".to_string()]);
+        assert!(matches!(
+            r.auth_for("registry.example:5000"),
+            RegistryAuth::Anonymous
+        ));
+    }
+}

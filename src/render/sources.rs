@@ -544,9 +544,9 @@ pub fn render_kustomize(
         .file_name()
         .is_some_and(|n| n == "kustomize")
     {
-        (command, vec!["build", &spec.dir.path])
+        (command, vec!["build", "--", &spec.dir.path])
     } else {
-        (command, vec!["kustomize", &spec.dir.path])
+        (command, vec!["kustomize", "--", &spec.dir.path])
     };
     let output = match run_renderer(program, &args, tmp.path(), settings.timeout(), max_output) {
         Ok(o) => o,
