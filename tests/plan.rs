@@ -1047,3 +1047,108 @@ fn reused_template_output_still_counts_against_the_budget() {
     }
     assert_eq!(alone, compared);
 }
+
+/// A plan of `apps` apps in `envs` environments with `per_app` changes
+/// each, whose diffs are `diff_lines` long, with links, notes and a
+/// warning on every tenth change: what a chart change does to a large repo.
+fn large_plan(apps: usize, envs: usize, per_app: usize, diff_lines: usize) -> kdeploy::plan::Plan {
+    use kdeploy::plan::{Change, Warning};
+    use kdeploy::resource::{Origin, ResourceId};
+    let mut changes = Vec::new();
+    let mut dirs = std::collections::BTreeMap::new();
+    for e in 0..envs {
+        let env = format!("environment-with-a-long-name-{e}");
+        for a in 0..apps {
+            let app = format!("application-{a:04}-with-a-name-near-the-dns-label-limit-xxxxx");
+            dirs.insert((env.clone(), app.clone()), format!("services/{app}/{env}"));
+            for r in 0..per_app {
+                let mut diff = String::from("--- base\n+++ head\n@@ -1,1 +1,1 @@\n");
+                for l in 0..diff_lines {
+                    diff.push_str(&format!(
+                        "-  key{l}: \"old value ⟨{r}⟩ `tick` | pipe\"\n+  key{l}: new\n"
+                    ));
+                }
+                changes.push(Change {
+                    env: env.clone(),
+                    app: app.clone(),
+                    action: [Action::Added, Action::Changed, Action::Deleted][r % 3],
+                    id: ResourceId {
+                        group: "apps".into(),
+                        kind: "Deployment".into(),
+                        namespace: Some(format!("{app}-{e}")),
+                        name: format!("{app}-{r}"),
+                    },
+                    diff,
+                    origin: Origin {
+                        env: env.clone(),
+                        app: app.clone(),
+                        file: "charts/service/templates/deployment.yaml".into(),
+                        document: 0,
+                        line: 1,
+                    },
+                    warnings: if r % 10 == 0 {
+                        vec![Warning {
+                            code: "immutable-field",
+                            path: "/spec/selector".into(),
+                            message: "spec.selector cannot change; the Deployment is replaced"
+                                .into(),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    summary: format!("image {app}: 1.{r}.0 → 2.{r}.0"),
+                });
+            }
+        }
+    }
+    Plan {
+        base: "0123456789abcdef".into(),
+        head: "fedcba9876543210".into(),
+        changes,
+        unchanged: 0,
+        unchanged_releases: 0,
+        hidden_resources: 0,
+        ignored_fields: 0,
+        notes: (0..50).map(|i| format!("note {i}: {}", "n".repeat(300))).collect(),
+        dirs,
+        browse_url: Some("https://github.com/an-organisation/a-config-repository/blob/0123456789abcdef0123456789abcdef01234567".into()),
+    }
+}
+
+#[test]
+fn every_comment_part_fits_githubs_limit_at_any_size() {
+    for (apps, envs, per_app, lines) in [
+        (1, 1, 1, 1),
+        (1, 1, 1, 20_000),
+        (1_000, 1, 1, 2),
+        (500, 2, 10, 3),
+        (1_000, 5, 10, 1),
+    ] {
+        let plan = large_plan(apps, envs, per_app, lines);
+        for max_parts in [1, 3, 10] {
+            let parts =
+                report::markdown_parts(&plan, "<!-- m -->", report::COMMENT_LIMIT, max_parts);
+            assert!(!parts.is_empty() && parts.len() <= max_parts);
+            for (n, p) in parts.iter().enumerate() {
+                let chars = p.chars().count();
+                assert!(
+                    chars <= report::COMMENT_LIMIT,
+                    "{apps} apps × {envs} envs × {per_app}: part {} of {max_parts} has {chars} characters",
+                    n + 1
+                );
+                assert!(p.starts_with("<!-- m -->\n"), "part {}", n + 1);
+                if max_parts == 3 {
+                    // Valid as GitHub renders it: every fold and block closed.
+                    let html = crate::gfm::to_html(p);
+                    assert_eq!(
+                        html.matches("<details>").count(),
+                        html.matches("</details>").count(),
+                        "part {}",
+                        n + 1
+                    );
+                    assert_eq!(html.matches("<pre").count(), html.matches("</pre>").count());
+                }
+            }
+        }
+    }
+}

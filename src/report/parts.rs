@@ -1,0 +1,327 @@
+//! The markdown report cut into comment-sized parts.
+//!
+//! GitHub refuses a comment body over 65,536 characters, and the job
+//! summary over 1 MiB. Every part is measured as it is written, in bytes
+//! (never fewer than characters), against the limit: the part header, the
+//! summary, each app's `<details>` wrapper and link, each resource and the
+//! closing tags all count, so no part can exceed it however many apps,
+//! resources, notes or highlights a plan has. What does not fit is left
+//! out and named, within the same limit.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::plan::Plan;
+
+use super::{
+    env_summary, escape_markdown, fence_for, hidden_note, highlights, kind_heading, plural,
+    summary_line, unchanged_note, warnings_note,
+};
+
+/// Most app names listed per environment in the summary table.
+const SUMMARY_APPS: usize = 12;
+
+/// What closes an app's section.
+const CLOSE: &str = "</details>\n\n";
+
+/// Kept free in the last part for the note naming what was left out.
+const LEFT_OUT_NOTE: usize = 1_000;
+
+/// The markdown report as one body of at most `limit` characters (the
+/// job summary, `--format markdown`). See [`markdown_parts`].
+pub fn markdown(plan: &Plan, marker: &str, limit: usize) -> String {
+    markdown_parts(plan, marker, limit, 1)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// The plan's summary: revisions, notes, the table per environment, the
+/// warning and highlights.
+fn summary(plan: &Plan) -> String {
+    let mut summary = String::new();
+    let _ = writeln!(summary, "`{}` → `{}`\n", plan.base, plan.head);
+    for n in &plan.notes {
+        let _ = writeln!(summary, "> [!NOTE]\n> {n}\n");
+    }
+    if !plan.has_changes() {
+        let _ = writeln!(summary, "**No changes.** {}", unchanged_note(plan));
+    } else {
+        let _ = writeln!(summary, "| environment | add | change | delete | apps |");
+        let _ = writeln!(summary, "| --- | ---: | ---: | ---: | --- |");
+        for (env, [a, c, d], apps) in env_summary(plan) {
+            let mut names = apps
+                .iter()
+                .take(SUMMARY_APPS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if apps.len() > SUMMARY_APPS {
+                let _ = write!(names, " and {} more", apps.len() - SUMMARY_APPS);
+            }
+            let _ = writeln!(summary, "| {env} | {a} | {c} | {d} | {names} |");
+        }
+        let _ = writeln!(
+            summary,
+            "\n**{}.** {}",
+            summary_line(plan),
+            unchanged_note(plan)
+        );
+        if let Some(w) = warnings_note(plan) {
+            let _ = writeln!(
+                summary,
+                "\n> [!WARNING]\n> **{w}** See the resources marked ⚠️ below."
+            );
+        }
+        for line in highlights(plan) {
+            let _ = writeln!(summary, "\n{line}");
+        }
+    }
+    if let Some(h) = hidden_note(plan) {
+        let _ = writeln!(summary, "\n_{h}_");
+    }
+    summary.push('\n');
+    summary
+}
+
+/// `text` cut at a line end so that it takes at most `room` bytes with the
+/// note that says so; whole when it fits. Cutting between lines keeps the
+/// markdown valid: a table or a quote simply ends there.
+fn fit_lines(text: String, room: usize) -> String {
+    const CUT: &str = "\n_… cut to fit GitHub's comment size limit: the job summary and the plan JSON have all of it._\n\n";
+    if text.len() <= room {
+        return text;
+    }
+    let keep = room.saturating_sub(CUT.len());
+    let end = text[..text.floor_char_boundary(keep)]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let mut out = text[..end].to_string();
+    out.push_str(CUT);
+    out
+}
+
+/// One resource's section, with the (env, app) it belongs to and the name
+/// it is listed by when left out.
+struct Block {
+    key: (String, String),
+    text: String,
+    name: String,
+}
+
+fn blocks(plan: &Plan) -> Vec<Block> {
+    let mut blocks: Vec<Block> = plan
+        .changes
+        .iter()
+        .map(|c| {
+            let diff: String = c.diff.lines().skip(2).collect::<Vec<_>>().join("\n");
+            let fence = fence_for(&diff);
+            let mut warned = String::new();
+            for w in &c.warnings {
+                let _ = writeln!(warned, "> [!WARNING]\n> **{}**: {}\n", w.code, w.message);
+            }
+            // The change in words first; the diff folded under it.
+            let summary = if c.summary.is_empty() {
+                String::new()
+            } else {
+                format!("{}\n\n", escape_markdown(&c.summary))
+            };
+            let text = format!(
+                "#### {} {}{}\n\n{summary}{warned}<details><summary>diff ({})</summary>\n\n{fence}diff\n{diff}\n{fence}\n\n</details>\n\n",
+                c.action.sign(),
+                kind_heading(c),
+                if c.warnings.is_empty() { "" } else { " ⚠️" },
+                plural(
+                    diff.lines().filter(|l| l.starts_with(['+', '-'])).count(),
+                    "line"
+                ),
+            );
+            Block {
+                key: (c.env.clone(), c.app.clone()),
+                text,
+                name: format!("{} [{}/{}]", c.id, c.env, c.app),
+            }
+        })
+        .collect();
+    // One section per (environment, app): resources keep their apply order
+    // inside it (the sort is stable).
+    blocks.sort_by(|x, y| x.key.cmp(&y.key));
+    blocks
+}
+
+/// The opening of an app's section; `piece` is `(k, n)` when the app is
+/// spread over `n` parts and this is the `k`th.
+fn group_header(
+    plan: &Plan,
+    key: &(String, String),
+    changes: usize,
+    piece: Option<(usize, usize)>,
+) -> String {
+    let continued = piece
+        .map(|(k, n)| format!(" (part {k}/{n} of this app)"))
+        .unwrap_or_default();
+    let mut header = format!(
+        "<details><summary><b>{}</b> / <b>{}</b>: {}{continued}</summary>\n\n",
+        key.0,
+        key.1,
+        plural(changes, "change")
+    );
+    if let (Some(url), Some(dir)) = (&plan.browse_url, plan.dirs.get(key)) {
+        let _ = write!(header, "Config: [`{dir}`]({url}/{dir})\n\n");
+    }
+    header
+}
+
+fn part_header(marker: &str, n: usize, total: usize) -> String {
+    let mut body = format!("{marker}\n<!-- part:{n} -->\n### kdeploy plan");
+    if total > 1 {
+        let _ = write!(body, " (part {n}/{total})");
+    }
+    body.push_str("\n\n");
+    body
+}
+
+/// The markdown report split into at most `max_parts` bodies of at most
+/// `limit` characters each: the summary first, then one `<details>` per
+/// (env, app) with a diff block per resource. Resources are never split;
+/// those that fit in no part are left out and named at the end. Each part
+/// starts with `marker` and its number (`<!-- … part:N -->`), so a re-run
+/// can find and update it.
+pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize) -> Vec<String> {
+    let max_parts = max_parts.max(1);
+    let blocks = blocks(plan);
+    let mut sizes: BTreeMap<&(String, String), usize> = BTreeMap::new();
+    for b in &blocks {
+        *sizes.entry(&b.key).or_default() += 1;
+    }
+    // The longest a part header and an app's header can be once the parts
+    // are counted: measured with the widest numbers they can show.
+    let widest = max_parts.max(blocks.len()).max(1);
+    let head_room = part_header(marker, widest, widest).len();
+    let group_room =
+        |key: &(String, String)| group_header(plan, key, sizes[key], Some((widest, widest))).len();
+    let budget = limit.saturating_sub(LEFT_OUT_NOTE);
+    let summary = fit_lines(
+        summary(plan),
+        budget.saturating_sub(head_room + CLOSE.len()),
+    );
+
+    let mut parts: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut used = head_room + summary.len();
+    let mut open: Option<&(String, String)> = None;
+    let mut left_out = Vec::new();
+    // What adding block `i` to the current part costs, its section's
+    // closing tag included.
+    let cost = |i: usize, open: Option<&(String, String)>| {
+        let b = &blocks[i];
+        let header = if open == Some(&b.key) {
+            0
+        } else {
+            group_room(&b.key)
+        };
+        header + b.text.len() + CLOSE.len()
+    };
+    for (i, b) in blocks.iter().enumerate() {
+        // Parts split between apps: an app that fits in a part of its own
+        // starts one rather than being cut in two.
+        let starts_group = open != Some(&b.key);
+        let fresh = head_room;
+        if starts_group && parts.len() < max_parts && !parts.last().is_some_and(Vec::is_empty) {
+            let group: usize = group_room(&b.key)
+                + blocks[i..]
+                    .iter()
+                    .take_while(|x| x.key == b.key)
+                    .map(|x| x.text.len())
+                    .sum::<usize>()
+                + CLOSE.len();
+            if used + group > budget && fresh + group <= budget {
+                parts.push(Vec::new());
+                used = fresh;
+                open = None;
+            }
+        }
+        if used + cost(i, open) > budget {
+            if parts.len() < max_parts && !parts.last().is_some_and(Vec::is_empty) {
+                parts.push(Vec::new());
+                used = fresh;
+                open = None;
+            }
+            if used + cost(i, open) > budget {
+                left_out.push(i);
+                continue;
+            }
+        }
+        used += cost(i, open) - CLOSE.len();
+        open = Some(&b.key);
+        if let Some(p) = parts.last_mut() {
+            p.push(i);
+        }
+    }
+    let total = parts.len();
+    // The parts each (env, app) appears in: an app too large for one part
+    // says which of its pieces a section is.
+    let mut spans: BTreeMap<&(String, String), Vec<usize>> = BTreeMap::new();
+    for (n, part) in parts.iter().enumerate() {
+        for &i in part {
+            let list = spans.entry(&blocks[i].key).or_default();
+            if list.last() != Some(&n) {
+                list.push(n);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(total);
+    for (n, part) in parts.iter().enumerate() {
+        let mut body = part_header(marker, n + 1, total);
+        if n == 0 {
+            body.push_str(&summary);
+        }
+        let mut current: Option<&(String, String)> = None;
+        for &i in part {
+            let b = &blocks[i];
+            if current != Some(&b.key) {
+                if current.is_some() {
+                    body.push_str(CLOSE);
+                }
+                let piece = spans.get(&b.key).filter(|l| l.len() > 1).map(|list| {
+                    (
+                        list.iter().position(|p| *p == n).unwrap_or(0) + 1,
+                        list.len(),
+                    )
+                });
+                body.push_str(&group_header(plan, &b.key, sizes[&b.key], piece));
+                current = Some(&b.key);
+            }
+            body.push_str(&b.text);
+        }
+        if current.is_some() {
+            body.push_str(CLOSE);
+        }
+        if n + 1 == total && !left_out.is_empty() {
+            let mut note = format!(
+                "**{} resources left out to fit GitHub's comment size limit**; the full plan is in the job summary and the plan JSON: ",
+                left_out.len()
+            );
+            for (k, &i) in left_out.iter().enumerate() {
+                let name = &blocks[i].name;
+                if body.len() + note.len() + name.len() + 10 > limit {
+                    note.push_str(", …");
+                    break;
+                }
+                if k > 0 {
+                    note.push_str(", ");
+                }
+                note.push_str(name);
+            }
+            body.push_str(&note);
+            body.push('\n');
+        }
+        debug_assert!(
+            body.len() <= limit,
+            "part {} is {} bytes",
+            n + 1,
+            body.len()
+        );
+        out.push(body);
+    }
+    out
+}
