@@ -92,10 +92,11 @@ fn fit_lines(text: String, room: usize) -> String {
     if text.len() <= room {
         return text;
     }
-    let keep = room.saturating_sub(CUT.len());
-    let end = text[..text.floor_char_boundary(keep)]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let mut keep = room.saturating_sub(CUT.len()).min(text.len());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let end = text[..keep].rfind('\n').map_or(0, |i| i + 1);
     let mut out = text[..end].to_string();
     out.push_str(CUT);
     out
