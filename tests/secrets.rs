@@ -557,3 +557,182 @@ fn a_sops_that_hangs_is_stopped_and_named() {
         out.stderr
     );
 }
+
+/// Every transform a template can apply to a value, as the text it gives.
+fn transforms(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let swap: String = secret
+        .chars()
+        .map(|c| {
+            if c.is_uppercase() {
+                c.to_ascii_lowercase()
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
+    vec![
+        secret.to_string(),
+        secret.to_uppercase(),
+        secret.to_lowercase(),
+        swap,
+        b64(secret),
+        b64(&b64(secret)),
+        secret[3..12].to_string(),
+        secret.chars().rev().collect(),
+        sha2::Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    ]
+}
+
+#[test]
+fn a_pull_requests_templates_never_see_plaintext_while_planning() {
+    let Some(keys) = Keys::new() else { return };
+    let secret = "Prod-Pa55word-7e1c";
+    let repo = Repo::with_app();
+    repo.write(
+        "services/api/secrets.sops.yaml",
+        &keys.encrypt(&format!("DB_PASSWORD: {secret}\nOTHER: unchanged-1\n"), &[]),
+    );
+    let base = repo.commit("secrets");
+    // The pull request's chart carries the value out through every
+    // transform handlebars offers, and rotates nothing.
+    repo.write("charts/leak/Chart.yaml", "name: leak\nversion: 1\n")
+        .write(
+            "charts/leak/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leak\ndata:\n  upper: {{quote (upper values.secrets.DB_PASSWORD)}}\n  lower: {{quote (lower values.secrets.DB_PASSWORD)}}\n  b64: {{quote (b64enc values.secrets.DB_PASSWORD)}}\n  b64twice: {{quote (b64enc (b64enc values.secrets.DB_PASSWORD))}}\n  sha: {{quote (sha256sum values.secrets.DB_PASSWORD)}}\n  json: {{quote (toJson values.secrets)}}\n  cut: {{quote (trunc 9 values.secrets.DB_PASSWORD)}}\n  spaced: {{quote (replace \"a\" \"a \" values.secrets.DB_PASSWORD)}}\n",
+        )
+        .write(
+            "services/api/config.yaml",
+            "image: ghcr.io/example/api\nchart: leak\n",
+        );
+    let head = repo.commit("leak");
+    let key = keys.file();
+    let mut outputs = Vec::new();
+    for format in ["text", "json", "markdown"] {
+        let out = run(
+            repo.path(),
+            Some(&key),
+            &["plan", "--base", &base, "--head", &head, "--format", format],
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        outputs.push(format!("{}{}", out.stdout, out.stderr));
+    }
+    let all = outputs.join("\n");
+    assert!(
+        all.contains("sopsPlan"),
+        "the templates got placeholders:\n{all}"
+    );
+    for leaked in transforms(secret) {
+        assert!(!all.contains(&leaked), "`{leaked}` in the plan:\n{all}");
+    }
+    // With a value rotated, the plan still names the key that changed, and
+    // only that one.
+    let rotated = Repo::with_app();
+    rotated.write(
+        "services/api/secrets.sops.yaml",
+        &keys.encrypt(&format!("DB_PASSWORD: {secret}\nOTHER: unchanged-1\n"), &[]),
+    );
+    let one = rotated.commit("secrets");
+    rotated.write(
+        "services/api/secrets.sops.yaml",
+        &keys.encrypt("DB_PASSWORD: Rotated-Pa55-9f\nOTHER: unchanged-1\n", &[]),
+    );
+    let two = rotated.commit("rotate");
+    let out = run(
+        rotated.path(),
+        Some(&key),
+        &["plan", "--base", &one, "--head", &two],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("DB_PASSWORD: <redacted> (changed)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("OTHER: <redacted> (changed)"),
+        "{}",
+        out.stdout
+    );
+    for leaked in transforms(secret)
+        .into_iter()
+        .chain(transforms("Rotated-Pa55-9f"))
+    {
+        assert!(!out.stdout.contains(&leaked), "`{leaked}`:\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn helm_gets_decrypted_values_on_stdin_never_in_a_file() {
+    let Some(keys) = Keys::new() else { return };
+    let Some((_keep, shim)) = crate::sources::helm() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let seen = tempfile::tempdir().unwrap();
+    let found = seen.path().join("found");
+    // While helm runs, every file kdeploy made under TMPDIR is searched.
+    let wrapper = seen.path().join("helm");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ngrep -rl '{CANARY}' '{}' >> '{}' 2>/dev/null\nexec '{}' \"$@\"\n",
+            tmp.path().display(),
+            found.display(),
+            shim.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = Repo::with_app();
+    repo.write("kdeploy.yaml", &format!("helm:\n  binary: {}\n", wrapper.display()))
+        .write("charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\n")
+        .write(
+            "charts/web/templates/secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web\nstringData:\n  password: {{ .Values.secrets.DB_PASSWORD | quote }}\n",
+        )
+        .write("services/web/config.yaml", "chart: web\n")
+        .write("services/web/version", "1.0.0\n")
+        .write("services/web/production/config.yaml", "")
+        .write(
+            "services/web/secrets.sops.yaml",
+            &keys.encrypt(&format!("DB_PASSWORD: {CANARY}\n"), &[]),
+        );
+    repo.commit("helm with secrets");
+    let home = tempfile::tempdir().unwrap();
+    let out: Run = Command::new(env!("CARGO_BIN_EXE_kdeploy"))
+        .args(["render", "--stdout"])
+        .current_dir(repo.path())
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("SOPS_AGE_KEY")
+        .env("SOPS_AGE_KEY_FILE", keys.file())
+        .env("HOME", home.path())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("kdeploy runs")
+        .into();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Rendered with the plaintext (a deploy's render), which is masked on output.
+    assert!(
+        out.stdout
+            .contains("<sops:services/web/secrets.sops.yaml#DB_PASSWORD>"),
+        "{}",
+        out.stdout
+    );
+    assert_clean("render", &out.stdout);
+    let hits = std::fs::read_to_string(&found).unwrap_or_default();
+    assert!(
+        hits.trim().is_empty(),
+        "plaintext on disk while helm ran: {hits}"
+    );
+    assert!(
+        crate::util::tree(tmp.path()).is_empty(),
+        "left behind in TMPDIR"
+    );
+}

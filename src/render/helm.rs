@@ -229,7 +229,7 @@ fn check_version(binary: &str, timeout: std::time::Duration) -> Result<(), Strin
     map.entry(binary.to_string())
         .or_insert_with(|| {
             let dir = std::env::temp_dir();
-            let out = super::sources::run_renderer(binary, &["version", "--short"], &dir, timeout, 64 * 1024)
+            let out = super::sources::run_renderer(binary, &["version", "--short"], &dir, timeout, 64 * 1024, None)
                 .map_err(|e| format!("{e}\nkdeploy renders Helm charts with the `helm` executable (3.x or 4.x); install it, or name another program on PATH with helm.binary in kdeploy.yaml"))?;
             let v = out.trim().trim_start_matches('v');
             match v.split('.').next().and_then(|m| m.parse::<u32>().ok()) {
@@ -323,13 +323,10 @@ pub fn render(
             return Err(Diagnostics(found));
         }
     }
+    // The values (decrypted secrets, when deploying) reach helm on stdin,
+    // never in a file.
+    let values = crate::yaml::to_canonical(&Value::Object(values));
     let work = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-    let values_file = work.path().join("values.yaml");
-    std::fs::write(
-        &values_file,
-        crate::yaml::to_canonical(&Value::Object(values)),
-    )
-    .map_err(|e| fail(e.to_string()))?;
     let chart_path = chart.chart_path();
     // Options first, then `--`: what follows is never read as an option.
     let args = [
@@ -337,7 +334,7 @@ pub fn render(
         "--namespace",
         namespace.as_str(),
         "-f",
-        values_file.to_str().unwrap_or_default(),
+        "-",
         "--include-crds",
         "--",
         name.as_str(),
@@ -349,6 +346,7 @@ pub fn render(
         work.path(),
         timeout,
         release_bytes,
+        Some(values.into_bytes()),
     )
     .map_err(|e| {
         fail(format!(

@@ -128,7 +128,7 @@ pub fn ensure(
     }
     args.extend(["--", root_text.as_str()]);
     let work = root.parent().unwrap_or(root);
-    if let Err(e) = super::sources::run_renderer(helm, &args, work, timeout, 1 << 20) {
+    if let Err(e) = super::sources::run_renderer(helm, &args, work, timeout, 1 << 20, None) {
         let e = e.replace(&root_text, dir);
         if e.contains("out of sync") {
             return Err(Diagnostic::new(
@@ -273,7 +273,9 @@ pub fn pull(
         args.push("--plain-http");
     }
     args.extend(["--", remote.reference.as_str()]);
-    if let Err(e) = super::sources::run_renderer(helm, &args, staging.path(), timeout, 64 * 1024) {
+    if let Err(e) =
+        super::sources::run_renderer(helm, &args, staging.path(), timeout, 64 * 1024, None)
+    {
         return Err(Diagnostic::global(format!(
             "cannot pull the chart {} version {}{} (nothing cached in {}): {e}",
             remote.reference,

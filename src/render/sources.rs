@@ -410,13 +410,15 @@ const MAX_RENDERER_OUTPUT: u64 = 64 << 20;
 /// a file of the repository), no inherited secrets (a clean environment
 /// with only PATH and a temporary HOME), a timeout within the run's total
 /// ([`super::process_time`]), at most `max_output` bytes read (a release's
-/// `limits.releaseBytes`), stderr kept for errors.
+/// `limits.releaseBytes`), stderr kept for errors. `input` goes to its
+/// stdin (Helm's values: never written to a file).
 pub fn run_renderer(
     program: &str,
     args: &[&str],
     dir: &Path,
     timeout: Duration,
     max_output: u64,
+    input: Option<Vec<u8>>,
 ) -> Result<String, String> {
     let max_output = max_output.min(MAX_RENDERER_OUTPUT);
     let timeout = super::process_time::timeout(timeout)?;
@@ -424,7 +426,7 @@ pub fn run_renderer(
         format!("cannot find the program `{program}` on PATH; install it (a runner that keeps it elsewhere sets KDEPLOY_HELM or KDEPLOY_KUSTOMIZE to its absolute path)")
     })?;
     let started = std::time::Instant::now();
-    let result = run_resolved(&resolved, program, args, dir, timeout, max_output);
+    let result = run_resolved(&resolved, program, args, dir, timeout, max_output, input);
     super::process_time::charge(started.elapsed());
     result
 }
@@ -436,19 +438,32 @@ fn run_resolved(
     dir: &Path,
     timeout: Duration,
     max_output: u64,
+    input: Option<Vec<u8>>,
 ) -> Result<String, String> {
-    use std::io::Read as _;
+    use std::io::{Read as _, Write as _};
     let mut child = std::process::Command::new(resolved)
         .args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", dir)
-        .stdin(std::process::Stdio::null())
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}; install it"))?;
+    // Written from its own thread: a process that prints before it has
+    // read all of its input must not block on a full pipe.
+    let writer = match (input, child.stdin.take()) {
+        (Some(bytes), Some(mut stdin)) => Some(std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        })),
+        _ => None,
+    };
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut stderr = child.stderr.take().ok_or("no stderr")?;
     // Output is bounded: past the ceiling the renderer is stopped rather
@@ -492,6 +507,9 @@ fn run_resolved(
             Err(e) => return Err(e.to_string()),
         }
     };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     let out = out_thread.join().unwrap_or_default();
     let err = err_thread.join().unwrap_or_default();
     if status.success() {
@@ -548,7 +566,14 @@ pub fn render_kustomize(
     } else {
         (command, vec!["kustomize", "--", &spec.dir.path])
     };
-    let output = match run_renderer(program, &args, tmp.path(), settings.timeout(), max_output) {
+    let output = match run_renderer(
+        program,
+        &args,
+        tmp.path(),
+        settings.timeout(),
+        max_output,
+        None,
+    ) {
         Ok(o) => o,
         Err(e) => {
             problems.push(Diagnostic::new(

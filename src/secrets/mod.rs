@@ -175,7 +175,19 @@ fn open_docs(
                 };
                 register(enc, dec, &prefix);
             }
-            Ok((decrypted, None))
+            if need == Need::Required {
+                return Ok((decrypted, None));
+            }
+            // Planning: templates (the pull request's) never see plaintext,
+            // whatever they do to it; they get a value that changes exactly
+            // when the plaintext does, so the plan still names changed keys.
+            let planned = encrypted
+                .into_iter()
+                .zip(&decrypted)
+                .enumerate()
+                .map(|(i, (enc, dec))| keyed_placeholders(enc, dec, &format!("{path}#{i}")))
+                .collect();
+            Ok((planned, None))
         }
         Err(failure) => {
             let why = match (&failure, need) {
@@ -211,6 +223,77 @@ fn short_hash(text: &str) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+const PLANNED_PREFIX: &str = "sopsPlan";
+
+/// The secret of this process that planned placeholders are keyed with:
+/// 128 bits from the OS (through std's `RandomState`), never printed, so a
+/// placeholder in a public plan cannot be matched against guessed values.
+fn run_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        use std::hash::BuildHasher as _;
+        let state = std::collections::hash_map::RandomState::new();
+        let mut key = [0u8; 32];
+        for (i, chunk) in key.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&state.hash_one(i).to_le_bytes());
+        }
+        key
+    })
+}
+
+/// The value a template sees for a decrypted leaf while planning: keyed by
+/// the run's secret, the leaf's place and its plaintext, so the base and
+/// the head of one plan agree exactly where the values do. Valid base64,
+/// as the ciphertext placeholder.
+fn planned_placeholder(at: &str, plaintext: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(run_key());
+    h.update(at.as_bytes());
+    h.update([0]);
+    h.update(plaintext.as_bytes());
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{PLANNED_PREFIX}{hex}")
+}
+
+/// The decrypted tree with every leaf that was encrypted replaced by its
+/// [`planned_placeholder`]; the metadata dropped.
+fn keyed_placeholders(enc: Value, dec: &Value, at: &str) -> Value {
+    match (enc, dec) {
+        (Value::String(e), plain) if e.starts_with("ENC[") => {
+            let text = match plain {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Value::String(planned_placeholder(at, &text))
+        }
+        (Value::Object(e), Value::Object(d)) => Value::Object(
+            e.into_iter()
+                .filter(|(k, _)| k != "sops")
+                .map(|(k, ev)| {
+                    let v = match d.get(&k) {
+                        Some(dv) => keyed_placeholders(ev, dv, &format!("{at}.{k}")),
+                        None => ev,
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        (Value::Array(e), Value::Array(d)) => Value::Array(
+            e.into_iter()
+                .zip(d)
+                .enumerate()
+                .map(|(i, (ev, dv))| keyed_placeholders(ev, dv, &format!("{at}[{i}]")))
+                .collect(),
+        ),
+        (enc, _) => enc,
+    }
 }
 
 /// The encrypted tree without its metadata, `ENC[…]` leaves replaced.
@@ -341,6 +424,22 @@ mod tests {
         assert!(a.starts_with(PLACEHOLDER_PREFIX));
         assert_eq!(a.len() % 4, 0, "valid base64 length: {a}");
         assert_eq!(placeholders(doc)["A"], p["A"]);
+    }
+
+    #[test]
+    fn planned_placeholders_change_exactly_where_the_plaintext_does() {
+        let enc = yaml::parse("A: ENC[x]\nB: ENC[y]\nC: plain\nsops:\n  mac: m\n").unwrap();
+        let one = yaml::parse("A: s3cret\nB: other\nC: plain\n").unwrap();
+        let two = yaml::parse("A: s3cret\nB: rotated\nC: plain\n").unwrap();
+        let p1 = keyed_placeholders(enc.clone(), &one, "f#0");
+        let p2 = keyed_placeholders(enc, &two, "f#0");
+        assert_eq!(p1["A"], p2["A"]);
+        assert_ne!(p1["B"], p2["B"]);
+        assert_eq!(p1["C"], "plain");
+        assert!(p1.get("sops").is_none());
+        let a = p1["A"].as_str().unwrap();
+        assert!(a.starts_with(PLANNED_PREFIX) && !a.contains("s3cret"));
+        assert_eq!(a.len() % 4, 0, "valid base64 length: {a}");
     }
 
     #[test]
