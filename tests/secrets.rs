@@ -736,3 +736,89 @@ fn helm_gets_decrypted_values_on_stdin_never_in_a_file() {
         "left behind in TMPDIR"
     );
 }
+
+#[test]
+fn a_key_service_named_by_the_file_gets_no_token_unless_the_runner_allows_it() {
+    let Some(keys) = Keys::new() else { return };
+    // A fake Vault on loopback: it records what reaches it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::Read as _;
+            let mut s = stream;
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            if let Ok(mut l) = log.lock() {
+                l.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    });
+    let vault = format!("http://127.0.0.1:{port}");
+    let encrypted = keys.encrypt(&format!("DB_PASSWORD: {CANARY}\n"), &[]);
+    // The pull request points the file's metadata at its Vault.
+    let hostile = encrypted.replacen(
+        "sops:\n",
+        &format!("sops:\n    hc_vault:\n        - vault_address: {vault}\n          engine_path: sops\n          key_name: k\n          created_at: \"2026-01-01T00:00:00Z\"\n          enc: vault:v1:AAAA\n"),
+        1,
+    );
+    assert_ne!(hostile, encrypted);
+    let repo = Repo::with_app();
+    let base = repo.commit("app");
+    repo.write("services/api/secrets.sops.yaml", &hostile);
+    let head = repo.commit("secrets");
+    let plan = |allow: Option<&str>| -> Run {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kdeploy"));
+        c.args(["plan", "--base", &base, "--head", &head])
+            .current_dir(repo.path())
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("SOPS_AGE_KEY")
+            .env_remove("KDEPLOY_SOPS_KEY_SERVICES")
+            .env("SOPS_AGE_KEY_FILE", keys.file())
+            .env("VAULT_TOKEN", CANARY_PROD)
+            .env("KDEPLOY_SOPS_TIMEOUT", "10")
+            .env("HOME", home.path());
+        if let Some(a) = allow {
+            c.env("KDEPLOY_SOPS_KEY_SERVICES", a);
+        }
+        c.output().expect("kdeploy runs").into()
+    };
+    let out = plan(None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "key services this runner does not allow (hc_vault {vault}"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert_clean("plan", &format!("{}{}", out.stdout, out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "the file's Vault was called: {:?}",
+        received.lock().unwrap()
+    );
+    // Allowed by the runner: sops gets the file (and may call its Vault).
+    let out = plan(Some(&vault));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("does not allow"), "{}", out.stdout);
+    assert_clean("plan", &format!("{}{}", out.stdout, out.stderr));
+    // A deploy's render refuses it outright, naming the service.
+    let home = tempfile::tempdir().unwrap();
+    let out: Run = Command::new(env!("CARGO_BIN_EXE_kdeploy"))
+        .args(["render", "--stdout"])
+        .current_dir(repo.path())
+        .env_remove("KDEPLOY_SOPS_KEY_SERVICES")
+        .env("SOPS_AGE_KEY_FILE", keys.file())
+        .env("HOME", home.path())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("services/api/secrets.sops.yaml: not decrypted: its metadata names key services this runner does not allow: hc_vault {vault}")), "{}", out.stderr);
+}

@@ -160,6 +160,11 @@ pub const INPUTS: &[Input] = &[
         description: "age private key(s) (AGE-SECRET-KEY-…, one per line) that decrypt the repository's SOPS files; masked, passed only to sops. Without it, plans mark encrypted values as not compared and deploys of them fail.",
     },
     Input {
+        name: "sops-key-services",
+        default: "",
+        description: "Network key services sops may call with this job's credentials (comma-separated Vault addresses, KMS ARNs, GCP KMS resource ids, Azure Key Vault URLs; `*` for any). A SOPS file whose metadata names another is not decrypted: plans mark it not compared, deploys of it fail.",
+    },
+    Input {
         name: "context",
         default: "",
         description: "Apply: kubeconfig context (default: current-context).",
@@ -283,6 +288,7 @@ pub struct Inputs {
     pub(crate) context_lines: usize,
     pub(crate) kubeconfig: Option<String>,
     pub(crate) sops_age_key: Option<String>,
+    pub(crate) sops_key_services: Option<String>,
     pub(crate) context: Option<String>,
     pub(crate) apply: crate::apply::Options,
     pub(crate) github_deployments: bool,
@@ -469,6 +475,7 @@ impl Inputs {
             context_lines,
             kubeconfig: env.input("kubeconfig").map(str::to_string),
             sops_age_key: env.input("sops-age-key").map(str::to_string),
+            sops_key_services: env.input("sops-key-services").map(str::to_string),
             context: env.input("context").map(str::to_string),
             apply: crate::apply::Options {
                 prune,

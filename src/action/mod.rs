@@ -252,6 +252,9 @@ async fn run_steps(
         }
         crate::secrets::sops::set_age_key(key.trim().to_string());
     }
+    if let Some(services) = &inputs.sops_key_services {
+        crate::secrets::key_services::set_allowed(services);
+    }
     let name = env
         .var("GITHUB_EVENT_NAME")
         .context("GITHUB_EVENT_NAME is not set; `kdeploy action` runs inside GitHub Actions (use `kdeploy plan` locally)")?;

@@ -9,6 +9,7 @@
 //! cannot open become placeholders derived from their ciphertext, and the
 //! plan says which files could not be compared. Applying always needs keys.
 
+pub mod key_services;
 pub mod mask;
 pub mod sops;
 
@@ -164,7 +165,15 @@ fn open_docs(
     encrypted: Vec<Value>,
     need: Need,
 ) -> Result<(Vec<Value>, Option<Sealed>), Diagnostic> {
-    match sops::decrypt(text, format_of(path)) {
+    // A file whose metadata names a key service the runner does not allow
+    // never reaches sops: sops would call it with the job's credentials.
+    let refused = key_services::refused(&encrypted);
+    let result = if refused.is_empty() {
+        sops::decrypt(text, format_of(path))
+    } else {
+        Err(sops::Failure::KeyService(refused.join(", ")))
+    };
+    match result {
         Ok(plain) => {
             let decrypted = parse_plain(path, &plain)?;
             for (i, (enc, dec)) in encrypted.iter().zip(&decrypted).enumerate() {
@@ -191,14 +200,17 @@ fn open_docs(
         }
         Err(failure) => {
             let why = match (&failure, need) {
-                (sops::Failure::NoKey(_), Need::Optional) => "no key in this job opens it",
-                (sops::Failure::Missing(_), Need::Optional) => "sops is not installed here",
+                (sops::Failure::NoKey(_), Need::Optional) => "no key in this job opens it".into(),
+                (sops::Failure::Missing(_), Need::Optional) => "sops is not installed here".into(),
+                (sops::Failure::KeyService(services), Need::Optional) => format!(
+                    "its metadata names key services this runner does not allow ({services}; the runner allows them with the input `sops-key-services` or KDEPLOY_SOPS_KEY_SERVICES)"
+                ),
                 _ => return Err(explain(path, failure)),
             };
             let sealed = Sealed {
                 path: path.to_string(),
                 digest: short_hash(text),
-                why: why.to_string(),
+                why,
             };
             Ok((
                 encrypted.into_iter().map(placeholders).collect(),
@@ -403,6 +415,11 @@ fn explain(path: &str, failure: sops::Failure) -> Diagnostic {
             format!("cannot decrypt it: {detail}"),
         )
         .help("install sops 3.x (https://github.com/getsops/sops/releases) or set KDEPLOY_SOPS to its path; the kdeploy image ships it"),
+        sops::Failure::KeyService(services) => Diagnostic::new(
+            at,
+            format!("not decrypted: its metadata names key services this runner does not allow: {services}"),
+        )
+        .help("sops would call them with this job's credentials: if they are yours, list them in the action input `sops-key-services` (or KDEPLOY_SOPS_KEY_SERVICES), comma-separated; otherwise the file's metadata was changed to point elsewhere"),
         sops::Failure::Other(detail) => Diagnostic::new(at, format!("sops failed: {detail}")),
     }
 }

@@ -47,6 +47,9 @@ pub enum Failure {
     NotEncrypted,
     /// sops could not be started.
     Missing(String),
+    /// The file names key services the runner does not allow
+    /// ([`super::key_services`]); sops was not run.
+    KeyService(String),
     /// Anything else, with sops's message.
     Other(String),
 }
