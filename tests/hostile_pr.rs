@@ -928,3 +928,48 @@ async fn a_working_directory_outside_the_checkout_is_refused() {
         );
     }
 }
+
+// What a pull request deploys stays in its place.
+
+#[test]
+fn the_record_namespace_and_preview_names_are_reserved() {
+    let forged = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kdeploy-record-production\n  namespace: kdeploy-system\n  labels:\n    app.kubernetes.io/managed-by: kdeploy\ndata:\n  record: '{}'\n";
+    for (name, file, text, says) in [
+        (
+            "forged record",
+            "raw/forge/production/record.yaml",
+            forged,
+            "the namespace `kdeploy-system` holds kdeploy's deploy records",
+        ),
+        (
+            "record namespace itself",
+            "raw/forge/production/ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kdeploy-system\n",
+            "Namespace kdeploy-system in production/forge",
+        ),
+    ] {
+        let w = World::new("sources:\n  raw: ['raw/{app}/{env}']\n");
+        let head = w.head(|r| {
+            r.write(file, text);
+        });
+        w.plan(name, &head, 2, &[says]);
+        w.case(
+            name,
+            &["render", "--rev", &head, "--stdout"],
+            &[],
+            2,
+            &[says],
+        );
+    }
+    let w =
+        World::new("environments:\n  preview:\n    from: staging\n    namespace: \"pr-{pr}\"\n");
+    let head = w.head(|r| {
+        r.write("services/api/preview-pr-3/config.yaml", "");
+    });
+    w.plan(
+        "preview-named environment",
+        &head,
+        2,
+        &["services/api/preview-pr-3/config.yaml: environment `preview-pr-3` is named like a preview of the template `preview`"],
+    );
+}

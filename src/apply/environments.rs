@@ -91,6 +91,21 @@ pub async fn deploy_environments(
     out: &mut dyn std::io::Write,
     reports: &mut Vec<Report>,
 ) -> anyhow::Result<()> {
+    // A record namespace the runner chose is as reserved as the default:
+    // checked before anything is sent.
+    let reserved = crate::diag::Diagnostics(
+        head.releases
+            .iter()
+            .flat_map(|r| {
+                r.resources.iter().filter_map(move |res| {
+                    crate::validate::reserved(res, r, &opts.record_namespace)
+                })
+            })
+            .collect(),
+    );
+    if !reserved.0.is_empty() {
+        return Err(reserved.into());
+    }
     let selected = crate::config::Filter::new(env_glob, app_glob)?;
     let mut envs: BTreeSet<String> = head
         .releases

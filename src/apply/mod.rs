@@ -101,7 +101,7 @@ impl Default for Options {
             create_namespace: false,
             force_conflicts: true,
             concurrency: DEFAULT_CONCURRENCY,
-            record_namespace: "kdeploy-system".into(),
+            record_namespace: crate::config::RECORD_NAMESPACE.into(),
             force_record: false,
             propagation: PropagationPolicy::Background,
             lease: lease::Options::default(),

@@ -25,6 +25,10 @@ pub mod sources;
 pub use service::*;
 pub use settings::*;
 
+/// The namespace of kdeploy's deploy records and leases (the action's
+/// `record-namespace` default); no release may render objects there.
+pub const RECORD_NAMESPACE: &str = "kdeploy-system";
+
 /// The error returned when the layout cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -432,6 +436,35 @@ impl Layout {
             problems.extend(app_problems.0);
         }
         releases.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
+        // `<template>-pr-<n>` is a preview's name: an environment called so
+        // would take over that pull request's preview record.
+        let named_like_a_preview = |env: &str| {
+            settings
+                .environments
+                .iter()
+                .filter(|(_, e)| e.from.is_some())
+                .find(|(template, _)| {
+                    env.strip_prefix(template.as_str())
+                        .and_then(|r| r.strip_prefix("-pr-"))
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .map(|(template, _)| template.clone())
+        };
+        let places = releases
+            .iter()
+            .map(|r| (r.env.as_str(), r.env_config.path.clone()))
+            .chain(sources.iter().map(|s| (s.env.as_str(), s.dir.path.clone())));
+        for (env, path) in places {
+            if let Some(template) = named_like_a_preview(env) {
+                problems.push(
+                    Diagnostic::new(
+                        Location::file(path),
+                        format!("environment `{env}` is named like a preview of the template `{template}` (`{template}-pr-<number>`)"),
+                    )
+                    .help("rename the environment: previews own every name of that form"),
+                );
+            }
+        }
         problems
             .into_result(Layout {
                 settings,

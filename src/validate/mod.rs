@@ -438,6 +438,12 @@ pub fn validate_release(
         .and_then(|e| e.kubernetes_version)
         .unwrap_or(crate::plan::warnings::NEWEST);
     for res in &release.resources {
+        if pass != Pass::Custom
+            && let Some(d) = reserved(res, release, crate::config::RECORD_NAMESPACE)
+        {
+            problems.push(d);
+            continue;
+        }
         let checker = builtin_checker(&res.api_version, &res.id.kind);
         let builtin = checker.is_some();
         if pass == Pass::Custom && builtin {
@@ -588,6 +594,26 @@ pub fn check_for_plan(cmp: &crate::render::Comparison) -> Result<Summary, Diagno
         cmp.unchanged.iter().map(|(env, _)| env.as_str()).collect();
     problems.extend(ordering(&cmp.head, &|env| !partial.contains(env)).0);
     problems.into_result(summary)
+}
+
+/// A resource in (or being) the namespace of kdeploy's deploy records:
+/// the next deploy's prune reads the records there, so a release that
+/// could write one could make it delete another environment's objects.
+pub fn reserved(res: &Resource, release: &Rendered, record_namespace: &str) -> Option<Diagnostic> {
+    let inside = res.id.namespace.as_deref() == Some(record_namespace)
+        || (res.id.group.is_empty()
+            && res.id.kind == "Namespace"
+            && res.id.name == record_namespace);
+    inside.then(|| {
+        Diagnostic::new(
+            Location::file(&res.origin.file),
+            format!(
+                "{} in {}/{}: the namespace `{record_namespace}` holds kdeploy's deploy records and leases; no release may write there",
+                res.id, release.release.env, release.release.app
+            ),
+        )
+        .help("deploy it to a namespace of its own; the record namespace is the runner's (the input `record-namespace`)")
+    })
 }
 
 #[cfg(test)]
