@@ -40,6 +40,20 @@ pub enum Error {
     /// A required field is missing or invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A field kdeploy reads as text has another JSON type.
+    #[error(
+        "{event}: `{field}` is {found}, not a string; kdeploy takes it only as text, never converted (a number loses what a version says: 1.10 reads as 1.1): send it quoted, e.g. \"{field_name}\": \"1.10\""
+    )]
+    NotText {
+        /// Event name.
+        event: String,
+        /// `client_payload.version`, `inputs.head`.
+        field: String,
+        /// The field's own name.
+        field_name: String,
+        /// `a number`, `true`, `null`, `a list`, `a map`.
+        found: &'static str,
+    },
     /// A commit is neither present nor fetchable.
     #[error(
         "commit {sha} is not in the clone and `git fetch origin {sha}` failed: {detail}; use actions/checkout with fetch-depth: 0"
@@ -246,19 +260,13 @@ impl Event {
             }
             "workflow_dispatch" => {
                 let p: DispatchPayload = serde_json::from_slice(payload).map_err(malformed)?;
-                let input = |k: &str| {
-                    p.inputs
-                        .as_ref()
-                        .and_then(|i| i.get(k))
-                        .and_then(|v| v.as_str())
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                };
+                let inputs = typed(name, "inputs", p.inputs.as_ref())?;
+                let input = |k: &str| inputs.get(k).filter(|s| !s.is_empty()).cloned();
                 Event::WorkflowDispatch {
                     git_ref: p.git_ref.clone(),
                     base: input("base"),
                     head: input("head"),
-                    inputs: scalars(p.inputs.as_ref()),
+                    inputs: inputs.clone(),
                 }
             }
             "repository_dispatch" => {
@@ -266,7 +274,7 @@ impl Event {
                     serde_json::from_slice(payload).map_err(malformed)?;
                 Event::RepositoryDispatch {
                     event_type: p.action.unwrap_or_default(),
-                    payload: scalars(p.client_payload.as_ref()),
+                    payload: typed(name, "client_payload", p.client_payload.as_ref())?,
                 }
             }
             other => Event::Unsupported(other.to_string()),
@@ -274,19 +282,47 @@ impl Event {
     }
 }
 
-/// The scalar fields of a JSON object as text; nested values are left out.
-fn scalars(map: Option<&serde_json::Map<String, serde_json::Value>>) -> BTreeMap<String, String> {
-    map.into_iter()
-        .flatten()
-        .filter_map(|(k, v)| {
-            let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Bool(_) | serde_json::Value::Number(_) => v.to_string(),
-                _ => return None,
-            };
-            Some((k.clone(), text))
-        })
-        .collect()
+/// The fields kdeploy reads from a dispatch: only ever text.
+const TEXT_FIELDS: &[&str] = &["app", "env", "version", "from", "to", "base", "head"];
+
+/// The fields of a dispatch's `inputs` or `client_payload` as text. The
+/// fields kdeploy reads ([`TEXT_FIELDS`]) must be strings: a JSON number is
+/// not a version (`1.10` arrives as 1.1) and `true` is no app, so any other
+/// type is refused before anything is written. Other scalars are kept as
+/// their JSON text (a boolean input); nested values are left out.
+fn typed(
+    event: &str,
+    what: &str,
+    map: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<BTreeMap<String, String>, Error> {
+    use serde_json::Value;
+    let mut out = BTreeMap::new();
+    for (k, v) in map.into_iter().flatten() {
+        let found = match v {
+            Value::String(s) => {
+                out.insert(k.clone(), s.clone());
+                continue;
+            }
+            Value::Number(_) => "a number",
+            Value::Bool(true) => "true",
+            Value::Bool(false) => "false",
+            Value::Null => "null",
+            Value::Array(_) => "a list",
+            Value::Object(_) => "a map",
+        };
+        if TEXT_FIELDS.contains(&k.as_str()) {
+            return Err(Error::NotText {
+                event: event.to_string(),
+                field: format!("{what}.{k}"),
+                field_name: k.clone(),
+                found,
+            });
+        }
+        if matches!(v, Value::Number(_) | Value::Bool(_)) {
+            out.insert(k.clone(), v.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// The two commits a run compares.

@@ -118,7 +118,7 @@ impl Job {
     }
 
     /// A push deploying to `staging` of `sim`, with `extra` inputs.
-    async fn deploy_push(
+    pub(crate) async fn deploy_push(
         &self,
         sim: &crate::k8s_sim::Sim,
         payload: &Value,
@@ -216,7 +216,7 @@ pub(crate) async fn cluster() -> crate::k8s_sim::Sim {
 }
 
 /// A push of main from `before` (none: the first push) to `after`.
-fn push_payload(before: Option<&str>, after: &str) -> Value {
+pub(crate) fn push_payload(before: Option<&str>, after: &str) -> Value {
     json!({"ref": "refs/heads/main", "before": before.unwrap_or("0000000000000000000000000000000000000000"),
         "after": after, "deleted": false})
 }

@@ -10,7 +10,7 @@ use crate::fake_github::{FakeGitHub, REPO};
 use crate::util::{Repo, Run};
 
 /// Runs the binary in `dir` against the fake, off the runtime's threads.
-async fn kdeploy(gh: &FakeGitHub, dir: &Path, args: &[&str]) -> Run {
+pub(crate) async fn kdeploy(gh: &FakeGitHub, dir: &Path, args: &[&str]) -> Run {
     let (url, dir) = (gh.url.clone(), dir.to_path_buf());
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || run(&url, &dir, &args))

@@ -16,6 +16,7 @@ mod emit;
 mod event;
 mod example;
 mod faults;
+mod github_edges;
 mod hooks;
 mod hostile;
 mod hostile_pr;

@@ -315,10 +315,12 @@ async fn run_steps(
             runner.notice(&format!("repository_dispatch `{event_type}`: set `mode: images` to turn a dispatched {{app, env, version}} into a version change"))?;
             return Ok(0);
         }
-        (Event::PullRequest { action, .. }, _) if action == "closed" => {
-            runner.notice(
-                "the pull request is closed; nothing to plan (the push to the base branch deploys)",
-            )?;
+        (Event::PullRequest { action, merged, .. }, _) if action == "closed" => {
+            runner.notice(if *merged {
+                "the pull request was merged; nothing to plan here: the push to the base branch deploys it"
+            } else {
+                "the pull request was closed without merging; nothing to plan or deploy"
+            })?;
             return Ok(0);
         }
         (Event::Push { after: None, .. }, _) => {

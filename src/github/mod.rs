@@ -47,10 +47,27 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// GitHub answered with a redirect kdeploy would not follow.
+    #[error("GitHub API {method} {path} was redirected ({status}) to {location}: {why}")]
+    Redirect {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// HTTP status (301, 302, 307, 308, or another 3xx).
+        status: u16,
+        /// The `Location` GitHub named.
+        location: String,
+        /// Why it was not followed.
+        why: String,
+    },
     /// The client could not be built.
     #[error("cannot set up the GitHub client for {0}")]
     Setup(String),
 }
+
+/// How many redirects one call follows (a renamed repository takes one).
+const MAX_REDIRECTS: usize = 3;
 
 impl Error {
     /// The HTTP status, when GitHub answered.
@@ -128,6 +145,9 @@ impl Default for RetryPolicy {
 /// A repository's API.
 pub struct GitHub {
     client: octocrab::Octocrab,
+    /// The API's scheme and authority (`https://api.github.com`): the only
+    /// place a redirect is followed to, with the token.
+    origin: String,
     repo: String,
     retry: RetryPolicy,
     /// [`GitHub::own_login`], once asked.
@@ -238,8 +258,14 @@ impl GitHub {
             .personal_token(token.to_string())
             .build()
             .map_err(|e| Error::Setup(format!("{api_url}: {e}")))?;
+        let origin = api_url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| Some(format!("{}://{}", u.scheme_str()?, u.authority()?)))
+            .ok_or_else(|| Error::Setup(format!("{api_url}: not an absolute URL")))?;
         Ok(GitHub {
             client,
+            origin,
             repo: repo.to_string(),
             retry,
             login: std::sync::OnceLock::new(),
@@ -300,7 +326,10 @@ impl GitHub {
         });
         let body = masked.as_ref();
         let mut attempt = 0;
+        let mut target = path.to_string();
+        let mut hops = 0;
         loop {
+            let path = target.as_str();
             let transport = |detail: String| Error::Transport {
                 method: method.name(),
                 path: path.to_string(),
@@ -324,6 +353,47 @@ impl GitHub {
             };
             let status = response.status().as_u16();
             let headers = response.headers().clone();
+            // GitHub redirects a renamed or transferred repository: 301 on
+            // reads, 307 on writes, to `/repositories/<id>/…`. It documents
+            // that the request is repeated verbatim there: same method, same
+            // body. Never a success by itself, never to another host.
+            if (300..400).contains(&status) {
+                let location = header(&headers, "location").unwrap_or("").to_string();
+                let refuse = |why: &str| Error::Redirect {
+                    method: method.name(),
+                    path: path.to_string(),
+                    status,
+                    location: location.clone(),
+                    why: why.to_string(),
+                };
+                if !matches!(status, 301 | 302 | 307 | 308) {
+                    return Err(refuse("not a redirect GitHub documents"));
+                }
+                if location.is_empty() {
+                    return Err(refuse("the answer names no Location"));
+                }
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return Err(refuse(&format!(
+                        "more than {MAX_REDIRECTS} redirects in a row"
+                    )));
+                }
+                let next = if location.starts_with('/') {
+                    location.clone()
+                } else if let Some(rest) = location.strip_prefix(&self.origin)
+                    && (rest.is_empty() || rest.starts_with('/'))
+                {
+                    location.clone()
+                } else {
+                    return Err(refuse(&format!(
+                        "another host than the API ({}): the token is sent only to the API",
+                        self.origin
+                    )));
+                };
+                target = next;
+                attempt = 0;
+                continue;
+            }
             let text = self
                 .client
                 .body_to_string(response)

@@ -92,6 +92,10 @@ struct Inner {
     /// The token is a user's (`GET /user` answers this login, comments
     /// are theirs); `None` is an installation token (`GITHUB_TOKEN`).
     user_login: Option<String>,
+    /// The repository was renamed (or transferred): its old paths answer
+    /// 301 (reads) and 307 (writes) to `/repositories/<id>/…`, as GitHub
+    /// does; `Some(origin)` sends them to another host instead.
+    renamed: Option<Option<String>>,
 }
 
 /// A running fake.
@@ -146,10 +150,17 @@ impl FakeGitHub {
             app = git::routes(app, prefix);
             app = issues::routes(app, prefix);
         }
-        let app = app
-            .fallback(not_found)
-            .layer(axum::middleware::from_fn_with_state(inner.clone(), record))
-            .with_state(inner.clone());
+        let app = app.fallback(not_found).with_state(inner.clone());
+        // Redirects are answered before routing, and `/repositories/<id>/…`
+        // is served by the same handlers: an outer router whose only
+        // service is the inner one. Every request is recorded first.
+        let app = Router::new()
+            .fallback_service(app)
+            .layer(axum::middleware::from_fn_with_state(
+                inner.clone(),
+                renamed_repository,
+            ))
+            .layer(axum::middleware::from_fn_with_state(inner.clone(), record));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -231,6 +242,18 @@ impl FakeGitHub {
         inner.comments.insert(id, c);
     }
 
+    /// Renames the repository: its old paths redirect to
+    /// `/repositories/<id>/…` on this host, as GitHub does.
+    pub fn rename_repository(&self) {
+        self.lock().renamed = Some(None);
+    }
+
+    /// Like [`FakeGitHub::rename_repository`], redirecting to `origin`
+    /// (another host).
+    pub fn redirect_elsewhere(&self, origin: &str) {
+        self.lock().renamed = Some(Some(origin.to_string()));
+    }
+
     /// Makes the token a user's (a personal access token of `login`).
     pub fn as_user(&self, login: &str) {
         self.lock().user_login = Some(login.to_string());
@@ -274,6 +297,57 @@ fn json_response(status: u16, body: Value, extra: &[(&str, String)]) -> Response
 }
 
 /// Records every request, checks authentication and applies queued faults.
+/// GitHub's answer for a renamed repository: 301 on GET, 307 on writes,
+/// `Location` on `/repositories/<id>/…` (the path after the repository kept,
+/// query included); that location is then served as the old one was.
+async fn renamed_repository(
+    State(state): State<Shared>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let renamed = lock(&state).renamed.clone();
+    let Some(target) = renamed else {
+        return next.run(req).await;
+    };
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    for prefix in ["", "/api/v3"] {
+        let old = format!("{prefix}/repos/{REPO}/");
+        if let Some(rest) = path_and_query.strip_prefix(&old) {
+            let origin = target.clone().unwrap_or_else(|| {
+                let host = req
+                    .headers()
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("127.0.0.1");
+                format!("http://{host}")
+            });
+            let status = if req.method() == Method::GET {
+                301
+            } else {
+                307
+            };
+            let location = format!("{origin}{prefix}/repositories/{REPO_ID}/{rest}");
+            return json_response(
+                status,
+                json!({"message": if status == 301 { "Moved Permanently" } else { "Temporary Redirect" }, "url": location, "documentation_url": "https://docs.github.com/v3/#http-redirects"}),
+                &[("location", location.clone())],
+            );
+        }
+        let new = format!("{prefix}/repositories/{REPO_ID}/");
+        if let Some(rest) = path_and_query.strip_prefix(&new)
+            && let Ok(uri) = format!("{prefix}/repos/{REPO}/{rest}").parse()
+        {
+            *req.uri_mut() = uri;
+            break;
+        }
+    }
+    next.run(req).await
+}
+
 async fn record(
     State(state): State<Shared>,
     req: axum::extract::Request,
