@@ -973,3 +973,34 @@ fn the_record_namespace_and_preview_names_are_reserved() {
         &["services/api/preview-pr-3/config.yaml: environment `preview-pr-3` is named like a preview of the template `preview`"],
     );
 }
+
+#[test]
+fn a_chart_cannot_overflow_the_stack() {
+    let deep = |n: usize, inner: &str| {
+        format!("{}{inner}{}", "{{#if true}}".repeat(n), "{{/if}}".repeat(n))
+    };
+    for (name, partial, says) in [
+        (
+            "nesting",
+            deep(2_000, "x"),
+            "charts/c/templates/_p.yaml:1: blocks nest 2000 deep here (partials expanded), more than 64",
+        ),
+        (
+            "nesting through includes",
+            deep(60, "x{{include \"p\"}}"),
+            "`p` would nest blocks more than 256 deep through includes",
+        ),
+    ] {
+        let w = World::new("");
+        let head = w.head(|r| {
+            r.write("charts/c/Chart.yaml", "name: c\nversion: 1\n")
+                .write("charts/c/templates/_p.yaml", &partial)
+                .write(
+                    "charts/c/templates/cm.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: \"{{include \"p\"}}\"\n",
+                )
+                .write("services/api/config.yaml", "image: ghcr.io/example/api\nchart: c\n");
+        });
+        w.plan(name, &head, 2, &[says]);
+    }
+}

@@ -286,10 +286,12 @@ impl Chart {
                 problems.push(d);
             }
         }
+        let nesting = block_nesting(&files, &rel, &mut problems);
         registry.register_helper(
             "include",
             Box::new(helpers::Include {
                 partials: partials.clone(),
+                nesting,
             }),
         );
         problems.into_result(Chart {
@@ -494,6 +496,53 @@ fn partial_fan_out(
         ),
     };
     Some(Diagnostic::new(Location::file(file), message).help(help))
+}
+
+/// Each partial's block nesting with its `{{> partial}}` expansions (what
+/// an `include` of it adds); a template or partial nesting deeper than
+/// [`super::nesting::MAX_BLOCKS`] is a problem at its deepest line.
+fn block_nesting(
+    files: &[(String, String)],
+    rel: &dyn Fn(&str) -> String,
+    problems: &mut Diagnostics,
+) -> BTreeMap<String, usize> {
+    use super::nesting;
+    let partial_text = |name: &str| {
+        files.iter().find_map(|(p, t)| {
+            let local = rel(p);
+            let f = local.strip_prefix("templates/_")?;
+            (f.split('.').next() == Some(name)).then_some(t.as_str())
+        })
+    };
+    let mut memo = std::collections::HashMap::new();
+    let mut out = BTreeMap::new();
+    for (file, text) in files {
+        let local = rel(file);
+        let Some(name) = local.strip_prefix("templates/") else {
+            continue;
+        };
+        let depth = nesting::expanded(text, &partial_text, &mut memo, &mut Vec::new());
+        if depth > nesting::MAX_BLOCKS {
+            let line = nesting::scan(text).line;
+            problems.push(
+                Diagnostic::new(
+                    Location::at(file, Some(line.max(1)), None),
+                    format!(
+                        "blocks nest {depth} deep here (partials expanded), more than {}",
+                        nesting::MAX_BLOCKS
+                    ),
+                )
+                .help(
+                    "flatten the template: nesting that deep is a stack overflow waiting to happen",
+                ),
+            );
+        }
+        if let Some(partial) = name.strip_prefix('_') {
+            let pname = partial.split('.').next().unwrap_or(partial);
+            out.insert(pname.to_string(), depth);
+        }
+    }
+    out
 }
 
 /// The error returned by [`Chart::load`].

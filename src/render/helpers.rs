@@ -67,6 +67,9 @@ impl HelperDef for Helper {
 pub struct Include {
     /// Partial name -> file, for error messages.
     pub partials: std::collections::BTreeMap<String, String>,
+    /// Partial name -> the block nesting rendering it adds
+    /// ([`super::nesting`]), bounded per render by `MAX_RENDER`.
+    pub nesting: std::collections::BTreeMap<String, usize>,
 }
 
 /// How deep includes may nest before we call it a cycle.
@@ -74,6 +77,8 @@ const MAX_INCLUDE_DEPTH: usize = 32;
 
 thread_local! {
     static INCLUDE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Block nesting of the includes being rendered on this thread.
+    static RENDER_NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     static SHARED: std::cell::RefCell<Option<Shared>> = const { std::cell::RefCell::new(None) };
 }
 
@@ -182,6 +187,14 @@ impl HelperDef for Include {
                 "`{name}` nested more than {MAX_INCLUDE_DEPTH} levels deep; does a partial include itself?"
             )));
         }
+        let nested = RENDER_NESTING.with(|n| n.get());
+        let weight = 1 + self.nesting.get(name).copied().unwrap_or(0);
+        if nested + weight > super::nesting::MAX_RENDER {
+            return Err(fail(format!(
+                "`{name}` would nest blocks more than {} deep through includes",
+                super::nesting::MAX_RENDER
+            )));
+        }
         super::budget::spend(1, 0)?;
         // Only includes written in a template, not in a partial, are
         // shared: each then renders at the same depth as it would have.
@@ -191,9 +204,11 @@ impl HelperDef for Include {
         }
         let before = super::budget::drawn();
         INCLUDE_DEPTH.with(|d| d.set(depth + 1));
+        RENDER_NESTING.with(|n| n.set(nested + weight));
         // Errors inside the partial keep its name and line.
         let text = r.render_with_context(name, ctx);
         INCLUDE_DEPTH.with(|d| d.set(depth));
+        RENDER_NESTING.with(|n| n.set(nested));
         let text = text?;
         super::budget::spend(0, text.len() as u64)?;
         if let Some(root) = root {

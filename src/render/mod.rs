@@ -18,6 +18,7 @@ pub mod helm_deps;
 pub mod helm_schemas;
 pub mod helpers;
 pub mod memo;
+pub mod nesting;
 pub mod process_time;
 pub mod schema;
 pub mod sources;
