@@ -159,6 +159,10 @@ impl Target {
             }
         }
         for (path, what) in protected {
+            // `services: null` (stored as "") protects nothing.
+            if path.trim_matches('/').is_empty() {
+                continue;
+            }
             let path = Path::new(path.trim_matches('/'));
             if rel.starts_with(path) || path.starts_with(&rel) {
                 return Err(Error::Protected {

@@ -1152,3 +1152,38 @@ fn every_comment_part_fits_githubs_limit_at_any_size() {
         }
     }
 }
+
+/// A repository deployed by another tool (raw manifests, no services/):
+/// the pull request that adopts kdeploy adds kdeploy.yaml, and its plan
+/// reads the base with that file, deleting nothing.
+#[test]
+fn the_adoption_pull_request_of_a_repo_without_services_plans() {
+    let repo = Repo::new();
+    repo.write(
+        "deploy/production/shop/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\n  namespace: shop\ndata:\n  a: b\n",
+    );
+    let base = repo.commit("deployed by hand");
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw: [\"deploy/{env}/{app}\"]\n",
+    );
+    let head = repo.commit("adopt kdeploy");
+    let run = repo.kdeploy(&["plan", "--base", &base, "--head", &head]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("has no kdeploy.yaml: it was rendered with the head's"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
+    // `services: null` renders to disk too.
+    let run = repo.kdeploy(&["render"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        repo.path().join("_gen/production/shop").is_dir(),
+        "{}",
+        run.stdout
+    );
+}

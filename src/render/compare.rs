@@ -121,25 +121,36 @@ pub fn compare_with(
         }
     };
     let forced: Given<'_> = given_settings.map(|g| (&g.settings, g.id));
-    let mut base_shallow = load(&base_reader, base, &|_| false, forced, None)
-        .map_err(|e| prefix_revision(e.into(), base.label()))?;
+    // A base from before kdeploy.yaml existed (the adoption pull request,
+    // older history) is read with the head's settings: with the defaults it
+    // would look for services/ the repository may not have, render other
+    // charts and namespaces, and the plan would delete what the repository
+    // really deploys. So whether it has one is asked before it is read.
+    let base_has_file = !base.is_empty()
+        && base_reader
+            .child(&base.root(), config::SETTINGS_FILE)
+            .map_err(|e| prefix_revision(config::Error::from(e).into(), base.label()))?
+            .is_some_and(|n| !n.is_dir);
+    let base_own = if base_has_file || forced.is_some() || base.is_empty() {
+        Some(
+            load(&base_reader, base, &|_| false, forced, None)
+                .map_err(|e| prefix_revision(e.into(), base.label()))?,
+        )
+    } else {
+        None
+    };
     // Runner policy (programs, limits, registries in clear, what a plan
     // hides) comes from the base, never the head: a pull request changes
     // what is deployed, not what runs or what its own plan shows. Settings
     // the runner gave (`--config`) are the runner's own.
     let policy =
         (forced.is_none() && policy_from == PolicyFrom::Base && !base.is_empty()).then(|| {
-            if base_shallow.settings_file {
-                RunnerPolicy::of(&base_shallow.settings)
-            } else {
-                RunnerPolicy::default()
+            match &base_own {
+                Some(b) if b.settings_file => RunnerPolicy::of(&b.settings),
+                _ => RunnerPolicy::default(),
             }
         });
     let head_shallow = load(&head_reader, head, &|_| false, forced, policy.as_ref())?;
-    // A base from before kdeploy.yaml existed (the adoption pull request,
-    // older history) is read with the head's settings: with the defaults it
-    // would render other charts and namespaces, and the plan would delete
-    // what the repository really deploys.
     let mut notes = Vec::new();
     if !head_shallow.policy_overridden.is_empty() {
         notes.push(format!(
@@ -148,18 +159,19 @@ pub fn compare_with(
             head_shallow.policy_overridden.join(", ")
         ));
     }
-    let inherit = forced.is_none()
-        && !base.is_empty()
-        && !base_shallow.settings_file
-        && head_shallow.settings_file;
+    let inherit =
+        forced.is_none() && !base.is_empty() && !base_has_file && head_shallow.settings_file;
     let given: Given<'_> = if inherit {
         Some((&head_shallow.settings, head_shallow.settings_id))
     } else {
         forced
     };
+    let base_shallow = match base_own {
+        Some(b) => b,
+        None => load(&base_reader, base, &|_| false, given, policy.as_ref())
+            .map_err(|e| prefix_revision(e.into(), base.label()))?,
+    };
     if inherit {
-        base_shallow = load(&base_reader, base, &|_| false, given, policy.as_ref())
-            .map_err(|e| prefix_revision(e.into(), base.label()))?;
         notes.push(format!(
             "the base {} has no {}: it was rendered with the head's",
             base.label(),
