@@ -1099,3 +1099,82 @@ async fn a_one_app_change_makes_ten_requests() {
     assert!(requests.len() <= 10, "{requests:#?}");
     assert_eq!(&requests[..2], ["GET /apis", "GET /api"], "{requests:#?}");
 }
+
+/// A cluster-scoped custom kind whose CRD is only in the cluster (a
+/// cert-manager ClusterIssuer): without a declaration it is refused by
+/// discovery before any write, never given a namespace; declared under
+/// `kinds:`, it is planned and applied without one.
+#[tokio::test]
+async fn a_cluster_scoped_kind_without_its_crd_gets_no_namespace() {
+    let sim = Sim::start().await;
+    sim.serve_kind(
+        "cert-manager.io",
+        "v1",
+        "ClusterIssuer",
+        "clusterissuers",
+        false,
+    );
+    let client = sim.client().await;
+    let repo = Repo::new();
+    repo.write("kdeploy.yaml", "services: null\nsources:\n  raw: [\"deploy/{env}/{app}\"]\n")
+        .write(
+            "deploy/production/certs/issuer.yaml",
+            "apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata:\n  name: letsencrypt\nspec:\n  acme:\n    server: https://acme.example/directory\n",
+        );
+    repo.commit("issuer");
+    sim.clear_requests();
+    let head = state(&repo, "HEAD");
+    let mut log = Vec::new();
+    let err = apply::apply_states(
+        &client,
+        &head,
+        None,
+        &Filter::default(),
+        "example/config",
+        "c0ffee",
+        &fast(),
+        &mut log,
+    )
+    .await
+    .expect_err("refused");
+    let out = format!("{err:#}");
+    assert!(out.contains("nothing was applied"), "{out}");
+    assert!(
+        out.contains("was planned in the namespace certs-production, but the cluster serves ClusterIssuer cluster-wide; declare it in kdeploy.yaml (`kinds: {\"cert-manager.io/ClusterIssuer\": Cluster}`)"),
+        "{out}"
+    );
+    let writes: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && !r.path.contains("/leases"))
+        .filter(|r| !r.path.contains("kdeploy-system"))
+        .collect();
+    assert!(writes.is_empty(), "written before the refusal: {writes:#?}");
+    assert!(
+        !sim.requests()
+            .iter()
+            .any(|r| r.path.ends_with("/namespaces/certs-production")),
+        "the invented namespace was asked for"
+    );
+
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw: [\"deploy/{env}/{app}\"]\nkinds:\n  cert-manager.io/ClusterIssuer: Cluster\n",
+    );
+    repo.commit("declare the scope");
+    let head = state(&repo, "HEAD");
+    let issuer = head.releases[0]
+        .resources
+        .iter()
+        .find(|r| r.id.kind == "ClusterIssuer")
+        .unwrap();
+    assert_eq!(issuer.id.namespace, None);
+    assert!(issuer.object["metadata"].get("namespace").is_none());
+    let (reports, out) = deploy_head(&client, &repo, &Filter::default(), &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(
+        sim.get("cert-manager.io", "ClusterIssuer", "", "letsencrypt")
+            .is_some(),
+        "{out}"
+    );
+}

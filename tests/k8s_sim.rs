@@ -293,6 +293,25 @@ impl Sim {
         );
     }
 
+    /// Serves a custom kind, as when its CRD was installed by someone else
+    /// (the CRD is not in the repository).
+    pub fn serve_kind(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+    ) {
+        self.lock().kinds.push(Kind {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced,
+        });
+    }
+
     /// The stored object, if any.
     pub fn get(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let inner = self.lock();

@@ -494,3 +494,56 @@ async fn a_failed_preview_says_what_failed_in_its_comment() {
     assert!(sim.get("", "Namespace", "", "pr-9").is_none());
     assert!(sim.get("apps", "Deployment", "pr-9", "api").is_none());
 }
+
+/// A custom cluster-scoped kind (a policy engine's `ClusterPolicy`, its
+/// CRD installed in the cluster, not in the repo) is refused by a preview
+/// before any request, and applied cluster-wide by a normal deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_refuses_a_custom_cluster_scoped_kind() {
+    let (sim, _dir, kc, repo) = setup().await;
+    sim.serve_kind(
+        "kyverno.io",
+        "v1",
+        "ClusterPolicy",
+        "clusterpolicies",
+        false,
+    );
+    repo.write(
+        "kdeploy.yaml",
+        &format!(
+            "{TEMPLATE}sources:\n  raw: [\"policies/{{env}}/{{app}}\"]\nkinds:\n  kyverno.io/ClusterPolicy: Cluster\n"
+        ),
+    )
+    .write(
+        "policies/staging/guard/policy.yaml",
+        "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata:\n  name: require-labels\nspec:\n  rules: []\n",
+    );
+    repo.commit("a cluster policy");
+    sim.clear_requests();
+    let run = kdeploy(&repo, &kc, &["preview", "deploy", "--pr", "8"], &[]).await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("kyverno.io/ClusterPolicy require-labels")
+            && run.stderr.contains("is cluster-scoped"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        sim.requests().is_empty(),
+        "requests before the refusal: {:#?}",
+        sim.requests()
+    );
+    let run = kdeploy(
+        &repo,
+        &kc,
+        &["apply", "--env", "staging", "--app", "guard"],
+        &[],
+    )
+    .await;
+    ok(&run);
+    assert!(
+        sim.get("kyverno.io", "ClusterPolicy", "", "require-labels")
+            .is_some()
+    );
+}

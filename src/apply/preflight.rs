@@ -57,6 +57,35 @@ pub(super) async fn preflight(
                 r.id.kind, r.api_version, r.id, r.origin.file
             ));
         }
+        // The scope comes from the API: a kind rendering took for
+        // namespaced (its CRD is not in the repository) that the cluster
+        // serves cluster-wide must never get a namespace, nor have one
+        // created for it.
+        if let Some((_, caps)) = &found {
+            let key = if r.id.group.is_empty() {
+                r.id.kind.clone()
+            } else {
+                format!("{}/{}", r.id.group, r.id.kind)
+            };
+            match (&caps.scope, r.id.namespace.as_deref()) {
+                (kube::discovery::Scope::Cluster, Some(ns)) => problems.push(format!(
+                    "{} ({}) was planned in the namespace {ns}, but the cluster serves {} cluster-wide; declare it in kdeploy.yaml (`kinds: {{\"{key}\": Cluster}}`) so that plans and records name it without a namespace",
+                    r.id, r.origin.file, r.id.kind
+                )),
+                (kube::discovery::Scope::Namespaced, None) => problems.push(format!(
+                    "{} ({}) was planned cluster-wide, but the cluster serves {} in namespaces; fix `kinds:` in kdeploy.yaml (`\"{key}\": Namespaced`)",
+                    r.id, r.origin.file, r.id.kind
+                )),
+                _ => {}
+            }
+        }
+    }
+    // Namespaces of objects refused above are neither read nor created.
+    if !problems.is_empty() {
+        return Err(Error::Preflight {
+            env: target.env.clone(),
+            problems,
+        });
     }
     let created: BTreeSet<&str> = target
         .head

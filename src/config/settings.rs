@@ -43,6 +43,34 @@ pub struct Settings {
     pub limits: Limits,
     /// Image digests (`kdeploy lock`).
     pub images: ImagesSettings,
+    /// The scope of custom kinds whose CustomResourceDefinition is not in
+    /// the repository, by `group/Kind` (`cert-manager.io/ClusterIssuer:
+    /// Cluster`): a cluster-scoped kind is never given a namespace.
+    pub kinds: BTreeMap<String, KindScope>,
+}
+
+/// Where objects of a kind live.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum KindScope {
+    /// Outside namespaces (`ClusterIssuer`, `GatewayClass`, `ClusterPolicy`).
+    Cluster,
+    /// In a namespace (the release's, unless the object names one).
+    Namespaced,
+}
+
+impl Settings {
+    /// The scope declared for `group`/`kind` under `kinds:`.
+    pub fn declared_scope(&self, group: &str, kind: &str) -> Option<KindScope> {
+        if self.kinds.is_empty() {
+            return None;
+        }
+        let key = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{group}/{kind}")
+        };
+        self.kinds.get(&key).copied()
+    }
 }
 
 /// `images:` in kdeploy.yaml: the image lock (kbld's job) and, under an
@@ -423,6 +451,7 @@ impl Default for Settings {
             helm: Default::default(),
             limits: Limits::default(),
             images: ImagesSettings::default(),
+            kinds: BTreeMap::new(),
         }
     }
 }
@@ -449,7 +478,7 @@ pub const MAX_TIMEOUT_SECONDS: u64 = 600;
 pub const SETTINGS_FILE: &str = "kdeploy.yaml";
 
 /// Every top-level key of kdeploy.yaml, for help texts.
-const SETTINGS_KEYS: &str = "charts, services, output, defaultChart, namespace, plan, environments, sources, helm, limits, images";
+const SETTINGS_KEYS: &str = "charts, services, output, defaultChart, namespace, plan, environments, sources, helm, limits, images, kinds";
 
 /// Parses kdeploy.yaml, reporting every problem at once in the user's words
 /// (keys and YAML types, not Rust types) at the line of the offending key.
@@ -602,6 +631,23 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                             ),
                         )
                         .help("one process may run minutes, not hours; the run's total for helm, kustomize and sops is the runner's (KDEPLOY_PROCESS_SECONDS)"),
+                    );
+                }
+                for key in settings.kinds.keys() {
+                    let (group, kind) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+                    let kind_ok = kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                        && kind.chars().all(|c| c.is_ascii_alphanumeric());
+                    let group_ok = group.is_empty() || super::is_dns_subdomain(group);
+                    if kind_ok && group_ok && !group.contains('/') {
+                        continue;
+                    }
+                    let at = index.iter().find(|l| l.path == ["kinds", key.as_str()]);
+                    problems.push(
+                        Diagnostic::new(
+                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            format!("`kinds`: `{key}` is not `group/Kind`"),
+                        )
+                        .help("write the API group and the kind, e.g. `cert-manager.io/ClusterIssuer: Cluster`"),
                     );
                 }
                 for (key, p) in settings.limits.problems() {

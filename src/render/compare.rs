@@ -359,6 +359,9 @@ pub fn compare_with(
         render_sources(base, &base_layout, &base_sources_todo, Need::Optional, None),
     )
     .map_err(|e| prefix_revision(e, base.label()))?;
+    for r in &mut base_releases {
+        super::scopes::apply_declared(r, &base_layout.settings).map_err(Error::Invalid)?;
+    }
     pin_images(&mut base_releases, &base_layout, false)
         .map_err(|e| prefix_revision(e, base.label()))?;
     // The base must be valid as `render --rev` would find it: a plan from
@@ -380,6 +383,9 @@ pub fn compare_with(
     )?;
     let reused_templates = memo.as_ref().map_or(0, super::memo::Memo::reused);
     drop(memo);
+    for r in &mut head_releases {
+        super::scopes::apply_declared(r, &head_layout.settings).map_err(Error::Invalid)?;
+    }
     pin_images(&mut head_releases, &head_layout, true)?;
     check_duplicates(&head_releases)?;
     // The same app in the other environments is the usual collision: render

@@ -21,6 +21,7 @@ pub mod memo;
 pub mod nesting;
 pub mod process_time;
 pub mod schema;
+pub mod scopes;
 pub mod sources;
 
 use std::collections::HashMap;
@@ -294,6 +295,7 @@ fn render_layout(
         _ => None,
     };
     let pin_then_finish = |r: &mut Rendered, settings: &config::Settings| {
+        scopes::apply_declared(r, settings)?;
         if images == Images::Locked {
             crate::lock::pin(std::slice::from_mut(r), lock.as_ref(), &settings.images)?;
         }
