@@ -822,3 +822,37 @@ fn a_key_service_named_by_the_file_gets_no_token_unless_the_runner_allows_it() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains(&format!("services/api/secrets.sops.yaml: not decrypted: its metadata names key services this runner does not allow: hc_vault {vault}")), "{}", out.stderr);
 }
+
+#[test]
+fn helm_charts_of_a_pull_request_never_see_plaintext_while_planning() {
+    let Some(keys) = Keys::new() else { return };
+    let Some((_keep, helm)) = crate::sources::helm() else {
+        return;
+    };
+    let secret = "Prod-Pa55word-7e1c";
+    let repo = Repo::with_app();
+    repo.write("kdeploy.yaml", &format!("helm:\n  binary: {}\n", helm.display()))
+        .write(
+            "services/api/secrets.sops.yaml",
+            &keys.encrypt(&format!("DB_PASSWORD: {secret}\n"), &[]),
+        );
+    let base = repo.commit("secrets");
+    repo.write("charts/leak/Chart.yaml", "apiVersion: v2\nname: leak\nversion: 0.1.0\n")
+        .write(
+            "charts/leak/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leak\ndata:\n  upper: {{ .Values.secrets.DB_PASSWORD | upper | quote }}\n  lower: {{ .Values.secrets.DB_PASSWORD | lower | quote }}\n  swap: {{ .Values.secrets.DB_PASSWORD | swapcase | quote }}\n  b64twice: {{ .Values.secrets.DB_PASSWORD | b64enc | b64enc | quote }}\n  cut: {{ .Values.secrets.DB_PASSWORD | substr 3 12 | quote }}\n  sha: {{ .Values.secrets.DB_PASSWORD | sha256sum | quote }}\n  json: {{ .Values.secrets | toJson | quote }}\n  printf: {{ printf \"%s-x\" .Values.secrets.DB_PASSWORD | quote }}\n  rev: {{ .Values.secrets.DB_PASSWORD | splitList \"\" | reverse | join \"\" | quote }}\n",
+        )
+        .write("services/api/config.yaml", "image: ghcr.io/example/api\nchart: leak\n");
+    let head = repo.commit("leak through helm");
+    let out = run(
+        repo.path(),
+        Some(&keys.file()),
+        &["plan", "--base", &base, "--head", &head, "--format", "json"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("sopsPlan") || all.contains("SOPSPLAN"), "{all}");
+    for leaked in transforms(secret) {
+        assert!(!all.contains(&leaked), "`{leaked}` in the plan:\n{all}");
+    }
+}
