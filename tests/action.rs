@@ -1344,3 +1344,57 @@ async fn measure_time_to_a_posted_plan_on_3000_releases() {
         );
     }
 }
+
+/// "The same commands run on a laptop": a deploy by the action (which
+/// records `GITHUB_REPOSITORY`), then `kdeploy apply` from a clone of the
+/// same repository (which knows only its origin's URL), is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laptops_deploy_follows_the_actions_record() {
+    let job = Job::new().await;
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(&sim, &push_payload(None, &job.base()), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let clone = crate::util::shallow_clone(&job.origin, "main");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(clone.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .expect("git")
+    };
+    git(&[
+        "remote",
+        "set-url",
+        "origin",
+        &format!("git@github.com:{REPO}.git"),
+    ]);
+    let (_kc_dir, kc) = sim.kubeconfig_file();
+    let dir = clone.path().to_path_buf();
+    // Off the runtime's threads: the simulator answers on them.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kdeploy"))
+            .args(["apply", "--env", "staging", "--kubeconfig", &kc])
+            .current_dir(dir)
+            .env_remove("GITHUB_REPOSITORY")
+            .env_remove("GITHUB_ACTIONS")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("kdeploy runs")
+    })
+    .await
+    .expect("joins");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = sim
+        .get("", "ConfigMap", "kdeploy-system", "kdeploy-staging")
+        .expect("record");
+    assert_eq!(record["data"]["repository"], REPO, "{record:#}");
+}

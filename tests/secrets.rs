@@ -831,11 +831,14 @@ fn helm_charts_of_a_pull_request_never_see_plaintext_while_planning() {
     };
     let secret = "Prod-Pa55word-7e1c";
     let repo = Repo::with_app();
-    repo.write("kdeploy.yaml", &format!("helm:\n  binary: {}\n", helm.display()))
-        .write(
-            "services/api/secrets.sops.yaml",
-            &keys.encrypt(&format!("DB_PASSWORD: {secret}\n"), &[]),
-        );
+    repo.write(
+        "kdeploy.yaml",
+        &format!("helm:\n  binary: {}\n", helm.display()),
+    )
+    .write(
+        "services/api/secrets.sops.yaml",
+        &keys.encrypt(&format!("DB_PASSWORD: {secret}\n"), &[]),
+    );
     let base = repo.commit("secrets");
     repo.write("charts/leak/Chart.yaml", "apiVersion: v2\nname: leak\nversion: 0.1.0\n")
         .write(
@@ -851,7 +854,10 @@ fn helm_charts_of_a_pull_request_never_see_plaintext_while_planning() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(all.contains("sopsPlan") || all.contains("SOPSPLAN"), "{all}");
+    assert!(
+        all.contains("sopsPlan") || all.contains("SOPSPLAN"),
+        "{all}"
+    );
     for leaked in transforms(secret) {
         assert!(!all.contains(&leaked), "`{leaked}` in the plan:\n{all}");
     }

@@ -355,7 +355,7 @@ async fn apply_held(
     let existing = record::read(client, &opts.record_namespace, &target.env).await?;
     if let Some(r) = &existing
         && !r.repository.is_empty()
-        && r.repository != target.repository
+        && !record::same_repository(&r.repository, &target.repository)
         && !opts.force_record
     {
         return Err(Error::ForeignRecord {

@@ -40,6 +40,9 @@ pub(super) async fn preflight(
 ) -> Result<Vec<String>, Error> {
     let mut problems = Vec::new();
     let mut seen = BTreeSet::new();
+    // Kinds the cluster serves cluster-wide that the plan put in a
+    // namespace: their namespaces are neither read nor created.
+    let mut wrong_scope: BTreeSet<(String, String)> = BTreeSet::new();
     for r in &target.head {
         if !seen.insert((r.api_version.clone(), r.id.kind.clone())) {
             continue;
@@ -68,10 +71,13 @@ pub(super) async fn preflight(
                 format!("{}/{}", r.id.group, r.id.kind)
             };
             match (&caps.scope, r.id.namespace.as_deref()) {
-                (kube::discovery::Scope::Cluster, Some(ns)) => problems.push(format!(
+                (kube::discovery::Scope::Cluster, Some(ns)) => {
+                    wrong_scope.insert((r.id.group.clone(), r.id.kind.clone()));
+                    problems.push(format!(
                     "{} ({}) was planned in the namespace {ns}, but the cluster serves {} cluster-wide; declare it in kdeploy.yaml (`kinds: {{\"{key}\": Cluster}}`) so that plans and records name it without a namespace",
                     r.id, r.origin.file, r.id.kind
-                )),
+                ))
+                }
                 (kube::discovery::Scope::Namespaced, None) => problems.push(format!(
                     "{} ({}) was planned cluster-wide, but the cluster serves {} in namespaces; fix `kinds:` in kdeploy.yaml (`\"{key}\": Namespaced`)",
                     r.id, r.origin.file, r.id.kind
@@ -80,13 +86,7 @@ pub(super) async fn preflight(
             }
         }
     }
-    // Namespaces of objects refused above are neither read nor created.
-    if !problems.is_empty() {
-        return Err(Error::Preflight {
-            env: target.env.clone(),
-            problems,
-        });
-    }
+
     let created: BTreeSet<&str> = target
         .head
         .iter()
@@ -96,6 +96,7 @@ pub(super) async fn preflight(
     let namespaces: BTreeSet<&str> = target
         .head
         .iter()
+        .filter(|r| !wrong_scope.contains(&(r.id.group.clone(), r.id.kind.clone())))
         .filter_map(|r| r.id.namespace.as_deref())
         .collect();
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());

@@ -329,3 +329,62 @@ pub async fn write(
         error,
     })
 }
+/// The one identity of a repository in deploy records: `owner/name`, as
+/// `GITHUB_REPOSITORY` says it, whether it was given so (the action) or as
+/// the origin's URL (the CLI: `https://github.com/org/config.git`,
+/// `git@github.com:org/config.git`, `ssh://git@host/org/config`). Anything
+/// else (a local path) is kept as it is.
+pub fn identity(repository: &str) -> String {
+    let r = repository.trim().trim_end_matches('/');
+    let r = r.strip_suffix(".git").unwrap_or(r);
+    let path = if let Some((_, rest)) = r.split_once("://") {
+        // scheme://[user@]host[:port]/owner/name
+        rest.split_once('/').map(|(_, p)| p)
+    } else if let Some((host, rest)) = r.split_once(':')
+        && host.contains('@')
+        && !host.contains('/')
+    {
+        // git@host:owner/name
+        Some(rest)
+    } else if !r.starts_with('/') && r.matches('/').count() == 1 {
+        Some(r)
+    } else {
+        None
+    };
+    let parts: Vec<&str> = path
+        .map(|p| p.split('/').filter(|x| !x.is_empty()).collect())
+        .unwrap_or_default();
+    match parts.as_slice() {
+        [.., owner, name] => format!("{owner}/{name}"),
+        _ => repository.to_string(),
+    }
+}
+
+/// Whether two records' repositories are the same repository (GitHub's
+/// names are not case-sensitive; records written by an older CLI hold the
+/// origin's URL).
+pub fn same_repository(a: &str, b: &str) -> bool {
+    identity(a).eq_ignore_ascii_case(&identity(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_identity_whichever_face_wrote_the_record() {
+        for r in [
+            "org/config",
+            "https://github.com/org/config.git",
+            "https://github.com/org/config",
+            "git@github.com:org/config.git",
+            "ssh://git@github.com/org/config.git",
+            "https://x-access-token@ghe.example:8443/org/config/",
+            "Org/Config",
+        ] {
+            assert!(same_repository(r, "org/config"), "{r}");
+        }
+        assert!(!same_repository("org/other", "org/config"));
+        assert_eq!(identity("/home/me/config"), "/home/me/config");
+    }
+}

@@ -277,7 +277,7 @@ fn repository_identity(args: &ApplyArgs) -> String {
 }
 
 /// The repository identity records carry: the flag's, else
-/// GITHUB_REPOSITORY, else the origin remote's URL, else the directory.
+/// GITHUB_REPOSITORY, else the origin remote's `owner/name`, else the directory.
 fn repository_of(given: Option<&str>, repo: &std::path::Path) -> String {
     if let Some(r) = given {
         return r.to_string();
@@ -290,7 +290,9 @@ fn repository_of(given: Option<&str>, repo: &std::path::Path) -> String {
     if let Ok(git) = crate::source::discover(repo)
         && let Some(url) = git.config_snapshot().string("remote.origin.url")
     {
-        return url.to_string();
+        // The action writes `owner/name`: so does the CLI, so that a deploy
+        // from a laptop follows one from CI.
+        return crate::apply::record::identity(&url.to_string());
     }
     std::fs::canonicalize(repo)
         .unwrap_or_else(|_| repo.to_path_buf())
