@@ -41,6 +41,7 @@ pub mod init;
 pub mod lock;
 pub mod order;
 pub mod output;
+pub mod pipeline;
 pub mod plan;
 pub mod preview;
 pub mod promote;

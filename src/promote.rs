@@ -276,10 +276,8 @@ pub async fn branches(
     };
     let (base, head) = (open(&to_sha)?, open(&from_sha)?);
     let filter = Filter::new(Some(to_env), apps)?;
-    let cmp =
-        crate::render::compare_with(&base, &head, &filter, None, crate::render::PolicyFrom::Base)?;
-    crate::validate::check_for_plan(&cmp)?;
-    let plan = crate::plan::plan(&cmp, &cmp.head.settings.plan, 3);
+    let plan =
+        crate::pipeline::plan::plan(crate::pipeline::PlanRequest::new(&base, &head, &filter))?.plan;
     let mut promotion = BranchPromotion {
         branches,
         from_sha,

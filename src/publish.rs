@@ -389,10 +389,11 @@ pub fn branch_part(s: &str) -> String {
 pub fn plan_work_tree(repo: &Path, filter: &Filter, context: usize) -> anyhow::Result<Plan> {
     let base = Snapshot::open(repo, &Revision::parse(Some("HEAD")))?;
     let head = Snapshot::open(repo, &Revision::parse(None))?;
-    let cmp =
-        crate::render::compare_with(&base, &head, filter, None, crate::render::PolicyFrom::Base)?;
-    crate::validate::check_for_plan(&cmp)?;
-    Ok(crate::plan::plan(&cmp, &cmp.head.settings.plan, context))
+    Ok(crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
+        context,
+        ..crate::pipeline::PlanRequest::new(&base, &head, filter)
+    })?
+    .plan)
 }
 
 /// GitHub's cap on a PR body is 65,536 characters.

@@ -15,7 +15,7 @@ use crate::config::Filter;
 use crate::diag::Diagnostics;
 use crate::event::{self, Event};
 use crate::github::{GitHub, RetryPolicy};
-use crate::plan::{self, Plan};
+use crate::plan::Plan;
 use crate::source::Snapshot;
 use crate::{comment, render, report};
 
@@ -381,13 +381,14 @@ async fn run_steps(
         Event::Push { .. } => render::PolicyFrom::Own,
         _ => render::PolicyFrom::Base,
     };
-    let outcome = render::compare_with(&base, &head, &filter, None, policy_from).and_then(|cmp| {
-        crate::validate::check_for_plan(&cmp).map_err(render::Error::Invalid)?;
-        Ok(cmp)
+    let outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
+        policy_from,
+        context: inputs.context_lines,
+        ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
     });
     runner.end_group()?;
-    let cmp = match outcome {
-        Ok(cmp) => cmp,
+    let (cmp, mut plan) = match outcome {
+        Ok(o) => (o.comparison, o.plan),
         Err(render::Error::Invalid(problems)) => {
             for p in &problems.0 {
                 runner.command(&prefixed_annotation(p, &inputs.working_directory))?;
@@ -407,7 +408,6 @@ async fn run_steps(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut plan = plan::plan(&cmp, &cmp.head.settings.plan, inputs.context_lines);
     if let (Some(server), Some(repo)) = (env.var("GITHUB_SERVER_URL"), env.var("GITHUB_REPOSITORY"))
     {
         // Links to the head's files, relative to the checkout's root.

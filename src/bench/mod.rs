@@ -312,9 +312,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // As `kdeploy plan` does: the head is validated before it is planned.
     let plan_of = |base: ObjectId, head: ObjectId| -> anyhow::Result<plan::Plan> {
         crate::validate::forget_shapes();
-        let cmp = render::compare(&open(base)?, &open(head)?, &filter)?;
-        crate::validate::check_for_plan(&cmp).map_err(|d| anyhow::anyhow!("{d}"))?;
-        Ok(plan::plan(&cmp, &cmp.head.settings.plan, 3))
+        let (base, head) = (open(base)?, open(head)?);
+        Ok(
+            crate::pipeline::plan::plan(crate::pipeline::PlanRequest::new(&base, &head, &filter))?
+                .plan,
+        )
     };
     let (plan_one_ms, p) = time(args.iterations, || plan_of(syn.initial, syn.one_app))?;
     writeln!(

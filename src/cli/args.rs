@@ -458,17 +458,13 @@ impl ChangeArgs {
             Some(path) => Some(render::GivenSettings::read(path)?),
             None => None,
         };
-        let cmp = render::compare_with(
-            &base,
-            &head,
-            &filter,
-            given.as_ref(),
-            render::PolicyFrom::Base,
-        )?;
+        let outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
+            settings: given.as_ref(),
+            context,
+            ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
+        })?;
         self.selection.ensure_matches(&[&head, &base])?;
-        crate::validate::check_for_plan(&cmp)?;
-        let plan = plan::plan(&cmp, &cmp.head.settings.plan, context);
-        Ok((cmp, plan))
+        Ok((outcome.comparison, outcome.plan))
     }
 }
 

@@ -1,0 +1,70 @@
+//! The plan flow: render two revisions (only what differs), validate the
+//! head, and plan per resource. `kdeploy plan`, `environments`, the action
+//! on a pull request and on a push, `promote`, `set-version`'s preview of a
+//! change and `bench` all run exactly this.
+
+use crate::config::Filter;
+use crate::plan::{self, Plan};
+use crate::render::{self, Comparison, GivenSettings, PolicyFrom};
+use crate::source::Snapshot;
+
+/// What to plan.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanRequest<'a> {
+    /// The deployed state (an empty snapshot: nothing is deployed).
+    pub base: &'a Snapshot,
+    /// The state to deploy.
+    pub head: &'a Snapshot,
+    /// The releases to plan.
+    pub filter: &'a Filter,
+    /// Settings for both revisions in place of their kdeploy.yaml
+    /// (`--config`): the runner's, so also its policy.
+    pub settings: Option<&'a GivenSettings>,
+    /// Which revision supplies runner policy ([`crate::config::policy`]).
+    pub policy_from: PolicyFrom,
+    /// Lines of context in diffs.
+    pub context: usize,
+}
+
+impl<'a> PlanRequest<'a> {
+    /// A request with the defaults a pull request's plan takes: policy from
+    /// the base, no given settings, 3 lines of context.
+    pub fn new(base: &'a Snapshot, head: &'a Snapshot, filter: &'a Filter) -> Self {
+        PlanRequest {
+            base,
+            head,
+            filter,
+            settings: None,
+            policy_from: PolicyFrom::Base,
+            context: 3,
+        }
+    }
+}
+
+/// What planning found: the rendered comparison (for outputs that read the
+/// head's settings or states) and the plan.
+#[derive(Debug)]
+pub struct PlanOutcome {
+    /// Both revisions as rendered.
+    pub comparison: Comparison,
+    /// The changes, per resource.
+    pub plan: Plan,
+}
+
+/// Renders, validates and plans.
+///
+/// # Errors
+/// Problems at either revision, and the head's validation problems, as
+/// [`render::Error::Invalid`] listing each with its file and line.
+pub fn plan(req: PlanRequest<'_>) -> Result<PlanOutcome, render::Error> {
+    let comparison = render::compare_with(
+        req.base,
+        req.head,
+        req.filter,
+        req.settings,
+        req.policy_from,
+    )?;
+    crate::validate::check_for_plan(&comparison).map_err(render::Error::Invalid)?;
+    let plan = plan::plan(&comparison, &comparison.head.settings.plan, req.context);
+    Ok(PlanOutcome { comparison, plan })
+}
