@@ -537,14 +537,15 @@ async fn deploy(
         repo_dir: Some(repo_dir.to_path_buf()),
         ..inputs.apply.clone()
     };
-    // A full render (not the incremental comparison): every resource of the
-    // head state is checked, duplicates included, before the cluster is touched.
-    let head_state = match render::render(head, filter).and_then(|s| {
-        crate::validate::check(&s)
-            .map(|_| s)
-            .map_err(render::Error::Invalid)
-    }) {
-        Ok(s) => s,
+    let request = crate::pipeline::DeployRequest {
+        head,
+        base: Some(base),
+        filter,
+        environments: inputs.environments.as_deref(),
+        apps: inputs.apps.as_deref(),
+    };
+    let prepared = match crate::pipeline::Deploy::prepare(request) {
+        Ok(d) => d,
         Err(render::Error::Invalid(problems)) => {
             for p in &problems.0 {
                 runner.command(&prefixed_annotation(p, &inputs.working_directory))?;
@@ -554,11 +555,7 @@ async fn deploy(
         }
         Err(e) => return Err(e.into()),
     };
-    let base_state = if base.is_empty() {
-        None
-    } else {
-        render::render(base, filter).ok()
-    };
+    let (head_state, base_state) = (&prepared.head, &prepared.base);
     let access = crate::cluster::Access {
         kubeconfig: inputs.kubeconfig.clone(),
         context: inputs.context.clone(),
@@ -568,20 +565,10 @@ async fn deploy(
         .var("GITHUB_REPOSITORY")
         .unwrap_or("unknown")
         .to_string();
-    let head_commit = head_state
-        .commit
-        .map_or_else(|| head_state.label.clone(), |c| c.to_string());
+    let head_commit = prepared.head_commit.clone();
     // Feedback on GitHub: a check run and a deployment per environment,
     // started before anything changes in the cluster.
-    let mut envs: std::collections::BTreeSet<String> = head_state
-        .releases
-        .iter()
-        .map(|r| r.release.env.clone())
-        .collect();
-    if let Some(b) = &base_state {
-        envs.extend(b.releases.iter().map(|r| r.release.env.clone()));
-    }
-    envs.retain(|e| filter.matches_env(e));
+    let envs = prepared.environments(filter);
     let gh = match (&inputs.token, runner.env.var("GITHUB_API_URL")) {
         (Some(token), Some(api)) if head_state.commit.is_some() => {
             GitHub::new(api, token, &repository, retry).ok()
@@ -613,14 +600,10 @@ async fn deploy(
     }
     let mut text = Vec::new();
     let mut deployed = Vec::new();
-    let deploying = crate::apply::deploy_environments(
+    let deploying = prepared.run(
+        request,
         &access,
-        &head_state,
-        base_state.as_ref(),
-        inputs.environments.as_deref(),
-        inputs.apps.as_deref(),
         &repository,
-        &head_commit,
         &apply_options,
         &mut text,
         &mut deployed,

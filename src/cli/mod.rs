@@ -303,15 +303,21 @@ fn repository_of(given: Option<&str>, repo: &std::path::Path) -> String {
 async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let filter = args.selection.filter()?;
     let head_snap = Snapshot::open(&args.selection.repo, &Revision::parse(Some(&args.head)))?;
-    let head = render::render(&head_snap, &filter)?;
-    crate::validate::check(&head)?;
-    let base = match &args.base {
-        Some(b) => Some(render::render(
-            &Snapshot::open(&args.selection.repo, &Revision::parse(Some(b)))?,
-            &filter,
+    let base_snap = match &args.base {
+        Some(b) => Some(Snapshot::open(
+            &args.selection.repo,
+            &Revision::parse(Some(b)),
         )?),
         None => None,
     };
+    let request = crate::pipeline::DeployRequest {
+        head: &head_snap,
+        base: base_snap.as_ref(),
+        filter: &filter,
+        environments: args.selection.env.as_deref(),
+        apps: args.selection.app.as_deref(),
+    };
+    let deploy = crate::pipeline::Deploy::prepare(request)?;
     let opts = crate::apply::Options {
         dry_run: args.dry_run.is_some(),
         sync: args.sync,
@@ -343,24 +349,11 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         ..crate::apply::Options::default()
     };
     let repository = repository_identity(args);
-    let head_commit = head
-        .commit
-        .map_or_else(|| head.label.clone(), |c| c.to_string());
     let access = args.cluster.access();
     let mut reports = Vec::new();
-    let result = crate::apply::deploy_environments(
-        &access,
-        &head,
-        base.as_ref(),
-        args.selection.env.as_deref(),
-        args.selection.app.as_deref(),
-        &repository,
-        &head_commit,
-        &opts,
-        out,
-        &mut reports,
-    )
-    .await;
+    let result = deploy
+        .run(request, &access, &repository, &opts, out, &mut reports)
+        .await;
     // The report is written whatever happened: an environment may have been
     // deployed before another one failed to start.
     if let Some(path) = &args.report {

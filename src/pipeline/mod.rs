@@ -3,7 +3,11 @@
 //! summaries and comments (as gitoxide's CLI calls `gitoxide-core`).
 //!
 //! - [`plan`]: open both revisions' states, render, validate, plan.
+//! - [`deploy`]: render and validate the head in full, then deploy each
+//!   environment.
 
+pub mod deploy;
 pub mod plan;
 
+pub use deploy::{Deploy, DeployRequest};
 pub use plan::{PlanOutcome, PlanRequest};
