@@ -234,7 +234,7 @@ pub fn output(
     }
     let _ = writeln!(
         summary,
-        "\n{} resources unchanged. Previous state: {:?}.",
+        "\n{} resources unchanged. Previous state: {}.",
         r.unchanged, r.previous
     );
     if let Some(rb) = &r.rollback {

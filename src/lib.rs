@@ -1,25 +1,42 @@
 //! kdeploy: deploy Kubernetes applications from a git config repository.
 //!
 //! The crate is one linear pipeline; each stage is a module with a small
-//! typed interface and data flows one way:
+//! typed interface and data flows one way. Every module, in that order:
 //!
 //! - [`event`]: the GitHub event and the two commits it compares.
 //! - [`source`]: read the config repo at a commit (git objects) or the work tree.
-//! - [`config`]: find releases (`services/<app>/<env>/`) and merge their values.
-//! - [`render`]: render releases with their charts into [`resource::Resource`]s.
-//! - [`output`]: write rendered manifests to `_gen/`.
+//! - [`config`]: `kdeploy.yaml` (its runner policy in [`config::policy`]),
+//!   releases (`services/<app>/<env>/`) and their merged values.
+//! - [`secrets`]: SOPS files decrypted in memory; placeholders while planning.
+//! - [`render`]: releases rendered with their charts (handlebars, Helm,
+//!   Kustomize, raw) into [`resource::Resource`]s.
+//! - [`lock`]: the image lock (`images.lock.yaml`) and `kdeploy lock`.
+//! - [`order`]: change groups, the order beyond kinds.
 //! - [`validate`]: schema checks of rendered resources before planning.
+//! - [`emit`]: rendering for output (`render`, `validate`), release by release.
+//! - [`output`]: write rendered manifests to `_gen/`.
 //! - [`plan`]: per-resource changes between two revisions, Secrets redacted.
-//! - [`report`]: a plan as terminal text, markdown or JSON.
-//! - [`apply`]: server-side apply of changed resources, prune, deploy record,
-//!   through a client from [`cluster`].
-//! - [`wait`]: readiness tracking of what was applied.
+//! - [`report`]: a plan as terminal text, markdown (in comment-sized parts) or JSON.
+//! - [`pipeline`]: the plan and deploy flows, written once for both faces.
+//! - [`cluster`]: kubeconfig and clients; [`apply`]: server-side apply,
+//!   prune, deploy records; [`hooks`]: pre- and post-deploy Jobs;
+//!   [`wait`]: readiness of what was applied.
 //! - [`feedback`]: check runs and GitHub deployments for a deploy.
-//! - [`comment`]: the sticky PR comment, through [`github`].
-//! - [`action`]: the container Action's entry point tying the stages together.
+//! - [`github`]: the REST client (redirects, retries); [`comment`]: the
+//!   sticky PR comment.
+//! - [`drift`]: the cluster against the deploy record; [`preview`]: a pull
+//!   request's own environment.
+//! - [`images`]: registries and image policies; [`publish`]: changes pushed
+//!   or proposed through GitHub; [`promote`]: versions from one environment
+//!   to the next.
+//! - [`init`]: start or adopt a config repo.
 //!
-//! [`diag`] formats problems in user input; [`cli`] parses flags and
-//! dispatches; [`bench`] measures the pipeline on generated repos.
+//! Around them: [`resource`] (the values every stage shares), [`yaml`],
+//! [`diag`] (problems in user input), [`repo_write`] (files written into the
+//! repo through no link), [`workflow`] (nothing printed forges a workflow
+//! command), [`term`] (colour). The faces: [`cli`] parses flags and
+//! dispatches; [`action`] is the container Action's entry point; [`mod@bench`]
+//! measures the pipeline on generated repos.
 #![deny(missing_docs)]
 
 pub mod action;
@@ -52,6 +69,7 @@ pub mod report;
 pub mod resource;
 pub mod secrets;
 pub mod source;
+pub mod term;
 pub mod validate;
 pub mod wait;
 pub mod workflow;

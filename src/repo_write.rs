@@ -147,7 +147,7 @@ pub fn write(root: &Path, rel: &str, text: &[u8]) -> Result<(), Error> {
 /// `None` when it is not there.
 ///
 /// # Errors
-/// As [`write`], and a file that is not UTF-8.
+/// As [`write()`], and a file that is not UTF-8.
 pub fn read(root: &Path, rel: &str) -> Result<Option<String>, Error> {
     let full = checked_parent(root, rel, false)?;
     match std::fs::read_to_string(&full) {
@@ -163,7 +163,7 @@ pub fn read(root: &Path, rel: &str) -> Result<Option<String>, Error> {
 /// Removes the file `rel` inside the repo, if it is there.
 ///
 /// # Errors
-/// As [`write`].
+/// As [`write()`].
 pub fn remove(root: &Path, rel: &str) -> Result<(), Error> {
     let full = checked_parent(root, rel, false)?;
     match std::fs::remove_file(&full) {

@@ -211,7 +211,7 @@ fn report_failure(env: &ActionEnv, log: &mut dyn Write, e: &anyhow::Error) -> an
             "nothing was applied: create what is missing (CRDs, namespaces) or fix the kinds in the config"
         }
         "ownership" => {
-            "nothing was applied: give each environment its own namespaces, or use `--adopt-from` on purpose"
+            "nothing was applied: give each environment its own namespaces; to hand objects from one environment to another on purpose, run `kdeploy apply --adopt-from ENV` once (the action has no input for it, deliberately)"
         }
         "record" => {
             "the deploy record could not be read or written: check the permissions on the record namespace"
@@ -424,7 +424,7 @@ async fn run_steps(
     runner.group("Plan")?;
     let mut text = Vec::new();
     // The Actions log renders ANSI colour (NO_COLOR turns it off).
-    let color = crate::cli::Color::Auto.enabled(|k| env.var(k).map(str::to_string), false);
+    let color = crate::term::Color::Auto.enabled(|k| env.var(k).map(str::to_string), false);
     report::text(&plan, color, &mut text)?;
     runner.log.write_all(&text)?;
     runner.end_group()?;
@@ -676,7 +676,7 @@ async fn deploy(
     );
     for r in &reports {
         summary.push_str(&format!(
-            "| {} | {:?} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             r.environment,
             r.previous,
             r.applied.len(),

@@ -288,7 +288,7 @@ pub fn describe(report: &Report, out: &mut dyn std::io::Write) -> std::io::Resul
                     writeln!(out, "  rollback FAILED {}: {}", f.id, f.error)?;
                 }
                 for t in rb.tracked.iter().filter(|t| !t.ok()) {
-                    writeln!(out, "  rollback not ready {}: {:?}", t.id, t.state)?;
+                    writeln!(out, "  rollback not ready {}: {}", t.id, t.state)?;
                 }
             }
         }

@@ -237,13 +237,7 @@ where
     }
 }
 
-/// The API server's message for a failure, without kube's debug dump.
-pub fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
-        other => other.to_string(),
-    }
-}
+pub use crate::cluster::api_message;
 
 /// Deploys one environment.
 ///

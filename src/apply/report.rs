@@ -15,6 +15,17 @@ pub enum PreviousFrom {
     Nothing,
 }
 
+impl std::fmt::Display for PreviousFrom {
+    /// Where the previous state came from, in words.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PreviousFrom::Record => "deploy record",
+            PreviousFrom::Base => "base revision",
+            PreviousFrom::Nothing => "none (first deploy)",
+        })
+    }
+}
+
 /// A resource that failed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {

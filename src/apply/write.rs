@@ -193,7 +193,7 @@ pub(super) async fn stages<'r>(
                         id: t.id.clone(),
                         source: "kdeploy.io/wait".into(),
                         error: format!(
-                            "not ready ({:?}{}), so the stages after it were not applied{}",
+                            "not ready ({}{}), so the stages after it were not applied{}",
                             t.state,
                             if t.timed_out { ", timed out" } else { "" },
                             t.details

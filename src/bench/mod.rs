@@ -15,11 +15,32 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use gix::ObjectId;
 
-use crate::cli::BenchArgs;
 use crate::config::Filter;
 use crate::render::{self, chart};
 use crate::source::Snapshot;
 use crate::{plan, report};
+
+/// `kdeploy bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Number of apps in the generated repo.
+    #[arg(long, default_value_t = 1000)]
+    pub apps: usize,
+    /// Number of environments per app.
+    #[arg(long, default_value_t = 3)]
+    pub envs: usize,
+    /// Repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub iterations: usize,
+    /// Services set only their image (five documents per release) instead of
+    /// also using env vars, ingresses, monitoring and autoscaling.
+    #[arg(long)]
+    pub lean: bool,
+    /// Write the generated repository here (a new directory) and keep it,
+    /// to measure commands against it (`kdeploy render --repo PATH …`).
+    #[arg(long, value_name = "PATH")]
+    pub keep: Option<std::path::PathBuf>,
+}
 
 /// A generated repository and its commits.
 pub struct Synthetic {

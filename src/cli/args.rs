@@ -32,36 +32,7 @@ pub struct Cli {
     pub color: Color,
 }
 
-/// When to colour output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Color {
-    /// A terminal or GitHub Actions, unless NO_COLOR is set.
-    Auto,
-    /// Always.
-    Always,
-    /// Never.
-    Never,
-}
-
-impl Color {
-    /// Whether to colour, given the environment and whether stdout is a terminal.
-    pub fn enabled(self, var: impl Fn(&str) -> Option<String>, terminal: bool) -> bool {
-        match self {
-            Color::Always => true,
-            Color::Never => false,
-            Color::Auto => {
-                var("NO_COLOR").is_none_or(|v| v.is_empty())
-                    && (terminal || var("GITHUB_ACTIONS").as_deref() == Some("true"))
-            }
-        }
-    }
-
-    /// [`Color::enabled`] for this process's stdout.
-    pub fn for_stdout(self) -> bool {
-        use std::io::IsTerminal as _;
-        self.enabled(|k| std::env::var(k).ok(), std::io::stdout().is_terminal())
-    }
-}
+pub use crate::term::Color;
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -651,27 +622,7 @@ pub struct WaitArgs {
     pub timeout: std::time::Duration,
 }
 
-/// `kdeploy bench`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// Number of apps in the generated repo.
-    #[arg(long, default_value_t = 1000)]
-    pub apps: usize,
-    /// Number of environments per app.
-    #[arg(long, default_value_t = 3)]
-    pub envs: usize,
-    /// Repetitions of each measurement (the median is reported).
-    #[arg(long, default_value_t = 5)]
-    pub iterations: usize,
-    /// Services set only their image (five documents per release) instead of
-    /// also using env vars, ingresses, monitoring and autoscaling.
-    #[arg(long)]
-    pub lean: bool,
-    /// Write the generated repository here (a new directory) and keep it,
-    /// to measure commands against it (`kdeploy render --repo PATH …`).
-    #[arg(long, value_name = "PATH")]
-    pub keep: Option<PathBuf>,
-}
+pub use crate::bench::BenchArgs;
 
 /// How a successful command ended, mapped to the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -199,3 +199,11 @@ pub async fn from_config_with(
         })?;
     Ok(client)
 }
+
+/// The API server's message for a failure, without kube's debug dump.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}

@@ -25,6 +25,11 @@ pub mod sources;
 pub use service::*;
 pub use settings::*;
 
+/// The file name of a service's encrypted values (`secrets.sops.yaml`
+/// beside its `config.yaml`): part of the layout, decrypted by
+/// [`crate::secrets`].
+pub const VALUES_FILE: &str = "secrets.sops.yaml";
+
 /// The namespace of kdeploy's deploy records and leases (the action's
 /// `record-namespace` default); no release may render objects there.
 pub const RECORD_NAMESPACE: &str = "kdeploy-system";
@@ -561,8 +566,8 @@ fn load_app(
             app_version: app_version.clone(),
             env_config,
             env_version: env_file("version"),
-            app_secrets: file(crate::secrets::VALUES_FILE),
-            env_secrets: env_file(crate::secrets::VALUES_FILE),
+            app_secrets: file(VALUES_FILE),
+            env_secrets: env_file(VALUES_FILE),
             preview: None,
         });
     }

@@ -539,7 +539,7 @@ pub fn describe_removed(removed: &Removed, out: &mut dyn std::io::Write) -> std:
                 writeln!(out, "  FAILED   {}: {}", f.id, f.error)?;
             }
             for t in r.tracked.iter().filter(|t| !t.ok()) {
-                writeln!(out, "  not gone {}: {:?}", t.id, t.state)?;
+                writeln!(out, "  not gone {}: {}", t.id, t.state)?;
             }
             if r.succeeded() {
                 writeln!(

@@ -19,8 +19,7 @@ use sha2::Digest as _;
 use crate::diag::{Diagnostic, Location};
 use crate::yaml;
 
-/// The file name of a service's encrypted values.
-pub const VALUES_FILE: &str = "secrets.sops.yaml";
+pub use crate::config::VALUES_FILE;
 
 /// Whether a file that cannot be decrypted stops the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

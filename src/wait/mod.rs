@@ -286,7 +286,7 @@ async fn evidence(client: &kube::Client, p: &PodProblem, redact: &[String]) -> V
         Err(e) => out.push(format!(
             "events of pod {} not readable: {}",
             p.pod,
-            super::apply::api_message(&e)
+            crate::cluster::api_message(&e)
         )),
     }
     if !p.container.is_empty() && p.key == "CrashLoopBackOff" {
@@ -308,7 +308,7 @@ async fn evidence(client: &kube::Client, p: &PodProblem, redact: &[String]) -> V
                 "logs of {}/{} not readable: {}",
                 p.pod,
                 p.container,
-                super::apply::api_message(&e)
+                crate::cluster::api_message(&e)
             )),
         }
     }

@@ -19,6 +19,18 @@ pub enum State {
     Failed(String),
 }
 
+impl std::fmt::Display for State {
+    /// As a person reads it: `ready`, `waiting: 2/3 replicas available`,
+    /// `failed: OOMKilled`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Ready => f.write_str("ready"),
+            State::Waiting(why) => write!(f, "waiting: {why}"),
+            State::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
 fn int(v: &Value) -> i64 {
     v.as_i64().unwrap_or(0)
 }
