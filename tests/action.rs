@@ -1398,3 +1398,77 @@ async fn a_laptops_deploy_follows_the_actions_record() {
         .expect("record");
     assert_eq!(record["data"]["repository"], REPO, "{record:#}");
 }
+
+/// What people read, held still: the job summary of a pull request's
+/// plan, and the check run and job summary of the deploy after it (ids,
+/// times and durations normalised).
+#[tokio::test]
+async fn what_a_reviewer_and_an_on_call_engineer_read() {
+    let job = Job::new().await;
+    let (base, head) = job.web_bump();
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 3, &base, &head, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let normal = |text: &str| {
+        let mut t = text.replace(&base, "BASE").replace(&head, "HEAD");
+        t = t.replace(&base[..12], "BASE").replace(&head[..12], "HEAD");
+        let re = regex_lite_durations(&t);
+        re
+    };
+    insta::assert_snapshot!("pull_request_job_summary", normal(&run.summary));
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(&sim, &push_payload(None, &job.base()), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let base_now = job.base();
+    let runs = job.fake.check_runs();
+    let body = format!(
+        "{}\n\n{}\n\n{}",
+        runs[0]["output"]["title"].as_str().unwrap_or(""),
+        runs[0]["output"]["summary"].as_str().unwrap_or(""),
+        runs[0]["output"]["text"].as_str().unwrap_or("")
+    );
+    let normal = |text: &str| {
+        regex_lite_durations(
+            &text
+                .replace(&base_now, "HEAD")
+                .replace(&base_now[..12], "HEAD"),
+        )
+    };
+    insta::assert_snapshot!("deploy_check_run", normal(&body));
+    insta::assert_snapshot!("deploy_job_summary", normal(&run.summary));
+}
+
+/// Durations (`1.2s`, `340ms`, `in 0.4 s`) and clock times as `<t>`.
+fn regex_lite_durations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_ascii_digit() && (i == 0 || !chars[i - 1].is_ascii_alphanumeric()) {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                i += 1;
+            }
+            let rest: String = chars[i..chars.len().min(i + 3)].iter().collect();
+            if rest.starts_with("ms")
+                || (rest.starts_with('s') && !rest[1..].starts_with(|c: char| c.is_alphanumeric()))
+            {
+                out.push_str("<t>");
+                continue;
+            }
+            out.extend(&chars[start..i]);
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}

@@ -1187,3 +1187,20 @@ fn the_adoption_pull_request_of_a_repo_without_services_plans() {
         run.stdout
     );
 }
+
+/// `kdeploy plan` as a terminal shows it, held still (commit ids normalised).
+#[test]
+fn the_text_plan_reads_the_same_tomorrow() {
+    let repo = Repo::with_app();
+    let base = repo.commit("base");
+    repo.write("services/api/version", "1.1.0\n")
+        .write("services/api/production/config.yaml", "replicas: 5\n");
+    let head = repo.commit("bump and scale");
+    let run = repo.kdeploy(&["plan", "--base", &base, "--head", &head]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = run
+        .stdout
+        .replace(&base[..12], "BASE")
+        .replace(&head[..12], "HEAD");
+    insta::assert_snapshot!("plan_text", text);
+}
