@@ -405,8 +405,9 @@ fn has_own_credentials(top: &Path) -> bool {
 }
 
 /// git, confined to the checkout at `top`: no system or global config, no
-/// hooks, no fsmonitor, ssh and credential helpers as the runner has them
-/// and never from config, no submodules, no `ext::` transport, no prompt.
+/// hooks, no fsmonitor, ssh, proxy, upload-pack and credential helpers as
+/// the runner has them and never from config, no submodules, no `ext::`
+/// transport, no prompt.
 /// The checkout's own `.git/config` is the runner's (actions/checkout wrote
 /// it), but its programs are switched off all the same.
 fn git_command(top: &Path) -> Command {
@@ -424,6 +425,8 @@ fn git_command(top: &Path) -> Command {
             "core.askPass=",
             "-c",
             "credential.helper=",
+            "-c",
+            "core.gitProxy=none",
             "-c",
             "protocol.ext.allow=never",
             "-c",
@@ -485,6 +488,8 @@ impl Git<'_> {
             "--quiet",
             "--depth=1",
             "--no-recurse-submodules",
+            // The remote's configured upload-pack would win over `-c`.
+            "--upload-pack=git-upload-pack",
             "--end-of-options",
             "origin",
             sha,
@@ -518,6 +523,7 @@ impl Git<'_> {
                 "--quiet",
                 deepen,
                 "--no-recurse-submodules",
+                "--upload-pack=git-upload-pack",
                 "--end-of-options",
                 "origin",
                 &one.to_string(),

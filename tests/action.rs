@@ -1418,8 +1418,7 @@ async fn what_a_reviewer_and_an_on_call_engineer_read() {
     let normal = |text: &str| {
         let mut t = text.replace(&base, "BASE").replace(&head, "HEAD");
         t = t.replace(&base[..12], "BASE").replace(&head[..12], "HEAD");
-        let re = regex_lite_durations(&t);
-        re
+        durations_as_t(&t)
     };
     insta::assert_snapshot!("pull_request_job_summary", normal(&run.summary));
     let sim = cluster().await;
@@ -1436,7 +1435,7 @@ async fn what_a_reviewer_and_an_on_call_engineer_read() {
         runs[0]["output"]["text"].as_str().unwrap_or("")
     );
     let normal = |text: &str| {
-        regex_lite_durations(
+        durations_as_t(
             &text
                 .replace(&base_now, "HEAD")
                 .replace(&base_now[..12], "HEAD"),
@@ -1447,7 +1446,7 @@ async fn what_a_reviewer_and_an_on_call_engineer_read() {
 }
 
 /// Durations (`1.2s`, `340ms`, `in 0.4 s`) and clock times as `<t>`.
-fn regex_lite_durations(text: &str) -> String {
+fn durations_as_t(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;

@@ -871,6 +871,13 @@ fn git_runs_with_the_checkouts_programs_switched_off() {
     let err = kdeploy::event::ensure_commit(clone.path(), missing, None).unwrap_err();
     assert!(err.to_string().contains(missing), "{err}");
     assert!(!marker.exists(), "git ran the checkout's program");
+    // A local origin runs its upload-pack: the one of the checkout's
+    // config is never used.
+    let origin_url = format!("file://{}", origin.path().display());
+    git(&["remote", "set-url", "origin", &origin_url]);
+    git(&["config", "remote.origin.uploadpack", &touch]);
+    let _ = kdeploy::event::ensure_commit(clone.path(), missing, None);
+    assert!(!marker.exists(), "the checkout's upload-pack ran");
     git(&[
         "remote",
         "set-url",
