@@ -553,6 +553,11 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                         .help("use a relative path without `..`, e.g. images.lock.yaml (the default)"),
                     );
                 }
+                // The place of a key in kdeploy.yaml, for its problem.
+                let located = |keys: &[&str]| {
+                    let at = index.iter().find(|l| l.path == keys);
+                    Location::at(path, at.map(|l| l.line), at.map(|l| l.column))
+                };
                 for (keys, program, kind) in [
                     (
                         ["helm", "binary"],
@@ -569,10 +574,9 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                     if super::policy::is_program_setting(program, kind) {
                         continue;
                     }
-                    let at = index.iter().find(|l| l.path == keys);
                     problems.push(
                         Diagnostic::new(
-                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            located(&keys),
                             format!(
                                 "`{}`: `{program}` is not {}: an executable setting names that program, on the runner's PATH or by an absolute path, never a relative path (it would name a file of the repository)",
                                 keys.join("."),
@@ -621,10 +625,9 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                     let Some(secs) = secs.filter(|s| *s == 0 || *s > MAX_TIMEOUT_SECONDS) else {
                         continue;
                     };
-                    let at = index.iter().find(|l| l.path == keys);
                     problems.push(
                         Diagnostic::new(
-                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            located(&keys),
                             format!(
                                 "`{}` is {secs}; it must be between 1 and {MAX_TIMEOUT_SECONDS}",
                                 keys.join(".")
@@ -641,10 +644,9 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
                     if kind_ok && group_ok && !group.contains('/') {
                         continue;
                     }
-                    let at = index.iter().find(|l| l.path == ["kinds", key.as_str()]);
                     problems.push(
                         Diagnostic::new(
-                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                            located(&["kinds", key.as_str()]),
                             format!("`kinds`: `{key}` is not `group/Kind`"),
                         )
                         .help("write the API group and the kind, e.g. `cert-manager.io/ClusterIssuer: Cluster`"),
