@@ -15,7 +15,6 @@ use crate::config::Filter;
 use crate::diag::Diagnostics;
 use crate::event::{self, Event};
 use crate::github::{GitHub, RetryPolicy};
-use crate::plan::Plan;
 use crate::source::Snapshot;
 use crate::{comment, render, report};
 
@@ -23,6 +22,12 @@ mod automation;
 mod drift;
 mod inputs;
 mod preview;
+mod runner;
+
+use runner::{
+    Runner, describe_scope, error_markdown, mask_kubeconfig, prefixed_annotation, report_failure,
+    summarize,
+};
 
 pub use inputs::{ActionEnv, INPUTS, Input, Inputs, Mode, inputs_help};
 
@@ -30,104 +35,6 @@ pub use inputs::{ActionEnv, INPUTS, Input, Inputs, Mode, inputs_help};
 pub const SUMMARY_LIMIT: usize = 1024 * 1024;
 
 /// Workflow commands and files of the runner.
-/// Everything written to `log` passes [`crate::workflow::Guard`]: repository
-/// text cannot start a workflow command; kdeploy's own go through
-/// [`Runner::command`].
-struct Runner<'a> {
-    env: &'a ActionEnv,
-    log: crate::workflow::Guard<&'a mut dyn Write>,
-}
-
-impl<'a> Runner<'a> {
-    fn new(env: &'a ActionEnv, log: &'a mut dyn Write) -> Self {
-        Runner {
-            env,
-            log: crate::workflow::Guard::new(log),
-        }
-    }
-
-    /// Text for the log; a line of it that looks like a workflow command is
-    /// neutralized.
-    fn line(&mut self, s: &str) -> std::io::Result<()> {
-        writeln!(self.log, "{s}")
-    }
-
-    /// One of kdeploy's own workflow commands (data already escaped).
-    fn command(&mut self, s: &str) -> std::io::Result<()> {
-        self.log.command(s)
-    }
-
-    fn group(&mut self, title: &str) -> std::io::Result<()> {
-        self.command(&format!("::group::{}", escape(title)))
-    }
-
-    fn end_group(&mut self) -> std::io::Result<()> {
-        self.command("::endgroup::")
-    }
-
-    fn notice(&mut self, s: &str) -> std::io::Result<()> {
-        self.command(&format!("::notice::{}", escape(s)))
-    }
-
-    fn warning(&mut self, s: &str) -> std::io::Result<()> {
-        self.command(&format!("::warning::{}", escape(s)))
-    }
-
-    /// The link to this workflow run, when the runner says which it is.
-    fn run_url(&self) -> Option<String> {
-        match (
-            self.env.var("GITHUB_SERVER_URL"),
-            self.env.var("GITHUB_REPOSITORY"),
-            self.env.var("GITHUB_RUN_ID"),
-        ) {
-            (Some(server), Some(repo), Some(id)) => {
-                Some(format!("{server}/{repo}/actions/runs/{id}"))
-            }
-            _ => None,
-        }
-    }
-
-    /// Appends to `$GITHUB_STEP_SUMMARY`, if the runner gave one.
-    fn summary(&mut self, markdown: &str) -> anyhow::Result<()> {
-        if let Some(path) = self.env.var("GITHUB_STEP_SUMMARY") {
-            append(Path::new(path), &crate::secrets::mask::redact(markdown))
-                .context("cannot write the job summary")?;
-        }
-        Ok(())
-    }
-
-    /// Sets step outputs in `$GITHUB_OUTPUT` with the multi-line syntax.
-    fn outputs(&mut self, outputs: &[(&str, String)]) -> anyhow::Result<()> {
-        let Some(path) = self.env.var("GITHUB_OUTPUT") else {
-            return Ok(());
-        };
-        let mut text = String::new();
-        for (name, value) in outputs {
-            let mut delimiter = format!("ghadelimiter_{:016x}", fastrand::u64(..));
-            while value.contains(&delimiter) {
-                delimiter = format!("ghadelimiter_{:016x}", fastrand::u64(..));
-            }
-            text.push_str(&format!("{name}<<{delimiter}\n{value}\n{delimiter}\n"));
-        }
-        append(Path::new(path), &crate::secrets::mask::redact(&text))
-            .context("cannot write step outputs")
-    }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
-}
-
-fn append(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    f.write_all(text.as_bytes())
-}
-
 /// Runs the action; returns the process exit code.
 ///
 /// # Errors
@@ -172,61 +79,6 @@ pub async fn run_until(
         report_failure(env, &mut log, e)?;
     }
     result
-}
-
-/// What kind of failure stopped a run, for the `error` output.
-fn error_class(e: &anyhow::Error) -> &'static str {
-    for cause in e.chain() {
-        if cause.is::<crate::event::Error>() || cause.is::<crate::source::Error>() {
-            return "event";
-        }
-        if cause.is::<Diagnostics>() {
-            return "input";
-        }
-    }
-    crate::apply::error_step(e)
-}
-
-/// A run that stopped with an error says so where a person looks: an
-/// annotation (problems with a file already have theirs), a section of the
-/// job summary, and outputs later steps can branch on.
-fn report_failure(env: &ActionEnv, log: &mut dyn Write, e: &anyhow::Error) -> anyhow::Result<()> {
-    let class = error_class(e);
-    let message = format!("{e:#}");
-    let mut runner = Runner::new(env, log);
-    if !e.chain().any(|c| c.is::<Diagnostics>()) {
-        runner.command(&format!(
-            "::error title=kdeploy ({class})::{}",
-            escape(&message)
-        ))?;
-    }
-    let help = match class {
-        "connect" => {
-            "check the `kubeconfig` input (or secret) and the `context`; the runner must reach the API server"
-        }
-        "lease" => {
-            "another run holds the environment's lease: it is released when that run ends, or expires 15 s after it was killed"
-        }
-        "preflight" => {
-            "nothing was applied: create what is missing (CRDs, namespaces) or fix the kinds in the config"
-        }
-        "ownership" => {
-            "nothing was applied: give each environment its own namespaces; to hand objects from one environment to another on purpose, run `kdeploy apply --adopt-from ENV` once (the action has no input for it, deliberately)"
-        }
-        "record" => {
-            "the deploy record could not be read or written: check the permissions on the record namespace"
-        }
-        "event" => "check the workflow's trigger and checkout (the revisions must be fetchable)",
-        "input" => "fix the `with:` inputs of the kdeploy step",
-        _ => "see the log of this step",
-    };
-    runner.summary(&format!(
-        "### kdeploy failed ({class})\n\n```\n{message}\n```\n\n{help}.\n"
-    ))?;
-    runner.outputs(&[
-        ("deployed", "false".to_string()),
-        ("error", class.to_string()),
-    ])
 }
 
 async fn run_steps(
@@ -332,6 +184,21 @@ async fn run_steps(
         (_, None) => Mode::Plan,
     };
 
+    plan_then_deploy(&mut runner, &inputs, &event, mode, &repo_dir, retry, cancel).await
+}
+
+/// Resolves the two commits, plans (the comment, the job summary, the
+/// outputs) and, in mode apply, deploys.
+async fn plan_then_deploy(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    event: &Event,
+    mode: Mode,
+    repo_dir: &Path,
+    retry: RetryPolicy,
+    cancel: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<u8> {
+    let env = runner.env;
     runner.group("Resolve revisions")?;
     // A checkout with `persist-credentials: false` cannot fetch what it
     // lacks from a private repository; the action's token can.
@@ -342,7 +209,7 @@ async fn run_steps(
         }),
         _ => None,
     };
-    let revs = event::resolve(&event, &repo_dir, env.var("GITHUB_SHA"), auth.as_ref())?;
+    let revs = event::resolve(event, repo_dir, env.var("GITHUB_SHA"), auth.as_ref())?;
     match revs.base {
         Some(base) if base == revs.head => runner.line(&format!(
             "base and head are the same commit {base}: nothing can differ"
@@ -360,8 +227,8 @@ async fn run_steps(
         .context("invalid `environments`/`apps` glob")?;
     let open = |id| -> anyhow::Result<Snapshot> {
         Ok(Snapshot::at_commit(
-            crate::source::discover(&repo_dir)?,
-            &repo_dir,
+            crate::source::discover(repo_dir)?,
+            repo_dir,
             id,
             &id.to_string(),
         )?)
@@ -373,7 +240,7 @@ async fn run_steps(
     let head = open(revs.head)?;
     // Environments bound to a branch deploy from that branch only.
     let scope = crate::config::head_settings(&head).branch_scope(event.branch());
-    describe_scope(&mut runner, &scope, event.branch())?;
+    describe_scope(runner, &scope, event.branch())?;
     let filter = filter.scoped(scope);
     let marker = report::comment_marker(&inputs.comment_id);
     // A pull request's head is the author's; a pushed branch was merged.
@@ -399,7 +266,7 @@ async fn run_steps(
                 ("has-changes", "false".into()),
                 ("error", "render failed".into()),
             ])?;
-            post_comment(&mut runner, &event, &inputs, retry, &marker, &[body]).await?;
+            post_comment(runner, event, inputs, retry, &marker, &[body]).await?;
             runner.command(&format!(
                 "::error::rendering failed with {} problem(s); see the annotations",
                 problems.0.len()
@@ -444,7 +311,7 @@ async fn run_steps(
         report::COMMENT_LIMIT,
         inputs.max_comment_parts,
     );
-    let url = post_comment(&mut runner, &event, &inputs, retry, &marker, &parts).await?;
+    let url = post_comment(runner, event, inputs, retry, &marker, &parts).await?;
     let (added, changed, deleted) = plan.counts();
     runner.outputs(&[
         ("has-changes", plan.has_changes().to_string()),
@@ -458,68 +325,20 @@ async fn run_steps(
             report::environments(&plan, &cmp.head.settings).to_string(),
         ),
     ])?;
-    summarize(&mut runner, &plan)?;
+    summarize(runner, &plan)?;
     if mode == Mode::Plan {
         return Ok(0);
     }
     deploy(
-        &mut runner,
-        &inputs,
+        runner,
+        inputs,
         (&base, &head),
         &filter,
-        &repo_dir,
+        repo_dir,
         retry,
         cancel,
     )
     .await
-}
-
-/// Says which environments the branch leaves in or out, when any is bound.
-fn describe_scope(
-    runner: &mut Runner<'_>,
-    scope: &crate::config::BranchScope,
-    branch: Option<&str>,
-) -> std::io::Result<()> {
-    use crate::config::BranchScope;
-    let branch = branch.unwrap_or("(no branch)");
-    let list = |envs: &std::collections::BTreeSet<String>| {
-        envs.iter().cloned().collect::<Vec<_>>().join(", ")
-    };
-    match scope {
-        BranchScope::Any => Ok(()),
-        BranchScope::Only(envs) => runner.line(&format!(
-            "branch {branch} deploys only {} (environments.<env>.branch in kdeploy.yaml)",
-            list(envs)
-        )),
-        BranchScope::Except(envs) => runner.line(&format!(
-            "left out: {} (bound to other branches by environments.<env>.branch; {branch} is not theirs)",
-            list(envs)
-        )),
-    }
-}
-
-/// Values of these kubeconfig keys are secrets the runner must mask.
-const KUBECONFIG_SECRETS: &[&str] = &[
-    "token:",
-    "client-key-data:",
-    "client-certificate-data:",
-    "password:",
-    "id-token:",
-    "refresh-token:",
-];
-
-/// Masks the secret values of kubeconfig content (not a path).
-fn mask_kubeconfig(runner: &mut Runner<'_>, kubeconfig: &str) -> std::io::Result<()> {
-    for line in kubeconfig.lines() {
-        let t = line.trim().trim_start_matches("- ");
-        if let Some(key) = KUBECONFIG_SECRETS.iter().find(|k| t.starts_with(**k)) {
-            let value = t[key.len()..].trim().trim_matches('"').trim_matches('\'');
-            if !value.is_empty() {
-                runner.command(&format!("::add-mask::{value}"))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Mode apply: renders the head state in full and deploys it.
@@ -713,42 +532,6 @@ async fn deploy(
         runner.command("::error::deploy failed; see the job summary. The deploy record was not updated, so a re-run retries the change")?;
         Ok(1)
     }
-}
-
-fn summarize(runner: &mut Runner<'_>, plan: &Plan) -> std::io::Result<()> {
-    runner.line(&format!("kdeploy plan: {}", report::summary_line(plan)))
-}
-
-/// Annotation for a problem, with the path relative to the repository root
-/// (the config repo may be a subdirectory).
-fn prefixed_annotation(d: &crate::diag::Diagnostic, working_directory: &Path) -> String {
-    let mut d = d.clone();
-    if let Some(loc) = d.location.as_mut()
-        && working_directory != Path::new(".")
-    {
-        loc.path = working_directory.join(&loc.path).display().to_string();
-    }
-    d.to_github_annotation()
-}
-
-/// The comment body when rendering failed: the problems instead of a diff.
-fn error_markdown(marker: &str, head: &str, problems: &Diagnostics) -> String {
-    let mut body = format!(
-        "{marker}\n<!-- part:1 -->\n### kdeploy plan\n\n:x: **Rendering failed** at `{head}`; nothing can be planned until this is fixed:\n\n"
-    );
-    for p in &problems.0 {
-        let loc = p
-            .location
-            .as_ref()
-            .map(|l| format!("`{l}`: "))
-            .unwrap_or_default();
-        body.push_str(&format!("- {loc}{}", p.message.replace('\n', " ")));
-        if let Some(h) = &p.help {
-            body.push_str(&format!(" _({h})_"));
-        }
-        body.push('\n');
-    }
-    body
 }
 
 /// Posts or updates the PR comment; never fails the job for GitHub errors.
