@@ -518,150 +518,7 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
     for _ in 0..64 {
         let error = match serde_path_to_error::deserialize::<_, Settings>(value.clone()) {
             Ok(settings) => {
-                let bad_placeholder = settings
-                    .namespace
-                    .split('{')
-                    .skip(1)
-                    .map(|p| p.split('}').next().unwrap_or(p))
-                    .find(|p| !matches!(*p, "app" | "env"));
-                if let Some(p) = bad_placeholder {
-                    let at = index.iter().find(|l| l.path == ["namespace"]);
-                    problems.push(
-                        Diagnostic::new(
-                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
-                            format!("`namespace`: unknown placeholder `{{{p}}}`"),
-                        )
-                        .help(
-                            "use {app} and {env}, e.g. \"{app}-{env}\" (the default) or \"{app}\"",
-                        ),
-                    );
-                }
-                let lock = &settings.images.lock_file;
-                let plain = !lock.is_empty()
-                    && !lock.starts_with('/')
-                    && lock
-                        .split('/')
-                        .all(|c| !c.is_empty() && c != "." && c != ".." && c != ".git")
-                    && (lock.ends_with(".yaml") || lock.ends_with(".yml"));
-                if !plain {
-                    let at = index.iter().find(|l| l.path == ["images", "lockFile"]);
-                    problems.push(
-                        Diagnostic::new(
-                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
-                            format!("`images.lockFile`: `{lock}` is not a YAML file path inside the repo"),
-                        )
-                        .help("use a relative path without `..`, e.g. images.lock.yaml (the default)"),
-                    );
-                }
-                // The place of a key in kdeploy.yaml, for its problem.
-                let located = |keys: &[&str]| {
-                    let at = index.iter().find(|l| l.path == keys);
-                    Location::at(path, at.map(|l| l.line), at.map(|l| l.column))
-                };
-                for (keys, program, kind) in [
-                    (
-                        ["helm", "binary"],
-                        &settings.helm.binary,
-                        super::policy::Program::Helm,
-                    ),
-                    (
-                        ["sources", "kustomizeCommand"],
-                        &settings.sources.kustomize_command,
-                        super::policy::Program::Kustomize,
-                    ),
-                ] {
-                    let Some(program) = program else { continue };
-                    if super::policy::is_program_setting(program, kind) {
-                        continue;
-                    }
-                    problems.push(
-                        Diagnostic::new(
-                            located(&keys),
-                            format!(
-                                "`{}`: `{program}` is not {}: an executable setting names that program, on the runner's PATH or by an absolute path, never a relative path (it would name a file of the repository)",
-                                keys.join("."),
-                                match kind {
-                                    super::policy::Program::Helm => "helm",
-                                    super::policy::Program::Kustomize => "kubectl or kustomize",
-                                }
-                            ),
-                        )
-                        .help("write `helm`, `kubectl` or `kustomize` (or an absolute path to one); a runner that needs another executable sets KDEPLOY_HELM or KDEPLOY_KUSTOMIZE"),
-                    );
-                }
-                for (key, template) in &settings.helm.set {
-                    let at = index
-                        .iter()
-                        .find(|l| l.path == ["helm", "set", key.as_str()]);
-                    let here = Location::at(path, at.map(|l| l.line), at.map(|l| l.column));
-                    let known = HELM_SET_PLACEHOLDERS;
-                    for p in unknown_placeholders(template, known) {
-                        problems.push(
-                            Diagnostic::new(
-                                here.clone(),
-                                format!("`helm.set.{key}`: unknown placeholder `{{{p}}}`"),
-                            )
-                            .help("use {app}, {env}, {version}, {namespace} and {release}"),
-                        );
-                    }
-                    if key.is_empty() || key.split('.').any(str::is_empty) {
-                        problems.push(
-                            Diagnostic::new(
-                                here,
-                                format!("`helm.set`: `{key}` is not a dotted value path"),
-                            )
-                            .help("write the path as Helm's --set does, e.g. `image.tag`"),
-                        );
-                    }
-                }
-                problems.extend(super::preview::problems(&settings, path, &index));
-                for (keys, secs) in [
-                    (["helm", "timeoutSeconds"], settings.helm.timeout_seconds),
-                    (
-                        ["sources", "timeoutSeconds"],
-                        settings.sources.timeout_seconds,
-                    ),
-                ] {
-                    let Some(secs) = secs.filter(|s| *s == 0 || *s > MAX_TIMEOUT_SECONDS) else {
-                        continue;
-                    };
-                    problems.push(
-                        Diagnostic::new(
-                            located(&keys),
-                            format!(
-                                "`{}` is {secs}; it must be between 1 and {MAX_TIMEOUT_SECONDS}",
-                                keys.join(".")
-                            ),
-                        )
-                        .help("one process may run minutes, not hours; the run's total for helm, kustomize and sops is the runner's (KDEPLOY_PROCESS_SECONDS)"),
-                    );
-                }
-                for key in settings.kinds.keys() {
-                    let (group, kind) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
-                    let kind_ok = kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-                        && kind.chars().all(|c| c.is_ascii_alphanumeric());
-                    let group_ok = group.is_empty() || super::is_dns_subdomain(group);
-                    if kind_ok && group_ok && !group.contains('/') {
-                        continue;
-                    }
-                    problems.push(
-                        Diagnostic::new(
-                            located(&["kinds", key.as_str()]),
-                            format!("`kinds`: `{key}` is not `group/Kind`"),
-                        )
-                        .help("write the API group and the kind, e.g. `cert-manager.io/ClusterIssuer: Cluster`"),
-                    );
-                }
-                for (key, p) in settings.limits.problems() {
-                    let at = index.iter().find(|l| l.path == ["limits", key]);
-                    problems.push(
-                        Diagnostic::new(
-                            Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
-                            p,
-                        )
-                            .help("the ceilings keep a pull request from lifting the limits without bound"),
-                    );
-                }
+                problems.extend(semantic_problems(&settings, path, &index));
                 if problems.is_empty() {
                     return (settings, problems);
                 }
@@ -708,6 +565,157 @@ pub fn parse_settings(text: &str, path: &str) -> (Settings, Vec<Diagnostic>) {
         }
     }
     (Settings::default(), problems)
+}
+
+/// What serde cannot say about valid settings: placeholders, paths,
+/// programs, timeouts, kinds and limits, each at its key's line.
+fn semantic_problems(settings: &Settings, path: &str, index: &[yaml::Located]) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let bad_placeholder = settings
+        .namespace
+        .split('{')
+        .skip(1)
+        .map(|p| p.split('}').next().unwrap_or(p))
+        .find(|p| !matches!(*p, "app" | "env"));
+    if let Some(p) = bad_placeholder {
+        let at = index.iter().find(|l| l.path == ["namespace"]);
+        problems.push(
+            Diagnostic::new(
+                Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                format!("`namespace`: unknown placeholder `{{{p}}}`"),
+            )
+            .help("use {app} and {env}, e.g. \"{app}-{env}\" (the default) or \"{app}\""),
+        );
+    }
+    let lock = &settings.images.lock_file;
+    let plain = !lock.is_empty()
+        && !lock.starts_with('/')
+        && lock
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && c != ".git")
+        && (lock.ends_with(".yaml") || lock.ends_with(".yml"));
+    if !plain {
+        let at = index.iter().find(|l| l.path == ["images", "lockFile"]);
+        problems.push(
+            Diagnostic::new(
+                Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                format!("`images.lockFile`: `{lock}` is not a YAML file path inside the repo"),
+            )
+            .help("use a relative path without `..`, e.g. images.lock.yaml (the default)"),
+        );
+    }
+    // The place of a key in kdeploy.yaml, for its problem.
+    let located = |keys: &[&str]| {
+        let at = index.iter().find(|l| l.path == keys);
+        Location::at(path, at.map(|l| l.line), at.map(|l| l.column))
+    };
+    for (keys, program, kind) in [
+        (
+            ["helm", "binary"],
+            &settings.helm.binary,
+            super::policy::Program::Helm,
+        ),
+        (
+            ["sources", "kustomizeCommand"],
+            &settings.sources.kustomize_command,
+            super::policy::Program::Kustomize,
+        ),
+    ] {
+        let Some(program) = program else { continue };
+        if super::policy::is_program_setting(program, kind) {
+            continue;
+        }
+        problems.push(
+            Diagnostic::new(
+                located(&keys),
+                format!(
+                    "`{}`: `{program}` is not {}: an executable setting names that program, on the runner's PATH or by an absolute path, never a relative path (it would name a file of the repository)",
+                    keys.join("."),
+                    match kind {
+                        super::policy::Program::Helm => "helm",
+                        super::policy::Program::Kustomize => "kubectl or kustomize",
+                    }
+                ),
+            )
+            .help("write `helm`, `kubectl` or `kustomize` (or an absolute path to one); a runner that needs another executable sets KDEPLOY_HELM or KDEPLOY_KUSTOMIZE"),
+        );
+    }
+    for (key, template) in &settings.helm.set {
+        let at = index
+            .iter()
+            .find(|l| l.path == ["helm", "set", key.as_str()]);
+        let here = Location::at(path, at.map(|l| l.line), at.map(|l| l.column));
+        let known = HELM_SET_PLACEHOLDERS;
+        for p in unknown_placeholders(template, known) {
+            problems.push(
+                Diagnostic::new(
+                    here.clone(),
+                    format!("`helm.set.{key}`: unknown placeholder `{{{p}}}`"),
+                )
+                .help("use {app}, {env}, {version}, {namespace} and {release}"),
+            );
+        }
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            problems.push(
+                Diagnostic::new(
+                    here,
+                    format!("`helm.set`: `{key}` is not a dotted value path"),
+                )
+                .help("write the path as Helm's --set does, e.g. `image.tag`"),
+            );
+        }
+    }
+    problems.extend(super::preview::problems(settings, path, index));
+    for (keys, secs) in [
+        (["helm", "timeoutSeconds"], settings.helm.timeout_seconds),
+        (
+            ["sources", "timeoutSeconds"],
+            settings.sources.timeout_seconds,
+        ),
+    ] {
+        let Some(secs) = secs.filter(|s| *s == 0 || *s > MAX_TIMEOUT_SECONDS) else {
+            continue;
+        };
+        problems.push(
+            Diagnostic::new(
+                located(&keys),
+                format!(
+                    "`{}` is {secs}; it must be between 1 and {MAX_TIMEOUT_SECONDS}",
+                    keys.join(".")
+                ),
+            )
+            .help("one process may run minutes, not hours; the run's total for helm, kustomize and sops is the runner's (KDEPLOY_PROCESS_SECONDS)"),
+        );
+    }
+    for key in settings.kinds.keys() {
+        let (group, kind) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+        let kind_ok = kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric());
+        let group_ok = group.is_empty() || super::is_dns_subdomain(group);
+        if kind_ok && group_ok && !group.contains('/') {
+            continue;
+        }
+        problems.push(
+            Diagnostic::new(
+                located(&["kinds", key.as_str()]),
+                format!("`kinds`: `{key}` is not `group/Kind`"),
+            )
+            .help(
+                "write the API group and the kind, e.g. `cert-manager.io/ClusterIssuer: Cluster`",
+            ),
+        );
+    }
+    for (key, p) in settings.limits.problems() {
+        let at = index.iter().find(|l| l.path == ["limits", key]);
+        problems.push(
+            Diagnostic::new(
+                Location::at(path, at.map(|l| l.line), at.map(|l| l.column)),
+                p,
+            )
+            .help("the ceilings keep a pull request from lifting the limits without bound"),
+        );
+    }
+    problems
 }
 
 /// serde's words for types, as a YAML author says them.
