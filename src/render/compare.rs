@@ -231,10 +231,152 @@ pub fn compare_with(
     )
     .map_err(|e| prefix_revision(e.into(), base.label()))?;
 
-    // Identical app trees (same settings and charts): unchanged, unread.
     let mut unchanged = Vec::new();
+    let (base_todo, head_todo) = releases_todo(
+        head,
+        filter,
+        (&base_layout, &head_layout),
+        (settings_same, all_charts_same),
+        &charts_same,
+        &mut unchanged,
+    )?;
+
+    // Raw and Kustomize sources: unchanged when everything they read is.
+    let (base_sources_todo, head_sources_todo) = sources_todo(
+        (base, &base_layout),
+        (head, &head_layout),
+        settings_same,
+        &mut unchanged,
+    )?;
+    unchanged.sort();
+
+    let mut charts = ChartCache::default();
+    // Templates that are the same at both revisions render once. With the
+    // same settings and charts, a release is re-rendered only because its
+    // own files changed, so its context differs and nothing could be reused:
+    // keep nothing then (a PR touching many apps would copy them all).
+    let reusable = !(settings_same && all_charts_same);
+    let memo = reusable
+        .then(|| super::memo::Memo::keeping(head_fingerprints(head, &head_layout, &mut charts)));
+    let base_releases = render_base(
+        base,
+        &base_layout,
+        (&base_todo, &base_sources_todo),
+        &mut charts,
+        memo.as_ref(),
+    )?;
+    let head_releases = render_head(
+        head,
+        &head_layout,
+        (&head_todo, &head_sources_todo),
+        &mut charts,
+        memo.as_ref(),
+    )?;
+    let reused_templates = memo.as_ref().map_or(0, super::memo::Memo::reused);
+    drop(memo);
+    check_with_siblings(head, &head_layout, &head_releases, &mut charts)?;
+    notes.extend(sealed_notes(&base_releases, &head_releases));
+    Ok(Comparison {
+        base: State {
+            label: base.label().to_string(),
+            commit: base.commit(),
+            settings: base_layout.settings,
+            releases: base_releases,
+        },
+        head: State {
+            label: head.label().to_string(),
+            commit: head.commit(),
+            settings: head_layout.settings,
+            releases: head_releases,
+        },
+        unchanged,
+        notes,
+        reused_templates,
+    })
+}
+
+/// Renders the base's releases to compare (recording template outputs in
+/// `memo` for the head to reuse), with declared scopes and pinned images.
+/// The base must be valid as `render --rev` would find it: a plan from a
+/// broken base is no plan, and its errors name the revision.
+fn render_base(
+    base: &Snapshot,
+    layout: &Layout,
+    (todo, sources_todo): (&[&ReleaseSpec], &Sources<'_>),
+    charts: &mut ChartCache,
+    memo: Option<&super::memo::Memo>,
+) -> Result<Vec<Rendered>, Error> {
+    let in_base = |e: Error| prefix_revision(e, base.label());
+    let mut releases = merge_results(
+        render_specs(
+            base,
+            layout,
+            todo,
+            charts,
+            Need::Optional,
+            Hooks {
+                finish: None,
+                memo: memo.map(super::memo::Use::Record),
+            },
+        ),
+        render_sources(base, layout, sources_todo, Need::Optional, None),
+    )
+    .map_err(in_base)?;
+    for r in &mut releases {
+        super::scopes::apply_declared(r, &layout.settings)
+            .map_err(|d| in_base(Error::Invalid(d)))?;
+    }
+    pin_images(&mut releases, layout, false).map_err(in_base)?;
+    check_duplicates(&releases).map_err(|e| in_base(e.into()))?;
+    Ok(releases)
+}
+
+/// Renders the head's releases to compare (reusing what `memo` kept of
+/// the base), with declared scopes and pinned images, and no duplicates.
+fn render_head(
+    head: &Snapshot,
+    layout: &Layout,
+    (todo, sources_todo): (&[&ReleaseSpec], &Sources<'_>),
+    charts: &mut ChartCache,
+    memo: Option<&super::memo::Memo>,
+) -> Result<Vec<Rendered>, Error> {
+    let mut releases = merge_results(
+        render_specs(
+            head,
+            layout,
+            todo,
+            charts,
+            Need::Optional,
+            Hooks {
+                finish: None,
+                memo: memo.map(super::memo::Use::Reuse),
+            },
+        ),
+        render_sources(head, layout, sources_todo, Need::Optional, None),
+    )?;
+    for r in &mut releases {
+        super::scopes::apply_declared(r, &layout.settings).map_err(Error::Invalid)?;
+    }
+    pin_images(&mut releases, layout, true)?;
+    check_duplicates(&releases)?;
+    Ok(releases)
+}
+
+/// The releases to render at each revision. A release is unchanged (and
+/// pushed to `unchanged`, sorted) when its app's tree is identical and was
+/// not even read, or when its service files are the same git objects and
+/// its chart's tree is too.
+fn releases_todo<'a>(
+    head: &Snapshot,
+    filter: &Filter,
+    (base_layout, head_layout): (&'a Layout, &'a Layout),
+    (settings_same, all_charts_same): (bool, bool),
+    charts_same: &dyn Fn(&str) -> bool,
+    unchanged: &mut Vec<(String, String)>,
+) -> Result<(Vec<&'a ReleaseSpec>, Vec<&'a ReleaseSpec>), Error> {
+    // Identical app trees (same settings and charts): unchanged, unread.
     for app in &head_layout.skipped_apps {
-        for env in config::env_names(&head_reader, app, filter)? {
+        for env in config::env_names(&head.reader(), app, filter)? {
             unchanged.push((env, app.name().to_string()));
         }
     }
@@ -292,8 +434,21 @@ pub fn compare_with(
         .filter(|r| !skip.contains(&(r.env.as_str(), r.app.as_str())))
         .collect();
     head_todo.sort_by(|a, b| (&a.env, &a.app).cmp(&(&b.env, &b.app)));
+    Ok((base_todo, head_todo))
+}
 
-    // Raw and Kustomize sources: unchanged when everything they read is.
+/// The raw and Kustomize sources to render at each revision: a source is
+/// unchanged (and pushed to `unchanged`) when everything it reads is the
+/// same git objects at both, under the same settings.
+type Sources<'a> = Vec<&'a config::sources::SourceSpec>;
+
+fn sources_todo<'a>(
+    (base, base_layout): (&Snapshot, &'a Layout),
+    (head, head_layout): (&Snapshot, &'a Layout),
+    settings_same: bool,
+    unchanged: &mut Vec<(String, String)>,
+) -> Result<(Sources<'a>, Sources<'a>), Error> {
+    let (base_reader, head_reader) = (base.reader(), head.reader());
     let key_of =
         |reader: &source::Reader<'_>, snap: &Snapshot, spec: &config::sources::SourceSpec| {
             if snap.commit().is_some() && settings_same {
@@ -334,62 +489,19 @@ pub fn compare_with(
             base_sources_todo.push(b);
         }
     }
-    unchanged.sort();
+    Ok((base_sources_todo, head_sources_todo))
+}
 
-    let mut charts = ChartCache::default();
-    // Templates that are the same at both revisions render once. With the
-    // same settings and charts, a release is re-rendered only because its
-    // own files changed, so its context differs and nothing could be reused:
-    // keep nothing then (a PR touching many apps would copy them all).
-    let reusable = !(settings_same && all_charts_same);
-    let memo = reusable
-        .then(|| super::memo::Memo::keeping(head_fingerprints(head, &head_layout, &mut charts)));
-    let mut base_releases = merge_results(
-        render_specs(
-            base,
-            &base_layout,
-            &base_todo,
-            &mut charts,
-            Need::Optional,
-            Hooks {
-                finish: None,
-                memo: memo.as_ref().map(super::memo::Use::Record),
-            },
-        ),
-        render_sources(base, &base_layout, &base_sources_todo, Need::Optional, None),
-    )
-    .map_err(|e| prefix_revision(e, base.label()))?;
-    for r in &mut base_releases {
-        super::scopes::apply_declared(r, &base_layout.settings).map_err(Error::Invalid)?;
-    }
-    pin_images(&mut base_releases, &base_layout, false)
-        .map_err(|e| prefix_revision(e, base.label()))?;
-    // The base must be valid as `render --rev` would find it: a plan from
-    // a broken base is no plan.
-    check_duplicates(&base_releases).map_err(|e| prefix_revision(e.into(), base.label()))?;
-    let mut head_releases = merge_results(
-        render_specs(
-            head,
-            &head_layout,
-            &head_todo,
-            &mut charts,
-            Need::Optional,
-            Hooks {
-                finish: None,
-                memo: memo.as_ref().map(super::memo::Use::Reuse),
-            },
-        ),
-        render_sources(head, &head_layout, &head_sources_todo, Need::Optional, None),
-    )?;
-    let reused_templates = memo.as_ref().map_or(0, super::memo::Memo::reused);
-    drop(memo);
-    for r in &mut head_releases {
-        super::scopes::apply_declared(r, &head_layout.settings).map_err(Error::Invalid)?;
-    }
-    pin_images(&mut head_releases, &head_layout, true)?;
-    check_duplicates(&head_releases)?;
-    // The same app in the other environments is the usual collision: render
-    // those releases too (only for this check) when they were skipped.
+/// Checks the head's releases against the other environments of the same
+/// apps: the same app in another environment is the usual collision on a
+/// shared cluster, so those releases are rendered too (only for this
+/// check) when the comparison skipped them.
+fn check_with_siblings(
+    head: &Snapshot,
+    head_layout: &Layout,
+    head_releases: &[Rendered],
+    charts: &mut ChartCache,
+) -> Result<(), Error> {
     let changed_apps: std::collections::HashSet<&str> = head_releases
         .iter()
         .map(|r| r.release.app.as_str())
@@ -409,9 +521,9 @@ pub fn compare_with(
     } else {
         render_specs(
             head,
-            &head_layout,
+            head_layout,
             &siblings,
-            &mut charts,
+            charts,
             Need::Optional,
             Hooks::default(),
         )?
@@ -420,24 +532,7 @@ pub fn compare_with(
         head_releases.iter().chain(&sibling_releases),
         &head_layout.settings,
     )?;
-    notes.extend(sealed_notes(&base_releases, &head_releases));
-    Ok(Comparison {
-        base: State {
-            label: base.label().to_string(),
-            commit: base.commit(),
-            settings: base_layout.settings,
-            releases: base_releases,
-        },
-        head: State {
-            label: head.label().to_string(),
-            commit: head.commit(),
-            settings: head_layout.settings,
-            releases: head_releases,
-        },
-        unchanged,
-        notes,
-        reused_templates,
-    })
+    Ok(())
 }
 
 /// The fingerprints of the templates of the head's handlebars charts (the
