@@ -258,15 +258,17 @@ pub fn compare_with(
     let reusable = !(settings_same && all_charts_same);
     let memo = reusable
         .then(|| super::memo::Memo::keeping(head_fingerprints(head, &head_layout, &mut charts)));
-    let base_releases = render_base(
+    let base_releases = render_side(
         base,
+        Side::Base,
         &base_layout,
         (&base_todo, &base_sources_todo),
         &mut charts,
         memo.as_ref(),
     )?;
-    let head_releases = render_head(
+    let head_releases = render_side(
         head,
+        Side::Head,
         &head_layout,
         (&head_todo, &head_sources_todo),
         &mut charts,
@@ -295,70 +297,53 @@ pub fn compare_with(
     })
 }
 
-/// Renders the base's releases to compare (recording template outputs in
-/// `memo` for the head to reuse), with declared scopes and pinned images.
-/// The base must be valid as `render --rev` would find it: a plan from a
-/// broken base is no plan, and its errors name the revision.
-fn render_base(
-    base: &Snapshot,
-    layout: &Layout,
-    (todo, sources_todo): (&[&ReleaseSpec], &Sources<'_>),
-    charts: &mut ChartCache,
-    memo: Option<&super::memo::Memo>,
-) -> Result<Vec<Rendered>, Error> {
-    let in_base = |e: Error| prefix_revision(e, base.label());
-    let mut releases = merge_results(
-        render_specs(
-            base,
-            layout,
-            todo,
-            charts,
-            Need::Optional,
-            Hooks {
-                finish: None,
-                memo: memo.map(super::memo::Use::Record),
-            },
-        ),
-        render_sources(base, layout, sources_todo, Need::Optional, None),
-    )
-    .map_err(in_base)?;
-    for r in &mut releases {
-        super::scopes::apply_declared(r, &layout.settings)
-            .map_err(|d| in_base(Error::Invalid(d)))?;
-    }
-    pin_images(&mut releases, layout, false).map_err(in_base)?;
-    check_duplicates(&releases).map_err(|e| in_base(e.into()))?;
-    Ok(releases)
+/// Which side of a comparison [`render_side`] renders.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// History: records template outputs for the head, lets unlocked
+    /// images through, and names its revision in errors (a plan from a
+    /// broken base is no plan).
+    Base,
+    /// What the pull request proposes: reuses the base's template outputs
+    /// and enforces the image lock.
+    Head,
 }
 
-/// Renders the head's releases to compare (reusing what `memo` kept of
-/// the base), with declared scopes and pinned images, and no duplicates.
-fn render_head(
-    head: &Snapshot,
+/// Renders one side's releases to compare, with declared scopes, pinned
+/// images and no duplicates.
+fn render_side(
+    snap: &Snapshot,
+    side: Side,
     layout: &Layout,
     (todo, sources_todo): (&[&ReleaseSpec], &Sources<'_>),
     charts: &mut ChartCache,
     memo: Option<&super::memo::Memo>,
 ) -> Result<Vec<Rendered>, Error> {
+    let named = |e: Error| match side {
+        Side::Base => prefix_revision(e, snap.label()),
+        Side::Head => e,
+    };
+    let memo = memo.map(match side {
+        Side::Base => super::memo::Use::Record,
+        Side::Head => super::memo::Use::Reuse,
+    });
     let mut releases = merge_results(
         render_specs(
-            head,
+            snap,
             layout,
             todo,
             charts,
             Need::Optional,
-            Hooks {
-                finish: None,
-                memo: memo.map(super::memo::Use::Reuse),
-            },
+            Hooks { finish: None, memo },
         ),
-        render_sources(head, layout, sources_todo, Need::Optional, None),
-    )?;
+        render_sources(snap, layout, sources_todo, Need::Optional, None),
+    )
+    .map_err(named)?;
     for r in &mut releases {
-        super::scopes::apply_declared(r, &layout.settings).map_err(Error::Invalid)?;
+        super::scopes::apply_declared(r, &layout.settings).map_err(|d| named(Error::Invalid(d)))?;
     }
-    pin_images(&mut releases, layout, true)?;
-    check_duplicates(&releases)?;
+    pin_images(&mut releases, layout, side == Side::Head).map_err(named)?;
+    check_duplicates(&releases).map_err(|e| named(e.into()))?;
     Ok(releases)
 }
 
