@@ -134,7 +134,21 @@ pub fn is_program_setting(value: &str, program: Program) -> bool {
 /// skipping relative entries (`.` or an empty entry would find a file of
 /// the repository, the working directory of some runs); an absolute path
 /// as it is, unless it lies inside the checkout (`GITHUB_WORKSPACE`).
+/// Resolved once per program and process: helm runs once per release,
+/// and PATH does not change under a run.
 pub fn resolve_program(name: &str) -> Option<std::path::PathBuf> {
+    type Resolved = std::sync::Mutex<std::collections::HashMap<String, Option<std::path::PathBuf>>>;
+    static RESOLVED: std::sync::OnceLock<Resolved> = std::sync::OnceLock::new();
+    let memo = RESOLVED.get_or_init(Default::default);
+    let mut memo = memo
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    memo.entry(name.to_string())
+        .or_insert_with(|| resolve_uncached(name))
+        .clone()
+}
+
+fn resolve_uncached(name: &str) -> Option<std::path::PathBuf> {
     let path = std::path::Path::new(name);
     if path.is_absolute() {
         let inside_checkout = std::env::var_os("GITHUB_WORKSPACE").is_some_and(|ws| {
