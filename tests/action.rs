@@ -74,7 +74,7 @@ impl Job {
 
     /// Commits `edit` on the PR branch and runs the action on a
     /// `pull_request` event `action` for PR `number` (same repo, not a fork).
-    async fn pr_push(
+    pub(crate) async fn pr_push(
         &self,
         action: &str,
         number: u64,
@@ -1357,15 +1357,7 @@ async fn a_laptops_deploy_follows_the_actions_record() {
         .await;
     assert_eq!(run.code, 0, "{}", run.log);
     let clone = crate::util::shallow_clone(&job.origin, "main");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(clone.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .status()
-            .expect("git")
-    };
+    let git = |args: &[&str]| crate::util::git_in(clone.path(), args);
     git(&[
         "remote",
         "set-url",

@@ -20,18 +20,17 @@ fn calls(fake: &FakeGitHub) -> Vec<String> {
 async fn a_renamed_repository_is_followed_on_reads_and_writes_of_the_comment() {
     let job = Job::new().await;
     job.fake.rename_repository();
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        "bump",
-    );
     let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 5, &base, &head, false),
-            "pr",
+        .pr_push(
+            "opened",
+            5,
+            |r| {
+                r.write(
+                    "services/web/version",
+                    "1.1.0
+",
+                );
+            },
             &[],
         )
         .await;
@@ -49,17 +48,13 @@ async fn a_renamed_repository_is_followed_on_reads_and_writes_of_the_comment() {
         assert!(calls.iter().any(|c| c == call), "{call} not in {calls:#?}");
     }
     // A second run edits the comment through the redirect too.
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.2.0\n");
-        },
-        "bump again",
-    );
     let run = job
-        .run(
-            "pull_request",
-            &pr_payload("synchronize", 5, &base, &head, false),
-            "pr",
+        .pr_push(
+            "synchronize",
+            5,
+            |r| {
+                r.write("services/web/version", "1.2.0\n");
+            },
             &[],
         )
         .await;
@@ -109,18 +104,17 @@ async fn a_renamed_repositorys_check_run_and_deployment_statuses_complete() {
 async fn a_redirect_to_another_host_fails_loudly_and_keeps_the_token() {
     let job = Job::new().await;
     job.fake.redirect_elsewhere("https://elsewhere.example");
-    let base = job.base();
-    let head = job.pr_commit(
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        "bump",
-    );
     let run = job
-        .run(
-            "pull_request",
-            &pr_payload("opened", 5, &base, &head, false),
-            "pr",
+        .pr_push(
+            "opened",
+            5,
+            |r| {
+                r.write(
+                    "services/web/version",
+                    "1.1.0
+",
+                );
+            },
             &[],
         )
         .await;

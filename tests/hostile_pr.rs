@@ -428,8 +428,23 @@ fn repository_strings_never_become_options() {
             &[says],
         );
     }
-    // A chart version that looks like an option stays a version.
-    let w = World::new(&settings);
+    // A chart version that looks like an option stays a version: a helm
+    // that records its arguments (outside the repo, the runner's) shows the
+    // version joined to its option and the reference after `--`.
+    let args_dir = tempfile::tempdir().expect("temp");
+    let args_file = args_dir.path().join("args");
+    let recorder = args_dir.path().join("helm");
+    std::fs::write(
+        &recorder,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = version ] && echo v3.16.0 && exit 0\nprintf '%s\\n' \"$@\" > '{}'\nexit 1\n",
+            args_file.display()
+        ),
+    )
+    .expect("write");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let w = World::new(&format!("helm:\n  binary: {}\n", recorder.display()));
     w.evil_script("evil.sh");
     let head = w.head(|r| {
         r.write(
@@ -437,9 +452,26 @@ fn repository_strings_never_become_options() {
             "image: ghcr.io/example/api\nchart: oci://127.0.0.1:9/charts/x\nchartVersion: \"--post-renderer=./evil.sh\"\n",
         );
     });
-    let out = w.run(&["render", "--rev", &head, "--stdout"], &[]);
+    let out = w.run(
+        &["render", "--rev", &head, "--stdout"],
+        &[(
+            "KDEPLOY_CACHE_DIR",
+            &args_dir.path().join("cache").display().to_string(),
+        )],
+    );
     assert_ne!(out.code, 0);
     assert!(!w.marker().exists());
+    let args = std::fs::read_to_string(&args_file).expect("helm pull ran");
+    let args: Vec<&str> = args.lines().collect();
+    assert!(
+        args.contains(&"--version=--post-renderer=./evil.sh"),
+        "{args:?}"
+    );
+    assert_eq!(
+        &args[args.len() - 2..],
+        ["--", "oci://127.0.0.1:9/charts/x"],
+        "{args:?}"
+    );
     // A namespace that looks like an option is not a namespace.
     let w = World::new("");
     let head = w.head(|r| {
@@ -688,19 +720,6 @@ fn values_schemas_that_reach_out_are_refused_before_helm_runs() {
 
 // The action: payloads, the checkout, the comment, the log.
 
-/// The action on a pull request of `job` whose head `edit` makes.
-async fn pr_run(
-    job: &crate::action::Job,
-    number: u64,
-    edit: impl FnOnce(&Repo),
-    extra: &[(&str, &str)],
-) -> crate::action::Run {
-    let base = job.base();
-    let head = job.pr_commit(edit, "pull request");
-    let payload = crate::action::pr_payload("opened", number, &base, &head, false);
-    job.run("pull_request", &payload, "pr", extra).await
-}
-
 #[tokio::test]
 async fn a_comment_that_carries_the_marker_is_kdeploys_only_if_kdeploy_wrote_it() {
     let job = crate::action::Job::new().await;
@@ -711,15 +730,16 @@ async fn a_comment_that_carries_the_marker_is_kdeploys_only_if_kdeploy_wrote_it(
     job.fake.add_comment(9, &forged);
     job.fake
         .add_comment_by(9, &forged_part, "evil-app[bot]", "Bot");
-    let run = pr_run(
-        &job,
-        9,
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        &[],
-    )
-    .await;
+    let run = job
+        .pr_push(
+            "opened",
+            9,
+            |r| {
+                r.write("services/web/version", "1.1.0\n");
+            },
+            &[],
+        )
+        .await;
     assert_eq!(run.code, 0, "{}", run.log);
     let comments = job.fake.comments(9);
     let bodies: Vec<&str> = comments.iter().map(|(_, b)| b.as_str()).collect();
@@ -742,15 +762,16 @@ async fn a_comment_that_carries_the_marker_is_kdeploys_only_if_kdeploy_wrote_it(
             .any(|b| b.starts_with(&marker) && b.contains("web"))
     );
     // A second run edits its own comment in place, still leaving theirs.
-    let run = pr_run(
-        &job,
-        9,
-        |r| {
-            r.write("services/web/version", "1.2.0\n");
-        },
-        &[],
-    )
-    .await;
+    let run = job
+        .pr_push(
+            "opened",
+            9,
+            |r| {
+                r.write("services/web/version", "1.2.0\n");
+            },
+            &[],
+        )
+        .await;
     assert_eq!(run.code, 0, "{}", run.log);
     let comments = job.fake.comments(9);
     assert_eq!(comments.len(), 3, "{comments:?}");
@@ -765,15 +786,16 @@ async fn with_a_users_token_kdeploy_edits_that_users_comments_only() {
     job.fake
         .add_comment_by(4, &format!("{marker}\nold plan"), "ci-user", "User");
     job.fake.add_comment(4, &format!("{marker}\nforged"));
-    let run = pr_run(
-        &job,
-        4,
-        |r| {
-            r.write("services/web/version", "1.1.0\n");
-        },
-        &[],
-    )
-    .await;
+    let run = job
+        .pr_push(
+            "opened",
+            4,
+            |r| {
+                r.write("services/web/version", "1.1.0\n");
+            },
+            &[],
+        )
+        .await;
     assert_eq!(run.code, 0, "{}", run.log);
     let comments = job.fake.comments(4);
     assert_eq!(comments.len(), 2, "{comments:?}");
@@ -818,11 +840,12 @@ async fn a_working_directory_that_holds_a_repository_is_refused() {
     let job = crate::action::Job::new().await;
     let marker_dir = tempfile::tempdir().expect("temp");
     let marker = marker_dir.path().join("pwned");
-    let run = pr_run(
-        &job,
-        3,
-        |r| {
-            r.write("config/HEAD", "ref: refs/heads/main\n")
+    let run = job
+        .pr_push(
+            "opened",
+            3,
+            |r| {
+                r.write("config/HEAD", "ref: refs/heads/main\n")
             .write(
                 "config/config",
                 &format!(
@@ -832,10 +855,10 @@ async fn a_working_directory_that_holds_a_repository_is_refused() {
             )
             .write("config/objects/info/.keep", "")
             .write("config/refs/heads/.keep", "");
-        },
-        &[("INPUT_WORKING-DIRECTORY", "config")],
-    )
-    .await;
+            },
+            &[("INPUT_WORKING-DIRECTORY", "config")],
+        )
+        .await;
     assert_ne!(run.code, 0, "{}", run.log);
     assert!(
         run.log
@@ -853,15 +876,7 @@ fn git_runs_with_the_checkouts_programs_switched_off() {
     let clone = crate::util::shallow_clone(&origin, "main");
     let marker_dir = tempfile::tempdir().expect("temp");
     let marker = marker_dir.path().join("pwned");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .current_dir(clone.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .status()
-            .expect("git")
-    };
+    let git = |args: &[&str]| crate::util::git_in(clone.path(), args);
     let touch = format!("touch {}", marker.display());
     git(&["config", "core.sshCommand", &touch]);
     git(&["config", "core.fsmonitor", &touch]);
@@ -891,7 +906,7 @@ fn git_runs_with_the_checkouts_programs_switched_off() {
 #[tokio::test]
 async fn the_action_log_carries_no_workflow_command_of_the_repository() {
     let job = crate::action::Job::new().await;
-    let run = pr_run(&job, 6, |r| {
+    let run = job.pr_push("opened", 6, |r| {
         r.write(
             "kdeploy.yaml",
             "sources:\n  raw: ['raw/{app}/{env}']\n",
@@ -917,15 +932,16 @@ async fn the_action_log_carries_no_workflow_command_of_the_repository() {
 async fn a_working_directory_outside_the_checkout_is_refused() {
     let job = crate::action::Job::new().await;
     for dir in ["../..", "/etc", "services/../../x"] {
-        let run = pr_run(
-            &job,
-            11,
-            |r| {
-                r.write("services/web/version", "1.1.0\n");
-            },
-            &[("INPUT_WORKING-DIRECTORY", dir)],
-        )
-        .await;
+        let run = job
+            .pr_push(
+                "opened",
+                11,
+                |r| {
+                    r.write("services/web/version", "1.1.0\n");
+                },
+                &[("INPUT_WORKING-DIRECTORY", dir)],
+            )
+            .await;
         assert_ne!(run.code, 0, "{dir}: {}", run.log);
         assert!(
             run.log

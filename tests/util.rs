@@ -152,6 +152,19 @@ pub fn shallow_clone(origin: &Repo, branch: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Runs git in `dir` (a clone, not a [`Repo`]) without the user's or the
+/// system's config, asserting it succeeds.
+pub fn git_in(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?} failed in {}", dir.display());
+}
+
 /// A real GitHub payload from ../shared/fixtures/github/events, if present.
 pub fn shared_event(path: &str) -> Option<serde_json::Value> {
     let full = project_root()
