@@ -98,7 +98,8 @@ pub fn decrypt(text: &str, format: &str) -> Result<String, Failure> {
 }
 
 fn run(text: &str, format: &str) -> Result<String, Failure> {
-    crate::render::process_time::timeout(timeout()).map_err(Failure::Other)?;
+    // The run's total for renderer processes bounds this one too.
+    let limit = crate::render::process_time::timeout(timeout()).map_err(Failure::Other)?;
     let mut command = Command::new(program());
     command
         .args(["decrypt", "--input-type", format, "--output-type", format])
@@ -143,7 +144,6 @@ fn run(text: &str, format: &str) -> Result<String, Failure> {
     // A file's metadata names its key services (a KMS, a Vault address):
     // one that does not answer must not hold the run.
     let started = std::time::Instant::now();
-    let limit = crate::render::process_time::timeout(timeout()).map_err(Failure::Other)?;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
