@@ -10,7 +10,7 @@
 //! - [`secrets`]: SOPS files decrypted in memory; placeholders while planning.
 //! - [`render`]: releases rendered with their charts (handlebars, Helm,
 //!   Kustomize, raw) into [`resource::Resource`]s.
-//! - [`lock`]: the image lock (`images.lock.yaml`) and `kdeploy lock`.
+//! - [`lock`]: the image lock file (`images.lock.yaml`), which rendering pins by.
 //! - [`order`]: change groups, the order beyond kinds.
 //! - [`validate`]: schema checks of rendered resources before planning.
 //! - [`emit`]: rendering for output (`render`, `validate`), release by release.
@@ -29,11 +29,14 @@
 //! - [`images`]: registries and image policies; [`publish`]: changes pushed
 //!   or proposed through GitHub; [`promote`]: versions from one environment
 //!   to the next.
+//! - [`edit`]: kdeploy's edits of the work tree (`kdeploy lock`, image
+//!   tags and versions), which render and so sit above [`render`].
 //! - [`init`]: start or adopt a config repo.
 //!
 //! Around them: [`resource`] (the values every stage shares), [`yaml`],
 //! [`diag`] (problems in user input), [`repo_write`] (files written into the
-//! repo through no link), [`workflow`] (nothing printed forges a workflow
+//! repo through no link), [`process_time`] (the run's budget for child
+//! processes), [`workflow`] (nothing printed forges a workflow
 //! command), [`term`] (colour). The faces: [`cli`] parses flags and
 //! dispatches; [`action`] is the container Action's entry point; [`mod@bench`]
 //! measures the pipeline on generated repos.
@@ -48,6 +51,7 @@ pub mod comment;
 pub mod config;
 pub mod diag;
 pub mod drift;
+pub mod edit;
 pub mod emit;
 pub mod event;
 pub mod feedback;
@@ -61,6 +65,7 @@ pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod preview;
+pub mod process_time;
 pub mod promote;
 pub mod publish;
 pub mod render;

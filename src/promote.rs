@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::config::Filter;
-use crate::images::update::{self, Change};
+use crate::edit::images::{self as update, Change};
 
 /// Copies versions from `from` to `to` for the apps `filter` selects that
 /// have both environments. Returns what changed (or would, with `dry_run`).

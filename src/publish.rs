@@ -14,8 +14,8 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::config::Filter;
+use crate::edit::images::{Change, Saved};
 use crate::github::{self, GitHub, PullRequest, RetryPolicy};
-use crate::images::update::{Change, Saved};
 use crate::plan::Plan;
 use crate::source::{Revision, Snapshot};
 
@@ -462,7 +462,7 @@ pub async fn stage(
         groups.entry(key).or_default().push(c.clone());
     }
     let lock_file = {
-        let tree = crate::images::update::WorkTree::open(repo, &Filter::default())?;
+        let tree = crate::edit::images::WorkTree::open(repo, &Filter::default())?;
         let images = &tree.layout.settings.images;
         (images.require_lock || repo.join(&images.lock_file).is_file())
             .then(|| images.lock_file.clone())
@@ -532,13 +532,13 @@ async fn stage_one(
 ) -> anyhow::Result<(Vec<(String, String)>, Plan)> {
     for c in group {
         match &c.edit {
-            Some(text) => crate::images::update::write_file(repo, &c.file, text)?,
-            None => crate::images::update::write_version(repo, &c.file, &c.to)?,
+            Some(text) => crate::edit::images::write_file(repo, &c.file, text)?,
+            None => crate::edit::images::write_version(repo, &c.file, &c.to)?,
         }
     }
     if relock {
         let mut notes = Vec::new();
-        crate::images::update::relock(repo, group, &mut notes).await?;
+        crate::edit::images::relock(repo, group, &mut notes).await?;
     }
     let mut files = Vec::new();
     for file in touched {

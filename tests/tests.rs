@@ -8,6 +8,7 @@ mod util;
 mod action;
 mod apply;
 mod apply_perf;
+mod architecture;
 mod bench;
 mod drift;
 mod e2e;

@@ -13,9 +13,9 @@ use anyhow::Context as _;
 
 use super::{Inputs, Mode, Runner};
 use crate::config::Filter;
+use crate::edit::images::Change;
 use crate::event::Event;
 use crate::github::RetryPolicy;
-use crate::images::update::Change;
 use crate::publish::{self, Credentials, Outcome, Publish, Remote};
 
 /// The dispatch's fields: a `repository_dispatch` client payload or
@@ -116,14 +116,14 @@ pub(super) async fn run(
             };
             let (app, env_name, version) = (get("app")?, get("env")?, get("version")?);
             let change =
-                crate::images::update::set_version(repo_dir, &app, &env_name, &version, false)?;
+                crate::edit::images::set_version(repo_dir, &app, &env_name, &version, false)?;
             if change.is_none() {
                 runner.line(&format!("{app}/{env_name} is already at {version}"))?;
             }
             (change.into_iter().collect(), "version".to_string())
         }
         _ => {
-            let outcome = crate::images::update::update(repo_dir, &filter, true).await?;
+            let outcome = crate::edit::images::update(repo_dir, &filter, true).await?;
             for n in &outcome.notices {
                 runner.line(&format!("  {n}"))?;
             }

@@ -13,7 +13,7 @@ use crate::report;
 pub(super) fn update(args: &ImagesUpdateArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let filter = args.selection.filter()?;
     let how = publishing(args.publish, args.dry_run)?;
-    let outcome = block_on(crate::images::update::update(
+    let outcome = block_on(crate::edit::images::update(
         &args.selection.repo,
         &filter,
         args.dry_run || how.is_some(),
@@ -63,7 +63,7 @@ fn verb(dry_run: bool, how: Option<crate::publish::Publish>) -> &'static str {
 fn publish_changes(
     repo: &std::path::Path,
     how: crate::publish::Publish,
-    changes: &[crate::images::update::Change],
+    changes: &[crate::edit::images::Change],
     kind: &str,
     show_plan: bool,
     out: &mut dyn Write,
@@ -233,7 +233,7 @@ fn promote_branches(
 /// `kdeploy set-version`.
 pub(super) fn set_version(args: &SetVersionArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let how = args.publish.how();
-    let change = crate::images::update::set_version(
+    let change = crate::edit::images::set_version(
         &args.repo,
         &args.app,
         &args.env,
@@ -259,7 +259,7 @@ pub(super) fn set_version(args: &SetVersionArgs, out: &mut dyn Write) -> anyhow:
 /// `kdeploy lock`: one line per image; `--check` exits 1 when out of date.
 pub(super) fn lock(args: &LockArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let filter = args.selection.filter()?;
-    let report = block_on(crate::lock::command(
+    let report = block_on(crate::edit::lock::command(
         &args.selection.repo,
         &filter,
         args.check,

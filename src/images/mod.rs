@@ -5,7 +5,6 @@
 
 pub mod policy;
 pub mod registry;
-pub mod update;
 
 use serde_json::Value;
 

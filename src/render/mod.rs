@@ -19,7 +19,7 @@ pub mod helm_schemas;
 pub mod helpers;
 pub mod memo;
 pub mod nesting;
-pub mod process_time;
+pub mod pin;
 pub mod schema;
 pub mod scopes;
 pub mod sources;
@@ -297,7 +297,7 @@ fn render_layout(
     let pin_then_finish = |r: &mut Rendered, settings: &config::Settings| {
         scopes::apply_declared(r, settings)?;
         if images == Images::Locked {
-            crate::lock::pin(std::slice::from_mut(r), lock.as_ref(), &settings.images)?;
+            pin::pin(std::slice::from_mut(r), lock.as_ref(), &settings.images)?;
         }
         finish.map_or(Ok(()), |f| f(r, settings))
     };
@@ -343,7 +343,7 @@ fn pin_images(releases: &mut [Rendered], layout: &Layout, enforce: bool) -> Resu
     };
     let mut settings = layout.settings.images.clone();
     settings.require_lock &= enforce;
-    crate::lock::pin(releases, lock.as_ref(), &settings)?;
+    pin::pin(releases, lock.as_ref(), &settings)?;
     Ok(())
 }
 

@@ -421,13 +421,13 @@ pub fn run_renderer(
     input: Option<Vec<u8>>,
 ) -> Result<String, String> {
     let max_output = max_output.min(MAX_RENDERER_OUTPUT);
-    let timeout = super::process_time::timeout(timeout)?;
+    let timeout = crate::process_time::timeout(timeout)?;
     let resolved = crate::config::policy::resolve_program(program).ok_or_else(|| {
         format!("cannot find the program `{program}` on PATH; install it (a runner that keeps it elsewhere sets KDEPLOY_HELM or KDEPLOY_KUSTOMIZE to its absolute path)")
     })?;
     let started = std::time::Instant::now();
     let result = run_resolved(&resolved, program, args, dir, timeout, max_output, input);
-    super::process_time::charge(started.elapsed());
+    crate::process_time::charge(started.elapsed());
     result
 }
 

@@ -90,7 +90,7 @@ pub fn decrypt(text: &str, format: &str) -> Result<String, Failure> {
     }
     let started = std::time::Instant::now();
     let result = run(text, format);
-    crate::render::process_time::charge(started.elapsed());
+    crate::process_time::charge(started.elapsed());
     if let Ok(mut c) = cache().lock() {
         c.insert(key, result.clone());
     }
@@ -99,7 +99,7 @@ pub fn decrypt(text: &str, format: &str) -> Result<String, Failure> {
 
 fn run(text: &str, format: &str) -> Result<String, Failure> {
     // The run's total for renderer processes bounds this one too.
-    let limit = crate::render::process_time::timeout(timeout()).map_err(Failure::Other)?;
+    let limit = crate::process_time::timeout(timeout()).map_err(Failure::Other)?;
     let mut command = Command::new(program());
     command
         .args(["decrypt", "--input-type", format, "--output-type", format])

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use futures::StreamExt as _;
 
-use super::policy::{self, Compiled};
-use super::registry::Registry;
 use crate::config::{Filter, ImagePolicy, Layout, ReleaseSpec, SETTINGS_FILE};
 use crate::diag::{Diagnostic, Diagnostics, Location};
+use crate::images::policy::{self, Compiled};
+use crate::images::registry::Registry;
 use crate::source::{Revision, Snapshot};
 
 /// One version file changed (or, with `--dry-run`, that would change).
@@ -241,7 +241,7 @@ pub async fn update(repo: &Path, filter: &Filter, dry_run: bool) -> anyhow::Resu
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let fetched: Vec<(String, Result<Vec<String>, super::registry::Error>)> =
+    let fetched: Vec<(String, Result<Vec<String>, crate::images::registry::Error>)> =
         futures::stream::iter(repositories)
             .map(|r| {
                 let registry = &registry;
@@ -363,7 +363,7 @@ pub(crate) async fn relock(
             continue;
         }
         let filter = Filter::new(c.env.as_deref(), Some(&c.app))?;
-        let report = crate::lock::command(repo, &filter, false).await?;
+        let report = crate::edit::lock::command(repo, &filter, false).await?;
         if report.failed > 0 {
             anyhow::bail!(
                 "the image lock could not be refreshed for {}:\n{}",
