@@ -9,7 +9,9 @@
 //! namespace is checked before the first write. Nothing outside the record
 //! is ever deleted, and kdeploy adds no labels to the user's objects.
 
+mod changes;
 mod environments;
+mod error;
 mod hooks;
 mod kinds;
 pub mod lease;
@@ -24,6 +26,7 @@ mod rollback;
 mod write;
 
 pub use environments::{apply_states, deploy_environments, describe};
+pub use error::{Error, error_step};
 pub(crate) use kinds::{Kinds, api_for};
 use preflight::{ensure_namespace, preflight};
 use prune::delete_entries;
@@ -34,9 +37,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use kube::api::{Api, PropagationPolicy};
+use kube::api::PropagationPolicy;
 use kube::discovery::{ApiResource, Scope};
 
+use crate::hooks::Phase;
 use crate::resource::{Resource, ResourceId};
 use record::{Entry, Record};
 
@@ -132,80 +136,6 @@ pub struct Target<'a> {
     pub in_scope: &'a (dyn Fn(&str) -> bool + Sync),
     /// The pull request, when this is a preview (written into the record).
     pub preview: Option<record::PreviewOf>,
-}
-
-/// The step an error that stopped a deploy belongs to, for reports:
-/// `connect`, `preflight`, `ownership`, `lease`, `record`, else `other`.
-pub fn error_step(e: &anyhow::Error) -> &'static str {
-    for cause in e.chain() {
-        if let Some(e) = cause.downcast_ref::<Error>() {
-            return match e {
-                Error::Preflight { .. } | Error::Api { .. } => "preflight",
-                Error::Owned { .. } => "ownership",
-                Error::ForeignRecord { .. } | Error::Record(_) => "record",
-                Error::Lease(_) => "lease",
-            };
-        }
-        if cause.downcast_ref::<crate::cluster::Error>().is_some() {
-            return "connect";
-        }
-    }
-    "other"
-}
-
-/// The error returned when an apply cannot start. Once writes began,
-/// failures are in the [`Report`] instead.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Kinds or namespaces the cluster cannot take; nothing was written.
-    #[error("preflight failed for environment {env}; nothing was applied:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Preflight {
-        /// Environment.
-        env: String,
-        /// Every problem found.
-        problems: Vec<String>,
-    },
-    /// The record belongs to another repository.
-    #[error(
-        "the deploy record of {env} ({namespace}/{name}) was written by repository `{theirs}`, not `{ours}`; refusing to deploy over it (pass --force-record to take it over)"
-    )]
-    ForeignRecord {
-        /// Environment.
-        env: String,
-        /// Record namespace.
-        namespace: String,
-        /// Record name.
-        name: String,
-        /// Repository in the record.
-        theirs: String,
-        /// Our repository.
-        ours: String,
-    },
-    /// Resources another environment on the same cluster owns.
-    #[error(
-        "environment {env} would take over resources that another environment on the same cluster deployed; nothing was applied:\n{}\n  help: give each environment its own namespaces (`namespace: \"{{app}}-{{env}}\"` in kdeploy.yaml, the default), or move them on purpose with --adopt-from <env>",
-        conflicts.iter().map(|c| format!("  - {} (in the deploy record of {})", c.id, c.owner)).collect::<Vec<_>>().join("\n")
-    )]
-    Owned {
-        /// Environment deploying.
-        env: String,
-        /// What it would take over, and from whom.
-        conflicts: Vec<owners::Conflict>,
-    },
-    /// Record read/write failure.
-    #[error(transparent)]
-    Record(#[from] record::Error),
-    /// Lease failure.
-    #[error(transparent)]
-    Lease(#[from] lease::Error),
-    /// A cluster call before any write failed.
-    #[error("{what}: {}", api_message(error))]
-    Api {
-        /// What was being done.
-        what: String,
-        /// kube's error; its message is in ours, so it is not a cause.
-        error: kube::Error,
-    },
 }
 
 /// True for failures the client's retry layer cannot see: a connection that
@@ -313,159 +243,23 @@ async fn apply_held(
     started_at: String,
     owners: &owners::Owners,
 ) -> Result<Report, Error> {
-    // Hooks are run, not applied with the rest; Helm hooks of events kdeploy
-    // has no moment for (pre-delete, …) are left out.
-    use crate::hooks::{Phase, Role, role};
-    let hooks: Vec<&Resource> = target
-        .head
-        .iter()
-        .copied()
-        .filter(|r| matches!(role(r), Role::Hook(_)))
-        .collect();
-    let plain = Target {
-        env: target.env.clone(),
-        repository: target.repository.clone(),
-        head_commit: target.head_commit.clone(),
-        head: target
-            .head
-            .iter()
-            .copied()
-            .filter(|r| role(r) == Role::Resource)
-            .collect(),
-        base: target.base.as_ref().map(|(c, b)| {
-            (
-                c.clone(),
-                b.iter()
-                    .copied()
-                    .filter(|r| role(r) == Role::Resource)
-                    .collect(),
-            )
-        }),
-        in_scope: target.in_scope,
-        preview: target.preview.clone(),
-    };
+    let (plain, hooks) = changes::split_hooks(target);
     let target = &plain;
-    // Read the record under the lease: it is what the last run finished.
-    let existing = record::read(client, &opts.record_namespace, &target.env).await?;
-    if let Some(r) = &existing
-        && !r.repository.is_empty()
-        && !record::same_repository(&r.repository, &target.repository)
-        && !opts.force_record
-    {
-        return Err(Error::ForeignRecord {
-            env: target.env.clone(),
-            namespace: opts.record_namespace.clone(),
-            name: record::name(&target.env),
-            theirs: r.repository.clone(),
-            ours: target.repository.clone(),
-        });
-    }
-    let (previous, previous_from, base_commit): (
-        BTreeMap<ResourceId, Entry>,
-        PreviousFrom,
-        Option<String>,
-    ) = match (&existing, &target.base) {
-        (Some(r), _) => (
-            r.entries.clone(),
-            PreviousFrom::Record,
-            Some(r.commit.clone()),
-        ),
-        (None, Some((commit, base))) => (
-            base.iter().map(|r| (r.id.clone(), Entry::of(r))).collect(),
-            PreviousFrom::Base,
-            Some(commit.clone()),
-        ),
-        (None, None) => (BTreeMap::new(), PreviousFrom::Nothing, None),
-    };
-
-    let head_entries: BTreeMap<ResourceId, Entry> = target
-        .head
-        .iter()
-        .map(|r| (r.id.clone(), Entry::of(r)))
-        .collect();
-    let mut to_apply: Vec<&Resource> = Vec::new();
-    let mut unchanged = 0;
-    for r in &target.head {
-        let same = previous
-            .get(&r.id)
-            .is_some_and(|p| p.hash == head_entries[&r.id].hash);
-        if same && !opts.sync {
-            unchanged += 1;
-        } else {
-            to_apply.push(r);
-        }
-    }
-    // A namespace the previous state says exists but the cluster lacks (a
-    // record-less first deploy from a base revision, or a hand deletion)
-    // would make everything in it fail: apply it again.
-    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let kept_namespaces: Vec<&Resource> = target
-        .head
-        .iter()
-        .copied()
-        .filter(|r| r.id.group.is_empty() && r.id.kind == "Namespace")
-        .filter(|r| !to_apply.iter().any(|x| x.id == r.id))
-        .collect();
-    // One LIST instead of one GET per namespace (an environment of 200
-    // apps made 200 requests for a one-app change).
-    let all_namespaces = kube::api::ListParams::default();
-    let present: std::collections::BTreeSet<String> = match kept_namespaces.as_slice() {
-        [] => Default::default(),
-        [one] => with_retry(opts, || ns_api.get_opt(&one.id.name))
-            .await
-            .map_err(|error| Error::Api {
-                what: format!("reading namespace {}", one.id.name),
-                error,
-            })?
-            .map(|_| one.id.name.clone())
-            .into_iter()
-            .collect(),
-        _ => with_retry(opts, || ns_api.list(&all_namespaces))
-            .await
-            .map_err(|error| Error::Api {
-                what: "listing namespaces".into(),
-                error,
-            })?
-            .items
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .collect(),
-    };
-    for r in kept_namespaces {
-        if !present.contains(&r.id.name) {
-            to_apply.push(r);
-            unchanged -= 1;
-        }
-    }
-    // Immutable fields: refused before any write, unless replaced.
-    let to_replace = if opts.dry_run {
-        Vec::new()
-    } else {
-        // Only updates: what kdeploy never deployed has no old value.
-        let updates: Vec<&Resource> = to_apply
-            .iter()
-            .filter(|r| previous.contains_key(&r.id))
-            .copied()
-            .collect();
-        replace::immutable_changes(client, kinds, target, &updates, opts).await?
-    };
-    let mut kept = Vec::new();
-    let to_delete: Vec<&Entry> = if opts.prune {
-        previous
-            .values()
-            .filter(|e| !e.hook && (target.in_scope)(&e.app) && !head_entries.contains_key(&e.id()))
-            .filter(|e| match owners.owner(&e.id()) {
-                Some(other) => {
-                    kept.push(format!("{} (also in the deploy record of {other})", e.id()));
-                    false
-                }
-                None => true,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-
+    let changes::Changes {
+        existing,
+        previous,
+        previous_from,
+        base_commit,
+        head_entries,
+        to_apply,
+        unchanged,
+        to_replace,
+        to_delete,
+        kept,
+        pre,
+        post,
+    } = changes::decide(client, kinds, target, &hooks, opts, owners).await?;
+    let to_delete: Vec<&Entry> = to_delete.iter().collect();
     let mut report = Report {
         started_at,
         ended_at: String::new(),
@@ -475,42 +269,10 @@ async fn apply_held(
         head: target.head_commit.clone(),
         previous: previous_from,
         dry_run: opts.dry_run,
-        applied: Vec::new(),
-        deleted: Vec::new(),
-        failed: Vec::new(),
-        not_attempted: Vec::new(),
         unchanged,
-        record_written: false,
-        failed_step: None,
         kept,
-        adopted: Vec::new(),
-        replaced: Vec::new(),
-        tracked: Vec::new(),
-        progress: String::new(),
-        rollback: None,
-        hooks: Vec::new(),
+        ..Report::default()
     };
-    // A hook runs when its release changes: any of its resources, or the
-    // hook itself (it is recorded for that).
-    let mut changed_apps: std::collections::BTreeSet<&str> = to_apply
-        .iter()
-        .map(|r| r.origin.app.as_str())
-        .chain(to_delete.iter().map(|e| e.app.as_str()))
-        .collect();
-    for h in &hooks {
-        if opts.sync
-            || previous
-                .get(&h.id)
-                .is_none_or(|p| p.hash != Entry::of(h).hash)
-        {
-            changed_apps.insert(h.origin.app.as_str());
-        }
-    }
-    let (pre, post): (Vec<&Resource>, Vec<&Resource>) = hooks
-        .iter()
-        .copied()
-        .filter(|h| changed_apps.contains(h.origin.app.as_str()))
-        .partition(|h| crate::hooks::phase(h) == Some(Phase::PreDeploy));
     let pre_done = pre.is_empty();
     let mut to_track: Vec<crate::wait::Target> = Vec::new();
     let global_timeout = opts.wait.as_ref().map(|w| w.timeout).unwrap_or_default();
@@ -599,23 +361,7 @@ async fn apply_held(
         && report.failed.is_empty()
         && !opts.dry_run
     {
-        // Only resources whose write went through are tracked.
-        to_track.retain(|t| {
-            let id = t.id.to_string();
-            report.applied.contains(&id) || report.deleted.contains(&id)
-        });
-        let mut progress = Vec::new();
-        let w = crate::wait::Options {
-            redact: secret_values(&target.head),
-            ..w.clone()
-        };
-        // Stages already waited for are not tracked twice.
-        to_track.retain(|t| !report.tracked.iter().any(|d| d.id == t.id.to_string()));
-        let tracked = crate::wait::track(client, to_track, &w, &mut progress).await;
-        report.tracked.extend(tracked);
-        report
-            .progress
-            .push_str(&String::from_utf8_lossy(&progress));
+        wait_for_ready(client, target, w, to_track, &mut report).await;
     }
     // Post-deploy hooks (integration tests, cache warm-up) once the rest
     // is written and, when waiting, ready; a failure fails the deploy.
@@ -656,50 +402,21 @@ async fn apply_held(
     }
 
     if report.succeeded() && !opts.dry_run {
-        let mut entries: BTreeMap<ResourceId, Entry> = previous
-            .into_iter()
-            .filter(|(_, e)| !(target.in_scope)(&e.app))
-            .collect();
-        if previous_from != PreviousFrom::Record {
-            entries.clear();
-        }
-        entries.extend(head_entries);
-        // Hooks are recorded (a change to one runs it) but never pruned.
-        entries.extend(hooks.iter().map(|h| (h.id.clone(), Entry::of(h))));
-        let new = Record {
-            repository: target.repository.clone(),
-            commit: target.head_commit.clone(),
-            entries,
-            resource_version: None,
-            preview: target.preview.clone(),
-            deployed_at: None,
-        };
-        // The cluster has changed by now: a failure here is part of the
-        // report (the next run applies the same change again), not an error
-        // that would lose it.
-        if let Err(e) = write_records(
+        let previous = (previous_from == PreviousFrom::Record).then_some(previous);
+        record_deploy(
             client,
             target,
             opts,
             owners,
-            &new,
-            existing.as_ref(),
+            Deployed {
+                previous,
+                head: head_entries,
+                hooks: &hooks,
+                existing: existing.as_ref(),
+            },
             &mut report,
         )
-        .await
-        {
-            report.failed.push(Failure {
-                id: format!(
-                    "deploy record {}/{}",
-                    opts.record_namespace,
-                    record::name(&target.env)
-                ),
-                app: String::new(),
-                source: "kdeploy".into(),
-                error: e.to_string(),
-            });
-            report.failed_step = Some(Step::Record);
-        }
+        .await;
     }
     if report.failed_step.is_none() && !report.succeeded() {
         report.failed_step = Some(
@@ -712,6 +429,100 @@ async fn apply_held(
     }
     report.ended_at = k8s_openapi::jiff::Timestamp::now().to_string();
     Ok(report)
+}
+
+/// What a successful deploy leaves: the record's new entries come from these.
+struct Deployed<'r> {
+    /// The previous record's entries; `None` when the previous state was
+    /// not a record (it is not carried over).
+    previous: Option<BTreeMap<ResourceId, Entry>>,
+    /// The head state.
+    head: BTreeMap<ResourceId, Entry>,
+    /// Hooks: recorded (a change to one runs it) but never pruned.
+    hooks: &'r [&'r Resource],
+    /// The record read under the lease.
+    existing: Option<&'r Record>,
+}
+
+/// Writes the record of a successful deploy. The cluster has changed by
+/// now: a failure here is part of the report (the next run applies the same
+/// change again), not an error that would lose it.
+async fn record_deploy(
+    client: &kube::Client,
+    target: &Target<'_>,
+    opts: &Options,
+    owners: &owners::Owners,
+    deployed: Deployed<'_>,
+    report: &mut Report,
+) {
+    // Apps out of scope (`--app`) keep their entries.
+    let mut entries: BTreeMap<ResourceId, Entry> = deployed
+        .previous
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, e)| !(target.in_scope)(&e.app))
+        .collect();
+    entries.extend(deployed.head);
+    entries.extend(deployed.hooks.iter().map(|h| (h.id.clone(), Entry::of(h))));
+    let new = Record {
+        repository: target.repository.clone(),
+        commit: target.head_commit.clone(),
+        entries,
+        resource_version: None,
+        preview: target.preview.clone(),
+        deployed_at: None,
+    };
+    if let Err(e) = write_records(
+        client,
+        target,
+        opts,
+        owners,
+        &new,
+        deployed.existing,
+        report,
+    )
+    .await
+    {
+        report.failed.push(Failure {
+            id: format!(
+                "deploy record {}/{}",
+                opts.record_namespace,
+                record::name(&target.env)
+            ),
+            app: String::new(),
+            source: "kdeploy".into(),
+            error: e.to_string(),
+        });
+        report.failed_step = Some(Step::Record);
+    }
+}
+
+/// Waits for what this deploy wrote to be ready (or gone), adding what it
+/// tracked and its progress lines to the report.
+async fn wait_for_ready(
+    client: &kube::Client,
+    target: &Target<'_>,
+    w: &crate::wait::Options,
+    mut to_track: Vec<crate::wait::Target>,
+    report: &mut Report,
+) {
+    // Only resources whose write went through are tracked, and stages
+    // already waited for are not tracked twice.
+    to_track.retain(|t| {
+        let id = t.id.to_string();
+        (report.applied.contains(&id) || report.deleted.contains(&id))
+            && !report.tracked.iter().any(|d| d.id == id)
+    });
+    let mut progress = Vec::new();
+    let w = crate::wait::Options {
+        redact: secret_values(&target.head),
+        ..w.clone()
+    };
+    let tracked = crate::wait::track(client, to_track, &w, &mut progress).await;
+    report.tracked.extend(tracked);
+    report
+        .progress
+        .push_str(&String::from_utf8_lossy(&progress));
 }
 
 /// Writes this environment's record, then moves adopted resources out of

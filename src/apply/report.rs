@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// Where the previous state came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PreviousFrom {
     /// The in-cluster deploy record.
@@ -12,6 +12,7 @@ pub enum PreviousFrom {
     /// The base revision.
     Base,
     /// Nothing: a first deploy.
+    #[default]
     Nothing,
 }
 
@@ -52,7 +53,7 @@ pub enum Step {
 }
 
 /// What an apply did; written as JSON by `--report`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// RFC 3339 start time.
     pub started_at: String,
