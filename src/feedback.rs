@@ -110,17 +110,11 @@ pub async fn start(
     }
 }
 
-/// The check run's conclusion for a report (or a failure before it).
-pub fn conclusion(report: Option<&Report>) -> &'static str {
-    match report {
-        Some(r) if r.succeeded() => "success",
-        Some(r) if r.timed_out() => "timed_out",
-        _ => "failure",
-    }
-}
+pub use crate::report::deploy::conclusion;
 
-/// Title, summary, text and annotations of a finished deploy. `config_of`
-/// gives the config file of an app's release (for annotations).
+/// Title, summary, text and annotations of a finished deploy, within
+/// GitHub's limits. `config_of` gives the config file of an app's release
+/// (for annotations).
 pub fn output(
     env: &str,
     report: Option<&Report>,
@@ -128,157 +122,22 @@ pub fn output(
     run_url: Option<&str>,
     config_of: &dyn Fn(&str) -> Option<String>,
 ) -> (String, String, String, Vec<Value>) {
-    let mut summary = String::new();
-    let mut text = String::new();
-    let mut annotations = Vec::new();
-    if let Some(url) = run_url {
-        let _ = writeln!(summary, "[Workflow run]({url})\n");
-    }
-    let Some(r) = report else {
-        let e = error.unwrap_or("the deploy could not start");
-        let _ = writeln!(
-            summary,
-            "**Nothing was deployed to {env}.**\n\n```\n{e}\n```"
-        );
-        return (
-            format!("Deploy to {env} failed before any change"),
-            summary,
-            String::new(),
-            annotations,
-        );
-    };
-    let title = match conclusion(Some(r)) {
-        "success" => format!(
-            "Deployed to {env}: {} applied, {} deleted",
-            r.applied.len(),
-            r.deleted.len()
-        ),
-        "timed_out" => format!("Deploy to {env} timed out"),
-        _ => {
-            let bad = r.failed.len() + r.tracked.iter().filter(|t| !t.ok()).count();
-            format!("Deploy to {env} failed: {bad} resource(s)")
-        }
-    };
-    let _ = writeln!(
-        summary,
-        "| app | resource | action | result | time to ready | reason |\n| --- | --- | --- | --- | ---: | --- |"
-    );
-    let mut failing_apps: Vec<(String, String)> = Vec::new();
-    for f in &r.failed {
-        let app = f.app.clone();
-        let _ = writeln!(
-            summary,
-            "| {app} | `{}` | apply | **failed** |  | {} |",
-            f.id,
-            f.error.replace('|', "\\|").replace('\n', " ")
-        );
-        let _ = writeln!(
-            text,
-            "### {}\n\nSource: {}\n\n```\n{}\n```\n",
-            f.id, f.source, f.error
-        );
-        failing_apps.push((app, f.error.clone()));
-    }
-    for t in &r.tracked {
-        let (word, reason) = t.outcome();
-        let result = if t.ok() {
-            word.to_string()
-        } else {
-            format!("**{word}**")
-        };
-        let _ = writeln!(
-            summary,
-            "| {} | `{}` | {} | {result} | {:.1}s | {} |",
-            t.app,
-            t.id,
-            t.action,
-            t.seconds,
-            reason.replace('|', "\\|")
-        );
-        if !t.ok() {
-            let _ = writeln!(text, "### {} ({})\n\n{reason}\n", t.id, t.app);
-            if !t.details.is_empty() {
-                let _ = writeln!(text, "```\n{}\n```\n", t.details.join("\n"));
-            }
-            failing_apps.push((t.app.clone(), format!("{}: {reason}", t.id)));
-        }
-    }
-    for id in &r.replaced {
-        let _ = writeln!(
-            summary,
-            "|  | `{id}` | replaced (immutable field: deleted, then applied) | ok |  |  |"
-        );
-    }
-    for id in &r.applied {
-        if !r.tracked.iter().any(|t| &t.id == id) {
-            let _ = writeln!(summary, "|  | `{id}` | applied | ok |  |  |");
-        }
-    }
-    for id in &r.deleted {
-        if !r.tracked.iter().any(|t| &t.id == id) {
-            let _ = writeln!(summary, "|  | `{id}` | deleted | ok |  |  |");
-        }
-    }
-    if !r.not_attempted.is_empty() {
-        let _ = writeln!(
-            summary,
-            "\nNot attempted after the failure: {}",
-            r.not_attempted.join(", ")
-        );
-    }
-    if !r.hooks.is_empty() {
-        let _ = writeln!(summary, "\nDeploy hooks:");
-        for h in &r.hooks {
-            let _ = writeln!(summary, "- {h}");
-        }
-    }
-    let _ = writeln!(
-        summary,
-        "\n{} resources unchanged. Previous state: {}.",
-        r.unchanged, r.previous
-    );
-    if let Some(rb) = &r.rollback {
-        match &rb.skipped {
-            Some(why) => {
-                let _ = writeln!(summary, "\n**Rollback not possible:** {why}");
-            }
-            None => {
-                let list = |v: &[String]| {
-                    if v.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        v.join(", ")
-                    }
-                };
-                let _ = writeln!(
-                    summary,
-                    "\n**Rolled back{}:** restored {}; deleted again {}.",
-                    if rb.succeeded() {
-                        ""
-                    } else {
-                        " (the rollback failed too)"
-                    },
-                    list(&rb.restored),
-                    list(&rb.deleted)
-                );
-                for f in &rb.failed {
-                    let _ = writeln!(text, "### Rollback of {} failed\n\n{}\n", f.id, f.error);
-                }
-            }
-        }
-    }
-    for (app, message) in failing_apps {
-        if let Some(path) = config_of(&app) {
-            annotations.push(json!({
+    let body = crate::report::deploy::check_run(env, report, error, run_url);
+    let annotations = body
+        .failing
+        .into_iter()
+        .filter_map(|(app, message)| {
+            let path = config_of(&app)?;
+            Some(json!({
                 "path": path, "start_line": 1, "end_line": 1, "annotation_level": "failure",
                 "title": format!("kdeploy: {app} failed in {env}"), "message": truncate(message, 64_000),
-            }));
-        }
-    }
+            }))
+        })
+        .collect();
     (
-        title,
-        truncate(summary, OUTPUT_LIMIT),
-        truncate(text, OUTPUT_LIMIT),
+        body.title,
+        truncate(body.summary, OUTPUT_LIMIT),
+        truncate(body.text, OUTPUT_LIMIT),
         annotations,
     )
 }

@@ -8,6 +8,19 @@ use std::path::Path;
 use crate::config::Filter;
 use crate::edit::images::{self as update, Change};
 
+/// A promotion that does not fit the config repo or its branches; the
+/// action reports it as `error: input`, or `conflict` for branches that
+/// cannot fast-forward.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request names environments, keys or branches that do not fit.
+    #[error("{0}")]
+    Request(String),
+    /// The target branch has commits the source lacks: nothing changed.
+    #[error("{0}")]
+    Diverged(String),
+}
+
 /// Copies versions from `from` to `to` for the apps `filter` selects that
 /// have both environments. Returns what changed (or would, with `dry_run`).
 ///
@@ -21,7 +34,10 @@ pub fn versions(
     dry_run: bool,
 ) -> anyhow::Result<Vec<Change>> {
     if from == to {
-        anyhow::bail!("--from and --to are both `{from}`: nothing to promote");
+        return Err(Error::Request(format!(
+            "--from and --to are both `{from}`: nothing to promote"
+        ))
+        .into());
     }
     let tree = update::WorkTree::open(repo, filter)?;
     let layout = &tree.layout;
@@ -30,10 +46,11 @@ pub fn versions(
             let mut known: Vec<&str> = layout.releases.iter().map(|s| s.env.as_str()).collect();
             known.sort_unstable();
             known.dedup();
-            anyhow::bail!(
+            return Err(Error::Request(format!(
                 "no selected app has an environment `{env}`; environments: {}",
                 known.join(", ")
-            );
+            ))
+            .into());
         }
     }
     let mut changes = Vec::new();
@@ -92,8 +109,8 @@ pub fn keys(
         match serde_norway::from_str::<Value>(&text) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(Value::Null) => Ok(serde_json::Map::new()),
-            Ok(_) => anyhow::bail!("{} is not a mapping", node.path),
-            Err(e) => anyhow::bail!("{}: {e}", node.path),
+            Ok(_) => Err(Error::Request(format!("{} is not a mapping", node.path)).into()),
+            Err(e) => Err(Error::Request(format!("{}: {e}", node.path)).into()),
         }
     };
     let get = |map: &serde_json::Map<String, Value>, key: &[String]| -> Option<Value> {
@@ -108,7 +125,10 @@ pub fn keys(
         .map(|k| {
             let path: Vec<String> = k.split('.').map(str::to_string).collect();
             if path.iter().any(String::is_empty) {
-                anyhow::bail!("--keys: `{k}` is not a dotted key like image.tag");
+                return Err(Error::Request(format!(
+                    "--keys: `{k}` is not a dotted key like image.tag"
+                ))
+                .into());
             }
             Ok(path)
         })
@@ -147,12 +167,12 @@ pub fn keys(
                 continue;
             };
             if value.is_object() || value.is_array() {
-                anyhow::bail!(
+                return Err(Error::Request(format!(
                     "`{key}` of {} {from} is a map or list ({} over {}); --keys copies single values: name the keys below it (`{key}.NAME`)",
                     source.app,
                     source.env_config.path,
                     source.app_config.path
-                );
+                )).into());
             }
             let current = get(&dst, path);
             if current.as_ref() == Some(&value) {
@@ -209,9 +229,9 @@ pub fn bound_branches(repo: &Path, from: &str, to: &str) -> anyhow::Result<Optio
                 (_, Some(b)) => (b, to, from),
                 _ => unreachable!("one of them is bound"),
             };
-            anyhow::bail!(
+            Err(Error::Request(format!(
                 "{env} deploys from branch {bound} (environments.{env}.branch) but {free} is bound to no branch: bind both, and promotion fast-forwards one branch to the other, or neither, and it copies version files"
-            )
+            )).into())
         }
     }
 }
@@ -257,11 +277,13 @@ pub async fn branches(
     dry_run: bool,
     auth: Option<&crate::event::FetchAuth>,
 ) -> anyhow::Result<BranchPromotion> {
-    use anyhow::Context as _;
     let tip = |name: String| async move {
-        gh.branch(&name)
-            .await?
-            .with_context(|| format!("there is no branch {name} in {}", gh.repo()))
+        gh.branch(&name).await?.ok_or_else(|| {
+            anyhow::Error::from(Error::Request(format!(
+                "there is no branch {name} in {}",
+                gh.repo()
+            )))
+        })
     };
     let from_sha = tip(branches.from.clone()).await?;
     let to_sha = tip(branches.to.clone()).await?;
@@ -302,13 +324,16 @@ pub async fn branches(
     } else {
         match gh.update_branch(to, &promotion.from_sha, false).await {
             Ok(()) => BranchOutcome::FastForwarded,
-            Err(e) if e.status() == Some(422) => anyhow::bail!(
+            Err(e) if e.status() == Some(422) => return Err(Error::Diverged(format!(
                 "cannot fast-forward {to} to {from}: {to} has commits that {from} does not ({e}); nothing was changed: merge {to} into {from} first, or open a pull request with --pr"
-            ),
+            )).into()),
             Err(e) => {
-                return Err(anyhow::anyhow!(
-                    e.explain(&format!("cannot move branch {to}"), "contents: write")
-                ));
+                return Err(crate::publish::Error::refused(
+                    &e,
+                    &format!("cannot move branch {to}"),
+                    "contents: write",
+                )
+                .into());
             }
         }
     });

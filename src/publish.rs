@@ -19,6 +19,38 @@ use crate::github::{self, GitHub, PullRequest, RetryPolicy};
 use crate::plan::Plan;
 use crate::source::{Revision, Snapshot};
 
+/// Why a change could not be published; the action reports its class as
+/// the `error` output (`permission`, `conflict`, `input`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// GitHub refused a write; the message names what, and the permission
+    /// or repository setting that refused it.
+    #[error("{message}")]
+    Refused {
+        /// The explanation.
+        message: String,
+        /// GitHub's status, when it answered.
+        status: Option<u16>,
+    },
+    /// The target branch moved on since the checkout, or has commits the
+    /// source lacks: nothing was written.
+    #[error("{0}")]
+    Moved(String),
+    /// The run cannot publish as set up (token, repository, branch).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Error {
+    /// GitHub's refusal of `what`, naming `permission` for a 403.
+    pub fn refused(e: &github::Error, what: &str, permission: &str) -> Error {
+        Error::Refused {
+            message: e.explain(what, permission),
+            status: e.status(),
+        }
+    }
+}
+
 /// How a change leaves the work tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Publish {
@@ -61,10 +93,14 @@ impl Credentials {
         let token = var("GITHUB_TOKEN")
             .or_else(|| var("GH_TOKEN"))
             .filter(|t| !t.is_empty())
-            .context("--pr and --push publish through the GitHub API: set GITHUB_TOKEN (in a workflow, `env: GITHUB_TOKEN: ${{ github.token }}` with `contents: write` and `pull-requests: write`)")?;
+            .ok_or_else(|| Error::Setup("--pr and --push publish through the GitHub API: set GITHUB_TOKEN (in a workflow, `env: GITHUB_TOKEN: ${{ github.token }}` with `contents: write` and `pull-requests: write`)".into()))?;
         let repository = var("GITHUB_REPOSITORY")
             .filter(|r| r.split('/').count() == 2)
-            .context("--pr and --push need GITHUB_REPOSITORY=owner/name (a workflow sets it)")?;
+            .ok_or_else(|| {
+                Error::Setup(
+                    "--pr and --push need GITHUB_REPOSITORY=owner/name (a workflow sets it)".into(),
+                )
+            })?;
         let api_url = var("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
         Ok(Credentials {
             api_url,
@@ -97,7 +133,7 @@ impl Remote {
             None => github_ref
                 .and_then(|r| r.strip_prefix("refs/heads/"))
                 .map(str::to_string)
-                .context("HEAD is detached and GITHUB_REF names no branch: check out the branch the change should go to")?,
+                .ok_or_else(|| Error::Setup("HEAD is detached and GITHUB_REF names no branch: check out the branch the change should go to".into()))?,
         };
         let prefix = crate::source::prefix_in_repo(&repo, dir);
         let gh = GitHub::new(
@@ -132,19 +168,25 @@ impl Remote {
             .map(|(f, c)| (self.git_path(f), c.clone()))
             .collect();
         let tree = self.gh.create_tree(&base.tree, &files).await.map_err(|e| {
-            anyhow::anyhow!(e.explain("cannot commit the change", "contents: write"))
+            anyhow::Error::from(Error::refused(
+                &e,
+                "cannot commit the change",
+                "contents: write",
+            ))
         })?;
         Ok((base, tree))
     }
 
     /// The checked-out commit as GitHub has it.
     async fn base(&self) -> anyhow::Result<github::Commit> {
-        self.gh.commit(&self.head).await?.with_context(|| {
-            format!(
+        let found = self.gh.commit(&self.head).await?;
+        found.ok_or_else(|| {
+            Error::Setup(format!(
                 "the checked-out commit {} is not on GitHub ({}): push it first; kdeploy builds its commit on it",
                 self.head,
                 self.gh.repo()
-            )
+            ))
+            .into()
         })
     }
 }
@@ -202,16 +244,19 @@ impl std::fmt::Display for Outcome {
 }
 
 /// GitHub's answer when a repository does not let workflows open PRs.
-fn explain_pull_refusal(e: &github::Error) -> String {
+fn explain_pull_refusal(e: &github::Error) -> Error {
     match e {
         github::Error::Status {
             status: 403,
             message,
             ..
-        } if message.contains("not permitted to create") => format!(
-            "cannot open the pull request: {e} (allow it under Settings → Actions → General → \"Allow GitHub Actions to create and approve pull requests\", or give the step a GitHub App token)"
-        ),
-        _ => e.explain("cannot open the pull request", "pull-requests: write"),
+        } if message.contains("not permitted to create") => Error::Refused {
+            message: format!(
+                "cannot open the pull request: {e} (allow it under Settings → Actions → General → \"Allow GitHub Actions to create and approve pull requests\", or give the step a GitHub App token)"
+            ),
+            status: Some(403),
+        },
+        _ => Error::refused(e, "cannot open the pull request", "pull-requests: write"),
     }
 }
 
@@ -238,7 +283,11 @@ pub async fn pull_request(remote: &Remote, set: &ChangeSet) -> anyhow::Result<Ou
             .create_commit(&message, &tree, std::slice::from_ref(&base.sha))
             .await
             .map_err(|e| {
-                anyhow::anyhow!(e.explain("cannot commit the change", "contents: write"))
+                anyhow::Error::from(Error::refused(
+                    &e,
+                    "cannot commit the change",
+                    "contents: write",
+                ))
             })?;
         // The branch is kdeploy's own: it is rebuilt on the current base.
         let written = match &existing {
@@ -246,7 +295,11 @@ pub async fn pull_request(remote: &Remote, set: &ChangeSet) -> anyhow::Result<Ou
             None => gh.create_branch(&branch, &commit).await,
         };
         written.map_err(|e| {
-            anyhow::anyhow!(e.explain(&format!("cannot write branch {branch}"), "contents: write"))
+            anyhow::Error::from(Error::refused(
+                &e,
+                &format!("cannot write branch {branch}"),
+                "contents: write",
+            ))
         })?;
     }
     let result = open_or_update(gh, &branch, &remote.branch, &set.title, &set.body, moved).await;
@@ -287,13 +340,17 @@ pub async fn open_or_update(
         }
         Some(pr) => {
             Outcome::Updated(gh.update_pull(pr.number, title, body).await.map_err(|e| {
-                anyhow::anyhow!(e.explain("cannot update the pull request", "pull-requests: write"))
+                anyhow::Error::from(Error::refused(
+                    &e,
+                    "cannot update the pull request",
+                    "pull-requests: write",
+                ))
             })?)
         }
         None => Outcome::Opened(
             gh.create_pull(title, head, base, body)
                 .await
-                .map_err(|e| anyhow::anyhow!(explain_pull_refusal(&e)))?,
+                .map_err(|e| explain_pull_refusal(&e))?,
         ),
     };
     Ok(outcome)
@@ -308,7 +365,11 @@ pub async fn push(remote: &Remote, set: &ChangeSet) -> anyhow::Result<Outcome> {
     let gh = &remote.gh;
     let (base, tree) = remote.tree(set).await?;
     let commit_err = |e: github::Error| {
-        anyhow::anyhow!(e.explain("cannot commit the change", "contents: write"))
+        anyhow::Error::from(Error::refused(
+            &e,
+            "cannot commit the change",
+            "contents: write",
+        ))
     };
     let message = format!("{}\n\n{}", set.title, set.message);
     let commit = gh
@@ -320,15 +381,18 @@ pub async fn push(remote: &Remote, set: &ChangeSet) -> anyhow::Result<Outcome> {
             branch: remote.branch.clone(),
             commit,
         }),
-        Err(e) if e.status() == Some(422) => anyhow::bail!(
+        Err(e) if e.status() == Some(422) => Err(Error::Moved(format!(
             "{} has moved on since {} was checked out, so the commit would not be a fast-forward; nothing was pushed: run again on the new head ({e})",
             remote.branch,
             &remote.head[..remote.head.len().min(12)]
-        ),
-        Err(e) => Err(anyhow::anyhow!(e.explain(
+        ))
+        .into()),
+        Err(e) => Err(Error::refused(
+            &e,
             &format!("cannot push to {}", remote.branch),
-            "contents: write"
-        ))),
+            "contents: write",
+        )
+        .into()),
     }
 }
 

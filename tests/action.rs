@@ -1101,6 +1101,7 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         kept: Vec::new(),
         adopted: Vec::new(),
         replaced: Vec::new(),
+        retired: false,
         failed_step: None,
         failed: (0..120)
             .map(|i| Failure {

@@ -128,7 +128,7 @@ pub async fn deploy(
         "example/config",
         &commit,
         opts,
-        &mut out,
+        &mut |r| kdeploy::report::deploy::text(r, &mut out),
     )
     .await
     .expect("apply starts");
@@ -152,6 +152,17 @@ fn writes(sim: &Sim) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// What an on-call engineer reads in the log, held still: the same
+/// renderer writes the job log, the terminal and (as markdown) the check run.
+#[tokio::test]
+async fn the_deploy_report_text() {
+    let (_sim, client, repo) = example_cluster().await;
+    let head = state(&repo, "HEAD");
+    let (reports, out) = deploy(&client, &head, None, &production(), &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    insta::assert_snapshot!("deploy_text", out);
 }
 
 #[tokio::test]
@@ -465,7 +476,7 @@ async fn two_concurrent_applies_are_serialized_by_the_lease() {
             "example/config",
             &commit,
             &impatient,
-            &mut out,
+            &mut |r| kdeploy::report::deploy::text(r, &mut out),
         )
         .await
     };
@@ -574,7 +585,7 @@ async fn unknown_kinds_and_missing_namespaces_fail_before_any_write() {
         "example/config",
         &commit,
         &fast(),
-        &mut out,
+        &mut |r| kdeploy::report::deploy::text(r, &mut out),
     )
     .await
     .expect_err("preflight fails")
@@ -670,7 +681,7 @@ async fn a_record_from_another_repository_is_refused() {
         "someone/else",
         &commit,
         &fast(),
-        &mut out,
+        &mut |r| kdeploy::report::deploy::text(r, &mut out),
     )
     .await
     .expect_err("refused")
@@ -691,7 +702,7 @@ async fn a_record_from_another_repository_is_refused() {
         "someone/else",
         &commit,
         &forced,
-        &mut out,
+        &mut |r| kdeploy::report::deploy::text(r, &mut out),
     )
     .await
     .unwrap();
@@ -980,7 +991,7 @@ async fn an_immutable_field_change_stops_before_writes_unless_replaced() {
         "example/config",
         &commit,
         &fast(),
-        &mut log,
+        &mut |r| kdeploy::report::deploy::text(r, &mut log),
     )
     .await
     .expect_err("refused before writing")
@@ -1133,7 +1144,7 @@ async fn a_cluster_scoped_kind_without_its_crd_gets_no_namespace() {
         "example/config",
         "c0ffee",
         &fast(),
-        &mut log,
+        &mut |r| kdeploy::report::deploy::text(r, &mut log),
     )
     .await
     .expect_err("refused");

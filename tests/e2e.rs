@@ -141,7 +141,7 @@ async fn environments_sharing_a_real_cluster_never_touch_each_other() {
         "example/config",
         "c",
         &fast(),
-        &mut log,
+        &mut |r| kdeploy::report::deploy::text(r, &mut log),
     )
     .await
     .expect_err("staging may not take production's objects")
@@ -202,7 +202,7 @@ async fn an_immutable_selector_change_on_a_real_cluster() {
         "example/config",
         "c",
         &opts,
-        &mut log,
+        &mut |r| kdeploy::report::deploy::text(r, &mut log),
     )
     .await
     .expect_err("the API server refuses the selector change")

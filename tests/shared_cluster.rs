@@ -127,7 +127,7 @@ async fn another_environments_resources_are_refused_kept_and_adopted_on_purpose(
         "example/config",
         "c1",
         &fast(),
-        &mut log,
+        &mut |r| kdeploy::report::deploy::text(r, &mut log),
     )
     .await
     .expect_err("refused")

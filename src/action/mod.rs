@@ -490,37 +490,7 @@ async fn deploy(
     crate::secrets::mask::redact_value(&mut json);
     std::fs::write(&report_path, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("cannot write {}", report_path.display()))?;
-    let mut summary = String::from(
-        "\n### kdeploy deploy\n\n| environment | previous state | applied | deleted | unchanged | result |\n| --- | --- | ---: | ---: | ---: | --- |\n",
-    );
-    for r in &reports {
-        summary.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            r.environment,
-            r.previous,
-            r.applied.len(),
-            r.deleted.len(),
-            r.unchanged,
-            if r.succeeded() {
-                "deployed"
-            } else {
-                "**failed**"
-            }
-        ));
-    }
-    for r in &reports {
-        for f in &r.failed {
-            summary.push_str(&format!("\n- :x: `{}` ({}): {}", f.id, f.source, f.error));
-        }
-        if !r.not_attempted.is_empty() {
-            summary.push_str(&format!(
-                "\n- not attempted after the failure: {}",
-                r.not_attempted.join(", ")
-            ));
-        }
-    }
-    summary.push('\n');
-    runner.summary(&summary)?;
+    runner.summary(&crate::report::deploy::summary(&reports))?;
     let ok = reports.iter().all(crate::apply::Report::succeeded);
     runner.outputs(&[
         ("deployed", ok.to_string()),

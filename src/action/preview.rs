@@ -174,7 +174,7 @@ pub(super) async fn run(
         }
     };
     let mut text = Vec::new();
-    crate::apply::describe(&report, &mut text)?;
+    crate::report::deploy::text(&report, &mut text)?;
     runner.log.write_all(&text)?;
     runner.end_group()?;
     let body = comment::deployed(&preview, &report, run_url.as_deref());

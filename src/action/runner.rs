@@ -113,12 +113,38 @@ fn append(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// What kind of failure stopped a run, for the `error` output.
 pub(super) fn error_class(e: &anyhow::Error) -> &'static str {
+    use crate::{promote, publish};
+    // Problems in files are `input` whatever stage wraps them.
     for cause in e.chain() {
         if cause.is::<crate::event::Error>() || cause.is::<crate::source::Error>() {
             return "event";
         }
         if cause.is::<Diagnostics>() {
             return "input";
+        }
+    }
+    for cause in e.chain() {
+        if let Some(p) = cause.downcast_ref::<publish::Error>() {
+            return match p {
+                publish::Error::Refused { .. } => "permission",
+                publish::Error::Moved(_) => "conflict",
+                publish::Error::Setup(_) => "input",
+            };
+        }
+        if let Some(p) = cause.downcast_ref::<promote::Error>() {
+            return match p {
+                promote::Error::Request(_) => "input",
+                promote::Error::Diverged(_) => "conflict",
+            };
+        }
+        if cause.is::<crate::images::registry::Error>() {
+            return "registry";
+        }
+        if cause.is::<crate::render::Error>() {
+            return "render";
+        }
+        if cause.is::<crate::github::Error>() {
+            return "github";
         }
     }
     crate::apply::error_step(e)
@@ -158,6 +184,17 @@ pub(super) fn report_failure(
             "the deploy record could not be read or written: check the permissions on the record namespace"
         }
         "event" => "check the workflow's trigger and checkout (the revisions must be fetchable)",
+        "permission" => {
+            "GitHub refused the write: grant the permission named above in the job's `permissions:` (or the repository setting named)"
+        }
+        "conflict" => {
+            "nothing was written: the branch moved on since the run started; run again on the new head"
+        }
+        "registry" => {
+            "an image registry could not be read: check the reference, the registry's reachability and its credentials"
+        }
+        "render" => "the config did not render: fix the file named above",
+        "github" => "the GitHub API failed: see the message (a re-run retries it)",
         "input" => "fix the `with:` inputs of the kdeploy step",
         _ => "see the log of this step",
     };
@@ -252,4 +289,47 @@ pub(super) fn describe_scope(
 
 pub(super) fn summarize(runner: &mut Runner<'_>, plan: &Plan) -> std::io::Result<()> {
     runner.line(&format!("kdeploy plan: {}", report::summary_line(plan)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_class;
+    use crate::diag::{Diagnostic, Diagnostics, Location};
+
+    #[test]
+    fn wave_two_failures_have_their_own_classes() {
+        let class = |e: anyhow::Error| error_class(&e.context("publishing"));
+        assert_eq!(
+            class(crate::publish::Error::Moved("moved".into()).into()),
+            "conflict"
+        );
+        assert_eq!(
+            class(
+                crate::publish::Error::Refused {
+                    message: "no".into(),
+                    status: Some(403)
+                }
+                .into()
+            ),
+            "permission"
+        );
+        assert_eq!(
+            class(crate::promote::Error::Request("--from and --to".into()).into()),
+            "input"
+        );
+        assert_eq!(
+            class(
+                crate::images::registry::Error::NotFound {
+                    reference: "r".into(),
+                    registry: "g".into()
+                }
+                .into()
+            ),
+            "registry"
+        );
+        // A problem in a file is input whatever wraps it.
+        let file = Diagnostics::from(Diagnostic::new(Location::file("kdeploy.yaml"), "bad"));
+        assert_eq!(class(file.into()), "input");
+        assert_eq!(class(anyhow::anyhow!("something else")), "other");
+    }
 }

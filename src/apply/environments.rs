@@ -23,8 +23,8 @@ fn of_env<'s>(
 }
 
 /// Deploys every environment of `head` (and of `base`, so an environment
-/// whose apps were all removed is pruned), printing a summary per
-/// environment to `out`.
+/// whose apps were all removed is pruned), handing each environment's
+/// report to `on_report` as it finishes.
 ///
 /// # Errors
 /// The first environment that cannot start (see [`Error`]).
@@ -37,7 +37,7 @@ pub async fn apply_states(
     repository: &str,
     head_commit: &str,
     opts: &Options,
-    out: &mut dyn std::io::Write,
+    on_report: &mut dyn FnMut(&Report) -> std::io::Result<()>,
 ) -> anyhow::Result<Vec<Report>> {
     let mut envs: BTreeSet<&str> = head
         .releases
@@ -65,7 +65,7 @@ pub async fn apply_states(
             preview: None,
         };
         let report = apply(client, &target, opts).await?;
-        describe(&report, out)?;
+        on_report(&report)?;
         reports.push(report);
     }
     Ok(reports)
@@ -88,7 +88,7 @@ pub async fn deploy_environments(
     repository: &str,
     head_commit: &str,
     opts: &Options,
-    out: &mut dyn std::io::Write,
+    on_report: &mut dyn FnMut(&Report) -> std::io::Result<()>,
     reports: &mut Vec<Report>,
 ) -> anyhow::Result<()> {
     // A record namespace the runner chose is as reserved as the default:
@@ -146,7 +146,7 @@ pub async fn deploy_environments(
                 repository,
                 head_commit,
                 opts,
-                out,
+                on_report,
             )
             .await?,
         );
@@ -162,17 +162,14 @@ pub async fn deploy_environments(
     for client in clients.values() {
         let records = record::list(client, &opts.record_namespace, opts).await?;
         for (env, rec) in records {
-            let ours = rec.repository.is_empty() || rec.repository == repository;
+            let ours =
+                rec.repository.is_empty() || record::same_repository(&rec.repository, repository);
             // A preview is not in the config repo by name; its pull
             // request's closing removes it (`kdeploy preview`).
             if done.contains(&env) || !ours || !selected.matches_env(&env) || rec.preview.is_some()
             {
                 continue;
             }
-            writeln!(
-                out,
-                "{env}: no longer in the config repo; removing what its deploy record lists"
-            )?;
             let in_scope = |app: &str| selected.matches(&env, app);
             let target = Target {
                 env: env.clone(),
@@ -183,13 +180,9 @@ pub async fn deploy_environments(
                 in_scope: &in_scope,
                 preview: None,
             };
-            let report = apply(client, &target, opts).await?;
-            for id in &report.deleted {
-                writeln!(out, "  deleted  {id}")?;
-            }
-            for id in &report.kept {
-                writeln!(out, "  kept     {id}")?;
-            }
+            let mut report = apply(client, &target, opts).await?;
+            report.retired = true;
+            on_report(&report)?;
             // Nothing left to own: the record goes too.
             if report.succeeded() && !opts.dry_run {
                 let left = record::read(client, &opts.record_namespace, &env).await?;
@@ -200,104 +193,6 @@ pub async fn deploy_environments(
             done.insert(env);
             reports.push(report);
         }
-    }
-    Ok(())
-}
-
-/// Prints what a deploy of one environment did: the counts, every resource
-/// applied, deleted or failed, readiness and any rollback.
-///
-/// # Errors
-/// Writing to `out`.
-pub fn describe(report: &Report, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let env = &report.environment;
-    let from = match report.previous {
-        PreviousFrom::Record => format!(
-            "the deploy record (commit {})",
-            report.base.as_deref().unwrap_or("?")
-        ),
-        PreviousFrom::Base => format!(
-            "the base revision {}",
-            report.base.as_deref().unwrap_or("?")
-        ),
-        PreviousFrom::Nothing => "nothing (first deploy)".to_string(),
-    };
-    writeln!(
-        out,
-        "{env}: previous state from {from}; {} applied, {} deleted, {} unchanged{}",
-        report.applied.len(),
-        report.deleted.len(),
-        report.unchanged,
-        if report.dry_run {
-            " (server-side dry run)"
-        } else {
-            ""
-        }
-    )?;
-    for id in &report.replaced {
-        writeln!(
-            out,
-            "  replaced {id} (an immutable field changed: deleted, then applied)"
-        )?;
-    }
-    for id in &report.applied {
-        writeln!(out, "  applied  {id}")?;
-    }
-    for id in &report.deleted {
-        writeln!(out, "  deleted  {id}")?;
-    }
-    for id in &report.kept {
-        writeln!(out, "  kept     {id}")?;
-    }
-    for id in &report.adopted {
-        writeln!(
-            out,
-            "  adopted  {id} (removed from the record of the environment it came from)"
-        )?;
-    }
-    for h in &report.hooks {
-        writeln!(out, "  hook     {h}")?;
-    }
-    for f in &report.failed {
-        writeln!(out, "  FAILED   {} ({}): {}", f.id, f.source, f.error)?;
-    }
-    for id in &report.not_attempted {
-        writeln!(out, "  skipped  {id} (not attempted after the failure)")?;
-    }
-    if !report.tracked.is_empty() {
-        writeln!(out, "{env}: waiting for {} resources", report.tracked.len())?;
-        out.write_all(report.progress.as_bytes())?;
-        crate::wait::write_table(&report.tracked, out)?;
-    }
-    if let Some(rb) = &report.rollback {
-        match &rb.skipped {
-            Some(why) => writeln!(out, "{env}: rollback not possible: {why}")?,
-            None => {
-                writeln!(
-                    out,
-                    "{env}: rolled back: {} restored, {} created resources deleted{}",
-                    rb.restored.len(),
-                    rb.deleted.len(),
-                    if rb.succeeded() {
-                        "; the previous state is ready"
-                    } else {
-                        "; the ROLLBACK FAILED too"
-                    }
-                )?;
-                for f in &rb.failed {
-                    writeln!(out, "  rollback FAILED {}: {}", f.id, f.error)?;
-                }
-                for t in rb.tracked.iter().filter(|t| !t.ok()) {
-                    writeln!(out, "  rollback not ready {}: {}", t.id, t.state)?;
-                }
-            }
-        }
-    }
-    if !report.succeeded() {
-        writeln!(
-            out,
-            "{env}: deploy failed; the record was not updated, so the next run retries the same change"
-        )?;
     }
     Ok(())
 }

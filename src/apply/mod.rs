@@ -25,7 +25,7 @@ mod report;
 mod rollback;
 mod write;
 
-pub use environments::{apply_states, deploy_environments, describe};
+pub use environments::{apply_states, deploy_environments};
 pub use error::{Error, error_step};
 pub(crate) use kinds::{Kinds, api_for};
 use preflight::{ensure_namespace, preflight};

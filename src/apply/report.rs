@@ -105,6 +105,10 @@ pub struct Report {
     /// Deploy hooks run, one line each (`pre-deploy batch/Job shop/migrate: complete (2.1s)`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
+    /// The environment is no longer in the config repo: this deploy removed
+    /// what its record listed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
 }
 
 /// A rollback after a failed deploy.

@@ -52,7 +52,7 @@ async fn deploy(args: &PreviewDeployArgs, out: &mut dyn Write) -> anyhow::Result
         (!args.no_wait).then_some(t.place.timeout),
     );
     let report = preview::deploy(&client, &preview, &repository, &head, &opts).await?;
-    crate::apply::describe(&report, out)?;
+    crate::report::deploy::text(&report, out)?;
     for r in &preview.state.releases {
         for url in preview::comment::urls(&preview, &r.release.app) {
             writeln!(out, "{}: {}: {url}", preview.overlay.env, r.release.app)?;

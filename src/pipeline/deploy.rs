@@ -117,7 +117,7 @@ impl Deploy {
             &crate::apply::record::identity(repository),
             &self.head_commit,
             options,
-            out,
+            &mut |r| crate::report::deploy::text(r, out),
             reports,
         )
         .await

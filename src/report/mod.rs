@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::plan::{Action, Change, Plan};
 
+pub mod deploy;
 mod parts;
 
 pub use parts::{markdown, markdown_parts};
