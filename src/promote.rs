@@ -8,6 +8,69 @@ use std::path::Path;
 use crate::config::Filter;
 use crate::edit::images::{self as update, Change};
 
+/// One promotion from `from` to `to`, as the CLI and the action ask it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The config repo's work tree.
+    pub repo: &'a Path,
+    /// The source environment.
+    pub from: &'a str,
+    /// The target environment.
+    pub to: &'a str,
+    /// Apps to promote (a glob), all when `None`.
+    pub apps: Option<&'a str>,
+    /// Values files' keys to copy besides versions (`image.tag`).
+    pub keys: &'a [String],
+    /// Compute only: leave the work tree as it is (a dry run, or changes
+    /// that are published through GitHub instead).
+    pub dry_run: bool,
+}
+
+/// What a promotion is: a branch to move, or files changed in the work tree.
+#[derive(Debug)]
+pub enum Promotion {
+    /// Both environments deploy from branches: the target's branch moves
+    /// to the source's commit ([`branches`]).
+    Branches(Branches),
+    /// Version files (and keys) copied into the target.
+    Files {
+        /// The changes, written unless `dry_run`.
+        changes: Vec<Change>,
+        /// Keys that could not be copied, and why.
+        notices: Vec<String>,
+    },
+}
+
+/// Decides and (unless `dry_run`) writes a promotion: the one flow behind
+/// `kdeploy promote` and the action's `mode: promote`.
+///
+/// # Errors
+/// Unknown environments, keys between branch-bound environments, an
+/// unreadable layout, unwritable files.
+pub fn promotion(req: &Request<'_>) -> anyhow::Result<Promotion> {
+    if req.from != req.to
+        && let Some(b) = bound_branches(req.repo, req.from, req.to)?
+    {
+        if !req.keys.is_empty() {
+            return Err(Error::Request(format!(
+                "keys (`--keys`, the input `promote-keys`) do not apply between environments bound to branches ({} and {}): the whole branch is promoted",
+                b.from, b.to
+            ))
+            .into());
+        }
+        return Ok(Promotion::Branches(b));
+    }
+    let filter = Filter::new(None, req.apps)?;
+    let mut changes = versions(req.repo, req.from, req.to, &filter, req.dry_run)?;
+    let mut notices = Vec::new();
+    if !req.keys.is_empty() {
+        let (keys, n) = keys(req.repo, req.from, req.to, &filter, req.keys, req.dry_run)?;
+        changes.extend(keys);
+        notices = n;
+    }
+    Ok(Promotion::Files { changes, notices })
+}
+
 /// A promotion that does not fit the config repo or its branches; the
 /// action reports it as `error: input`, or `conflict` for branches that
 /// cannot fast-forward.

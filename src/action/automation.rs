@@ -72,35 +72,26 @@ pub(super) async fn run(
                 field(&inputs.promote_from, "from")?,
                 field(&inputs.promote_to, "to")?,
             );
-            if from != to
-                && let Some(b) = crate::promote::bound_branches(repo_dir, &from, &to)?
-            {
-                if !inputs.promote_keys.is_empty() {
-                    anyhow::bail!(
-                        "`promote-keys` does not apply between environments bound to branches ({} and {}): the whole branch is promoted",
-                        b.from,
-                        b.to
-                    );
+            let request = crate::promote::Request {
+                repo: repo_dir,
+                from: &from,
+                to: &to,
+                apps: inputs.apps.as_deref(),
+                keys: &inputs.promote_keys,
+                dry_run: true,
+            };
+            let changes = match crate::promote::promotion(&request)? {
+                crate::promote::Promotion::Branches(b) => {
+                    runner.end_group()?;
+                    return promote_branches(runner, inputs, &remote, b, &to, repo_dir).await;
                 }
-                runner.end_group()?;
-                return promote_branches(runner, inputs, &remote, b, &to, repo_dir).await;
-            }
-            let app_filter = Filter::new(None, inputs.apps.as_deref())?;
-            let mut changes = crate::promote::versions(repo_dir, &from, &to, &app_filter, true)?;
-            if !inputs.promote_keys.is_empty() {
-                let (keys, notices) = crate::promote::keys(
-                    repo_dir,
-                    &from,
-                    &to,
-                    &app_filter,
-                    &inputs.promote_keys,
-                    true,
-                )?;
-                for n in notices {
-                    runner.line(&format!("  {n}"))?;
+                crate::promote::Promotion::Files { changes, notices } => {
+                    for n in notices {
+                        runner.line(&format!("  {n}"))?;
+                    }
+                    changes
                 }
-                changes.extend(keys);
-            }
+            };
             let kind = format!(
                 "promote/{}-to-{}",
                 publish::branch_part(&from),
@@ -187,13 +178,7 @@ async fn promote_branches(
     repo_dir: &Path,
 ) -> anyhow::Result<u8> {
     use crate::promote::BranchOutcome;
-    let auth = match (&inputs.token, runner.env.var("GITHUB_SERVER_URL")) {
-        (Some(token), Some(server)) => Some(crate::event::FetchAuth {
-            server_url: server.to_string(),
-            token: token.clone(),
-        }),
-        _ => None,
-    };
+    let auth = runner.fetch_auth(inputs.token.as_ref());
     runner.group("Promote")?;
     let p = crate::promote::branches(
         &remote.gh,

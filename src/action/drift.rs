@@ -115,13 +115,7 @@ pub(super) async fn run(
         kubeconfig: inputs.kubeconfig.clone(),
         context: inputs.context.clone(),
     };
-    let fetch = match (&inputs.token, env.var("GITHUB_SERVER_URL")) {
-        (Some(token), Some(server)) => Some(crate::event::FetchAuth {
-            server_url: server.to_string(),
-            token: token.clone(),
-        }),
-        _ => None,
-    };
+    let fetch = runner.fetch_auth(inputs.token.as_ref());
     let scope = crate::drift::Scope {
         repo: repo_dir,
         filter: &filter,

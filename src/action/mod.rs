@@ -200,15 +200,7 @@ async fn plan_then_deploy(
 ) -> anyhow::Result<u8> {
     let env = runner.env;
     runner.group("Resolve revisions")?;
-    // A checkout with `persist-credentials: false` cannot fetch what it
-    // lacks from a private repository; the action's token can.
-    let auth = match (&inputs.token, env.var("GITHUB_SERVER_URL")) {
-        (Some(token), Some(server)) => Some(event::FetchAuth {
-            server_url: server.to_string(),
-            token: token.clone(),
-        }),
-        _ => None,
-    };
+    let auth = runner.fetch_auth(inputs.token.as_ref());
     let revs = event::resolve(event, repo_dir, env.var("GITHUB_SHA"), auth.as_ref())?;
     match revs.base {
         Some(base) if base == revs.head => runner.line(&format!(

@@ -32,13 +32,7 @@ pub(super) async fn run(
     repo_dir: &Path,
     retry: RetryPolicy,
 ) -> anyhow::Result<u8> {
-    let auth = match (&inputs.token, runner.env.var("GITHUB_SERVER_URL")) {
-        (Some(token), Some(server)) => Some(event::FetchAuth {
-            server_url: server.to_string(),
-            token: token.clone(),
-        }),
-        _ => None,
-    };
+    let auth = runner.fetch_auth(inputs.token.as_ref());
     let Event::PullRequest {
         number,
         action,

@@ -22,6 +22,16 @@ pub(super) struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
+    /// Credentials for fetching commits the checkout lacks: a checkout with
+    /// `persist-credentials: false` cannot fetch from a private repository;
+    /// the action's token can. Built here once for every flow.
+    pub(super) fn fetch_auth(&self, token: Option<&String>) -> Option<crate::event::FetchAuth> {
+        Some(crate::event::FetchAuth {
+            server_url: self.env.var("GITHUB_SERVER_URL")?.to_string(),
+            token: token?.clone(),
+        })
+    }
+
     pub(super) fn new(env: &'a ActionEnv, log: &'a mut dyn Write) -> Self {
         Runner {
             env,

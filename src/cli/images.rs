@@ -99,40 +99,23 @@ pub(super) fn promote(
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
     let how = publishing(args.publish, args.dry_run)?;
-    if args.from != args.to
-        && let Some(b) = crate::promote::bound_branches(&args.repo, &args.from, &args.to)?
-    {
-        if !args.keys.is_empty() {
-            anyhow::bail!(
-                "--keys does not apply between environments bound to branches ({} and {}): the whole branch is promoted",
-                b.from,
-                b.to
-            );
+    let request = crate::promote::Request {
+        repo: &args.repo,
+        from: &args.from,
+        to: &args.to,
+        apps: args.app.as_deref(),
+        keys: &args.keys,
+        dry_run: args.dry_run || how.is_some(),
+    };
+    let changes = match crate::promote::promotion(&request)? {
+        crate::promote::Promotion::Branches(b) => return promote_branches(args, b, color, out),
+        crate::promote::Promotion::Files { changes, notices } => {
+            for n in notices {
+                writeln!(out, "  {n}")?;
+            }
+            changes
         }
-        return promote_branches(args, b, color, out);
-    }
-    let filter = crate::config::Filter::new(None, args.app.as_deref())?;
-    let mut changes = crate::promote::versions(
-        &args.repo,
-        &args.from,
-        &args.to,
-        &filter,
-        args.dry_run || how.is_some(),
-    )?;
-    if !args.keys.is_empty() {
-        let (keys, notices) = crate::promote::keys(
-            &args.repo,
-            &args.from,
-            &args.to,
-            &filter,
-            &args.keys,
-            args.dry_run || how.is_some(),
-        )?;
-        for n in notices {
-            writeln!(out, "  {n}")?;
-        }
-        changes.extend(keys);
-    }
+    };
     if changes.is_empty() {
         writeln!(
             out,
