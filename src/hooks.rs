@@ -6,6 +6,11 @@
 //! stops the deploy before the workloads change; a failed post-deploy hook
 //! fails it (and rolls back when enabled). Hooks are recorded, so a change
 //! to the hook alone runs it, but never pruned.
+//!
+//! Argo CD's `argocd.argoproj.io/hook` is mapped too: `PreSync` →
+//! pre-deploy; `Sync` and `PostSync` → post-deploy (kdeploy has no moment
+//! "while the manifests are applied", so a Sync hook runs once they are
+//! written); `SyncFail`, `PostDelete` and `Skip` are not deployed.
 
 use crate::resource::Resource;
 
@@ -13,6 +18,8 @@ use crate::resource::Resource;
 pub const HOOK: &str = "kdeploy.io/hook";
 /// Helm's.
 pub const HELM_HOOK: &str = "helm.sh/hook";
+/// Argo CD's.
+pub const ARGO_HOOK: &str = "argocd.argoproj.io/hook";
 
 /// When a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +66,10 @@ pub fn role(r: &Resource) -> Role {
         };
     }
     let Some(v) = annotation(r, HELM_HOOK) else {
-        return Role::Resource;
+        return match annotation(r, ARGO_HOOK) {
+            Some(v) => argo_role(v),
+            None => Role::Resource,
+        };
     };
     let events: Vec<&str> = v.split(',').map(str::trim).collect();
     if events
@@ -76,6 +86,19 @@ pub fn role(r: &Resource) -> Role {
         Role::Hook(Phase::PostDeploy)
     } else {
         Role::Unused(v.to_string())
+    }
+}
+
+/// The role of a resource Argo CD would treat as a hook (`PreSync`, …; a
+/// comma-separated list, the earliest phase winning as in Helm's).
+fn argo_role(v: &str) -> Role {
+    let phases: Vec<&str> = v.split(',').map(str::trim).collect();
+    if phases.contains(&"PreSync") {
+        Role::Hook(Phase::PreDeploy)
+    } else if phases.iter().any(|p| matches!(*p, "Sync" | "PostSync")) {
+        Role::Hook(Phase::PostDeploy)
+    } else {
+        Role::Unused(format!("{ARGO_HOOK}: {v}"))
     }
 }
 
@@ -135,6 +158,11 @@ mod tests {
             problem(&job(serde_json::json!({HOOK: "before"})))
                 .is_some_and(|p| p.contains("must be pre-deploy or post-deploy"))
         );
+        let argo = |v: &str| role(&job(serde_json::json!({ARGO_HOOK: v})));
+        assert_eq!(argo("PreSync"), Role::Hook(Phase::PreDeploy));
+        assert_eq!(argo("Sync"), Role::Hook(Phase::PostDeploy));
+        assert_eq!(argo("PostSync"), Role::Hook(Phase::PostDeploy));
+        assert!(matches!(argo("SyncFail"), Role::Unused(e) if e.contains("SyncFail")));
         let mut pod = job(serde_json::json!({HOOK: "post-deploy"}));
         pod.id.group = String::new();
         pod.id.kind = "Pod".into();

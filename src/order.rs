@@ -16,6 +16,10 @@ pub const GROUP: &str = "kdeploy.io/group";
 pub const AFTER: &str = "kdeploy.io/apply-after";
 /// The annotation asking the next stages to wait until this is ready.
 pub const WAIT: &str = "kdeploy.io/wait";
+/// Argo CD's sync wave (an integer, default 0): within an app, lower waves
+/// are applied first. Read as groups `<app> wave <n>`, each after the
+/// app's lower waves; a resource's own `kdeploy.io/group` wins.
+pub const ARGO_WAVE: &str = "argocd.argoproj.io/sync-wave";
 
 fn annotation<'a>(r: &'a Resource, key: &str) -> Option<&'a str> {
     r.object["metadata"]["annotations"][key]
@@ -28,13 +32,22 @@ fn annotation<'a>(r: &'a Resource, key: &str) -> Option<&'a str> {
 /// otherwise empty object. [`crate::emit`] keeps this of each object once
 /// it is checked and serialized.
 pub fn outline(object: &serde_json::Value) -> serde_json::Value {
-    let kept: serde_json::Map<String, serde_json::Value> = [GROUP, AFTER, WAIT]
-        .into_iter()
-        .filter_map(|k| {
-            let v = object["metadata"]["annotations"].get(k)?;
-            Some((k.to_string(), v.clone()))
-        })
-        .collect();
+    // Hooks' annotations too: a hook is in no sync wave.
+    let kept: serde_json::Map<String, serde_json::Value> = [
+        GROUP,
+        AFTER,
+        WAIT,
+        ARGO_WAVE,
+        crate::hooks::HOOK,
+        crate::hooks::HELM_HOOK,
+        crate::hooks::ARGO_HOOK,
+    ]
+    .into_iter()
+    .filter_map(|k| {
+        let v = object["metadata"]["annotations"].get(k)?;
+        Some((k.to_string(), v.clone()))
+    })
+    .collect();
     if kept.is_empty() {
         return serde_json::Value::Object(serde_json::Map::new());
     }
@@ -132,6 +145,50 @@ pub fn stages_by_env(state: &crate::render::State) -> Vec<(&str, Result<Stages, 
         .collect()
 }
 
+/// Argo CD sync waves as groups: in each app with a wave other than 0,
+/// every resource without a group of its own (hooks aside: they run apart)
+/// joins `<app> wave <n>`, after the app's lower waves.
+fn sync_waves(
+    resources: &[&Resource],
+    marks: &mut [(Option<String>, Vec<String>)],
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut waves: Vec<Option<i64>> = Vec::with_capacity(resources.len());
+    let mut apps: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+    for (r, (group, _)) in resources.iter().zip(marks.iter()) {
+        let joins = group.is_none() && crate::hooks::phase(r).is_none();
+        let wave = match annotation(r, ARGO_WAVE) {
+            None => 0,
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    problems.push(Problem {
+                        file: r.origin.file.clone(),
+                        message: format!("{}: {ARGO_WAVE} is `{v}`, not an integer", r.id),
+                        certain: true,
+                    });
+                    0
+                }
+            },
+        };
+        waves.push(joins.then_some(wave));
+        if joins {
+            apps.entry(r.origin.app.as_str()).or_default().insert(wave);
+        }
+    }
+    apps.retain(|_, w| w.iter().any(|n| *n != 0));
+    for ((r, mark), wave) in resources.iter().zip(marks.iter_mut()).zip(waves) {
+        let (Some(wave), Some(all)) = (wave, apps.get(r.origin.app.as_str())) else {
+            continue;
+        };
+        let app = &r.origin.app;
+        mark.0 = Some(format!("{app} wave {wave}"));
+        mark.1
+            .extend(all.range(..wave).map(|w| format!("{app} wave {w}")));
+    }
+    problems
+}
+
 /// Orders one environment's resources by their groups.
 ///
 /// # Errors
@@ -140,17 +197,17 @@ pub fn stages_by_env(state: &crate::render::State) -> Vec<(&str, Result<Stages, 
 pub fn stages(resources: &[&Resource]) -> Result<Stages, Vec<Problem>> {
     // Each object's annotations are read once: the objects are many and
     // cold in memory, and each read walks three maps.
-    let marks: Vec<(Option<&str>, Vec<String>)> = resources
+    let mut marks: Vec<(Option<String>, Vec<String>)> = resources
         .iter()
-        .map(|r| (annotation(r, GROUP), after(r)))
+        .map(|r| (annotation(r, GROUP).map(str::to_string), after(r)))
         .collect();
+    let mut problems = sync_waves(resources, &mut marks);
     let mut members: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
     for (r, (group, _)) in resources.iter().zip(&marks) {
         if let Some(g) = group {
-            members.entry(g.to_string()).or_default().push(r);
+            members.entry(g.clone()).or_default().push(r);
         }
     }
-    let mut problems = Vec::new();
     let mut deps: BTreeMap<String, BTreeSet<String>> = members
         .keys()
         .map(|g| (g.clone(), BTreeSet::new()))
@@ -170,7 +227,7 @@ pub fn stages(resources: &[&Resource]) -> Result<Stages, Vec<Problem>> {
                 });
                 continue;
             }
-            if let Some(g) = *group {
+            if let Some(g) = group.as_deref() {
                 if g == dep {
                     problems.push(Problem {
                         file: r.origin.file.clone(),
@@ -237,7 +294,7 @@ pub fn stages(resources: &[&Resource]) -> Result<Stages, Vec<Problem>> {
     }
     let mut out = Stages::default();
     for (r, (group, after)) in resources.iter().zip(&marks) {
-        let group = *group;
+        let group = group.as_deref();
         let s = match group {
             Some(g) => stage.get(g).copied().unwrap_or(0),
             // An ungrouped resource with apply-after comes after its groups.
@@ -278,6 +335,50 @@ mod tests {
         Resource::for_tests(
             serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "ns", "annotations": annotations}}),
         )
+    }
+
+    #[test]
+    fn argo_cd_sync_waves_order_an_apps_resources() {
+        let wave = |name: &str, w: Option<&str>| {
+            res(
+                name,
+                "ConfigMap",
+                match w {
+                    Some(w) => serde_json::json!({ARGO_WAVE: w}),
+                    None => serde_json::json!({}),
+                },
+            )
+        };
+        let early = wave("early", Some("-1"));
+        let plain = wave("plain", None);
+        let late = wave("late", Some("5"));
+        let mut other = wave("other", Some("2"));
+        other.origin.app = "other".into();
+        let stages = stages(&[&late, &plain, &early, &other]).expect("orders");
+        assert!(stages.of(&early.id) < stages.of(&plain.id));
+        assert!(stages.of(&plain.id) < stages.of(&late.id));
+        // Waves are per app: another app's only wave waits for nothing.
+        assert_eq!(stages.of(&other.id), 0);
+        assert!(
+            stages.describe().contains("app wave -1"),
+            "{}",
+            stages.describe()
+        );
+        // An explicit group wins; a hook is in no wave.
+        let grouped = res(
+            "g",
+            "ConfigMap",
+            serde_json::json!({ARGO_WAVE: "-3", GROUP: "db"}),
+        );
+        let stages = stages_of(&[&grouped, &plain, &late]);
+        assert_eq!(stages.of(&grouped.id), 0);
+        let bad = wave("bad", Some("soon"));
+        let err = super::stages(&[&bad]).expect_err("not an integer");
+        assert!(err[0].message.contains("`soon`, not an integer"), "{err:?}");
+    }
+
+    fn stages_of(resources: &[&Resource]) -> Stages {
+        stages(resources).expect("orders")
     }
 
     #[test]

@@ -244,3 +244,107 @@ async fn a_failed_post_deploy_hook_fails_the_deploy() {
         run.stderr
     );
 }
+
+/// An Argo CD app as written for Argo CD: a `PreSync` Job with only
+/// `generateName`, a `PostSync` one, a `SyncFail` one, and sync waves. The
+/// PreSync Job runs before the workloads under a stable name, the wave -1
+/// ConfigMap is written before wave 0, and the SyncFail hook is not
+/// deployed (the plan says so).
+#[tokio::test]
+async fn argo_cd_hooks_and_sync_waves_keep_their_meaning() {
+    let sim = Sim::start().await;
+    sim.run_controllers(Duration::from_millis(20));
+    let client = sim.client().await;
+    let argo_job = |generate: &str, hook: &str| {
+        job("x", "pre-deploy")
+            .replace("  name: x\n", &format!("  generateName: {generate}\n"))
+            .replace(
+                "kdeploy.io/hook: pre-deploy",
+                &format!("argocd.argoproj.io/hook: {hook}"),
+            )
+    };
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "sources:\n  raw: [\"manifests/{env}/{app}\"]\n",
+    )
+    .write(
+        "manifests/staging/shop/namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+    )
+    .write(
+        "manifests/staging/shop/migrate.yaml",
+        &argo_job("migrate-", "PreSync"),
+    )
+    .write(
+        "manifests/staging/shop/smoke.yaml",
+        &argo_job("smoke-", "PostSync"),
+    )
+    .write(
+        "manifests/staging/shop/notify.yaml",
+        &argo_job("notify-", "SyncFail"),
+    )
+    .write(
+        "manifests/staging/shop/settings.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: settings\n  namespace: shop\n  annotations:\n    argocd.argoproj.io/sync-wave: \"-1\"\nstringData:\n  a: b\n",
+    )
+    .write(
+        "manifests/staging/shop/service.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: shop\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\nspec:\n  selector: {app: shop}\n  ports: [{port: 80}]\n",
+    )
+    .write(
+        "manifests/staging/shop/deployment.yaml",
+        &deployment("2.0.0"),
+    );
+    repo.commit("argo app");
+    let all = Filter::default();
+    let (reports, out) = deploy_head(&client, &repo, &all, &waiting()).await;
+    let r = &reports[0];
+    assert!(r.succeeded(), "{out}");
+    let migrate = r
+        .hooks
+        .iter()
+        .find(|h| h.starts_with("pre-deploy batch/Job shop/migrate-"))
+        .unwrap_or_else(|| panic!("{:?}", r.hooks));
+    assert!(
+        r.hooks
+            .iter()
+            .any(|h| h.starts_with("post-deploy batch/Job shop/smoke-")),
+        "{:?}",
+        r.hooks
+    );
+    assert!(!out.contains("notify-"), "{out}");
+    let requests = sim.requests();
+    let at = |method: &str, path: &str| {
+        requests
+            .iter()
+            .position(|q| q.method == method && q.path.contains(path))
+            .unwrap_or_else(|| panic!("no {method} {path}: {out}"))
+    };
+    assert!(
+        at("PATCH", "/jobs/migrate-") < at("PATCH", "/deployments/shop"),
+        "{out}"
+    );
+    // Waves before kinds: the wave 1 Service after the wave 0 Deployment,
+    // although kdeploy's kind order puts Services first.
+    assert!(
+        at("PATCH", "/secrets/settings") < at("PATCH", "/deployments/shop"),
+        "{out}"
+    );
+    assert!(
+        at("PATCH", "/deployments/shop") < at("PATCH", "/services/shop"),
+        "{out}"
+    );
+    // The same name on the next render: a change re-runs the same Job.
+    let state = crate::apply::state(&repo, "HEAD");
+    let names: Vec<&str> = state
+        .releases
+        .iter()
+        .flat_map(|r| r.resources.iter())
+        .map(|r| r.id.name.as_str())
+        .filter(|n| n.starts_with("migrate-"))
+        .collect();
+    assert_eq!(names.len(), 1);
+    assert!(migrate.contains(names[0]), "{migrate} vs {names:?}");
+    assert_eq!(names[0].len(), "migrate-".len() + 5);
+}

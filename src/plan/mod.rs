@@ -326,6 +326,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
                 }));
             }
             found.extend(warnings::api_version(new, target(key.0)));
+            found.extend(warnings::foreign(new));
             Outcome::Change(Box::new(Change {
                 env: key.0.to_string(),
                 app: new.origin.app.clone(),

@@ -17,13 +17,42 @@ use crate::resource::Resource;
 /// One warning on a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warning {
-    /// `immutable-field`, `removed-api`, `deprecated-api` or `cascade`.
+    /// `immutable-field`, `removed-api`, `deprecated-api`, `cascade`,
+    /// `not-deployed` or `not-honoured`.
     pub code: &'static str,
     /// JSON Pointer of the field (`/spec/selector`), or `/apiVersion`, or
     /// empty for the whole resource.
     pub path: String,
     /// What happens and what to do.
     pub message: String,
+}
+
+/// Annotations of other tools that change how a resource is deployed, where
+/// kdeploy does something else: a hook of an event kdeploy has no moment
+/// for is not deployed at all, and Argo CD's sync options are not read.
+pub fn foreign(res: &Resource) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if let crate::hooks::Role::Unused(event) = crate::hooks::role(res) {
+        out.push(Warning {
+            code: "not-deployed",
+            path: "/metadata/annotations".into(),
+            message: format!(
+                "a hook of `{event}`: kdeploy runs hooks before (pre-deploy) and after (post-deploy) a deploy only, so this one is not deployed; annotate it `kdeploy.io/hook: pre-deploy` or `post-deploy` to run it"
+            ),
+        });
+    }
+    if let Some(options) =
+        res.object["metadata"]["annotations"]["argocd.argoproj.io/sync-options"].as_str()
+    {
+        out.push(Warning {
+            code: "not-honoured",
+            path: "/metadata/annotations/argocd.argoproj.io~1sync-options".into(),
+            message: format!(
+                "Argo CD sync options `{options}` are not read by kdeploy: it applies server-side and prunes what it deployed and the head no longer has (to keep a resource, keep it in the config; to replace one, `kdeploy.io/update-strategy: replace`)"
+            ),
+        });
+    }
+    out
 }
 
 /// The newest Kubernetes version whose API kdeploy is compiled against
@@ -523,5 +552,33 @@ impl Contents {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_annotations_kdeploy_does_not_honour_are_named() {
+        let hook = Resource::for_tests(serde_json::json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "n", "namespace": "ns", "annotations": {
+                "argocd.argoproj.io/hook": "SyncFail",
+                "argocd.argoproj.io/sync-options": "Prune=false"}}
+        }));
+        let found = foreign(&hook);
+        let codes: Vec<&str> = found.iter().map(|w| w.code).collect();
+        assert_eq!(codes, ["not-deployed", "not-honoured"]);
+        assert!(
+            found[0]
+                .message
+                .contains("argocd.argoproj.io/hook: SyncFail")
+        );
+        assert!(found[1].message.contains("`Prune=false`"));
+        let plain = Resource::for_tests(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n", "namespace": "ns"}
+        }));
+        assert!(foreign(&plain).is_empty());
     }
 }

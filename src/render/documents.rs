@@ -98,6 +98,36 @@ fn shape_of_line(line: &str) -> String {
     }
 }
 
+/// The name of a hook Job that has only `metadata.generateName` (as Helm
+/// charts and Argo CD repos write them, so each run creates a new Job):
+/// kdeploy deletes and recreates a hook by name on every run that needs
+/// it, so the name is the prefix and a suffix derived from it, the same in
+/// every render.
+fn hook_name(object: &Value) -> Option<String> {
+    use sha2::Digest as _;
+    let meta = &object["metadata"];
+    let prefix = meta["generateName"].as_str()?;
+    let annotations = &meta["annotations"];
+    let hook = [
+        crate::hooks::HOOK,
+        crate::hooks::HELM_HOOK,
+        crate::hooks::ARGO_HOOK,
+    ]
+    .iter()
+    .any(|k| annotations[*k].is_string());
+    if meta["name"].is_string() || !hook || object["kind"] != "Job" || prefix.is_empty() {
+        return None;
+    }
+    let digest = sha2::Sha256::digest(prefix.as_bytes());
+    let suffix: String = digest
+        .iter()
+        .take(3)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..5]
+        .to_string();
+    Some(format!("{prefix}{suffix}"))
+}
+
 /// Checks the fields every object needs and builds its id; namespaced kinds
 /// without a namespace get the release's.
 fn to_resource(
@@ -116,7 +146,7 @@ fn to_resource(
                 origin.app
             ),
         )
-        .help("every document needs apiVersion, kind and metadata.name")
+        .help("every document needs apiVersion, kind and metadata.name (`metadata.generateName` only for a hook Job: annotate it `kdeploy.io/hook: pre-deploy` or `post-deploy`)")
     };
     if !object.is_object() {
         return Err(fail(&format!(
@@ -126,6 +156,9 @@ fn to_resource(
     }
     let api_version = object["apiVersion"].as_str().map(str::to_string);
     let kind = object["kind"].as_str().map(str::to_string);
+    if let Some(name) = hook_name(&object) {
+        object["metadata"]["name"] = Value::String(name);
+    }
     let name = object["metadata"]["name"].as_str().map(str::to_string);
     let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else {
         let missing: Vec<&str> = [
