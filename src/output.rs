@@ -145,6 +145,7 @@ impl Target {
             .raw
             .iter()
             .chain(&settings.sources.kustomize)
+            .map(|p| p.path())
         {
             // The literal part of a pattern (`manifests/{env}/{app}` -> `manifests`).
             let fixed = pattern.split('{').next().unwrap_or("");

@@ -1022,3 +1022,99 @@ fn oci_helm_dependencies_come_from_a_registry() {
         r.stderr
     );
 }
+
+/// Source entries as maps: an app name for an `{env}`-only pattern, a base
+/// directory excluded, a directory without a kustomization skipped, and
+/// one raw directory deployed to two environments.
+#[test]
+fn source_entries_name_the_app_exclude_bases_and_fan_out_to_environments() {
+    let releases = |state: &State| -> Vec<(String, String)> {
+        let mut r: Vec<(String, String)> = state
+            .releases
+            .iter()
+            .map(|r| (r.release.env.clone(), r.release.app.clone()))
+            .collect();
+        r.sort();
+        r
+    };
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nenvironments:\n  staging: {context: staging-cluster}\n  production: {context: production-cluster}\nsources:\n  raw:\n    - path: common\n      app: common\n      environments: [staging, production]\n",
+    )
+    .write(
+        "common/ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: monitoring\n",
+    );
+    repo.commit("raw");
+    let state = render_at(&repo, "HEAD").expect("renders");
+    assert_eq!(
+        releases(&state),
+        [
+            ("production".to_string(), "common".to_string()),
+            ("staging".into(), "common".into())
+        ]
+    );
+
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw:\n    - path: \"{env}\"\n      app: common\n      nope: 1\n",
+    );
+    repo.commit("bad entry");
+    let err = render_at(&repo, "HEAD")
+        .expect_err("unknown key")
+        .to_string();
+    assert!(err.contains("kdeploy.yaml:6:7"), "{err}");
+    assert!(err.contains("unknown key `nope`"), "{err}");
+
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw:\n    - path: \"envs/{app}\"\n      app: shop\n",
+    );
+    repo.write(
+        "envs/x/a.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n",
+    );
+    repo.commit("both");
+    let err = render_at(&repo, "HEAD").expect_err("two names").to_string();
+    assert!(err.contains("has both {app} and `app: shop`"), "{err}");
+
+    let Some(kubectl) = kubectl() else { return };
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        &format!(
+            "services: null\nsources:\n  kustomizeCommand: {}\n  kustomize:\n    - path: \"{{env}}\"\n      app: shop\n      exclude: [base]\n",
+            kubectl.display()
+        ),
+    )
+    .write("base/kustomization.yaml", "resources: [cm.yaml]\n")
+    .write(
+        "base/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\ndata:\n  a: b\n",
+    )
+    .write(
+        "staging/kustomization.yaml",
+        "resources: [../base]\nnamespace: shop-staging\n",
+    )
+    .write(
+        "production/kustomization.yaml",
+        "resources: [../base]\nnamespace: shop-production\n",
+    )
+    .write("docs/README.md", "# not an overlay\n");
+    repo.commit("flat overlays");
+    let state = render_at(&repo, "HEAD").expect("renders");
+    assert_eq!(
+        releases(&state),
+        [
+            ("production".to_string(), "shop".to_string()),
+            ("staging".into(), "shop".into())
+        ]
+    );
+    let ns: Vec<Option<String>> = state
+        .releases
+        .iter()
+        .flat_map(|r| r.resources.iter().map(|x| x.id.namespace.clone()))
+        .collect();
+    assert!(ns.contains(&Some("shop-staging".into())), "{ns:?}");
+}

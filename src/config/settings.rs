@@ -781,14 +781,82 @@ fn remove_at(value: &mut Value, keys: &[String]) -> bool {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct SourcesSettings {
     /// Directories of plain manifests, e.g. `_gen/{env}/{app}`.
-    pub raw: Vec<String>,
+    pub raw: Vec<SourcePattern>,
     /// Kustomize overlays, e.g. `apps/{app}/overlays/{env}`.
-    pub kustomize: Vec<String>,
+    pub kustomize: Vec<SourcePattern>,
     /// The command that builds an overlay: `kustomize` (runs `kustomize
     /// build DIR`) or `kubectl` (runs `kubectl kustomize DIR`); found on PATH.
     pub kustomize_command: Option<String>,
     /// Seconds a renderer process may run.
     pub timeout_seconds: Option<u64>,
+}
+
+/// One entry of `sources.raw` or `sources.kustomize`: a pattern, or a map
+/// that also names the app, the directories a placeholder never takes, and
+/// the environments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourcePattern {
+    /// `apps/{app}/overlays/{env}`.
+    Path(String),
+    /// `{path: "overlays/{env}", app: shop, exclude: [base]}`.
+    Entry(SourceEntry),
+}
+
+/// The map form of a source pattern.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceEntry {
+    /// The pattern.
+    pub path: String,
+    /// The app, for a pattern without `{app}` (else the directory's name).
+    #[serde(default)]
+    pub app: Option<String>,
+    /// Directory names a placeholder never takes (`base`, `components`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Without `{env}`: the environments the one directory deploys to (else
+    /// `default`). With `{env}`: only these.
+    #[serde(default)]
+    pub environments: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for SourcePattern {
+    /// A string, or a map read as [`SourceEntry`] (so an unknown key is
+    /// named, not "no variant matched").
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(SourcePattern::Path(s)),
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(SourcePattern::Entry)
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "a source is a pattern (`apps/{{app}}/overlays/{{env}}`) or a map with `path` (and `app`, `exclude`, `environments`), found {}",
+                crate::config::type_name(&other)
+            ))),
+        }
+    }
+}
+
+impl SourcePattern {
+    /// The pattern.
+    pub fn path(&self) -> &str {
+        match self {
+            SourcePattern::Path(p) => p,
+            SourcePattern::Entry(e) => &e.path,
+        }
+    }
+
+    /// The map form (a bare pattern has no app, exclusions or environments).
+    pub fn entry(&self) -> SourceEntry {
+        match self {
+            SourcePattern::Path(p) => SourceEntry {
+                path: p.clone(),
+                ..SourceEntry::default()
+            },
+            SourcePattern::Entry(e) => e.clone(),
+        }
+    }
 }
 
 impl SourcesSettings {
