@@ -428,6 +428,23 @@ fn repository_strings_never_become_options() {
             &[says],
         );
     }
+    // A release's own name (what Argo CD and Flux adoptions write) too.
+    let w = World::new(&settings);
+    with_helm_app(&w.repo);
+    w.evil_script("evil.sh");
+    let head = w.head(|r| {
+        r.write(
+            "services/web/production/config.yaml",
+            "releaseName: \"--post-renderer=./evil.sh\"\n",
+        );
+    });
+    w.case(
+        "own release name",
+        &["render", "--rev", &head, "--stdout"],
+        &[],
+        2,
+        &["`releaseName` gives `--post-renderer=./evil.sh` for production/web"],
+    );
     // A chart version that looks like an option stays a version: a helm
     // that records its arguments (outside the repo, the runner's) shows the
     // version joined to its option and the reference after `--`.

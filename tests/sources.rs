@@ -13,7 +13,7 @@ use kdeploy::source::{Revision, Snapshot};
 
 use crate::util::{Repo, project_root};
 
-fn python() -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn python() -> Option<(PathBuf, PathBuf)> {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -709,10 +709,10 @@ fn a_helm_charts_values_schema_points_at_the_users_line() {
 
 /// A chart repository served over HTTP on loopback (Python's http.server)
 /// holding `redis-1.0.0.tgz`, packaged and indexed by Helm's SDK.
-struct ChartRepo {
+pub(crate) struct ChartRepo {
     child: std::process::Child,
     _dir: tempfile::TempDir,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for ChartRepo {
@@ -744,7 +744,7 @@ fn package_dependency(py: &std::path::Path, dest: &std::path::Path) {
 }
 
 impl ChartRepo {
-    fn start(py: &std::path::Path) -> ChartRepo {
+    pub(crate) fn start(py: &std::path::Path) -> ChartRepo {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

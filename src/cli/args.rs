@@ -298,8 +298,17 @@ pub struct InitArgs {
     #[arg(long, value_name = "PATTERN", conflicts_with = "from_kustomize")]
     pub from_raw: Option<String>,
     /// Adopt Kustomize overlays: e.g. `apps/{app}/overlays/{env}`.
-    #[arg(long, value_name = "PATTERN")]
+    #[arg(long, value_name = "PATTERN", conflicts_with_all = ["from_argocd", "from_flux"])]
     pub from_kustomize: Option<String>,
+    /// Adopt an Argo CD repository: the Applications (and list
+    /// ApplicationSets) under DIR become releases.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["from_raw", "from_flux"])]
+    pub from_argocd: Option<String>,
+    /// Adopt a Flux repository: each cluster directory under DIR
+    /// (`clusters/`) is an environment, its Kustomizations and HelmReleases
+    /// releases.
+    #[arg(long, value_name = "DIR", conflicts_with = "from_raw")]
+    pub from_flux: Option<String>,
 }
 
 /// `kdeploy schema` subjects.

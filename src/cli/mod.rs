@@ -77,10 +77,18 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Init(args) => {
-            let start = match (args.from_raw, args.from_kustomize) {
-                (Some(p), _) => crate::init::Start::Raw(p),
-                (None, Some(p)) => crate::init::Start::Kustomize(p),
-                (None, None) => crate::init::Start::New,
+            use crate::init::Start;
+            let start = match (
+                args.from_raw,
+                args.from_kustomize,
+                args.from_argocd,
+                args.from_flux,
+            ) {
+                (Some(p), ..) => Start::Raw(p),
+                (_, Some(p), ..) => Start::Kustomize(p),
+                (_, _, Some(d), _) => Start::ArgoCd(d),
+                (.., Some(d)) => Start::Flux(d),
+                _ => Start::New,
             };
             crate::init::run(&args.repo, &start, out)?;
             Ok(Outcome::Clean)

@@ -380,7 +380,10 @@ impl Layout {
         let mut skipped_apps = Vec::new();
         let mut sources = sources::find(reader, root, &settings.sources, filter, &mut problems)?;
         for s in &mut sources {
-            s.namespace = settings.namespace_for(&s.app, &s.env);
+            s.namespace = match &s.fixed_namespace {
+                Some(ns) => ns.clone(),
+                None => settings.namespace_for(&s.app, &s.env),
+            };
         }
         let has_sources =
             !settings.sources.raw.is_empty() || !settings.sources.kustomize.is_empty();

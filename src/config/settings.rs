@@ -818,6 +818,10 @@ pub struct SourceEntry {
     /// `default`). With `{env}`: only these.
     #[serde(default)]
     pub environments: Vec<String>,
+    /// The namespace of objects that name none (else kdeploy.yaml's
+    /// `namespace` template), as Argo CD's `destination.namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for SourcePattern {
@@ -831,7 +835,7 @@ impl<'de> Deserialize<'de> for SourcePattern {
                 .map(SourcePattern::Entry)
                 .map_err(D::Error::custom),
             other => Err(D::Error::custom(format!(
-                "a source is a pattern (`apps/{{app}}/overlays/{{env}}`) or a map with `path` (and `app`, `exclude`, `environments`), found {}",
+                "a source is a pattern (`apps/{{app}}/overlays/{{env}}`) or a map with `path` (and `app`, `exclude`, `environments`, `namespace`), found {}",
                 crate::config::type_name(&other)
             ))),
         }
@@ -872,7 +876,8 @@ impl SourcesSettings {
 pub struct HelmSettings {
     /// The helm executable (default `helm` on PATH).
     pub binary: Option<String>,
-    /// Dotted value path that receives the release version (default `tag`, as kahoy did).
+    /// Dotted value path that receives the release version (default `tag`,
+    /// as kahoy did); empty: none.
     pub version_key: Option<String>,
     /// Release name pattern with `{app}` and `{env}` (default `{app}-{env}`).
     pub release_name: Option<String>,

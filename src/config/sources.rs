@@ -29,8 +29,10 @@ pub struct SourceSpec {
     /// The directory.
     pub dir: Node,
     /// The namespace of objects that name none (kdeploy.yaml's `namespace`
-    /// template, set by the layout).
+    /// template, set by the layout, unless the entry names one).
     pub namespace: String,
+    /// The entry's own namespace, if it names one.
+    pub fixed_namespace: Option<String>,
 }
 
 /// Finds the releases matching the patterns.
@@ -87,6 +89,18 @@ pub fn find(
                     None => entry.environments.clone(),
                 };
                 for env in envs {
+                    if let Some(ns) = entry.namespace.as_deref().filter(|n| !is_dns_label(n)) {
+                        problems.push(
+                            Diagnostic::new(
+                                Location::file(crate::config::SETTINGS_FILE),
+                                format!(
+                                    "source `{pattern}`: `namespace: {ns}` is not a DNS-1123 label"
+                                ),
+                            )
+                            .help("use lowercase letters, digits and '-'"),
+                        );
+                        break;
+                    }
                     if !is_dns_label(&app) || !is_dns_label(&env) {
                         problems.push(
                             Diagnostic::new(Location::file(&dir.path), format!("`{env}`/`{app}` from pattern `{pattern}` is not a pair of DNS-1123 labels"))
@@ -98,6 +112,7 @@ pub fn find(
                         out.push(SourceSpec {
                             kind,
                             namespace: app.clone(),
+                            fixed_namespace: entry.namespace.clone(),
                             env,
                             app: app.clone(),
                             dir: dir.clone(),

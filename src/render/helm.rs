@@ -279,22 +279,42 @@ pub fn render(
     let timeout = std::time::Duration::from_secs(settings.timeout_seconds.unwrap_or(120));
     let fail = |msg: String| Diagnostics::from(Diagnostic::new(Location::file(&chart.dir), msg));
     check_version(&settings.binary(), timeout).map_err(fail)?;
-    set_path(
-        &mut values,
-        settings.version_key.as_deref().unwrap_or("tag"),
-        Value::String(sv.version.clone()),
-    );
-    let name = settings
-        .release_name
-        .as_deref()
-        .unwrap_or("{app}-{env}")
-        .replace("{app}", &spec.app)
-        .replace("{env}", &spec.env);
+    // `versionKey: ""`: charts that take no version value (a chart from a
+    // repository, adopted as it was deployed).
+    let key = settings.version_key.as_deref().unwrap_or("tag");
+    if !key.is_empty() {
+        set_path(&mut values, key, Value::String(sv.version.clone()));
+    }
+    // A release's own name (`releaseName:` in its config, as Argo CD's
+    // `helm.releaseName` or a Flux HelmRelease's), else the pattern.
+    let own = match values.remove("releaseName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            return Err(Diagnostics::from(Diagnostic::new(
+                Location::file(&spec.env_config.path),
+                format!("`releaseName` must be a string, found {other}"),
+            )));
+        }
+    };
+    let named_by = if own.is_some() {
+        "`releaseName`"
+    } else {
+        "`helm.releaseName`"
+    };
+    let name = own.unwrap_or_else(|| {
+        settings
+            .release_name
+            .as_deref()
+            .unwrap_or("{app}-{env}")
+            .replace("{app}", &spec.app)
+            .replace("{env}", &spec.env)
+    });
     // The name reaches helm's command line: a name such as
     // `--post-renderer=./x` must never be read as an option.
     if !crate::config::is_dns_subdomain(&name) || name.len() > 53 {
         return Err(fail(format!(
-            "`helm.releaseName` gives `{name}` for {}/{}, which is not a Helm release name (lowercase letters, digits, `-` and `.`, at most 53 characters, starting and ending with a letter or digit)",
+            "{named_by} gives `{name}` for {}/{}, which is not a Helm release name (lowercase letters, digits, `-` and `.`, at most 53 characters, starting and ending with a letter or digit)",
             spec.env, spec.app
         )));
     }

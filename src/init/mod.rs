@@ -14,6 +14,10 @@ use crate::config::Filter;
 use crate::render;
 use crate::source::{Revision, Snapshot};
 
+mod adopt;
+mod argocd;
+mod flux;
+
 /// What to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -23,6 +27,10 @@ pub enum Start {
     Raw(String),
     /// Kustomize overlays under a pattern, e.g. `apps/{app}/overlays/{env}`.
     Kustomize(String),
+    /// Argo CD Applications under a directory.
+    ArgoCd(String),
+    /// A Flux repository's clusters directory (`clusters/`).
+    Flux(String),
 }
 
 /// The plan workflow `init` writes: the README's, checked by actionlint.
@@ -117,7 +125,7 @@ fn adopt_settings(start: &Start, has_services: bool) -> String {
         Start::Kustomize(p) => format!(
             "# Written by `kdeploy init --from-kustomize`.\n{services}sources:\n  kustomize: [\"{p}\"]\n"
         ),
-        Start::New => String::new(),
+        Start::New | Start::ArgoCd(_) | Start::Flux(_) => String::new(),
     }
 }
 
@@ -152,12 +160,16 @@ fn manifest_files(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
 /// Existing files, patterns that match nothing, or a kdeploy.yaml that
 /// does not reproduce the manifests (then nothing is left written).
 pub fn run(repo: &Path, start: &Start, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Start::ArgoCd(dir) | Start::Flux(dir) = start {
+        return from_tool(repo, start, dir, out);
+    }
     let has_services = repo.join("services").is_dir();
     let files: Vec<(String, String)> = match start {
         Start::New => new_files()
             .into_iter()
             .map(|(p, t)| (p.to_string(), t))
             .collect(),
+        Start::ArgoCd(_) | Start::Flux(_) => unreachable!("adopted by from_tool above"),
         Start::Raw(p) | Start::Kustomize(p) => {
             if !p.contains("{env}") || !p.contains("{app}") {
                 bail!(
@@ -262,6 +274,191 @@ pub fn run(repo: &Path, start: &Start, out: &mut dyn Write) -> anyhow::Result<()
         }
     }
 }
+
+/// Files written so far, removed again when the adoption fails.
+#[derive(Default)]
+struct Written {
+    files: Vec<PathBuf>,
+}
+
+impl Written {
+    fn write(&mut self, repo: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
+        let target = repo.join(rel);
+        let existed = target.exists();
+        crate::repo_write::write(repo, rel, text.as_bytes())
+            .with_context(|| format!("writing {rel}"))?;
+        if !existed {
+            self.files.push(target);
+        }
+        Ok(())
+    }
+
+    fn remove_all(&self) {
+        for p in &self.files {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The work tree rendered, as (env, app, resources) per release.
+fn render_work_tree(
+    repo: &Path,
+) -> anyhow::Result<Vec<(String, String, Vec<crate::resource::Resource>)>> {
+    let snapshot = Snapshot::open(repo, &Revision::WorkTree)?;
+    let state = render::render(&snapshot, &Filter::default())?;
+    Ok(state
+        .releases
+        .into_iter()
+        .map(|r| (r.release.env, r.release.app, r.resources))
+        .collect())
+}
+
+/// `--from-argocd DIR` and `--from-flux DIR`: map, write, render, check
+/// every mapped release rendered; nothing is left written on failure.
+fn from_tool(repo: &Path, start: &Start, dir: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    if !repo.join(dir).is_dir() {
+        bail!("{dir} is not a directory of {}", repo.display());
+    }
+    let settings_path = crate::config::SETTINGS_FILE;
+    if repo.join(settings_path).exists() {
+        bail!(
+            "kdeploy init never overwrites files, and {settings_path} exists\n  help: move it away, or add the sources by hand (README: other sources)"
+        );
+    }
+    let has_services = repo.join("services").is_dir();
+    let charts_dir = "charts";
+    let mut written = Written::default();
+    let result = (|| -> anyhow::Result<(Mapping, String)> {
+        let (origin, mut m) = match start {
+            Start::ArgoCd(_) => (
+                format!("--from-argocd {dir}"),
+                argocd::map(repo, dir, charts_dir),
+            ),
+            _ => {
+                let (ks, mut m) = flux::read(repo, dir);
+                m.kustomize = flux::entries(&ks);
+                // First the overlays as Flux builds them, to read its objects.
+                for k in &ks {
+                    written.write(
+                        repo,
+                        &format!("{}/kustomization.yaml", k.overlay),
+                        &flux::overlay(k, &Default::default()),
+                    )?;
+                }
+                written.write(
+                    repo,
+                    settings_path,
+                    &m.settings("--from-flux", has_services),
+                )?;
+                if !m.kustomize.is_empty() {
+                    let rendered = render_work_tree(repo)?;
+                    let groups = flux::helm_releases(&rendered, charts_dir, &mut m);
+                    for k in &ks {
+                        written.write(
+                            repo,
+                            &format!("{}/kustomization.yaml", k.overlay),
+                            &flux::overlay(k, &groups),
+                        )?;
+                    }
+                }
+                (format!("--from-flux {dir}"), m)
+            }
+        };
+        if m.environments().is_empty() {
+            bail!(
+                "found nothing to map under {dir}{}",
+                if m.unmapped.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ":\n{}",
+                        m.unmapped
+                            .iter()
+                            .map(|u| format!("  {}: {}: {}", u.file, u.what, u.why))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )
+                }
+            );
+        }
+        for (path, text) in m.service_files() {
+            if repo.join(&path).exists() {
+                bail!("kdeploy init never overwrites files, and {path} exists");
+            }
+            written.write(repo, &path, &text)?;
+        }
+        written.write(repo, settings_path, &m.settings(&origin, has_services))?;
+        let mut rendered = render_work_tree(repo)?;
+        // Custom kinds that are cluster-wide where they are defined.
+        let cluster: std::collections::BTreeSet<String> = rendered
+            .iter()
+            .flat_map(|(_, _, rs)| rs.iter())
+            .filter(|r| adopt::CLUSTER_SCOPED.contains(&(r.id.group.as_str(), r.id.kind.as_str())))
+            .map(|r| format!("{}/{}", r.id.group, r.id.kind))
+            .collect();
+        if !cluster.is_empty() {
+            m.cluster_kinds = cluster;
+            written.write(repo, settings_path, &m.settings(&origin, has_services))?;
+            rendered = render_work_tree(repo)?;
+        }
+        let got: std::collections::BTreeSet<(&str, &str)> = rendered
+            .iter()
+            .map(|(e, a, _)| (e.as_str(), a.as_str()))
+            .collect();
+        let missing: Vec<String> = m
+            .kustomize
+            .iter()
+            .chain(&m.raw)
+            .map(|e| (e.env.as_str(), e.app.as_str()))
+            .chain(m.helm.iter().map(|h| (h.env.as_str(), h.app.as_str())))
+            .filter(|k| !got.contains(k))
+            .map(|(e, a)| format!("{e}/{a}"))
+            .collect();
+        if !missing.is_empty() {
+            bail!("these releases did not render: {}", missing.join(", "));
+        }
+        let resources: usize = rendered.iter().map(|(_, _, r)| r.len()).sum();
+        Ok((
+            m,
+            format!(
+                "{} releases ({} environments), {resources} resources",
+                rendered.len(),
+                rendered
+                    .iter()
+                    .map(|(e, _, _)| e.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+            ),
+        ))
+    })();
+    match result {
+        Ok((m, summary)) => {
+            let mut files: Vec<String> = written
+                .files
+                .iter()
+                .filter_map(|p| p.strip_prefix(repo).ok())
+                .map(|p| p.display().to_string())
+                .collect();
+            files.sort();
+            for f in files {
+                writeln!(out, "wrote {f}")?;
+            }
+            writeln!(out, "checked: {summary}")?;
+            m.report(out)?;
+            writeln!(
+                out,
+                "next: check each environment's `context` in {settings_path}, then `kdeploy render --stdout`; commit, and pull requests plan"
+            )?;
+            Ok(())
+        }
+        Err(e) => {
+            written.remove_all();
+            Err(e.context("kdeploy init wrote nothing: the mapping does not render"))
+        }
+    }
+}
+
+use adopt::Mapping;
 
 #[cfg(test)]
 mod tests {
