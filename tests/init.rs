@@ -660,3 +660,62 @@ fn init_from_argocd_adopts_the_applications_and_its_first_pr_plans() {
     );
     assert!(plan.stdout.contains(", 0 to delete."), "{}", plan.stdout);
 }
+
+/// A Kustomize repository with one overlay per environment beside its base
+/// (`shop/base`, `shop/staging`, `shop/production`) and no app in the
+/// path: `--from-kustomize "shop/{env}"` names the app, excludes the base
+/// (the overlays' `../base`), skips a directory without a kustomization,
+/// and renders what `kubectl kustomize` builds.
+#[test]
+fn init_from_kustomize_with_only_env_excludes_the_base() {
+    let Some(kubectl) = crate::sources::kubectl() else {
+        return;
+    };
+    let repo = Repo::new();
+    repo.write("shop/base/kustomization.yaml", "resources: [cm.yaml]\n")
+        .write(
+            "shop/base/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\ndata:\n  mode: base\n",
+        )
+        .write(
+            "shop/staging/kustomization.yaml",
+            "resources: [../base]\nnamespace: shop-staging\n",
+        )
+        .write(
+            "shop/production/kustomization.yaml",
+            "resources: [../base]\nnamespace: shop-production\nnameSuffix: -prod\n",
+        )
+        .write("shop/docs/README.md", "# notes\n");
+    repo.commit("overlays");
+    let path = repo.path().to_str().unwrap();
+    let run = kdeploy_with(
+        repo.path(),
+        &["init", "--repo", path, "--from-kustomize", "shop/{env}"],
+        &kubectl,
+        None,
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("checked: 2 releases (2 environments)"),
+        "{}",
+        run.stdout
+    );
+    let settings = std::fs::read_to_string(repo.path().join("kdeploy.yaml")).unwrap();
+    assert!(settings.contains("app: shop\n"), "{settings}");
+    assert!(settings.contains("exclude: [base]"), "{settings}");
+    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], &kubectl, None);
+    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
+    let ours = objects(&rendered.stdout, "?");
+    for env in ["staging", "production"] {
+        let out = std::process::Command::new(&kubectl)
+            .args(["kustomize", &format!("shop/{env}")])
+            .current_dir(repo.path())
+            .output()
+            .unwrap();
+        let reference = objects(&String::from_utf8_lossy(&out.stdout), "?");
+        assert_eq!(reference.len(), 1);
+        for (k, v) in reference {
+            assert_eq!(ours.get(&k), Some(&v), "{k:?}");
+        }
+    }
+}

@@ -129,6 +129,76 @@ fn adopt_settings(start: &Start, has_services: bool) -> String {
     }
 }
 
+/// kdeploy.yaml for Kustomize overlays one per environment and no app in
+/// the path (`overlays/{env}`, or `{env}` beside `base/`): the app is named
+/// after the directory that holds them (else the repository), and the
+/// directories the others use as their base (`resources: [../base]`) are
+/// excluded, so `base/` is not an environment.
+fn env_only_kustomize(repo: &Path, pattern: &str, has_services: bool) -> String {
+    let (parent, _) = pattern.rsplit_once("{env}").unwrap_or(("", ""));
+    let parent = parent.trim_end_matches('/');
+    let dir = repo.join(parent);
+    let named = if parent.is_empty() {
+        repo.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    } else {
+        let p = Path::new(parent);
+        let last = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        // `apps/shop/overlays/{env}`: the app is `shop`, not `overlays`.
+        match last.as_deref() {
+            Some("overlays" | "envs" | "environments") => p
+                .parent()
+                .and_then(|pp| pp.file_name())
+                .map(|n| n.to_string_lossy().into_owned()),
+            _ => last,
+        }
+    };
+    let app = adopt::label(named.as_deref().unwrap_or("app"));
+    let siblings: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut bases = std::collections::BTreeSet::new();
+    for s in &siblings {
+        for f in ["kustomization.yaml", "kustomization.yml", "Kustomization"] {
+            let Ok(text) = std::fs::read_to_string(dir.join(s).join(f)) else {
+                continue;
+            };
+            let doc = crate::yaml::parse(&text).unwrap_or_default();
+            for key in ["resources", "bases", "components"] {
+                for r in doc[key].as_array().into_iter().flatten() {
+                    if let Some(other) = r.as_str().and_then(|r| r.strip_prefix("../")) {
+                        let other = other.trim_end_matches('/');
+                        if siblings.iter().any(|x| x == other) && other != s {
+                            bases.insert(other.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let services = if has_services {
+        ""
+    } else {
+        "services: null        # releases come from sources only\n"
+    };
+    let mut out = format!(
+        "# Written by `kdeploy init --from-kustomize`: one overlay per environment.\n{services}sources:\n  kustomize:\n    - path: {}\n      app: {app}\n",
+        serde_json::Value::String(pattern.to_string())
+    );
+    if !bases.is_empty() {
+        out.push_str(&format!(
+            "      exclude: [{}]    # the overlays' bases, not environments\n",
+            bases.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out
+}
+
 /// The part of a pattern before its first placeholder: the directory to
 /// look for manifests in.
 fn static_prefix(pattern: &str) -> &str {
@@ -170,10 +240,16 @@ pub fn run(repo: &Path, start: &Start, out: &mut dyn Write) -> anyhow::Result<()
             .map(|(p, t)| (p.to_string(), t))
             .collect(),
         Start::ArgoCd(_) | Start::Flux(_) => unreachable!("adopted by from_tool above"),
+        Start::Kustomize(p) if p.contains("{env}") && !p.contains("{app}") => {
+            vec![(
+                crate::config::SETTINGS_FILE.to_string(),
+                env_only_kustomize(repo, p, has_services),
+            )]
+        }
         Start::Raw(p) | Start::Kustomize(p) => {
             if !p.contains("{env}") || !p.contains("{app}") {
                 bail!(
-                    "the pattern `{p}` must contain {{env}} and {{app}}, e.g. `_gen/{{env}}/{{app}}`"
+                    "the pattern `{p}` must contain {{env}} and {{app}}, e.g. `_gen/{{env}}/{{app}}` (a Kustomize pattern may have only {{env}}: `overlays/{{env}}`)"
                 );
             }
             vec![(
