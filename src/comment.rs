@@ -38,6 +38,37 @@ fn part_of(body: &str, marker: &str) -> Option<usize> {
     )
 }
 
+/// The bodies of this token's plan comments on PR `number`, whatever
+/// their comment id (the plan job's workflow is not the deploy job's), in
+/// (marker, part) order: the plans a reviewer saw.
+///
+/// # Errors
+/// API errors.
+pub async fn read_plans(gh: &GitHub, number: u64) -> Result<Vec<String>, github::Error> {
+    let own = gh.own_login().await?;
+    let mut parts: Vec<(String, usize, u64, String)> = gh
+        .list_comments(number)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.user
+                .as_ref()
+                .is_some_and(|u| u.login.eq_ignore_ascii_case(&own))
+        })
+        .filter_map(|c| {
+            let body = c.body.unwrap_or_default();
+            let marker = body.lines().next()?.to_string();
+            if !marker.starts_with("<!-- kdeploy-plan:") {
+                return None;
+            }
+            let n = part_of(&body, &marker)?;
+            Some((marker, n, c.id, body))
+        })
+        .collect();
+    parts.sort();
+    Ok(parts.into_iter().map(|(_, _, _, b)| b).collect())
+}
+
 /// Makes the comments on PR `number` carrying `marker`, written by this
 /// token's identity, equal to `parts`.
 ///

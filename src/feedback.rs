@@ -25,6 +25,18 @@ pub struct Feedback {
     deployment: Option<u64>,
     run_url: Option<String>,
     environment_url: Option<String>,
+    review: Option<String>,
+}
+
+/// What a deploy's feedback links to and says besides the report.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    /// The workflow run.
+    pub run_url: Option<String>,
+    /// The environment's URL (GitHub deployments).
+    pub environment_url: Option<String>,
+    /// Markdown: whether this deploy applies the reviewed plan.
+    pub review: Option<String>,
 }
 
 fn now() -> String {
@@ -51,14 +63,21 @@ pub async fn start(
     gh: &GitHub,
     env: &str,
     sha: &str,
-    run_url: Option<String>,
+    links: Links,
     deployments: bool,
-    environment_url: Option<String>,
     warnings: &mut Vec<String>,
 ) -> Feedback {
+    let Links {
+        run_url,
+        environment_url,
+        review,
+    } = links;
     let mut summary = format!("Deploying `{}` to **{env}**.", &sha[..sha.len().min(12)]);
     if let Some(url) = &run_url {
         let _ = write!(summary, " [Workflow run]({url})");
+    }
+    if let Some(r) = &review {
+        let _ = write!(summary, "\n\n{r}");
     }
     let check = json!({
         "name": format!("kdeploy / {env}"),
@@ -107,6 +126,7 @@ pub async fn start(
         deployment,
         run_url,
         environment_url,
+        review,
     }
 }
 
@@ -158,8 +178,11 @@ impl Feedback {
         } else {
             conclusion(report)
         };
-        let (title, summary, text, annotations) =
+        let (title, mut summary, text, annotations) =
             output(&self.env, report, error, self.run_url.as_deref(), config_of);
+        if let Some(r) = &self.review {
+            summary = truncate(format!("{r}\n{summary}"), OUTPUT_LIMIT);
+        }
         if let Some(id) = self.check_run {
             let mut batches: Vec<&[Value]> = annotations.chunks(ANNOTATIONS_PER_REQUEST).collect();
             if batches.is_empty() {

@@ -21,6 +21,8 @@
 //! - [`cluster`]: kubeconfig and clients; [`apply`]: server-side apply,
 //!   prune, deploy records; [`hooks`]: pre- and post-deploy Jobs;
 //!   [`wait`]: readiness of what was applied.
+//! - [`review`]: at merge, what a push deploys against the plan its pull
+//!   request showed (reviewed = applied).
 //! - [`feedback`]: check runs and GitHub deployments for a deploy.
 //! - [`github`]: the REST client (redirects, retries); [`comment`]: the
 //!   sticky PR comment.
@@ -72,6 +74,7 @@ pub mod render;
 pub mod repo_write;
 pub mod report;
 pub mod resource;
+pub mod review;
 pub mod secrets;
 pub mod source;
 pub mod term;

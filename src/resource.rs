@@ -101,6 +101,14 @@ pub struct Resource {
     pub origin: Origin,
 }
 
+/// SHA-256 of the object's canonical JSON (sorted keys), shortened: what
+/// deploy records and plan fingerprints compare.
+pub fn content_hash(object: &Value) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(object.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 impl Resource {
     /// A resource of `object` as unit tests need one: identity read from

@@ -1078,9 +1078,8 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         &gh,
         "production",
         &"a".repeat(40),
-        None,
+        kdeploy::feedback::Links::default(),
         false,
-        None,
         &mut warnings,
     )
     .await;
@@ -1166,7 +1165,8 @@ async fn check_run_403_is_a_warning_and_the_deploy_goes_on() {
 #[tokio::test]
 async fn a_check_run_error_that_is_not_a_permission_blames_no_permission() {
     let job = Job::new().await;
-    job.fake.fail_next([Fault::unprocessable()]);
+    job.fake
+        .fail_next_on("/check-runs", [Fault::unprocessable()]);
     let sim = cluster().await;
     let payload = push_payload(None, &job.base());
     let run = job.deploy_push(&sim, &payload, &[]).await;
@@ -1409,7 +1409,10 @@ async fn what_a_reviewer_and_an_on_call_engineer_read() {
         .await;
     assert_eq!(run.code, 0, "{}", run.log);
     let normal = |text: &str| {
-        let mut t = text.replace(&base, "BASE").replace(&head, "HEAD");
+        let mut t = text
+            .replace(kdeploy::plan::fingerprint::VERSION, "VERSION")
+            .replace(&base, "BASE")
+            .replace(&head, "HEAD");
         t = t.replace(&base[..12], "BASE").replace(&head[..12], "HEAD");
         durations_as_t(&t)
     };
@@ -1430,6 +1433,7 @@ async fn what_a_reviewer_and_an_on_call_engineer_read() {
     let normal = |text: &str| {
         durations_as_t(
             &text
+                .replace(kdeploy::plan::fingerprint::VERSION, "VERSION")
                 .replace(&base_now, "HEAD")
                 .replace(&base_now[..12], "HEAD"),
         )

@@ -777,7 +777,8 @@ fn the_comment_has_one_section_per_app_and_each_change_in_words() {
     // Commit ids differ per run; the snapshot names them by role.
     p.base = "BASE".into();
     p.head = "HEAD".into();
-    let md = report::markdown(&p, "<!-- m -->", 65_536);
+    let md = report::markdown(&p, "<!-- m -->", 65_536)
+        .replace(kdeploy::plan::fingerprint::VERSION, "VERSION");
     insta::assert_snapshot!(md);
     let sections: Vec<&str> = md
         .lines()
@@ -879,7 +880,11 @@ fn a_plan_split_over_comments_renders_with_every_section_once() {
     unique.dedup();
     assert_eq!(unique.len(), sections.len(), "{sections:#?}");
     assert!(!parts.concat().contains("(continued)"));
-    insta::assert_snapshot!(parts.join("\n<!-- next comment -->\n"));
+    insta::assert_snapshot!(
+        parts
+            .join("\n<!-- next comment -->\n")
+            .replace(kdeploy::plan::fingerprint::VERSION, "VERSION")
+    );
 }
 
 /// An app too large for one comment is split between its resources, and
@@ -910,9 +915,10 @@ fn an_app_too_large_for_one_part_says_which_piece_each_section_is() {
     assert!(parts.len() >= 2, "{}", parts.len());
     let n = parts.len();
     for (k, body) in parts.iter().enumerate() {
+        let id = &p.fingerprints[&("prod".to_string(), "big".to_string())].id[..8];
         assert!(
             body.contains(&format!(
-                "<b>prod</b> / <b>big</b>: 79 changes (part {}/{n} of this app)",
+                "<b>prod</b> / <b>big</b>: 79 changes · plan <code>{id}</code> (part {}/{n} of this app)",
                 k + 1
             )),
             "{body}"
@@ -1097,13 +1103,17 @@ fn large_plan(apps: usize, envs: usize, per_app: usize, diff_lines: usize) -> kd
                         Vec::new()
                     },
                     summary: format!("image {app}: 1.{r}.0 → 2.{r}.0"),
+                    after: (r % 3 != 2).then(|| format!("{r:032x}")),
                 });
             }
         }
     }
+    // Fingerprints too: each section's hidden line counts against the limit.
+    let fingerprints = kdeploy::plan::fingerprint::of(&changes);
     Plan {
         base: "0123456789abcdef".into(),
         head: "fedcba9876543210".into(),
+        fingerprints,
         changes,
         unchanged: 0,
         unchanged_releases: 0,

@@ -31,6 +31,7 @@ mod preview;
 mod properties;
 mod publish;
 mod render;
+mod review;
 mod secrets;
 mod shared_cluster;
 mod sources;

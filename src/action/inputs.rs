@@ -100,6 +100,11 @@ pub const INPUTS: &[Input] = &[
         description: "Identifies kdeploy's comment on a PR so it is updated in place; default is the workflow name (plus the environments glob).",
     },
     Input {
+        name: "unreviewed",
+        default: "warn",
+        description: "On a push that does not apply the plan its pull request showed (changed since review, or no pull request): deploy (say so), warn (say so with a warning annotation) or fail (deploy nothing).",
+    },
+    Input {
         name: "max-comment-parts",
         default: "3",
         description: "Split a large plan over at most this many comments before leaving resources out.",
@@ -298,6 +303,8 @@ pub struct Inputs {
     /// How `images` and `promote` publish.
     pub(crate) publish: crate::publish::Publish,
     pub(crate) promote_from: Option<String>,
+    /// What a push that does not apply a reviewed plan does.
+    pub(crate) unreviewed: crate::review::Unreviewed,
     pub(crate) promote_to: Option<String>,
     pub(crate) promote_keys: Vec<String>,
     pub(crate) drift_unmanaged: bool,
@@ -459,6 +466,14 @@ impl Inputs {
             3,
         );
         let wait = take(p, parse_timeout(env.input("timeout")), None);
+        let unreviewed = take(
+            p,
+            env.input("unreviewed")
+                .unwrap_or("")
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("input {e}")),
+            crate::review::Unreviewed::Warn,
+        );
         let inputs = Inputs {
             token: env.input("github-token").map(str::to_string),
             mode,
@@ -499,6 +514,7 @@ impl Inputs {
             allow_pull_request_target,
             publish,
             promote_from: env.input("promote-from").map(str::to_string),
+            unreviewed,
             promote_to: env.input("promote-to").map(str::to_string),
             drift_unmanaged,
             drift_repair,

@@ -22,6 +22,7 @@ mod automation;
 mod drift;
 mod inputs;
 mod preview;
+mod review;
 mod runner;
 
 use runner::{
@@ -311,6 +312,10 @@ async fn plan_then_deploy(
         ("changed", changed.to_string()),
         ("deleted", deleted.to_string()),
         ("plan-json", json_path.display().to_string()),
+        (
+            "fingerprints",
+            serde_json::to_string(&report::fingerprints(&plan))?,
+        ),
         ("comment-url", url.unwrap_or_default()),
         (
             "environments",
@@ -321,28 +326,48 @@ async fn plan_then_deploy(
     if mode == Mode::Plan {
         return Ok(0);
     }
-    deploy(
-        runner,
-        inputs,
-        (&base, &head),
-        &filter,
+    // Reviewed = applied: decided before the cluster is touched.
+    let verdict = review::verdict(runner, inputs, event, &plan, &filter, retry).await?;
+    if let Some(v) = &verdict
+        && !review::enforce(runner, inputs, v)?
+    {
+        return Ok(1);
+    }
+    let what = Deploying {
+        base: &base,
+        head: &head,
+        filter: &filter,
         repo_dir,
-        retry,
-        cancel,
-    )
-    .await
+        review: verdict.as_ref(),
+    };
+    deploy(runner, inputs, what, retry, cancel).await
+}
+
+/// What a deploy of the action deploys.
+struct Deploying<'a> {
+    base: &'a Snapshot,
+    head: &'a Snapshot,
+    filter: &'a Filter,
+    repo_dir: &'a Path,
+    /// The push's review, shown in each check run.
+    review: Option<&'a crate::review::Verdict>,
 }
 
 /// Mode apply: renders the head state in full and deploys it.
 async fn deploy(
     runner: &mut Runner<'_>,
     inputs: &Inputs,
-    (base, head): (&Snapshot, &Snapshot),
-    filter: &Filter,
-    repo_dir: &Path,
+    what: Deploying<'_>,
     retry: RetryPolicy,
     cancel: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<u8> {
+    let Deploying {
+        base,
+        head,
+        filter,
+        repo_dir,
+        review,
+    } = what;
     runner.group("Deploy")?;
     let apply_options = crate::apply::Options {
         repo_dir: Some(repo_dir.to_path_buf()),
@@ -400,9 +425,12 @@ async fn deploy(
                     gh,
                     env,
                     &head_commit,
-                    run_url.clone(),
+                    crate::feedback::Links {
+                        run_url: run_url.clone(),
+                        environment_url: url,
+                        review: review.map(|v| v.markdown(Some(env))),
+                    },
                     inputs.github_deployments,
-                    url,
                     &mut warnings,
                 )
                 .await,

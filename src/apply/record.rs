@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 
 use crate::resource::{Resource, ResourceId};
 
@@ -63,11 +62,7 @@ impl Entry {
     }
 }
 
-/// SHA-256 of the object's canonical JSON (sorted keys), shortened.
-pub fn content_hash(object: &serde_json::Value) -> String {
-    let digest = sha2::Sha256::digest(object.to_string().as_bytes());
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::resource::content_hash;
 
 /// What was deployed to one environment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,19 @@ pub struct PullRequest {
     /// When it was closed (merged or not), RFC 3339.
     #[serde(default)]
     pub closed_at: Option<String>,
+    /// When it was merged; `None` when it was not.
+    #[serde(default)]
+    pub merged_at: Option<String>,
+    /// The label names.
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+/// A label of an issue or pull request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Label {
+    /// Its name.
+    pub name: String,
 }
 
 fn unexpected(method: &'static str, path: &str, what: &str) -> Error {
@@ -191,6 +204,23 @@ impl GitHub {
                 path,
                 detail: format!("unexpected pull request: {e}"),
             })
+    }
+
+    /// The pull requests a commit came from: on the default branch, the
+    /// merged one that introduced it (merge, squash or rebase); elsewhere,
+    /// the open ones whose branch has it (`GET
+    /// /repos/{repo}/commits/{sha}/pulls`).
+    ///
+    /// # Errors
+    /// API errors (404 for a commit GitHub does not have).
+    pub async fn pulls_for_commit(&self, sha: &str) -> Result<Vec<PullRequest>, Error> {
+        let path = format!("/repos/{}/commits/{sha}/pulls?per_page=100", self.repo);
+        let (_, v) = self.send(Method::Get, &path, None).await?;
+        serde_json::from_value(v).map_err(|e| Error::Transport {
+            method: "GET",
+            path,
+            detail: format!("unexpected pull request list: {e}"),
+        })
     }
 
     /// The open pull request from `head` (a branch of this repository)

@@ -61,6 +61,7 @@ permissions:
   contents: read
   checks: write
   deployments: write
+  pull-requests: read
 concurrency: kdeploy-deploy
 jobs:
   deploy:

@@ -16,6 +16,7 @@ use crate::render::{Comparison, State};
 use crate::resource::{self, HashedId, Origin, Resource, ResourceId};
 use crate::yaml;
 
+pub mod fingerprint;
 pub mod summary;
 pub mod warnings;
 
@@ -65,6 +66,9 @@ pub struct Change {
     pub warnings: Vec<Warning>,
     /// The change in one line ([`summary`]): `image api: 1.4.2 → 2.4.0`.
     pub summary: String,
+    /// The content hash of the resulting object (`None` for a deletion),
+    /// for the plan's [`fingerprint`]s.
+    pub after: Option<String>,
 }
 
 /// The stage order of each environment that uses change groups
@@ -111,6 +115,8 @@ pub struct Plan {
     /// Where the head's files are browsed: `<server>/<repo>/blob/<sha>`,
     /// when known (the action sets it); the comment then links each app.
     pub browse_url: Option<String>,
+    /// The identity of each (env, app)'s changes ([`fingerprint`]).
+    pub fingerprints: BTreeMap<(String, String), fingerprint::Fingerprint>,
 }
 
 impl Plan {
@@ -336,6 +342,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
                 origin: new.origin.clone(),
                 warnings: found,
                 summary: summary::describe(action, old, Some(new)),
+                after: Some(resource::content_hash(&new.object)),
             }))
         })
         .collect();
@@ -371,9 +378,11 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
                 .into_iter()
                 .collect(),
             summary: summary::describe(Action::Deleted, Some(old), None),
+            after: None,
         });
     }
     changes.sort_by_key(apply_order);
+    let fingerprints = fingerprint::of(&changes);
     let mut notes = cmp.notes.clone();
     notes.extend(order_notes(&cmp.head));
     Plan {
@@ -398,6 +407,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
             })
             .collect(),
         browse_url: None,
+        fingerprints,
     }
 }
 

@@ -363,6 +363,9 @@ pub struct JsonPlan<'a> {
     head: &'a str,
     summary: JsonSummary,
     notes: &'a [String],
+    /// `env/app` → the section's fingerprint, and the kdeploy version.
+    fingerprints: BTreeMap<String, &'a str>,
+    kdeploy: &'static str,
     changes: Vec<JsonChange<'a>>,
 }
 
@@ -392,6 +395,14 @@ struct JsonChange<'a> {
     diff: &'a str,
 }
 
+/// `env/app` → fingerprint, for the JSON plan and the action's output.
+pub fn fingerprints(plan: &Plan) -> BTreeMap<String, &str> {
+    plan.fingerprints
+        .iter()
+        .map(|((env, app), f)| (format!("{env}/{app}"), f.id.as_str()))
+        .collect()
+}
+
 /// Builds the JSON form of a plan.
 pub fn json(plan: &Plan) -> JsonPlan<'_> {
     let (added, changed, deleted) = plan.counts();
@@ -408,6 +419,8 @@ pub fn json(plan: &Plan) -> JsonPlan<'_> {
             warnings: plan.warning_count(),
         },
         notes: &plan.notes,
+        fingerprints: fingerprints(plan),
+        kdeploy: crate::plan::fingerprint::VERSION,
         changes: plan
             .changes
             .iter()

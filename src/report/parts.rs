@@ -39,7 +39,7 @@ pub fn markdown(plan: &Plan, marker: &str, limit: usize) -> String {
 /// The plan's summary: revisions, notes, the table per environment, the
 /// warning and highlights.
 fn summary(plan: &Plan) -> String {
-    let mut summary = String::new();
+    let mut summary = crate::plan::fingerprint::review_marker(plan);
     let _ = writeln!(summary, "`{}` → `{}`\n", plan.base, plan.head);
     for n in &plan.notes {
         let _ = writeln!(summary, "> [!NOTE]\n> {n}\n");
@@ -161,8 +161,17 @@ fn group_header(
     let continued = piece
         .map(|(k, n)| format!(" (part {k}/{n} of this app)"))
         .unwrap_or_default();
+    // The section's fingerprint: shown short, and whole in a comment a
+    // merge reads back ([`crate::review`]).
+    let (short, hidden) = match plan.fingerprints.get(key) {
+        Some(f) => (
+            format!(" · plan <code>{}</code>", &f.id[..f.id.len().min(8)]),
+            crate::plan::fingerprint::section_marker(key, f),
+        ),
+        None => (String::new(), String::new()),
+    };
     let mut header = format!(
-        "<details><summary><b>{}</b> / <b>{}</b>: {}{continued}</summary>\n\n",
+        "{hidden}<details><summary><b>{}</b> / <b>{}</b>: {}{short}{continued}</summary>\n\n",
         key.0,
         key.1,
         plural(changes, "change")

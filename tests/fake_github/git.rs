@@ -162,6 +162,10 @@ pub(super) fn routes(app: Router<Shared>, prefix: &str) -> Router<Shared> {
             &format!("{repo}/git/refs/{{*name}}"),
             patch(update_ref).delete(delete_ref),
         )
+        .route(
+            &format!("{repo}/commits/{{sha}}/pulls"),
+            get(pulls_for_commit),
+        )
         .route(&format!("{repo}/pulls"), get(list_pulls).post(create_pull))
         .route(
             &format!("{repo}/pulls/{{number}}"),
@@ -372,6 +376,49 @@ async fn list_pulls(
     json_response(200, Value::Array(pulls), &[])
 }
 
+/// `GET /repos/{owner}/{repo}/commits/{sha}/pulls`, as GitHub answers it:
+/// the merged pull request whose merge (or squash, or rebase) commit it
+/// is; for a commit not merged, the open pull requests whose head it is.
+async fn pulls_for_commit(State(state): State<Shared>, Path((_o, _r, sha)): RepoPath) -> Response {
+    let inner = lock(&state);
+    if !sha.bytes().all(|b| b.is_ascii_hexdigit()) || sha.len() < 7 {
+        return message(
+            422,
+            &format!("No commit found for SHA: {sha}"),
+            "commits/commits#list-pull-requests-associated-with-a-commit",
+        );
+    }
+    let merged: Vec<Value> = inner
+        .git
+        .pulls
+        .values()
+        .filter(|p| {
+            p["merged"] == true
+                && p["merge_commit_sha"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(&sha))
+        })
+        .cloned()
+        .collect();
+    let pulls = if merged.is_empty() {
+        inner
+            .git
+            .pulls
+            .values()
+            .filter(|p| {
+                p["state"] == "open"
+                    && p["head"]["sha"]
+                        .as_str()
+                        .is_some_and(|h| h.starts_with(&sha))
+            })
+            .cloned()
+            .collect()
+    } else {
+        merged
+    };
+    json_response(200, Value::Array(pulls), &[])
+}
+
 fn pull_validation(errors: Value) -> Response {
     json_response(
         422,
@@ -549,6 +596,24 @@ impl FakeGitHub {
             "base": {"label": format!("{}:main", owner()), "ref": "main", "sha": "0".repeat(40)},
         });
         self.lock().git.pulls.insert(number, pr);
+    }
+
+    /// Pull request `number` (added with [`FakeGitHub::add_pull`]) is at
+    /// `head`, and was merged as `merge` when given (closed, merged, its
+    /// `merge_commit_sha`, as GitHub sets them).
+    pub fn pull_commits(&self, number: u64, head: &str, merge: Option<&str>) {
+        let mut inner = self.lock();
+        let Some(pr) = inner.git.pulls.get_mut(&number) else {
+            return;
+        };
+        pr["head"]["sha"] = json!(head);
+        if let Some(m) = merge {
+            pr["state"] = json!("closed");
+            pr["merged"] = json!(true);
+            pr["merged_at"] = json!("2026-11-20T10:00:00Z");
+            pr["closed_at"] = json!("2026-11-20T10:00:00Z");
+            pr["merge_commit_sha"] = json!(m);
+        }
     }
 
     /// Every pull request, by number.

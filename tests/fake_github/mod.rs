@@ -73,7 +73,9 @@ struct Inner {
     comments: BTreeMap<u64, Value>,
     next_id: u64,
     requests: Vec<Request>,
-    faults: VecDeque<Fault>,
+    /// Faults for the next requests, each for any path or only paths
+    /// containing a substring.
+    faults: VecDeque<(Option<&'static str>, Fault)>,
     /// Writes answer 403 "Resource not accessible by integration".
     read_only: bool,
     check_runs: BTreeMap<u64, Value>,
@@ -177,7 +179,16 @@ impl FakeGitHub {
 
     /// Queues faults for the next requests.
     pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.lock().faults.extend(faults);
+        self.lock()
+            .faults
+            .extend(faults.into_iter().map(|f| (None, f)));
+    }
+
+    /// Queues faults for the next requests whose path contains `path`.
+    pub fn fail_next_on(&self, path: &'static str, faults: impl IntoIterator<Item = Fault>) {
+        self.lock()
+            .faults
+            .extend(faults.into_iter().map(|f| (Some(path), f)));
     }
 
     /// Makes every write answer 403, as for a read-only token.
@@ -198,6 +209,13 @@ impl FakeGitHub {
     }
 
     /// Comments on issue `number`, oldest first: (id, body).
+    /// Replaces comment `id`'s body, as its author editing it would.
+    pub fn edit_comment(&self, id: u64, body: &str) {
+        if let Some(c) = self.lock().comments.get_mut(&id) {
+            c["body"] = Value::String(body.to_string());
+        }
+    }
+
     pub fn comments(&self, number: u64) -> Vec<(u64, String)> {
         self.lock()
             .comments
@@ -370,7 +388,12 @@ async fn record(
             authorization: authorization.clone(),
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         });
-        inner.faults.pop_front()
+        let path = parts.uri.to_string();
+        let at = inner
+            .faults
+            .iter()
+            .position(|(on, _)| on.is_none_or(|p| path.contains(p)));
+        at.and_then(|i| inner.faults.remove(i)).map(|(_, f)| f)
     };
     if authorization.is_none() {
         return json_response(

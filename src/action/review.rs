@@ -1,0 +1,114 @@
+//! The action's side of reviewed = applied ([`crate::review`]): on a push,
+//! find the pull request the pushed commit came from, read the plan its
+//! kdeploy comment showed, compare, report, and apply the `unreviewed`
+//! input before the cluster is touched.
+
+use crate::config::Filter;
+use crate::event::Event;
+use crate::github::{GitHub, RetryPolicy};
+use crate::plan::Plan;
+use crate::review::{Reviewed, Unreviewed, Verdict};
+
+use super::inputs::Inputs;
+use super::runner::Runner;
+
+/// The pull request a pushed commit came from: the merged one GitHub
+/// associates with it (merge, squash or rebase), else the first.
+async fn pull_of(gh: &GitHub, sha: &str) -> Result<Option<u64>, crate::github::Error> {
+    let pulls = gh.pulls_for_commit(sha).await?;
+    Ok(pulls
+        .iter()
+        .find(|p| p.merged_at.is_some())
+        .or_else(|| pulls.first())
+        .map(|p| p.number))
+}
+
+/// The verdict of a push that deploys `plan` (`None` for other events, or
+/// without a token to ask GitHub with).
+pub(super) async fn verdict(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    event: &Event,
+    plan: &Plan,
+    filter: &Filter,
+    retry: RetryPolicy,
+) -> anyhow::Result<Option<Verdict>> {
+    let Event::Push {
+        after: Some(sha), ..
+    } = event
+    else {
+        return Ok(None);
+    };
+    let selected = |env: &str| filter.matches_env(env);
+    let (Some(token), Some(api), Some(repo)) = (
+        &inputs.token,
+        runner.env.var("GITHUB_API_URL"),
+        runner.env.var("GITHUB_REPOSITORY"),
+    ) else {
+        return Ok(Some(Verdict::without_review(plan, &selected)));
+    };
+    let gh = GitHub::new(api, token, repo, retry)?;
+    let found = async {
+        let Some(number) = pull_of(&gh, sha).await? else {
+            return Ok(None);
+        };
+        let parts = crate::comment::read_plans(&gh, number).await?;
+        Ok::<_, crate::github::Error>(Some((number, parts)))
+    }
+    .await;
+    let verdict = match found {
+        Ok(Some((number, parts))) => match Reviewed::parse(number, &parts) {
+            Some(reviewed) => crate::review::compare(&reviewed, plan, &selected),
+            None => Verdict {
+                pull: Some(number),
+                ..Verdict::without_review(plan, &selected)
+            },
+        },
+        Ok(None) => Verdict::without_review(plan, &selected),
+        Err(e) => {
+            runner.warning(&format!(
+                "cannot read the pull request of {sha}: {}; the deploy is reported as unreviewed",
+                e.explain("review", "pull-requests: read")
+            ))?;
+            Verdict::without_review(plan, &selected)
+        }
+    };
+    Ok(Some(verdict))
+}
+
+/// Reports `verdict` (job summary, log, outputs) and applies the
+/// `unreviewed` input: `false` when the deploy must not go on.
+pub(super) fn enforce(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    verdict: &Verdict,
+) -> anyhow::Result<bool> {
+    let ok = verdict.is_reviewed();
+    runner.line(&format!("review: {}", verdict.line()))?;
+    runner.summary(&format!(
+        "\n### kdeploy review\n\n{}",
+        verdict.markdown(None)
+    ))?;
+    runner.outputs(&[("reviewed", ok.to_string()), ("review", verdict.line())])?;
+    if ok {
+        return Ok(true);
+    }
+    match inputs.unreviewed {
+        Unreviewed::Deploy => Ok(true),
+        Unreviewed::Warn => {
+            runner.warning(&format!("{}; deploying (unreviewed: warn)", verdict.line()))?;
+            Ok(true)
+        }
+        Unreviewed::Fail => {
+            runner.command(&format!(
+                "::error title=kdeploy (unreviewed)::{}; nothing was deployed (unreviewed: fail). Plan the change in a pull request and merge it, or re-run with unreviewed: deploy",
+                super::runner::escape(&verdict.line())
+            ))?;
+            runner.outputs(&[
+                ("deployed", "false".to_string()),
+                ("error", "unreviewed".to_string()),
+            ])?;
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Reviewed = applied, on the fake GitHub and the simulator: a pull
+//! request is planned (its comment carries fingerprints), then merged, and
+//! the push's deploy says whether it applies that plan.
+
+use crate::action::{Job, cluster, output, pr_payload, push_payload};
+
+/// Plans PR #`number` from main to a commit that makes `edit`, as the
+/// action does on `pull_request`; the PR's head.
+async fn planned_pr(job: &Job, number: u64, edit: impl FnOnce(&crate::util::Repo)) -> String {
+    let base = job.base();
+    let head = job.pr_commit(edit, "change");
+    job.fake.add_pull(number, "pr", "open", false);
+    job.fake.pull_commits(number, &head, None);
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", number, &base, &head, false),
+            "pr",
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let comments = job.fake.comments(number);
+    assert!(
+        comments
+            .iter()
+            .any(|(_, b)| b.contains("<!-- kdeploy-fingerprint ")),
+        "{comments:?}"
+    );
+    head
+}
+
+/// Fast-forwards main to `sha` (a rebase merge, or a merge commit made
+/// elsewhere) and records it as PR `number`'s merge.
+fn merge(job: &Job, number: u64, head: &str, merged: &str) {
+    job.origin.git(&["checkout", "-q", "main"]);
+    job.origin.git(&["merge", "-q", "--ff-only", merged]);
+    job.fake.pull_commits(number, head, Some(merged));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_merge_applies_the_reviewed_plan() {
+    let job = Job::new().await;
+    let head = planned_pr(&job, 5, |r| {
+        r.write("services/web/version", "1.1.0\n");
+    })
+    .await;
+    let before = job.base();
+    merge(&job, 5, &head, &head);
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(&before), &head), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains("review: applies the plan reviewed in #5"),
+        "{}",
+        run.log
+    );
+    assert_eq!(output(&run.outputs, "reviewed").as_deref(), Some("true"));
+    let runs = job.fake.check_runs();
+    let summary = runs[0]["output"]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("applies the plan reviewed in #5"),
+        "{summary}"
+    );
+    assert!(!run.log.contains("::warning::"), "{}", run.log);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_squash_merge_onto_a_moved_base_names_what_changed_since_review() {
+    let job = Job::new().await;
+    // The PR bumps web; meanwhile main changes web's config too.
+    let head = planned_pr(&job, 6, |r| {
+        r.write("services/web/version", "1.1.0\n");
+    })
+    .await;
+    job.origin
+        .write("services/web/staging/config.yaml", "replicas: 4\n");
+    let before = job.origin.commit("meanwhile on main");
+    // The squash: the PR's change on the moved main.
+    job.origin.write("services/web/version", "1.1.0\n");
+    let squashed = job.origin.commit("bump (#6)");
+    job.fake.pull_commits(6, &head, Some(&squashed));
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(&before), &squashed), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains("review: changed since review in #6"),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.log.contains("::warning::changed since review in #6"),
+        "{}",
+        run.log
+    );
+    assert_eq!(output(&run.outputs, "reviewed").as_deref(), Some("false"));
+    assert!(
+        run.summary
+            .contains("| staging / web | **changed**: apps/Deployment web-staging/web: reviewed ~"),
+        "{}",
+        run.summary
+    );
+    assert!(
+        run.summary.contains("likely cause: the base moved"),
+        "{}",
+        run.summary
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_direct_push_is_unreviewed_and_fail_deploys_nothing() {
+    let job = Job::new().await;
+    let before = job.base();
+    job.origin.write("services/web/version", "1.2.0\n");
+    let after = job.origin.commit("straight to main");
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(
+            &sim,
+            &push_payload(Some(&before), &after),
+            &[("INPUT_UNREVIEWED", "fail")],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.log);
+    assert!(
+        run.log.contains("::error title=kdeploy (unreviewed)::unreviewed: this push came from no pull request; nothing was deployed"),
+        "{}",
+        run.log
+    );
+    assert_eq!(output(&run.outputs, "error").as_deref(), Some("unreviewed"));
+    assert!(
+        sim.requests().iter().all(|r| r.method == "GET"),
+        "the cluster was written to"
+    );
+    // The same push with the default (warn) deploys, and says so.
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(&before), &after), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log
+            .contains("::warning::unreviewed: this push came from no pull request"),
+        "{}",
+        run.log
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_from_another_kdeploy_version_is_named_as_the_cause() {
+    let job = Job::new().await;
+    let head = planned_pr(&job, 8, |r| {
+        r.write("services/web/version", "1.1.0\n");
+    })
+    .await;
+    // The comment as an older kdeploy wrote it, with another plan of web.
+    for (id, body) in job.fake.comments(8) {
+        let older = body
+            .replace(kdeploy::plan::fingerprint::VERSION, "0.0.9+000000000000")
+            .replacen("\"id\":\"", "\"id\":\"0", 1);
+        job.fake.edit_comment(id, &older);
+    }
+    let before = job.base();
+    merge(&job, 8, &head, &head);
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(&before), &head), &[])
+        .await;
+    assert!(
+        run.log.contains("changed since review in #8"),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.summary
+            .contains("likely cause: kdeploy changed: the plan was made by 0.0.9+000000000000"),
+        "{}",
+        run.summary
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_that_moved_elsewhere_still_applies_the_reviewed_plan() {
+    let job = Job::new().await;
+    let head = planned_pr(&job, 9, |r| {
+        r.write("services/web/version", "1.1.0\n");
+    })
+    .await;
+    // Main moves, but not where the pull request changes anything.
+    job.origin
+        .write("services/api/staging/config.yaml", "replicas: 4\n");
+    let before = job.origin.commit("api on main");
+    job.origin.write("services/web/version", "1.1.0\n");
+    let squashed = job.origin.commit("bump (#9)");
+    job.fake.pull_commits(9, &head, Some(&squashed));
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(&before), &squashed), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains("review: applies the plan reviewed in #9"),
+        "{}",
+        run.log
+    );
+}
