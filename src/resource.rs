@@ -101,6 +101,22 @@ pub struct Resource {
     pub origin: Origin,
 }
 
+/// Why deleting an object of this kind loses data, if it does: what a
+/// deploy deletes only with consent ([`crate::apply::consent`]) and a plan
+/// warns about.
+pub fn data_bearing(group: &str, kind: &str) -> Option<&'static str> {
+    match (group, kind) {
+        ("", "Namespace") => Some("a Namespace: everything in it is deleted too"),
+        ("", "PersistentVolumeClaim") => Some("a PersistentVolumeClaim: its volume's data"),
+        ("", "PersistentVolume") => Some("a PersistentVolume: its data"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            Some("a CustomResourceDefinition: every custom resource of it is deleted too")
+        }
+        ("apps", "StatefulSet") => Some("a StatefulSet: its volume claims may hold data"),
+        _ => None,
+    }
+}
+
 /// SHA-256 of the object's canonical JSON (sorted keys), shortened: what
 /// deploy records and plan fingerprints compare.
 pub fn content_hash(object: &Value) -> String {

@@ -91,6 +91,8 @@ pub struct Verdict {
     pub sections: BTreeMap<(String, String), Section>,
     /// Why sections differ, most likely first.
     pub causes: Vec<String>,
+    /// The pull request's labels (consent to deletions is one).
+    pub labels: Vec<String>,
 }
 
 impl Verdict {
@@ -106,6 +108,7 @@ impl Verdict {
                 .map(|k| (k.clone(), Section::New))
                 .collect(),
             causes: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -201,6 +204,7 @@ pub fn compare(reviewed: &Reviewed, plan: &Plan, selected: &dyn Fn(&str) -> bool
         found: true,
         sections,
         causes: Vec::new(),
+        labels: Vec::new(),
     };
     if !v.differing().is_empty() {
         v.causes = causes(reviewed, plan);

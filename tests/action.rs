@@ -1101,6 +1101,8 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         adopted: Vec::new(),
         replaced: Vec::new(),
         retired: false,
+        held: Vec::new(),
+        consent: None,
         failed_step: None,
         failed: (0..120)
             .map(|i| Failure {

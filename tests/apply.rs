@@ -307,8 +307,36 @@ async fn removing_an_app_deletes_its_resources_and_nothing_else() {
     repo.remove("services/worker");
     repo.commit("remove worker");
     sim.clear_requests();
+    // Without consent an app gone from the config is held whole: nothing
+    // deleted, the record keeps it, the report says how to consent.
     let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(reports[0].deleted.is_empty(), "{out}");
+    assert!(
+        reports[0]
+            .held
+            .iter()
+            .any(|h| h
+                .starts_with("Namespace worker-production (app worker is gone from the config")),
+        "{out}"
+    );
+    assert!(out.contains("deletions held: they need consent"), "{out}");
+    assert!(
+        sim.requests()
+            .iter()
+            .all(|r| r.method != "DELETE" || r.path.contains("leases")),
+        "{out}"
+    );
+    let consent = Options {
+        deletion_consent: Some("--allow-deletions".into()),
+        ..fast()
+    };
+    let (reports, out) = deploy_head(&client, &repo, &prod, &consent).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    assert!(
+        out.contains("deletions consented to (--allow-deletions)"),
+        "{out}"
+    );
     let ns = sim.get("", "Namespace", "", "worker-production");
     assert_eq!(
         ns.as_ref().map(|n| n["status"]["phase"].clone()),
@@ -920,6 +948,7 @@ async fn delete_first_removes_before_it_applies() {
     sim.clear_requests();
     let opts = Options {
         delete_first: true,
+        deletion_consent: Some("test".into()),
         ..fast()
     };
     let (reports, out) = deploy_head(&client, &repo, &prod, &opts).await;

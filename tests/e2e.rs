@@ -80,7 +80,17 @@ async fn first_deploy_change_and_removal_on_a_real_cluster() {
 
     repo.remove("services/worker");
     repo.commit("remove worker");
+    // An app gone from the config needs consent: held first, then deleted.
     let (reports, out) = deploy_head(&client, &repo, &prod, &fast()).await;
+    assert!(
+        reports[0].deleted.is_empty() && !reports[0].held.is_empty(),
+        "{out}"
+    );
+    let consent = kdeploy::apply::Options {
+        deletion_consent: Some("test".into()),
+        ..fast()
+    };
+    let (reports, out) = deploy_head(&client, &repo, &prod, &consent).await;
     assert!(
         reports[0]
             .deleted

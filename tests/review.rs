@@ -207,3 +207,62 @@ async fn a_base_that_moved_elsewhere_still_applies_the_reviewed_plan() {
         run.log
     );
 }
+
+/// A merged pull request that removes an app: its deletions are held (the
+/// rest deploys, the check run says how to consent); the consent label on
+/// the pull request and a re-run complete them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_removed_by_a_merge_is_deleted_only_with_the_consent_label() {
+    let job = Job::new().await;
+    let sim = cluster().await;
+    let first = job.base();
+    let run = job
+        .deploy_push(&sim, &push_payload(None, &first), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        sim.get("apps", "Deployment", "web-staging", "web")
+            .is_some()
+    );
+
+    let head = planned_pr(&job, 11, |r| {
+        r.remove("services/web");
+    })
+    .await;
+    merge(&job, 11, &head, &head);
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(&first), &head), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        sim.get("apps", "Deployment", "web-staging", "web")
+            .is_some(),
+        "held"
+    );
+    let runs = job.fake.check_runs();
+    let last = runs.last().expect("a check run");
+    let title = last["output"]["title"].as_str().unwrap_or_default();
+    assert!(title.contains("deletions held for consent"), "{title}");
+    let summary = last["output"]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("add the label `kdeploy/allow-deletions`"),
+        "{summary}"
+    );
+
+    job.fake.label_pull(11, "kdeploy/allow-deletions");
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(&first), &head), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log
+            .contains("deletions consented to (label kdeploy/allow-deletions on #11)"),
+        "{}",
+        run.log
+    );
+    let web = sim.get("apps", "Deployment", "web-staging", "web");
+    assert!(
+        web.is_none_or(|d| !d["metadata"]["deletionTimestamp"].is_null()),
+        "deleted"
+    );
+}

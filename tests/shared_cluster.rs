@@ -58,12 +58,16 @@ async fn default_namespaces_keep_environments_apart_on_one_cluster() {
     // Removing the app from staging deletes staging's Deployment only.
     repo.remove("services/shop/staging");
     repo.commit("shop leaves staging");
+    let consent = apply::Options {
+        deletion_consent: Some("test".into()),
+        ..fast()
+    };
     let (reports, out) = deploy(
         &client,
         &state(&repo, "HEAD"),
         Some(&head),
         &Filter::default(),
-        &fast(),
+        &consent,
     )
     .await;
     assert!(reports.iter().all(apply::Report::succeeded), "{out}");
@@ -235,6 +239,11 @@ async fn an_environment_gone_from_the_repo_is_pruned_from_its_record() {
     let (_dir, kc) = sim.kubeconfig_file();
     let apply = |repo: std::path::PathBuf, kc: String| {
         tokio::task::spawn_blocking(move || {
+            crate::util::kdeploy(&repo, &["apply", "--kubeconfig", &kc, "--allow-deletions"])
+        })
+    };
+    let without_consent = |repo: std::path::PathBuf, kc: String| {
+        tokio::task::spawn_blocking(move || {
             crate::util::kdeploy(&repo, &["apply", "--kubeconfig", &kc])
         })
     };
@@ -250,6 +259,22 @@ async fn an_environment_gone_from_the_repo_is_pruned_from_its_record() {
     // Staging's last app goes; `apply --head` alone (no base) still prunes it.
     repo.remove("services/shop/staging");
     repo.commit("no more staging");
+    // Without consent a whole environment is never read as "delete
+    // everything": held, and the record keeps it.
+    let run = without_consent(repo.path().to_path_buf(), kc.clone())
+        .await
+        .expect("runs");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("(the environment has nothing left in the config"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        sim.get("apps", "Deployment", "shop-staging", "shop")
+            .is_some()
+    );
     let run = apply(repo.path().to_path_buf(), kc).await.expect("runs");
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(

@@ -210,7 +210,11 @@ async fn deletions_are_waited_for_until_gone() {
     );
     repo.remove("services/worker");
     repo.commit("remove worker");
-    let (reports, out) = deploy_head(&client, &repo, &filter, &waiting(10_000)).await;
+    let consent = kdeploy::apply::Options {
+        deletion_consent: Some("test".into()),
+        ..waiting(10_000)
+    };
+    let (reports, out) = deploy_head(&client, &repo, &filter, &consent).await;
     assert!(reports[0].succeeded(), "{out}");
     let gone = reports[0]
         .tracked

@@ -205,6 +205,21 @@ pub const INPUTS: &[Input] = &[
         description: "Apply: wait this long (e.g. 10m) for workloads to be ready; 0 does not wait. A resource may set its own with the annotation kdeploy.io/timeout.",
     },
     Input {
+        name: "allow-deletions",
+        default: "false",
+        description: "Consent to deletions that need it (data-bearing kinds, apps or environments gone from the config, more than deletion-budget); without it, or the pull request's deletion-consent-label, they are held.",
+    },
+    Input {
+        name: "deletion-budget",
+        default: "25",
+        description: "Deletions beyond this share (percent) of an environment's recorded resources, and more than 10, need consent.",
+    },
+    Input {
+        name: "deletion-consent-label",
+        default: "kdeploy/allow-deletions",
+        description: "A label on the merged pull request that consents to its deletions.",
+    },
+    Input {
         name: "rollback-on-failure",
         default: "false",
         description: "Apply: when the deploy fails, restore the previous content of what it changed and delete what it created (the record is not advanced either way).",
@@ -305,6 +320,8 @@ pub struct Inputs {
     pub(crate) promote_from: Option<String>,
     /// What a push that does not apply a reviewed plan does.
     pub(crate) unreviewed: crate::review::Unreviewed,
+    /// The label on the merged pull request that consents to deletions.
+    pub(crate) deletion_consent_label: String,
     pub(crate) promote_to: Option<String>,
     pub(crate) promote_keys: Vec<String>,
     pub(crate) drift_unmanaged: bool,
@@ -439,6 +456,7 @@ impl Inputs {
         let force_conflicts = flag("force-conflicts", true);
         let load_balancers = flag("wait-for-load-balancers", false);
         let rollback = flag("rollback-on-failure", false);
+        let allow_deletions = flag("allow-deletions", false);
         let github_deployments = flag("github-deployments", true);
         let allow_pull_request_target = flag("allow-pull-request-target", false);
         let drift_unmanaged = flag("drift-unmanaged", false);
@@ -454,6 +472,15 @@ impl Inputs {
                 .transpose(),
             None,
         );
+        let deletion_budget = u32::try_from(
+            take(
+                p,
+                parse_number("deletion-budget", env.input("deletion-budget"), 25),
+                25,
+            )
+            .min(100),
+        )
+        .unwrap_or(25);
         let max_comment_parts = take(
             p,
             parse_number("max-comment-parts", env.input("max-comment-parts"), 3),
@@ -507,6 +534,8 @@ impl Inputs {
                     ..w
                 }),
                 rollback,
+                deletion_consent: allow_deletions.then(|| "the input allow-deletions".to_string()),
+                deletion_budget,
                 ..crate::apply::Options::default()
             },
             github_deployments,
@@ -515,6 +544,10 @@ impl Inputs {
             publish,
             promote_from: env.input("promote-from").map(str::to_string),
             unreviewed,
+            deletion_consent_label: env
+                .input("deletion-consent-label")
+                .unwrap_or("kdeploy/allow-deletions")
+                .to_string(),
             promote_to: env.input("promote-to").map(str::to_string),
             drift_unmanaged,
             drift_repair,

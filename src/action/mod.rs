@@ -339,6 +339,7 @@ async fn plan_then_deploy(
         filter: &filter,
         repo_dir,
         review: verdict.as_ref(),
+        deletion_consent: review::deletion_consent(inputs, verdict.as_ref()),
     };
     deploy(runner, inputs, what, retry, cancel).await
 }
@@ -351,6 +352,8 @@ struct Deploying<'a> {
     repo_dir: &'a Path,
     /// The push's review, shown in each check run.
     review: Option<&'a crate::review::Verdict>,
+    /// Consent to deletions that need it, and how it was given.
+    deletion_consent: Option<String>,
 }
 
 /// Mode apply: renders the head state in full and deploys it.
@@ -367,10 +370,12 @@ async fn deploy(
         filter,
         repo_dir,
         review,
+        deletion_consent,
     } = what;
     runner.group("Deploy")?;
     let apply_options = crate::apply::Options {
         repo_dir: Some(repo_dir.to_path_buf()),
+        deletion_consent,
         ..inputs.apply.clone()
     };
     let request = crate::pipeline::DeployRequest {

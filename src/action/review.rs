@@ -14,13 +14,16 @@ use super::runner::Runner;
 
 /// The pull request a pushed commit came from: the merged one GitHub
 /// associates with it (merge, squash or rebase), else the first.
-async fn pull_of(gh: &GitHub, sha: &str) -> Result<Option<u64>, crate::github::Error> {
+async fn pull_of(
+    gh: &GitHub,
+    sha: &str,
+) -> Result<Option<(u64, Vec<String>)>, crate::github::Error> {
     let pulls = gh.pulls_for_commit(sha).await?;
     Ok(pulls
         .iter()
         .find(|p| p.merged_at.is_some())
         .or_else(|| pulls.first())
-        .map(|p| p.number))
+        .map(|p| (p.number, p.labels.iter().map(|l| l.name.clone()).collect())))
 }
 
 /// The verdict of a push that deploys `plan` (`None` for other events, or
@@ -49,21 +52,24 @@ pub(super) async fn verdict(
     };
     let gh = GitHub::new(api, token, repo, retry)?;
     let found = async {
-        let Some(number) = pull_of(&gh, sha).await? else {
+        let Some((number, labels)) = pull_of(&gh, sha).await? else {
             return Ok(None);
         };
         let parts = crate::comment::read_plans(&gh, number).await?;
-        Ok::<_, crate::github::Error>(Some((number, parts)))
+        Ok::<_, crate::github::Error>(Some((number, labels, parts)))
     }
     .await;
     let verdict = match found {
-        Ok(Some((number, parts))) => match Reviewed::parse(number, &parts) {
-            Some(reviewed) => crate::review::compare(&reviewed, plan, &selected),
-            None => Verdict {
-                pull: Some(number),
-                ..Verdict::without_review(plan, &selected)
-            },
-        },
+        Ok(Some((number, labels, parts))) => {
+            let verdict = match Reviewed::parse(number, &parts) {
+                Some(reviewed) => crate::review::compare(&reviewed, plan, &selected),
+                None => Verdict {
+                    pull: Some(number),
+                    ..Verdict::without_review(plan, &selected)
+                },
+            };
+            Verdict { labels, ..verdict }
+        }
         Ok(None) => Verdict::without_review(plan, &selected),
         Err(e) => {
             runner.warning(&format!(
@@ -74,6 +80,18 @@ pub(super) async fn verdict(
         }
     };
     Ok(Some(verdict))
+}
+
+/// Consent to held deletions: the input, else the consent label on the
+/// pull request the push came from.
+pub(super) fn deletion_consent(inputs: &Inputs, verdict: Option<&Verdict>) -> Option<String> {
+    if let Some(c) = &inputs.apply.deletion_consent {
+        return Some(c.clone());
+    }
+    let v = verdict?;
+    let label = &inputs.deletion_consent_label;
+    (v.labels.iter().any(|l| l == label))
+        .then(|| format!("label {label} on #{}", v.pull.unwrap_or_default()))
 }
 
 /// Reports `verdict` (job summary, log, outputs) and applies the

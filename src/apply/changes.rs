@@ -35,6 +35,9 @@ pub(super) struct Changes<'a> {
     pub to_delete: Vec<Entry>,
     /// Gone from the head but in another environment's record: kept.
     pub kept: Vec<String>,
+    /// Deletions that need consent and have none ([`super::consent`]),
+    /// with why: not deleted, kept in the record.
+    pub held: Vec<(Entry, String)>,
     /// Pre-deploy hooks of changed releases.
     pub pre: Vec<&'a Resource>,
     /// Post-deploy hooks of changed releases.
@@ -144,6 +147,18 @@ pub(super) async fn decide<'a>(
         replace::immutable_changes(client, kinds, target, &updates, opts).await?
     };
     let (to_delete, kept) = deletions(target, &previous, &head_entries, opts, owners);
+    let in_scope: Vec<&Entry> = previous
+        .values()
+        .filter(|e| (target.in_scope)(&e.app))
+        .collect();
+    let head_apps: BTreeSet<&str> = target.head.iter().map(|r| r.origin.app.as_str()).collect();
+    let (to_delete, held) = super::consent::split(
+        to_delete,
+        &in_scope,
+        &head_apps,
+        opts.deletion_budget,
+        opts.deletion_consent.is_some(),
+    );
     let (pre, post) = hooks_to_run(hooks, &to_apply, &to_delete, &previous, opts);
     Ok(Changes {
         existing,
@@ -156,6 +171,7 @@ pub(super) async fn decide<'a>(
         to_replace,
         to_delete,
         kept,
+        held,
         pre,
         post,
     })

@@ -10,6 +10,7 @@
 //! is ever deleted, and kdeploy adds no labels to the user's objects.
 
 mod changes;
+pub mod consent;
 mod environments;
 mod error;
 mod hooks;
@@ -94,6 +95,13 @@ pub struct Options {
     /// The environment whose resources this deploy may take over
     /// (`--adopt-from`): they move to this environment's record.
     pub adopt_from: Option<String>,
+    /// Consent to deletions that need it ([`consent`]): how it was given
+    /// (`--allow-deletions`, `label kdeploy/allow-deletions on #12`), or
+    /// `None`, and they are held.
+    pub deletion_consent: Option<String>,
+    /// Deletions beyond this share of an environment's recorded resources
+    /// (percent; and more than [`consent::SMALL`]) need consent.
+    pub deletion_budget: u32,
 }
 
 impl Default for Options {
@@ -116,6 +124,8 @@ impl Default for Options {
             repo_dir: None,
             delete_first: false,
             adopt_from: None,
+            deletion_consent: None,
+            deletion_budget: consent::DEFAULT_BUDGET,
         }
     }
 }
@@ -256,6 +266,7 @@ async fn apply_held(
         to_replace,
         to_delete,
         kept,
+        held,
         pre,
         post,
     } = changes::decide(client, kinds, target, &hooks, opts, owners).await?;
@@ -271,42 +282,29 @@ async fn apply_held(
         dry_run: opts.dry_run,
         unchanged,
         kept,
+        held: held
+            .iter()
+            .map(|(e, why)| format!("{} ({why})", e.id()))
+            .collect(),
+        consent: opts
+            .deletion_consent
+            .clone()
+            .filter(|_| !to_delete.is_empty()),
         ..Report::default()
     };
     let pre_done = pre.is_empty();
     let mut to_track: Vec<crate::wait::Target> = Vec::new();
     let global_timeout = opts.wait.as_ref().map(|w| w.timeout).unwrap_or_default();
 
-    for ns in &missing_namespaces {
-        match ensure_namespace(client, ns, opts).await {
-            Ok(()) => report
-                .applied
-                .push(format!("Namespace {ns} (--create-namespace)")),
-            Err(e) => report.failed.push(Failure {
-                app: String::new(),
-                id: format!("Namespace {ns}"),
-                source: "--create-namespace".into(),
-                error: api_message(&e),
-            }),
-        }
-    }
-
-    let replace_timeout = if global_timeout.is_zero() {
-        Duration::from_secs(300)
-    } else {
-        global_timeout
-    };
-    for r in &to_replace {
-        match replace::delete_for_replace(client, kinds, r, opts, replace_timeout).await {
-            Ok(()) => report.replaced.push(r.id.to_string()),
-            Err(error) => report.failed.push(Failure {
-                app: r.origin.app.clone(),
-                id: r.id.to_string(),
-                source: r.origin.file.clone(),
-                error,
-            }),
-        }
-    }
+    before_writes(
+        client,
+        kinds,
+        &missing_namespaces,
+        &to_replace,
+        opts,
+        &mut report,
+    )
+    .await;
 
     if opts.delete_first {
         delete_entries(
@@ -412,6 +410,7 @@ async fn apply_held(
                 previous,
                 head: head_entries,
                 hooks: &hooks,
+                held: held.into_iter().map(|(e, _)| e).collect(),
                 existing: existing.as_ref(),
             },
             &mut report,
@@ -431,6 +430,49 @@ async fn apply_held(
     Ok(report)
 }
 
+/// What goes before the writes: namespaces `--create-namespace` creates,
+/// and resources replaced for an immutable field, deleted until gone.
+async fn before_writes(
+    client: &kube::Client,
+    kinds: &mut Kinds,
+    missing_namespaces: &[String],
+    to_replace: &[&Resource],
+    opts: &Options,
+    report: &mut Report,
+) {
+    let global_timeout = opts.wait.as_ref().map(|w| w.timeout).unwrap_or_default();
+    for ns in missing_namespaces {
+        match ensure_namespace(client, ns, opts).await {
+            Ok(()) => report
+                .applied
+                .push(format!("Namespace {ns} (--create-namespace)")),
+            Err(e) => report.failed.push(Failure {
+                app: String::new(),
+                id: format!("Namespace {ns}"),
+                source: "--create-namespace".into(),
+                error: api_message(&e),
+            }),
+        }
+    }
+
+    let replace_timeout = if global_timeout.is_zero() {
+        Duration::from_secs(300)
+    } else {
+        global_timeout
+    };
+    for r in to_replace {
+        match replace::delete_for_replace(client, kinds, r, opts, replace_timeout).await {
+            Ok(()) => report.replaced.push(r.id.to_string()),
+            Err(error) => report.failed.push(Failure {
+                app: r.origin.app.clone(),
+                id: r.id.to_string(),
+                source: r.origin.file.clone(),
+                error,
+            }),
+        }
+    }
+}
+
 /// What a successful deploy leaves: the record's new entries come from these.
 struct Deployed<'r> {
     /// The previous record's entries; `None` when the previous state was
@@ -440,6 +482,8 @@ struct Deployed<'r> {
     head: BTreeMap<ResourceId, Entry>,
     /// Hooks: recorded (a change to one runs it) but never pruned.
     hooks: &'r [&'r Resource],
+    /// Deletions held for consent: still deployed, so still recorded.
+    held: Vec<Entry>,
     /// The record read under the lease.
     existing: Option<&'r Record>,
 }
@@ -464,6 +508,7 @@ async fn record_deploy(
         .collect();
     entries.extend(deployed.head);
     entries.extend(deployed.hooks.iter().map(|h| (h.id.clone(), Entry::of(h))));
+    entries.extend(deployed.held.into_iter().map(|e| (e.id(), e)));
     let new = Record {
         repository: target.repository.clone(),
         commit: target.head_commit.clone(),

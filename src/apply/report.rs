@@ -105,6 +105,13 @@ pub struct Report {
     /// Deploy hooks run, one line each (`pre-deploy batch/Job shop/migrate: complete (2.1s)`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
+    /// Deletions held for consent, each with why (`Namespace shop (a
+    /// Namespace: everything in it is deleted too)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
+    /// How consent to deletions was given, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent: Option<String>,
     /// The environment is no longer in the config repo: this deploy removed
     /// what its record listed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -542,6 +542,16 @@ pub struct ApplyArgs {
     /// they move from its deploy record to this one's.
     #[arg(long, value_name = "ENV")]
     pub adopt_from: Option<String>,
+    /// Consent to deletions that need it: data-bearing kinds (Namespace,
+    /// PersistentVolumeClaim, PersistentVolume, CustomResourceDefinition,
+    /// StatefulSet), apps or environments gone from the config, and more
+    /// deletions than `--deletion-budget`. Without it they are held.
+    #[arg(long)]
+    pub allow_deletions: bool,
+    /// Deletions beyond this share (percent) of an environment's recorded
+    /// resources, and more than 10, need consent.
+    #[arg(long, default_value_t = crate::apply::consent::DEFAULT_BUDGET, value_name = "PERCENT")]
+    pub deletion_budget: u32,
     /// Write a JSON report of what was applied, deleted and failed.
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,

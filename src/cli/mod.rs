@@ -349,6 +349,10 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         repo_dir: Some(args.selection.repo.clone()),
         delete_first: args.delete_first,
         adopt_from: args.adopt_from.clone(),
+        deletion_consent: args
+            .allow_deletions
+            .then(|| "--allow-deletions".to_string()),
+        deletion_budget: args.deletion_budget,
         propagation: match args.propagation.as_str() {
             "foreground" => kube::api::PropagationPolicy::Foreground,
             "orphan" => kube::api::PropagationPolicy::Orphan,

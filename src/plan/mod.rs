@@ -376,6 +376,13 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
                 .get_or_init(|| warnings::Contents::of(base.iter().map(|((env, _), r)| (*env, *r))))
                 .cascade(key.0, old)
                 .into_iter()
+                .chain(resource::data_bearing(&old.id.group, &old.id.kind).map(|why| Warning {
+                    code: "needs-consent",
+                    path: String::new(),
+                    message: format!(
+                        "deleting {why}: the merge holds this deletion until the pull request has the label `kdeploy/allow-deletions` (or the deploy runs with allow-deletions)"
+                    ),
+                }))
                 .collect(),
             summary: summary::describe(Action::Deleted, Some(old), None),
             after: None,

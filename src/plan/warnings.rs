@@ -18,7 +18,7 @@ use crate::resource::Resource;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warning {
     /// `immutable-field`, `removed-api`, `deprecated-api`, `cascade`,
-    /// `not-deployed` or `not-honoured`.
+    /// `not-deployed`, `not-honoured` or `needs-consent`.
     pub code: &'static str,
     /// JSON Pointer of the field (`/spec/selector`), or `/apiVersion`, or
     /// empty for the whole resource.

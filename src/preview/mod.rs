@@ -289,8 +289,11 @@ pub async fn deploy(
         in_scope: &all,
         preview: Some(preview.of()),
     };
+    // A preview is the pull request's own and transient: what its head no
+    // longer has goes without asking.
     let opts = Options {
         prune: true,
+        deletion_consent: Some("a preview environment".into()),
         ..opts.clone()
     };
     Ok(apply::apply(client, &target, &opts).await?)
@@ -408,6 +411,8 @@ pub async fn remove(
         prune: true,
         rollback: false,
         wait: Some(opts.wait.clone().unwrap_or_default()),
+        // Closing the pull request is the consent to remove its preview.
+        deletion_consent: Some("the pull request was closed".into()),
         ..opts.clone()
     };
     let Some(existing) = record::read(client, &opts.record_namespace, env).await? else {

@@ -7,6 +7,9 @@ use std::io::{self, Write};
 
 use crate::apply::{PreviousFrom, Report};
 
+/// How to let held deletions go, whichever face ran the deploy.
+pub const HOW_TO_CONSENT: &str = "they need consent: add the label `kdeploy/allow-deletions` to the pull request and re-run the deploy (or set the input `allow-deletions: true`), or run `kdeploy apply --allow-deletions`; until then they stay deployed and in the record";
+
 /// Prints what a deploy of one environment did: the counts, every resource
 /// applied, deleted or failed, readiness and any rollback.
 ///
@@ -57,6 +60,19 @@ pub fn text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     }
     for id in &report.kept {
         writeln!(out, "  kept     {id}")?;
+    }
+    for id in &report.held {
+        writeln!(out, "  held     {id}")?;
+    }
+    if !report.held.is_empty() {
+        writeln!(
+            out,
+            "{env}: {} deletions held: {HOW_TO_CONSENT}",
+            report.held.len()
+        )?;
+    }
+    if let Some(c) = &report.consent {
+        writeln!(out, "{env}: deletions consented to ({c})")?;
     }
     for id in &report.adopted {
         writeln!(
@@ -141,6 +157,9 @@ pub fn summary(reports: &[Report]) -> String {
                 r.not_attempted.join(", ")
             ));
         }
+        for id in &r.held {
+            summary.push_str(&format!("\n- held for consent: `{id}`"));
+        }
     }
     summary.push('\n');
     summary
@@ -187,6 +206,12 @@ pub fn check_run(
         };
     };
     let title = match conclusion(Some(r)) {
+        "success" if !r.held.is_empty() => format!(
+            "Deployed to {env}: {} applied, {} deleted, {} deletions held for consent",
+            r.applied.len(),
+            r.deleted.len(),
+            r.held.len()
+        ),
         "success" => format!(
             "Deployed to {env}: {} applied, {} deleted",
             r.applied.len(),
@@ -258,12 +283,25 @@ pub fn check_run(
             let _ = writeln!(summary, "|  | `{id}` | deleted | ok |  |  |");
         }
     }
+    for id in &r.held {
+        let _ = writeln!(summary, "|  | `{id}` | delete | **held** |  |  |");
+    }
     if !r.not_attempted.is_empty() {
         let _ = writeln!(
             summary,
             "\nNot attempted after the failure: {}",
             r.not_attempted.join(", ")
         );
+    }
+    if !r.held.is_empty() {
+        let _ = writeln!(
+            summary,
+            "\n**{} deletions held:** {HOW_TO_CONSENT}.",
+            r.held.len()
+        );
+    }
+    if let Some(c) = &r.consent {
+        let _ = writeln!(summary, "\nDeletions consented to: {c}.");
     }
     if !r.hooks.is_empty() {
         let _ = writeln!(summary, "\nDeploy hooks:");

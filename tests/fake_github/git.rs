@@ -616,6 +616,19 @@ impl FakeGitHub {
         }
     }
 
+    /// Adds label `name` to pull request `number`.
+    pub fn label_pull(&self, number: u64, name: &str) {
+        if let Some(pr) = self.lock().git.pulls.get_mut(&number) {
+            let id = pr["labels"].as_array().map_or(0, Vec::len) as u64 + 1;
+            let label =
+                json!({"id": 9_000 + id, "name": name, "color": "d73a4a", "default": false});
+            match pr["labels"].as_array_mut() {
+                Some(list) => list.push(label),
+                None => pr["labels"] = json!([label]),
+            }
+        }
+    }
+
     /// Every pull request, by number.
     pub fn pulls(&self) -> Vec<Pull> {
         pulls_of(&self.lock())
