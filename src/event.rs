@@ -118,6 +118,18 @@ struct RepositoryDispatchPayload {
 }
 
 #[derive(Debug, Deserialize)]
+struct MergeGroupPayload {
+    merge_group: MergeGroupFields,
+}
+
+#[derive(Debug, Deserialize)]
+struct MergeGroupFields {
+    head_sha: String,
+    base_sha: String,
+    base_ref: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct DispatchPayload {
     #[serde(rename = "ref")]
     git_ref: Option<String>,
@@ -157,6 +169,16 @@ pub enum Event {
         /// New tip; `None` when the ref was deleted.
         after: Option<String>,
     },
+    /// `merge_group` (`checks_requested`): a merge queue asks for checks
+    /// on the commit it will fast-forward the branch to.
+    MergeGroup {
+        /// The queue's base: the branch's tip the group builds on.
+        base_sha: String,
+        /// The commit the queue tests and then pushes.
+        head_sha: String,
+        /// `refs/heads/main`: the branch the group merges into.
+        base_ref: String,
+    },
     /// `workflow_dispatch`: revisions come from inputs and `GITHUB_SHA`.
     WorkflowDispatch {
         /// The ref the workflow ran on.
@@ -193,6 +215,7 @@ impl Event {
         match self {
             Event::Push { git_ref, .. } => git_ref.strip_prefix("refs/heads/"),
             Event::PullRequest { base_ref, .. } => base_ref.as_deref(),
+            Event::MergeGroup { base_ref, .. } => base_ref.strip_prefix("refs/heads/"),
             Event::WorkflowDispatch { git_ref, .. } => {
                 git_ref.as_deref()?.strip_prefix("refs/heads/")
             }
@@ -256,6 +279,14 @@ impl Event {
                     git_ref: p.git_ref,
                     before: non_zero(p.before),
                     after: if p.deleted { None } else { non_zero(p.after) },
+                }
+            }
+            "merge_group" => {
+                let p: MergeGroupPayload = serde_json::from_slice(payload).map_err(malformed)?;
+                Event::MergeGroup {
+                    base_sha: p.merge_group.base_sha,
+                    head_sha: p.merge_group.head_sha,
+                    base_ref: p.merge_group.base_ref,
                 }
             }
             "workflow_dispatch" => {
@@ -581,6 +612,16 @@ pub fn resolve(
                 None => None,
             };
             Ok(Revisions { base, head })
+        }
+        Event::MergeGroup {
+            base_sha, head_sha, ..
+        } => {
+            let head = git.ensure_commit(&repo, head_sha)?;
+            let base = git.ensure_commit(&repo, base_sha)?;
+            Ok(Revisions {
+                base: Some(base),
+                head,
+            })
         }
         Event::WorkflowDispatch { base, head, .. } => {
             let head_spec = head.as_deref().or(github_sha).ok_or_else(|| {

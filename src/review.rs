@@ -93,6 +93,9 @@ pub struct Verdict {
     pub causes: Vec<String>,
     /// The pull request's labels (consent to deletions is one).
     pub labels: Vec<String>,
+    /// Where the compared plan was shown, when not the pull request's
+    /// comment (`the merge queue's check of 1a2b3c4d5e6f`).
+    pub place: Option<String>,
 }
 
 impl Verdict {
@@ -109,6 +112,7 @@ impl Verdict {
                 .collect(),
             causes: Vec::new(),
             labels: Vec::new(),
+            place: None,
         }
     }
 
@@ -136,11 +140,13 @@ impl Verdict {
             (Some(n), false) => format!(
                 "unreviewed: pull request #{n} has no kdeploy plan comment with fingerprints"
             ),
-            (Some(n), true) if self.is_reviewed() => {
-                format!("applies the plan reviewed in #{n}")
-            }
+            (Some(n), true) if self.is_reviewed() => match &self.place {
+                Some(p) => format!("applies the plan checked in {p} (#{n})"),
+                None => format!("applies the plan reviewed in #{n}"),
+            },
             (Some(n), true) => format!(
-                "changed since review in #{n}: {} of {} sections differ",
+                "changed since review in {}: {} of {} sections differ",
+                self.place.clone().unwrap_or_else(|| format!("#{n}")),
                 self.differing().len(),
                 self.sections.len()
             ),
@@ -205,6 +211,7 @@ pub fn compare(reviewed: &Reviewed, plan: &Plan, selected: &dyn Fn(&str) -> bool
         sections,
         causes: Vec::new(),
         labels: Vec::new(),
+        place: None,
     };
     if !v.differing().is_empty() {
         v.causes = causes(reviewed, plan);

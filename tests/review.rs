@@ -266,3 +266,69 @@ async fn an_app_removed_by_a_merge_is_deleted_only_with_the_consent_label() {
         "deleted"
     );
 }
+
+/// A merge queue: the `merge_group` event plans the queued commit against
+/// the queue's base and posts the check run `kdeploy plan` on it (never a
+/// deploy); the push of that commit is compared with that plan, whatever
+/// the pull request's older comment says.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_queue_check_is_the_plan_the_push_applies() {
+    let job = Job::new().await;
+    let head = planned_pr(&job, 12, |r| {
+        r.write("services/web/version", "1.1.0\n");
+    })
+    .await;
+    // The PR's comment is stale (another plan); the queue's check is not.
+    for (id, body) in job.fake.comments(12) {
+        job.fake
+            .edit_comment(id, &body.replacen("\"id\":\"", "\"id\":\"0", 1));
+    }
+    let base = job.base();
+    let payload = serde_json::json!({
+        "action": "checks_requested",
+        "merge_group": {
+            "head_sha": head, "base_sha": base, "base_ref": "refs/heads/main",
+            "head_ref": format!("refs/heads/gh-readonly-queue/main/pr-12-{head}"),
+            "head_commit": {"id": head, "message": "bump"}
+        }
+    });
+    let run = job
+        .run("merge_group", &payload, "main", &[("INPUT_MODE", "apply")])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log
+            .contains("is planned (the check run `kdeploy plan`)"),
+        "{}",
+        run.log
+    );
+    let runs = job.fake.check_runs();
+    let check = runs
+        .iter()
+        .find(|r| r["name"] == "kdeploy plan")
+        .unwrap_or_else(|| panic!("{runs:?}"));
+    assert_eq!(check["head_sha"], head.as_str());
+    assert_eq!(check["conclusion"], "success");
+    assert!(
+        check["output"]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("<!-- kdeploy-fingerprint "),
+        "{check}"
+    );
+
+    merge(&job, 12, &head, &head);
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(&base), &head), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains(&format!(
+            "review: applies the plan checked in the merge queue's check of {} (#12)",
+            &head[..12]
+        )),
+        "{}",
+        run.log
+    );
+}

@@ -161,7 +161,7 @@ async fn run_steps(
     }
     let mode = match (&event, inputs.mode) {
         (Event::Unsupported(name), _) => {
-            runner.notice(&format!("kdeploy does nothing on `{name}` events (it handles pull_request, push and workflow_dispatch; `mode: images` and `mode: promote` run on any)"))?;
+            runner.notice(&format!("kdeploy does nothing on `{name}` events (it handles pull_request, merge_group, push and workflow_dispatch; `mode: images` and `mode: promote` run on any)"))?;
             return Ok(0);
         }
         (Event::RepositoryDispatch { event_type, .. }, _) => {
@@ -179,6 +179,10 @@ async fn run_steps(
         (Event::Push { after: None, .. }, _) => {
             runner.notice("the push deleted a ref; nothing to deploy")?;
             return Ok(0);
+        }
+        (Event::MergeGroup { .. }, Some(Mode::Apply)) => {
+            runner.notice("a merge group's commit is not on the branch yet: it is planned (the check run `kdeploy plan`), and deployed by the push that follows")?;
+            Mode::Plan
         }
         (_, Some(mode)) => mode,
         (Event::Push { .. }, None) => Mode::Apply,
@@ -323,6 +327,7 @@ async fn plan_then_deploy(
         ),
     ])?;
     summarize(runner, &plan)?;
+    review::queue_check(runner, inputs, event, &plan, retry).await?;
     if mode == Mode::Plan {
         return Ok(0);
     }

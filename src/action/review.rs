@@ -12,6 +12,53 @@ use crate::review::{Reviewed, Unreviewed, Verdict};
 use super::inputs::Inputs;
 use super::runner::Runner;
 
+/// The check run a merge queue's plan is posted as, on the queued commit:
+/// a repository can require it.
+pub(super) const QUEUE_CHECK: &str = "kdeploy plan";
+
+/// Posts the plan of a merge group as the completed check run
+/// [`QUEUE_CHECK`] on the queued commit; its fingerprints are what the
+/// push of that commit is compared with.
+pub(super) async fn queue_check(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    event: &Event,
+    plan: &Plan,
+    retry: RetryPolicy,
+) -> anyhow::Result<()> {
+    let Event::MergeGroup { head_sha, .. } = event else {
+        return Ok(());
+    };
+    let (Some(token), Some(api), Some(repo)) = (
+        &inputs.token,
+        runner.env.var("GITHUB_API_URL"),
+        runner.env.var("GITHUB_REPOSITORY"),
+    ) else {
+        runner.warning("no github-token: the merge queue's plan is in the job summary only, and its push will be reported unreviewed")?;
+        return Ok(());
+    };
+    let gh = GitHub::new(api, token, repo, retry)?;
+    let marker = crate::report::comment_marker(&inputs.comment_id);
+    let body = serde_json::json!({
+        "name": QUEUE_CHECK,
+        "head_sha": head_sha,
+        "status": "completed",
+        "conclusion": "success",
+        "details_url": runner.run_url(),
+        "output": {
+            "title": crate::report::summary_line(plan),
+            "summary": crate::report::markdown(plan, &marker, crate::feedback::OUTPUT_LIMIT),
+        },
+    });
+    if let Err(e) = gh.create_check_run(&body).await {
+        runner.warning(&e.explain(
+            "no `kdeploy plan` check run on the queued commit",
+            "checks: write",
+        ))?;
+    }
+    Ok(())
+}
+
 /// The pull request a pushed commit came from: the merged one GitHub
 /// associates with it (merge, squash or rebase), else the first.
 async fn pull_of(
@@ -55,12 +102,22 @@ pub(super) async fn verdict(
         let Some((number, labels)) = pull_of(&gh, sha).await? else {
             return Ok(None);
         };
+        // A merge queue checked exactly this commit: that plan is the one
+        // to compare; else the plan the pull request's comment showed.
+        let queued = gh.check_run_summaries(sha, QUEUE_CHECK).await?;
+        if let Some(summary) = queued
+            .into_iter()
+            .find(|s| Reviewed::parse(number, std::slice::from_ref(s)).is_some())
+        {
+            let place = format!("the merge queue's check of {}", &sha[..sha.len().min(12)]);
+            return Ok(Some((number, labels, vec![summary], Some(place))));
+        }
         let parts = crate::comment::read_plans(&gh, number).await?;
-        Ok::<_, crate::github::Error>(Some((number, labels, parts)))
+        Ok::<_, crate::github::Error>(Some((number, labels, parts, None)))
     }
     .await;
     let verdict = match found {
-        Ok(Some((number, labels, parts))) => {
+        Ok(Some((number, labels, parts, place))) => {
             let verdict = match Reviewed::parse(number, &parts) {
                 Some(reviewed) => crate::review::compare(&reviewed, plan, &selected),
                 None => Verdict {
@@ -68,7 +125,11 @@ pub(super) async fn verdict(
                     ..Verdict::without_review(plan, &selected)
                 },
             };
-            Verdict { labels, ..verdict }
+            Verdict {
+                labels,
+                place,
+                ..verdict
+            }
         }
         Ok(None) => Verdict::without_review(plan, &selected),
         Err(e) => {

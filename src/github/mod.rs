@@ -521,6 +521,33 @@ impl GitHub {
             .map(|_| ())
     }
 
+    /// The output summaries of the check runs named `name` on commit `sha`
+    /// that a GitHub Actions workflow (the `github-actions` app) created,
+    /// newest first.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn check_run_summaries(&self, sha: &str, name: &str) -> Result<Vec<String>, Error> {
+        // Check names are kdeploy's own (`kdeploy plan`): only spaces need
+        // escaping in a query.
+        let query = name
+            .replace('%', "%25")
+            .replace(' ', "%20")
+            .replace('&', "%26");
+        let path = format!(
+            "/repos/{}/commits/{sha}/check-runs?check_name={query}&per_page=100",
+            self.repo
+        );
+        let (_, v) = self.send(Method::Get, &path, None).await?;
+        Ok(v["check_runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["app"]["slug"] == "github-actions")
+            .filter_map(|r| r["output"]["summary"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Creates a deployment; returns its id.
     ///
     /// # Errors

@@ -142,6 +142,10 @@ impl FakeGitHub {
                     patch(update_check_run),
                 )
                 .route(
+                    &format!("{prefix}/repos/{{owner}}/{{repo}}/commits/{{sha}}/check-runs"),
+                    get(list_check_runs_for_ref),
+                )
+                .route(
                     &format!("{prefix}/repos/{{owner}}/{{repo}}/deployments"),
                     axum::routing::post(create_deployment),
                 )
@@ -709,6 +713,36 @@ fn check_output(body: &Value) -> Result<Vec<Value>, Box<Response>> {
         }
     }
     Ok(annotations)
+}
+
+/// `GET /repos/{owner}/{repo}/commits/{ref}/check-runs`, `check_name`
+/// filtering by name, as GitHub answers it (`total_count` and
+/// `check_runs`, newest first).
+async fn list_check_runs_for_ref(
+    State(state): State<Shared>,
+    Path((_o, _r, sha)): Path<(String, String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let inner = lock(&state);
+    let runs: Vec<Value> = inner
+        .check_runs
+        .values()
+        .rev()
+        .filter(|r| r["head_sha"] == sha.as_str())
+        .filter(|r| q.get("check_name").is_none_or(|n| r["name"] == n.as_str()))
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(o) = r.as_object_mut() {
+                o.remove("annotations");
+            }
+            r
+        })
+        .collect();
+    json_response(
+        200,
+        json!({"total_count": runs.len(), "check_runs": runs}),
+        &[],
+    )
 }
 
 async fn create_check_run(State(state): State<Shared>, bytes: Bytes) -> Response {
