@@ -21,6 +21,7 @@ pub mod owners;
 mod preflight;
 mod prune;
 pub mod record;
+mod recording;
 pub mod replace;
 mod report;
 mod rollback;
@@ -31,10 +32,10 @@ pub use error::{Error, error_step};
 pub(crate) use kinds::{Kinds, api_for};
 use preflight::{ensure_namespace, preflight};
 use prune::delete_entries;
+use recording::{Deployed, record_deploy};
 pub use report::{Failure, PreviousFrom, Report, Rollback, Step};
 use rollback::{rollback, secret_values};
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -42,8 +43,8 @@ use kube::api::PropagationPolicy;
 use kube::discovery::{ApiResource, Scope};
 
 use crate::hooks::Phase;
-use crate::resource::{Resource, ResourceId};
-use record::{Entry, Record};
+use crate::resource::Resource;
+use record::Entry;
 
 /// The field manager kdeploy applies as.
 pub const FIELD_MANAGER: &str = "kdeploy";
@@ -473,75 +474,6 @@ async fn before_writes(
     }
 }
 
-/// What a successful deploy leaves: the record's new entries come from these.
-struct Deployed<'r> {
-    /// The previous record's entries; `None` when the previous state was
-    /// not a record (it is not carried over).
-    previous: Option<BTreeMap<ResourceId, Entry>>,
-    /// The head state.
-    head: BTreeMap<ResourceId, Entry>,
-    /// Hooks: recorded (a change to one runs it) but never pruned.
-    hooks: &'r [&'r Resource],
-    /// Deletions held for consent: still deployed, so still recorded.
-    held: Vec<Entry>,
-    /// The record read under the lease.
-    existing: Option<&'r Record>,
-}
-
-/// Writes the record of a successful deploy. The cluster has changed by
-/// now: a failure here is part of the report (the next run applies the same
-/// change again), not an error that would lose it.
-async fn record_deploy(
-    client: &kube::Client,
-    target: &Target<'_>,
-    opts: &Options,
-    owners: &owners::Owners,
-    deployed: Deployed<'_>,
-    report: &mut Report,
-) {
-    // Apps out of scope (`--app`) keep their entries.
-    let mut entries: BTreeMap<ResourceId, Entry> = deployed
-        .previous
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, e)| !(target.in_scope)(&e.app))
-        .collect();
-    entries.extend(deployed.head);
-    entries.extend(deployed.hooks.iter().map(|h| (h.id.clone(), Entry::of(h))));
-    entries.extend(deployed.held.into_iter().map(|e| (e.id(), e)));
-    let new = Record {
-        repository: target.repository.clone(),
-        commit: target.head_commit.clone(),
-        entries,
-        resource_version: None,
-        preview: target.preview.clone(),
-        deployed_at: None,
-    };
-    if let Err(e) = write_records(
-        client,
-        target,
-        opts,
-        owners,
-        &new,
-        deployed.existing,
-        report,
-    )
-    .await
-    {
-        report.failed.push(Failure {
-            id: format!(
-                "deploy record {}/{}",
-                opts.record_namespace,
-                record::name(&target.env)
-            ),
-            app: String::new(),
-            source: "kdeploy".into(),
-            error: e.to_string(),
-        });
-        report.failed_step = Some(Step::Record);
-    }
-}
-
 /// Waits for what this deploy wrote to be ready (or gone), adding what it
 /// tracked and its progress lines to the report.
 async fn wait_for_ready(
@@ -568,42 +500,4 @@ async fn wait_for_ready(
     report
         .progress
         .push_str(&String::from_utf8_lossy(&progress));
-}
-
-/// Writes this environment's record, then moves adopted resources out of
-/// the record of the environment they came from, so exactly one
-/// environment owns each.
-async fn write_records(
-    client: &kube::Client,
-    target: &Target<'_>,
-    opts: &Options,
-    owners: &owners::Owners,
-    new: &Record,
-    existing: Option<&Record>,
-    report: &mut Report,
-) -> Result<(), record::Error> {
-    record::write(client, &opts.record_namespace, &target.env, new, existing).await?;
-    report.record_written = true;
-    let Some(from) = &opts.adopt_from else {
-        return Ok(());
-    };
-    let Some(theirs) = owners.records.get(from) else {
-        return Ok(());
-    };
-    let moved: Vec<ResourceId> = target
-        .head
-        .iter()
-        .map(|r| r.id.clone())
-        .filter(|id| theirs.entries.contains_key(id))
-        .collect();
-    if moved.is_empty() {
-        return Ok(());
-    }
-    let mut updated = theirs.clone();
-    for id in &moved {
-        updated.entries.remove(id);
-    }
-    record::write(client, &opts.record_namespace, from, &updated, Some(theirs)).await?;
-    report.adopted = moved.iter().map(ToString::to_string).collect();
-    Ok(())
 }
