@@ -1218,3 +1218,65 @@ async fn a_cluster_scoped_kind_without_its_crd_gets_no_namespace() {
         "{out}"
     );
 }
+
+/// The case: an environment whose resources live in 10 namespaces
+/// that exist already and that no record owns. A one-app change reads
+/// them with one LIST, not a GET each.
+#[tokio::test]
+async fn a_one_app_change_over_ten_existing_namespaces_makes_at_most_ten_requests() {
+    let sim = Sim::start().await;
+    let client = sim.client().await;
+    for n in 0..10 {
+        sim.insert(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("team-{n}")}}));
+    }
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw: [\"deploy/{env}/{app}\"]\n",
+    );
+    for n in 0..10 {
+        repo.write(
+            &format!("deploy/production/app-{n}/cm.yaml"),
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: team-{n}\ndata:\n  v: \"1\"\n"),
+        );
+    }
+    repo.commit("ten apps");
+    let base = state(&repo, "HEAD");
+    let (reports, out) = deploy(&client, &base, None, &Filter::default(), &fast()).await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    repo.write(
+        "deploy/production/app-3/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: team-3\ndata:\n  v: \"2\"\n",
+    );
+    repo.commit("app-3: v2");
+    sim.clear_requests();
+    let (reports, out) = deploy(
+        &client,
+        &state(&repo, "HEAD"),
+        Some(&base),
+        &Filter::default(),
+        &fast(),
+    )
+    .await;
+    assert!(reports.iter().all(Report::succeeded), "{out}");
+    let requests: Vec<String> = sim
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/team-")),
+        "{requests:#?}"
+    );
+    eprintln!(
+        "one-app change over 10 namespaces: {} requests",
+        requests.len()
+    );
+    assert!(
+        requests.len() <= 10,
+        "{} requests: {requests:#?}",
+        requests.len()
+    );
+}

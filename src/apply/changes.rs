@@ -5,11 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::api::Api;
-
 use super::owners::Owners;
 use super::record::{self, Entry, Record};
-use super::{Error, Kinds, Options, PreviousFrom, Target, replace, with_retry};
+use super::{Error, Kinds, Options, PreviousFrom, Target, replace};
 use crate::hooks::{Phase, Role, role};
 use crate::resource::{Resource, ResourceId};
 
@@ -188,7 +186,6 @@ async fn missing_namespaces<'a>(
     to_apply: &[&'a Resource],
     opts: &Options,
 ) -> Result<Vec<&'a Resource>, Error> {
-    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let kept_namespaces: Vec<&'a Resource> = target
         .head
         .iter()
@@ -196,29 +193,8 @@ async fn missing_namespaces<'a>(
         .filter(|r| r.id.group.is_empty() && r.id.kind == "Namespace")
         .filter(|r| !to_apply.iter().any(|x| x.id == r.id))
         .collect();
-    let all_namespaces = kube::api::ListParams::default();
-    let present: BTreeSet<String> = match kept_namespaces.as_slice() {
-        [] => Default::default(),
-        [one] => with_retry(opts, || ns_api.get_opt(&one.id.name))
-            .await
-            .map_err(|error| Error::Api {
-                what: format!("reading namespace {}", one.id.name),
-                error,
-            })?
-            .map(|_| one.id.name.clone())
-            .into_iter()
-            .collect(),
-        _ => with_retry(opts, || ns_api.list(&all_namespaces))
-            .await
-            .map_err(|error| Error::Api {
-                what: "listing namespaces".into(),
-                error,
-            })?
-            .items
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .collect(),
-    };
+    let names: Vec<&str> = kept_namespaces.iter().map(|r| r.id.name.as_str()).collect();
+    let present = super::preflight::present_namespaces(client, &names, opts).await?;
     Ok(kept_namespaces
         .into_iter()
         .filter(|r| !present.contains(&r.id.name))

@@ -30,6 +30,42 @@ pub(super) fn namespace_created_by_plan(target: &Target<'_>, r: &Resource) -> bo
         .any(|x| x.id.group.is_empty() && x.id.kind == "Namespace" && x.id.name == ns)
 }
 
+/// Which of `names` exist: one GET for one namespace, else one LIST
+/// whatever their number (an environment whose resources use 200
+/// namespaces made 200 requests before).
+pub(super) async fn present_namespaces(
+    client: &kube::Client,
+    names: &[&str],
+    opts: &Options,
+) -> Result<BTreeSet<String>, Error> {
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match names {
+        [] => Ok(BTreeSet::new()),
+        [one] => Ok(with_retry(opts, || ns_api.get_opt(one))
+            .await
+            .map_err(|error| Error::Api {
+                what: format!("reading namespace {one}"),
+                error,
+            })?
+            .map(|_| (*one).to_string())
+            .into_iter()
+            .collect()),
+        _ => {
+            let all = kube::api::ListParams::default();
+            Ok(with_retry(opts, || ns_api.list(&all))
+                .await
+                .map_err(|error| Error::Api {
+                    what: "listing namespaces".into(),
+                    error,
+                })?
+                .items
+                .into_iter()
+                .filter_map(|n| n.metadata.name)
+                .collect())
+        }
+    }
+}
+
 /// Checks, with reads only, that every kind is served (or defined by a CRD
 /// of the plan) and every namespace exists (or is created by the plan).
 pub(super) async fn preflight(
@@ -99,19 +135,16 @@ pub(super) async fn preflight(
         .filter(|r| !wrong_scope.contains(&(r.id.group.clone(), r.id.kind.clone())))
         .filter_map(|r| r.id.namespace.as_deref())
         .collect();
-    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let mut missing = Vec::new();
-    for ns in namespaces.into_iter().filter(|ns| !created.contains(ns)) {
-        let found = with_retry(opts, || ns_api.get_opt(ns))
-            .await
-            .map_err(|error| Error::Api {
-                what: format!("reading namespace {ns}"),
-                error,
-            })?;
-        if found.is_none() {
-            missing.push(ns.to_string());
-        }
-    }
+    let wanted: Vec<&str> = namespaces
+        .into_iter()
+        .filter(|ns| !created.contains(ns))
+        .collect();
+    let present = present_namespaces(client, &wanted, opts).await?;
+    let mut missing: Vec<String> = wanted
+        .into_iter()
+        .filter(|ns| !present.contains(*ns))
+        .map(str::to_string)
+        .collect();
     if !opts.create_namespace {
         for ns in &missing {
             let user = target
