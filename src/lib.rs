@@ -15,7 +15,8 @@
 //! - [`validate`]: schema checks of rendered resources before planning.
 //! - [`emit`]: rendering for output (`render`, `validate`), release by release.
 //! - [`output`]: write rendered manifests to `_gen/`.
-//! - [`plan`]: per-resource changes between two revisions, Secrets redacted.
+//! - [`plan`]: per-resource changes between two revisions, Secrets redacted;
+//!   [`policy`]: the built-in checks each planned resource gets.
 //! - [`report`]: a plan as terminal text, markdown (in comment-sized parts) or JSON.
 //! - [`pipeline`]: the plan and deploy flows, written once for both faces.
 //! - [`cluster`]: kubeconfig and clients; [`apply`]: server-side apply,
@@ -66,6 +67,7 @@ pub mod order;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
+pub mod policy;
 pub mod preview;
 pub mod process_time;
 pub mod promote;

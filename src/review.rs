@@ -325,6 +325,7 @@ mod tests {
                 .iter()
                 .map(|(e, a, f)| ((e.to_string(), a.to_string()), f.clone()))
                 .collect(),
+            policy_errors: 0,
         }
     }
 

@@ -1114,6 +1114,7 @@ fn large_plan(apps: usize, envs: usize, per_app: usize, diff_lines: usize) -> kd
         base: "0123456789abcdef".into(),
         head: "fedcba9876543210".into(),
         fingerprints,
+        policy_errors: 0,
         changes,
         unchanged: 0,
         unchanged_releases: 0,
@@ -1213,4 +1214,81 @@ fn the_text_plan_reads_the_same_tomorrow() {
         .replace(&base[..12], "BASE")
         .replace(&head[..12], "HEAD");
     insta::assert_snapshot!("plan_text", text);
+}
+
+/// Policy checks run in every plan on what it creates or changes: the
+/// finding shows in text and JSON with its id, reason and fix; the runner
+/// (KDEPLOY_POLICY) makes one an error, which fails the plan, or turns it
+/// off; a bad setting is named.
+#[test]
+fn policy_checks_show_in_every_plan_and_the_runner_decides_what_fails() {
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw: [\"deploy/{env}/{app}\"]\n",
+    );
+    repo.write("deploy/prod/tools/.keep", "");
+    let base = repo.commit("empty");
+    repo.write(
+        "deploy/prod/tools/debug.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: debug\n  namespace: tools\nspec:\n  selector: {matchLabels: {app: debug}}\n  template:\n    metadata: {labels: {app: debug}}\n    spec:\n      hostPID: true\n      containers: [{name: shell, image: \"busybox\"}]\n",
+    );
+    let head = repo.commit("a debug pod");
+    let run = |env: &[(&str, &str)], format: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kdeploy"));
+        c.args(["plan", "--base", &base, "--head", &head, "--format", format])
+            .current_dir(repo.path())
+            .env("NO_COLOR", "1")
+            .env_remove("KDEPLOY_POLICY");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        crate::util::Run::from(c.output().expect("runs"))
+    };
+    // host-namespace is an error by default: the plan fails.
+    let text = run(&[], "text");
+    assert_eq!(text.code, 1, "{}{}", text.stdout, text.stderr);
+    assert!(text.stdout.contains("policy/latest-tag"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("image `busybox` is not pinned"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stderr.contains("1 policy check(s) at severity error"),
+        "{}",
+        text.stderr
+    );
+    let json = run(&[("KDEPLOY_POLICY", "host-namespace=warning")], "json");
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    let codes: Vec<&str> = v["changes"][0]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
+    for code in [
+        "policy/host-namespace",
+        "policy/latest-tag",
+        "policy/no-resources",
+        "policy/no-readiness-probe",
+        "policy/run-as-root",
+    ] {
+        assert!(codes.contains(&code), "{code} in {codes:?}");
+    }
+    assert_eq!(v["summary"]["policy_errors"], 0);
+    let off = run(
+        &[("KDEPLOY_POLICY", "host-namespace=off,latest-tag=off")],
+        "json",
+    );
+    assert!(!off.stdout.contains("policy/latest-tag"), "{}", off.stdout);
+    let bad = run(&[("KDEPLOY_POLICY", "latest=error")], "text");
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr
+            .contains("`latest` is not a check; checks: latest-tag"),
+        "{}",
+        bad.stderr
+    );
 }

@@ -100,6 +100,11 @@ pub const INPUTS: &[Input] = &[
         description: "Identifies kdeploy's comment on a PR so it is updated in place; default is the workflow name (plus the environments glob).",
     },
     Input {
+        name: "policy",
+        default: "",
+        description: "Severities of the built-in policy checks, check=off|warning|error, comma-separated (latest-tag=error,no-pdb=off); an error fails the plan and stops the deploy. Runner policy: the repository cannot change it.",
+    },
+    Input {
         name: "unreviewed",
         default: "warn",
         description: "On a push that does not apply the plan its pull request showed (changed since review, or no pull request): deploy (say so), warn (say so with a warning annotation) or fail (deploy nothing).",
@@ -320,6 +325,8 @@ pub struct Inputs {
     pub(crate) promote_from: Option<String>,
     /// What a push that does not apply a reviewed plan does.
     pub(crate) unreviewed: crate::review::Unreviewed,
+    /// The policy checks' severities (`latest-tag=error`).
+    pub(crate) policy: Option<String>,
     /// The label on the merged pull request that consents to deletions.
     pub(crate) deletion_consent_label: String,
     pub(crate) promote_to: Option<String>,
@@ -544,6 +551,7 @@ impl Inputs {
             publish,
             promote_from: env.input("promote-from").map(str::to_string),
             unreviewed,
+            policy: env.input("policy").map(str::to_string),
             deletion_consent_label: env
                 .input("deletion-consent-label")
                 .unwrap_or("kdeploy/allow-deletions")

@@ -248,6 +248,7 @@ async fn plan_then_deploy(
     let outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
         policy_from,
         context: inputs.context_lines,
+        checks: inputs.policy.as_deref(),
         ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
     });
     runner.end_group()?;
@@ -328,6 +329,14 @@ async fn plan_then_deploy(
     ])?;
     summarize(runner, &plan)?;
     review::queue_check(runner, inputs, event, &plan, retry).await?;
+    if plan.policy_errors > 0 {
+        runner.command(&format!(
+            "::error title=kdeploy (policy)::{} policy check(s) at severity error (input `policy`); see the `policy/…` warnings in the plan. Nothing was deployed",
+            plan.policy_errors
+        ))?;
+        runner.outputs(&[("error", "policy".to_string())])?;
+        return Ok(1);
+    }
     if mode == Mode::Plan {
         return Ok(0);
     }

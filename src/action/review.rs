@@ -43,7 +43,7 @@ pub(super) async fn queue_check(
         "name": QUEUE_CHECK,
         "head_sha": head_sha,
         "status": "completed",
-        "conclusion": "success",
+        "conclusion": if plan.policy_errors > 0 { "failure" } else { "success" },
         "details_url": runner.run_url(),
         "output": {
             "title": crate::report::summary_line(plan),

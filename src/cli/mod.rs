@@ -138,6 +138,13 @@ fn run_plan(args: &PlanArgs, color: bool, out: &mut dyn Write) -> anyhow::Result
         }
     }
     out.flush()?;
+    if plan.policy_errors > 0 {
+        eprintln!(
+            "error: {} policy check(s) at severity error (KDEPLOY_POLICY); see the `policy/…` warnings of the plan",
+            plan.policy_errors
+        );
+        return Ok(Outcome::Exit(1));
+    }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         Outcome::Changes
     } else {

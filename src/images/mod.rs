@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::config::PodSpecPath;
 
-/// Where built-in kinds keep their pod spec, by (group, kind).
-const POD_SPECS: &[(&str, &str, &str)] = &[
+/// Where built-in kinds keep their pod spec, by (group, kind): what image
+/// pinning and the policy checks read.
+pub const POD_SPECS: &[(&str, &str, &str)] = &[
     ("", "Pod", "/spec"),
     ("", "PodTemplate", "/template/spec"),
     ("", "ReplicationController", "/spec/template/spec"),

@@ -24,6 +24,10 @@ pub struct PlanRequest<'a> {
     pub policy_from: PolicyFrom,
     /// Lines of context in diffs.
     pub context: usize,
+    /// The runner's severities of the policy checks
+    /// (`latest-tag=error,no-pdb=off`, [`crate::policy`]); by default
+    /// `KDEPLOY_POLICY`.
+    pub checks: Option<&'a str>,
 }
 
 impl<'a> PlanRequest<'a> {
@@ -37,6 +41,7 @@ impl<'a> PlanRequest<'a> {
             settings: None,
             policy_from: PolicyFrom::Base,
             context: 3,
+            checks: None,
         }
     }
 }
@@ -49,6 +54,8 @@ pub struct PlanOutcome {
     pub comparison: Comparison,
     /// The changes, per resource.
     pub plan: Plan,
+    /// Policy findings at severity `error`: the plan fails.
+    pub policy_errors: usize,
 }
 
 /// Renders, validates and plans.
@@ -64,7 +71,21 @@ pub fn plan(req: PlanRequest<'_>) -> Result<PlanOutcome, render::Error> {
         req.settings,
         req.policy_from,
     )?;
+    let from_env = std::env::var("KDEPLOY_POLICY").ok();
+    let checks = req.checks.or(from_env.as_deref()).unwrap_or("");
+    let severities = crate::policy::severities(checks).map_err(|e| {
+        render::Error::Invalid(crate::diag::Diagnostics::from(
+            crate::diag::Diagnostic::global(format!("policy checks: {e}"))
+                .help("KDEPLOY_POLICY (the action's input `policy`) is `check=off|warning|error`, comma-separated"),
+        ))
+    })?;
     crate::validate::check_for_plan(&comparison).map_err(render::Error::Invalid)?;
-    let plan = plan::plan(&comparison, &comparison.head.settings.plan, req.context);
-    Ok(PlanOutcome { comparison, plan })
+    let mut plan = plan::plan(&comparison, &comparison.head.settings.plan, req.context);
+    let policy_errors = crate::policy::annotate(&mut plan, &comparison.head, &severities);
+    plan.policy_errors = policy_errors;
+    Ok(PlanOutcome {
+        comparison,
+        plan,
+        policy_errors,
+    })
 }

@@ -117,6 +117,9 @@ pub struct Plan {
     pub browse_url: Option<String>,
     /// The identity of each (env, app)'s changes ([`fingerprint`]).
     pub fingerprints: BTreeMap<(String, String), fingerprint::Fingerprint>,
+    /// Policy findings at severity `error` ([`crate::policy`]): the plan
+    /// fails.
+    pub policy_errors: usize,
 }
 
 impl Plan {
@@ -415,6 +418,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
             .collect(),
         browse_url: None,
         fingerprints,
+        policy_errors: 0,
     }
 }
 

@@ -378,6 +378,7 @@ struct JsonSummary {
     unchanged_releases: usize,
     hidden: usize,
     warnings: usize,
+    policy_errors: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -417,6 +418,7 @@ pub fn json(plan: &Plan) -> JsonPlan<'_> {
             unchanged_releases: plan.unchanged_releases,
             hidden: plan.hidden_resources,
             warnings: plan.warning_count(),
+            policy_errors: plan.policy_errors,
         },
         notes: &plan.notes,
         fingerprints: fingerprints(plan),
