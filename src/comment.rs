@@ -38,15 +38,11 @@ fn part_of(body: &str, marker: &str) -> Option<usize> {
     )
 }
 
-/// The bodies of this token's plan comments on PR `number`, whatever
-/// their comment id (the plan job's workflow is not the deploy job's), in
-/// (marker, part) order: the plans a reviewer saw.
-///
-/// # Errors
-/// API errors.
-pub async fn read_plans(gh: &GitHub, number: u64) -> Result<Vec<String>, github::Error> {
+/// This token's own comments on PR `number`: only they are kdeploy's
+/// (anyone can write a marker into a comment).
+async fn own_comments(gh: &GitHub, number: u64) -> Result<Vec<github::Comment>, github::Error> {
     let own = gh.own_login().await?;
-    let mut parts: Vec<(String, usize, u64, String)> = gh
+    Ok(gh
         .list_comments(number)
         .await?
         .into_iter()
@@ -55,6 +51,19 @@ pub async fn read_plans(gh: &GitHub, number: u64) -> Result<Vec<String>, github:
                 .as_ref()
                 .is_some_and(|u| u.login.eq_ignore_ascii_case(&own))
         })
+        .collect())
+}
+
+/// The bodies of this token's plan comments on PR `number`, whatever
+/// their comment id (the plan job's workflow is not the deploy job's), in
+/// (marker, part) order: the plans a reviewer saw.
+///
+/// # Errors
+/// API errors.
+pub async fn read_plans(gh: &GitHub, number: u64) -> Result<Vec<String>, github::Error> {
+    let mut parts: Vec<(String, usize, u64, String)> = own_comments(gh, number)
+        .await?
+        .into_iter()
         .filter_map(|c| {
             let body = c.body.unwrap_or_default();
             let marker = body.lines().next()?.to_string();
@@ -83,16 +92,9 @@ pub async fn sync(
     // Only this token's own comments are kdeploy's: anyone can write the
     // marker into a comment, and such a comment is neither edited nor
     // deleted.
-    let own = gh.own_login().await?;
-    let mut existing: Vec<(usize, github::Comment)> = gh
-        .list_comments(number)
+    let mut existing: Vec<(usize, github::Comment)> = own_comments(gh, number)
         .await?
         .into_iter()
-        .filter(|c| {
-            c.user
-                .as_ref()
-                .is_some_and(|u| u.login.eq_ignore_ascii_case(&own))
-        })
         .filter_map(|c| part_of(c.body.as_deref().unwrap_or(""), marker).map(|n| (n, c)))
         .collect();
     existing.sort_by_key(|(n, c)| (*n, c.id));

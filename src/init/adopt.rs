@@ -331,27 +331,9 @@ pub(crate) fn group_of(object: &Value) -> &str {
     v.rsplit_once('/').map_or("", |(g, _)| g)
 }
 
-/// Sets `value` at the dotted `path` of `map` (Helm's `--set name=value`,
-/// without list indexes).
+/// Sets `value` at the dotted `path` of `map`, as Helm's `--set` does.
 pub(crate) fn set_dotted(map: &mut Map<String, Value>, path: &str, value: Value) {
-    let mut parts = path.split('.').peekable();
-    let mut cur = map;
-    while let Some(p) = parts.next() {
-        if parts.peek().is_none() {
-            cur.insert(p.to_string(), value);
-            return;
-        }
-        let entry = cur
-            .entry(p.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
-        }
-        let Value::Object(next) = entry else {
-            return;
-        };
-        cur = next;
-    }
+    crate::render::helm::set_path(map, path, value);
 }
 
 #[cfg(test)]

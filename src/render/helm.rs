@@ -241,7 +241,9 @@ fn check_version(binary: &str, timeout: std::time::Duration) -> Result<(), Strin
 }
 
 /// Sets a dotted path in a map.
-fn set_path(map: &mut Map<String, Value>, path: &str, value: Value) {
+/// Sets `value` at the dotted `path` of `map` (Helm's `--set name=value`,
+/// without list indexes), making the maps on the way.
+pub(crate) fn set_path(map: &mut Map<String, Value>, path: &str, value: Value) {
     let mut parts = path.split('.').peekable();
     let mut cur = map;
     while let Some(p) = parts.next() {
