@@ -719,3 +719,97 @@ fn init_from_kustomize_with_only_env_excludes_the_base() {
         }
     }
 }
+
+/// A Helm chart deployed per environment with a values file each adopts in
+/// one step: a service with a release per environment whose render equals
+/// `helm template shop charts/shop -f values-<env>.yaml`, object for object.
+#[test]
+fn init_from_helm_adopts_a_chart_with_values_per_environment() {
+    let Some(kubectl) = crate::sources::kubectl() else {
+        return;
+    };
+    let Some((_keep, helm)) = crate::sources::helm() else {
+        return;
+    };
+    let repo = Repo::new();
+    repo.write(
+        "charts/shop/Chart.yaml",
+        "apiVersion: v2\nname: shop\nversion: 2.3.0\nappVersion: \"1.4.2\"\n",
+    )
+    .write("charts/shop/values.yaml", "replicas: 1\nimage: ghcr.io/acme/shop:1.4.2\n")
+    .write("charts/shop/values-staging.yaml", "replicas: 2\n")
+    .write("charts/shop/values-production.yaml", "replicas: 5\nimage: ghcr.io/acme/shop:1.4.1\n")
+    .write(
+        "charts/shop/templates/deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector: {matchLabels: {app: shop}}\n  template:\n    metadata: {labels: {app: shop}}\n    spec:\n      containers: [{name: shop, image: {{ .Values.image | quote }}}]\n",
+    );
+    repo.commit("chart");
+    let path = repo.path().to_str().unwrap();
+    let run = kdeploy_with(
+        repo.path(),
+        &["init", "--repo", path, "--from-helm", "charts/shop"],
+        &kubectl,
+        Some(&helm),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("checked: 2 releases (2 environments)"),
+        "{}",
+        run.stdout
+    );
+    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], &kubectl, Some(&helm));
+    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
+    let ours = objects(&rendered.stdout, "?");
+    for env in ["staging", "production"] {
+        let out = std::process::Command::new(&helm)
+            .args([
+                "template",
+                "shop",
+                "charts/shop",
+                "--namespace",
+                &format!("shop-{env}"),
+                "-f",
+                &format!("charts/shop/values-{env}.yaml"),
+            ])
+            .current_dir(repo.path())
+            .output()
+            .unwrap();
+        let reference = objects(
+            &String::from_utf8_lossy(&out.stdout),
+            &format!("shop-{env}"),
+        );
+        assert_eq!(
+            reference.len(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (k, v) in reference {
+            assert_eq!(ours.get(&k).map(|o| &o["spec"]), Some(&v["spec"]), "{k:?}");
+        }
+    }
+    // A chart outside charts/ is named, with what to do; nothing written.
+    let other = Repo::new();
+    other.write("Chart.yaml", "apiVersion: v2\nname: x\nversion: 1.0.0\n");
+    other.commit("root chart");
+    let run = kdeploy_with(
+        other.path(),
+        &[
+            "init",
+            "--repo",
+            other.path().to_str().unwrap(),
+            "--from-helm",
+            ".",
+        ],
+        &kubectl,
+        Some(&helm),
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("kdeploy renders the charts under charts/"),
+        "{}",
+        run.stderr
+    );
+    assert!(!other.path().join("kdeploy.yaml").exists());
+}

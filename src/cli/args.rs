@@ -309,6 +309,10 @@ pub struct InitArgs {
     /// releases.
     #[arg(long, value_name = "DIR", conflicts_with = "from_raw")]
     pub from_flux: Option<String>,
+    /// Adopt a Helm chart deployed per environment with a values file each
+    /// (`charts/shop` with `values-staging.yaml`, `values-production.yaml`).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["from_raw", "from_kustomize", "from_argocd", "from_flux"])]
+    pub from_helm: Option<String>,
 }
 
 /// `kdeploy schema` subjects.

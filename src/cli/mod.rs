@@ -83,11 +83,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 args.from_kustomize,
                 args.from_argocd,
                 args.from_flux,
+                args.from_helm,
             ) {
                 (Some(p), ..) => Start::Raw(p),
                 (_, Some(p), ..) => Start::Kustomize(p),
-                (_, _, Some(d), _) => Start::ArgoCd(d),
-                (.., Some(d)) => Start::Flux(d),
+                (_, _, Some(d), ..) => Start::ArgoCd(d),
+                (_, _, _, Some(d), _) => Start::Flux(d),
+                (.., Some(d)) => Start::Helm(d),
                 _ => Start::New,
             };
             crate::init::run(&args.repo, &start, out)?;

@@ -17,6 +17,7 @@ use crate::source::{Revision, Snapshot};
 mod adopt;
 mod argocd;
 mod flux;
+mod helm;
 
 /// What to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub enum Start {
     ArgoCd(String),
     /// A Flux repository's clusters directory (`clusters/`).
     Flux(String),
+    /// A Helm chart with a values file per environment (`charts/shop`).
+    Helm(String),
 }
 
 /// The plan workflow `init` writes: the README's, checked by actionlint.
@@ -126,7 +129,7 @@ fn adopt_settings(start: &Start, has_services: bool) -> String {
         Start::Kustomize(p) => format!(
             "# Written by `kdeploy init --from-kustomize`.\n{services}sources:\n  kustomize: [\"{p}\"]\n"
         ),
-        Start::New | Start::ArgoCd(_) | Start::Flux(_) => String::new(),
+        Start::New | Start::ArgoCd(_) | Start::Flux(_) | Start::Helm(_) => String::new(),
     }
 }
 
@@ -231,7 +234,7 @@ fn manifest_files(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
 /// Existing files, patterns that match nothing, or a kdeploy.yaml that
 /// does not reproduce the manifests (then nothing is left written).
 pub fn run(repo: &Path, start: &Start, out: &mut dyn Write) -> anyhow::Result<()> {
-    if let Start::ArgoCd(dir) | Start::Flux(dir) = start {
+    if let Start::ArgoCd(dir) | Start::Flux(dir) | Start::Helm(dir) = start {
         return from_tool(repo, start, dir, out);
     }
     let has_services = repo.join("services").is_dir();
@@ -240,7 +243,9 @@ pub fn run(repo: &Path, start: &Start, out: &mut dyn Write) -> anyhow::Result<()
             .into_iter()
             .map(|(p, t)| (p.to_string(), t))
             .collect(),
-        Start::ArgoCd(_) | Start::Flux(_) => unreachable!("adopted by from_tool above"),
+        Start::ArgoCd(_) | Start::Flux(_) | Start::Helm(_) => {
+            unreachable!("adopted by from_tool above")
+        }
         Start::Kustomize(p) if p.contains("{env}") && !p.contains("{app}") => {
             vec![(
                 crate::config::SETTINGS_FILE.to_string(),
@@ -410,6 +415,10 @@ fn from_tool(repo: &Path, start: &Start, dir: &str, out: &mut dyn Write) -> anyh
             Start::ArgoCd(_) => (
                 format!("--from-argocd {dir}"),
                 argocd::map(repo, dir, charts_dir),
+            ),
+            Start::Helm(_) => (
+                format!("--from-helm {dir}"),
+                helm::map(repo, dir, charts_dir),
             ),
             _ => {
                 let (ks, mut m) = flux::read(repo, dir);
