@@ -813,3 +813,57 @@ fn init_from_helm_adopts_a_chart_with_values_per_environment() {
     );
     assert!(!other.path().join("kdeploy.yaml").exists());
 }
+
+/// A repository that deploys through kbld keeps its digests: the kbld
+/// lock's overrides become kdeploy's image lock, and the render pins them.
+#[test]
+fn init_maps_kbld_locks_to_the_image_lock() {
+    let Some(kubectl) = crate::sources::kubectl() else {
+        return;
+    };
+    let Some((_keep, helm)) = crate::sources::helm() else {
+        return;
+    };
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let repo = Repo::new();
+    repo.write("charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 1.0.0\n")
+        .write("charts/web/values.yaml", "image: ghcr.io/acme/web:2.0.0\n")
+        .write("charts/web/values-production.yaml", "{}\n")
+        .write(
+            "charts/web/templates/pod.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers: [{name: web, image: {{ .Values.image | quote }}}]\n",
+        )
+        .write(
+            "kbld.lock.yml",
+            &format!("apiVersion: kbld.k14s.io/v1alpha1\nkind: Config\nminimumRequiredVersion: 0.30.0\noverrides:\n- image: ghcr.io/acme/web:2.0.0\n  newImage: ghcr.io/acme/web@{digest}\n  preresolved: true\n"),
+        );
+    repo.commit("kbld");
+    let run = kdeploy_with(
+        repo.path(),
+        &[
+            "init",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--from-helm",
+            "charts/web",
+        ],
+        &kubectl,
+        Some(&helm),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("kbld.lock.yml pinned 1 images by digest: written to images.lock.yaml"),
+        "{}",
+        run.stdout
+    );
+    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], &kubectl, Some(&helm));
+    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
+    assert!(
+        rendered
+            .stdout
+            .contains(&format!("ghcr.io/acme/web:2.0.0@{digest}")),
+        "{}",
+        rendered.stdout
+    );
+}

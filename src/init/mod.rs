@@ -18,6 +18,7 @@ mod adopt;
 mod argocd;
 mod flux;
 mod helm;
+mod kbld;
 
 /// What to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,6 +467,18 @@ fn from_tool(repo: &Path, start: &Start, dir: &str, out: &mut dyn Write) -> anyh
                     )
                 }
             );
+        }
+        // kbld's locks: the digests it resolved become kdeploy's image lock.
+        if !repo.join("images.lock.yaml").exists()
+            && let Some((lock, files)) = kbld::image_lock(repo)
+        {
+            written.write(repo, &lock.path, &lock.to_text())?;
+            m.notes.push(format!(
+                "{} pinned {} images by digest: written to {} (refresh with `kdeploy lock`)",
+                files.join(", "),
+                lock.entries.len(),
+                lock.path
+            ));
         }
         for (path, text) in m.service_files() {
             if repo.join(&path).exists() {
