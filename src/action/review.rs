@@ -105,20 +105,21 @@ pub(super) async fn verdict(
         // A merge queue checked exactly this commit: that plan is the one
         // to compare; else the plan the pull request's comment showed.
         let queued = gh.check_run_summaries(sha, QUEUE_CHECK).await?;
-        if let Some(summary) = queued
-            .into_iter()
-            .find(|s| Reviewed::parse(number, std::slice::from_ref(s)).is_some())
+        if let Some(reviewed) = queued
+            .iter()
+            .find_map(|s| Reviewed::parse(number, std::slice::from_ref(s)))
         {
             let place = format!("the merge queue's check of {}", &sha[..sha.len().min(12)]);
-            return Ok(Some((number, labels, vec![summary], Some(place))));
+            return Ok(Some((number, labels, Some(reviewed), Some(place))));
         }
         let parts = crate::comment::read_plans(&gh, number).await?;
-        Ok::<_, crate::github::Error>(Some((number, labels, parts, None)))
+        let reviewed = Reviewed::parse(number, &parts);
+        Ok::<_, crate::github::Error>(Some((number, labels, reviewed, None)))
     }
     .await;
     let verdict = match found {
-        Ok(Some((number, labels, parts, place))) => {
-            let verdict = match Reviewed::parse(number, &parts) {
+        Ok(Some((number, labels, reviewed, place))) => {
+            let verdict = match reviewed {
                 Some(reviewed) => crate::review::compare(&reviewed, plan, &selected),
                 None => Verdict {
                     pull: Some(number),

@@ -43,8 +43,9 @@ pub fn split(
         *per_app.entry(e.app.as_str()).or_default() += 1;
     }
     let total = previous.iter().filter(|e| !e.hook).count();
-    let over_budget =
-        deletions.len() > SMALL && deletions.len() * 100 > total * budget.min(100) as usize;
+    // The budget counts every deletion, held for another reason or not.
+    let n = deletions.len();
+    let over_budget = n > SMALL && n * 100 > total * budget.min(100) as usize;
     let everything = head_apps.is_empty();
     let mut go = Vec::new();
     let mut held = Vec::new();
@@ -60,12 +61,11 @@ pub fn split(
                 e.app,
                 per_app.get(e.app.as_str()).copied().unwrap_or(0)
             ))
-        } else if let Some(why) = data_bearing(&e) {
+        } else if let Some(why) = crate::resource::data_bearing(&e.id().group, &e.kind) {
             Some(why.to_string())
         } else if over_budget {
             Some(format!(
-                "over the deletion budget: {} of {total} resources, more than {budget}%",
-                0
+                "over the deletion budget: {n} of {total} resources, more than {budget}%"
             ))
         } else {
             None
@@ -73,13 +73,6 @@ pub fn split(
         match why {
             Some(w) => held.push((e, w)),
             None => go.push(e),
-        }
-    }
-    // The budget counts every deletion, held or not.
-    let n = go.len() + held.len();
-    for (_, w) in &mut held {
-        if w.starts_with("over the deletion budget") {
-            *w = format!("over the deletion budget: {n} of {total} resources, more than {budget}%");
         }
     }
     (go, held)

@@ -331,11 +331,6 @@ pub(crate) fn group_of(object: &Value) -> &str {
     v.rsplit_once('/').map_or("", |(g, _)| g)
 }
 
-/// Sets `value` at the dotted `path` of `map`, as Helm's `--set` does.
-pub(crate) fn set_dotted(map: &mut Map<String, Value>, path: &str, value: Value) {
-    crate::render::helm::set_path(map, path, value);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -338,7 +338,7 @@ fn helm_values(
     }
     for p in helm["parameters"].as_array().into_iter().flatten() {
         if let (Some(name), Some(value)) = (p["name"].as_str(), p["value"].as_str()) {
-            adopt::set_dotted(values, name, Value::String(value.to_string()));
+            crate::render::helm::set_path(values, name, Value::String(value.to_string()));
         }
     }
 }

@@ -53,39 +53,59 @@ pub(crate) fn read(repo: &Path, dir: &str) -> (Vec<FluxKustomization>, Mapping) 
     let mut m = Mapping::default();
     let mut found = Vec::new();
     let root = repo.join(dir);
-    let top_has_flux = adopt::documents(repo, &root).iter().any(|(f, d)| {
-        !f.trim_start_matches(dir)
-            .trim_start_matches('/')
-            .contains('/')
-            && is_flux_kustomization(d)
-    });
-    let clusters: Vec<(String, std::path::PathBuf)> = if top_has_flux {
-        let name = Path::new(dir)
-            .file_name()
-            .map_or_else(|| "default".into(), |n| n.to_string_lossy().into_owned());
-        vec![(adopt::label(&name), root.clone())]
-    } else {
-        let mut dirs: Vec<_> = std::fs::read_dir(&root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| (adopt::label(&e.file_name().to_string_lossy()), e.path()))
-            .collect();
-        dirs.sort();
-        dirs
+    // Read once: each document belongs to the cluster directory it is in,
+    // or to one cluster named after `dir` when Kustomizations lie in `dir`
+    // itself.
+    let docs = adopt::documents(repo, &root);
+    let below = |file: &str| {
+        Path::new(file)
+            .strip_prefix(dir.trim_start_matches("./"))
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     };
-    for (env, cluster_dir) in clusters {
-        let cluster_rel = cluster_dir
-            .strip_prefix(repo)
-            .unwrap_or(&cluster_dir)
-            .to_string_lossy()
-            .into_owned();
-        for (file, doc) in adopt::documents(repo, &cluster_dir) {
-            let Ok(ks) = doc else { continue };
-            if !is_flux_kustomization(&Ok(ks.clone())) {
+    let flat = docs.iter().any(|(f, d)| {
+        below(f).components().count() == 1 && d.as_ref().is_ok_and(is_flux_kustomization)
+    });
+    let mut clusters: BTreeMap<String, (String, Vec<(String, Value)>)> = BTreeMap::new();
+    for (file, doc) in docs {
+        let Ok(doc) = doc else { continue };
+        if !is_flux_kustomization(&doc) {
+            continue;
+        }
+        let rel = below(&file);
+        let (name, cluster_rel) = if flat {
+            let name = Path::new(dir)
+                .file_name()
+                .map_or_else(|| "default".into(), |n| n.to_string_lossy().into_owned());
+            (
+                name,
+                dir.trim_start_matches("./")
+                    .trim_end_matches('/')
+                    .to_string(),
+            )
+        } else {
+            let Some(first) = rel
+                .components()
+                .next()
+                .filter(|_| rel.components().count() > 1)
+            else {
                 continue;
-            }
+            };
+            let first = first.as_os_str().to_string_lossy().into_owned();
+            let cluster_rel = format!(
+                "{}/{first}",
+                dir.trim_start_matches("./").trim_end_matches('/')
+            );
+            (first, cluster_rel)
+        };
+        clusters
+            .entry(adopt::label(&name))
+            .or_insert_with(|| (cluster_rel, Vec::new()))
+            .1
+            .push((file, doc));
+    }
+    for (env, (cluster_rel, docs)) in clusters {
+        for (file, ks) in docs {
             if let Some(k) = kustomization(repo, &env, &cluster_rel, &file, &ks, &mut m) {
                 found.push(k);
             }
@@ -94,9 +114,8 @@ pub(crate) fn read(repo: &Path, dir: &str) -> (Vec<FluxKustomization>, Mapping) 
     (found, m)
 }
 
-fn is_flux_kustomization(doc: &Result<Value, String>) -> bool {
-    doc.as_ref()
-        .is_ok_and(|d| adopt::group_of(d) == KUSTOMIZE_GROUP && d["kind"] == "Kustomization")
+fn is_flux_kustomization(d: &Value) -> bool {
+    adopt::group_of(d) == KUSTOMIZE_GROUP && d["kind"] == "Kustomization"
 }
 
 fn kustomization(

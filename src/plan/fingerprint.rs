@@ -51,12 +51,14 @@ pub const REVIEW_MARKER: &str = "kdeploy-review";
 /// See [`section_marker`].
 pub const SECTION_MARKER: &str = "kdeploy-fingerprint";
 
-/// One change's contribution: `+ab12cd34`, `~ab12cd34`, `-`.
+/// One change's contribution: its sign and the whole hash of the object
+/// it leaves (`+ab12cd34…`, `~…`, `-`); a fingerprint shows the first
+/// 8 digits.
 fn digest(c: &Change) -> String {
     let sign = c.action.sign();
     match (&c.after, c.action) {
         (_, Action::Deleted) | (None, _) => sign.to_string(),
-        (Some(h), _) => format!("{sign}{}", &h[..h.len().min(8)]),
+        (Some(h), _) => format!("{sign}{h}"),
     }
 }
 
@@ -67,7 +69,7 @@ pub fn of(changes: &[Change]) -> BTreeMap<(String, String), Fingerprint> {
         sections
             .entry((c.env.clone(), c.app.clone()))
             .or_default()
-            .insert(c.id.to_string(), format!("{}{}", digest(c), full_tail(c)));
+            .insert(c.id.to_string(), digest(c));
     }
     sections
         .into_iter()
@@ -102,15 +104,6 @@ pub fn of(changes: &[Change]) -> BTreeMap<(String, String), Fingerprint> {
             )
         })
         .collect()
-}
-
-/// The rest of the object hash, so the section id covers all of it while
-/// the per-resource digest shows only 8 digits.
-fn full_tail(c: &Change) -> String {
-    match (&c.after, c.action) {
-        (Some(h), Action::Added | Action::Changed) if h.len() > 8 => h[8..].to_string(),
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]
