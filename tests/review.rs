@@ -38,6 +38,32 @@ fn merge(job: &Job, number: u64, head: &str, merged: &str) {
     job.fake.pull_commits(number, head, Some(merged));
 }
 
+/// Main moves (`path` gets `text`) after PR `number` was planned, then the
+/// PR's web bump is squashed onto it: (main before the squash, the squash).
+fn squash_onto_moved_main(
+    job: &Job,
+    number: u64,
+    head: &str,
+    (path, text): (&str, &str),
+) -> (String, String) {
+    job.origin.write(path, text);
+    let before = job.origin.commit("meanwhile on main");
+    job.origin.write("services/web/version", "1.1.0\n");
+    let squashed = job.origin.commit(&format!("bump (#{number})"));
+    job.fake.pull_commits(number, head, Some(&squashed));
+    (before, squashed)
+}
+
+/// The deploy job of a push from `before` to `after`, which succeeds.
+async fn deploy(job: &Job, before: &str, after: &str) -> crate::action::Run {
+    let sim = cluster().await;
+    let run = job
+        .deploy_push(&sim, &push_payload(Some(before), after), &[])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    run
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_merge_applies_the_reviewed_plan() {
     let job = Job::new().await;
@@ -75,18 +101,13 @@ async fn a_squash_merge_onto_a_moved_base_names_what_changed_since_review() {
         r.write("services/web/version", "1.1.0\n");
     })
     .await;
-    job.origin
-        .write("services/web/staging/config.yaml", "replicas: 4\n");
-    let before = job.origin.commit("meanwhile on main");
-    // The squash: the PR's change on the moved main.
-    job.origin.write("services/web/version", "1.1.0\n");
-    let squashed = job.origin.commit("bump (#6)");
-    job.fake.pull_commits(6, &head, Some(&squashed));
-    let sim = cluster().await;
-    let run = job
-        .deploy_push(&sim, &push_payload(Some(&before), &squashed), &[])
-        .await;
-    assert_eq!(run.code, 0, "{}", run.log);
+    let (before, squashed) = squash_onto_moved_main(
+        &job,
+        6,
+        &head,
+        ("services/web/staging/config.yaml", "replicas: 4\n"),
+    );
+    let run = deploy(&job, &before, &squashed).await;
     assert!(
         run.log.contains("review: changed since review in #6"),
         "{}",
@@ -190,17 +211,13 @@ async fn a_base_that_moved_elsewhere_still_applies_the_reviewed_plan() {
     })
     .await;
     // Main moves, but not where the pull request changes anything.
-    job.origin
-        .write("services/api/staging/config.yaml", "replicas: 4\n");
-    let before = job.origin.commit("api on main");
-    job.origin.write("services/web/version", "1.1.0\n");
-    let squashed = job.origin.commit("bump (#9)");
-    job.fake.pull_commits(9, &head, Some(&squashed));
-    let sim = cluster().await;
-    let run = job
-        .deploy_push(&sim, &push_payload(Some(&before), &squashed), &[])
-        .await;
-    assert_eq!(run.code, 0, "{}", run.log);
+    let (before, squashed) = squash_onto_moved_main(
+        &job,
+        9,
+        &head,
+        ("services/api/staging/config.yaml", "replicas: 4\n"),
+    );
+    let run = deploy(&job, &before, &squashed).await;
     assert!(
         run.log.contains("review: applies the plan reviewed in #9"),
         "{}",
@@ -328,6 +345,29 @@ async fn a_merge_queue_check_is_the_plan_the_push_applies() {
             "review: applies the plan checked in the merge queue's check of {} (#12)",
             &head[..12]
         )),
+        "{}",
+        run.log
+    );
+}
+
+/// Only kdeploy's own plan comment counts as the review: a copy of a real
+/// plan posted by someone else on an unplanned pull request is not read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_comment_someone_else_posted_is_not_a_review() {
+    let job = Job::new().await;
+    let head = planned_pr(&job, 13, |r| {
+        r.write("services/web/version", "1.1.0\n");
+    })
+    .await;
+    let genuine = job.fake.comments(13)[0].1.clone();
+    job.fake.add_pull(14, "pr", "open", false);
+    job.fake.add_comment_by(14, &genuine, "mallory", "User");
+    let before = job.base();
+    merge(&job, 14, &head, &head);
+    let run = deploy(&job, &before, &head).await;
+    assert!(
+        run.log
+            .contains("review: unreviewed: pull request #14 has no kdeploy plan comment"),
         "{}",
         run.log
     );
