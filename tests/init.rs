@@ -140,6 +140,29 @@ fn kdeploy_with(
     c.output().expect("kdeploy runs").into()
 }
 
+/// `kubectl kustomize DIR` in `repo`: the reference a Kustomize source is
+/// compared with.
+fn kustomize_build(kubectl: &std::path::Path, repo: &Repo, dir: &str) -> String {
+    let out = std::process::Command::new(kubectl)
+        .args(["kustomize", dir])
+        .current_dir(repo.path())
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kdeploy render --stdout` of `repo`, which succeeds.
+fn render_stdout(repo: &Repo, kubectl: &std::path::Path, helm: Option<&std::path::Path>) -> String {
+    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], kubectl, helm);
+    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
+    rendered.stdout
+}
+
 /// The objects of a YAML stream as (apiVersion, kind, namespace, name) →
 /// object, Flux's own objects left out, namespaced objects without a
 /// namespace put in `default_ns`.
@@ -343,22 +366,9 @@ fn init_from_flux_adopts_the_fleet_and_its_first_pr_plans() {
     assert!(service.contains("releaseName: \"podinfo\""), "{service}");
 
     // Render equals what Flux applies, per Kustomization.
-    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], &kubectl, Some(&helm));
-    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
-    let ours = objects(&rendered.stdout, "default");
-    let build = |dir: &str| {
-        let out = std::process::Command::new(&kubectl)
-            .args(["kustomize", dir])
-            .current_dir(repo.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let rendered = render_stdout(&repo, &kubectl, Some(&helm));
+    let ours = objects(&rendered, "default");
+    let build = |dir: &str| kustomize_build(&kubectl, &repo, dir);
     let key = |kind: &str, ns: &str, name: &str| {
         ours.keys()
             .find(|(_, k, n, m)| k == kind && n == ns && m == name)
@@ -378,7 +388,7 @@ fn init_from_flux_adopts_the_fleet_and_its_first_pr_plans() {
     let _ = key("ClusterIssuer", "", "letsencrypt");
     let _ = key("ConfigMap", "podinfo", "podinfo-redis");
     assert!(
-        !rendered.stdout.contains("toolkit.fluxcd.io"),
+        !rendered.contains("toolkit.fluxcd.io"),
         "Flux's objects deployed"
     );
 
@@ -578,11 +588,10 @@ fn init_from_argocd_adopts_the_applications_and_its_first_pr_plans() {
         );
     }
 
-    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], &kubectl, Some(&helm));
-    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
+    let rendered = render_stdout(&repo, &kubectl, Some(&helm));
     // Every environment's objects, keyed as above (guestbook is deployed to
     // three clusters: in-cluster, staging, production).
-    let ours = objects(&rendered.stdout, "?");
+    let ours = objects(&rendered, "?");
     let has = |kind: &str, ns: &str, name: &str| {
         ours.iter()
             .find(|((_, k, n, m), _)| k == kind && n == ns && m == name)
@@ -595,12 +604,10 @@ fn init_from_argocd_adopts_the_applications_and_its_first_pr_plans() {
         assert_eq!(has(&kind, &ns, &name), obj);
     }
     // Kustomize: kubectl kustomize, namespaced into the destination.
-    let out = std::process::Command::new(&kubectl)
-        .args(["kustomize", "kustomize-guestbook"])
-        .current_dir(repo.path())
-        .output()
-        .unwrap();
-    for ((_, kind, ns, name), obj) in objects(&String::from_utf8_lossy(&out.stdout), "kg") {
+    for ((_, kind, ns, name), obj) in objects(
+        &kustomize_build(&kubectl, &repo, "kustomize-guestbook"),
+        "kg",
+    ) {
         assert_eq!(has(&kind, &ns, &name), obj);
     }
     // Helm: helm template with the value files, parameters (as one more
@@ -703,16 +710,13 @@ fn init_from_kustomize_with_only_env_excludes_the_base() {
     let settings = std::fs::read_to_string(repo.path().join("kdeploy.yaml")).unwrap();
     assert!(settings.contains("app: shop\n"), "{settings}");
     assert!(settings.contains("exclude: [base]"), "{settings}");
-    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], &kubectl, None);
-    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
-    let ours = objects(&rendered.stdout, "?");
+    let rendered = render_stdout(&repo, &kubectl, None);
+    let ours = objects(&rendered, "?");
     for env in ["staging", "production"] {
-        let out = std::process::Command::new(&kubectl)
-            .args(["kustomize", &format!("shop/{env}")])
-            .current_dir(repo.path())
-            .output()
-            .unwrap();
-        let reference = objects(&String::from_utf8_lossy(&out.stdout), "?");
+        let reference = objects(
+            &kustomize_build(&kubectl, &repo, &format!("shop/{env}")),
+            "?",
+        );
         assert_eq!(reference.len(), 1);
         for (k, v) in reference {
             assert_eq!(ours.get(&k), Some(&v), "{k:?}");
@@ -757,9 +761,8 @@ fn init_from_helm_adopts_a_chart_with_values_per_environment() {
         "{}",
         run.stdout
     );
-    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], &kubectl, Some(&helm));
-    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
-    let ours = objects(&rendered.stdout, "?");
+    let rendered = render_stdout(&repo, &kubectl, Some(&helm));
+    let ours = objects(&rendered, "?");
     for env in ["staging", "production"] {
         let out = std::process::Command::new(&helm)
             .args([
@@ -857,13 +860,10 @@ fn init_maps_kbld_locks_to_the_image_lock() {
         "{}",
         run.stdout
     );
-    let rendered = kdeploy_with(repo.path(), &["render", "--stdout"], &kubectl, Some(&helm));
-    assert_eq!(rendered.code, 0, "{}", rendered.stderr);
+    let rendered = render_stdout(&repo, &kubectl, Some(&helm));
     assert!(
-        rendered
-            .stdout
-            .contains(&format!("ghcr.io/acme/web:2.0.0@{digest}")),
+        rendered.contains(&format!("ghcr.io/acme/web:2.0.0@{digest}")),
         "{}",
-        rendered.stdout
+        rendered
     );
 }
