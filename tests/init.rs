@@ -224,7 +224,7 @@ fn flux_repo(chart_repo: &str) -> Repo {
             &format!("clusters/{cluster}/infrastructure.yaml"),
             &format!(
                 "{}---\n{}",
-                ks("infra-controllers", "./infrastructure/controllers", ""),
+                ks("infra-controllers", "./infrastructure/controllers", "  wait: true\n"),
                 ks(
                     "infra-configs",
                     "./infrastructure/configs",
@@ -346,7 +346,8 @@ fn init_from_flux_adopts_the_fleet_and_its_first_pr_plans() {
         run.stdout
     );
     assert!(
-        run.stdout.contains("depends on infra-configs"),
+        run.stdout
+            .contains("HelmRelease podinfo became a service, which is applied in kind order, not after infra-configs"),
         "{}",
         run.stdout
     );
@@ -375,12 +376,47 @@ fn init_from_flux_adopts_the_fleet_and_its_first_pr_plans() {
             .cloned()
             .unwrap_or_else(|| panic!("no {kind} {ns}/{name} in {:?}", ours.keys()))
     };
+    // Flux's dependsOn became change groups: the only difference from
+    // Flux's build is kdeploy's ordering annotations, in metadata alone.
+    let unordered = |obj: &serde_json::Value| {
+        let mut obj = obj.clone();
+        if let Some(a) = obj["metadata"]["annotations"].as_object_mut() {
+            a.retain(|k, _| !k.starts_with("kdeploy.io/"));
+            if a.is_empty() {
+                obj["metadata"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("annotations");
+            }
+        }
+        obj
+    };
     for (dir, _) in [("infrastructure/controllers", "x"), ("apps/staging", "x")] {
         for ((api, kind, ns, name), obj) in objects(&build(dir), "default") {
             let mine = &ours[&key(&kind, &ns, &name)];
-            assert_eq!(mine, &obj, "{api} {kind} {ns}/{name}");
+            assert_eq!(unordered(mine), obj, "{api} {kind} {ns}/{name}");
         }
     }
+    let annotations = |kind: &str, ns: &str, name: &str| {
+        ours[&key(kind, ns, name)]["metadata"]["annotations"].clone()
+    };
+    assert_eq!(
+        annotations("Deployment", "ingress", "ingress"),
+        serde_json::json!({"kdeploy.io/group": "infra-controllers", "kdeploy.io/wait": "true"})
+    );
+    assert_eq!(
+        annotations("ClusterIssuer", "", "letsencrypt"),
+        serde_json::json!({"kdeploy.io/group": "infra-configs", "kdeploy.io/apply-after": "infra-controllers"})
+    );
+    let web = &ours[&key("Deployment", "default", "web")];
+    assert_eq!(
+        web["metadata"]["annotations"]["kdeploy.io/apply-after"],
+        "infra-configs"
+    );
+    assert!(
+        web["spec"]["template"]["metadata"]["annotations"].is_null(),
+        "the pod template changed: {web}"
+    );
     // targetNamespace and the JSON patch of production's apps.
     let web = &ours[&key("Deployment", "shop", "web")];
     assert_eq!(web["spec"]["replicas"], 3);
@@ -403,6 +439,13 @@ fn init_from_flux_adopts_the_fleet_and_its_first_pr_plans() {
     assert!(plan.code == 0 || plan.code == 1, "{}", plan.stderr);
     assert!(plan.stdout.contains("podinfo-redis"), "{}", plan.stdout);
     assert!(plan.stdout.contains(", 0 to delete."), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains(
+            "staging applies in stages (kdeploy.io/group, kdeploy.io/apply-after): (ungrouped), infra-controllers → infra-configs → apps"
+        ),
+        "{}",
+        plan.stdout
+    );
 
     // The next pull request, as a team works: a base manifest changes; the
     // plan names exactly the objects whose Flux build changed, in both

@@ -6,7 +6,8 @@
 //! of the Kustomization. Its build's Flux objects are not deployed (no
 //! controller runs): each `HelmRelease` becomes a service with its chart
 //! (from its `HelmRepository` or `OCIRepository`), version, values,
-//! namespace and release name.
+//! namespace and release name. Its `dependsOn` becomes change groups
+//! ([`order`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -45,6 +46,25 @@ pub(crate) struct FluxKustomization {
     pub target_namespace: Option<String>,
     /// `spec.patches`.
     pub patches: Vec<Value>,
+    /// `spec.dependsOn`: the Kustomizations of the cluster applied first.
+    pub depends_on: Vec<String>,
+    /// `spec.wait` or `spec.healthChecks`: Flux calls it Ready (and lets
+    /// what depends on it go) only once its objects are healthy.
+    pub waits: bool,
+    /// How kdeploy orders it ([`order`]).
+    pub order: Order,
+}
+
+/// A Kustomization's place in its cluster's change groups: Flux's
+/// `dependsOn` as `kdeploy.io/group` (its name) and `kdeploy.io/apply-after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Order {
+    /// In a group (something depends on it, or it depends on something).
+    pub grouped: bool,
+    /// The groups applied before it.
+    pub after: Vec<String>,
+    /// What depends on it waits until its objects are ready.
+    pub wait: bool,
 }
 
 /// Reads the clusters under `dir`: the first half of the mapping, the
@@ -192,12 +212,12 @@ fn kustomization(
             ));
         }
     }
-    for dep in spec["dependsOn"].as_array().into_iter().flatten() {
-        m.notes.push(format!(
-            "{file}: {what} depends on {}: kdeploy applies CRDs before their custom resources (once Established) and kinds in order; for more, change groups (`kdeploy.io/group`, `kdeploy.io/apply-after`)",
-            dep["name"].as_str().unwrap_or("?")
-        ));
-    }
+    let depends_on = spec["dependsOn"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["name"].as_str().map(str::to_string))
+        .collect();
     let has_kustomization = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
         .iter()
         .any(|f| repo.join(&path).join(f).is_file());
@@ -218,7 +238,79 @@ fn kustomization(
         path,
         target_namespace: spec["targetNamespace"].as_str().map(str::to_string),
         patches: spec["patches"].as_array().cloned().unwrap_or_default(),
+        depends_on,
+        waits: spec["wait"] == true
+            || spec["healthChecks"]
+                .as_array()
+                .is_some_and(|h| !h.is_empty()),
+        order: Order::default(),
     })
+}
+
+/// Flux's `dependsOn` as change groups, once the overlays are rendered:
+/// a Kustomization is applied after those it depends on (after they are
+/// ready when they `wait`), as kustomize-controller reconciles it only once
+/// they are Ready. A dependency kdeploy does not deploy (unmapped, or whose
+/// build is only Flux's objects) orders nothing, and says so.
+pub(crate) fn order(
+    ks: &mut [FluxKustomization],
+    rendered: &[(String, String, Vec<Resource>)],
+    m: &mut Mapping,
+) {
+    let deploys: BTreeSet<(&str, &str)> = rendered
+        .iter()
+        .filter(|(_, _, rs)| {
+            rs.iter()
+                .any(|r| !FLUX_GROUPS.contains(&r.id.group.as_str()))
+        })
+        .map(|(env, app, _)| (env.as_str(), app.as_str()))
+        .collect();
+    let mut grouped: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut waited: BTreeSet<(String, String)> = BTreeSet::new();
+    for k in ks.iter_mut() {
+        let mut after = Vec::new();
+        for dep in &k.depends_on {
+            if deploys.contains(&(k.env.as_str(), dep.as_str())) {
+                after.push(dep.clone());
+                grouped.insert((k.env.clone(), dep.clone()));
+            } else {
+                m.notes.push(format!(
+                    "{}: Kustomization {} depends on {dep}, which kdeploy deploys no object of in {}: not ordered after it",
+                    k.file, k.name, k.env
+                ));
+            }
+        }
+        if !after.is_empty() {
+            grouped.insert((k.env.clone(), k.name.clone()));
+            let releases = rendered
+                .iter()
+                .filter(|(env, app, _)| *env == k.env && *app == k.name)
+                .flat_map(|(_, _, rs)| rs.iter())
+                .filter(|r| {
+                    r.id.kind == "HelmRelease" && FLUX_GROUPS.contains(&r.id.group.as_str())
+                });
+            for r in releases {
+                m.notes.push(format!(
+                    "{}: HelmRelease {} became a service, which is applied in kind order, not after {} as Kustomization {} is",
+                    r.origin.file,
+                    r.id.name,
+                    after.join(", "),
+                    k.name
+                ));
+            }
+        }
+        k.order.after = after;
+    }
+    for k in ks.iter() {
+        for dep in &k.order.after {
+            waited.insert((k.env.clone(), dep.clone()));
+        }
+    }
+    for k in ks.iter_mut() {
+        let key = (k.env.clone(), k.name.clone());
+        k.order.grouped = grouped.contains(&key);
+        k.order.wait = k.waits && waited.contains(&key);
+    }
 }
 
 /// The overlay of a Flux Kustomization: its path, namespace and patches,
@@ -240,6 +332,27 @@ pub(crate) fn overlay(k: &FluxKustomization, delete_groups: &BTreeSet<String>) -
         doc.insert("namespace".into(), Value::String(ns.clone()));
     }
     let mut patches = k.patches.clone();
+    if k.order.grouped {
+        let mut annotations = Map::new();
+        annotations.insert(crate::order::GROUP.into(), k.name.clone().into());
+        if !k.order.after.is_empty() {
+            annotations.insert(crate::order::AFTER.into(), k.order.after.join(",").into());
+        }
+        if k.order.wait {
+            annotations.insert(crate::order::WAIT.into(), "true".into());
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "any",
+            "kind": "Any",
+            "metadata": {"name": "any", "annotations": annotations},
+        });
+        // Every object of the build (`name: .*`), its metadata only: pod
+        // templates stay as Flux applies them, so nothing restarts.
+        patches.push(serde_json::json!({
+            "target": {"name": ".*"},
+            "patch": serde_norway::to_string(&patch).unwrap_or_default(),
+        }));
+    }
     for group in delete_groups {
         patches.push(serde_json::json!({
             "target": {"group": group},
@@ -346,6 +459,18 @@ fn helm_release(
     if spec["valuesFrom"].is_array() {
         m.notes.push(format!(
             "{file}: {what}: `valuesFrom` (values in ConfigMaps or Secrets of the cluster) is not read; put those values in services/{name}/{env}/config.yaml (secrets as a SOPS file beside it)"
+        ));
+    }
+    let depends: Vec<&str> = spec["dependsOn"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    if !depends.is_empty() {
+        m.notes.push(format!(
+            "{file}: {what} depends on {}: its service is applied in kind order, not after them",
+            depends.join(", ")
         ));
     }
     if spec["postRenderers"].is_array() {

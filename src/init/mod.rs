@@ -422,7 +422,7 @@ fn from_tool(repo: &Path, start: &Start, dir: &str, out: &mut dyn Write) -> anyh
                 helm::map(repo, dir, charts_dir),
             ),
             _ => {
-                let (ks, mut m) = flux::read(repo, dir);
+                let (mut ks, mut m) = flux::read(repo, dir);
                 m.kustomize = flux::entries(&ks);
                 // First the overlays as Flux builds them, to read its objects.
                 for k in &ks {
@@ -440,6 +440,7 @@ fn from_tool(repo: &Path, start: &Start, dir: &str, out: &mut dyn Write) -> anyh
                 if !m.kustomize.is_empty() {
                     let rendered = render_work_tree(repo)?;
                     let groups = flux::helm_releases(&rendered, charts_dir, &mut m);
+                    flux::order(&mut ks, &rendered, &mut m);
                     for k in &ks {
                         written.write(
                             repo,
