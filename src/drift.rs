@@ -153,7 +153,7 @@ fn without_indices(path: &str) -> String {
 }
 
 /// The managers other than kdeploy that own any of `paths`.
-fn managers_of(live: &Value, paths: &[String]) -> Vec<String> {
+pub(crate) fn managers_of(live: &Value, paths: &[String]) -> Vec<String> {
     let mut out = BTreeSet::new();
     for entry in live["metadata"]["managedFields"]
         .as_array()
@@ -185,7 +185,7 @@ fn managers_of(live: &Value, paths: &[String]) -> Vec<String> {
     out.into_iter().collect()
 }
 
-fn show(v: &Value) -> String {
+pub(crate) fn show(v: &Value) -> String {
     match v {
         Value::Null => "(unset)".into(),
         Value::String(s) => s.clone(),

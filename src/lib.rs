@@ -62,6 +62,7 @@ pub mod github;
 pub mod hooks;
 pub mod images;
 pub mod init;
+pub mod live_check;
 pub mod lock;
 pub mod order;
 pub mod output;

@@ -326,6 +326,7 @@ mod tests {
                 .map(|(e, a, f)| ((e.to_string(), a.to_string()), f.clone()))
                 .collect(),
             policy_errors: 0,
+            live: Default::default(),
         }
     }
 

@@ -1116,6 +1116,7 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         progress: String::new(),
         rollback: None,
         hooks: Vec::new(),
+        fidelity: Default::default(),
     };
     let config = |app: &str| Some(format!("services/{app}/production/config.yaml"));
     feedback

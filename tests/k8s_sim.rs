@@ -12,7 +12,11 @@
 //!   `managedFields` (`fieldsV1` per apply manager; a forced apply takes
 //!   over the fields it changes); namespaced objects need an existing namespace;
 //! - CRDs become Established; errors are `Status` objects (404, 409, 422);
-//! - faults: a status for the next N matching requests, latency.
+//! - faults: a status for the next N matching requests, latency;
+//! - admission webhooks ([`Webhook`]): mutating ones change the object,
+//!   validating ones deny it (403, `admission webhook "…" denied the
+//!   request: …`), on creates and updates, dry runs included (as webhooks
+//!   declaring `sideEffects: None` are called).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -171,8 +175,57 @@ struct WatchEvent {
     object: Value,
 }
 
+/// An admission webhook of the simulated cluster, for objects of one kind.
+#[derive(Clone)]
+pub struct Webhook {
+    /// Its name, as the denial message quotes it.
+    pub name: String,
+    /// The kind it is registered for (`Deployment`).
+    pub kind: String,
+    /// What it does with an object.
+    pub admit: Admit,
+}
+
+/// What a mutating webhook does to an object.
+pub type Mutation = Arc<dyn Fn(&mut Value) + Send + Sync>;
+/// A validating webhook's reason to deny an object, if it does.
+pub type Validation = Arc<dyn Fn(&Value) -> Option<String> + Send + Sync>;
+
+/// A webhook's decision.
+#[derive(Clone)]
+pub enum Admit {
+    /// Changes the object (a mutating webhook).
+    Mutate(Mutation),
+    /// `Some(reason)` denies it (a validating webhook).
+    Validate(Validation),
+}
+
+/// Runs the webhooks for `kind` over `object`: mutating ones first, then
+/// validating ones, as the API server orders admission.
+fn admit(inner: &Inner, kind: &str, object: &mut Value) -> Option<Response> {
+    for w in inner.webhooks.iter().filter(|w| w.kind == kind) {
+        if let Admit::Mutate(f) = &w.admit {
+            f(object);
+        }
+    }
+    for w in inner.webhooks.iter().filter(|w| w.kind == kind) {
+        if let Admit::Validate(f) = &w.admit
+            && let Some(why) = f(object)
+        {
+            return Some(status(
+                403,
+                "Forbidden",
+                format!("admission webhook \"{}\" denied the request: {why}", w.name),
+                json!({}),
+            ));
+        }
+    }
+    None
+}
+
 #[derive(Default)]
 struct Inner {
+    webhooks: Vec<Webhook>,
     events: Vec<WatchEvent>,
     /// Watches asking for older resourceVersions get 410 Gone.
     compacted_to: u64,
@@ -205,6 +258,11 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 impl Sim {
+    /// Registers an admission webhook.
+    pub fn webhook(&self, w: Webhook) {
+        self.lock().webhooks.push(w);
+    }
+
     /// Starts a simulator with the `default` and `kube-system` namespaces.
     pub async fn start() -> Sim {
         let inner = Arc::new(Mutex::new(Inner {
@@ -1045,6 +1103,9 @@ fn resource(
                         return r;
                     }
                     let mut object = applied.clone();
+                    if let Some(r) = admit(inner, &t.kind.kind, &mut object) {
+                        return r;
+                    }
                     let mut appl = BTreeMap::new();
                     appl.insert(manager, applied);
                     object["metadata"]["managedFields"] = managed_fields(&appl);
@@ -1073,6 +1134,9 @@ fn resource(
                         remove_owned(&mut object, previous, &applied);
                     }
                     merge(&mut object, &applied);
+                    if let Some(r) = admit(inner, &t.kind.kind, &mut object) {
+                        return r;
+                    }
                     if let Some(r) = validate(&t.kind, name, &object) {
                         return r;
                     }

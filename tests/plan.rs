@@ -1110,7 +1110,33 @@ fn large_plan(apps: usize, envs: usize, per_app: usize, diff_lines: usize) -> kd
     }
     // Fingerprints too: each section's hidden line counts against the limit.
     let fingerprints = kdeploy::plan::fingerprint::of(&changes);
+    // What a cluster showed of each change counts too: drift and refusals.
+    let mut live = kdeploy::plan::live::Live::not_checked("x");
+    live.not_checked = None;
+    for (i, c) in changes.iter().enumerate() {
+        live.findings.insert(
+            (c.env.clone(), c.id.clone()),
+            kdeploy::plan::live::Finding {
+                drift: (0..(i % 4))
+                    .map(|k| kdeploy::plan::live::Drift {
+                        path: format!("spec.template.metadata.annotations.a{k}"),
+                        live: "v".repeat(200),
+                        planned: "w".repeat(200),
+                        managers: vec!["kubectl-edit (Update)".into()],
+                    })
+                    .collect(),
+                missing: i % 5 == 0,
+                refused: (i % 7 == 0).then(|| {
+                    format!(
+                        "admission webhook \"deny.example\" denied the request: {}",
+                        "r".repeat(500)
+                    )
+                }),
+            },
+        );
+    }
     Plan {
+        live,
         base: "0123456789abcdef".into(),
         head: "fedcba9876543210".into(),
         fingerprints,

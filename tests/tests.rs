@@ -35,5 +35,6 @@ mod review;
 mod secrets;
 mod shared_cluster;
 mod sources;
+mod three_way;
 mod token_auth;
 mod wait;

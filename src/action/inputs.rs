@@ -245,6 +245,11 @@ pub const INPUTS: &[Input] = &[
         description: "Apply: create a GitHub deployment per environment with in_progress/success/failure statuses.",
     },
     Input {
+        name: "plan-cluster",
+        default: "false",
+        description: "Plan: also check the plan against the cluster of the kubeconfig input (reads and server-side dry runs only): live drift the merge would set back, by whom, and what the API server refuses (a refusal fails the plan). Never for a fork's pull request.",
+    },
+    Input {
         name: "allow-pull-request-target",
         default: "false",
         description: "Plan pull_request_target events from forks too (they run with this repository's token and secrets: refused by default).",
@@ -320,6 +325,8 @@ pub struct Inputs {
     pub(crate) environment_url: Option<String>,
     /// Plan `pull_request_target` events whose head is another repository.
     pub(crate) allow_pull_request_target: bool,
+    /// Check the plan against the cluster (three-way plan).
+    pub(crate) plan_cluster: bool,
     /// How `images` and `promote` publish.
     pub(crate) publish: crate::publish::Publish,
     pub(crate) promote_from: Option<String>,
@@ -466,6 +473,7 @@ impl Inputs {
         let allow_deletions = flag("allow-deletions", false);
         let github_deployments = flag("github-deployments", true);
         let allow_pull_request_target = flag("allow-pull-request-target", false);
+        let plan_cluster = flag("plan-cluster", false);
         let drift_unmanaged = flag("drift-unmanaged", false);
         let drift_repair = flag("drift-repair", false);
         let preview_older_than = take(
@@ -548,6 +556,7 @@ impl Inputs {
             github_deployments,
             environment_url: env.input("environment-url").map(str::to_string),
             allow_pull_request_target,
+            plan_cluster,
             publish,
             promote_from: env.input("promote-from").map(str::to_string),
             unreviewed,

@@ -16,15 +16,17 @@ use crate::diag::Diagnostics;
 use crate::event::{self, Event};
 use crate::github::{GitHub, RetryPolicy};
 use crate::source::Snapshot;
-use crate::{comment, render, report};
+use crate::{render, report};
 
 mod automation;
 mod drift;
 mod inputs;
 mod preview;
+mod pull_request;
 mod review;
 mod runner;
 
+use pull_request::post_comment;
 use runner::{
     Runner, describe_scope, error_markdown, mask_kubeconfig, prefixed_annotation, report_failure,
     summarize,
@@ -245,12 +247,15 @@ async fn plan_then_deploy(
         Event::Push { .. } => render::PolicyFrom::Own,
         _ => render::PolicyFrom::Base,
     };
-    let outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
+    let mut outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
         policy_from,
         context: inputs.context_lines,
         checks: inputs.policy.as_deref(),
         ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
     });
+    if let Ok(o) = &mut outcome {
+        pull_request::check_cluster(runner, inputs, event, o).await?;
+    }
     runner.end_group()?;
     let (cmp, mut plan) = match outcome {
         Ok(o) => (o.comparison, o.plan),
@@ -335,6 +340,9 @@ async fn plan_then_deploy(
             plan.policy_errors
         ))?;
         runner.outputs(&[("error", "policy".to_string())])?;
+        return Ok(1);
+    }
+    if pull_request::refused(runner, &plan)? {
         return Ok(1);
     }
     if mode == Mode::Plan {
@@ -540,55 +548,5 @@ async fn deploy(
     } else {
         runner.command("::error::deploy failed; see the job summary. The deploy record was not updated, so a re-run retries the change")?;
         Ok(1)
-    }
-}
-
-/// Posts or updates the PR comment; never fails the job for GitHub errors.
-async fn post_comment(
-    runner: &mut Runner<'_>,
-    event: &Event,
-    inputs: &Inputs,
-    retry: RetryPolicy,
-    marker: &str,
-    parts: &[String],
-) -> anyhow::Result<Option<String>> {
-    let Event::PullRequest {
-        number, from_fork, ..
-    } = event
-    else {
-        return Ok(None);
-    };
-    if !inputs.comment {
-        return Ok(None);
-    }
-    if *from_fork {
-        runner.warning("pull request from a fork: its token is read-only, so the plan is in the job summary instead of a comment")?;
-        return Ok(None);
-    }
-    let Some(token) = &inputs.token else {
-        runner.warning("no github-token: the plan is in the job summary only")?;
-        return Ok(None);
-    };
-    let (Some(api), Some(repo)) = (
-        runner.env.var("GITHUB_API_URL"),
-        runner.env.var("GITHUB_REPOSITORY"),
-    ) else {
-        runner.warning("GITHUB_API_URL or GITHUB_REPOSITORY not set: cannot comment")?;
-        return Ok(None);
-    };
-    let gh = GitHub::new(api, token, repo, retry)?;
-    match comment::sync(&gh, *number, marker, parts).await {
-        Ok(s) => {
-            runner.line(&format!(
-                "PR comment: {} created, {} updated, {} unchanged, {} deleted",
-                s.created, s.updated, s.unchanged, s.deleted
-            ))?;
-            Ok(s.url)
-        }
-        Err(e) => {
-            let why = e.explain("cannot comment on the pull request", "pull-requests: write");
-            runner.warning(&format!("{why}. The plan is in the job summary"))?;
-            Ok(None)
-        }
     }
 }

@@ -33,7 +33,7 @@ pub(super) fn namespace_created_by_plan(target: &Target<'_>, r: &Resource) -> bo
 /// Which of `names` exist: one GET for one namespace, else one LIST
 /// whatever their number (an environment whose resources use 200
 /// namespaces made 200 requests before).
-pub(super) async fn present_namespaces(
+pub(crate) async fn present_namespaces(
     client: &kube::Client,
     names: &[&str],
     opts: &Options,

@@ -18,7 +18,7 @@ use super::*;
 /// immutable fields change.
 pub const UPDATE_STRATEGY: &str = "kdeploy.io/update-strategy";
 
-fn wants_replace(r: &Resource) -> bool {
+pub(crate) fn wants_replace(r: &Resource) -> bool {
     r.object["metadata"]["annotations"][UPDATE_STRATEGY] == "replace"
 }
 

@@ -116,6 +116,14 @@ pub struct Report {
     /// what its record listed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub retired: bool,
+    /// How exactly the stored objects match what was sent
+    /// ([`super::fidelity`]); nothing compared on a dry run.
+    #[serde(skip_serializing_if = "is_uncompared")]
+    pub fidelity: super::fidelity::Fidelity,
+}
+
+fn is_uncompared(f: &super::fidelity::Fidelity) -> bool {
+    f.compared == 0
 }
 
 /// A rollback after a failed deploy.

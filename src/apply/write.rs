@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use kube::api::{ApiResource, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, Scope};
+use serde_json::Value;
 
 use super::hooks;
 use super::preflight::{namespace_created_by_plan, wait_established};
@@ -123,19 +124,25 @@ pub(super) async fn stages<'r>(
         }
         // Unordered: a slow write must not hold a slot the ones finished
         // behind it could use; the report keeps the group's order.
-        let mut results: Vec<(usize, &Resource, Result<(), kube::Error>)> =
-            futures::stream::iter(jobs.into_iter().enumerate())
-                .map(|(at, (r, ar, caps))| async move {
-                    let result = apply_one(client, r, &ar, &caps, params, opts).await;
-                    (at, r, result)
-                })
-                .buffer_unordered(opts.concurrency.max(1))
-                .collect()
-                .await;
+        type Written<'r> = (usize, &'r Resource, Result<Option<Value>, kube::Error>);
+        let mut results: Vec<Written<'_>> = futures::stream::iter(jobs.into_iter().enumerate())
+            .map(|(at, (r, ar, caps))| async move {
+                let result = apply_one(client, r, &ar, &caps, params, opts).await;
+                (at, r, result)
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
         results.sort_by_key(|(at, _, _)| *at);
         for (_, r, result) in results {
             match result {
-                Ok(()) => report.applied.push(r.id.to_string()),
+                Ok(stored) => {
+                    if let Some(stored) = stored {
+                        let fields = super::fidelity::mismatches(r, &stored);
+                        report.fidelity.add(r, fields);
+                    }
+                    report.applied.push(r.id.to_string());
+                }
                 // A dry run cannot create the namespace the plan creates, so
                 // the server cannot validate what goes into it: say so
                 // instead of failing (the weakness of `kubectl diff`).
@@ -214,10 +221,10 @@ pub(super) async fn stages<'r>(
 }
 
 /// One server-side apply of `r`'s object as rendered. The object goes out
-/// as it is, without a round trip through `DynamicObject`, and the answer
-/// is checked (status, well-formed JSON) but not decoded into an object
-/// nobody reads: the same request as `Api::patch`, with less of the
-/// client's work per write.
+/// as it is, without a round trip through `DynamicObject`: the same request
+/// as `Api::patch`, with less of the client's work per write. The answer,
+/// the object as stored, comes back as JSON for [`super::fidelity`]; a dry
+/// run's is checked and dropped (nothing was stored).
 async fn apply_one(
     client: &kube::Client,
     r: &Resource,
@@ -225,7 +232,7 @@ async fn apply_one(
     caps: &ApiCapabilities,
     params: &PatchParams,
     opts: &Options,
-) -> Result<(), kube::Error> {
+) -> Result<Option<Value>, kube::Error> {
     let api = api_for(client, ar, caps, r.id.namespace.as_deref());
     let request = kube::core::Request::new(api.resource_url());
     let patch = Patch::Apply(&r.object);
@@ -233,10 +240,14 @@ async fn apply_one(
         let req = request
             .patch(&r.id.name, params, &patch)
             .map_err(kube::Error::BuildRequest)?;
-        client
-            .request::<serde::de::IgnoredAny>(req)
-            .await
-            .map(|_| ())
+        if params.dry_run {
+            client
+                .request::<serde::de::IgnoredAny>(req)
+                .await
+                .map(|_| None)
+        } else {
+            client.request::<Value>(req).await.map(Some)
+        }
     })
     .await
 }

@@ -434,7 +434,11 @@ impl ChangeArgs {
     ///
     /// # Errors
     /// Bad revisions, bad input at either revision, an empty selection.
-    pub fn plan(&self, context: usize) -> anyhow::Result<(render::Comparison, plan::Plan)> {
+    pub fn plan(
+        &self,
+        context: usize,
+        cluster: Option<&crate::cluster::Access>,
+    ) -> anyhow::Result<(render::Comparison, plan::Plan)> {
         let filter = self.selection.filter()?;
         let open = |rev: &str| Snapshot::open(&self.selection.repo, &Revision::parse(Some(rev)));
         let (base, head) = (open(&self.base)?, open(&self.head)?);
@@ -442,12 +446,23 @@ impl ChangeArgs {
             Some(path) => Some(render::GivenSettings::read(path)?),
             None => None,
         };
-        let outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
+        let mut outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
             settings: given.as_ref(),
             context,
             ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
         })?;
         self.selection.ensure_matches(&[&head, &base])?;
+        if let Some(access) = cluster {
+            let opts = crate::apply::Options::default();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(crate::pipeline::plan::check_cluster(
+                    &mut outcome,
+                    access,
+                    &opts,
+                ));
+        }
         Ok((outcome.comparison, outcome.plan))
     }
 }
@@ -490,6 +505,20 @@ pub struct PlanArgs {
     /// lines), no diffs.
     #[arg(long)]
     pub compact: bool,
+    /// Also check the plan against the cluster (reads and dry runs only):
+    /// live drift the merge would set back, and what the API server
+    /// refuses. Each environment's context is `--cluster-context`, else the base
+    /// revision's `environments.<env>.context`.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Kubeconfig file for `--cluster` (default: KUBECONFIG,
+    /// ~/.kube/config, in-cluster).
+    #[arg(long, value_name = "PATH", requires = "cluster")]
+    pub kubeconfig: Option<String>,
+    /// Kubeconfig context for `--cluster` (`--context` is the diff's lines
+    /// of context here).
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub cluster_context: Option<String>,
 }
 
 /// `kdeploy validate`.

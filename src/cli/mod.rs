@@ -26,7 +26,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Render(args) => run_render(&args, out),
         Command::Plan(args) => run_plan(&args, color, out),
         Command::Environments(args) => {
-            let (cmp, plan) = args.change.plan(0)?;
+            let (cmp, plan) = args.change.plan(0, None)?;
             let envs = report::environments(&plan, &cmp.head.settings);
             writeln!(out, "{envs}")?;
             Ok(Outcome::Clean)
@@ -118,7 +118,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
 }
 
 fn run_plan(args: &PlanArgs, color: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let (cmp, plan) = args.change.plan(args.context)?;
+    let access = crate::cluster::Access {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.cluster_context.clone(),
+    };
+    let (cmp, plan) = args
+        .change
+        .plan(args.context, args.cluster.then_some(&access))?;
     // Both revisions' objects are freed on another thread while the plan is
     // written: one by one they cost a tenth of a plan after a chart change,
     // and the process may well end first.
@@ -140,11 +146,20 @@ fn run_plan(args: &PlanArgs, color: bool, out: &mut dyn Write) -> anyhow::Result
         }
     }
     out.flush()?;
+    let refused = plan.live.refusals();
+    if refused > 0 {
+        eprintln!(
+            "error: the API server refuses {refused} planned change(s) (server-side apply dry run); see `refused` in the plan"
+        );
+    }
     if plan.policy_errors > 0 {
         eprintln!(
             "error: {} policy check(s) at severity error (KDEPLOY_POLICY); see the `policy/…` warnings of the plan",
             plan.policy_errors
         );
+        return Ok(Outcome::Exit(1));
+    }
+    if refused > 0 {
         return Ok(Outcome::Exit(1));
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {

@@ -89,3 +89,33 @@ pub fn plan(req: PlanRequest<'_>) -> Result<PlanOutcome, render::Error> {
         policy_errors,
     })
 }
+
+/// Checks a plan against the cluster of each environment it changes (a
+/// three-way plan, [`crate::live_check`]): live drift the merge would set
+/// back, and what the API server refuses. Each environment's context is the
+/// runner's (`access.context`), else the base revision's
+/// `environments.<env>.context` when the base has its own kdeploy.yaml —
+/// never the head's.
+pub async fn check_cluster(
+    outcome: &mut PlanOutcome,
+    access: &crate::cluster::Access,
+    opts: &crate::apply::Options,
+) {
+    let cmp = &outcome.comparison;
+    let contexts = if cmp.base_settings_own {
+        cmp.base
+            .settings
+            .environments
+            .iter()
+            .filter_map(|(env, e)| Some((env.clone(), e.context.clone()?)))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let req = crate::live_check::Request {
+        kubeconfig: access.kubeconfig.clone(),
+        context: access.context.clone(),
+        contexts,
+    };
+    crate::live_check::check(&mut outcome.plan, cmp, &req, opts).await;
+}

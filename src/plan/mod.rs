@@ -17,6 +17,7 @@ use crate::resource::{self, HashedId, Origin, Resource, ResourceId};
 use crate::yaml;
 
 pub mod fingerprint;
+pub mod live;
 pub mod summary;
 pub mod warnings;
 
@@ -120,6 +121,9 @@ pub struct Plan {
     /// Policy findings at severity `error` ([`crate::policy`]): the plan
     /// fails.
     pub policy_errors: usize,
+    /// What the cluster showed of the plan: live drift the merge sets
+    /// back and refusals ([`live`]); by default, not checked.
+    pub live: live::Live,
 }
 
 impl Plan {
@@ -419,6 +423,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
         browse_url: None,
         fingerprints,
         policy_errors: 0,
+        live: live::Live::default(),
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Comparison {
     /// Template outputs the head took from the base instead of rendering
     /// them ([`super::memo`]).
     pub reused_templates: usize,
+    /// The base's settings are its own kdeploy.yaml (or the runner's), not
+    /// the head's lent to a base that has none: what the runner may trust.
+    pub base_settings_own: bool,
 }
 
 /// Renders `base` and `head`, re-rendering only releases whose inputs
@@ -292,6 +295,7 @@ pub fn compare_with(
             releases: head_releases,
         },
         unchanged,
+        base_settings_own: !inherit,
         notes,
         reused_templates,
     })

@@ -83,6 +83,12 @@ pub fn text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     for h in &report.hooks {
         writeln!(out, "  hook     {h}")?;
     }
+    if report.fidelity.compared > 0 {
+        writeln!(out, "{env}: {}", report.fidelity.line())?;
+        for m in &report.fidelity.mismatches {
+            writeln!(out, "  not as planned {m}")?;
+        }
+    }
     for f in &report.failed {
         writeln!(out, "  FAILED   {} ({}): {}", f.id, f.source, f.error)?;
     }
@@ -159,6 +165,12 @@ pub fn summary(reports: &[Report]) -> String {
         }
         for id in &r.held {
             summary.push_str(&format!("\n- held for consent: `{id}`"));
+        }
+        if r.fidelity.compared > 0 {
+            summary.push_str(&format!("\n- {}: {}", r.environment, r.fidelity.line()));
+            for m in &r.fidelity.mismatches {
+                summary.push_str(&format!("\n  - not as planned: `{}`", m.replace('`', "'")));
+            }
         }
     }
     summary.push('\n');
@@ -307,6 +319,19 @@ pub fn check_run(
         let _ = writeln!(summary, "\nDeploy hooks:");
         for h in &r.hooks {
             let _ = writeln!(summary, "- {h}");
+        }
+    }
+    if r.fidelity.compared > 0 {
+        let _ = writeln!(summary, "\n**Fidelity:** {}.", r.fidelity.line());
+        if !r.fidelity.mismatches.is_empty() {
+            let _ = writeln!(
+                text,
+                "### Not exactly as planned\n\nThe API server stored these fields with other values than kdeploy sent (a mutating webhook, a default):\n"
+            );
+            for m in &r.fidelity.mismatches {
+                let _ = writeln!(text, "- `{}`", m.replace('`', "'"));
+            }
+            text.push('\n');
         }
     }
     let _ = writeln!(

@@ -134,6 +134,7 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
                 c.summary
             )?;
             write_warnings(c, &paint, out)?;
+            write_live(plan, c, &paint, out)?;
             continue;
         }
         writeln!(
@@ -148,6 +149,7 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
             writeln!(out, "    = {}", c.summary)?;
         }
         write_warnings(c, &paint, out)?;
+        write_live(plan, c, &paint, out)?;
         for line in lines {
             let painted = match line.chars().next() {
                 Some('+') => paint("32", line),
@@ -165,6 +167,7 @@ pub fn text_with(plan: &Plan, color: bool, compact: bool, out: &mut dyn Write) -
     if let Some(h) = hidden_note(plan) {
         writeln!(out, "{h}")?;
     }
+    writeln!(out, "{}", plan.live.summary())?;
     Ok(())
 }
 
@@ -259,6 +262,52 @@ fn write_warnings(
         writeln!(out, "    {tag} {}", w.message)?;
     }
     Ok(())
+}
+
+/// What the cluster showed of a change ([`crate::plan::live`]): a
+/// refusal, the resource missing, each field of live drift.
+fn write_live(
+    plan: &Plan,
+    c: &crate::plan::Change,
+    paint: &dyn Fn(&str, &str) -> String,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let Some(f) = plan.live.finding(&c.env, &c.id) else {
+        return Ok(());
+    };
+    if let Some(why) = &f.refused {
+        writeln!(
+            out,
+            "    {} {why}",
+            paint("1;31", "refused by the API server:")
+        )?;
+    }
+    if f.missing {
+        writeln!(
+            out,
+            "    {} missing from the cluster: this merge creates it again",
+            paint("1;35", "live:")
+        )?;
+    }
+    for d in &f.drift {
+        writeln!(
+            out,
+            "    {} {}",
+            paint("1;35", "live drift this merge sets back:"),
+            drift_line(d)
+        )?;
+    }
+    Ok(())
+}
+
+/// `spec.replicas: 7 → 3 (set by kubectl-scale (Update))`.
+pub(crate) fn drift_line(d: &crate::plan::live::Drift) -> String {
+    let by = if d.managers.is_empty() {
+        "removed from the live object".to_string()
+    } else {
+        format!("set by {}", d.managers.join(", "))
+    };
+    format!("{}: {} → {} ({by})", d.path, d.live, d.planned)
 }
 
 /// `2 warnings: immutable-field (1), removed-api (1).`
@@ -366,6 +415,10 @@ pub struct JsonPlan<'a> {
     /// `env/app` → the section's fingerprint, and the kdeploy version.
     fingerprints: BTreeMap<String, &'a str>,
     kdeploy: &'static str,
+    /// The JSON report's version: 2 added `live` (three-way plans).
+    schema: u32,
+    /// What the cluster showed, or why it was not asked.
+    live: &'a crate::plan::live::Live,
     changes: Vec<JsonChange<'a>>,
 }
 
@@ -379,6 +432,9 @@ struct JsonSummary {
     hidden: usize,
     warnings: usize,
     policy_errors: usize,
+    refused: usize,
+    drift_fields: usize,
+    missing: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -393,6 +449,8 @@ struct JsonChange<'a> {
     source: &'a str,
     summary: &'a str,
     warnings: &'a [crate::plan::Warning],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<&'a crate::plan::live::Finding>,
     diff: &'a str,
 }
 
@@ -407,6 +465,7 @@ pub fn fingerprints(plan: &Plan) -> BTreeMap<String, &str> {
 /// Builds the JSON form of a plan.
 pub fn json(plan: &Plan) -> JsonPlan<'_> {
     let (added, changed, deleted) = plan.counts();
+    let (drift_fields, _, missing) = plan.live.drift_counts();
     JsonPlan {
         base: &plan.base,
         head: &plan.head,
@@ -419,10 +478,15 @@ pub fn json(plan: &Plan) -> JsonPlan<'_> {
             hidden: plan.hidden_resources,
             warnings: plan.warning_count(),
             policy_errors: plan.policy_errors,
+            refused: plan.live.refusals(),
+            drift_fields,
+            missing,
         },
         notes: &plan.notes,
         fingerprints: fingerprints(plan),
         kdeploy: crate::plan::fingerprint::VERSION,
+        schema: 2,
+        live: &plan.live,
         changes: plan
             .changes
             .iter()
@@ -437,6 +501,7 @@ pub fn json(plan: &Plan) -> JsonPlan<'_> {
                 source: &c.origin.file,
                 summary: &c.summary,
                 warnings: &c.warnings,
+                live: plan.live.finding(&c.env, &c.id),
                 diff: &c.diff,
             })
             .collect(),

@@ -80,6 +80,17 @@ fn summary(plan: &Plan) -> String {
     if let Some(h) = hidden_note(plan) {
         let _ = writeln!(summary, "\n_{h}_");
     }
+    if plan.has_changes() {
+        let refused = plan.live.refusals();
+        if refused > 0 {
+            let _ = writeln!(
+                summary,
+                "\n> [!CAUTION]\n> **The API server refuses {}.** See the resources marked ⛔ below: the deploy would fail there.",
+                plural(refused, "planned change")
+            );
+        }
+        let _ = writeln!(summary, "\n_{}_", escape_markdown(&plan.live.summary()));
+    }
     summary.push('\n');
     summary
 }
@@ -121,6 +132,10 @@ fn blocks(plan: &Plan) -> Vec<Block> {
             for w in &c.warnings {
                 let _ = writeln!(warned, "> [!WARNING]\n> **{}**: {}\n", w.code, w.message);
             }
+            let live = plan.live.finding(&c.env, &c.id);
+            if let Some(f) = live {
+                live_block(f, &mut warned);
+            }
             // The change in words first; the diff folded under it.
             let summary = if c.summary.is_empty() {
                 String::new()
@@ -131,7 +146,11 @@ fn blocks(plan: &Plan) -> Vec<Block> {
                 "#### {} {}{}\n\n{summary}{warned}<details><summary>diff ({})</summary>\n\n{fence}diff\n{diff}\n{fence}\n\n</details>\n\n",
                 c.action.sign(),
                 kind_heading(c),
-                if c.warnings.is_empty() { "" } else { " ⚠️" },
+                match (c.warnings.is_empty(), live) {
+                    (_, Some(f)) if f.refused.is_some() => " ⛔",
+                    (true, None) => "",
+                    _ => " ⚠️",
+                },
                 plural(
                     diff.lines().filter(|l| l.starts_with(['+', '-'])).count(),
                     "line"
@@ -148,6 +167,31 @@ fn blocks(plan: &Plan) -> Vec<Block> {
     // inside it (the sort is stable).
     blocks.sort_by(|x, y| x.key.cmp(&y.key));
     blocks
+}
+
+/// What the cluster showed of a resource: the API server's refusal, the
+/// resource missing, the live drift this merge sets back.
+fn live_block(f: &crate::plan::live::Finding, out: &mut String) {
+    if let Some(why) = &f.refused {
+        let _ = writeln!(
+            out,
+            "> [!CAUTION]\n> **Refused by the API server** (server-side apply dry run): {}\n",
+            escape_markdown(why)
+        );
+    }
+    if f.missing {
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> **Missing from the cluster**: deleted since it was deployed; this merge creates it again.\n"
+        );
+    }
+    if !f.drift.is_empty() {
+        let _ = writeln!(out, "> [!WARNING]\n> **Live drift this merge sets back**:");
+        for d in &f.drift {
+            let _ = writeln!(out, "> - `{}`", super::drift_line(d).replace('`', "'"));
+        }
+        out.push('\n');
+    }
 }
 
 /// The opening of an app's section; `piece` is `(k, n)` when the app is
