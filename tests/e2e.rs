@@ -433,3 +433,85 @@ async fn a_preview_on_a_real_cluster_is_deployed_and_removed_with_its_namespace(
     );
     cleanup(&client).await;
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: KDEPLOY_E2E=1 KUBECONFIG=... cargo test --test tests e2e -- --ignored"]
+async fn a_three_way_plan_on_a_real_cluster_names_drift_by_kubectl_and_what_is_missing() {
+    let Some(client) = real_cluster().await else {
+        return;
+    };
+    cleanup(&client).await;
+    let repo = crate::util::Repo::with_app();
+    let base = repo.commit("apps");
+    let deploy = kdeploy_in(&repo, &["apply", "--env", "staging"]).await;
+    assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
+    // Drift made as people make it: `kubectl scale` (an Update through the
+    // scale subresource) and `kubectl delete`.
+    for args in [
+        &[
+            "-n",
+            "api-staging",
+            "scale",
+            "deployment/api",
+            "--replicas=5",
+        ][..],
+        &["-n", "api-staging", "delete", "service/api"][..],
+    ] {
+        let out = std::process::Command::new("kubectl")
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    repo.write("services/api/version", "2.0.0\n")
+        .write("services/api/staging/config.yaml", "servicePort: 81\n");
+    let head = repo.commit("api 2.0.0 on port 81");
+    let dir = repo.path().to_path_buf();
+    let plan = tokio::task::spawn_blocking(move || {
+        crate::util::kdeploy(
+            &dir,
+            &[
+                "plan",
+                "--base",
+                &base,
+                "--head",
+                &head,
+                "--env",
+                "staging",
+                "--cluster",
+            ],
+        )
+    })
+    .await
+    .expect("joins");
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout
+            .contains("live drift this merge sets back: spec.replicas: 5 → 2 (set by kubectl"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("live: missing from the cluster: this merge creates it again"),
+        "{}",
+        plan.stdout
+    );
+    // Fields kdeploy does not set (the Deployment controller's revision
+    // annotation, defaults) are never drift.
+    assert!(
+        !plan.stdout.contains("deployment.kubernetes.io/revision"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        !plan.stdout.contains("progressDeadlineSeconds"),
+        "{}",
+        plan.stdout
+    );
+    cleanup(&client).await;
+}

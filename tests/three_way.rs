@@ -295,9 +295,9 @@ async fn a_plan_with_cluster_access_shows_drift_missing_resources_and_refusals()
     .await;
     assert_eq!(blind.code, 0, "{}", blind.stderr);
     assert!(
-        blind.stdout.contains(
-            "Live drift and API server refusals not checked: not asked for this plan"
-        ),
+        blind
+            .stdout
+            .contains("Live drift and API server refusals not checked: not asked for this plan"),
         "{}",
         blind.stdout
     );
@@ -373,5 +373,100 @@ async fn a_deploy_reports_how_exactly_the_cluster_stored_what_was_sent() {
             "ab".repeat(32)
         )),
         "{out}"
+    );
+}
+
+/// The action with `plan-cluster`: a pull request's sticky comment shows
+/// the live drift its merge sets back, by whom; a fork's pull request is
+/// never given cluster access, and its plan says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_comments_live_drift_and_never_reads_the_cluster_for_a_fork() {
+    use crate::action::{Job, output, pr_payload, push_payload};
+    let job = Job::new().await;
+    let sim = crate::action::cluster().await;
+    let before = job.base();
+    job.origin.write("services/web/version", "1.2.0\n");
+    let after = job.origin.commit("bump web");
+    let deploy = job
+        .deploy_push(&sim, &push_payload(Some(&before), &after), &[])
+        .await;
+    assert_eq!(deploy.code, 0, "{}", deploy.log);
+    let client = sim.client().await;
+    let ar = resource("apps", "Deployment", "deployments");
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "web-staging", &ar);
+    let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 5}});
+    api.patch(
+        "web",
+        &PatchParams::apply("kubectl-scale").force(),
+        &Patch::Apply(&scale),
+    )
+    .await
+    .expect("scaled");
+
+    let kubeconfig = sim.kubeconfig();
+    let inputs = [
+        ("INPUT_KUBECONFIG", kubeconfig.as_str()),
+        ("INPUT_PLAN-CLUSTER", "true"),
+        ("INPUT_ENVIRONMENTS", "staging"),
+    ];
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.3.0\n");
+        },
+        "web 1.3.0",
+    );
+    let before_requests = sim.requests().len();
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 7, &base, &head, false),
+            "pr",
+            &inputs,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let comments = job.fake.comments(7);
+    let body = &comments.last().expect("a comment").1;
+    assert!(
+        body.contains("**Live drift this merge sets back**"),
+        "{body}"
+    );
+    assert!(
+        body.contains("spec.replicas: 5 → 2 (set by kubectl-scale (Apply))"),
+        "{body}"
+    );
+    assert!(
+        body.contains("_Checked against the cluster: staging"),
+        "{body}"
+    );
+    assert_eq!(output(&run.outputs, "error"), None);
+    let writes = sim.requests()[before_requests..]
+        .iter()
+        .filter(|r| r.method != "GET" && !r.query.contains("dryRun=All"))
+        .count();
+    assert_eq!(writes, 0, "a plan writes nothing");
+
+    // A fork's pull request: no request reaches the cluster.
+    let before_requests = sim.requests().len();
+    let fork = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 8, &base, &head, true),
+            "pr",
+            &inputs,
+        )
+        .await;
+    assert_eq!(fork.code, 0, "{}", fork.log);
+    assert_eq!(
+        sim.requests().len(),
+        before_requests,
+        "the cluster was read"
+    );
+    assert!(
+        fork.summary
+            .contains("not checked: a fork's pull request gets no cluster access"),
+        "{}",
+        fork.summary
     );
 }
