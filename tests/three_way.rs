@@ -470,3 +470,77 @@ async fn the_action_comments_live_drift_and_never_reads_the_cluster_for_a_fork()
         fork.summary
     );
 }
+
+/// An immutable field is refused before merge, with the server's message;
+/// a resource that asks to be replaced is not (the deploy re-creates it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immutable_field_is_a_refusal_unless_the_resource_is_replaced() {
+    let sim = Sim::start().await;
+    let (_dir, kc) = sim.kubeconfig_file();
+    let job = |name: &str, image: &str, replace: bool| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  namespace: jobs\n{}spec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: run, image: \"{image}\"}}]\n",
+            if replace {
+                "  annotations: {kdeploy.io/update-strategy: replace}\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "sources:\n  raw: [\"manifests/{env}/{app}\"]\n",
+    )
+    .write(
+        "manifests/staging/jobs/namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: jobs\n",
+    )
+    .write(
+        "manifests/staging/jobs/migrate.yaml",
+        &job("migrate", "ghcr.io/example/migrate:1", false),
+    )
+    .write(
+        "manifests/staging/jobs/seed.yaml",
+        &job("seed", "ghcr.io/example/seed:1", true),
+    );
+    let base = repo.commit("jobs");
+    let deploy = kdeploy(&repo, &["apply", "--env", "staging", "--kubeconfig", &kc]).await;
+    assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
+    repo.write(
+        "manifests/staging/jobs/migrate.yaml",
+        &job("migrate", "ghcr.io/example/migrate:2", false),
+    )
+    .write(
+        "manifests/staging/jobs/seed.yaml",
+        &job("seed", "ghcr.io/example/seed:2", true),
+    );
+    let head = repo.commit("new job images");
+    let plan = kdeploy(
+        &repo,
+        &[
+            "plan",
+            "--base",
+            &base,
+            "--head",
+            &head,
+            "--cluster",
+            "--kubeconfig",
+            &kc,
+        ],
+    )
+    .await;
+    assert_eq!(plan.code, 1, "{}{}", plan.stdout, plan.stderr);
+    let refusals: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|l| l.contains("refused by the API server:"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{}", plan.stdout);
+    assert!(
+        refusals[0].contains("Job.batch \"migrate\" is invalid: spec.template: Invalid value:")
+            && refusals[0].contains("field is immutable"),
+        "{}",
+        plan.stdout
+    );
+}
