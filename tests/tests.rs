@@ -30,6 +30,7 @@ mod plan;
 mod preview;
 mod properties;
 mod publish;
+mod rego;
 mod render;
 mod review;
 mod secrets;

@@ -100,6 +100,11 @@ pub const INPUTS: &[Input] = &[
         description: "Identifies kdeploy's comment on a PR so it is updated in place; default is the workflow name (plus the environments glob).",
     },
     Input {
+        name: "policies",
+        default: "",
+        description: "The organisation's Rego policies (conftest's deny/warn/violation rules over each object): a directory of the config repo, read from the pull request's base (a pull request cannot change the checks its plan runs), or an absolute path on the runner (a checkout of a policy repository). deny and violation fail the plan.",
+    },
+    Input {
         name: "policy",
         default: "",
         description: "Severities of the built-in policy checks, check=off|warning|error, comma-separated (latest-tag=error,no-pdb=off); an error fails the plan and stops the deploy. Runner policy: the repository cannot change it.",
@@ -334,6 +339,8 @@ pub struct Inputs {
     pub(crate) unreviewed: crate::review::Unreviewed,
     /// The policy checks' severities (`latest-tag=error`).
     pub(crate) policy: Option<String>,
+    /// The Rego policy directory.
+    pub(crate) policies: Option<String>,
     /// The label on the merged pull request that consents to deletions.
     pub(crate) deletion_consent_label: String,
     pub(crate) promote_to: Option<String>,
@@ -561,6 +568,7 @@ impl Inputs {
             promote_from: env.input("promote-from").map(str::to_string),
             unreviewed,
             policy: env.input("policy").map(str::to_string),
+            policies: env.input("policies").map(str::to_string),
             deletion_consent_label: env
                 .input("deletion-consent-label")
                 .unwrap_or("kdeploy/allow-deletions")

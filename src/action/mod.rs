@@ -251,6 +251,7 @@ async fn plan_then_deploy(
         policy_from,
         context: inputs.context_lines,
         checks: inputs.policy.as_deref(),
+        policies: inputs.policies.as_deref(),
         ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
     });
     if let Ok(o) = &mut outcome {

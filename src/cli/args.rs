@@ -43,6 +43,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Check rendered resources against the Kubernetes API schemas (and CRDs in the repo).
     Validate(ValidateArgs),
+    /// Run the policy checks of a plan on every resource of a revision: the
+    /// built-in checks (KDEPLOY_POLICY) and the Rego policies (--policies).
+    Check(CheckArgs),
     /// Deploy: server-side apply what changed since the last deploy, delete what is gone.
     Apply(Box<ApplyArgs>),
     /// Show how the cluster differs from the head revision (live vs server-side dry run).
@@ -426,6 +429,12 @@ pub struct ChangeArgs {
     /// file of the work tree): compare two revisions under one config.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The organisation's Rego policies (conftest's `deny`/`warn`/
+    /// `violation` rules): a directory of the config repo, read from the
+    /// base revision, or an absolute path on this machine. Default:
+    /// KDEPLOY_POLICIES.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<String>,
 }
 
 impl ChangeArgs {
@@ -449,6 +458,7 @@ impl ChangeArgs {
         let mut outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
             settings: given.as_ref(),
             context,
+            policies: self.policies.as_deref(),
             ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
         })?;
         self.selection.ensure_matches(&[&head, &base])?;
@@ -519,6 +529,25 @@ pub struct PlanArgs {
     /// of context here).
     #[arg(long, value_name = "NAME", requires = "cluster")]
     pub cluster_context: Option<String>,
+}
+
+/// `kdeploy check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Repository and releases.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Revision to check; default: the work tree.
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
+    /// Rego policies: a directory of the config repo (read from the
+    /// revision checked) or an absolute path. Default: KDEPLOY_POLICIES.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<String>,
+    /// Severities of the built-in checks (`latest-tag=error,no-pdb=off`).
+    /// Default: KDEPLOY_POLICY.
+    #[arg(long, value_name = "CHECK=SEVERITY,...")]
+    pub policy: Option<String>,
 }
 
 /// `kdeploy validate`.

@@ -11,6 +11,7 @@ use crate::source::{Revision, Snapshot};
 use crate::{bench, output, render, report};
 
 mod args;
+mod check;
 mod images;
 mod preview;
 
@@ -53,6 +54,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Clean)
         }
+        Command::Check(args) => check::run(&args, out),
         Command::Diff(args) => block_on(run_diff(&args, out)),
         Command::Drift(args) => block_on(run_drift(&args, out)),
         Command::Wait(args) => block_on(run_wait(&args, out)),

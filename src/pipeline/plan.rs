@@ -28,6 +28,9 @@ pub struct PlanRequest<'a> {
     /// (`latest-tag=error,no-pdb=off`, [`crate::policy`]); by default
     /// `KDEPLOY_POLICY`.
     pub checks: Option<&'a str>,
+    /// The runner's Rego policy directory ([`crate::policy::rego::Source`]);
+    /// by default `KDEPLOY_POLICIES`.
+    pub policies: Option<&'a str>,
 }
 
 impl<'a> PlanRequest<'a> {
@@ -42,6 +45,7 @@ impl<'a> PlanRequest<'a> {
             policy_from: PolicyFrom::Base,
             context: 3,
             checks: None,
+            policies: None,
         }
     }
 }
@@ -81,13 +85,62 @@ pub fn plan(req: PlanRequest<'_>) -> Result<PlanOutcome, render::Error> {
     })?;
     crate::validate::check_for_plan(&comparison).map_err(render::Error::Invalid)?;
     let mut plan = plan::plan(&comparison, &comparison.head.settings.plan, req.context);
-    let policy_errors = crate::policy::annotate(&mut plan, &comparison.head, &severities);
+    let mut policy_errors = crate::policy::annotate(&mut plan, &comparison.head, &severities);
+    let from_env = std::env::var("KDEPLOY_POLICIES").ok();
+    if let Some(dir) = req
+        .policies
+        .or(from_env.as_deref())
+        .filter(|d| !d.is_empty())
+    {
+        let trusted = match req.policy_from {
+            PolicyFrom::Base => req.base,
+            PolicyFrom::Own => req.head,
+        };
+        policy_errors += rego(&mut plan, &comparison.head, dir, trusted)?;
+    }
     plan.policy_errors = policy_errors;
     Ok(PlanOutcome {
         comparison,
         plan,
         policy_errors,
     })
+}
+
+/// Runs the Rego policies of `dir` over the plan's changes: read from
+/// `trusted` (the revision that supplies runner policy) when `dir` is the
+/// config repo's, from disk when it is the runner's. Returns the findings
+/// that fail the plan.
+fn rego(
+    plan: &mut Plan,
+    head: &render::State,
+    dir: &str,
+    trusted: &Snapshot,
+) -> Result<usize, render::Error> {
+    use crate::policy::rego::{Policies, Source};
+    let invalid = |e: crate::policy::rego::Error| {
+        render::Error::Invalid(crate::diag::Diagnostics::from(
+            crate::diag::Diagnostic::global(e.to_string()).help(
+                "fix the policy (conftest's `deny`/`warn`/`violation` rules over `input`, one object), or point KDEPLOY_POLICIES (the action's input `policies`) elsewhere",
+            ),
+        ))
+    };
+    let loaded = match Source::parse(dir) {
+        Source::Disk(path) => Some(Policies::from_disk(&path).map_err(invalid)?),
+        Source::Repo(rel) => Policies::from_snapshot(trusted, &rel).map_err(invalid)?,
+    };
+    let Some(mut policies) = loaded else {
+        plan.notes.push(format!(
+            "policies: {dir} is not in {}: no Rego policies ran (a pull request's own policies apply once merged)",
+            trusted.label()
+        ));
+        return Ok(0);
+    };
+    let failing = crate::policy::annotate_rego(plan, head, &mut policies).map_err(invalid)?;
+    plan.notes.push(format!(
+        "policies: {} Rego file(s) from {} ran on each resource this plan creates or changes",
+        policies.files, policies.label
+    ));
+    Ok(failing)
 }
 
 /// Checks a plan against the cluster of each environment it changes (a

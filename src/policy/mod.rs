@@ -16,6 +16,8 @@ use serde_json::Value;
 
 use crate::resource::Resource;
 
+pub mod rego;
+
 /// How much a finding weighs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -391,6 +393,58 @@ pub fn annotate(
         });
     }
     errors
+}
+
+/// Adds the Rego policies' findings on each resource the plan creates or
+/// changes to that change's warnings (`policy/rego`: the rule, its message
+/// and where the policies came from) and returns how many fail the plan
+/// (`deny`, `violation`).
+///
+/// # Errors
+/// A rule that fails to evaluate.
+pub fn annotate_rego(
+    plan: &mut crate::plan::Plan,
+    head: &crate::render::State,
+    policies: &mut rego::Policies,
+) -> Result<usize, rego::Error> {
+    use std::collections::HashMap;
+    let index: HashMap<(&str, &crate::resource::ResourceId), &Resource> = head
+        .releases
+        .iter()
+        .flat_map(|r| {
+            r.resources
+                .iter()
+                .map(move |x| ((r.release.env.as_str(), &x.id), x))
+        })
+        .collect();
+    let mut errors = 0;
+    let mut found = Vec::new();
+    for (i, c) in plan.changes.iter().enumerate() {
+        if c.action == crate::plan::Action::Deleted {
+            continue;
+        }
+        let Some(r) = index.get(&(c.env.as_str(), &c.id)) else {
+            continue;
+        };
+        for f in policies.evaluate(&r.id.to_string(), &r.object)? {
+            errors += usize::from(f.fails);
+            found.push((i, f));
+        }
+    }
+    for (i, f) in found {
+        plan.changes[i].warnings.push(crate::plan::Warning {
+            code: "policy/rego",
+            path: String::new(),
+            message: format!(
+                "{}[{}] {} (policies {})",
+                if f.fails { "(error) " } else { "" },
+                f.rule,
+                f.message,
+                policies.label
+            ),
+        });
+    }
+    Ok(errors)
 }
 
 /// The check's fix, for messages.

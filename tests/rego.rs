@@ -1,0 +1,208 @@
+//! The organisation's Rego policies in every plan: conftest-style rules
+//! over each object a plan creates or changes, from the base revision's
+//! policy directory (a pull request cannot weaken its own checks) or a
+//! directory of the runner; `kdeploy check` runs the same on a work tree.
+
+use crate::util::{Repo, Run};
+
+const NON_ROOT: &str = r#"package main
+import rego.v1
+
+deny contains msg if {
+  input.kind == "Deployment"
+  not input.spec.template.spec.securityContext.runAsNonRoot
+  msg := sprintf("Deployment %s must set runAsNonRoot", [input.metadata.name])
+}
+
+warn contains {"msg": msg} if {
+  not input.metadata.labels.team
+  msg := sprintf("%s %s has no team label", [input.kind, input.metadata.name])
+}
+"#;
+
+fn deployment(name: &str, non_root: bool) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: tools\n  labels: {{team: tools}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      securityContext: {{runAsNonRoot: {non_root}}}\n      containers: [{{name: c, image: \"ghcr.io/example/{name}:1.0.0\"}}]\n"
+    )
+}
+
+fn repo() -> Repo {
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw: [\"deploy/{env}/{app}\"]\n",
+    )
+    .write("deploy/prod/tools/.keep", "")
+    .write("policy/main.rego", NON_ROOT)
+    .write(
+        "policy/main_test.rego",
+        "package main\nthis is not rego but a test file conftest skips\n",
+    );
+    repo
+}
+
+fn kdeploy(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kdeploy"));
+    c.args(args)
+        .current_dir(repo.path())
+        .env("NO_COLOR", "1")
+        .env_remove("KDEPLOY_POLICY")
+        .env_remove("KDEPLOY_POLICIES");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Run::from(c.output().expect("runs"))
+}
+
+#[test]
+fn the_base_revisions_policies_judge_a_pull_request_that_edits_them() {
+    let repo = repo();
+    let base = repo.commit("policies");
+    // The pull request adds a root Deployment and deletes the rule that
+    // would stop it.
+    repo.write("deploy/prod/tools/root.yaml", &deployment("root", false))
+        .write("deploy/prod/tools/ok.yaml", &deployment("ok", true))
+        .write("policy/main.rego", "package main\n");
+    let head = repo.commit("a root deployment, and no more rule");
+    let plan = kdeploy(
+        &repo,
+        &[
+            "plan",
+            "--base",
+            &base,
+            "--head",
+            &head,
+            "--policies",
+            "policy",
+        ],
+        &[],
+    );
+    assert_eq!(plan.code, 1, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("warning[policy/rego] (error) [main.deny] Deployment root must set runAsNonRoot (policies policy/ (at "),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        !plan.stdout.contains("Deployment ok must"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("policies: 1 Rego file(s) from policy/ (at "),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stderr.contains("1 policy check(s) at severity error"),
+        "{}",
+        plan.stderr
+    );
+    // JSON counts it; the environment variable names the directory too.
+    let json = kdeploy(
+        &repo,
+        &["plan", "--base", &base, "--head", &head, "--format", "json"],
+        &[("KDEPLOY_POLICIES", "policy")],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(v["summary"]["policy_errors"], 1, "{}", json.stdout);
+
+    // A base without the directory: the pull request's own policies do not
+    // run before they are merged, and the plan says so.
+    let fresh = Repo::new();
+    fresh
+        .write(
+            "kdeploy.yaml",
+            "services: null\nsources:\n  raw: [\"deploy/{env}/{app}\"]\n",
+        )
+        .write("deploy/prod/tools/.keep", "");
+    let base = fresh.commit("no policies");
+    fresh
+        .write(
+            "policy/main.rego",
+            "package main\ndeny contains \"always\" if { true }\n",
+        )
+        .write("deploy/prod/tools/ok.yaml", &deployment("ok", true));
+    let head = fresh.commit("policies arrive");
+    let plan = kdeploy(
+        &fresh,
+        &[
+            "plan",
+            "--base",
+            &base,
+            "--head",
+            &head,
+            "--policies",
+            "policy",
+        ],
+        &[],
+    );
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("policies: policy is not in "),
+        "{}",
+        plan.stdout
+    );
+}
+
+#[test]
+fn a_runner_directory_and_kdeploy_check_and_bad_rego() {
+    let repo = repo();
+    repo.write("deploy/prod/tools/root.yaml", &deployment("root", false));
+    repo.commit("root");
+    // The runner's own directory (absolute), outside the config repo.
+    let org = tempfile::tempdir().expect("temp");
+    std::fs::write(
+        org.path().join("org.rego"),
+        NON_ROOT.replace("package main", "package org.k8s"),
+    )
+    .expect("write");
+    let dir = org.path().display().to_string();
+    let check = kdeploy(&repo, &["check", "--policies", &dir], &[]);
+    assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+    assert!(
+        check
+            .stdout
+            .contains("prod/tools apps/Deployment tools/root (deploy/prod/tools/root.yaml)"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check
+            .stdout
+            .contains("  error[policy/rego] [org.k8s.deny] Deployment root must set runAsNonRoot"),
+        "{}",
+        check.stdout
+    );
+    // The built-in checks run beside the Rego ones.
+    assert!(
+        check.stdout.contains("  warning[policy/run-as-root]"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stdout.contains("resources checked: 1 error(s), "),
+        "{}",
+        check.stdout
+    );
+    // kdeploy check reads the work tree's own policies.
+    let own = kdeploy(&repo, &["check", "--policies", "policy"], &[]);
+    assert_eq!(own.code, 1, "{}", own.stdout);
+    assert!(own.stdout.contains("[main.deny]"), "{}", own.stdout);
+
+    // A policy that is not Rego: the file and line, and what to do.
+    std::fs::write(
+        org.path().join("bad.rego"),
+        "package org.bad\ndeny contains m if {\n  input.x ==\n}\n",
+    )
+    .expect("write");
+    let bad = kdeploy(&repo, &["check", "--policies", &dir], &[]);
+    assert_eq!(bad.code, 2, "{}{}", bad.stdout, bad.stderr);
+    assert!(
+        bad.stderr.contains("bad.rego is not valid Rego"),
+        "{}",
+        bad.stderr
+    );
+    assert!(bad.stderr.contains("bad.rego:4:"), "{}", bad.stderr);
+}
