@@ -90,6 +90,13 @@ struct PullRequest {
     head: Sha,
     #[serde(default)]
     merged: Option<bool>,
+    #[serde(default)]
+    labels: Vec<Label>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Label {
+    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +166,8 @@ pub enum Event {
         merged: bool,
         /// The branch the PR would merge into (`main`).
         base_ref: Option<String>,
+        /// Its labels' names when the event fired.
+        labels: Vec<String>,
     },
     /// `push`: deploy `after`, compared with `before`.
     Push {
@@ -271,6 +280,7 @@ impl Event {
                     target: name == "pull_request_target",
                     merged: p.pull_request.merged.unwrap_or(false),
                     base_ref: p.pull_request.base.branch,
+                    labels: p.pull_request.labels.into_iter().map(|l| l.name).collect(),
                 }
             }
             "push" => {

@@ -1103,6 +1103,7 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         retired: false,
         held: Vec::new(),
         consent: None,
+        policy_acknowledged: None,
         failed_step: None,
         failed: (0..120)
             .map(|i| Failure {

@@ -60,10 +60,18 @@ fn pull_request_payloads() {
             merged,
             target,
             base_ref,
+            labels,
         } = e
         else {
             panic!("{file}: not a pull request");
         };
+        // Labels by name, as a policy acknowledgment reads them.
+        let want: &[&str] = if file.contains("ghes-35") {
+            &[]
+        } else {
+            &["bug"]
+        };
+        assert_eq!(labels, want, "{file}");
         // The branch the PR merges into, for branch-bound environments.
         assert_eq!(base_ref.as_deref(), Some("master"), "{file}");
         assert!(!target, "{file}: a pull_request event");

@@ -206,3 +206,102 @@ fn a_runner_directory_and_kdeploy_check_and_bad_rego() {
     );
     assert!(bad.stderr.contains("bad.rego:4:"), "{}", bad.stderr);
 }
+
+/// In the action: each finding is an annotation at the config it came
+/// from; an error fails the plan unless the runner names a label that
+/// acknowledges it and the pull request has it; the merge's deploy then
+/// goes ahead and its report and check run say who acknowledged what.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_label_the_runner_names_acknowledges_policy_errors_and_the_deploy_records_it() {
+    use crate::action::{Job, cluster, output, pr_payload, push_payload};
+    let job = Job::new().await;
+    let org = tempfile::tempdir().expect("temp");
+    std::fs::write(
+        org.path().join("owners.rego"),
+        "package org\nimport rego.v1\n\ndeny contains msg if {\n  input.kind == \"Deployment\"\n  input.metadata.name == \"web\"\n  msg := \"web has no owner on call\"\n}\n",
+    )
+    .expect("write");
+    let dir = org.path().display().to_string();
+    let label = "kdeploy/accept-policy";
+    let base = job.base();
+    let head = job.pr_commit(
+        |r| {
+            r.write("services/web/version", "1.1.0\n");
+        },
+        "web 1.1.0",
+    );
+    let labelled = |labels: &[&str]| {
+        let mut p = pr_payload("opened", 21, &base, &head, false);
+        p["pull_request"]["labels"] = labels
+            .iter()
+            .map(|l| serde_json::json!({"name": l}))
+            .collect();
+        p
+    };
+    let policies = [("INPUT_POLICIES", dir.as_str())];
+    let run = job
+        .run("pull_request", &labelled(&[]), "pr", &policies)
+        .await;
+    assert_eq!(run.code, 1, "{}", run.log);
+    assert_eq!(output(&run.outputs, "error").as_deref(), Some("policy"));
+    assert!(
+        run.log.contains("::error file=services/web/staging/config.yaml::policy/rego (staging/web apps/Deployment web-staging/web): [org.deny] web has no owner on call"),
+        "{}",
+        run.log
+    );
+    // The label alone is nothing: the runner has not named it.
+    let run = job
+        .run("pull_request", &labelled(&[label]), "pr", &policies)
+        .await;
+    assert_eq!(run.code, 1, "{}", run.log);
+    let runner_allows = [
+        ("INPUT_POLICIES", dir.as_str()),
+        ("INPUT_POLICY-ACKNOWLEDGE-LABEL", label),
+    ];
+    let run = job
+        .run("pull_request", &labelled(&[]), "pr", &runner_allows)
+        .await;
+    assert_eq!(run.code, 1, "{}", run.log);
+    assert!(
+        run.log.contains(
+            "the runner lets the label kdeploy/accept-policy on the pull request acknowledge them"
+        ),
+        "{}",
+        run.log
+    );
+    let run = job
+        .run("pull_request", &labelled(&[label]), "pr", &runner_allows)
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains("1 policy finding(s) at severity error acknowledged by the label kdeploy/accept-policy on #21"),
+        "{}",
+        run.log
+    );
+
+    // The merge: the push's deploy finds the pull request and its label.
+    job.fake.add_pull(21, "pr", "closed", true);
+    job.origin.git(&["checkout", "-q", "main"]);
+    job.origin.git(&["merge", "-q", "--ff-only", &head]);
+    job.fake.pull_commits(21, &head, Some(&head));
+    job.fake.label_pull(21, label);
+    let sim = cluster().await;
+    let deploy = job
+        .deploy_push(&sim, &push_payload(Some(&base), &head), &runner_allows)
+        .await;
+    assert_eq!(deploy.code, 0, "{}", deploy.log);
+    assert!(
+        deploy.log.contains("staging: deployed with 1 policy finding(s) at severity error acknowledged by the label kdeploy/accept-policy on #21"),
+        "{}",
+        deploy.log
+    );
+    let runs = job.fake.check_runs();
+    let summary = runs.last().expect("a check run")["output"]["summary"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        summary.contains("**Deployed with 1 policy finding(s)"),
+        "{summary}"
+    );
+}

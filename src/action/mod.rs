@@ -335,13 +335,15 @@ async fn plan_then_deploy(
     ])?;
     summarize(runner, &plan)?;
     review::queue_check(runner, inputs, event, &plan, retry).await?;
-    if plan.policy_errors > 0 {
-        runner.command(&format!(
-            "::error title=kdeploy (policy)::{} policy check(s) at severity error (input `policy`); see the `policy/…` warnings in the plan. Nothing was deployed",
-            plan.policy_errors
-        ))?;
-        runner.outputs(&[("error", "policy".to_string())])?;
-        return Ok(1);
+    pull_request::annotate_findings(runner, inputs, &plan)?;
+    // A push learns its pull request's labels with the review, below.
+    let early = mode == Mode::Plan || !matches!(event, Event::Push { .. });
+    let mut policy_acknowledged = None;
+    if early {
+        match pull_request::policy_gate(runner, inputs, event, &plan, None)? {
+            Ok(a) => policy_acknowledged = a,
+            Err(code) => return Ok(code),
+        }
     }
     if pull_request::refused(runner, &plan)? {
         return Ok(1);
@@ -356,6 +358,12 @@ async fn plan_then_deploy(
     {
         return Ok(1);
     }
+    if !early {
+        match pull_request::policy_gate(runner, inputs, event, &plan, verdict.as_ref())? {
+            Ok(a) => policy_acknowledged = a,
+            Err(code) => return Ok(code),
+        }
+    }
     let what = Deploying {
         base: &base,
         head: &head,
@@ -363,6 +371,7 @@ async fn plan_then_deploy(
         repo_dir,
         review: verdict.as_ref(),
         deletion_consent: review::deletion_consent(inputs, verdict.as_ref()),
+        policy_acknowledged,
     };
     deploy(runner, inputs, what, retry, cancel).await
 }
@@ -377,6 +386,8 @@ struct Deploying<'a> {
     review: Option<&'a crate::review::Verdict>,
     /// Consent to deletions that need it, and how it was given.
     deletion_consent: Option<String>,
+    /// Policy errors acknowledged, and how.
+    policy_acknowledged: Option<String>,
 }
 
 /// Mode apply: renders the head state in full and deploys it.
@@ -394,11 +405,13 @@ async fn deploy(
         repo_dir,
         review,
         deletion_consent,
+        policy_acknowledged,
     } = what;
     runner.group("Deploy")?;
     let apply_options = crate::apply::Options {
         repo_dir: Some(repo_dir.to_path_buf()),
         deletion_consent,
+        policy_acknowledged,
         ..inputs.apply.clone()
     };
     let request = crate::pipeline::DeployRequest {

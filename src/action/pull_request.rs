@@ -46,6 +46,100 @@ pub(super) async fn check_cluster(
     Ok(())
 }
 
+/// The policy gate: findings at severity error fail the plan unless the
+/// runner names a label that acknowledges them (`policy-acknowledge-label`)
+/// and the pull request has it (on a push, the pull request the review
+/// found). `Ok(how)` lets the plan go on, saying how it was acknowledged;
+/// `Err(code)` is the exit code of a plan that fails.
+pub(super) fn policy_gate(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    event: &Event,
+    plan: &Plan,
+    verdict: Option<&crate::review::Verdict>,
+) -> anyhow::Result<Result<Option<String>, u8>> {
+    if plan.policy_errors == 0 {
+        return Ok(Ok(None));
+    }
+    let (labels, pull): (&[String], Option<u64>) = match (event, verdict) {
+        (Event::PullRequest { labels, number, .. }, _) => (labels, Some(*number)),
+        (_, Some(v)) => (&v.labels, v.pull),
+        _ => (&[], None),
+    };
+    let label = inputs
+        .policy_acknowledge_label
+        .as_deref()
+        .filter(|l| !l.is_empty());
+    if let (Some(label), Some(pull)) = (label, pull)
+        && labels.iter().any(|l| l == label)
+    {
+        let how = format!(
+            "{} policy finding(s) at severity error acknowledged by the label {label} on #{pull}",
+            plan.policy_errors
+        );
+        runner.warning(&how)?;
+        runner.summary(&format!("\n> [!WARNING]\n> {how}.\n"))?;
+        return Ok(Ok(Some(how)));
+    }
+    let how_to = match label {
+        Some(l) => format!("; the runner lets the label {l} on the pull request acknowledge them"),
+        None => String::new(),
+    };
+    runner.command(&format!(
+        "::error title=kdeploy (policy)::{} policy check(s) at severity error (inputs `policy`, `policies`); see the `policy/…` warnings in the plan{how_to}. Nothing was deployed",
+        plan.policy_errors
+    ))?;
+    runner.outputs(&[("error", "policy".to_string())])?;
+    Ok(Err(1))
+}
+
+/// Each policy finding as an annotation (`::error`/`::warning`) at the file
+/// that produced the object: the manifest and its line for a raw or
+/// Kustomize source, else the app's config of its environment. At most
+/// [`ANNOTATIONS`]: GitHub shows few per step.
+pub(super) fn annotate_findings(
+    runner: &mut Runner<'_>,
+    inputs: &Inputs,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let mut n = 0;
+    for c in &plan.changes {
+        for w in c.warnings.iter().filter(|w| w.code.starts_with("policy")) {
+            if n == ANNOTATIONS {
+                return Ok(());
+            }
+            n += 1;
+            let (level, message) = match w.message.strip_prefix("(error) ") {
+                Some(m) => ("error", m),
+                None => ("warning", w.message.as_str()),
+            };
+            let dir = plan.dirs.get(&(c.env.clone(), c.app.clone()));
+            let location = match dir {
+                Some(d) if c.origin.file.starts_with(&format!("{d}/")) => {
+                    crate::diag::Location::at(&c.origin.file, Some(c.origin.line), None)
+                }
+                Some(d) => crate::diag::Location::file(format!("{d}/config.yaml")),
+                None => crate::diag::Location::file(&c.origin.file),
+            };
+            let d = crate::diag::Diagnostic::new(
+                location,
+                format!("{} ({}/{} {}): {message}", w.code, c.env, c.app, c.id),
+            );
+            runner.command(
+                &super::runner::prefixed_annotation(&d, &inputs.working_directory).replacen(
+                    "::error",
+                    &format!("::{level}"),
+                    1,
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Most policy annotations per run.
+const ANNOTATIONS: usize = 50;
+
 /// Fails the plan when the API server refuses a planned change: the
 /// deploy would fail there. True when it did.
 pub(super) fn refused(runner: &mut Runner<'_>, plan: &Plan) -> anyhow::Result<bool> {

@@ -102,6 +102,10 @@ pub struct Options {
     /// (`--allow-deletions`, `label kdeploy/allow-deletions on #12`), or
     /// `None`, and they are held.
     pub deletion_consent: Option<String>,
+    /// Policy findings at severity error that the deploy goes ahead with,
+    /// and how they were acknowledged (a pull request's label), for the
+    /// report.
+    pub policy_acknowledged: Option<String>,
     /// Deletions beyond this share of an environment's recorded resources
     /// (percent; and more than [`consent::SMALL`]) need consent.
     pub deletion_budget: u32,
@@ -128,6 +132,7 @@ impl Default for Options {
             delete_first: false,
             adopt_from: None,
             deletion_consent: None,
+            policy_acknowledged: None,
             deletion_budget: consent::DEFAULT_BUDGET,
         }
     }
@@ -293,6 +298,7 @@ async fn apply_held(
             .deletion_consent
             .clone()
             .filter(|_| !to_delete.is_empty()),
+        policy_acknowledged: opts.policy_acknowledged.clone(),
         ..Report::default()
     };
     let pre_done = pre.is_empty();

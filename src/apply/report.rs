@@ -112,6 +112,10 @@ pub struct Report {
     /// How consent to deletions was given, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consent: Option<String>,
+    /// Policy findings at severity error deployed anyway, and who
+    /// acknowledged them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_acknowledged: Option<String>,
     /// The environment is no longer in the config repo: this deploy removed
     /// what its record listed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -74,6 +74,9 @@ pub fn text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if let Some(c) = &report.consent {
         writeln!(out, "{env}: deletions consented to ({c})")?;
     }
+    if let Some(a) = &report.policy_acknowledged {
+        writeln!(out, "{env}: deployed with {a}")?;
+    }
     for id in &report.adopted {
         writeln!(
             out,
@@ -314,6 +317,9 @@ pub fn check_run(
     }
     if let Some(c) = &r.consent {
         let _ = writeln!(summary, "\nDeletions consented to: {c}.");
+    }
+    if let Some(a) = &r.policy_acknowledged {
+        let _ = writeln!(summary, "\n**Deployed with {a}.**");
     }
     if !r.hooks.is_empty() {
         let _ = writeln!(summary, "\nDeploy hooks:");
