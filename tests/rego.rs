@@ -305,3 +305,114 @@ async fn a_label_the_runner_names_acknowledges_policy_errors_and_the_deploy_reco
         "{summary}"
     );
 }
+
+/// ValidatingAdmissionPolicies evaluated offline: the base revision's
+/// (a pull request that deletes the policy is still judged by it), with
+/// parameters from a ConfigMap and a binding for one environment's
+/// namespaces; a change within the limit passes, and the plan says which
+/// bindings it evaluated.
+#[test]
+fn admission_policies_of_the_base_judge_a_pull_request_offline() {
+    let repo = Repo::new();
+    repo.write(
+        "kdeploy.yaml",
+        "services: null\nsources:\n  raw: [\"deploy/{env}/{app}\"]\n",
+    )
+    .write(
+        "deploy/prod/platform/replica-limit.yaml",
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: replica-limit
+spec:
+  failurePolicy: Fail
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [apps]
+        apiVersions: [v1]
+        operations: [CREATE, UPDATE]
+        resources: [deployments]
+  validations:
+    - expression: "object.spec.replicas <= int(params.data.maxReplicas)"
+      messageExpression: "'replicas must be at most ' + params.data.maxReplicas"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: replica-limit-prod
+spec:
+  policyName: replica-limit
+  validationActions: [Deny]
+  paramRef: {name: replica-limit, namespace: kube-system, parameterNotFoundAction: Deny}
+  matchResources:
+    namespaceSelector:
+      matchLabels: {environment: prod}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: replica-limit
+  namespace: kube-system
+data:
+  maxReplicas: "5"
+"#,
+    )
+    .write(
+        "deploy/prod/shop/namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {environment: prod}\n",
+    )
+    .write(
+        "deploy/prod/shop/api.yaml",
+        &deployment("api", true).replace("namespace: tools", "namespace: shop"),
+    );
+    let base = repo.commit("platform and shop");
+    let scaled = |n: u32| {
+        deployment("api", true)
+            .replace("namespace: tools", "namespace: shop")
+            .replace(
+                "spec:\n  selector",
+                &format!("spec:\n  replicas: {n}\n  selector"),
+            )
+    };
+    repo.write("deploy/prod/shop/api.yaml", &scaled(7))
+        .remove("deploy/prod/platform/replica-limit.yaml")
+        .write("deploy/prod/platform/.keep", "");
+    let head = repo.commit("seven replicas, and no more limit");
+    let args = |head: &str| {
+        vec![
+            "plan".to_string(),
+            "--base".into(),
+            base.clone(),
+            "--head".into(),
+            head.to_string(),
+            "--admission-policies".into(),
+            "deploy/prod/platform".into(),
+        ]
+    };
+    let run = |head: &str| {
+        let a = args(head);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        kdeploy(&repo, &refs, &[])
+    };
+    let plan = run(&head);
+    assert_eq!(plan.code, 1, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("warning[policy/admission] (error) ValidatingAdmissionPolicy 'replica-limit' with binding 'replica-limit-prod' denied request: replicas must be at most 5"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("admission policies: 1 ValidatingAdmissionPolicy binding(s) from "),
+        "{}",
+        plan.stdout
+    );
+    // Within the limit: nothing to say but that it was evaluated.
+    repo.git(&["checkout", "-q", &base]);
+    repo.write("deploy/prod/shop/api.yaml", &scaled(4));
+    let within = repo.commit("four replicas");
+    let plan = run(&within);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(!plan.stdout.contains("policy/admission"), "{}", plan.stdout);
+}

@@ -105,6 +105,11 @@ pub const INPUTS: &[Input] = &[
         description: "A pull request label that acknowledges policy findings at severity error (e.g. kdeploy/accept-policy): with it on the pull request, the plan and the merge's deploy go ahead, and the deploy report and check run record the acknowledgment. Empty (the default): nothing can acknowledge them.",
     },
     Input {
+        name: "admission-policies",
+        default: "",
+        description: "ValidatingAdmissionPolicies, their bindings and parameter objects (YAML) to evaluate offline beside those the base revision deploys: a directory of the config repo (read from the pull request's base) or an absolute path on the runner (e.g. exported from the cluster). A denial fails the plan.",
+    },
+    Input {
         name: "policies",
         default: "",
         description: "The organisation's Rego policies (conftest's deny/warn/violation rules over each object): a directory of the config repo, read from the pull request's base (a pull request cannot change the checks its plan runs), or an absolute path on the runner (a checkout of a policy repository). deny and violation fail the plan.",
@@ -346,6 +351,8 @@ pub struct Inputs {
     pub(crate) policy: Option<String>,
     /// The Rego policy directory.
     pub(crate) policies: Option<String>,
+    /// The runner's admission policy directory.
+    pub(crate) admission_policies: Option<String>,
     /// The label that acknowledges policy errors, if the runner allows one.
     pub(crate) policy_acknowledge_label: Option<String>,
     /// The label on the merged pull request that consents to deletions.
@@ -576,6 +583,7 @@ impl Inputs {
             unreviewed,
             policy: env.input("policy").map(str::to_string),
             policies: env.input("policies").map(str::to_string),
+            admission_policies: env.input("admission-policies").map(str::to_string),
             policy_acknowledge_label: env.input("policy-acknowledge-label").map(str::to_string),
             deletion_consent_label: env
                 .input("deletion-consent-label")

@@ -252,6 +252,7 @@ async fn plan_then_deploy(
         context: inputs.context_lines,
         checks: inputs.policy.as_deref(),
         policies: inputs.policies.as_deref(),
+        admission_policies: inputs.admission_policies.as_deref(),
         ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
     });
     if let Ok(o) = &mut outcome {

@@ -435,6 +435,12 @@ pub struct ChangeArgs {
     /// KDEPLOY_POLICIES.
     #[arg(long, value_name = "DIR")]
     pub policies: Option<String>,
+    /// ValidatingAdmissionPolicies, bindings and their parameters (YAML)
+    /// to evaluate offline beside those the base deploys: a directory of
+    /// the config repo (read from the base) or an absolute path. Default:
+    /// KDEPLOY_ADMISSION_POLICIES.
+    #[arg(long, value_name = "DIR")]
+    pub admission_policies: Option<String>,
 }
 
 impl ChangeArgs {
@@ -459,6 +465,7 @@ impl ChangeArgs {
             settings: given.as_ref(),
             context,
             policies: self.policies.as_deref(),
+            admission_policies: self.admission_policies.as_deref(),
             ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
         })?;
         self.selection.ensure_matches(&[&head, &base])?;
@@ -544,6 +551,10 @@ pub struct CheckArgs {
     /// revision checked) or an absolute path. Default: KDEPLOY_POLICIES.
     #[arg(long, value_name = "DIR")]
     pub policies: Option<String>,
+    /// ValidatingAdmissionPolicies to evaluate beside those the revision
+    /// deploys (YAML). Default: KDEPLOY_ADMISSION_POLICIES.
+    #[arg(long, value_name = "DIR")]
+    pub admission_policies: Option<String>,
     /// Severities of the built-in checks (`latest-tag=error,no-pdb=off`).
     /// Default: KDEPLOY_POLICY.
     #[arg(long, value_name = "CHECK=SEVERITY,...")]

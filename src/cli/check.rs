@@ -20,6 +20,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         policy_from: crate::render::PolicyFrom::Own,
         checks: args.policy.as_deref(),
         policies: args.policies.as_deref(),
+        admission_policies: args.admission_policies.as_deref(),
         ..crate::pipeline::PlanRequest::new(&nothing, &head, &filter)
     })?;
     args.selection.ensure_matches(&[&head])?;
@@ -49,7 +50,11 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             writeln!(out, "  {level}[{}] {message}", w.code)?;
         }
     }
-    for n in plan.notes.iter().filter(|n| n.starts_with("policies:")) {
+    for n in plan
+        .notes
+        .iter()
+        .filter(|n| n.starts_with("policies:") || n.starts_with("admission policies:"))
+    {
         writeln!(out, "note: {n}")?;
     }
     writeln!(

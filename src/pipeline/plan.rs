@@ -31,6 +31,10 @@ pub struct PlanRequest<'a> {
     /// The runner's Rego policy directory ([`crate::policy::rego::Source`]);
     /// by default `KDEPLOY_POLICIES`.
     pub policies: Option<&'a str>,
+    /// The runner's directory of ValidatingAdmissionPolicies, bindings and
+    /// their parameters (YAML), beside those the base state deploys; by
+    /// default `KDEPLOY_ADMISSION_POLICIES`.
+    pub admission_policies: Option<&'a str>,
 }
 
 impl<'a> PlanRequest<'a> {
@@ -46,6 +50,7 @@ impl<'a> PlanRequest<'a> {
             context: 3,
             checks: None,
             policies: None,
+            admission_policies: None,
         }
     }
 }
@@ -98,6 +103,12 @@ pub fn plan(req: PlanRequest<'_>) -> Result<PlanOutcome, render::Error> {
         };
         policy_errors += rego(&mut plan, &comparison.head, dir, trusted)?;
     }
+    let from_env = std::env::var("KDEPLOY_ADMISSION_POLICIES").ok();
+    let admission_dir = req
+        .admission_policies
+        .or(from_env.as_deref())
+        .filter(|d| !d.is_empty());
+    policy_errors += admission(&mut plan, &comparison, admission_dir, &req)?;
     plan.policy_errors = policy_errors;
     Ok(PlanOutcome {
         comparison,
@@ -124,10 +135,7 @@ fn rego(
             ),
         ))
     };
-    let loaded = match Source::parse(dir) {
-        Source::Disk(path) => Some(Policies::from_disk(&path).map_err(invalid)?),
-        Source::Repo(rel) => Policies::from_snapshot(trusted, &rel).map_err(invalid)?,
-    };
+    let loaded = Policies::load(&Source::parse(dir), trusted).map_err(invalid)?;
     let Some(mut policies) = loaded else {
         plan.notes.push(format!(
             "policies: {dir} is not in {}: no Rego policies ran (a pull request's own policies apply once merged)",
@@ -141,6 +149,49 @@ fn rego(
         policies.files, policies.label
     ));
     Ok(failing)
+}
+
+/// Evaluates the ValidatingAdmissionPolicies of the base state and of the
+/// runner's `dir` offline ([`crate::policy::vap`]); returns the denials.
+fn admission(
+    plan: &mut Plan,
+    cmp: &Comparison,
+    dir: Option<&str>,
+    req: &PlanRequest<'_>,
+) -> Result<usize, render::Error> {
+    let (trusted, state) = match req.policy_from {
+        PolicyFrom::Base => (req.base, &cmp.base),
+        PolicyFrom::Own => (req.head, &cmp.head),
+    };
+    let mut extra = Vec::new();
+    let mut from = format!("the state at {}", trusted.label());
+    if let Some(dir) = dir {
+        let source = crate::policy::rego::Source::parse(dir);
+        let loaded = crate::policy::vap::load(&source, trusted).map_err(|e| {
+            render::Error::Invalid(crate::diag::Diagnostics::from(
+                crate::diag::Diagnostic::global(e.to_string()).help(
+                    "fix the file, or point KDEPLOY_ADMISSION_POLICIES (the action's input `admission-policies`) elsewhere",
+                ),
+            ))
+        })?;
+        match loaded {
+            Some((objects, label)) => {
+                extra = objects;
+                from = format!("{from} and {label}");
+            }
+            None => plan.notes.push(format!(
+                "admission policies: {dir} is not in {}: only those the base state deploys were evaluated",
+                trusted.label()
+            )),
+        }
+    }
+    let (denials, bound) = crate::policy::annotate_admission(plan, cmp, state, &extra);
+    if bound > 0 {
+        plan.notes.push(format!(
+            "admission policies: {bound} ValidatingAdmissionPolicy binding(s) from {from} evaluated offline on each resource this plan creates or changes"
+        ));
+    }
+    Ok(denials)
 }
 
 /// Checks a plan against the cluster of each environment it changes (a

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::resource::Resource;
 
 pub mod rego;
+pub mod vap;
 
 /// How much a finding weighs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -445,6 +446,96 @@ pub fn annotate_rego(
         });
     }
     Ok(errors)
+}
+
+/// Adds what the ValidatingAdmissionPolicies would decide of each resource
+/// the plan creates or changes ([`vap`]) to that change's warnings
+/// (`policy/admission`): the policies `deployed` (the state whose policies
+/// the runner trusts, the base's on a pull request) has in its
+/// environment, and `extra` (the runner's). Returns the denials (the API
+/// server refuses them, so they fail the plan) and the most bindings one
+/// environment had.
+pub fn annotate_admission(
+    plan: &mut crate::plan::Plan,
+    cmp: &crate::render::Comparison,
+    trusted: &crate::render::State,
+    extra: &[Value],
+) -> (usize, usize) {
+    use std::collections::HashMap;
+    let is_binding = |o: &Value| {
+        o["kind"] == "ValidatingAdmissionPolicyBinding"
+            && o["apiVersion"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("admissionregistration.k8s.io/"))
+    };
+    let deployed = |env: &str| {
+        let env = env.to_string();
+        trusted
+            .releases
+            .iter()
+            .filter(move |r| r.release.env == env)
+            .flat_map(|r| r.resources.iter().map(|x| &x.object))
+    };
+    // Most plans meet no policy at all: then nothing is indexed.
+    let mut admissions: HashMap<&str, vap::Admission> = HashMap::new();
+    for c in &plan.changes {
+        if c.action != crate::plan::Action::Deleted && !admissions.contains_key(c.env.as_str()) {
+            let has = extra.iter().any(is_binding) || deployed(&c.env).any(is_binding);
+            let a = if has {
+                vap::Admission::from_objects(deployed(&c.env).chain(extra))
+            } else {
+                vap::Admission::default()
+            };
+            admissions.insert(c.env.as_str(), a);
+        }
+    }
+    if admissions.values().all(vap::Admission::is_empty) {
+        return (0, 0);
+    }
+    let bound = admissions
+        .values()
+        .map(vap::Admission::bound)
+        .max()
+        .unwrap_or(0);
+    let index =
+        |state: &crate::render::State| -> HashMap<(String, crate::resource::ResourceId), Value> {
+            state
+                .releases
+                .iter()
+                .flat_map(|r| {
+                    r.resources
+                        .iter()
+                        .map(move |x| ((r.release.env.clone(), x.id.clone()), x.object.clone()))
+                })
+                .collect()
+        };
+    let (base, head) = (index(&cmp.base), index(&cmp.head));
+    let mut errors = 0;
+    let mut found = Vec::new();
+    for (i, c) in plan.changes.iter().enumerate() {
+        let Some(admission) = admissions.get(c.env.as_str()).filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        let key = (c.env.clone(), c.id.clone());
+        let Some(new) = head
+            .get(&key)
+            .filter(|_| c.action != crate::plan::Action::Deleted)
+        else {
+            continue;
+        };
+        for d in admission.evaluate(new, base.get(&key)) {
+            errors += usize::from(d.deny);
+            found.push((i, d));
+        }
+    }
+    for (i, d) in found {
+        plan.changes[i].warnings.push(crate::plan::Warning {
+            code: "policy/admission",
+            path: String::new(),
+            message: format!("{}{}", if d.deny { "(error) " } else { "" }, d.message),
+        });
+    }
+    (errors, bound)
 }
 
 /// The check's fix, for messages.

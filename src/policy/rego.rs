@@ -142,66 +142,19 @@ impl Policies {
         })
     }
 
-    /// Loads every `.rego` file under `dir` on disk (tests, `_test.rego`,
-    /// left out as conftest leaves them).
+    /// Loads the Rego files of `source` (`_test.rego` left out, as
+    /// conftest leaves them); `Ok(None)` when `trusted` has no such
+    /// directory.
     ///
     /// # Errors
     /// Read and parse failures.
-    pub fn from_disk(dir: &Path) -> Result<Policies, Error> {
-        let mut files = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let entries = std::fs::read_dir(&d).map_err(|e| Error::Read {
-                path: d.display().to_string(),
-                detail: e.to_string(),
-            })?;
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if is_policy(&path.to_string_lossy()) {
-                    let text = std::fs::read_to_string(&path).map_err(|e| Error::Read {
-                        path: path.display().to_string(),
-                        detail: e.to_string(),
-                    })?;
-                    files.push((path.display().to_string(), text));
-                }
-            }
-        }
-        files.sort();
-        Policies::from_files(files, dir.display().to_string())
-    }
-
-    /// Loads every `.rego` file under `dir` of a revision.
-    ///
-    /// # Errors
-    /// Read and parse failures; `Ok(None)` when the revision has no `dir`.
-    pub fn from_snapshot(
-        snapshot: &crate::source::Snapshot,
-        dir: &str,
+    pub fn load(
+        source: &Source,
+        trusted: &crate::source::Snapshot,
     ) -> Result<Option<Policies>, Error> {
-        let reader = snapshot.reader();
-        let read_err = |e: crate::source::Error| Error::Read {
-            path: dir.to_string(),
-            detail: e.to_string(),
-        };
-        let Some(top) = reader.find(&snapshot.root(), dir).map_err(read_err)? else {
+        let Some((files, label)) = read_files(source, trusted, is_policy)? else {
             return Ok(None);
         };
-        let mut files = Vec::new();
-        let mut stack = vec![top];
-        while let Some(node) = stack.pop() {
-            for child in reader.list(&node).map_err(read_err)? {
-                if child.is_dir {
-                    stack.push(child);
-                } else if is_policy(&child.path) {
-                    let text = reader.read_text(&child).map_err(read_err)?;
-                    files.push((child.path.clone(), text));
-                }
-            }
-        }
-        files.sort();
-        let label = format!("{dir}/ (at {})", snapshot.label());
         Policies::from_files(files, label).map(Some)
     }
 
@@ -253,6 +206,71 @@ impl Policies {
         }
         Ok(out)
     }
+}
+
+/// Files as read: (path, text) sorted by path, and where they came from.
+pub(super) type Files = (Vec<(String, String)>, String);
+
+/// The files of `source` that `keep` takes, sorted by path, and a label
+/// saying where they came from; `Ok(None)` when `trusted` (for a
+/// directory of the config repo) has no such directory.
+///
+/// # Errors
+/// Read failures.
+pub(super) fn read_files(
+    source: &Source,
+    trusted: &crate::source::Snapshot,
+    keep: fn(&str) -> bool,
+) -> Result<Option<Files>, Error> {
+    let mut files = Vec::new();
+    let label = match source {
+        Source::Disk(dir) => {
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                let entries = std::fs::read_dir(&d).map_err(|e| Error::Read {
+                    path: d.display().to_string(),
+                    detail: e.to_string(),
+                })?;
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if keep(&path.to_string_lossy()) {
+                        let text = std::fs::read_to_string(&path).map_err(|e| Error::Read {
+                            path: path.display().to_string(),
+                            detail: e.to_string(),
+                        })?;
+                        files.push((path.display().to_string(), text));
+                    }
+                }
+            }
+            dir.display().to_string()
+        }
+        Source::Repo(dir) => {
+            let reader = trusted.reader();
+            let read_err = |e: crate::source::Error| Error::Read {
+                path: dir.clone(),
+                detail: e.to_string(),
+            };
+            let Some(top) = reader.find(&trusted.root(), dir).map_err(read_err)? else {
+                return Ok(None);
+            };
+            let mut stack = vec![top];
+            while let Some(node) = stack.pop() {
+                for child in reader.list(&node).map_err(read_err)? {
+                    if child.is_dir {
+                        stack.push(child);
+                    } else if keep(&child.path) {
+                        let text = reader.read_text(&child).map_err(read_err)?;
+                        files.push((child.path.clone(), text));
+                    }
+                }
+            }
+            format!("{dir}/ (at {})", trusted.label())
+        }
+    };
+    files.sort();
+    Ok(Some((files, label)))
 }
 
 /// A Rego file conftest reads: `.rego`, not a test.
