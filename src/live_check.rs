@@ -43,19 +43,6 @@ impl Request {
     }
 }
 
-/// A state's resources by (environment, id).
-fn index(state: &crate::render::State) -> BTreeMap<(String, ResourceId), &Resource> {
-    state
-        .releases
-        .iter()
-        .flat_map(|r| {
-            r.resources
-                .iter()
-                .map(move |x| ((r.release.env.clone(), x.id.clone()), x))
-        })
-        .collect()
-}
-
 /// A planned create or update: its action, head object and base object.
 type Planned<'a> = (Action, &'a Resource, Option<&'a Resource>);
 
@@ -73,7 +60,7 @@ struct Job<'a> {
 /// reached is marked so (with the reason), never an error: the plan stays
 /// what it is without the cluster.
 pub async fn check(plan: &mut Plan, cmp: &Comparison, req: &Request, opts: &Options) {
-    let (heads, bases) = (index(&cmp.head), index(&cmp.base));
+    let (heads, bases) = (cmp.head.index(), cmp.base.index());
     let mut by_env: BTreeMap<&str, Vec<Planned<'_>>> = BTreeMap::new();
     for c in plan.changes.iter().filter(|c| c.action != Action::Deleted) {
         let key = (c.env.clone(), c.id.clone());

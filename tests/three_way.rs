@@ -23,6 +23,25 @@ async fn kdeploy(repo: &Repo, args: &[&str]) -> Run {
     .expect("joins")
 }
 
+/// `kdeploy plan --base --head --env staging --cluster --kubeconfig kc`
+/// and `extra` arguments.
+async fn plan_staging(repo: &Repo, base: &str, head: &str, kc: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "plan",
+        "--base",
+        base,
+        "--head",
+        head,
+        "--env",
+        "staging",
+        "--cluster",
+        "--kubeconfig",
+        kc,
+    ];
+    args.extend_from_slice(extra);
+    kdeploy(repo, &args).await
+}
+
 fn resource(group: &str, kind: &str, plural: &str) -> kube::discovery::ApiResource {
     let api_version = if group.is_empty() {
         "v1".to_string()
@@ -104,22 +123,7 @@ async fn a_plan_with_cluster_access_shows_drift_missing_resources_and_refusals()
     );
     let head = repo.commit("api 2.0.0 on port 81");
     let before = sim.requests().len();
-    let plan = kdeploy(
-        &repo,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--head",
-            &head,
-            "--env",
-            "staging",
-            "--cluster",
-            "--kubeconfig",
-            &kc,
-        ],
-    )
-    .await;
+    let plan = plan_staging(&repo, &base, &head, &kc, &[]).await;
     let out = &plan.stdout;
     assert_eq!(
         plan.code, 1,
@@ -171,24 +175,7 @@ async fn a_plan_with_cluster_access_shows_drift_missing_resources_and_refusals()
     assert!(sim.get("", "ConfigMap", "api-staging", "api-env").is_none());
 
     // JSON and markdown carry the same three categories.
-    let json_run = kdeploy(
-        &repo,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--head",
-            &head,
-            "--env",
-            "staging",
-            "--cluster",
-            "--kubeconfig",
-            &kc,
-            "--format",
-            "json",
-        ],
-    )
-    .await;
+    let json_run = plan_staging(&repo, &base, &head, &kc, &["--format", "json"]).await;
     let j: Value = serde_json::from_str(&json_run.stdout).expect("json");
     assert_eq!(j["schema"], 2);
     assert_eq!(j["summary"]["refused"], 1);
@@ -206,24 +193,7 @@ async fn a_plan_with_cluster_access_shows_drift_missing_resources_and_refusals()
         deployment["live"]["drift"][0]["managers"][0],
         "kubectl (Apply)"
     );
-    let md = kdeploy(
-        &repo,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--head",
-            &head,
-            "--env",
-            "staging",
-            "--cluster",
-            "--kubeconfig",
-            &kc,
-            "--format",
-            "markdown",
-        ],
-    )
-    .await;
+    let md = plan_staging(&repo, &base, &head, &kc, &["--format", "markdown"]).await;
     assert!(
         md.stdout.contains("**Live drift this merge sets back**"),
         "{}",
@@ -249,22 +219,7 @@ async fn a_plan_with_cluster_access_shows_drift_missing_resources_and_refusals()
         status: 403,
         times: 100,
     });
-    let ro = kdeploy(
-        &repo,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--head",
-            &head,
-            "--env",
-            "staging",
-            "--cluster",
-            "--kubeconfig",
-            &kc,
-        ],
-    )
-    .await;
+    let ro = plan_staging(&repo, &base, &head, &kc, &[]).await;
     sim.clear_faults();
     assert!(
         ro.stdout.contains(
@@ -307,22 +262,7 @@ async fn a_plan_with_cluster_access_shows_drift_missing_resources_and_refusals()
         sim.kubeconfig().replace(&sim.url, "http://127.0.0.1:9"),
     )
     .expect("write");
-    let down = kdeploy(
-        &repo,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--head",
-            &head,
-            "--env",
-            "staging",
-            "--cluster",
-            "--kubeconfig",
-            &bad.display().to_string(),
-        ],
-    )
-    .await;
+    let down = plan_staging(&repo, &base, &head, &bad.display().to_string(), &[]).await;
     assert_eq!(down.code, 0, "{}", down.stderr);
     assert!(
         down.stdout.contains(

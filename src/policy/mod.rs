@@ -408,23 +408,14 @@ pub fn annotate_rego(
     head: &crate::render::State,
     policies: &mut rego::Policies,
 ) -> Result<usize, rego::Error> {
-    use std::collections::HashMap;
-    let index: HashMap<(&str, &crate::resource::ResourceId), &Resource> = head
-        .releases
-        .iter()
-        .flat_map(|r| {
-            r.resources
-                .iter()
-                .map(move |x| ((r.release.env.as_str(), &x.id), x))
-        })
-        .collect();
+    let index = head.index();
     let mut errors = 0;
     let mut found = Vec::new();
     for (i, c) in plan.changes.iter().enumerate() {
         if c.action == crate::plan::Action::Deleted {
             continue;
         }
-        let Some(r) = index.get(&(c.env.as_str(), &c.id)) else {
+        let Some(r) = index.get(&(c.env.clone(), c.id.clone())) else {
             continue;
         };
         for f in policies.evaluate(&r.id.to_string(), &r.object)? {
@@ -497,19 +488,7 @@ pub fn annotate_admission(
         .map(vap::Admission::bound)
         .max()
         .unwrap_or(0);
-    let index =
-        |state: &crate::render::State| -> HashMap<(String, crate::resource::ResourceId), Value> {
-            state
-                .releases
-                .iter()
-                .flat_map(|r| {
-                    r.resources
-                        .iter()
-                        .map(move |x| ((r.release.env.clone(), x.id.clone()), x.object.clone()))
-                })
-                .collect()
-        };
-    let (base, head) = (index(&cmp.base), index(&cmp.head));
+    let (base, head) = (cmp.base.index(), cmp.head.index());
     let mut errors = 0;
     let mut found = Vec::new();
     for (i, c) in plan.changes.iter().enumerate() {
@@ -523,7 +502,7 @@ pub fn annotate_admission(
         else {
             continue;
         };
-        for d in admission.evaluate(new, base.get(&key)) {
+        for d in admission.evaluate(&new.object, base.get(&key).map(|r| &r.object)) {
             errors += usize::from(d.deny);
             found.push((i, d));
         }

@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{self, Filter, Layout, ReleaseSpec, ServiceValues};
 use crate::diag::{Diagnostic, Diagnostics, Location};
-use crate::resource::Resource;
+use crate::resource::{Resource, ResourceId};
 use crate::secrets::{self, Need, Sealed};
 use crate::source::{self, Snapshot};
 
@@ -124,6 +124,19 @@ pub struct State {
 }
 
 impl State {
+    /// Every resource by (environment, id): what a check of a plan's
+    /// changes looks its objects up in.
+    pub fn index(&self) -> std::collections::HashMap<(String, ResourceId), &Resource> {
+        self.releases
+            .iter()
+            .flat_map(|r| {
+                r.resources
+                    .iter()
+                    .map(move |x| ((r.release.env.clone(), x.id.clone()), x))
+            })
+            .collect()
+    }
+
     /// Number of resources over all releases.
     pub fn resource_count(&self) -> usize {
         self.releases.iter().map(|r| r.resources.len()).sum()
