@@ -136,14 +136,14 @@ fn rego(
         ))
     };
     let loaded = Policies::load(&Source::parse(dir), trusted).map_err(invalid)?;
-    let Some(mut policies) = loaded else {
+    let Some(policies) = loaded else {
         plan.notes.push(format!(
             "policies: {dir} is not in {}: no Rego policies ran (a pull request's own policies apply once merged)",
             trusted.label()
         ));
         return Ok(0);
     };
-    let failing = crate::policy::annotate_rego(plan, head, &mut policies).map_err(invalid)?;
+    let failing = crate::policy::annotate_rego(plan, head, &policies).map_err(invalid)?;
     plan.notes.push(format!(
         "policies: {} Rego file(s) from {} ran on each resource this plan creates or changes",
         policies.files, policies.label

@@ -406,23 +406,31 @@ pub fn annotate(
 pub fn annotate_rego(
     plan: &mut crate::plan::Plan,
     head: &crate::render::State,
-    policies: &mut rego::Policies,
+    policies: &rego::Policies,
 ) -> Result<usize, rego::Error> {
+    use rayon::prelude::*;
     let index = head.index();
-    let mut errors = 0;
-    let mut found = Vec::new();
-    for (i, c) in plan.changes.iter().enumerate() {
-        if c.action == crate::plan::Action::Deleted {
-            continue;
-        }
-        let Some(r) = index.get(&(c.env.clone(), c.id.clone())) else {
-            continue;
-        };
-        for f in policies.evaluate(&r.id.to_string(), &r.object)? {
-            errors += usize::from(f.fails);
-            found.push((i, f));
-        }
-    }
+    // In parallel, an engine per thread: an engine holds its input.
+    let per_change: Vec<(usize, Vec<rego::Finding>)> = plan
+        .changes
+        .par_iter()
+        .enumerate()
+        .filter(|(_, c)| c.action != crate::plan::Action::Deleted)
+        .map_init(
+            || policies.clone(),
+            |engine, (i, c)| match index.get(&(c.env.clone(), c.id.clone())) {
+                Some(r) => engine
+                    .evaluate(&r.id.to_string(), &r.object)
+                    .map(|f| (i, f)),
+                None => Ok((i, Vec::new())),
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    let found: Vec<(usize, rego::Finding)> = per_change
+        .into_iter()
+        .flat_map(|(i, fs)| fs.into_iter().map(move |f| (i, f)))
+        .collect();
+    let errors = found.iter().filter(|(_, f)| f.fails).count();
     for (i, f) in found {
         plan.changes[i].warnings.push(crate::plan::Warning {
             code: "policy/rego",
@@ -489,24 +497,27 @@ pub fn annotate_admission(
         .max()
         .unwrap_or(0);
     let (base, head) = (cmp.base.index(), cmp.head.index());
-    let mut errors = 0;
-    let mut found = Vec::new();
-    for (i, c) in plan.changes.iter().enumerate() {
-        let Some(admission) = admissions.get(c.env.as_str()).filter(|a| !a.is_empty()) else {
-            continue;
-        };
-        let key = (c.env.clone(), c.id.clone());
-        let Some(new) = head
-            .get(&key)
-            .filter(|_| c.action != crate::plan::Action::Deleted)
-        else {
-            continue;
-        };
-        for d in admission.evaluate(&new.object, base.get(&key).map(|r| &r.object)) {
-            errors += usize::from(d.deny);
-            found.push((i, d));
-        }
-    }
+    // In parallel: after a chart change every object is evaluated, and
+    // converting each into CEL's values is most of the cost.
+    use rayon::prelude::*;
+    let found: Vec<(usize, vap::Decision)> = plan
+        .changes
+        .par_iter()
+        .enumerate()
+        .filter(|(_, c)| c.action != crate::plan::Action::Deleted)
+        .flat_map_iter(|(i, c)| {
+            let key = (c.env.clone(), c.id.clone());
+            let decisions = match (
+                admissions.get(c.env.as_str()).filter(|a| !a.is_empty()),
+                head.get(&key),
+            ) {
+                (Some(a), Some(new)) => a.evaluate(&new.object, base.get(&key).map(|r| &r.object)),
+                _ => Vec::new(),
+            };
+            decisions.into_iter().map(move |d| (i, d))
+        })
+        .collect();
+    let errors = found.iter().filter(|(_, d)| d.deny).count();
     for (i, d) in found {
         plan.changes[i].warnings.push(crate::plan::Warning {
             code: "policy/admission",

@@ -85,6 +85,7 @@ pub struct Finding {
 }
 
 /// Policies loaded and ready to evaluate.
+#[derive(Clone)]
 pub struct Policies {
     engine: regorus::Engine,
     /// (`data.main.deny`, `main.deny`, fails) of each rule found.
@@ -163,13 +164,7 @@ impl Policies {
     /// # Errors
     /// A rule that fails to evaluate (a type error, the time limit).
     pub fn evaluate(&mut self, id: &str, object: &Value) -> Result<Vec<Finding>, Error> {
-        let input =
-            regorus::Value::from_json_str(&object.to_string()).map_err(|e| Error::Eval {
-                rule: "input".into(),
-                object: id.to_string(),
-                detail: e.to_string(),
-            })?;
-        self.engine.set_input(input);
+        self.engine.set_input(regorus::Value::from(object.clone()));
         let mut out = Vec::new();
         for (path, rule, fails) in &self.rules {
             let value = self

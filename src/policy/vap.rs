@@ -39,6 +39,8 @@ struct Validation {
 
 struct Policy {
     name: String,
+    /// Every expression's text, to know which variables they name.
+    sources: String,
     constraints: Value,
     param_kind: Option<(String, String)>,
     conditions: Vec<(String, Result<cel::Program, String>)>,
@@ -108,15 +110,32 @@ impl Admission {
     /// Gathers policies, bindings, parameter candidates and namespaces
     /// from `objects` (rendered resources, or a runner's files).
     pub fn from_objects<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Admission {
+        let objects: Vec<&Value> = objects.into_iter().collect();
         let mut a = Admission::default();
-        for o in objects {
+        for o in &objects {
             a.add(o);
         }
+        // Only objects of a kind some policy takes as its parameters are
+        // kept: a state has thousands of others.
+        let kinds: Vec<(String, String)> = a
+            .policies
+            .iter()
+            .filter_map(|p| p.param_kind.clone())
+            .collect();
+        a.objects = objects
+            .into_iter()
+            .filter(|o| {
+                kinds.iter().any(|(api, kind)| {
+                    o["apiVersion"] == api.as_str() && o["kind"] == kind.as_str()
+                })
+            })
+            .cloned()
+            .collect();
         a
     }
 
-    /// Adds one object.
-    pub fn add(&mut self, o: &Value) {
+    /// Adds one policy, binding or namespace.
+    fn add(&mut self, o: &Value) {
         let api = o["apiVersion"].as_str().unwrap_or_default();
         let kind = o["kind"].as_str().unwrap_or_default();
         let name = o["metadata"]["name"]
@@ -141,7 +160,6 @@ impl Admission {
             }
             _ => {}
         }
-        self.objects.push(o.clone());
     }
 
     /// True when there is nothing to enforce.
@@ -166,6 +184,8 @@ impl Admission {
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
                 "labels": self.namespaces.get(ns).cloned().unwrap_or(Value::Null)}})
         });
+        let mut ctx: Option<cel::Context<'_>> = None;
+        let mut added: Vec<&str> = Vec::new();
         for b in &self.bindings {
             let Some(p) = self.policies.iter().find(|p| p.name == b.policy) else {
                 continue;
@@ -200,28 +220,40 @@ impl Admission {
                     continue;
                 }
             };
-            let request = json!({
-                "operation": operation,
-                "namespace": ns,
-                "name": object["metadata"]["name"],
-                "kind": {"kind": object["kind"]},
-                "userInfo": {"username": "kdeploy"},
-                "dryRun": false,
-            });
-            let mut ctx = cel::Context::default();
-            let added = [
-                ("object", object.clone()),
-                ("oldObject", old.cloned().unwrap_or(Value::Null)),
-                ("params", params),
-                ("namespaceObject", ns_object.clone().unwrap_or(Value::Null)),
-                ("request", request),
-            ]
-            .into_iter()
-            .all(|(k, v)| ctx.add_variable(k, v).is_ok());
-            if !added {
-                continue;
+            // Each variable is converted once per object, and only when a
+            // policy's expressions name it: converting objects is most of
+            // the cost.
+            let c = ctx.get_or_insert_with(cel::Context::default);
+            for name in ["object", "oldObject", "namespaceObject", "request"] {
+                if !p.uses(name) || added.contains(&name) {
+                    continue;
+                }
+                added.push(name);
+                let value = match name {
+                    "object" => cel::to_value(object),
+                    "oldObject" => cel::to_value(old.unwrap_or(&Value::Null)),
+                    "namespaceObject" => cel::to_value(ns_object.as_ref().unwrap_or(&Value::Null)),
+                    _ => cel::to_value(json!({
+                        "operation": operation,
+                        "namespace": ns,
+                        "name": object["metadata"]["name"],
+                        "kind": {"kind": object["kind"]},
+                        "userInfo": {"username": "kdeploy"},
+                        "dryRun": false,
+                    })),
+                };
+                if let Ok(v) = value {
+                    c.add_variable_from_value(name, v);
+                }
             }
-            match decide(p, &mut ctx) {
+            let Some(ctx) = ctx.as_mut() else { continue };
+            if p.uses("params") {
+                match cel::to_value(&params) {
+                    Ok(v) => ctx.add_variable_from_value("params", v),
+                    Err(_) => continue,
+                }
+            }
+            match decide(p, ctx) {
                 Ok(None) => {}
                 Ok(Some(message)) => out.push(Decision {
                     deny,
@@ -296,6 +328,13 @@ fn binding(name: String, spec: &Value) -> Binding {
     }
 }
 
+impl Policy {
+    /// Whether an expression names the variable `name`.
+    fn uses(&self, name: &str) -> bool {
+        self.sources.contains(name)
+    }
+}
+
 fn policy(name: String, spec: &Value) -> Policy {
     let list = |key: &str| -> Vec<(String, Result<cel::Program, String>)> {
         spec[key]
@@ -311,8 +350,20 @@ fn policy(name: String, spec: &Value) -> Policy {
             })
             .collect()
     };
+    let mut sources = String::new();
+    for key in ["matchConditions", "variables", "validations"] {
+        for v in spec[key].as_array().into_iter().flatten() {
+            for field in ["expression", "messageExpression"] {
+                if let Some(e) = v[field].as_str() {
+                    sources.push_str(e);
+                    sources.push('\n');
+                }
+            }
+        }
+    }
     Policy {
         name,
+        sources,
         constraints: spec["matchConstraints"].clone(),
         param_kind: spec["paramKind"].as_object().map(|k| {
             (
