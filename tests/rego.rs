@@ -54,6 +54,13 @@ fn kdeploy(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Run {
     Run::from(c.output().expect("runs"))
 }
 
+/// `kdeploy plan --base --head` and `extra` arguments.
+fn plan_of(repo: &Repo, base: &str, head: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["plan", "--base", base, "--head", head];
+    args.extend_from_slice(extra);
+    kdeploy(repo, &args, &[])
+}
+
 #[test]
 fn the_base_revisions_policies_judge_a_pull_request_that_edits_them() {
     let repo = repo();
@@ -64,19 +71,7 @@ fn the_base_revisions_policies_judge_a_pull_request_that_edits_them() {
         .write("deploy/prod/tools/ok.yaml", &deployment("ok", true))
         .write("policy/main.rego", "package main\n");
     let head = repo.commit("a root deployment, and no more rule");
-    let plan = kdeploy(
-        &repo,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--head",
-            &head,
-            "--policies",
-            "policy",
-        ],
-        &[],
-    );
+    let plan = plan_of(&repo, &base, &head, &["--policies", "policy"]);
     assert_eq!(plan.code, 1, "{}{}", plan.stdout, plan.stderr);
     assert!(
         plan.stdout.contains("warning[policy/rego] (error) [main.deny] Deployment root must set runAsNonRoot (policies policy/ (at "),
@@ -125,19 +120,7 @@ fn the_base_revisions_policies_judge_a_pull_request_that_edits_them() {
         )
         .write("deploy/prod/tools/ok.yaml", &deployment("ok", true));
     let head = fresh.commit("policies arrive");
-    let plan = kdeploy(
-        &fresh,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--head",
-            &head,
-            "--policies",
-            "policy",
-        ],
-        &[],
-    );
+    let plan = plan_of(&fresh, &base, &head, &["--policies", "policy"]);
     assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
     assert!(
         plan.stdout.contains("policies: policy is not in "),
@@ -379,21 +362,13 @@ data:
         .remove("deploy/prod/platform/replica-limit.yaml")
         .write("deploy/prod/platform/.keep", "");
     let head = repo.commit("seven replicas, and no more limit");
-    let args = |head: &str| {
-        vec![
-            "plan".to_string(),
-            "--base".into(),
-            base.clone(),
-            "--head".into(),
-            head.to_string(),
-            "--admission-policies".into(),
-            "deploy/prod/platform".into(),
-        ]
-    };
     let run = |head: &str| {
-        let a = args(head);
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        kdeploy(&repo, &refs, &[])
+        plan_of(
+            &repo,
+            &base,
+            head,
+            &["--admission-policies", "deploy/prod/platform"],
+        )
     };
     let plan = run(&head);
     assert_eq!(plan.code, 1, "{}{}", plan.stdout, plan.stderr);
