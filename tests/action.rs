@@ -1118,6 +1118,7 @@ async fn check_run_annotations_are_sent_in_batches_of_fifty() {
         rollback: None,
         hooks: Vec::new(),
         fidelity: Default::default(),
+        other_records: Vec::new(),
     };
     let config = |app: &str| Some(format!("services/{app}/production/config.yaml"));
     feedback

@@ -247,6 +247,7 @@ async fn an_environment_gone_from_the_repo_is_pruned_from_its_record() {
             crate::util::kdeploy(&repo, &["apply", "--kubeconfig", &kc])
         })
     };
+    sim.clear_requests();
     let run = apply(repo.path().to_path_buf(), kc.clone())
         .await
         .expect("runs");
@@ -255,6 +256,14 @@ async fn an_environment_gone_from_the_repo_is_pruned_from_its_record() {
         sim.get("apps", "Deployment", "shop-staging", "shop")
             .is_some()
     );
+    // The records are listed once per environment deployed (its owners),
+    // and that list also finds retired environments: no LIST more.
+    let lists = sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v1/namespaces/kdeploy-system/configmaps")
+        .count();
+    assert_eq!(lists, 2, "{:#?}", sim.requests());
 
     // Staging's last app goes; `apply --head` alone (no base) still prunes it.
     repo.remove("services/shop/staging");

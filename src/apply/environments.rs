@@ -117,6 +117,8 @@ pub async fn deploy_environments(
     }
     let mut clients: HashMap<Option<String>, kube::Client> = HashMap::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
+    // Per cluster, the other environments' records its deploys listed.
+    let mut listed: HashMap<Option<String>, Vec<(String, String, bool)>> = HashMap::new();
     let access_to = |context: Option<String>| crate::cluster::Access {
         kubeconfig: access.kubeconfig.clone(),
         context,
@@ -132,24 +134,32 @@ pub async fn deploy_environments(
             Some(c) => c.clone(),
             None => {
                 let c = crate::cluster::connect(&access_to(context.clone())).await?;
-                clients.insert(context, c.clone());
+                clients.insert(context.clone(), c.clone());
                 c
             }
         };
         let env_filter = crate::config::Filter::new(Some(&env), app_glob)?;
-        reports.extend(
-            apply_states(
-                &client,
-                head,
-                base,
-                &env_filter,
-                repository,
-                head_commit,
-                opts,
-                on_report,
-            )
-            .await?,
-        );
+        let deployed = apply_states(
+            &client,
+            head,
+            base,
+            &env_filter,
+            repository,
+            head_commit,
+            opts,
+            on_report,
+        )
+        .await?;
+        // Only a deploy that ran listed the records.
+        if !deployed.is_empty() {
+            let seen = listed.entry(context).or_default();
+            for other in deployed.iter().flat_map(|r| &r.other_records) {
+                if !seen.contains(other) {
+                    seen.push(other.clone());
+                }
+            }
+        }
+        reports.extend(deployed);
         done.insert(env);
     }
     // An environment whose last app was removed before any base shows it
@@ -159,15 +169,23 @@ pub async fn deploy_environments(
         let c = crate::cluster::connect(&access_to(access.context.clone())).await?;
         clients.insert(access.context.clone(), c);
     }
-    for client in clients.values() {
-        let records = record::list(client, &opts.record_namespace, opts).await?;
-        for (env, rec) in records {
+    for (context, client) in &clients {
+        // The records this run's deploys listed on this cluster, else one
+        // LIST now.
+        let seen: Vec<(String, String, bool)> = match listed.get(context) {
+            Some(seen) => seen.clone(),
+            None => record::list(client, &opts.record_namespace, opts)
+                .await?
+                .into_iter()
+                .map(|(env, r)| (env, r.repository, r.preview.is_some()))
+                .collect(),
+        };
+        for (env, rec_repository, preview) in seen {
             let ours =
-                rec.repository.is_empty() || record::same_repository(&rec.repository, repository);
+                rec_repository.is_empty() || record::same_repository(&rec_repository, repository);
             // A preview is not in the config repo by name; its pull
             // request's closing removes it (`kdeploy preview`).
-            if done.contains(&env) || !ours || !selected.matches_env(&env) || rec.preview.is_some()
-            {
+            if done.contains(&env) || !ours || !selected.matches_env(&env) || preview {
                 continue;
             }
             let in_scope = |app: &str| selected.matches(&env, app);

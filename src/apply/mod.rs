@@ -249,7 +249,14 @@ pub async fn apply(
     if let Some(h) = held {
         h.release().await;
     }
-    result
+    result.map(|mut report| {
+        report.other_records = owners
+            .records
+            .iter()
+            .map(|(env, r)| (env.clone(), r.repository.clone(), r.preview.is_some()))
+            .collect();
+        report
+    })
 }
 
 async fn apply_held(

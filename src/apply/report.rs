@@ -124,6 +124,11 @@ pub struct Report {
     /// ([`super::fidelity`]); nothing compared on a dry run.
     #[serde(skip_serializing_if = "is_uncompared")]
     pub fidelity: super::fidelity::Fidelity,
+    /// The other environments' records this deploy listed on its cluster
+    /// (environment, repository, a preview's): what finding retired
+    /// environments needs, so the run lists the records once.
+    #[serde(skip)]
+    pub other_records: Vec<(String, String, bool)>,
 }
 
 fn is_uncompared(f: &super::fidelity::Fidelity) -> bool {
