@@ -314,12 +314,18 @@ fn pod_checks(r: &Resource, spec: &Value, add: &mut impl FnMut(&'static str, Str
                 );
             }
             let user = sc["runAsUser"].as_i64().or(pod_user);
-            let non_root = sc["runAsNonRoot"].as_bool().unwrap_or(pod_non_root);
-            if user == Some(0) || (!non_root && user.is_none()) {
-                add(
-                    "run-as-root",
-                    format!("{at}: may run as root (no runAsNonRoot, no runAsUser)"),
-                );
+            let said = sc["runAsNonRoot"]
+                .as_bool()
+                .or_else(|| spec["securityContext"]["runAsNonRoot"].as_bool());
+            let non_root = said.unwrap_or(pod_non_root);
+            if user == Some(0) {
+                add("run-as-root", format!("{at}: runs as root (runAsUser: 0)"));
+            } else if !non_root && user.is_none() {
+                let why = match said {
+                    Some(false) => "runAsNonRoot: false, no runAsUser",
+                    _ => "no runAsNonRoot, no runAsUser",
+                };
+                add("run-as-root", format!("{at}: may run as root ({why})"));
             }
         }
     }
@@ -614,6 +620,49 @@ mod tests {
             severities("latest-tag=loud")
                 .unwrap_err()
                 .contains("`loud` is not off")
+        );
+    }
+
+    #[test]
+    fn run_as_root_says_which_setting_makes_it() {
+        let sev = severities("").expect("defaults");
+        let said = |pod: Value, container: Value| -> Vec<String> {
+            let d = res(serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": "shop"},
+                "spec": {"template": {"spec": {"securityContext": pod,
+                    "containers": [{"name": "api", "image": "a:1", "securityContext": container}]}}}
+            }));
+            let env = Environment::of([&d]);
+            check(&d, &env, &sev)
+                .into_iter()
+                .filter(|f| f.id == "run-as-root")
+                .map(|f| f.message)
+                .collect()
+        };
+        assert_eq!(
+            said(serde_json::json!({}), serde_json::json!({})),
+            ["containers[0] api: may run as root (no runAsNonRoot, no runAsUser)"]
+        );
+        assert_eq!(
+            said(
+                serde_json::json!({"runAsNonRoot": false}),
+                serde_json::json!({})
+            ),
+            ["containers[0] api: may run as root (runAsNonRoot: false, no runAsUser)"]
+        );
+        assert_eq!(
+            said(
+                serde_json::json!({"runAsNonRoot": true}),
+                serde_json::json!({"runAsUser": 0})
+            ),
+            ["containers[0] api: runs as root (runAsUser: 0)"]
+        );
+        assert!(
+            said(
+                serde_json::json!({"runAsNonRoot": true}),
+                serde_json::json!({})
+            )
+            .is_empty()
         );
     }
 }
