@@ -33,6 +33,20 @@ async fn kdeploy_in(repo: &crate::util::Repo, args: &'static [&'static str]) -> 
         .expect("joins")
 }
 
+/// Runs `kubectl` on the cluster of `KUBECONFIG`, as a person would.
+fn kubectl(args: &[&str]) {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn cleanup(client: &kube::Client) {
     let ns: Api<Namespace> = Api::all(client.clone());
     for name in [
@@ -288,21 +302,13 @@ async fn drift_on_a_real_cluster_is_attributed_and_repaired() {
     assert_eq!(run(&["drift", "--env", "staging"]).await.code, 0);
     // `kubectl scale` writes through the scale subresource as manager
     // "kubectl" (an Update): the API server's own managedFields.
-    let out = std::process::Command::new("kubectl")
-        .args([
-            "-n",
-            "api-staging",
-            "scale",
-            "deployment/api",
-            "--replicas=5",
-        ])
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kubectl(&[
+        "-n",
+        "api-staging",
+        "scale",
+        "deployment/api",
+        "--replicas=5",
+    ]);
     let drift = run(&["drift", "--env", "staging"]).await;
     assert_eq!(drift.code, 2, "{}{}", drift.stdout, drift.stderr);
     assert!(
@@ -447,26 +453,14 @@ async fn a_three_way_plan_on_a_real_cluster_names_drift_by_kubectl_and_what_is_m
     assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
     // Drift made as people make it: `kubectl scale` (an Update through the
     // scale subresource) and `kubectl delete`.
-    for args in [
-        &[
-            "-n",
-            "api-staging",
-            "scale",
-            "deployment/api",
-            "--replicas=5",
-        ][..],
-        &["-n", "api-staging", "delete", "service/api"][..],
-    ] {
-        let out = std::process::Command::new("kubectl")
-            .args(args)
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    kubectl(&[
+        "-n",
+        "api-staging",
+        "scale",
+        "deployment/api",
+        "--replicas=5",
+    ]);
+    kubectl(&["-n", "api-staging", "delete", "service/api"]);
     repo.write("services/api/version", "2.0.0\n")
         .write("services/api/staging/config.yaml", "servicePort: 81\n");
     let head = repo.commit("api 2.0.0 on port 81");
