@@ -91,6 +91,12 @@ impl Diagnostic {
     /// The GitHub Actions workflow command that turns this into an annotation
     /// on the file, as `::error file=…,line=…,col=…::message`.
     pub fn to_github_annotation(&self) -> String {
+        self.to_github_command("error")
+    }
+
+    /// As [`Self::to_github_annotation`], at `level` (`error`, `warning`,
+    /// `notice`).
+    pub fn to_github_command(&self, level: &str) -> String {
         let mut props = Vec::new();
         if let Some(loc) = &self.location {
             props.push(format!("file={}", escape_property(&loc.path)));
@@ -111,7 +117,7 @@ impl Diagnostic {
         } else {
             format!(" {}", props.join(","))
         };
-        format!("::error{props}::{}", escape_data(&message))
+        format!("::{level}{props}::{}", escape_data(&message))
     }
 }
 

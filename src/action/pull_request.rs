@@ -104,15 +104,16 @@ pub(super) fn annotate_findings(
 ) -> anyhow::Result<()> {
     let mut n = 0;
     for c in &plan.changes {
-        for w in c.warnings.iter().filter(|w| w.code.starts_with("policy")) {
+        for (w, fails, message) in c
+            .warnings
+            .iter()
+            .filter_map(|w| crate::policy::finding(w).map(|(fails, m)| (w, fails, m)))
+        {
             if n == ANNOTATIONS {
                 return Ok(());
             }
             n += 1;
-            let (level, message) = match w.message.strip_prefix("(error) ") {
-                Some(m) => ("error", m),
-                None => ("warning", w.message.as_str()),
-            };
+            let level = if fails { "error" } else { "warning" };
             let dir = plan.dirs.get(&(c.env.clone(), c.app.clone()));
             let location = match dir {
                 Some(d) if c.origin.file.starts_with(&format!("{d}/")) => {
@@ -125,13 +126,11 @@ pub(super) fn annotate_findings(
                 location,
                 format!("{} ({}/{} {}): {message}", w.code, c.env, c.app, c.id),
             );
-            runner.command(
-                &super::runner::prefixed_annotation(&d, &inputs.working_directory).replacen(
-                    "::error",
-                    &format!("::{level}"),
-                    1,
-                ),
-            )?;
+            runner.command(&super::runner::prefixed_command(
+                &d,
+                &inputs.working_directory,
+                level,
+            ))?;
         }
     }
     Ok(())

@@ -244,13 +244,22 @@ pub(super) fn mask_kubeconfig(runner: &mut Runner<'_>, kubeconfig: &str) -> std:
 /// Annotation for a problem, with the path relative to the repository root
 /// (the config repo may be a subdirectory).
 pub(super) fn prefixed_annotation(d: &crate::diag::Diagnostic, working_directory: &Path) -> String {
+    prefixed_command(d, working_directory, "error")
+}
+
+/// [`prefixed_annotation`] at `level` (`warning`, `notice`).
+pub(super) fn prefixed_command(
+    d: &crate::diag::Diagnostic,
+    working_directory: &Path,
+    level: &str,
+) -> String {
     let mut d = d.clone();
     if let Some(loc) = d.location.as_mut()
         && working_directory != Path::new(".")
     {
         loc.path = working_directory.join(&loc.path).display().to_string();
     }
-    d.to_github_annotation()
+    d.to_github_command(level)
 }
 
 /// The comment body when rendering failed: the problems instead of a diff.

@@ -27,26 +27,22 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let plan = outcome.plan;
     let (mut errors, mut warnings) = (0, 0);
     for c in &plan.changes {
-        let findings: Vec<&crate::plan::Warning> = c
+        let findings: Vec<(&crate::plan::Warning, bool, &str)> = c
             .warnings
             .iter()
-            .filter(|w| w.code.starts_with("policy"))
+            .filter_map(|w| crate::policy::finding(w).map(|(fails, m)| (w, fails, m)))
             .collect();
         if findings.is_empty() {
             continue;
         }
         writeln!(out, "{}/{} {} ({})", c.env, c.app, c.id, c.origin.file)?;
-        for w in findings {
-            let (level, message) = match w.message.strip_prefix("(error) ") {
-                Some(m) => {
-                    errors += 1;
-                    ("error", m)
-                }
-                None => {
-                    warnings += 1;
-                    ("warning", w.message.as_str())
-                }
-            };
+        for (w, fails, message) in findings {
+            if fails {
+                errors += 1;
+            } else {
+                warnings += 1;
+            }
+            let level = if fails { "error" } else { "warning" };
             writeln!(out, "  {level}[{}] {message}", w.code)?;
         }
     }

@@ -387,15 +387,9 @@ pub fn annotate(
         plan.changes[i].warnings.push(crate::plan::Warning {
             code: check.map_or("policy", |c| c.code),
             path: String::new(),
-            message: format!(
-                "{}{}; {}",
-                if f.severity == Severity::Error {
-                    "(error) "
-                } else {
-                    ""
-                },
-                f.message,
-                fix(f.id)
+            message: finding_text(
+                f.severity == Severity::Error,
+                &format!("{}; {}", f.message, fix(f.id)),
             ),
         });
     }
@@ -441,12 +435,9 @@ pub fn annotate_rego(
         plan.changes[i].warnings.push(crate::plan::Warning {
             code: "policy/rego",
             path: String::new(),
-            message: format!(
-                "{}[{}] {} (policies {})",
-                if f.fails { "(error) " } else { "" },
-                f.rule,
-                f.message,
-                policies.label
+            message: finding_text(
+                f.fails,
+                &format!("[{}] {} (policies {})", f.rule, f.message, policies.label),
             ),
         });
     }
@@ -528,10 +519,35 @@ pub fn annotate_admission(
         plan.changes[i].warnings.push(crate::plan::Warning {
             code: "policy/admission",
             path: String::new(),
-            message: format!("{}{}", if d.deny { "(error) " } else { "" }, d.message),
+            message: finding_text(d.deny, &d.message),
         });
     }
     (errors, bound)
+}
+
+/// What marks a finding that fails the plan at the start of its
+/// warning's message.
+const ERROR_MARK: &str = "(error) ";
+
+/// A finding's warning message: marked when it fails the plan.
+fn finding_text(fails: bool, text: &str) -> String {
+    if fails {
+        format!("{ERROR_MARK}{text}")
+    } else {
+        text.to_string()
+    }
+}
+
+/// A policy warning as a face reports it: whether it fails the plan, and
+/// its message without the mark. `None` for a warning of another stage.
+pub fn finding(w: &crate::plan::Warning) -> Option<(bool, &str)> {
+    if !w.code.starts_with("policy") {
+        return None;
+    }
+    Some(match w.message.strip_prefix(ERROR_MARK) {
+        Some(m) => (true, m),
+        None => (false, w.message.as_str()),
+    })
 }
 
 /// The check's fix, for messages.
