@@ -81,9 +81,20 @@ pub struct Settings {
     pub repair: bool,
 }
 
-/// Leaf paths where `a` and `b` differ: `spec.replicas`,
-/// `spec.template.spec.containers[0].image`.
-fn differing(a: &Value, b: &Value, at: &str, out: &mut Vec<(String, Value, Value)>) {
+/// A leaf where two objects differ: its path (`spec.replicas`,
+/// `spec.template.spec.containers[0].image`), both values, and a third
+/// object's value there when one is given (`Some(Null)` where it has none).
+pub(crate) type Leaf = (String, Value, Value, Option<Value>);
+
+/// Leaf paths where `a` and `b` differ, with `base`'s values beside them
+/// (a three-way plan reads what kdeploy set last).
+pub(crate) fn differing(
+    a: &Value,
+    b: &Value,
+    base: Option<&Value>,
+    at: String,
+    out: &mut Vec<Leaf>,
+) {
     let join = |k: &str| {
         if at.is_empty() {
             k.to_string()
@@ -98,17 +109,19 @@ fn differing(a: &Value, b: &Value, at: &str, out: &mut Vec<(String, Value, Value
                 differing(
                     x.get(k).unwrap_or(&Value::Null),
                     y.get(k).unwrap_or(&Value::Null),
-                    &join(k),
+                    base.map(|v| v.get(k).unwrap_or(&Value::Null)),
+                    join(k),
                     out,
                 );
             }
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                differing(p, q, &format!("{at}[{i}]"), out);
+                let v = base.map(|v| v.get(i).unwrap_or(&Value::Null));
+                differing(p, q, v, format!("{at}[{i}]"), out);
             }
         }
-        _ if a != b => out.push((at.to_string(), a.clone(), b.clone())),
+        _ if a != b => out.push((at, a.clone(), b.clone(), base.cloned())),
         _ => {}
     }
 }
@@ -185,14 +198,6 @@ pub(crate) fn managers_of(live: &Value, paths: &[String]) -> Vec<String> {
     out.into_iter().collect()
 }
 
-pub(crate) fn show(v: &Value) -> String {
-    match v {
-        Value::Null => "(unset)".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// Kinds listed for `--unmanaged`: what apps are made of.
 const LISTED: &[(&str, &str)] = &[
     ("apps/v1", "Deployment"),
@@ -260,19 +265,23 @@ async fn compare(
         crate::apply::live::strip(would),
     );
     let mut diffs = Vec::new();
-    differing(&a, &b, "", &mut diffs);
+    differing(&a, &b, None, String::new(), &mut diffs);
     if diffs.is_empty() {
         return Ok(None);
     }
     let secret = id.kind == "Secret" && id.group.is_empty();
-    let paths: Vec<String> = diffs.iter().map(|(p, _, _)| p.clone()).collect();
+    let paths: Vec<String> = diffs.iter().map(|(p, ..)| p.clone()).collect();
     let fields = diffs
         .iter()
-        .map(|(p, live, want)| {
+        .map(|(p, live, want, _)| {
             if secret {
                 format!("{p} (value not shown)")
             } else {
-                format!("{p}: {} → {}", show(want), show(live))
+                format!(
+                    "{p}: {} → {}",
+                    crate::yaml::show(want),
+                    crate::yaml::show(live)
+                )
             }
         })
         .collect();
@@ -691,10 +700,11 @@ mod tests {
         differing(
             &json!({"spec": {"replicas": 5, "c": [{"image": "a"}]}}),
             &json!({"spec": {"replicas": 3, "c": [{"image": "b"}]}}),
-            "",
+            None,
+            String::new(),
             &mut out,
         );
-        let paths: Vec<&str> = out.iter().map(|(p, _, _)| p.as_str()).collect();
+        let paths: Vec<&str> = out.iter().map(|(p, ..)| p.as_str()).collect();
         assert_eq!(paths, ["spec.c[0].image", "spec.replicas"]);
     }
 }

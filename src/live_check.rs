@@ -337,13 +337,13 @@ fn drift(live: &Value, would: &Value, base: Option<&Value>, id: &ResourceId) -> 
         crate::apply::live::strip(would.clone()),
     );
     let mut diffs = Vec::new();
-    three_way(&a, &b, base, String::new(), &mut diffs);
+    crate::drift::differing(&a, &b, base, String::new(), &mut diffs);
     let secret = id.kind == "Secret" && id.group.is_empty();
     let show = |v: &Value| {
         if secret && !v.is_null() {
             "(value not shown)".to_string()
         } else {
-            crate::drift::show(v)
+            crate::yaml::show(v)
         }
     };
     diffs
@@ -373,46 +373,6 @@ fn overlay(base: &mut Value, top: &Value) {
             }
         }
         (b, t) => *b = t.clone(),
-    }
-}
-
-/// Leaf paths where `live` and `would` differ, with the base's value there
-/// (`None` without a base, `Some(Null)` where the base has none).
-fn three_way(
-    live: &Value,
-    would: &Value,
-    base: Option<&Value>,
-    at: String,
-    out: &mut Vec<(String, Value, Value, Option<Value>)>,
-) {
-    let join = |k: &str| {
-        if at.is_empty() {
-            k.to_string()
-        } else {
-            format!("{at}.{k}")
-        }
-    };
-    match (live, would) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            for k in keys {
-                three_way(
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                    base.map(|b| b.get(k).unwrap_or(&Value::Null)),
-                    join(k),
-                    out,
-                );
-            }
-        }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-            for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                let b = base.map(|b| b.get(i).unwrap_or(&Value::Null));
-                three_way(p, q, b, format!("{at}[{i}]"), out);
-            }
-        }
-        _ if live != would => out.push((at, live.clone(), would.clone(), base.cloned())),
-        _ => {}
     }
 }
 

@@ -55,19 +55,14 @@ pub(super) fn mismatches(r: &Resource, stored: &Value) -> Vec<String> {
             if secret {
                 format!("{path}: differs (values not shown)")
             } else {
-                format!("{path}: sent {}, stored {}", shown(&sent), shown(&got))
+                format!(
+                    "{path}: sent {}, stored {}",
+                    crate::yaml::show(&sent),
+                    crate::yaml::show(&got)
+                )
             }
         })
         .collect()
-}
-
-/// A value as a line shows it: strings bare, a missing field `(unset)`.
-fn shown(v: &Value) -> String {
-    match v {
-        Value::Null => "(unset)".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn walk(sent: &Value, stored: &Value, at: String, out: &mut Vec<(String, Value, Value)>) {

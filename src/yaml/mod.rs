@@ -477,6 +477,16 @@ pub struct Document<'a> {
     pub index: usize,
 }
 
+/// A value as one line of a report shows it: strings bare, a missing field
+/// `(unset)`, anything else as JSON.
+pub fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "(unset)".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Splits a stream at `---` lines (column 0, as YAML requires).
 ///
 /// Done on text rather than by the parser so each document can be parsed on
