@@ -91,30 +91,44 @@ pub fn plan(req: PlanRequest<'_>) -> Result<PlanOutcome, render::Error> {
     crate::validate::check_for_plan(&comparison).map_err(render::Error::Invalid)?;
     let mut plan = plan::plan(&comparison, &comparison.head.settings.plan, req.context);
     let mut policy_errors = crate::policy::annotate(&mut plan, &comparison.head, &severities);
-    let from_env = std::env::var("KDEPLOY_POLICIES").ok();
-    if let Some(dir) = req
-        .policies
-        .or(from_env.as_deref())
-        .filter(|d| !d.is_empty())
-    {
-        let trusted = match req.policy_from {
-            PolicyFrom::Base => req.base,
-            PolicyFrom::Own => req.head,
-        };
-        policy_errors += rego(&mut plan, &comparison.head, dir, trusted)?;
+    // The runner's policies: its directories, read from the revision that
+    // supplies runner policy when they are the config repo's.
+    let (trusted, trusted_state) = match req.policy_from {
+        PolicyFrom::Base => (req.base, &comparison.base),
+        PolicyFrom::Own => (req.head, &comparison.head),
+    };
+    if let Some(dir) = runner_dir(req.policies, "KDEPLOY_POLICIES") {
+        policy_errors += rego(&mut plan, &comparison.head, &dir, trusted)?;
     }
-    let from_env = std::env::var("KDEPLOY_ADMISSION_POLICIES").ok();
-    let admission_dir = req
-        .admission_policies
-        .or(from_env.as_deref())
-        .filter(|d| !d.is_empty());
-    policy_errors += admission(&mut plan, &comparison, admission_dir, &req)?;
+    let admission_dir = runner_dir(req.admission_policies, "KDEPLOY_ADMISSION_POLICIES");
+    policy_errors += admission(
+        &mut plan,
+        &comparison,
+        admission_dir.as_deref(),
+        (trusted, trusted_state),
+    )?;
     plan.policy_errors = policy_errors;
     Ok(PlanOutcome {
         comparison,
         plan,
         policy_errors,
     })
+}
+
+/// A directory the runner names: `given`, else the environment variable
+/// `var`; none when empty.
+fn runner_dir(given: Option<&str>, var: &str) -> Option<String> {
+    given
+        .map(str::to_string)
+        .or_else(|| std::env::var(var).ok())
+        .filter(|d| !d.is_empty())
+}
+
+/// A policy directory that does not load stops the plan, saying what to do.
+fn policy_error(e: &crate::policy::rego::Error, help: &str) -> render::Error {
+    render::Error::Invalid(crate::diag::Diagnostics::from(
+        crate::diag::Diagnostic::global(e.to_string()).help(help),
+    ))
 }
 
 /// Runs the Rego policies of `dir` over the plan's changes: read from
@@ -129,11 +143,10 @@ fn rego(
 ) -> Result<usize, render::Error> {
     use crate::policy::rego::{Policies, Source};
     let invalid = |e: crate::policy::rego::Error| {
-        render::Error::Invalid(crate::diag::Diagnostics::from(
-            crate::diag::Diagnostic::global(e.to_string()).help(
-                "fix the policy (conftest's `deny`/`warn`/`violation` rules over `input`, one object), or point KDEPLOY_POLICIES (the action's input `policies`) elsewhere",
-            ),
-        ))
+        policy_error(
+            &e,
+            "fix the policy (conftest's `deny`/`warn`/`violation` rules over `input`, one object), or point KDEPLOY_POLICIES (the action's input `policies`) elsewhere",
+        )
     };
     let loaded = Policies::load(&Source::parse(dir), trusted).map_err(invalid)?;
     let Some(policies) = loaded else {
@@ -157,22 +170,17 @@ fn admission(
     plan: &mut Plan,
     cmp: &Comparison,
     dir: Option<&str>,
-    req: &PlanRequest<'_>,
+    (trusted, state): (&Snapshot, &render::State),
 ) -> Result<usize, render::Error> {
-    let (trusted, state) = match req.policy_from {
-        PolicyFrom::Base => (req.base, &cmp.base),
-        PolicyFrom::Own => (req.head, &cmp.head),
-    };
     let mut extra = Vec::new();
     let mut from = format!("the state at {}", trusted.label());
     if let Some(dir) = dir {
         let source = crate::policy::rego::Source::parse(dir);
         let loaded = crate::policy::vap::load(&source, trusted).map_err(|e| {
-            render::Error::Invalid(crate::diag::Diagnostics::from(
-                crate::diag::Diagnostic::global(e.to_string()).help(
-                    "fix the file, or point KDEPLOY_ADMISSION_POLICIES (the action's input `admission-policies`) elsewhere",
-                ),
-            ))
+            policy_error(
+                &e,
+                "fix the file, or point KDEPLOY_ADMISSION_POLICIES (the action's input `admission-policies`) elsewhere",
+            )
         })?;
         match loaded {
             Some((objects, label)) => {

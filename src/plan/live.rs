@@ -142,15 +142,13 @@ impl Live {
                 Some(why) => format!("{env} not checked ({why})"),
                 None if e.skipped.is_empty() => format!("{env} (context {})", e.context),
                 None => {
-                    let mut skipped: Vec<&str> =
-                        e.skipped.iter().take(3).map(String::as_str).collect();
+                    let skipped: Vec<&str> = e.skipped.iter().take(3).map(String::as_str).collect();
                     let more = e.skipped.len().saturating_sub(3);
                     let more = if more > 0 {
                         format!("; and {more} more")
                     } else {
                         String::new()
                     };
-                    skipped.sort_unstable();
                     format!(
                         "{env} (context {}; skipped: {}{more})",
                         e.context,
