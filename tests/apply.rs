@@ -1131,11 +1131,7 @@ async fn a_one_app_change_makes_ten_requests() {
     sim.clear_requests();
     let (reports, out) = deploy(&client, &state(&repo, "HEAD"), Some(&base), &prod, &fast()).await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
-    let requests: Vec<String> = sim
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+    let requests: Vec<String> = sim.request_lines();
     assert!(requests.len() <= 10, "{requests:#?}");
     assert_eq!(&requests[..2], ["GET /apis", "GET /api"], "{requests:#?}");
 }
@@ -1259,11 +1255,7 @@ async fn a_one_app_change_over_ten_existing_namespaces_makes_at_most_ten_request
     )
     .await;
     assert!(reports.iter().all(Report::succeeded), "{out}");
-    let requests: Vec<String> = sim
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+    let requests: Vec<String> = sim.request_lines();
     assert!(
         !requests
             .iter()

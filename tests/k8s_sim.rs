@@ -408,6 +408,16 @@ impl Sim {
         self.lock().requests.clone()
     }
 
+    /// The request log as `METHOD /path` lines, for assertions that read
+    /// like it.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.lock()
+            .requests
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
     /// Forgets the request log.
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
