@@ -6,11 +6,11 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The identity of a Kubernetes object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ResourceId {
     /// API group, empty for the core group.
     pub group: String,
@@ -74,7 +74,7 @@ impl PartialEq for HashedId<'_> {
 impl Eq for HashedId<'_> {}
 
 /// Where a resource was produced, so errors and annotations can point at it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     /// Environment of the release.
     pub env: String,
@@ -89,7 +89,7 @@ pub struct Origin {
 }
 
 /// One rendered Kubernetes object.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     /// Its identity.
     pub id: ResourceId,

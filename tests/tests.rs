@@ -32,6 +32,7 @@ mod properties;
 mod publish;
 mod rego;
 mod render;
+mod render_cache;
 mod review;
 mod secrets;
 mod shared_cluster;

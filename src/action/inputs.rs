@@ -105,6 +105,11 @@ pub const INPUTS: &[Input] = &[
         description: "A pull request label that acknowledges policy findings at severity error (e.g. kdeploy/accept-policy): with it on the pull request, the plan and the merge's deploy go ahead, and the deploy report and check run record the acknowledgment. Empty (the default): nothing can acknowledge them.",
     },
     Input {
+        name: "render-cache",
+        default: "",
+        description: "A directory of the workspace (e.g. .kdeploy-render-cache) to keep between runs with actions/cache: a deploy writes the releases it rendered there; a pull request's plan reads its base's from it instead of rendering them. Nothing that applies ever reads it. Empty (the default): no cache.",
+    },
+    Input {
         name: "admission-policies",
         default: "",
         description: "ValidatingAdmissionPolicies, their bindings and parameter objects (YAML) to evaluate offline beside those the base revision deploys: a directory of the config repo (read from the pull request's base) or an absolute path on the runner (e.g. exported from the cluster). A denial fails the plan.",
@@ -353,6 +358,8 @@ pub struct Inputs {
     pub(crate) policies: Option<String>,
     /// The runner's admission policy directory.
     pub(crate) admission_policies: Option<String>,
+    /// `render-cache`: written by deploys, read by pull requests' plans.
+    pub(crate) render_cache: Option<PathBuf>,
     /// The label that acknowledges policy errors, if the runner allows one.
     pub(crate) policy_acknowledge_label: Option<String>,
     /// The label on the merged pull request that consents to deletions.
@@ -393,6 +400,27 @@ fn parse_working_directory(v: Option<&str>) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(dir)
+}
+
+/// `render-cache`: a directory of the workspace (where actions/cache
+/// restores and saves paths), never above it.
+fn parse_render_cache(v: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
+    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let dir = PathBuf::from(v);
+    let inside = dir.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::CurDir | std::path::Component::Normal(_)
+        )
+    });
+    if !inside {
+        bail!(
+            "input `render-cache` is `{v}`: it must be a relative path inside the workspace (as actions/cache's `path`), without `..`"
+        );
+    }
+    Ok(Some(dir))
 }
 
 fn parse_bool(name: &str, v: Option<&str>, default: bool) -> anyhow::Result<bool> {
@@ -584,6 +612,7 @@ impl Inputs {
             policy: env.input("policy").map(str::to_string),
             policies: env.input("policies").map(str::to_string),
             admission_policies: env.input("admission-policies").map(str::to_string),
+            render_cache: take(p, parse_render_cache(env.input("render-cache")), None),
             policy_acknowledge_label: env.input("policy-acknowledge-label").map(str::to_string),
             deletion_consent_label: env
                 .input("deletion-consent-label")

@@ -247,14 +247,30 @@ async fn plan_then_deploy(
         Event::Push { .. } => render::PolicyFrom::Own,
         _ => render::PolicyFrom::Base,
     };
+    // Only a pull request's plan reads the render cache: a push's plan
+    // goes on to deploy, and nothing that applies trusts a cached render.
+    let cache = inputs
+        .render_cache
+        .as_deref()
+        .filter(|_| matches!(event, Event::PullRequest { .. }))
+        .map(render::cache::RenderCache::at);
     let mut outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
         policy_from,
         context: inputs.context_lines,
         checks: inputs.policy.as_deref(),
         policies: inputs.policies.as_deref(),
         admission_policies: inputs.admission_policies.as_deref(),
+        render_cache: cache.as_ref(),
         ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
     });
+    if let Ok(o) = &outcome
+        && let Some(used) = &o.comparison.cache
+    {
+        runner.line(&used.line())?;
+        for why in used.ignored.iter().take(10) {
+            runner.notice(&format!("render cache entry ignored: {why}"))?;
+        }
+    }
     if let Ok(o) = &mut outcome {
         pull_request::check_cluster(runner, inputs, event, o).await?;
     }
@@ -415,12 +431,17 @@ async fn deploy(
         policy_acknowledged,
         ..inputs.apply.clone()
     };
+    let cache = inputs
+        .render_cache
+        .as_deref()
+        .map(render::cache::RenderCache::at);
     let request = crate::pipeline::DeployRequest {
         head,
         base: Some(base),
         filter,
         environments: inputs.environments.as_deref(),
         apps: inputs.apps.as_deref(),
+        render_cache: cache.as_ref(),
     };
     let prepared = match crate::pipeline::Deploy::prepare(request) {
         Ok(d) => d,

@@ -350,8 +350,37 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     })?;
     writeln!(
         out,
-        "plan, chart changed: {} ({plan_chart_ms:.1} ms)",
-        report::summary_line(&p)
+        "plan, chart changed: {} ({plan_chart_ms:.1} ms, {:.1}x the full render)",
+        report::summary_line(&p),
+        plan_chart_ms / full_ms
+    )?;
+    let cached = cached_plan(&open, &syn, args.iterations.min(3))?;
+    writeln!(
+        out,
+        "render cache: a deploy of the base writes {} entries, {:.1} MB, in {:.1} ms; plan, chart changed, base from the cache: {} of {} base releases read ({:.1} ms, {:.1}x the full render)",
+        cached.stored.written,
+        cached.bytes as f64 / 1e6,
+        cached.write_ms,
+        cached.summary.hits,
+        cached.summary.hits + cached.summary.misses,
+        cached.plan_ms,
+        cached.plan_ms / full_ms
+    )?;
+    writeln!(
+        out,
+        "plan, chart changed, base from the cache, by phase: render the head and read the base {:.1} ms, validate the head {:.1} ms, compare resources {:.1} ms, built-in policy checks {:.1} ms",
+        cached.phases[0], cached.phases[1], cached.phases[2], cached.phases[3]
+    )?;
+    let by_phase = plan_phases(
+        &open(syn.one_app)?,
+        &open(syn.chart_change)?,
+        None,
+        args.iterations.min(3),
+    )?;
+    writeln!(
+        out,
+        "plan, chart changed, by phase: render both {:.1} ms, validate the head {:.1} ms, compare resources {:.1} ms, built-in policy checks {:.1} ms",
+        by_phase[0], by_phase[1], by_phase[2], by_phase[3]
     )?;
     writeln!(
         out,
@@ -363,11 +392,114 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "bench releases={releases} resources={resources} full_ms={full_ms:.1} command_ms={:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1} plan_one_app_ms={plan_one_ms:.1} plan_chart_ms={plan_chart_ms:.1} helm_ms={}",
+        "bench releases={releases} resources={resources} full_ms={full_ms:.1} command_ms={:.1} one_app_ms={one_app_ms:.1} chart_ms={chart_ms:.1} plan_one_app_ms={plan_one_ms:.1} plan_chart_ms={plan_chart_ms:.1} plan_chart_cached_ms={:.1} helm_ms={}",
         phases.total(),
+        cached.plan_ms,
         helm_ms.map_or_else(|| "none".to_string(), |ms| format!("{ms:.1}"))
     )?;
     Ok(())
+}
+
+/// A plan after the chart change with the base read from a render cache.
+struct Cached {
+    phases: [f64; 4],
+    stored: render::cache::Stored,
+    bytes: u64,
+    write_ms: f64,
+    summary: render::cache::Summary,
+    plan_ms: f64,
+}
+
+/// Writes the base (`one_app`) to a fresh render cache as a deploy would,
+/// then times the plan of the chart change reading it.
+fn cached_plan(
+    open: &dyn Fn(ObjectId) -> anyhow::Result<Snapshot>,
+    syn: &Synthetic,
+    iterations: usize,
+) -> anyhow::Result<Cached> {
+    let dir = tempfile::tempdir()?;
+    let cache = render::cache::RenderCache::at(dir.path());
+    let state = render::render(&open(syn.one_app)?, &Filter::default())?;
+    let start = Instant::now();
+    let stored = cache.store(&state)?;
+    let write_ms = start.elapsed().as_secs_f64() * 1000.0;
+    drop(state);
+    let bytes = dir_bytes(dir.path());
+    let filter = Filter::default();
+    let (plan_ms, summary) = time(iterations, || {
+        crate::validate::forget_shapes();
+        let (base, head) = (open(syn.one_app)?, open(syn.chart_change)?);
+        let outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
+            render_cache: Some(&cache),
+            ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
+        })?;
+        outcome
+            .comparison
+            .cache
+            .context("the plan did not use the render cache")
+    })?;
+    let phases = plan_phases(
+        &open(syn.one_app)?,
+        &open(syn.chart_change)?,
+        Some(&cache),
+        iterations,
+    )?;
+    Ok(Cached {
+        phases,
+        stored,
+        bytes,
+        write_ms,
+        summary,
+        plan_ms,
+    })
+}
+
+/// Bytes of the files below `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// Medians of the plan flow's phases ([`crate::pipeline::plan::plan`]) in
+/// ms: render both revisions, validate the head, compare resources, the
+/// built-in policy checks.
+///
+/// # Errors
+/// When a revision cannot be rendered.
+pub fn plan_phases(
+    base: &Snapshot,
+    head: &Snapshot,
+    cache: Option<&render::cache::RenderCache>,
+    iterations: usize,
+) -> anyhow::Result<[f64; 4]> {
+    let filter = Filter::default();
+    let mut samples: [Vec<Duration>; 4] = Default::default();
+    for _ in 0..iterations.max(1) {
+        crate::validate::forget_shapes();
+        let t = Instant::now();
+        let cmp = render::compare_with(base, head, &filter, None, render::PolicyFrom::Base, cache)?;
+        samples[0].push(t.elapsed());
+        let t = Instant::now();
+        crate::validate::check_for_plan(&cmp).map_err(render::Error::Invalid)?;
+        samples[1].push(t.elapsed());
+        let t = Instant::now();
+        let mut p = plan::plan(&cmp, &cmp.head.settings.plan, 3);
+        samples[2].push(t.elapsed());
+        let t = Instant::now();
+        let severities = crate::policy::severities("").map_err(anyhow::Error::msg)?;
+        crate::policy::annotate(&mut p, &cmp.head, &severities);
+        samples[3].push(t.elapsed());
+        drop((p, cmp));
+    }
+    Ok(samples.map(median))
 }
 
 /// Medians of each phase of `kdeploy render --rev HEAD --stdout`, in ms.

@@ -441,6 +441,11 @@ pub struct ChangeArgs {
     /// KDEPLOY_ADMISSION_POLICIES.
     #[arg(long, value_name = "DIR")]
     pub admission_policies: Option<String>,
+    /// A render cache `kdeploy apply --render-cache` wrote: the base's
+    /// releases are read from it where it holds them, not rendered (the
+    /// head always is). A note on stderr says how many.
+    #[arg(long, value_name = "DIR")]
+    pub render_cache: Option<PathBuf>,
 }
 
 impl ChangeArgs {
@@ -461,13 +466,21 @@ impl ChangeArgs {
             Some(path) => Some(render::GivenSettings::read(path)?),
             None => None,
         };
+        let cache = self
+            .render_cache
+            .as_deref()
+            .map(render::cache::RenderCache::at);
         let mut outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
             settings: given.as_ref(),
             context,
             policies: self.policies.as_deref(),
             admission_policies: self.admission_policies.as_deref(),
+            render_cache: cache.as_ref(),
             ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
         })?;
+        if let Some(used) = &outcome.comparison.cache {
+            eprintln!("note: {}", used.line());
+        }
         self.selection.ensure_matches(&[&head, &base])?;
         if let Some(access) = cluster {
             let opts = crate::apply::Options::default();
@@ -584,6 +597,10 @@ pub struct ApplyArgs {
     /// The revision to deploy; `.` means the work tree.
     #[arg(long, value_name = "REV", default_value = "HEAD")]
     pub head: String,
+    /// Write the releases this deploy renders to this render cache, for
+    /// plans to read (`kdeploy plan --render-cache`). Never read here.
+    #[arg(long, value_name = "DIR")]
+    pub render_cache: Option<PathBuf>,
     /// Which cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,

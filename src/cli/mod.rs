@@ -344,12 +344,17 @@ async fn run_apply(args: &ApplyArgs, out: &mut dyn Write) -> anyhow::Result<Outc
         )?),
         None => None,
     };
+    let cache = args
+        .render_cache
+        .as_deref()
+        .map(crate::render::cache::RenderCache::at);
     let request = crate::pipeline::DeployRequest {
         head: &head_snap,
         base: base_snap.as_ref(),
         filter: &filter,
         environments: args.selection.env.as_deref(),
         apps: args.selection.app.as_deref(),
+        render_cache: cache.as_ref(),
     };
     let deploy = crate::pipeline::Deploy::prepare(request)?;
     let opts = crate::apply::Options {

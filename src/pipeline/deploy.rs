@@ -26,6 +26,10 @@ pub struct DeployRequest<'a> {
     pub environments: Option<&'a str>,
     /// `--app` / the `apps` input.
     pub apps: Option<&'a str>,
+    /// The runner's render cache: the head's releases are written there
+    /// once valid, for pull requests' plans ([`render::cache`]). A deploy
+    /// never reads it.
+    pub render_cache: Option<&'a render::cache::RenderCache>,
 }
 
 /// A deploy rendered and validated, ready to run.
@@ -39,6 +43,8 @@ pub struct Deploy {
     pub head_commit: String,
     /// Why the base is missing although one was asked for.
     pub base_note: Option<String>,
+    /// What was written to the render cache, or why nothing was.
+    pub cache_note: Option<String>,
 }
 
 impl Deploy {
@@ -51,6 +57,7 @@ impl Deploy {
         // the head is checked, duplicates included.
         let head = render::render(req.head, req.filter)?;
         crate::validate::check(&head).map_err(render::Error::Invalid)?;
+        let cache_note = req.render_cache.map(|cache| cache_note(cache.store(&head)));
         // The base only adds environments to prune: the deploy records say
         // what was deployed, so a base that no longer renders is noted, not
         // fatal.
@@ -75,6 +82,7 @@ impl Deploy {
             base,
             head_commit,
             base_note,
+            cache_note,
         })
     }
 
@@ -105,7 +113,7 @@ impl Deploy {
         out: &mut dyn std::io::Write,
         reports: &mut Vec<Report>,
     ) -> anyhow::Result<()> {
-        if let Some(note) = &self.base_note {
+        for note in self.base_note.iter().chain(&self.cache_note) {
             writeln!(out, "note: {note}")?;
         }
         crate::apply::deploy_environments(
@@ -121,5 +129,20 @@ impl Deploy {
             reports,
         )
         .await
+    }
+}
+
+/// One line on what [`render::cache::RenderCache::store`] did. A cache
+/// that cannot be written costs later plans time, never this deploy.
+fn cache_note(stored: std::io::Result<render::cache::Stored>) -> String {
+    match stored {
+        Ok(s) if s.written + s.kept == 0 && s.unkeyed > 0 => {
+            "render cache: nothing written (the work tree has no git ids to key releases by)".into()
+        }
+        Ok(s) => format!(
+            "render cache: {} release(s) written, {} already there, {} never cached (they read SOPS files or render Secrets), {} old entries removed",
+            s.written, s.kept, s.secret, s.pruned
+        ),
+        Err(e) => format!("render cache: not written ({e}); plans render their base instead"),
     }
 }

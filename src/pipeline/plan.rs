@@ -35,6 +35,9 @@ pub struct PlanRequest<'a> {
     /// their parameters (YAML), beside those the base state deploys; by
     /// default `KDEPLOY_ADMISSION_POLICIES`.
     pub admission_policies: Option<&'a str>,
+    /// The runner's render cache, read for the base's releases
+    /// ([`render::cache`]); never for anything that is applied.
+    pub render_cache: Option<&'a render::cache::RenderCache>,
 }
 
 impl<'a> PlanRequest<'a> {
@@ -51,6 +54,7 @@ impl<'a> PlanRequest<'a> {
             checks: None,
             policies: None,
             admission_policies: None,
+            render_cache: None,
         }
     }
 }
@@ -79,6 +83,7 @@ pub fn plan(req: PlanRequest<'_>) -> Result<PlanOutcome, render::Error> {
         req.filter,
         req.settings,
         req.policy_from,
+        req.render_cache,
     )?;
     let from_env = std::env::var("KDEPLOY_POLICY").ok();
     let checks = req.checks.or(from_env.as_deref()).unwrap_or("");

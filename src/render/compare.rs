@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
+use super::cache::{Reads, RenderCache};
 use super::{
     ChartCache, Error, Hooks, Rendered, State, check_duplicates, check_shared_clusters,
-    merge_results, pin_images, render_sources, render_specs, sources,
+    merge_results, pin_images, render_sources, render_specs, render_specs_cached, sources,
 };
 use crate::config::policy::RunnerPolicy;
 use crate::config::{self, Filter, Layout, ReleaseSpec};
@@ -35,6 +36,8 @@ pub struct Comparison {
     /// The base's settings are its own kdeploy.yaml (or the runner's), not
     /// the head's lent to a base that has none: what the runner may trust.
     pub base_settings_own: bool,
+    /// How the render cache served the base, when one was given.
+    pub cache: Option<super::cache::Summary>,
 }
 
 /// Renders `base` and `head`, re-rendering only releases whose inputs
@@ -46,7 +49,7 @@ pub struct Comparison {
 /// # Errors
 /// Problems at either revision, each naming its file.
 pub fn compare(base: &Snapshot, head: &Snapshot, filter: &Filter) -> Result<Comparison, Error> {
-    compare_with(base, head, filter, None, PolicyFrom::Base)
+    compare_with(base, head, filter, None, PolicyFrom::Base, None)
 }
 
 /// Which revision's kdeploy.yaml supplies runner policy
@@ -95,8 +98,10 @@ impl GivenSettings {
     }
 }
 
-/// [`compare`], with `given` settings for both revisions when set, and
-/// runner policy from `policy_from`.
+/// [`compare`], with `given` settings for both revisions when set, runner
+/// policy from `policy_from`, and the base's releases taken from `cache`
+/// where it holds them ([`super::cache`]: only ever for a plan, which
+/// shows the base and never applies it).
 ///
 /// # Errors
 /// As [`compare`].
@@ -106,6 +111,7 @@ pub fn compare_with(
     filter: &Filter,
     given_settings: Option<&GivenSettings>,
     policy_from: PolicyFrom,
+    cache: Option<&RenderCache>,
 ) -> Result<Comparison, Error> {
     let base_reader = base.reader();
     let head_reader = head.reader();
@@ -261,14 +267,17 @@ pub fn compare_with(
     let reusable = !(settings_same && all_charts_same);
     let memo = reusable
         .then(|| super::memo::Memo::keeping(head_fingerprints(head, &head_layout, &mut charts)));
+    let base_scope = super::cache::Scope::of(&base_layout, base.commit().is_some());
+    let reads = cache.zip(base_scope).map(|(c, scope)| c.reads(scope));
     let base_releases = render_side(
         base,
-        Side::Base,
+        Side::Base(reads.as_ref()),
         &base_layout,
         (&base_todo, &base_sources_todo),
         &mut charts,
         memo.as_ref(),
     )?;
+    let cache = reads.map(super::cache::Reads::summary);
     let head_releases = render_side(
         head,
         Side::Head,
@@ -282,18 +291,9 @@ pub fn compare_with(
     check_with_siblings(head, &head_layout, &head_releases, &mut charts)?;
     notes.extend(sealed_notes(&base_releases, &head_releases));
     Ok(Comparison {
-        base: State {
-            label: base.label().to_string(),
-            commit: base.commit(),
-            settings: base_layout.settings,
-            releases: base_releases,
-        },
-        head: State {
-            label: head.label().to_string(),
-            commit: head.commit(),
-            settings: head_layout.settings,
-            releases: head_releases,
-        },
+        base: state_of(base, base_layout, base_releases),
+        head: state_of(head, head_layout, head_releases),
+        cache,
         unchanged,
         base_settings_own: !inherit,
         notes,
@@ -301,13 +301,25 @@ pub fn compare_with(
     })
 }
 
+/// One side's [`State`].
+fn state_of(snap: &Snapshot, layout: Layout, releases: Vec<Rendered>) -> State {
+    State {
+        label: snap.label().to_string(),
+        commit: snap.commit(),
+        cache_scope: super::cache::Scope::of(&layout, snap.commit().is_some()),
+        settings: layout.settings,
+        releases,
+    }
+}
+
 /// Which side of a comparison [`render_side`] renders.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+#[derive(Clone, Copy)]
+enum Side<'a> {
     /// History: records template outputs for the head, lets unlocked
-    /// images through, and names its revision in errors (a plan from a
-    /// broken base is no plan).
-    Base,
+    /// images through, names its revision in errors (a plan from a broken
+    /// base is no plan), and takes releases from the render cache when
+    /// given one.
+    Base(Option<&'a Reads<'a>>),
     /// What the pull request proposes: reuses the base's template outputs
     /// and enforces the image lock.
     Head,
@@ -317,38 +329,87 @@ enum Side {
 /// images and no duplicates.
 fn render_side(
     snap: &Snapshot,
-    side: Side,
+    side: Side<'_>,
     layout: &Layout,
     (todo, sources_todo): (&[&ReleaseSpec], &Sources<'_>),
     charts: &mut ChartCache,
     memo: Option<&super::memo::Memo>,
 ) -> Result<Vec<Rendered>, Error> {
-    let named = |e: Error| match side {
-        Side::Base => prefix_revision(e, snap.label()),
-        Side::Head => e,
+    let (cache, is_head) = match side {
+        Side::Base(cache) => (cache, false),
+        Side::Head => (None, true),
     };
-    let memo = memo.map(match side {
-        Side::Base => super::memo::Use::Record,
-        Side::Head => super::memo::Use::Reuse,
+    let named = |e: Error| {
+        if is_head {
+            e
+        } else {
+            prefix_revision(e, snap.label())
+        }
+    };
+    let memo = memo.map(if is_head {
+        super::memo::Use::Reuse
+    } else {
+        super::memo::Use::Record
+    });
+    let (sources_todo, mut cached) = match cache {
+        Some(reads) => cached_sources(snap, sources_todo, reads)?,
+        None => (sources_todo.clone(), Vec::new()),
+    };
+    let rendered = render_specs_cached(
+        snap,
+        layout,
+        todo,
+        charts,
+        Need::Optional,
+        Hooks {
+            finish: None,
+            memo,
+            cache,
+        },
+    );
+    let rendered = rendered.map(|(r, c)| {
+        cached.extend(c);
+        r
     });
     let mut releases = merge_results(
-        render_specs(
-            snap,
-            layout,
-            todo,
-            charts,
-            Need::Optional,
-            Hooks { finish: None, memo },
-        ),
-        render_sources(snap, layout, sources_todo, Need::Optional, None),
+        rendered,
+        render_sources(snap, layout, &sources_todo, Need::Optional, None),
     )
     .map_err(named)?;
     for r in &mut releases {
         super::scopes::apply_declared(r, &layout.settings).map_err(|d| named(Error::Invalid(d)))?;
     }
-    pin_images(&mut releases, layout, side == Side::Head).map_err(named)?;
+    pin_images(&mut releases, layout, is_head).map_err(named)?;
+    // Cached releases were finished when a deploy rendered them.
+    if !cached.is_empty() {
+        releases = merge_results(Ok(releases), Ok(cached)).map_err(named)?;
+    }
     check_duplicates(&releases).map_err(|e| named(e.into()))?;
     Ok(releases)
+}
+
+/// Splits `todo` into the sources to render and those `reads` holds.
+fn cached_sources<'a>(
+    snap: &Snapshot,
+    todo: &Sources<'a>,
+    reads: &Reads<'_>,
+) -> Result<(Sources<'a>, Vec<Rendered>), Error> {
+    let reader = snap.reader();
+    let mut rest = Vec::new();
+    let mut found = Vec::new();
+    for spec in todo {
+        match sources::key(&reader, &snap.root(), spec)? {
+            Some(key) => match reads.get(&spec.env, &spec.app, &key) {
+                Some(r) => found.push(r),
+                None => rest.push(*spec),
+            },
+            None => {
+                reads.unkeyed();
+                rest.push(*spec);
+            }
+        }
+    }
+    Ok((rest, found))
 }
 
 /// The releases to render at each revision. A release is unchanged (and

@@ -393,14 +393,7 @@ pub fn render(
         super::parse_documents(doc.text, &source, &release, &mut objects, &mut problems);
     }
     let resources = super::resources_of(objects, &release.namespace, &mut problems);
-    let key = match (spec.service_key(), &chart.key) {
-        (Some(service), Some(c)) => Some(ReleaseKey {
-            service,
-            settings: settings_id,
-            chart: c.clone(),
-        }),
-        _ => None,
-    };
+    let key = ReleaseKey::of(spec, settings_id, chart.key.as_deref());
     problems.into_result(Rendered {
         release,
         resources,

@@ -9,6 +9,7 @@
 //! or the cluster.
 
 pub mod budget;
+pub mod cache;
 pub mod chart;
 mod checks;
 mod compare;
@@ -69,7 +70,7 @@ impl From<Diagnostics> for Error {
 }
 
 /// One (environment, app) pair, ready to render.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Release {
     /// Environment.
     pub env: String,
@@ -91,6 +92,37 @@ pub struct ReleaseKey {
     service: [Option<gix::ObjectId>; 6],
     settings: Option<gix::ObjectId>,
     chart: String,
+}
+
+impl ReleaseKey {
+    /// The key of `spec` rendered with the chart whose content is
+    /// `chart_key`: `None` in the work tree, and for a release with SOPS
+    /// files, whose output holds decrypted values and is never cached.
+    fn of(
+        spec: &ReleaseSpec,
+        settings: Option<gix::ObjectId>,
+        chart_key: Option<&str>,
+    ) -> Option<ReleaseKey> {
+        let service = spec.service_key()?;
+        if service[4].is_some() || service[5].is_some() {
+            return None;
+        }
+        Some(ReleaseKey {
+            service,
+            settings,
+            chart: chart_key?.to_string(),
+        })
+    }
+
+    /// Feeds every part of the key to `h` ([`cache`]).
+    fn feed(&self, h: &mut sha2::Sha256) {
+        use sha2::Digest as _;
+        for id in self.service.iter().chain([&self.settings]) {
+            h.update(id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()));
+            h.update([0]);
+        }
+        h.update(&self.chart);
+    }
 }
 
 /// A rendered release.
@@ -121,6 +153,9 @@ pub struct State {
     pub settings: config::Settings,
     /// Releases sorted by (env, app).
     pub releases: Vec<Rendered>,
+    /// What all its releases read besides their own files, for the render
+    /// cache ([`cache`]); `None` in the work tree.
+    pub cache_scope: Option<cache::Scope>,
 }
 
 impl State {
@@ -324,6 +359,7 @@ fn render_layout(
         Hooks {
             finish: Some(&pin_then_finish),
             memo: None,
+            cache: None,
         },
     );
     let sourced = render_sources(
@@ -341,6 +377,7 @@ fn render_layout(
     Ok(State {
         label: snapshot.label().to_string(),
         commit: snapshot.commit(),
+        cache_scope: cache::Scope::of(&layout, snapshot.commit().is_some()),
         settings: layout.settings,
         releases,
     })
@@ -404,6 +441,16 @@ struct ChartCache {
 enum Engine {
     Handlebars(Box<Chart>),
     Helm(Box<helm::HelmChart>),
+}
+
+impl Engine {
+    /// Identity of the chart's content (see [`ReleaseKey`]).
+    fn key(&self) -> Option<&str> {
+        match self {
+            Engine::Handlebars(c) => c.key.as_deref(),
+            Engine::Helm(c) => c.key.as_deref(),
+        }
+    }
 }
 
 impl ChartCache {
@@ -563,6 +610,9 @@ const CHUNK: usize = 256;
 struct Hooks<'a> {
     finish: Option<&'a Finish<'a>>,
     memo: Option<memo::Use<'a>>,
+    /// Releases found here are taken as they are, not rendered (a plan's
+    /// base, [`cache`]).
+    cache: Option<&'a cache::Reads<'a>>,
 }
 
 /// Renders the given releases of one snapshot.
@@ -574,22 +624,42 @@ fn render_specs(
     need: Need,
     hooks: Hooks<'_>,
 ) -> Result<Vec<Rendered>, Error> {
+    let (mut rendered, cached) = render_specs_cached(snapshot, layout, specs, charts, need, hooks)?;
+    rendered.extend(cached);
+    Ok(rendered)
+}
+
+/// [`render_specs`], returning apart the releases taken from
+/// `hooks.cache` (already finished: their scopes applied and images
+/// pinned when they were rendered).
+fn render_specs_cached(
+    snapshot: &Snapshot,
+    layout: &Layout,
+    specs: &[&ReleaseSpec],
+    charts: &mut ChartCache,
+    need: Need,
+    hooks: Hooks<'_>,
+) -> Result<(Vec<Rendered>, Vec<Rendered>), Error> {
     let mut run = Run {
         problems: Diagnostics::default(),
         out: Vec::with_capacity(specs.len()),
+        cached: Vec::new(),
         by_name: HashMap::new(),
         total: std::sync::atomic::AtomicU64::new(0),
     };
     for chunk in specs.chunks(CHUNK) {
         render_chunk(snapshot, layout, chunk, charts, need, hooks, &mut run)?;
     }
-    run.problems.into_result(run.out).map_err(Error::from)
+    let cached = run.cached;
+    Ok((run.problems.into_result(run.out)?, cached))
 }
 
 /// What [`render_specs`] gathers over its chunks.
 struct Run {
     problems: Diagnostics,
     out: Vec<Rendered>,
+    /// Releases taken from the render cache.
+    cached: Vec<Rendered>,
     by_name: HashMap<String, Option<Arc<Engine>>>,
     /// Bytes rendered, against `limits.totalBytes`.
     total: std::sync::atomic::AtomicU64,
@@ -608,6 +678,7 @@ fn render_chunk(
     let Run {
         problems,
         out,
+        cached,
         by_name,
         total,
     } = run;
@@ -682,6 +753,11 @@ fn render_chunk(
         }
     }
 
+    if let Some(reads) = hooks.cache {
+        let (found, rest) = from_cache(jobs, layout, reads);
+        cached.extend(found);
+        jobs = rest;
+    }
     let rendered: Vec<Result<Rendered, Diagnostics>> = jobs
         .into_par_iter()
         .map(|(spec, sv, engine, sealed)| {
@@ -724,6 +800,39 @@ fn render_chunk(
         }
     }
     Ok(())
+}
+
+/// A release to render: its spec, values, chart and undecrypted files.
+type Job<'a> = (&'a ReleaseSpec, ServiceValues, Arc<Engine>, Vec<Sealed>);
+
+/// Splits `jobs` into the releases `reads` holds and those to render,
+/// reading entries in parallel.
+fn from_cache<'a>(
+    jobs: Vec<Job<'a>>,
+    layout: &Layout,
+    reads: &cache::Reads<'_>,
+) -> (Vec<Rendered>, Vec<Job<'a>>) {
+    let looked: Vec<Option<Rendered>> = jobs
+        .par_iter()
+        .map(
+            |job| match ReleaseKey::of(job.0, layout.settings_id, job.2.key()) {
+                Some(key) => reads.get(&job.0.env, &job.0.app, &key),
+                None => {
+                    reads.unkeyed();
+                    None
+                }
+            },
+        )
+        .collect();
+    let mut found = Vec::new();
+    let mut rest = Vec::new();
+    for (job, l) in jobs.into_iter().zip(looked) {
+        match l {
+            Some(r) => found.push(r),
+            None => rest.push(job),
+        }
+    }
+    (found, rest)
 }
 
 /// `r` once `finish` has run on it.
@@ -897,12 +1006,7 @@ fn render_release(
         objects.clear();
     }
     let resources = resources_of(objects, &release.namespace, &mut problems);
-    let key = spec.service_key().map(|service| ReleaseKey {
-        service,
-        settings: settings_id,
-        chart: chart.key.clone().unwrap_or_default(),
-    });
-    let key = key.filter(|_| chart.key.is_some());
+    let key = ReleaseKey::of(spec, settings_id, chart.key.as_deref());
     problems.into_result((
         Rendered {
             release,

@@ -116,6 +116,7 @@ pub fn render_raw(
     let mut problems = Diagnostics::default();
     let mut objects = Vec::new();
     let mut sealed = Vec::new();
+    let mut decrypted = false;
     for file in files(reader, &spec.dir)? {
         if !is_manifest(file.name()) {
             continue;
@@ -124,6 +125,7 @@ pub fn render_raw(
         match secrets::open_manifests(&file.path, &text, need) {
             Ok(Some((plain, s))) => {
                 text = plain;
+                decrypted = true;
                 sealed.extend(s);
             }
             Ok(None) => {}
@@ -161,7 +163,8 @@ pub fn render_raw(
             }
         }
     }
-    let key = key_of(vec![spec.dir.id], "raw");
+    // What read a SOPS file holds decrypted values: never cached.
+    let key = key_of(vec![spec.dir.id], "raw").filter(|_| !decrypted);
     Ok(finish(release, objects, key, problems).map(|r| Rendered { sealed, ..r }))
 }
 
@@ -549,8 +552,9 @@ pub fn render_kustomize(
     if !problems.is_empty() {
         return Ok(Err(problems));
     }
-    let tmp = private_dir(gathered.iter().any(|(_, _, decrypted)| *decrypted))
-        .map_err(|e| io_err(&spec.dir.path, e))?;
+    let decrypted = gathered.iter().any(|(_, _, decrypted)| *decrypted);
+    let key = key.filter(|_| !decrypted);
+    let tmp = private_dir(decrypted).map_err(|e| io_err(&spec.dir.path, e))?;
     materialize(&gathered, tmp.path())?;
     drop(gathered);
     let runner_choice = std::env::var("KDEPLOY_KUSTOMIZE").ok();
