@@ -37,8 +37,9 @@ pub fn markdown(plan: &Plan, marker: &str, limit: usize) -> String {
 }
 
 /// The plan's summary: revisions, notes, the table per environment, the
-/// warning and highlights.
-fn summary(plan: &Plan) -> String {
+/// warning and highlights. When the table names only some apps, every
+/// changed release follows it, in half of what is left of `room` bytes.
+fn summary(plan: &Plan, room: usize) -> String {
     let mut summary = crate::plan::fingerprint::review_marker(plan);
     let _ = writeln!(summary, "`{}` → `{}`\n", plan.base, plan.head);
     for n in &plan.notes {
@@ -61,6 +62,9 @@ fn summary(plan: &Plan) -> String {
             }
             let _ = writeln!(summary, "| {env} | {a} | {c} | {d} | {names} |");
         }
+        // Half of what is left, so that highlights and dangers fit too.
+        let left = room.saturating_sub(summary.len()) / 2;
+        summary.push_str(&every_release(plan, left));
         let _ = writeln!(
             summary,
             "\n**{}.** {}",
@@ -93,6 +97,131 @@ fn summary(plan: &Plan) -> String {
     }
     summary.push('\n');
     summary
+}
+
+/// Every changed (environment, app) with its counts, when the summary
+/// table had to leave names out, within `room` bytes: environments with the
+/// same apps and counts share a line, and numbered names in a row are shown
+/// as a range (`app-0000…app-0999`). Folded, so part 1 stays readable.
+fn every_release(plan: &Plan, room: usize) -> String {
+    let per_env = release_counts(plan);
+    if per_env.values().all(|apps| apps.len() <= SUMMARY_APPS) {
+        return String::new();
+    }
+    // env → "~1: a…c; +1 ~2: d", then environments with the same text joined.
+    let mut lines: Vec<(Vec<&str>, String)> = Vec::new();
+    for (env, apps) in &per_env {
+        let mut by_counts: BTreeMap<[usize; 3], Vec<&str>> = BTreeMap::new();
+        for (app, counts) in apps {
+            by_counts.entry(*counts).or_default().push(app);
+        }
+        let text = by_counts
+            .iter()
+            .map(|(counts, names)| format!("{}: {}", counts_text(*counts), ranges(names)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match lines.iter_mut().find(|(_, t)| *t == text) {
+            Some((envs, _)) => envs.push(env),
+            None => lines.push((vec![env], text)),
+        }
+    }
+    let total: usize = per_env.values().map(BTreeMap::len).sum();
+    let mut out = format!(
+        "\n<details><summary>All {} changed releases (environment: changes per app)</summary>\n\n",
+        total
+    );
+    let close = "\n</details>\n";
+    const MORE: &str = " _… more: the job summary and the plan JSON list every one_";
+    for (envs, text) in &lines {
+        let line = format!(
+            "- **{}**: {}",
+            escape_markdown(&envs.join(", ")),
+            escape_markdown(text)
+        );
+        let free = room.saturating_sub(out.len() + close.len() + MORE.len() + 1);
+        if line.len() <= free {
+            out.push_str(&line);
+            out.push('\n');
+            continue;
+        }
+        // Cut after a whole name, and stop: what is left is named elsewhere.
+        let mut keep = free.min(line.len());
+        while !line.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        match line[..keep].rfind(", ") {
+            Some(cut) => out.push_str(&line[..cut]),
+            None => out.push('-'),
+        }
+        out.push_str(MORE);
+        out.push('\n');
+        break;
+    }
+    out.push_str(close);
+    out
+}
+
+/// (add, change, delete) per app per environment.
+fn release_counts(plan: &Plan) -> BTreeMap<&str, BTreeMap<&str, [usize; 3]>> {
+    let mut out: BTreeMap<&str, BTreeMap<&str, [usize; 3]>> = BTreeMap::new();
+    for c in &plan.changes {
+        out.entry(c.env.as_str())
+            .or_default()
+            .entry(c.app.as_str())
+            .or_default()[c.action as usize] += 1;
+    }
+    out
+}
+
+/// `+1 ~2 -1`, zeros left out.
+fn counts_text([a, c, d]: [usize; 3]) -> String {
+    [("+", a), ("~", c), ("-", d)]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(sign, n)| format!("{sign}{n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Sorted names, with three or more in a row that differ only in a
+/// numbered suffix of one width (`app-0001`, `app-0002`, …) as `first…last`.
+fn ranges(names: &[&str]) -> String {
+    // (text before, width, number, text after) of the last run of digits.
+    let split = |n: &str| {
+        let end = n.rfind(|c: char| c.is_ascii_digit()).map_or(0, |i| i + 1);
+        let start = n[..end]
+            .rfind(|c: char| !c.is_ascii_digit())
+            .map_or(0, |i| i + 1);
+        let num = &n[start..end];
+        (
+            (n[..start].to_string(), n[end..].to_string()),
+            num.len(),
+            num.parse::<u64>().ok(),
+        )
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < names.len() {
+        let (prefix, width, first) = split(names[i]);
+        let mut j = i;
+        if let Some(mut n) = first {
+            while j + 1 < names.len() {
+                let (p, w, next) = split(names[j + 1]);
+                if p != prefix || w != width || next != n.checked_add(1) {
+                    break;
+                }
+                n += 1;
+                j += 1;
+            }
+        }
+        if j >= i + 2 {
+            out.push(format!("{}…{}", names[i], names[j]));
+        } else {
+            out.extend(names[i..=j].iter().map(|s| s.to_string()));
+        }
+        i = j + 1;
+    }
+    out.join(", ")
 }
 
 /// `text` cut at a line end so that it takes at most `room` bytes with the
@@ -256,7 +385,7 @@ pub fn markdown_parts(plan: &Plan, marker: &str, limit: usize, max_parts: usize)
         |key: &(String, String)| group_header(plan, key, sizes[key], Some((widest, widest))).len();
     let budget = limit.saturating_sub(LEFT_OUT_NOTE);
     let summary = fit_lines(
-        summary(plan),
+        summary(plan, budget.saturating_sub(head_room + CLOSE.len())),
         budget.saturating_sub(head_room + CLOSE.len()),
     );
 
