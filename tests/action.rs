@@ -1260,14 +1260,19 @@ async fn workflow_dispatch_plans_between_the_base_and_head_inputs() {
 
 /// Time from process start to a posted plan comment, with the real binary
 /// (`KDEPLOY_BIN`, default the test build: use a `--profile dist` build for
-/// figures), on the benchmark repo of 1,000 apps x 3 environments (3,000
-/// releases), from a depth-1 clone of the PR head as actions/checkout makes
-/// it: the base commit is fetched from origin (a local file URL here; add
-/// the network's round trips on GitHub).
+/// figures), on the benchmark repo of 1,000 apps x 5 environments (5,000
+/// releases; `KDEPLOY_MEASURE_ENVS` sets the number of environments), from a
+/// depth-1 clone of the PR head as actions/checkout makes it: the base
+/// commit is fetched from origin (a local file URL here; add the network's
+/// round trips on GitHub).
 #[tokio::test]
 #[ignore = "measurement; run by hand with --ignored --nocapture"]
-async fn measure_time_to_a_posted_plan_on_3000_releases() {
-    let repo = kdeploy::bench::generate(1000, 3, false).expect("generate");
+async fn measure_time_to_a_posted_plan_on_1000_apps() {
+    let envs = std::env::var("KDEPLOY_MEASURE_ENVS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let repo = kdeploy::bench::generate(1000, envs, false).expect("generate");
     let origin = repo.path.as_path();
     let git = |dir: &std::path::Path, args: &[&str]| {
         let ok = std::process::Command::new("git")
@@ -1345,7 +1350,7 @@ async fn measure_time_to_a_posted_plan_on_3000_releases() {
         }
         samples.sort();
         eprintln!(
-            "{what}: time to a posted plan from a depth-1 clone, median of 3: {:.0} ms ({bin})",
+            "1,000 apps x {envs} environments, {what}: time to a posted plan from a depth-1 clone, median of 3: {:.0} ms ({bin})",
             samples[1].as_secs_f64() * 1000.0
         );
     }
@@ -1472,4 +1477,57 @@ fn durations_as_t(text: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// The render cache through the action: a push's deploy writes it, its own
+/// plan does not read it, and a pull request's plan reads its base from it
+/// (the directory as actions/cache would restore it between the jobs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_writes_the_render_cache_and_a_pull_requests_plan_reads_it() {
+    let job = Job::new().await;
+    let sim = cluster().await;
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dir = cache.path().display().to_string();
+    let input = [("INPUT_RENDER-CACHE", dir.as_str())];
+    let run = job
+        .deploy_push(&sim, &push_payload(None, &job.base()), &input)
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(
+        run.log.contains("note: render cache: ") && run.log.contains(" release(s) written"),
+        "{}",
+        run.log
+    );
+    assert!(
+        !run.log.contains(&format!("render cache {dir}")),
+        "{}",
+        run.log
+    );
+    let (base, head) = job.web_bump();
+    let run = job
+        .run(
+            "pull_request",
+            &pr_payload("opened", 7, &base, &head, false),
+            "pr",
+            &input,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.log);
+    let line = run
+        .log
+        .lines()
+        .find(|l| l.starts_with(&format!("render cache {dir}: ")))
+        .unwrap_or_else(|| panic!("no render cache line in\n{}", run.log));
+    let read: usize = line
+        .split(": ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(read >= 1, "{line}");
+    assert!(
+        !run.log.contains("render cache entry ignored"),
+        "{}",
+        run.log
+    );
 }

@@ -1,5 +1,5 @@
-//! Apply figures for issue 16, run by hand (the simulator is not an API
-//! server: these count requests and time round trips, nothing else):
+//! Apply figures, run by hand (the simulator is not an API server: these
+//! count requests, time round trips and requests in flight, nothing else):
 //! `cargo test --release --test tests measure_apply -- --ignored --nocapture`.
 
 use std::time::{Duration, Instant};
@@ -28,6 +28,26 @@ fn repo() -> Repo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run by hand with --ignored --nocapture"]
 async fn measure_apply_of_1000_resources_with_2ms_latency() {
+    measure(Duration::from_millis(2), true).await;
+}
+
+/// A cluster tens of milliseconds away, as a real one is from a runner:
+/// round trips and requests in flight decide the time. `KDEPLOY_MEASURE_LATENCY_MS`
+/// sets the latency (20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand with --ignored --nocapture"]
+async fn measure_apply_of_1000_resources_with_20ms_latency() {
+    let ms = std::env::var("KDEPLOY_MEASURE_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    measure(Duration::from_millis(ms), false).await;
+}
+
+/// First deploys with each of [`IN_FLIGHT`] writes in flight, their ratios
+/// against one at a time and, for the default, requests in flight per
+/// 100 ms; then (with `one_app`) the requests of a one-app change.
+async fn measure(latency: Duration, one_app: bool) {
     let repo = repo();
     let head = state(&repo, "HEAD");
     let resources = head.resource_count();
@@ -36,7 +56,7 @@ async fn measure_apply_of_1000_resources_with_2ms_latency() {
     for concurrency in IN_FLIGHT {
         let sim = Sim::start().await;
         let client = sim.client().await;
-        sim.set_latency(Duration::from_millis(2));
+        sim.set_latency(latency);
         let opts = Options {
             concurrency,
             ..fast()
@@ -48,13 +68,19 @@ async fn measure_apply_of_1000_resources_with_2ms_latency() {
             reports.iter().all(kdeploy::apply::Report::succeeded),
             "{out}"
         );
+        let (timeline, peak) = sim.in_flight(Duration::from_millis(100));
         println!(
-            "first deploy of {resources} resources, {concurrency} write(s) in flight: {:.0} ms, {} requests",
+            "first deploy of {resources} resources, {} ms latency, {concurrency} write(s) in flight: {:.0} ms, {} requests, at most {peak} in flight",
+            latency.as_millis(),
             took.as_secs_f64() * 1000.0,
             sim.requests().len()
         );
-        first.push(took);
         if concurrency == kdeploy::apply::DEFAULT_CONCURRENCY {
+            let line: Vec<String> = timeline.iter().map(usize::to_string).collect();
+            println!("  most in flight per 100 ms: {}", line.join(" "));
+        }
+        first.push(took);
+        if one_app && concurrency == kdeploy::apply::DEFAULT_CONCURRENCY {
             // One app's config changes.
             repo.write("services/app-0007/staging/config.yaml", "replicas: 3\n");
             repo.commit("one app");

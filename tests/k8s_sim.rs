@@ -164,6 +164,8 @@ pub struct Request {
     pub user_agent: String,
     /// When it arrived.
     pub at: std::time::Instant,
+    /// When its answer was ready (latency included).
+    pub done: Option<std::time::Instant>,
 }
 
 /// One watch event: the resourceVersion it happened at.
@@ -408,6 +410,37 @@ impl Sim {
         self.lock().requests.clone()
     }
 
+    /// Requests in flight over time, from the first request logged: the
+    /// most at once within each `bucket`, and the most overall.
+    pub fn in_flight(&self, bucket: Duration) -> (Vec<usize>, usize) {
+        let requests = self.requests();
+        let Some(start) = requests.iter().map(|r| r.at).min() else {
+            return (Vec::new(), 0);
+        };
+        // +1 at each arrival, -1 at each answer, in time order.
+        let mut events: Vec<(Duration, i64)> = Vec::new();
+        for r in &requests {
+            events.push((r.at - start, 1));
+            events.push((r.done.unwrap_or(r.at) - start, -1));
+        }
+        events.sort_by_key(|(t, d)| (*t, *d));
+        let width = bucket.as_nanos().max(1);
+        let mut timeline: Vec<usize> = Vec::new();
+        let (mut now, mut peak) = (0i64, 0usize);
+        for (t, d) in events {
+            let slot = (t.as_nanos() / width) as usize;
+            if timeline.len() <= slot {
+                // Slots without an event hold what was in flight before.
+                timeline.resize(slot + 1, now.max(0) as usize);
+            }
+            now += d;
+            let n = now.max(0) as usize;
+            timeline[slot] = timeline[slot].max(n);
+            peak = peak.max(n);
+        }
+        (timeline, peak)
+    }
+
     /// The request log as `METHOD /path` lines, for assertions that read
     /// like it.
     pub fn request_lines(&self) -> Vec<String> {
@@ -617,7 +650,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let latency = {
+    let at = std::time::Instant::now();
+    let index = {
         let mut inner = lock(&state);
         inner.requests.push(Request {
             method: method.to_string(),
@@ -628,10 +662,28 @@ async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string(),
-            at: std::time::Instant::now(),
+            at,
+            done: None,
         });
-        inner.latency
+        inner.requests.len() - 1
     };
+    let response = answer(state.clone(), method, uri, headers, body).await;
+    let mut inner = lock(&state);
+    if let Some(r) = inner.requests.get_mut(index).filter(|r| r.at == at) {
+        r.done = Some(std::time::Instant::now());
+    }
+    response
+}
+
+/// The answer to one request, after the simulated latency.
+async fn answer(
+    state: Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let latency = lock(&state).latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }

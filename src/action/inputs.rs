@@ -107,7 +107,7 @@ pub const INPUTS: &[Input] = &[
     Input {
         name: "render-cache",
         default: "",
-        description: "A directory of the workspace (e.g. .kdeploy-render-cache) to keep between runs with actions/cache: a deploy writes the releases it rendered there; a pull request's plan reads its base's from it instead of rendering them. Nothing that applies ever reads it. Empty (the default): no cache.",
+        description: "A directory to keep between runs with actions/cache (relative to the workspace, e.g. .kdeploy-render-cache, or absolute): a deploy writes the releases it rendered there; a pull request's plan reads its base's from it instead of rendering them. Nothing that applies ever reads it. Empty (the default): no cache.",
     },
     Input {
         name: "admission-policies",
@@ -358,7 +358,8 @@ pub struct Inputs {
     pub(crate) policies: Option<String>,
     /// The runner's admission policy directory.
     pub(crate) admission_policies: Option<String>,
-    /// `render-cache`: written by deploys, read by pull requests' plans.
+    /// `render-cache` under the workspace: written by deploys, read by pull
+    /// requests' plans.
     pub(crate) render_cache: Option<PathBuf>,
     /// The label that acknowledges policy errors, if the runner allows one.
     pub(crate) policy_acknowledge_label: Option<String>,
@@ -403,21 +404,23 @@ fn parse_working_directory(v: Option<&str>) -> anyhow::Result<PathBuf> {
 }
 
 /// `render-cache`: a directory of the workspace (where actions/cache
-/// restores and saves paths), never above it.
+/// restores and saves paths), never above it; or an absolute path the
+/// runner chose.
 fn parse_render_cache(v: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
     let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
     let dir = PathBuf::from(v);
-    let inside = dir.components().all(|c| {
-        matches!(
-            c,
-            std::path::Component::CurDir | std::path::Component::Normal(_)
-        )
-    });
+    let inside = dir.is_absolute()
+        || dir.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::CurDir | std::path::Component::Normal(_)
+            )
+        });
     if !inside {
         bail!(
-            "input `render-cache` is `{v}`: it must be a relative path inside the workspace (as actions/cache's `path`), without `..`"
+            "input `render-cache` is `{v}`: a relative path must stay inside the workspace (as actions/cache's `path`), without `..`"
         );
     }
     Ok(Some(dir))
@@ -612,7 +615,10 @@ impl Inputs {
             policy: env.input("policy").map(str::to_string),
             policies: env.input("policies").map(str::to_string),
             admission_policies: env.input("admission-policies").map(str::to_string),
-            render_cache: take(p, parse_render_cache(env.input("render-cache")), None),
+            render_cache: take(p, parse_render_cache(env.input("render-cache")), None).map(|dir| {
+                // Where actions/cache restores it: under the workspace.
+                PathBuf::from(env.var("GITHUB_WORKSPACE").unwrap_or(".")).join(dir)
+            }),
             policy_acknowledge_label: env.input("policy-acknowledge-label").map(str::to_string),
             deletion_consent_label: env
                 .input("deletion-consent-label")
