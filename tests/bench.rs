@@ -24,6 +24,16 @@ fn bench_measures_the_same_work_as_helm_and_reuses_unchanged_templates() {
         .unwrap_or_else(|| panic!("no reuse figure in {out}"));
     // Every template but the Deployment's, for each of the 12 releases.
     assert!(reused >= 12 * 5, "{out}");
+    // With the base deployed to a render cache, the plan reads all of it.
+    assert!(
+        out.contains("render cache: a deploy of the base writes 12 entries")
+            && out.contains("base from the cache: 12 of 12 base releases read"),
+        "{out}"
+    );
+    assert!(
+        out.contains("its comment: 1 part(s)") && out.contains("characters (GitHub's limit 65536)"),
+        "{out}"
+    );
     let helm = out
         .lines()
         .find(|l| l.starts_with("helm SDK"))

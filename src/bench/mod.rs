@@ -330,16 +330,18 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         cmp.head.releases.len(),
         cmp.reused_templates
     )?;
-    // As `kdeploy plan` does: the head is validated before it is planned.
-    let plan_of = |base: ObjectId, head: ObjectId| -> anyhow::Result<plan::Plan> {
+    // As `kdeploy plan` does: the head is validated before it is planned,
+    // and the rendered objects are freed after (the command frees them on
+    // another thread while it writes the plan).
+    let plan_of = |base: ObjectId, head: ObjectId| {
         crate::validate::forget_shapes();
         let (base, head) = (open(base)?, open(head)?);
-        Ok(
-            crate::pipeline::plan::plan(crate::pipeline::PlanRequest::new(&base, &head, &filter))?
-                .plan,
-        )
+        Ok(crate::pipeline::plan::plan(
+            crate::pipeline::PlanRequest::new(&base, &head, &filter),
+        )?)
     };
     let (plan_one_ms, p) = time(args.iterations, || plan_of(syn.initial, syn.one_app))?;
+    let p = p.plan;
     writeln!(
         out,
         "plan, one app changed: {} ({plan_one_ms:.1} ms)",
@@ -348,12 +350,35 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (plan_chart_ms, p) = time(args.iterations.min(3), || {
         plan_of(syn.one_app, syn.chart_change)
     })?;
+    let p = p.plan;
     writeln!(
         out,
         "plan, chart changed: {} ({plan_chart_ms:.1} ms, {:.1}x the full render)",
         report::summary_line(&p),
         plan_chart_ms / full_ms
     )?;
+    // The pull request comment of that plan, as the action posts it.
+    let start = Instant::now();
+    let parts = report::markdown_parts(&p, "<!-- kdeploy -->", report::COMMENT_LIMIT, 10);
+    let widest = parts.iter().map(|t| t.chars().count()).max().unwrap_or(0);
+    let releases_changed = p
+        .changes
+        .iter()
+        .map(|c| (&c.env, &c.app))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let first = parts.first().map_or("", String::as_str);
+    let all_named = first.contains(&format!("All {releases_changed} changed releases"))
+        && !first.contains("… more: the job summary");
+    writeln!(
+        out,
+        "its comment: {} part(s) of at most {widest} characters (GitHub's limit {}); part 1 lists all {releases_changed} changed releases: {}; made in {:.1} ms",
+        parts.len(),
+        report::COMMENT_LIMIT,
+        if all_named { "yes" } else { "no" },
+        start.elapsed().as_secs_f64() * 1000.0
+    )?;
+    drop(parts);
     let cached = cached_plan(&open, &syn, args.iterations.min(3))?;
     writeln!(
         out,
@@ -429,15 +454,15 @@ fn cached_plan(
     let (plan_ms, summary) = time(iterations, || {
         crate::validate::forget_shapes();
         let (base, head) = (open(syn.one_app)?, open(syn.chart_change)?);
-        let outcome = crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
+        Ok(crate::pipeline::plan::plan(crate::pipeline::PlanRequest {
             render_cache: Some(&cache),
             ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
-        })?;
-        outcome
-            .comparison
-            .cache
-            .context("the plan did not use the render cache")
+        })?)
     })?;
+    let summary = summary
+        .comparison
+        .cache
+        .context("the plan did not use the render cache")?;
     let phases = plan_phases(
         &open(syn.one_app)?,
         &open(syn.chart_change)?,
