@@ -341,7 +341,8 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         )?)
     };
     let (plan_one_ms, p) = time(args.iterations, || plan_of(syn.initial, syn.one_app))?;
-    let p = p.plan;
+    // The comparison is freed here, not at the end of the bench.
+    let p = { p }.plan;
     writeln!(
         out,
         "plan, one app changed: {} ({plan_one_ms:.1} ms)",
@@ -350,7 +351,8 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (plan_chart_ms, p) = time(args.iterations.min(3), || {
         plan_of(syn.one_app, syn.chart_change)
     })?;
-    let p = p.plan;
+    // The comparison is freed here, not at the end of the bench.
+    let p = { p }.plan;
     writeln!(
         out,
         "plan, chart changed: {} ({plan_chart_ms:.1} ms, {:.1}x the full render)",
@@ -459,7 +461,7 @@ fn cached_plan(
             ..crate::pipeline::PlanRequest::new(&base, &head, &filter)
         })?)
     })?;
-    let summary = summary
+    let summary = { summary }
         .comparison
         .cache
         .context("the plan did not use the render cache")?;
