@@ -52,6 +52,22 @@ async fn kdeploy(repo: &Repo, args: &[&str]) -> Run {
     .expect("runs")
 }
 
+/// `kdeploy apply` to the simulator of `kc`, writing the render cache.
+async fn apply(repo: &Repo, kc: &str, cache: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["apply", "--kubeconfig", kc, "--render-cache", cache];
+    args.extend_from_slice(extra);
+    kdeploy(repo, &args).await
+}
+
+/// `kdeploy plan --format json` from `base`, reading `cache` when given.
+async fn plan(repo: &Repo, base: &str, cache: Option<&str>) -> Run {
+    let mut args = vec!["plan", "--base", base, "--format", "json"];
+    if let Some(dir) = cache {
+        args.extend(["--render-cache", dir]);
+    }
+    kdeploy(repo, &args).await
+}
+
 /// Every entry file of the cache.
 fn entries(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -78,18 +94,7 @@ async fn a_deploy_writes_the_cache_and_a_plan_reads_its_base_from_it() {
     let repo = repo();
     let base = repo.commit("two apps and a secret");
 
-    let run = kdeploy(
-        &repo,
-        &[
-            "apply",
-            "--kubeconfig",
-            &kc,
-            "--create-namespace",
-            "--render-cache",
-            &cache,
-        ],
-    )
-    .await;
+    let run = apply(&repo, &kc, &cache, &["--create-namespace"]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("note: render cache: 4 release(s) written, 0 already there, 1 never cached (they read SOPS files or render Secrets)"),
@@ -109,7 +114,7 @@ async fn a_deploy_writes_the_cache_and_a_plan_reads_its_base_from_it() {
         &format!("{TEMPLATE}  owner: platform\n"),
     );
     repo.commit("chart: an owner key");
-    let plain = kdeploy(&repo, &["plan", "--base", &base, "--format", "json"]).await;
+    let plain = plan(&repo, &base, None).await;
     assert_eq!(plain.code, 0, "{}", plain.stderr);
     assert_eq!(
         plain.stdout.matches("+  owner: platform").count(),
@@ -117,19 +122,7 @@ async fn a_deploy_writes_the_cache_and_a_plan_reads_its_base_from_it() {
         "{}",
         plain.stdout
     );
-    let cached = kdeploy(
-        &repo,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--format",
-            "json",
-            "--render-cache",
-            &cache,
-        ],
-    )
-    .await;
+    let cached = plan(&repo, &base, Some(&cache)).await;
     assert_eq!(cached.code, 0, "{}", cached.stderr);
     assert_eq!(cached.stdout, plain.stdout, "the same plan");
     assert!(
@@ -145,19 +138,7 @@ async fn a_deploy_writes_the_cache_and_a_plan_reads_its_base_from_it() {
     let first = &files[0];
     let bytes = std::fs::read(first).expect("entry");
     std::fs::write(first, &bytes[..bytes.len() / 2]).expect("truncate");
-    let run = kdeploy(
-        &repo,
-        &[
-            "plan",
-            "--base",
-            &base,
-            "--format",
-            "json",
-            "--render-cache",
-            &cache,
-        ],
-    )
-    .await;
+    let run = plan(&repo, &base, Some(&cache)).await;
     assert_eq!(run.stdout, plain.stdout, "the same plan");
     assert!(
         run.stderr.contains("3 of 4 base release(s) read from it, the rest rendered; 1 entry ignored and rendered instead (first: ")
@@ -175,18 +156,7 @@ async fn a_deploy_never_reads_the_cache_and_replaces_an_entry_it_does_not_recogn
     let cache = cache_dir.path().display().to_string();
     let repo = repo();
     repo.commit("two apps and a secret");
-    let run = kdeploy(
-        &repo,
-        &[
-            "apply",
-            "--kubeconfig",
-            &kc,
-            "--create-namespace",
-            "--render-cache",
-            &cache,
-        ],
-    )
-    .await;
+    let run = apply(&repo, &kc, &cache, &["--create-namespace"]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 
     // Tamper with the entries: a deploy must neither apply nor prune
@@ -197,18 +167,7 @@ async fn a_deploy_never_reads_the_cache_and_replaces_an_entry_it_does_not_recogn
     }
     sim.get("", "ConfigMap", "api-production", "api")
         .expect("deployed");
-    let run = kdeploy(
-        &repo,
-        &[
-            "apply",
-            "--kubeconfig",
-            &kc,
-            "--render-cache",
-            &cache,
-            "--sync",
-        ],
-    )
-    .await;
+    let run = apply(&repo, &kc, &cache, &["--sync"]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let cm = sim
         .get("", "ConfigMap", "api-production", "api")
@@ -271,18 +230,7 @@ async fn measure_a_plan_after_a_shared_kustomize_base_changes() {
     }
     let base = repo.commit("kustomize apps");
     let start = std::time::Instant::now();
-    let run = kdeploy(
-        &repo,
-        &[
-            "apply",
-            "--kubeconfig",
-            &kc,
-            "--create-namespace",
-            "--render-cache",
-            &cache,
-        ],
-    )
-    .await;
+    let run = apply(&repo, &kc, &cache, &["--create-namespace"]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     println!(
         "deploy of {apps} Kustomize apps, writing the cache: {:.0} ms",
@@ -298,12 +246,8 @@ async fn measure_a_plan_after_a_shared_kustomize_base_changes() {
     let mut cached = Vec::new();
     for _ in 0..3 {
         for (with, samples) in [(false, &mut plain), (true, &mut cached)] {
-            let mut args = vec!["plan", "--base", &base, "--format", "json"];
-            if with {
-                args.extend(["--render-cache", &cache]);
-            }
             let start = std::time::Instant::now();
-            let run = kdeploy(&repo, &args).await;
+            let run = plan(&repo, &base, with.then_some(cache.as_str())).await;
             samples.push(start.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(run.code, 0, "{}", run.stderr);
             if with {
