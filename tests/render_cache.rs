@@ -97,7 +97,7 @@ async fn a_deploy_writes_the_cache_and_a_plan_reads_its_base_from_it() {
     let run = apply(&repo, &kc, &cache, &["--create-namespace"]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.contains("note: render cache: 4 release(s) written, 0 already there, 1 never cached (they read SOPS files or render Secrets)"),
+        run.stdout.contains(&format!("note: render cache {cache}: 4 release(s) written, 0 already there, 1 never cached (they read SOPS files or render Secrets)")),
         "{}",
         run.stdout
     );
@@ -175,8 +175,9 @@ async fn a_deploy_never_reads_the_cache_and_replaces_an_entry_it_does_not_recogn
     assert_eq!(cm["data"]["size"], "3", "{cm}");
     // The two production entries were changed, so they are rewritten.
     assert!(
-        run.stdout
-            .contains("note: render cache: 2 release(s) written, 2 already there"),
+        run.stdout.contains(&format!(
+            "note: render cache {cache}: 2 release(s) written, 2 already there"
+        )),
         "{}",
         run.stdout
     );

@@ -57,7 +57,9 @@ impl Deploy {
         // the head is checked, duplicates included.
         let head = render::render(req.head, req.filter)?;
         crate::validate::check(&head).map_err(render::Error::Invalid)?;
-        let cache_note = req.render_cache.map(|cache| cache_note(cache.store(&head)));
+        let cache_note = req
+            .render_cache
+            .map(|cache| cache_note(cache, cache.store(&head)));
         // The base only adds environments to prune: the deploy records say
         // what was deployed, so a base that no longer renders is noted, not
         // fatal.
@@ -134,15 +136,19 @@ impl Deploy {
 
 /// One line on what [`render::cache::RenderCache::store`] did. A cache
 /// that cannot be written costs later plans time, never this deploy.
-fn cache_note(stored: std::io::Result<render::cache::Stored>) -> String {
+fn cache_note(
+    cache: &render::cache::RenderCache,
+    stored: std::io::Result<render::cache::Stored>,
+) -> String {
+    let dir = cache.dir().display();
     match stored {
-        Ok(s) if s.written + s.kept == 0 && s.unkeyed > 0 => {
-            "render cache: nothing written (the work tree has no git ids to key releases by)".into()
-        }
+        Ok(s) if s.written + s.kept == 0 && s.unkeyed > 0 => format!(
+            "render cache {dir}: nothing written (the work tree has no git ids to key releases by)"
+        ),
         Ok(s) => format!(
-            "render cache: {} release(s) written, {} already there, {} never cached (they read SOPS files or render Secrets), {} old entries removed",
+            "render cache {dir}: {} release(s) written, {} already there, {} never cached (they read SOPS files or render Secrets), {} old entries removed",
             s.written, s.kept, s.secret, s.pruned
         ),
-        Err(e) => format!("render cache: not written ({e}); plans render their base instead"),
+        Err(e) => format!("render cache {dir}: not written ({e}); plans render their base instead"),
     }
 }

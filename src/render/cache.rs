@@ -152,6 +152,11 @@ impl RenderCache {
         RenderCache { dir: dir.into() }
     }
 
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Lookups for releases rendered under `scope`.
     pub fn reads(&self, scope: Scope) -> Reads<'_> {
         Reads {
