@@ -96,11 +96,14 @@ impl Summary {
     /// One line for a log: `render cache: 2,997 of 3,000 …`.
     pub fn line(&self) -> String {
         let mut s = format!(
-            "render cache {}: {} of {} base release(s) read from it, the rest rendered",
+            "render cache {}: {} of {} base release(s) read from it",
             self.dir,
             self.hits,
             self.hits + self.misses
         );
+        if self.misses > 0 {
+            s.push_str(", the rest rendered");
+        }
         if !self.ignored.is_empty() {
             s.push_str(&format!(
                 "; {} entr{} ignored and rendered instead (first: {})",
