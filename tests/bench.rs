@@ -30,6 +30,22 @@ fn bench_measures_the_same_work_as_helm_and_reuses_unchanged_templates() {
             && out.contains("base from the cache: 12 of 12 base releases read"),
         "{out}"
     );
+    // The ratios of the target, measured in the same rounds: each is a
+    // positive number, and the cached plan's is set against the other.
+    let rounds = out
+        .lines()
+        .find(|l| l.contains("against a full render of its head in alternating rounds"))
+        .unwrap_or_else(|| panic!("no alternating-rounds line in {out}"));
+    let ratios: Vec<f64> = rounds
+        .split('(')
+        .skip(1)
+        .filter_map(|s| s.split('x').next()?.parse().ok())
+        .collect();
+    assert!(
+        ratios.len() == 2 && ratios.iter().all(|r| *r > 0.0),
+        "{rounds}"
+    );
+    assert!(rounds.contains("x the plan without it)"), "{rounds}");
     assert!(
         out.contains("its comment: 1 part(s)") && out.contains("characters (GitHub's limit 65536)"),
         "{out}"
