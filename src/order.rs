@@ -129,9 +129,12 @@ impl Stages {
     }
 }
 
+/// Each environment's stages, or the problems that prevent them.
+pub type ByEnv<'a> = Vec<(&'a str, Result<Stages, Vec<Problem>>)>;
+
 /// Each environment of a state ordered by its groups (groups are per
 /// environment): environments in name order, ordered in parallel.
-pub fn stages_by_env(state: &crate::render::State) -> Vec<(&str, Result<Stages, Vec<Problem>>)> {
+pub fn stages_by_env(state: &crate::render::State) -> ByEnv<'_> {
     use rayon::prelude::*;
     let mut envs: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
     for r in &state.releases {

@@ -566,10 +566,12 @@ pub fn plan_phases(
         let cmp = render::compare_with(base, head, &filter, None, render::PolicyFrom::Base, cache)?;
         samples[0].push(t.elapsed());
         let t = Instant::now();
-        crate::validate::check_for_plan(&cmp).map_err(render::Error::Invalid)?;
+        let stages = crate::order::stages_by_env(&cmp.head);
+        crate::validate::check_for_plan(&cmp, &stages).map_err(render::Error::Invalid)?;
         samples[1].push(t.elapsed());
         let t = Instant::now();
-        let mut p = plan::plan(&cmp, &cmp.head.settings.plan, 3);
+        let mut p = plan::plan_staged(&cmp, &stages, &cmp.head.settings.plan, 3);
+        drop(stages);
         samples[2].push(t.elapsed());
         let t = Instant::now();
         let severities = crate::policy::severities("").map_err(anyhow::Error::msg)?;

@@ -93,8 +93,16 @@ pub fn plan(req: PlanRequest<'_>) -> Result<PlanOutcome, render::Error> {
                 .help("KDEPLOY_POLICY (the action's input `policy`) is `check=off|warning|error`, comma-separated"),
         ))
     })?;
-    crate::validate::check_for_plan(&comparison).map_err(render::Error::Invalid)?;
-    let mut plan = plan::plan(&comparison, &comparison.head.settings.plan, req.context);
+    // Validation and the plan's notes both read the head's stages.
+    let stages = crate::order::stages_by_env(&comparison.head);
+    crate::validate::check_for_plan(&comparison, &stages).map_err(render::Error::Invalid)?;
+    let mut plan = plan::plan_staged(
+        &comparison,
+        &stages,
+        &comparison.head.settings.plan,
+        req.context,
+    );
+    drop(stages);
     let mut policy_errors = crate::policy::annotate(&mut plan, &comparison.head, &severities);
     // The runner's policies: its directories, read from the revision that
     // supplies runner policy when they are the config repo's.

@@ -74,11 +74,11 @@ pub struct Change {
 
 /// The stage order of each environment that uses change groups
 /// (`kdeploy.io/group`), so a reviewer sees what runs before what.
-fn order_notes(state: &crate::render::State) -> Vec<String> {
-    crate::order::stages_by_env(state)
-        .into_iter()
+fn order_notes(stages: &crate::order::ByEnv<'_>) -> Vec<String> {
+    stages
+        .iter()
         .filter_map(|(env, stages)| {
-            let stages = stages.ok()?;
+            let stages = stages.as_ref().ok()?;
             stages.is_used().then(|| {
                 format!(
                     "{env} applies in stages (kdeploy.io/group, kdeploy.io/apply-after): {}",
@@ -287,6 +287,22 @@ enum Outcome {
 
 /// Plans the changes from `cmp.base` to `cmp.head`.
 pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
+    plan_staged(
+        cmp,
+        &crate::order::stages_by_env(&cmp.head),
+        settings,
+        context,
+    )
+}
+
+/// [`plan`] with the head's stages already found (the plan flow finds them
+/// once for validation and for the plan's notes).
+pub fn plan_staged(
+    cmp: &Comparison,
+    stages: &crate::order::ByEnv<'_>,
+    settings: &PlanSettings,
+    context: usize,
+) -> Plan {
     let base = index(&cmp.base);
     let head = index(&cmp.head);
     let target = |env: &str| {
@@ -398,7 +414,7 @@ pub fn plan(cmp: &Comparison, settings: &PlanSettings, context: usize) -> Plan {
     changes.sort_by_key(apply_order);
     let fingerprints = fingerprint::of(&changes);
     let mut notes = cmp.notes.clone();
-    notes.extend(order_notes(&cmp.head));
+    notes.extend(order_notes(stages));
     Plan {
         base: cmp.base.label.clone(),
         head: cmp.head.label.clone(),

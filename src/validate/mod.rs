@@ -564,8 +564,13 @@ pub fn check(state: &State) -> Result<Summary, Diagnostics> {
 /// `kdeploy.io/apply-after`): cycles always, groups nobody declares where
 /// `complete(env)` says every release of it was rendered.
 pub fn ordering(state: &State, complete: &dyn Fn(&str) -> bool) -> Diagnostics {
+    ordering_of(&crate::order::stages_by_env(state), complete)
+}
+
+/// [`ordering`] of stages already found.
+fn ordering_of(stages: &crate::order::ByEnv<'_>, complete: &dyn Fn(&str) -> bool) -> Diagnostics {
     let mut problems = Diagnostics::default();
-    for (env, stages) in crate::order::stages_by_env(state) {
+    for (env, stages) in stages {
         let Err(found) = stages else {
             continue;
         };
@@ -583,16 +588,21 @@ pub fn ordering(state: &State, complete: &dyn Fn(&str) -> bool) -> Diagnostics {
 }
 
 /// [`check`] for a plan: removed API versions become plan warnings.
+/// `stages` are the head's ([`crate::order::stages_by_env`]), found once
+/// for this check and the plan's notes.
 ///
 /// # Errors
 /// Every other schema problem found.
-pub fn check_for_plan(cmp: &crate::render::Comparison) -> Result<Summary, Diagnostics> {
+pub fn check_for_plan(
+    cmp: &crate::render::Comparison,
+    stages: &crate::order::ByEnv<'_>,
+) -> Result<Summary, Diagnostics> {
     let (mut problems, summary) = validate_with(&cmp.head, false);
     // Environments with unchanged (unrendered) releases may declare groups
     // this plan cannot see: only their cycles are certain.
     let partial: std::collections::BTreeSet<&str> =
         cmp.unchanged.iter().map(|(env, _)| env.as_str()).collect();
-    problems.extend(ordering(&cmp.head, &|env| !partial.contains(env)).0);
+    problems.extend(ordering_of(stages, &|env| !partial.contains(env)).0);
     problems.into_result(summary)
 }
 
