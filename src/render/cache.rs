@@ -235,7 +235,7 @@ impl RenderCache {
             inputs: r.inputs.clone(),
         })
         .map_err(std::io::Error::other)?;
-        let sum = hex(&sha2::Sha256::digest(&payload));
+        let sum = format!("{:x}", sha2::Sha256::digest(&payload));
         let mut bytes =
             format!("{FORMAT} {} {digest} {sum}\n", env!("CARGO_PKG_VERSION")).into_bytes();
         bytes.extend(payload);
@@ -335,7 +335,7 @@ fn read_entry(bytes: &[u8], digest: &str, env: &str, app: &str) -> Result<Entry,
     if key != digest {
         return Err(Some("its key is another release's".into()));
     }
-    if hex(&sha2::Sha256::digest(payload)) != sum {
+    if format!("{:x}", sha2::Sha256::digest(payload)) != sum {
         return Err(Some(
             "its checksum does not match (corrupt or truncated)".into(),
         ));
@@ -373,11 +373,7 @@ fn digest(scope: Scope, env: &str, app: &str, key: &ReleaseKey) -> String {
         h.update(part);
     }
     key.feed(&mut h);
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", h.finalize())
 }
 
 /// Removes entry files under `dir` last modified more than `days` ago.
@@ -545,11 +541,11 @@ mod tests {
         let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
         let header: Vec<&str> = text.lines().next().unwrap().split(' ').collect();
         let mut forged = format!(
-            "{} {} {} {}\n",
+            "{} {} {} {:x}\n",
             header[0],
             header[1],
             header[2],
-            hex(&sha2::Sha256::digest(&payload))
+            sha2::Sha256::digest(&payload)
         )
         .into_bytes();
         forged.extend(payload);
