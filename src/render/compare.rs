@@ -267,7 +267,9 @@ pub fn compare_with(
     let reusable = !(settings_same && all_charts_same);
     let memo = reusable
         .then(|| super::memo::Memo::keeping(head_fingerprints(head, &head_layout, &mut charts)));
+    // Each side's scope, found once: the base's keys its cache lookups.
     let base_scope = super::cache::Scope::of(&base_layout, base.commit().is_some());
+    let head_scope = super::cache::Scope::of(&head_layout, head.commit().is_some());
     let reads = cache.zip(base_scope).map(|(c, scope)| c.reads(scope));
     let base_releases = render_side(
         base,
@@ -291,8 +293,8 @@ pub fn compare_with(
     check_with_siblings(head, &head_layout, &head_releases, &mut charts)?;
     notes.extend(sealed_notes(&base_releases, &head_releases));
     Ok(Comparison {
-        base: state_of(base, base_layout, base_releases),
-        head: state_of(head, head_layout, head_releases),
+        base: state_of(base, base_layout, base_scope, base_releases),
+        head: state_of(head, head_layout, head_scope, head_releases),
         cache,
         unchanged,
         base_settings_own: !inherit,
@@ -302,11 +304,16 @@ pub fn compare_with(
 }
 
 /// One side's [`State`].
-fn state_of(snap: &Snapshot, layout: Layout, releases: Vec<Rendered>) -> State {
+fn state_of(
+    snap: &Snapshot,
+    layout: Layout,
+    cache_scope: Option<super::cache::Scope>,
+    releases: Vec<Rendered>,
+) -> State {
     State {
         label: snap.label().to_string(),
         commit: snap.commit(),
-        cache_scope: super::cache::Scope::of(&layout, snap.commit().is_some()),
+        cache_scope,
         settings: layout.settings,
         releases,
     }
